@@ -1,0 +1,40 @@
+"""Doorbells to console pages and agent connections, rung only after the transaction commits."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from bridge.groups import agent_group, console_endpoint_group, console_tenant_group
+
+log = logging.getLogger(__name__)
+
+
+def _send(group: str, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:  # a lost doorbell delays a live update; the database still has the truth
+        log.warning("channel layer send to %s failed", group, exc_info=True)
+
+
+def console_event(*, tenant_id, endpoint_id=None, event: str, payload: dict[str, Any]) -> None:
+    """Tell console pages of a tenant (and of one endpoint) that something changed."""
+    message = {"type": "console.event", "event": event, "payload": payload}
+
+    def ring() -> None:
+        _send(console_tenant_group(tenant_id), message)
+        if endpoint_id is not None:
+            _send(console_endpoint_group(endpoint_id), message)
+
+    transaction.on_commit(ring)
+
+
+def agent_doorbell(*, endpoint_id, reason: str) -> None:
+    """Wake the connection serving an agent, wherever it is, to look at the database."""
+    message = {"type": "agent.doorbell", "reason": reason}
+    transaction.on_commit(lambda: _send(agent_group(endpoint_id), message))

@@ -1,0 +1,31 @@
+"""Handlers for agent message types, registered by the domain apps that own them.
+
+The bridge is transport: it authenticates, deduplicates by envelope id and
+acknowledges; what an ``action.result`` or ``prompt.update`` means is for the
+app that registered the handler (sessions_app registers its own in ready()).
+A handler is a plain synchronous function ``(endpoint, envelope) -> None``
+called inside one database transaction with the endpoint's tenant bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from caisey_agent.protocol import Envelope
+
+Handler = Callable[[Any, Envelope], None]
+_handlers: dict[str, Handler] = {}
+
+
+def handles(message_type: str) -> Callable[[Handler], Handler]:
+    def register(func: Handler) -> Handler:
+        if message_type in _handlers and _handlers[message_type] is not func:
+            raise RuntimeError(f"a handler for {message_type!r} is already registered")
+        _handlers[message_type] = func
+        return func
+
+    return register
+
+
+def handler_for(message_type: str) -> Handler | None:
+    return _handlers.get(message_type)

@@ -1,0 +1,91 @@
+"""The bridge's write path: agent handshakes, connection records, applying agent frames once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from bridge import notify
+from bridge.models import AgentConnection, InboundReceipt
+from bridge.registry import handler_for
+from caisey import tenancy
+from caisey_agent.protocol import Envelope, Hello
+from endpoints import services as endpoint_services
+from endpoints.models import Endpoint
+from endpoints.presence import presence_of
+
+
+def heartbeat_interval_for(mode: str) -> float:
+    cfg = settings.CAISEY
+    return cfg["HEARTBEAT_ACTIVE"] if mode == "active" else cfg["HEARTBEAT_LAZY"]
+
+
+def presence_payload(endpoint: Endpoint) -> dict:
+    return {
+        "id": str(endpoint.pk),
+        "hostname": endpoint.hostname,
+        "presence": presence_of(endpoint).value,
+        "last_seen": endpoint.last_seen_at.isoformat() if endpoint.last_seen_at else None,
+        "agent_version": endpoint.agent_version,
+    }
+
+
+def presence_announce(*, endpoint: Endpoint) -> None:
+    notify.console_event(
+        tenant_id=endpoint.tenant_id, endpoint_id=endpoint.pk, event="endpoint.presence", payload=presence_payload(endpoint)
+    )
+
+
+@dataclass
+class Handshake:
+    endpoint: Endpoint
+    mode: str
+    interval: float
+
+
+@transaction.atomic
+def agent_hello(*, hello: Hello, connection_id: str, remote_ip: str) -> Handshake:
+    """Authenticate a hello and record the connection. Raises endpoints.services.AgentAuthError."""
+    endpoint = endpoint_services.endpoint_authenticate(endpoint_id=hello.endpoint_id, credential=hello.credential)
+    interval = heartbeat_interval_for(endpoint.mode)
+    endpoint = endpoint_services.endpoint_record_connect(
+        endpoint=endpoint,
+        connection_id=connection_id,
+        agent_version=hello.agent_version,
+        machine=hello.machine,
+        interval=interval,
+    )
+    AgentConnection.all_tenants.create(endpoint=endpoint, connection_id=connection_id, remote_ip=remote_ip)
+    presence_announce(endpoint=endpoint)
+    return Handshake(endpoint=endpoint, mode=endpoint.mode, interval=interval)
+
+
+@transaction.atomic
+def agent_disconnected(*, endpoint_id, connection_id: str, close_code: int | None) -> None:
+    AgentConnection.all_tenants.filter(connection_id=connection_id).update(closed_at=timezone.now(), close_code=close_code)
+    if endpoint_services.endpoint_record_disconnect(endpoint_id=endpoint_id, connection_id=connection_id):
+        presence_announce(endpoint=Endpoint.all_tenants.get(pk=endpoint_id))
+
+
+class UnsupportedMessage(Exception):
+    pass
+
+
+def agent_frame_apply(*, endpoint: Endpoint, envelope: Envelope) -> bool:
+    """Apply one agent frame exactly once. Returns False when its id was applied before."""
+    handler = handler_for(envelope.type)
+    if handler is None:
+        raise UnsupportedMessage(f"no handler for {envelope.type!r}")
+    with tenancy.bind(endpoint.tenant_id), transaction.atomic():
+        try:
+            with transaction.atomic():
+                InboundReceipt.all_tenants.create(
+                    endpoint=endpoint, message_id=envelope.id, message_type=envelope.type
+                )
+        except IntegrityError:
+            return False
+        handler(endpoint, envelope)
+    return True

@@ -1,0 +1,15 @@
+"""ASGI entry point: Django for HTTP, Channels consumers for agent and console sockets."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "caisey.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from bridge.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": URLRouter(websocket_urlpatterns)})

@@ -1,0 +1,222 @@
+"""Caisey settings: everything comes from CAISEY_* environment variables.
+
+Embedded default (nothing set): SQLite in WAL mode and the embedded Redis, both
+inside CAISEY_DATA_DIR. Production: CAISEY_DATABASE_URL, CAISEY_REDIS_URL,
+CAISEY_SECRET_KEY, CAISEY_ALLOWED_HOSTS and CAISEY_DEBUG=false.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from caisey import embedded_redis
+from caisey.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("CAISEY_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+INSECURE_DEFAULT_SECRET_KEY = "caisey-insecure-development-key-do-not-use-in-production"
+DEBUG = env_bool("CAISEY_DEBUG", True)
+SECRET_KEY = env_str("CAISEY_SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY)
+ALLOWED_HOSTS = env_list("CAISEY_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CAISEY_CSRF_TRUSTED_ORIGINS", [])
+
+if not DEBUG:
+    if SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY or len(SECRET_KEY) < 32:
+        raise ImproperlyConfigured(
+            "CAISEY_DEBUG is off but CAISEY_SECRET_KEY is unset, the default, or shorter than 32 characters"
+        )
+    SESSION_COOKIE_SECURE = env_bool("CAISEY_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+elif env_bool("CAISEY_PRODUCTION", False):
+    raise ImproperlyConfigured("CAISEY_PRODUCTION is set: refusing to start with CAISEY_DEBUG on")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "endpoints",
+    "bridge",
+    "sessions_app",
+    "caisey",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "caisey.tenancy.TenantMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "caisey.urls"
+ASGI_APPLICATION = "caisey.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "caisey.tenancy.tenant_context",
+            ],
+        },
+    },
+]
+
+# --- database -----------------------------------------------------------------
+
+DATABASE_URL = env_str("CAISEY_DATABASE_URL", f"sqlite:///{DATA_DIR / 'caisey.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("CAISEY_DB_CONN_MAX_AGE", 0))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets readers proceed while one writer commits; IMMEDIATE takes the
+        # write lock at BEGIN so concurrent writers queue instead of failing.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    DATABASES["default"]["TEST"] = {"NAME": env_str("CAISEY_TEST_SQLITE_NAME", "") or None}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- redis: channel layer, celery broker, cache --------------------------------
+
+REDIS_URL = env_str("CAISEY_REDIS_URL", "")
+EMBEDDED_REDIS = REDIS_URL == ""
+if EMBEDDED_REDIS:
+    REDIS_URL = embedded_redis.url_for(DATA_DIR)
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    # redis-py 8's 5 s default socket timeout cuts the layer's
+                    # blocking read and kills consumers (channels_redis #422).
+                    "socket_timeout": None,
+                    # The default pool raises "Too many connections" past 100
+                    # during a reconnect storm instead of waiting.
+                    "max_connections": env_int("CAISEY_REDIS_MAX_CONNECTIONS", 10000),
+                }
+            ],
+            "prefix": env_str("CAISEY_CHANNEL_PREFIX", "caisey"),
+            # The default of 100 silently drops fan-out beyond it per process.
+            "capacity": env_int("CAISEY_CHANNEL_CAPACITY", 10000),
+            "expiry": 60,
+            "group_expiry": env_int("CAISEY_GROUP_EXPIRY", 86400),
+        },
+    }
+}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env_str("CAISEY_CHANNEL_PREFIX", "caisey"),
+    }
+}
+
+
+def _celery_url(url: str) -> str:
+    # kombu spells a redis unix socket redis+socket:///path
+    return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+
+CELERY_BROKER_URL = _celery_url(REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env_bool("CAISEY_CELERY_EAGER", False)
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- auth, i18n, static --------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "console:endpoint_list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("CAISEY_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "caisey" / "static"]
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {"TITLE": "Caisey API", "VERSION": "1.0.0"}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("CAISEY_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+}
+
+# --- Caisey behaviour -----------------------------------------------------------
+
+CAISEY = {
+    # Heartbeat cadence the server asks of agents, per mode (seconds).
+    "HEARTBEAT_ACTIVE": env_float("CAISEY_HEARTBEAT_ACTIVE", 10.0),
+    "HEARTBEAT_LAZY": env_float("CAISEY_HEARTBEAT_LAZY", 60.0),
+    # An endpoint is offline when no heartbeat arrived for this many intervals plus the grace.
+    "PRESENCE_MISSED_BEATS": env_float("CAISEY_PRESENCE_MISSED_BEATS", 2.0),
+    "PRESENCE_GRACE": env_float("CAISEY_PRESENCE_GRACE", 10.0),
+    # Seconds between flushes of coalesced last-seen times to the database.
+    "LAST_SEEN_FLUSH_INTERVAL": env_float("CAISEY_LAST_SEEN_FLUSH", 1.0),
+    "HELLO_TIMEOUT": env_float("CAISEY_HELLO_TIMEOUT", 10.0),
+    "MAX_FRAME_BYTES": env_int("CAISEY_MAX_FRAME_BYTES", 256 * 1024),
+    "ENROLLMENT_TOKEN_DAYS": env_int("CAISEY_ENROLLMENT_TOKEN_DAYS", 7),
+    # Rate limits: (attempts, window seconds).
+    "RATE_ENROLL_PER_IP": (env_int("CAISEY_RATE_ENROLL", 30), 60),
+    "RATE_AUTH_FAILURES_PER_IP": (env_int("CAISEY_RATE_AUTH_FAILURES", 30), 60),
+    "RATE_CONNECTS_PER_ENDPOINT": (env_int("CAISEY_RATE_CONNECTS", 30), 60),
+    "PRESENCE_SWEEP_SECONDS": env_float("CAISEY_PRESENCE_SWEEP", 5.0),
+}
+RATELIMIT_NAMESPACE = "rl"
+
+CELERY_BEAT_SCHEDULE = {
+    "presence-sweep": {
+        "task": "bridge.tasks.presence_sweep",
+        "schedule": CAISEY["PRESENCE_SWEEP_SECONDS"],
+    },
+}
+
+EMAIL_BACKEND = env_str("CAISEY_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

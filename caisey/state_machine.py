@@ -1,0 +1,52 @@
+"""Status transitions: one table per status field, one function that applies it.
+
+``transition`` checks the move against the model's table, then writes it with
+a conditional ``UPDATE ... WHERE status = current``: when another process got
+there first zero rows change and the caller learns of the race instead of
+overwriting it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from django.db import models
+
+
+class IllegalTransition(Exception):
+    def __init__(self, model: str, current: str, target: str) -> None:
+        super().__init__(f"{model}: {current} -> {target} is not an allowed transition")
+        self.current = current
+        self.target = target
+
+
+class TransitionRace(Exception):
+    """The row was no longer in the expected state when the update ran."""
+
+
+def check(table: Mapping[str, frozenset[str]], model: str, current: str, target: str) -> None:
+    if target not in table.get(current, frozenset()):
+        raise IllegalTransition(model, current, target)
+
+
+def transition(
+    instance: models.Model,
+    *,
+    to: str,
+    table: Mapping[str, frozenset[str]],
+    field: str = "status",
+    updates: Mapping[str, Any] | None = None,
+) -> None:
+    """Move ``instance.<field>`` to ``to``; raises IllegalTransition or TransitionRace.
+
+    Uses the model's base manager: the caller has already resolved the row
+    within its tenant, and the transition must not depend on who is bound.
+    """
+    current = getattr(instance, field)
+    check(table, type(instance).__name__, current, to)
+    values = {field: to, **(updates or {})}
+    changed = type(instance)._base_manager.filter(pk=instance.pk, **{field: current}).update(**values)
+    if changed == 0:
+        raise TransitionRace(f"{type(instance).__name__} {instance.pk} left {current} before -> {to}")
+    for name, value in values.items():
+        setattr(instance, name, value)

@@ -1,0 +1,54 @@
+// Live doorbells from /ws/console/. The page is rendered from the database; the socket only
+// tells it what changed. Reconnects with backoff; after a reconnect it reloads to catch up,
+// because doorbells missed while disconnected are not replayed (the layer is at-most-once).
+(function () {
+  "use strict";
+  var status = document.getElementById("live-status");
+  var endpointPage = document.querySelector("[data-live=endpoint]");
+  var attempts = 0;
+  var everConnected = false;
+
+  function applyPresence(p) {
+    var scope = document.querySelectorAll('[data-endpoint="' + p.id + '"]');
+    scope.forEach(function (el) {
+      var presence = el.querySelector('[data-field=presence]');
+      if (presence) {
+        presence.textContent = p.presence;
+        presence.className = "presence presence-" + p.presence;
+      }
+      var seen = el.querySelector('[data-field=last_seen]');
+      if (seen && p.last_seen) {
+        seen.setAttribute("datetime", p.last_seen);
+        seen.textContent = new Date(p.last_seen).toLocaleString();
+      }
+    });
+    if (scope.length === 0 && document.querySelector("[data-live=tenant]")) {
+      status.textContent = "A new endpoint appeared: " + p.hostname + ". Reload to see it.";
+    }
+  }
+
+  function connect() {
+    var proto = location.protocol === "https:" ? "wss://" : "ws://";
+    var ws = new WebSocket(proto + location.host + "/ws/console/");
+    ws.onopen = function () {
+      if (everConnected) { location.reload(); return; }
+      everConnected = true;
+      attempts = 0;
+      document.body.dataset.live = "connected";
+      if (endpointPage) ws.send(JSON.stringify({subscribe: "endpoint", id: endpointPage.dataset.endpoint}));
+    };
+    ws.onmessage = function (e) {
+      var msg = JSON.parse(e.data);
+      if (msg.event === "endpoint.presence") applyPresence(msg.payload);
+      document.dispatchEvent(new CustomEvent("caisey:" + (msg.event || "message"), {detail: msg}));
+    };
+    ws.onclose = function () {
+      document.body.dataset.live = "disconnected";
+      status.textContent = "Live updates paused; reconnecting…";
+      attempts += 1;
+      var delay = Math.min(30000, 500 * Math.pow(2, attempts)) * (0.5 + Math.random() / 2);
+      setTimeout(connect, delay);
+    };
+  }
+  connect();
+})();

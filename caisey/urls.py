@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from caisey import health
+from endpoints.api import EnrollView
+
+urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(template_name="console/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/agent/v1/enroll", EnrollView.as_view(), name="agent-enroll"),
+    path("healthz", health.healthz, name="healthz"),
+    path("", include("endpoints.urls")),
+]

@@ -1,0 +1,105 @@
+"""Tenant setup in the Django admin. A tenant admin sees and edits only their own tenant:
+the default managers are tenant-scoped (caisey.tenancy), and new rows take the admin's tenant."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from endpoints import services
+from endpoints.models import ClientGroup, Endpoint, EnrollmentToken, Membership, Tenant
+
+
+class TenantOwnedAdmin(admin.ModelAdmin):
+    def get_exclude(self, request, obj=None):
+        excluded = list(super().get_exclude(request, obj) or [])
+        if not request.user.is_superuser:
+            excluded.append("tenant")
+        return excluded
+
+    def save_model(self, request, obj, form, change):
+        if not change and not request.user.is_superuser:
+            obj.tenant = request.tenant
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "created_at"]
+    search_fields = ["name", "slug"]
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    has_view_permission = has_add_permission = has_change_permission = has_delete_permission = (
+        lambda self, request, obj=None: request.user.is_superuser
+    )
+
+
+@admin.register(Membership)
+class MembershipAdmin(TenantOwnedAdmin):
+    list_display = ["user", "tenant", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__username"]
+
+
+@admin.register(ClientGroup)
+class ClientGroupAdmin(TenantOwnedAdmin):
+    list_display = ["name", "slug", "approver_email", "tenant"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(EnrollmentToken)
+class EnrollmentTokenAdmin(TenantOwnedAdmin):
+    list_display = ["prefix", "client_group", "uses", "max_uses", "expires_at", "revoked_at", "note"]
+    list_filter = ["client_group"]
+    readonly_fields = ["prefix", "uses", "created_by", "created_at"]
+    fields = ["client_group", "note", "max_uses", "expires_at", "revoked_at", "prefix", "uses", "created_by", "created_at"]
+    actions = ["revoke"]
+
+    def get_changeform_initial_data(self, request):
+        return {"expires_at": timezone.now() + timedelta(days=7), "max_uses": 1}
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        token, secret = services.enrollment_token_issue(
+            actor=request.user,
+            client_group=obj.client_group,
+            expires_in=obj.expires_at - timezone.now(),
+            max_uses=obj.max_uses,
+            note=obj.note,
+        )
+        obj.pk = token.pk
+        obj.refresh_from_db()
+        messages.warning(request, f"Enrollment token (shown once, copy it now): {secret}")
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        for token in queryset:
+            services.enrollment_token_revoke(actor=request.user, token=token)
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(TenantOwnedAdmin):
+    list_display = ["hostname", "client_group", "status", "agent_version", "last_seen_at", "enrolled_at"]
+    list_filter = ["status", "client_group"]
+    search_fields = ["hostname", "tags", "machine_id"]
+    readonly_fields = [
+        "machine_id", "status", "status_changed_by", "status_reason", "enrolled_at", "enrolled_with",
+        "agent_version", "machine_context", "last_seen_at", "connected_at", "disconnected_at",
+    ]
+    fields = ["hostname", "client_group", "tags", *readonly_fields]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        return False  # endpoints come from enrollment only
+
+    @admin.action(description="Revoke selected endpoints (their agents are refused and stop)")
+    def revoke(self, request, queryset):
+        for endpoint in queryset.filter(status="enrolled"):
+            services.endpoint_revoke(actor=request.user, endpoint=endpoint, reason="revoked in admin")
+        messages.success(request, "Revoked.")

@@ -1,0 +1,66 @@
+"""The agent's enrollment exchange: token in, persistent identity and credential out."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from caisey import ratelimit
+from endpoints import services
+
+
+class EnrollRequest(serializers.Serializer):
+    token = serializers.CharField(max_length=200)
+    machine_id = serializers.RegexField(r"^[A-Za-z0-9_.:-]{8,64}$")
+    hostname = serializers.CharField(max_length=255)
+    replace = serializers.BooleanField(default=False)
+
+
+class EnrollResponse(serializers.Serializer):
+    endpoint_id = serializers.UUIDField()
+    credential = serializers.CharField()
+    tenant = serializers.CharField()
+    client_group = serializers.CharField()
+    bridge_path = serializers.CharField()
+    replaced = serializers.BooleanField()
+
+
+def client_ip(request) -> str:
+    return request.META.get("REMOTE_ADDR", "unknown")
+
+
+class EnrollView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def post(self, request):
+        limit, window = settings.CAISEY["RATE_ENROLL_PER_IP"]
+        if not ratelimit.hit("enroll", client_ip(request), limit=limit, window=window):
+            return Response({"error": "rate_limited", "detail": "too many enrollment attempts; wait a minute"}, status=429)
+        form = EnrollRequest(data=request.data)
+        if not form.is_valid():
+            return Response({"error": "invalid_request", "detail": form.errors}, status=status.HTTP_400_BAD_REQUEST)
+        try:
+            result = services.endpoint_enroll(
+                token_secret=form.validated_data["token"],
+                machine_id=form.validated_data["machine_id"],
+                hostname=form.validated_data["hostname"],
+                replace=form.validated_data["replace"],
+            )
+        except services.EnrollmentError as exc:
+            return Response({"error": exc.code, "detail": exc.message}, status=exc.status)
+        endpoint = result.endpoint
+        body = EnrollResponse(
+            {
+                "endpoint_id": endpoint.pk,
+                "credential": result.credential,
+                "tenant": endpoint.tenant.name,
+                "client_group": endpoint.client_group.name,
+                "bridge_path": "/ws/agent/",
+                "replaced": result.replaced,
+            }
+        ).data
+        return Response(body, status=status.HTTP_200_OK if result.replaced else status.HTTP_201_CREATED)

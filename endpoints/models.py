@@ -1,0 +1,176 @@
+"""Who and what: tenants, their people, their clients, and enrolled endpoints."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from caisey.tenancy import TenantScopedManager
+
+
+class Tenant(models.Model):
+    """An MSP or an internal IT team: the unit of isolation."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager(tenant_field="pk")
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    TECHNICIAN = "technician", "Technician"
+    VIEWER = "viewer", "Viewer"
+
+
+class Membership(models.Model):
+    """A Django user's place in one tenant. A user belongs to exactly one tenant."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.TECHNICIAN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.tenant}"
+
+    @property
+    def can_operate(self) -> bool:
+        return self.role in (Role.ADMIN, Role.TECHNICIAN)
+
+
+class ClientGroup(models.Model):
+    """A client of the MSP (or a department of an internal IT team)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="client_groups")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80)
+    approver_email = models.EmailField(blank=True, help_text="The client's designated approver for escalated prompts.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "slug"], name="client_group_slug_per_tenant")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EnrollmentToken(models.Model):
+    """A secret an installer uses once (or a few times) to enroll endpoints into a client group.
+
+    Only the SHA-256 of the token is stored; the token itself is shown once at issue.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="enrollment_tokens")
+    client_group = models.ForeignKey(ClientGroup, on_delete=models.CASCADE, related_name="enrollment_tokens")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=8, editable=False, help_text="First characters, to tell tokens apart.")
+    note = models.CharField(max_length=200, blank=True)
+    expires_at = models.DateTimeField()
+    max_uses = models.PositiveIntegerField(default=1)
+    uses = models.PositiveIntegerField(default=0, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… for {self.client_group}"
+
+
+class EndpointStatus(models.TextChoices):
+    ENROLLED = "enrolled", "Enrolled"
+    REVOKED = "revoked", "Revoked"
+
+
+ENDPOINT_TRANSITIONS: dict[str, frozenset[str]] = {
+    EndpointStatus.ENROLLED: frozenset({EndpointStatus.REVOKED}),
+    EndpointStatus.REVOKED: frozenset(),
+}
+
+
+class Presence(models.TextChoices):
+    ACTIVE = "active", "Active"
+    LAZY = "lazy", "Lazy"
+    DEGRADED = "degraded", "Degraded"
+    OFFLINE = "offline", "Offline"
+
+
+class AgentMode(models.TextChoices):
+    ACTIVE = "active", "Active"
+    LAZY = "lazy", "Lazy"
+
+
+class Endpoint(models.Model):
+    """An enrolled machine with a persistent identity and its last known context."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="endpoints")
+    client_group = models.ForeignKey(ClientGroup, on_delete=models.PROTECT, related_name="endpoints")
+    hostname = models.CharField(max_length=255)
+    machine_id = models.CharField(max_length=64, help_text="The agent's stable identifier for this machine.")
+    tags = models.CharField(max_length=500, blank=True, help_text="Space-separated labels, e.g. 'dc erp'.")
+    credential_hash = models.CharField(max_length=64, editable=False)
+    status = models.CharField(max_length=20, choices=EndpointStatus.choices, default=EndpointStatus.ENROLLED)
+    status_changed_by = models.CharField(max_length=200, blank=True)
+    status_reason = models.CharField(max_length=500, blank=True)
+    enrolled_at = models.DateTimeField(auto_now_add=True)
+    enrolled_with = models.ForeignKey(EnrollmentToken, null=True, blank=True, on_delete=models.SET_NULL)
+    credential_rotated_at = models.DateTimeField(null=True, blank=True)
+
+    agent_version = models.CharField(max_length=40, blank=True)
+    machine_context = models.JSONField(default=dict, blank=True)
+    context_updated_at = models.DateTimeField(null=True, blank=True)
+
+    # Presence is derived from these (endpoints.presence), never stored as a flag.
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_interval = models.FloatField(default=60.0)
+    mode = models.CharField(max_length=10, choices=AgentMode.choices, default=AgentMode.LAZY)
+    connection_id = models.CharField(max_length=32, blank=True)
+    connected_at = models.DateTimeField(null=True, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    # What consoles were last told, so the sweep announces each change once.
+    presence_announced = models.CharField(max_length=10, choices=Presence.choices, default=Presence.OFFLINE)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["hostname"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "machine_id"], name="endpoint_machine_per_tenant")]
+        indexes = [
+            models.Index(fields=["tenant", "hostname"]),
+            models.Index(fields=["presence_announced", "last_seen_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.hostname
+
+    @property
+    def tag_list(self) -> list[str]:
+        return self.tags.split()

@@ -1,0 +1,31 @@
+"""Reads of tenants and endpoints. Tenant-scoped unless the name says otherwise."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from endpoints.models import ClientGroup, Endpoint, Membership
+
+
+def membership_for_user(*, user) -> Membership | None:
+    # Runs before any tenant is bound: it is how the tenant is found.
+    return Membership.all_tenants.select_related("tenant").filter(user=user).first()
+
+
+def endpoint_list(*, query: str = "", client_group: str = "") -> QuerySet[Endpoint]:
+    qs = Endpoint.objects.select_related("client_group")
+    if client_group:
+        qs = qs.filter(Q(client_group__slug=client_group) | Q(client_group__name__iexact=client_group))
+    for term in query.split():
+        qs = qs.filter(
+            Q(hostname__icontains=term) | Q(tags__icontains=term) | Q(client_group__name__icontains=term)
+        )
+    return qs.order_by("client_group__name", "hostname")
+
+
+def endpoint_get(*, endpoint_id) -> Endpoint:
+    return Endpoint.objects.select_related("client_group", "tenant").get(pk=endpoint_id)
+
+
+def client_group_list() -> QuerySet[ClientGroup]:
+    return ClientGroup.objects.all()

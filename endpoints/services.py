@@ -1,0 +1,271 @@
+"""The write path for tenants, client groups, enrollment and endpoint identity."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.text import slugify
+
+from caisey import secrets, tenancy
+from caisey.state_machine import transition
+from endpoints import signals
+from endpoints.models import (
+    ENDPOINT_TRANSITIONS,
+    AgentMode,
+    ClientGroup,
+    Endpoint,
+    EndpointStatus,
+    EnrollmentToken,
+    Membership,
+    Presence,
+    Role,
+    Tenant,
+)
+
+User = get_user_model()
+
+
+def actor_label(actor) -> str:
+    if actor is None:
+        return "system"
+    if isinstance(actor, str):
+        return actor
+    return f"user:{actor.get_username()}"
+
+
+# --- tenants and people -----------------------------------------------------------
+
+
+@transaction.atomic
+def tenant_create(*, name: str, slug: str = "", admin_username: str, admin_email: str = "", admin_password: str) -> Tenant:
+    tenant = Tenant.all_tenants.create(name=name, slug=slug or slugify(name))
+    membership_create(tenant=tenant, username=admin_username, email=admin_email, password=admin_password, role=Role.ADMIN)
+    return tenant
+
+
+@transaction.atomic
+def membership_create(*, tenant: Tenant, username: str, password: str, email: str = "", role: str = Role.TECHNICIAN) -> Membership:
+    # Tenant admins manage their own tenant in the Django admin, so they are staff.
+    user = User.objects.create_user(username=username, email=email, password=password, is_staff=role == Role.ADMIN)
+    if role == Role.ADMIN:
+        _grant_admin_permissions(user)
+    return Membership.all_tenants.create(user=user, tenant=tenant, role=role)
+
+
+def _grant_admin_permissions(user) -> None:
+    from django.contrib.auth.models import Permission
+
+    perms = Permission.objects.filter(
+        content_type__app_label="endpoints",
+        content_type__model__in=["clientgroup", "enrollmenttoken", "endpoint", "membership"],
+    )
+    user.user_permissions.add(*perms)
+
+
+def client_group_create(*, actor, tenant: Tenant, name: str, slug: str = "", approver_email: str = "") -> ClientGroup:
+    return ClientGroup.all_tenants.create(
+        tenant=tenant, name=name, slug=slug or slugify(name), approver_email=approver_email
+    )
+
+
+# --- enrollment tokens -------------------------------------------------------------
+
+
+def enrollment_token_issue(
+    *, actor, client_group: ClientGroup, expires_in: timedelta, max_uses: int = 1, note: str = ""
+) -> tuple[EnrollmentToken, str]:
+    """Create a token; returns it with the secret, which is never stored and never shown again."""
+    if max_uses < 1:
+        raise ValueError("max_uses must be at least 1")
+    if expires_in <= timedelta(0):
+        raise ValueError("expires_in must be positive")
+    secret = secrets.new_secret("cet_")
+    token = EnrollmentToken.all_tenants.create(
+        tenant_id=client_group.tenant_id,
+        client_group=client_group,
+        token_hash=secrets.digest(secret),
+        prefix=secret[:8],
+        expires_at=timezone.now() + expires_in,
+        max_uses=max_uses,
+        note=note,
+        created_by=actor if isinstance(actor, User) else None,
+    )
+    return token, secret
+
+
+def enrollment_token_revoke(*, actor, token: EnrollmentToken) -> None:
+    EnrollmentToken.all_tenants.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+# --- enrollment ----------------------------------------------------------------------
+
+
+class EnrollmentError(Exception):
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class Enrollment:
+    endpoint: Endpoint
+    credential: str
+    replaced: bool
+
+
+@transaction.atomic
+def endpoint_enroll(*, token_secret: str, machine_id: str, hostname: str, replace: bool = False) -> Enrollment:
+    """Exchange an enrollment token for a persistent endpoint identity and credential.
+
+    The same machine enrolling again is refused unless ``replace`` is asked for,
+    which keeps the endpoint (and its history) and rotates its credential.
+    """
+    with tenancy.system():
+        token = EnrollmentToken.all_tenants.select_related("client_group").filter(
+            token_hash=secrets.digest(token_secret)
+        ).first()
+    if token is None:
+        raise EnrollmentError("invalid_token", "enrollment token is not valid", 401)
+    now = timezone.now()
+    if token.revoked_at is not None:
+        raise EnrollmentError("token_revoked", "enrollment token was revoked", 401)
+    if token.expires_at <= now:
+        raise EnrollmentError("token_expired", "enrollment token has expired", 401)
+    # Conditional increment: two installers racing for the last use cannot both win.
+    claimed = EnrollmentToken.all_tenants.filter(
+        pk=token.pk, uses__lt=F("max_uses"), revoked_at__isnull=True, expires_at__gt=now
+    ).update(uses=F("uses") + 1)
+    if not claimed:
+        raise EnrollmentError("token_exhausted", "enrollment token has no uses left", 401)
+
+    credential = secrets.new_secret()
+    existing = Endpoint.all_tenants.select_for_update().filter(tenant_id=token.tenant_id, machine_id=machine_id).first()
+    if existing is not None:
+        if not replace:
+            raise EnrollmentError(
+                "already_enrolled",
+                "this machine is already enrolled; re-enroll with --replace to replace its identity",
+                409,
+            )
+        if existing.status == EndpointStatus.REVOKED:
+            raise EnrollmentError("endpoint_revoked", "this machine's endpoint was revoked by the MSP", 403)
+        Endpoint.all_tenants.filter(pk=existing.pk).update(
+            credential_hash=secrets.digest(credential),
+            credential_rotated_at=now,
+            hostname=hostname,
+            client_group=token.client_group,
+            enrolled_with=token,
+        )
+        existing.refresh_from_db()
+        return Enrollment(endpoint=existing, credential=credential, replaced=True)
+    try:
+        with transaction.atomic():
+            endpoint = Endpoint.all_tenants.create(
+                tenant_id=token.tenant_id,
+                client_group=token.client_group,
+                hostname=hostname,
+                machine_id=machine_id,
+                credential_hash=secrets.digest(credential),
+                enrolled_with=token,
+            )
+    except IntegrityError:
+        raise EnrollmentError("already_enrolled", "this machine is already enrolled", 409) from None
+    return Enrollment(endpoint=endpoint, credential=credential, replaced=False)
+
+
+def endpoint_revoke(*, actor, endpoint: Endpoint, reason: str = "") -> None:
+    """Revoke an endpoint's identity: its agent is refused from now on and stops retrying."""
+    transition(
+        endpoint,
+        to=EndpointStatus.REVOKED,
+        table=ENDPOINT_TRANSITIONS,
+        updates={"status_changed_by": actor_label(actor), "status_reason": reason[:500]},
+    )
+    transaction.on_commit(lambda: signals.endpoint_revoked.send(sender=Endpoint, endpoint_id=endpoint.pk))
+
+
+# --- agent identity and presence ----------------------------------------------------------
+
+
+class AgentAuthError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def endpoint_authenticate(*, endpoint_id: str, credential: str) -> Endpoint:
+    try:
+        pk = uuid.UUID(endpoint_id)
+    except (ValueError, TypeError):
+        raise AgentAuthError("unauthenticated", "unknown endpoint or wrong credential") from None
+    endpoint = Endpoint.all_tenants.select_related("tenant", "client_group").filter(pk=pk).first()
+    if endpoint is None or not secrets.matches(credential, endpoint.credential_hash):
+        raise AgentAuthError("unauthenticated", "unknown endpoint or wrong credential")
+    if endpoint.status == EndpointStatus.REVOKED:
+        raise AgentAuthError("revoked", f"endpoint was revoked: {endpoint.status_reason or 'no reason given'}")
+    return endpoint
+
+
+def endpoint_record_connect(
+    *, endpoint: Endpoint, connection_id: str, agent_version: str, machine: dict[str, Any], interval: float
+) -> Endpoint:
+    """Record a new authenticated connection. The mode stays the server's choice (endpoint.mode)."""
+    now = timezone.now()
+    hostname = str(machine.get("hostname") or endpoint.hostname)[:255]
+    Endpoint.all_tenants.filter(pk=endpoint.pk).update(
+        connection_id=connection_id,
+        connected_at=now,
+        last_seen_at=now,
+        agent_version=agent_version[:40],
+        machine_context=machine,
+        context_updated_at=now,
+        hostname=hostname,
+        heartbeat_interval=interval,
+        presence_announced=endpoint.mode,
+    )
+    endpoint.refresh_from_db()
+    return endpoint
+
+
+def endpoint_record_disconnect(*, endpoint_id, connection_id: str) -> bool:
+    """Mark the connection gone; a newer connection of the same endpoint is left alone."""
+    return bool(
+        Endpoint.all_tenants.filter(pk=endpoint_id, connection_id=connection_id).update(
+            disconnected_at=timezone.now(), presence_announced=Presence.OFFLINE
+        )
+    )
+
+
+def endpoint_set_mode(*, endpoint_id, mode: str, interval: float) -> None:
+    Endpoint.all_tenants.filter(pk=endpoint_id).update(mode=mode, heartbeat_interval=interval)
+
+
+def endpoint_update_context(*, endpoint_id, machine: dict[str, Any]) -> None:
+    Endpoint.all_tenants.filter(pk=endpoint_id).update(machine_context=machine, context_updated_at=timezone.now())
+
+
+def endpoint_touch_many(*, seen: dict[Any, Any]) -> None:
+    """Write coalesced last-seen times in one statement batch: heartbeats never cost a write each."""
+    from django.db import connection
+
+    if not seen:
+        return
+    pk_field = Endpoint._meta.pk
+    seen_field = Endpoint._meta.get_field("last_seen_at")
+    rows = [
+        (seen_field.get_db_prep_value(ts, connection), pk_field.get_db_prep_value(pk, connection))
+        for pk, ts in seen.items()
+    ]
+    table = connection.ops.quote_name(Endpoint._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {table} SET last_seen_at = %s WHERE id = %s", rows)

@@ -1,0 +1,1 @@
+"""Support sessions, actions, prompts and the transcript (built in the sessions issues)."""
