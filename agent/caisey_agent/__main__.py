@@ -1,0 +1,3 @@
+from caisey_agent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""`caisey-agent`: enroll this machine, run the agent service, inspect its state."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from caisey_agent import __version__
+from caisey_agent.enroll import EnrollError, enroll
+from caisey_agent.runner import Agent, AgentStopped
+from caisey_agent.state import AgentState
+
+EXIT_STOPPED = 3  # the server refused this endpoint for good; systemd must not restart it
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("CAISEY_AGENT_STATE_DIR"):
+        return Path(os.environ["CAISEY_AGENT_STATE_DIR"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/caisey-agent")
+    return Path.home() / ".local" / "state" / "caisey-agent"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --state-dir and --log-level are accepted before or after the sub-command; the
+    # sub-command's own value (dest *_sub) wins when both are given.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", dest="state_dir_sub", type=Path, help="where the agent keeps its state")
+    common.add_argument("--log-level", dest="log_level_sub")
+    parser = argparse.ArgumentParser(prog="caisey-agent", description="Caisey endpoint agent")
+    parser.add_argument("--version", action="version", version=f"caisey-agent {__version__}")
+    parser.add_argument("--state-dir", type=Path, help="where the agent keeps its state")
+    parser.add_argument("--log-level", default=os.environ.get("CAISEY_AGENT_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_enroll = sub.add_parser("enroll", parents=[common], help="exchange an enrollment token for this machine's identity")
+    p_enroll.add_argument("--server", required=True, help="e.g. https://caisey.example.com")
+    p_enroll.add_argument("--token", required=True)
+    p_enroll.add_argument("--replace", action="store_true", help="replace this machine's existing identity")
+    p_enroll.add_argument("--hostname", default="", help="name to enroll under (default: this host's name)")
+
+    p_run = sub.add_parser("run", parents=[common], help="run the agent service in the foreground")
+    p_run.add_argument("--backoff-cap", type=float, default=60.0, help="longest wait between reconnects (s)")
+
+    sub.add_parser("status", parents=[common], help="show enrollment and queue state")
+    return parser
+
+
+def _state_dir_arg(args) -> Path:
+    return args.state_dir or default_state_dir()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.state_dir = args.state_dir_sub or args.state_dir
+    args.log_level = args.log_level_sub or args.log_level
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    state = AgentState(_state_dir_arg(args))
+    try:
+        if args.command == "enroll":
+            try:
+                identity = enroll(
+                    state=state, server=args.server, token=args.token, replace=args.replace, hostname=args.hostname
+                )
+            except EnrollError as exc:
+                print(f"caisey-agent: {exc}", file=sys.stderr)
+                return 2
+            print(f"enrolled as endpoint {identity.endpoint_id} in {identity.client_group} ({identity.tenant})")
+            return 0
+        if args.command == "status":
+            print(state.to_json())
+            return 0
+        return run(state, backoff_cap=args.backoff_cap)
+    finally:
+        state.close()
+
+
+def run(state: AgentState, *, backoff_cap: float = 60.0) -> int:
+    from caisey_agent.handlers import default_handlers
+
+    async def main_loop() -> None:
+        agent = Agent(state, backoff_cap=backoff_cap, handlers=default_handlers())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run_forever()
+
+    try:
+        asyncio.run(main_loop())
+    except AgentStopped as exc:
+        print(f"caisey-agent: stopping: {exc.reason}", file=sys.stderr)
+        return EXIT_STOPPED
+    return 0

@@ -1,0 +1,234 @@
+"""The agent service: one WebSocket to the bridge, kept up forever.
+
+Reconnects with capped exponential backoff and full jitter, so that a
+thousand agents returning after a server restart spread out instead of
+arriving at once. Stops only when told to, or when the server says this
+endpoint was revoked (or its credential is unknown): retrying cannot help then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from caisey_agent import __version__, machine
+from caisey_agent import protocol as p
+from caisey_agent.state import AgentState, Identity
+
+log = logging.getLogger("caisey_agent")
+
+FATAL_CLOSE_CODES = {
+    p.CLOSE_REVOKED: "this endpoint was revoked by the MSP",
+    p.CLOSE_UNAUTHENTICATED: "the server does not recognise this endpoint's credential; re-enroll",
+}
+
+
+class AgentStopped(Exception):
+    """The agent must not retry; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def bridge_url(server: str) -> str:
+    parts = urlsplit(server)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws/agent/", "", ""))
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+Handler = Callable[["Agent", p.Envelope], Awaitable[None]]
+
+
+class Agent:
+    def __init__(
+        self,
+        state: AgentState,
+        *,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+        handlers: dict[str, Handler] | None = None,
+    ) -> None:
+        identity = state.identity()
+        if identity is None:
+            raise AgentStopped("not enrolled: run `caisey-agent enroll --server URL --token TOKEN` first")
+        self.identity: Identity = identity
+        self.state = state
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.handlers: dict[str, Handler] = handlers or {}
+        self.mode = "lazy"
+        self.interval = 60.0
+        self.ws: ClientConnection | None = None
+        self.stopping = asyncio.Event()
+        self.connected = asyncio.Event()
+
+    # --- lifecycle --------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        attempt = 0
+        url = bridge_url(self.identity.server)
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                await self._session(url)
+            except AgentStopped:
+                raise
+            except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, asyncio.TimeoutError) as exc:
+                log.warning("connection to %s lost: %s", url, _describe(exc))
+            if self.stopping.is_set():
+                break
+            if time.monotonic() - started > 30:
+                attempt = 0  # it was a healthy connection: start the backoff afresh
+            delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
+            attempt += 1
+            log.info("reconnecting in %.1fs (attempt %d)", delay, attempt)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.ws is not None:
+            asyncio.ensure_future(self.ws.close())
+
+    async def _session(self, url: str) -> None:
+        async with connect(url, open_timeout=15, max_size=p.MAX_FRAME_BYTES * 4, ping_interval=20, ping_timeout=20) as ws:
+            self.ws = ws
+            try:
+                await self._handshake(ws)
+                self.connected.set()
+                await self._replay_outbox()
+                beats = asyncio.create_task(self._heartbeats())
+                try:
+                    async for raw in ws:
+                        await self._on_frame(raw)
+                finally:
+                    beats.cancel()
+            finally:
+                self.connected.clear()
+                self.ws = None
+                self._raise_if_fatal(ws)
+
+    def _raise_if_fatal(self, ws: ClientConnection) -> None:
+        code = ws.close_code
+        if code in FATAL_CLOSE_CODES:
+            reason = ws.close_reason or FATAL_CLOSE_CODES[code]
+            raise AgentStopped(f"{FATAL_CLOSE_CODES[code]} (close code {code}{': ' + reason if reason != FATAL_CLOSE_CODES[code] else ''})")
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        hello = p.Hello(
+            endpoint_id=self.identity.endpoint_id,
+            credential=self.identity.credential,
+            agent_version=__version__,
+            machine=await asyncio.to_thread(machine.context),
+            mode=self.mode,
+            prompts=self.prompt_reports(),
+        )
+        await ws.send(p.encode(p.envelope(hello)))
+        while True:
+            env = p.decode(await asyncio.wait_for(ws.recv(), timeout=30), accept=p.SERVER_TO_AGENT)
+            if env.type == p.Welcome.TYPE:
+                self.mode = env.body.mode
+                self.interval = env.body.heartbeat_interval
+                log.info("connected as %s, mode %s, heartbeat every %ss", self.identity.endpoint_id, self.mode, self.interval)
+                return
+            if env.type == p.Error.TYPE:
+                log.error("server refused hello: %s: %s", env.body.code, env.body.detail)
+                # The close frame that follows carries the code that decides whether to retry.
+                await ws.wait_closed()
+                self._raise_if_fatal(ws)
+                raise ConnectionError(f"hello refused: {env.body.code}")
+
+    # --- sending ----------------------------------------------------------------------
+
+    async def send_durable(self, body) -> str:
+        """Send a frame the server must acknowledge; kept and replayed until it does."""
+        env = p.envelope(body)
+        frame = p.encode(env)
+        self.state.outbox_add(env.id, frame)
+        await self._send_raw(frame)
+        return env.id
+
+    async def send(self, body, *, id: str | None = None) -> None:
+        await self._send_raw(p.encode(p.envelope(body, id=id)))
+
+    async def _send_raw(self, frame: str) -> None:
+        ws = self.ws
+        if ws is None:
+            return  # kept in the outbox; replayed after the next handshake
+        try:
+            await ws.send(frame)
+        except ConnectionClosed:
+            pass
+
+    async def _replay_outbox(self) -> None:
+        pending = self.state.outbox_pending()
+        if pending:
+            log.info("replaying %d unacknowledged frames", len(pending))
+        for _, frame in pending:
+            await self._send_raw(frame)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            metrics = machine.metrics() if self.mode == "active" else {}
+            await self.send(p.Heartbeat(interval=self.interval, mode=self.mode, metrics=metrics, prompts=self.prompt_reports()))
+
+    def prompt_reports(self) -> list[p.PromptReport]:
+        return []
+
+    # --- receiving ----------------------------------------------------------------------
+
+    async def _on_frame(self, raw: str | bytes) -> None:
+        try:
+            env = p.decode(raw, accept=p.SERVER_TO_AGENT, max_bytes=p.MAX_FRAME_BYTES * 4)
+        except p.ProtocolError as exc:
+            log.warning("ignoring bad frame from server: %s", exc)
+            return
+        if env.type == p.Ack.TYPE:
+            self.state.outbox_ack(env.body.ref)
+            return
+        if env.type == p.Error.TYPE:
+            log.warning("server error %s: %s (ref %s)", env.body.code, env.body.detail, env.body.ref)
+            return
+        if env.type == p.Welcome.TYPE:
+            return
+        # A server event: recorded before acting, so a replay is acknowledged but not acted on twice.
+        first_time = self.state.record_event(env.id, env.type)
+        if first_time:
+            await self._dispatch(env)
+        await self.send(p.Ack(ref=env.id, duplicate=not first_time))
+
+    async def _dispatch(self, env: p.Envelope) -> None:
+        if env.type == p.ModeSet.TYPE:
+            self.mode = env.body.mode
+            self.interval = env.body.heartbeat_interval
+            log.info("mode set to %s, heartbeat every %ss", self.mode, self.interval)
+            return
+        handler = self.handlers.get(env.type)
+        if handler is None:
+            log.warning("no handler for %s; acknowledged and ignored", env.type)
+            return
+        await handler(self, env)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed):
+        frame = exc.rcvd
+        return f"closed ({frame.code} {frame.reason})" if frame else "closed without a close frame"
+    return f"{type(exc).__name__}: {exc}"
+

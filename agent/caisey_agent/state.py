@@ -1,0 +1,141 @@
+"""The agent's own durable state: one SQLite file, readable by its owner only.
+
+It holds the endpoint identity, the ids of server events already acted on (so
+a replayed ``action.run`` never runs twice), frames not yet acknowledged by the
+server (replayed on reconnect), and the prompts the runtime holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS identity (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS processed_events (
+    id TEXT PRIMARY KEY, type TEXT NOT NULL, received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, frame TEXT NOT NULL, created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class Identity:
+    server: str
+    endpoint_id: str
+    credential: str
+    machine_id: str
+    tenant: str = ""
+    client_group: str = ""
+
+
+class AgentState:
+    """Used from the agent's event loop thread only; each call is a short local transaction."""
+
+    FILENAME = "agent.sqlite3"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.dir, 0o700)
+        self.path = self.dir / self.FILENAME
+        fresh = not self.path.exists()
+        # Create the file owner-only before SQLite opens it: the credential lives here.
+        if fresh:
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(self.path, 0o600)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(self.path) + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- identity -----------------------------------------------------------------
+
+    def _get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM identity WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def machine_id(self) -> str:
+        """A stable id for this machine's enrollment, created once per state folder."""
+        value = self._get("machine_id")
+        if value is None:
+            value = uuid.uuid4().hex
+            self.db.execute("INSERT INTO identity (key, value) VALUES ('machine_id', ?)", (value,))
+        return value
+
+    def identity(self) -> Identity | None:
+        values = dict(self.db.execute("SELECT key, value FROM identity").fetchall())
+        if "endpoint_id" not in values:
+            return None
+        return Identity(
+            server=values["server"],
+            endpoint_id=values["endpoint_id"],
+            credential=values["credential"],
+            machine_id=values["machine_id"],
+            tenant=values.get("tenant", ""),
+            client_group=values.get("client_group", ""),
+        )
+
+    def save_identity(self, identity: Identity) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for key, value in identity.__dict__.items():
+                self.db.execute("INSERT OR REPLACE INTO identity (key, value) VALUES (?, ?)", (key, value))
+
+    # --- events acted on --------------------------------------------------------------
+
+    def record_event(self, event_id: str, event_type: str) -> bool:
+        """Record a server event before acting on it. False when it was seen before."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO processed_events (id, type, received_at) VALUES (?, ?, ?)",
+            (event_id, event_type, time.time()),
+        )
+        return cur.rowcount == 1
+
+    def prune_events(self, older_than_s: float = 30 * 86400) -> None:
+        self.db.execute("DELETE FROM processed_events WHERE received_at < ?", (time.time() - older_than_s,))
+
+    # --- frames awaiting the server's ack -------------------------------------------------
+
+    def outbox_add(self, frame_id: str, frame: str) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO outbox (id, frame, created_at) VALUES (?, ?, ?)", (frame_id, frame, time.time())
+        )
+
+    def outbox_ack(self, frame_id: str) -> bool:
+        return self.db.execute("DELETE FROM outbox WHERE id = ?", (frame_id,)).rowcount == 1
+
+    def outbox_pending(self) -> list[tuple[str, str]]:
+        return self.db.execute("SELECT id, frame FROM outbox ORDER BY seq").fetchall()
+
+    def outbox_depth(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def dump(self) -> dict:
+        ident = self.identity()
+        return {
+            "state_file": str(self.path),
+            "enrolled": ident is not None,
+            "endpoint_id": ident.endpoint_id if ident else None,
+            "server": ident.server if ident else None,
+            "tenant": ident.tenant if ident else None,
+            "client_group": ident.client_group if ident else None,
+            "unacknowledged_frames": self.outbox_depth(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.dump(), indent=2)

@@ -1,0 +1,156 @@
+"""The agent socket over the real ASGI stack and the real Redis channel layer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+
+from bridge import last_seen
+from bridge.models import AgentConnection
+from caisey_agent import protocol as p
+from endpoints import services
+from endpoints.models import Endpoint
+from endpoints.presence import presence_of
+from tests import factories
+from tests.bridge.agent_client import FakeAgent
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+@pytest.fixture
+def enrolled(db):
+    t = factories.tenant()
+    return factories.endpoint(factories.client_group(t))
+
+
+def _endpoint(pk) -> Endpoint:
+    return Endpoint.all_tenants.get(pk=pk)
+
+
+async def test_hello_with_valid_credential_is_welcomed_and_recorded(enrolled):
+    agent = FakeAgent()
+    await agent.connect()
+    reply = await agent.hello(enrolled.endpoint.pk, enrolled.credential, machine={"hostname": "app01", "os": "Linux"})
+    assert reply.type == "welcome"
+    assert reply.body.endpoint_id == str(enrolled.endpoint.pk)
+    assert reply.body.mode == "lazy"
+    ack = await agent.recv()
+    assert ack.type == "ack"
+    ep = await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)
+    assert ep.hostname == "app01"
+    assert ep.machine_context["os"] == "Linux"
+    assert presence_of(ep) == "lazy"
+    assert await database_sync_to_async(AgentConnection.all_tenants.filter(endpoint=ep).count)() == 1
+    await agent.close()
+    ep = await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)
+    assert presence_of(ep) == "offline"
+
+
+async def test_forged_credential_is_refused_and_changes_nothing(enrolled):
+    agent = FakeAgent()
+    await agent.connect()
+    reply = await agent.hello(enrolled.endpoint.pk, "not-the-credential", machine={"hostname": "evil"})
+    assert reply.type == "error" and reply.body.code == "unauthenticated"
+    assert await agent.expect_close() == p.CLOSE_UNAUTHENTICATED
+    ep = await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)
+    assert ep.hostname != "evil" and ep.last_seen_at is None
+
+
+async def test_unknown_endpoint_id_is_refused(enrolled):
+    agent = FakeAgent()
+    await agent.connect()
+    reply = await agent.hello("00000000-0000-0000-0000-000000000000", enrolled.credential)
+    assert reply.body.code == "unauthenticated"
+    assert await agent.expect_close() == p.CLOSE_UNAUTHENTICATED
+
+
+async def test_revoked_endpoint_is_refused_with_reason(enrolled):
+    await database_sync_to_async(services.endpoint_revoke)(actor="test", endpoint=enrolled.endpoint, reason="laptop stolen")
+    agent = FakeAgent()
+    await agent.connect()
+    reply = await agent.hello(enrolled.endpoint.pk, enrolled.credential)
+    assert reply.body.code == "revoked"
+    assert "laptop stolen" in reply.body.detail
+    assert await agent.expect_close() == p.CLOSE_REVOKED
+
+
+async def test_revoking_closes_a_live_connection(enrolled):
+    agent = FakeAgent()
+    await agent.connect()
+    assert (await agent.hello(enrolled.endpoint.pk, enrolled.credential)).type == "welcome"
+    await agent.recv()  # ack
+    await database_sync_to_async(services.endpoint_revoke)(actor="test", endpoint=enrolled.endpoint, reason="offboarded")
+    err = await agent.recv()
+    assert err.type == "error" and err.body.code == "revoked"
+    assert await agent.expect_close() == p.CLOSE_REVOKED
+
+
+@pytest.mark.parametrize(
+    "frame,code",
+    [
+        ("{not json", "malformed"),
+        (json.dumps({"type": "hello"}), "malformed"),
+        (json.dumps({"type": "teleport", "id": "x1", "ts": 1.0, "body": {}}), "unknown_type"),
+        (json.dumps({"type": "heartbeat", "id": "x2", "ts": 1.0, "body": {"interval": "soon"}}), "invalid_body"),
+        (json.dumps({"type": "heartbeat", "id": "x3", "ts": 1.0, "body": {"interval": 5}}), "not_authenticated"),
+        ("x" * (300 * 1024), "oversized"),
+    ],
+)
+async def test_bad_frames_get_an_error_frame_and_the_socket_survives(enrolled, frame, code):
+    agent = FakeAgent()
+    await agent.connect()
+    await agent.send_raw(text=frame)
+    reply = await agent.recv()
+    assert reply.type == "error" and reply.body.code == code
+    # The consumer is still alive and accepts a proper hello afterwards.
+    assert (await agent.hello(enrolled.endpoint.pk, enrolled.credential)).type == "welcome"
+    await agent.close()
+
+
+async def test_bad_frames_after_auth_change_nothing(enrolled):
+    agent = FakeAgent()
+    await agent.connect()
+    await agent.hello(enrolled.endpoint.pk, enrolled.credential)
+    await agent.recv()
+    before = await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)
+    await agent.send_raw(text='{"type": "action.result", "id": "r1", "ts": 1, "body": {"action_id": 5}}')
+    assert (await agent.recv()).body.code == "invalid_body"
+    await agent.send_raw(data=b"\x00\x01binary")
+    assert (await agent.recv()).body.code == "malformed"
+    after = await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)
+    assert after.machine_context == before.machine_context and after.status == before.status
+    await agent.close()
+
+
+async def test_heartbeats_are_acked_and_coalesced_into_last_seen(enrolled):
+    agent = FakeAgent()
+    await agent.connect()
+    await agent.hello(enrolled.endpoint.pk, enrolled.credential)
+    await agent.recv()
+    first = (await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)).last_seen_at
+    for _ in range(5):
+        hb_id = await agent.send(p.Heartbeat(interval=60))
+        ack = await agent.recv()
+        assert ack.type == "ack" and ack.body.ref == hb_id
+    await last_seen.buffer.flush()
+    later = (await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)).last_seen_at
+    assert later > first
+    await agent.close()
+
+
+async def test_newer_connection_replaces_older_one(enrolled):
+    old, new = FakeAgent(), FakeAgent()
+    await old.connect()
+    await old.hello(enrolled.endpoint.pk, enrolled.credential)
+    await old.recv()
+    await new.connect()
+    assert (await new.hello(enrolled.endpoint.pk, enrolled.credential)).type == "welcome"
+    err = await old.recv()
+    assert err.body.code == "replaced"
+    assert await old.expect_close() == p.CLOSE_REPLACED
+    # The old socket's disconnect must not mark the endpoint offline: the new one is current.
+    ep = await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)
+    assert presence_of(ep) == "lazy"
+    await new.close()

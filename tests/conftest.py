@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests run against real Redis (embedded unless CAISEY_REDIS_URL says
+otherwise) and the configured database (SQLite unless CAISEY_DATABASE_URL says otherwise)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from django.conf import settings
+
+from caisey import embedded_redis, tenancy
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server():
+    """Make sure the Redis the settings point at answers; start the embedded one if needed."""
+    started = False
+    if settings.EMBEDDED_REDIS:
+        started = embedded_redis.ensure_running(settings.DATA_DIR)
+    yield settings.REDIS_URL
+    # Under xdist other workers may still use it; bin/test stops it after the whole run.
+    if started and not os.environ.get("PYTEST_XDIST_WORKER"):
+        embedded_redis.stop(settings.DATA_DIR)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_rate_limits(settings):
+    # Rate-limit counters live in the shared Redis; give each test its own.
+    settings.RATELIMIT_NAMESPACE = f"rl-test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def system_scope():
+    with tenancy.system():
+        yield

@@ -1,0 +1,57 @@
+"""Factories for tests: small functions over the real services, so tests build state the way
+the product does."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import timedelta
+
+from caisey import secrets
+from endpoints import services
+from endpoints.models import ClientGroup, Endpoint, EnrollmentToken, Membership, Role, Tenant
+
+_seq = itertools.count(1)
+PASSWORD = "correct-horse-battery"
+
+
+def tenant(name: str | None = None) -> Tenant:
+    n = next(_seq)
+    name = name or f"MSP {n}"
+    return services.tenant_create(
+        name=name, slug=f"msp-{n}-{secrets.new_secret()[:6].lower()}", admin_username=f"admin{n}-{secrets.new_secret()[:6]}",
+        admin_password=PASSWORD,
+    )
+
+
+def member(tenant: Tenant, role: str = Role.TECHNICIAN, username: str | None = None) -> Membership:
+    return services.membership_create(
+        tenant=tenant, username=username or f"user{next(_seq)}-{secrets.new_secret()[:6]}", password=PASSWORD, role=role
+    )
+
+
+def client_group(tenant: Tenant, name: str | None = None, **kwargs) -> ClientGroup:
+    n = next(_seq)
+    return services.client_group_create(actor="test", tenant=tenant, name=name or f"Client {n}", slug=f"client-{n}", **kwargs)
+
+
+def token(group: ClientGroup, *, max_uses: int = 1, expires_in: timedelta = timedelta(hours=1)) -> tuple[EnrollmentToken, str]:
+    return services.enrollment_token_issue(actor="test", client_group=group, expires_in=expires_in, max_uses=max_uses)
+
+
+@dataclass
+class EnrolledEndpoint:
+    endpoint: Endpoint
+    credential: str
+
+
+def endpoint(group: ClientGroup, *, hostname: str | None = None, tags: str = "") -> EnrolledEndpoint:
+    _, secret = token(group)
+    n = next(_seq)
+    result = services.endpoint_enroll(
+        token_secret=secret, machine_id=f"machine-{n:04d}-{secrets.new_secret()[:8]}", hostname=hostname or f"host{n}"
+    )
+    if tags:
+        Endpoint.all_tenants.filter(pk=result.endpoint.pk).update(tags=tags)
+        result.endpoint.refresh_from_db()
+    return EnrolledEndpoint(endpoint=result.endpoint, credential=result.credential)
