@@ -104,6 +104,9 @@ EMBEDDED_REDIS = REDIS_URL == ""
 if EMBEDDED_REDIS:
     REDIS_URL = embedded_redis.url_for(DATA_DIR)
 
+# Several stacks may share one Redis (tests, staging): every key they write carries this.
+REDIS_PREFIX = env_str("CAISEY_REDIS_PREFIX", "caisey")
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -119,7 +122,7 @@ CHANNEL_LAYERS = {
                     "max_connections": env_int("CAISEY_REDIS_MAX_CONNECTIONS", 10000),
                 }
             ],
-            "prefix": env_str("CAISEY_CHANNEL_PREFIX", "caisey"),
+            "prefix": REDIS_PREFIX,
             # The default of 100 silently drops fan-out beyond it per process.
             "capacity": env_int("CAISEY_CHANNEL_CAPACITY", 10000),
             "expiry": 60,
@@ -132,7 +135,7 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": env_str("CAISEY_CHANNEL_PREFIX", "caisey"),
+        "KEY_PREFIX": REDIS_PREFIX,
     }
 }
 
@@ -143,6 +146,7 @@ def _celery_url(url: str) -> str:
 
 
 CELERY_BROKER_URL = _celery_url(REDIS_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

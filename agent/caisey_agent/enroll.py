@@ -53,6 +53,7 @@ def enroll(*, state: AgentState, server: str, token: str, replace: bool = False,
         machine_id=body["machine_id"],
         tenant=answer.get("tenant", ""),
         client_group=answer.get("client_group", ""),
+        hostname=hostname,
     )
     state.save_identity(identity)
     return identity

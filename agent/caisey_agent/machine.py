@@ -56,11 +56,11 @@ def _disks() -> list[dict[str, Any]]:
     return disks[:20]
 
 
-def context() -> dict[str, Any]:
+def context(hostname: str = "") -> dict[str, Any]:
     mem = psutil.virtual_memory()
     boot = psutil.boot_time()
     return {
-        "hostname": socket.gethostname(),
+        "hostname": hostname or socket.gethostname(),
         "os": platform.system(),
         "os_release": _os_release(),
         "kernel": platform.release(),

@@ -134,7 +134,7 @@ class Agent:
             endpoint_id=self.identity.endpoint_id,
             credential=self.identity.credential,
             agent_version=__version__,
-            machine=await asyncio.to_thread(machine.context),
+            machine=await asyncio.to_thread(machine.context, self.identity.hostname),
             mode=self.mode,
             prompts=self.prompt_reports(),
         )

@@ -34,6 +34,8 @@ class Identity:
     machine_id: str
     tenant: str = ""
     client_group: str = ""
+    # Set when enrolled with --hostname: the name reported instead of the OS hostname.
+    hostname: str = ""
 
 
 class AgentState:
@@ -88,6 +90,7 @@ class AgentState:
             machine_id=values["machine_id"],
             tenant=values.get("tenant", ""),
             client_group=values.get("client_group", ""),
+            hostname=values.get("hostname", ""),
         )
 
     def save_identity(self, identity: Identity) -> None:

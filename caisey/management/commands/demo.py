@@ -1,0 +1,303 @@
+"""`manage.py demo`: the whole stack on this machine, in the foreground.
+
+Embedded Redis (unless CAISEY_REDIS_URL is set), migrations, a demo tenant with
+known logins, Daphne, a Celery worker with beat, and a local agent enrolled into
+the demo tenant. Ctrl-C stops everything this command started.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError, transaction
+
+from caisey import embedded_redis
+from caisey.env import env_str
+from endpoints import services
+from endpoints.models import ClientGroup, Endpoint, EndpointStatus, Membership, Role, Tenant
+
+TENANT_SLUG, TENANT_NAME = "demo", "Demo MSP"
+CLIENT_GROUPS = [("acme", "Acme Manufacturing"), ("brightside", "Brightside Dental")]
+AGENT_GROUP = "acme"
+DEFAULT_PASSWORD = "caisey-demo"
+STOP_GRACE = 10.0  # seconds a child gets after SIGTERM before SIGKILL
+HEALTH_TIMEOUT = 60.0
+
+
+class StackFailure(Exception):
+    """A child died or never became ready; ``name`` says which."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class Stack:
+    """The child processes. Each gets its own process group, so that stopping
+    one also stops what it forked (Celery's pool and beat), and so that the
+    terminal's Ctrl-C reaches only us: we stop the children, in order."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.children: dict[str, subprocess.Popen] = {}
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def start(self, name: str, argv: list[str]) -> None:
+        with open(self.log_path(name), "wb") as log:  # the child keeps its own copy of the fd
+            self.children[name] = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env, cwd=settings.BASE_DIR, start_new_session=True,
+            )
+
+    def check(self) -> None:
+        for name, proc in self.children.items():
+            if proc.poll() is not None:
+                raise StackFailure(name, f"{name} exited unexpectedly with status {proc.returncode}")
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        procs = list(reversed(self.children.values()))  # the agent first, Daphne last
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left in a group (a stuck child, or a grandchild whose parent
+        # already exited) is killed: the demo leaves no process behind.
+        for proc in procs:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        self.children.clear()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # start_new_session made the child its group's leader
+    except ProcessLookupError:
+        pass  # the group is empty already
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def free_port(start: int) -> int:
+    for port in range(start, start + 50):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                continue  # something answers there
+        with socket.socket() as probe:
+            # SO_REUSEADDR as Daphne sets it: TIME_WAIT leftovers of a previous run do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise CommandError(f"no free port in {start}..{start + 49}; pass --port")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run Caisey on this machine: embedded Redis, migrations, a demo tenant, Daphne, "
+        "a Celery worker with beat and a local agent. Ctrl-C stops it all."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000, help="first port to try (default 8000)")
+
+    def handle(self, *args, **opts):
+        data_dir: Path = settings.DATA_DIR
+        log_dir = data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        lock = self._lock(data_dir)
+        # SIGTERM and a closed terminal stop the demo the way Ctrl-C does.
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGHUP, _interrupt)
+        env = {**os.environ, "CAISEY_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+        stack = Stack(env, log_dir)
+        redis_started = False
+        failure = None
+        try:
+            if settings.EMBEDDED_REDIS:
+                redis_started = embedded_redis.ensure_running(data_dir)
+            self.stdout.write(f"Data folder: {data_dir}")
+            self.stdout.write("Applying migrations ...")
+            call_command("migrate", interactive=False, verbosity=0)
+            password = env_str("CAISEY_DEMO_PASSWORD", DEFAULT_PASSWORD)
+            tenant = self._seed(password)
+
+            port = free_port(opts["port"])
+            url = f"http://127.0.0.1:{port}"
+            py = sys.executable
+            stack.start("daphne", [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "caisey.asgi:application"])
+            stack.start("celery", [
+                py, "-m", "celery", "-A", "caisey", "worker", "-B", "--loglevel=INFO", "--concurrency=2",
+                "--schedule", str(data_dir / "celerybeat-schedule"),
+            ])
+            self.stdout.write(f"Starting Daphne on {url} and the Celery worker ...")
+            self._wait_healthy(stack, url)
+
+            state_dir = data_dir / "demo-agent"
+            self._enroll_agent(url, tenant, state_dir, env)
+            stack.start("agent", [py, "-m", "caisey_agent", "run", "--state-dir", str(state_dir)])
+            self._banner(url, password, data_dir, log_dir)
+            while True:
+                stack.check()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        except StackFailure as exc:
+            failure = exc
+            self.stderr.write(f"\n{exc}. Last lines of {stack.log_path(exc.name)}:\n")
+            self.stderr.write(stack.tail(exc.name) or "(empty)")
+        finally:
+            # A second Ctrl-C must not cut the clean-up short: it is bounded anyway.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
+            if stack.children:
+                self.stdout.write(f"\nStopping {', '.join(stack.children)} (up to {STOP_GRACE:.0f} s) ...")
+            stack.stop()
+            if redis_started:
+                embedded_redis.stop(data_dir)
+            lock.close()
+        if failure is not None:
+            raise CommandError(f"demo stopped: {failure}")
+        self.stdout.write("Stopped.")
+
+    def _lock(self, data_dir: Path):
+        """One demo per data folder: two would share the agent identity and the beat schedule."""
+        lock = open(data_dir / "demo.lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise CommandError(
+                f"a demo is already running with data folder {data_dir} (pid {lock.read().strip() or '?'}); "
+                "stop it, or set CAISEY_DATA_DIR to another folder"
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        return lock
+
+    @transaction.atomic
+    def _seed(self, password: str) -> Tenant:
+        """The demo tenant, its two users and client groups: created once, reused after."""
+        User = get_user_model()
+        tenant = Tenant.all_tenants.filter(slug=TENANT_SLUG).first()
+        try:
+            if tenant is None:
+                tenant = services.tenant_create(
+                    name=TENANT_NAME, slug=TENANT_SLUG, admin_username="admin", admin_password=password
+                )
+            for username, role in (("admin", Role.ADMIN), ("tech", Role.TECHNICIAN)):
+                user = User.objects.filter(username=username).first()
+                if user is None:
+                    services.membership_create(tenant=tenant, username=username, password=password, role=role)
+                    continue
+                if not Membership.all_tenants.filter(user=user, tenant=tenant).exists():
+                    raise CommandError(f"user {username!r} exists outside the demo tenant")
+                # Set on every run, so that the password the banner shows is the one that works.
+                user.set_password(password)
+                user.save(update_fields=["password"])
+            for slug, name in CLIENT_GROUPS:
+                if not ClientGroup.all_tenants.filter(tenant=tenant, slug=slug).exists():
+                    services.client_group_create(actor="demo", tenant=tenant, name=name, slug=slug)
+        except (IntegrityError, CommandError) as exc:
+            raise CommandError(
+                f"cannot set up the demo tenant in this database ({exc}); "
+                "point CAISEY_DATA_DIR (or CAISEY_DATABASE_URL) at a fresh one"
+            ) from None
+        return tenant
+
+    def _wait_healthy(self, stack: Stack, url: str) -> None:
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        while time.monotonic() < deadline:
+            stack.check()
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                    if json.loads(response.read()).get("status") == "ok":
+                        return
+            except (OSError, ValueError):
+                pass  # not listening yet
+            time.sleep(0.25)
+        raise StackFailure("daphne", f"Daphne did not answer {url}/healthz within {HEALTH_TIMEOUT:.0f} s")
+
+    def _enroll_agent(self, url: str, tenant: Tenant, state_dir: Path, env: dict[str, str]) -> None:
+        """Enroll the local agent unless its identity is good for this server as it runs now."""
+        agent = [sys.executable, "-m", "caisey_agent"]
+        status = subprocess.run(
+            [*agent, "status", "--state-dir", str(state_dir)], env=env, capture_output=True, text=True, timeout=60
+        )
+        if status.returncode != 0:
+            raise CommandError(f"`caisey-agent status` failed:\n{status.stderr.strip()}")
+        current = json.loads(status.stdout)
+        replace = current["enrolled"]
+        if not current["enrolled"]:
+            reason = "Enrolling the local agent"
+        elif current["server"] != url:
+            # The agent connects to the address it enrolled with; the port may differ this time.
+            reason = f"Re-enrolling the local agent (server moved from {current['server']} to {url})"
+        elif not Endpoint.all_tenants.filter(
+            pk=current["endpoint_id"], tenant=tenant, status=EndpointStatus.ENROLLED
+        ).exists():
+            reason = "Re-enrolling the local agent (this database does not know its endpoint)"
+        else:
+            return
+        group = ClientGroup.all_tenants.get(tenant=tenant, slug=AGENT_GROUP)
+        _, token = services.enrollment_token_issue(
+            actor="demo", client_group=group, expires_in=timedelta(minutes=10), note="demo launcher"
+        )
+        self.stdout.write(f"{reason} into {group.name} ...")
+        argv = [*agent, "enroll", "--server", url, "--token", token, "--state-dir", str(state_dir)]
+        if replace:
+            argv.append("--replace")
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise CommandError(
+                f"enrolling the local agent failed:\n{(result.stderr or result.stdout).strip()}\n"
+                f"(to start over with a new agent identity, delete {state_dir})"
+            )
+        self.stdout.write(result.stdout.strip())
+
+    def _banner(self, url: str, password: str, data_dir: Path, log_dir: Path) -> None:
+        rule = "-" * 72
+        self.stdout.write(
+            f"\n{rule}\n"
+            f"  Caisey is running.\n\n"
+            f"  Console      {url}/\n"
+            f"  Technician   tech / {password}\n"
+            f"  Admin        admin / {password}   (Django admin: {url}/admin/)\n"
+            f"  Local agent  enrolled in {dict(CLIENT_GROUPS)[AGENT_GROUP]}; state in {data_dir / 'demo-agent'}\n"
+            f"  Logs         {log_dir}/ (daphne.log, celery.log, agent.log)\n"
+            f"  Data         {data_dir}\n\n"
+            f"  Ctrl-C to stop.\n"
+            f"{rule}",
+            self.style.SUCCESS,
+        )

@@ -1,0 +1,269 @@
+"""A real Caisey stack in child processes, for end-to-end tests.
+
+Each stack gets its own data folder and database (a SQLite file, or a fresh
+PostgreSQL database when the suite runs against PostgreSQL) and its own key
+prefix in Redis, so stacks of parallel test workers never see each other.
+Agents are real `caisey-agent` processes.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import dj_database_url
+from django.conf import settings
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT_BIN = [sys.executable, "-m", "caisey_agent"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the thing may not be up yet
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class Database:
+    """A database of the suite's kind, created for one stack and dropped after."""
+
+    def __init__(self, workdir: Path) -> None:
+        base = settings.DATABASES["default"]
+        self.is_postgres = "postgresql" in base["ENGINE"]
+        if self.is_postgres:
+            import psycopg
+
+            self.name = f"caisey_e2e_{uuid.uuid4().hex[:12]}"
+            self._admin = dict(host=base["HOST"] or "127.0.0.1", port=base["PORT"] or 5432, user=base["USER"], password=base["PASSWORD"] or None)
+            with psycopg.connect(dbname="postgres", autocommit=True, **self._admin) as conn:
+                conn.execute(f'CREATE DATABASE "{self.name}"')
+            parts = urllib.parse.urlsplit(settings.DATABASE_URL)
+            self.url = urllib.parse.urlunsplit(parts._replace(path=f"/{self.name}"))
+        else:
+            self.url = f"sqlite:///{workdir / 'caisey.sqlite3'}"
+        dj_database_url.parse(self.url)  # fail early on a bad URL
+
+    def drop(self) -> None:
+        if self.is_postgres:
+            import psycopg
+
+            with psycopg.connect(dbname="postgres", autocommit=True, **self._admin) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+class AgentProcess:
+    def __init__(self, stack: "Stack", state_dir: Path, log: Path) -> None:
+        self.stack = stack
+        self.state_dir = state_dir
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *extra: str) -> "AgentProcess":
+        self.proc = self.stack.spawn(
+            [*AGENT_BIN, "run", "--state-dir", str(self.state_dir), "--backoff-cap", "2", *extra], self.log
+        )
+        return self
+
+    def status(self) -> dict:
+        out = subprocess.run([*AGENT_BIN, "status", "--state-dir", str(self.state_dir)], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.status()["endpoint_id"]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=15)
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+class Stack:
+    """Daphne (one or more), optionally a Celery worker with beat, against one database and Redis."""
+
+    def __init__(self, *, extra_env: dict[str, str] | None = None) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="caisey-e2e-"))
+        self.db = Database(self.workdir)
+        self.prefix = f"e2e{uuid.uuid4().hex[:10]}"
+        self.env = {
+            **os.environ,
+            "CAISEY_DATA_DIR": str(self.workdir),
+            "CAISEY_DATABASE_URL": self.db.url,
+            "CAISEY_REDIS_URL": settings.REDIS_URL,
+            "CAISEY_REDIS_PREFIX": self.prefix,
+            "CAISEY_PRESENCE_SWEEP": "1",
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+        self.procs: list[subprocess.Popen] = []
+        self.servers: dict[int, subprocess.Popen] = {}
+        self.agents: list[AgentProcess] = []
+
+    # --- processes -------------------------------------------------------------
+
+    def spawn(self, argv: list[str], log: Path) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=self.env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs.append(proc)
+        return proc
+
+    def manage(self, *args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if out.returncode != 0:
+            raise AssertionError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+        return out.stdout
+
+    def migrate(self) -> "Stack":
+        self.manage("migrate", "-v", "0")
+        return self
+
+    def start_server(self, port: int | None = None) -> int:
+        port = port or free_port()
+        proc = self.spawn(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "caisey.asgi:application"],
+            self.workdir / f"daphne-{port}.log",
+        )
+        self.servers[port] = proc
+        wait_for(lambda: self.http_get(port, "/healthz").status == 200, timeout=30, what=f"daphne on {port}")
+        return port
+
+    def stop_server(self, port: int, sig: int = signal.SIGTERM) -> None:
+        proc = self.servers.pop(port)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=15)
+
+    def start_worker(self) -> subprocess.Popen:
+        return self.spawn(
+            [sys.executable, "-m", "celery", "-A", "caisey", "worker", "-B", "--loglevel=INFO", "--concurrency=1",
+             "--schedule", str(self.workdir / "beat-schedule")],
+            self.workdir / "celery.log",
+        )
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.db.drop()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            parts.append(f"----- {path.name}\n{path.read_text()[-4000:]}")
+        return "\n".join(parts)
+
+    # --- tenants and agents -------------------------------------------------------
+
+    def seed(self, *, tenant: str = "acme", group: str = "erp", password: str = "e2e-password-1") -> dict:
+        self.manage("create_tenant", "--name", f"{tenant} MSP", "--slug", tenant, "--admin-username", f"{tenant}-admin",
+                    "--admin-password", password)
+        self.manage("create_client_group", "--tenant", tenant, "--name", f"{group} client", "--slug", group)
+        self.manage("shell", "-c", (
+            "from endpoints import services; from endpoints.models import Tenant;"
+            f"services.membership_create(tenant=Tenant.all_tenants.get(slug='{tenant}'), username='{tenant}-tech',"
+            f" password='{password}', role='technician')"
+        ))
+        return {"username": f"{tenant}-tech", "password": password, "tenant": tenant, "group": group}
+
+    def token(self, tenant: str, group: str, max_uses: int = 1) -> str:
+        return self.manage("issue_enrollment_token", "--tenant", tenant, "--client-group", group,
+                           "--max-uses", str(max_uses)).strip()
+
+    def enroll_agent(self, port: int, token: str, name: str | None = None) -> AgentProcess:
+        name = name or f"agent{len(self.agents) + 1}"
+        state_dir = self.workdir / name
+        out = subprocess.run(
+            [*AGENT_BIN, "enroll", "--server", f"http://127.0.0.1:{port}", "--token", token,
+             "--state-dir", str(state_dir), "--hostname", name],
+            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=60,
+        )
+        if out.returncode != 0:
+            raise AssertionError(f"enroll failed: {out.stdout}{out.stderr}")
+        agent = AgentProcess(self, state_dir, self.workdir / f"{name}.log")
+        self.agents.append(agent)
+        return agent
+
+    # --- HTTP as a technician ---------------------------------------------------------
+
+    def http_get(self, port: int, path: str, opener=None):
+        opener = opener or urllib.request.build_opener()
+        return opener.open(f"http://127.0.0.1:{port}{path}", timeout=10)
+
+    def login(self, port: int, username: str, password: str) -> "Console":
+        return Console(port, username, password)
+
+
+class Console:
+    """A technician's browser-less session: cookies, CSRF, page fetches."""
+
+    def __init__(self, port: int, username: str, password: str) -> None:
+        self.port = port
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.base = f"http://127.0.0.1:{port}"
+        page = self.get("/login/")
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        data = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": csrf}).encode()
+        request = urllib.request.Request(f"{self.base}/login/", data=data, headers={"Referer": f"{self.base}/login/"})
+        body = self.opener.open(request, timeout=10).read().decode()
+        if "didn't match" in body:
+            raise AssertionError("console login failed")
+
+    def get(self, path: str) -> str:
+        return self.opener.open(f"{self.base}{path}", timeout=10).read().decode()
+
+    def cookie_header(self) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in self.jar)
+
+    def presence_on_list(self, hostname: str) -> str | None:
+        page = self.get(f"/?q={hostname}")
+        match = re.search(
+            rf">{re.escape(hostname)}</a>.*?data-field=\"presence\">(\w+)<", page, re.S
+        )
+        return match.group(1) if match else None
