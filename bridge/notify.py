@@ -36,5 +36,8 @@ def console_event(*, tenant_id, endpoint_id=None, event: str, payload: dict[str,
 
 def agent_doorbell(*, endpoint_id, reason: str) -> None:
     """Wake the connection serving an agent, wherever it is, to look at the database."""
-    message = {"type": "agent.doorbell", "reason": reason}
-    transaction.on_commit(lambda: _send(agent_group(endpoint_id), message))
+    transaction.on_commit(lambda: ring_agent_now(endpoint_id=endpoint_id, reason=reason))
+
+
+def ring_agent_now(*, endpoint_id, reason: str) -> None:
+    _send(agent_group(endpoint_id), {"type": "agent.doorbell", "reason": reason})

@@ -213,6 +213,23 @@ CAISEY = {
     "RATE_AUTH_FAILURES_PER_IP": (env_int("CAISEY_RATE_AUTH_FAILURES", 30), 60),
     "RATE_CONNECTS_PER_ENDPOINT": (env_int("CAISEY_RATE_CONNECTS", 30), 60),
     "PRESENCE_SWEEP_SECONDS": env_float("CAISEY_PRESENCE_SWEEP", 5.0),
+    "OUTBOX_SWEEP_SECONDS": env_float("CAISEY_OUTBOX_SWEEP", 2.0),
+    # Retry budget per message kind: attempts, then backoff base and cap (seconds, full jitter).
+    "OUTBOX_RETRY": {
+        "default": {
+            "max_attempts": env_int("CAISEY_OUTBOX_MAX_ATTEMPTS", 8),
+            "base": env_float("CAISEY_OUTBOX_BACKOFF_BASE", 2.0),
+            "cap": env_float("CAISEY_OUTBOX_BACKOFF_CAP", 120.0),
+        },
+        "mode.set": {"max_attempts": 1000, "base": 5.0, "cap": 300.0},
+    },
+    # Degraded: connected, but deliveries lag or the connection keeps dropping.
+    "DEGRADED_OLDEST_UNACKED_S": env_float("CAISEY_DEGRADED_OLDEST_UNACKED", 30.0),
+    "DEGRADED_P95_LATENCY_MS": env_float("CAISEY_DEGRADED_P95_MS", 5000.0),
+    "DEGRADED_RECONNECTS_PER_HOUR": env_int("CAISEY_DEGRADED_RECONNECTS", 6),
+    # A session-less endpoint returns to lazy after this long without activity.
+    "LAZY_AFTER_IDLE_S": env_float("CAISEY_LAZY_AFTER_IDLE", 300.0),
+    "METRICS_TOKEN": env_str("CAISEY_METRICS_TOKEN", ""),
 }
 RATELIMIT_NAMESPACE = "rl"
 
@@ -220,6 +237,10 @@ CELERY_BEAT_SCHEDULE = {
     "presence-sweep": {
         "task": "bridge.tasks.presence_sweep",
         "schedule": CAISEY["PRESENCE_SWEEP_SECONDS"],
+    },
+    "outbox-sweep": {
+        "task": "bridge.tasks.outbox_sweep",
+        "schedule": CAISEY["OUTBOX_SWEEP_SECONDS"],
     },
 }
 

@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from bridge import last_seen, metrics, services
+from bridge import last_seen, metrics, outbox, services
 from bridge.groups import agent_group
 from caisey import ratelimit
 from caisey_agent import protocol as p
@@ -73,6 +73,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.reject("already_authenticated", "hello was already received", ref=env.id)
         elif env.type == p.Heartbeat.TYPE:
             await self.on_heartbeat(env)
+        elif env.type == p.Ack.TYPE:
+            await database_sync_to_async(outbox.outbox_ack)(endpoint_id=self.endpoint.pk, message_id=env.body.ref)
         else:
             await self.on_domain_frame(env)
 
@@ -116,6 +118,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
         )
         await self.send_frame(p.Ack(ref=env.id))
+        # Everything waiting for this agent goes now, oldest first, not at the next sweep.
+        await self.deliver(due_only=False)
 
     async def on_heartbeat(self, env: p.Envelope) -> None:
         last_seen.buffer.touch(self.endpoint.pk)
@@ -148,7 +152,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self.close(code=p.CLOSE_REVOKED)
 
     async def agent_doorbell(self, message) -> None:
-        """Something for this agent waits in the database (the outbox delivers it)."""
+        """Something for this agent waits in the database."""
+        await self.deliver(due_only=True)
+
+    async def deliver(self, *, due_only: bool) -> None:
+        frames = await database_sync_to_async(outbox.outbox_claim)(endpoint_id=self.endpoint.pk, due_only=due_only)
+        for frame in frames:
+            await self.send(text_data=frame)
 
     # --- helpers ---------------------------------------------------------------------------
 

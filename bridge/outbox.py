@@ -1,0 +1,197 @@
+"""The durable outbox: every server -> agent message is a row before it is a frame.
+
+Life of a message: ``outbox_enqueue`` writes it in the caller's transaction and
+rings the agent's doorbell after commit; the connection serving that agent
+claims due rows (one attempt each) and sends them; the agent's ack ends it.
+The periodic ``outbox_sweep`` keeps everything moving when doorbells are lost
+(Redis restarted, Daphne killed): it rings again for connected agents, counts
+attempts for unreachable ones, and gives up after the kind's retry budget,
+marking the row failed_to_deliver and telling its owner.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from bridge import notify, signals
+from bridge.models import OUTBOX_TRANSITIONS, OutboxMessage, OutboxStatus
+from caisey.state_machine import TransitionRace, transition
+from caisey_agent import protocol as p
+from endpoints.models import Endpoint, Presence
+from endpoints.presence import presence_of
+from endpoints.services import actor_label
+
+
+def retry_policy(kind: str) -> dict[str, float]:
+    policies = settings.CAISEY["OUTBOX_RETRY"]
+    return {**policies["default"], **policies.get(kind, {})}
+
+
+def backoff(kind: str, attempts: int) -> timedelta:
+    """Capped exponential backoff with full jitter, per message kind."""
+    policy = retry_policy(kind)
+    ceiling = min(policy["cap"], policy["base"] * 2 ** min(attempts, 30))
+    return timedelta(seconds=random.uniform(policy["base"] / 2, max(policy["base"] / 2, ceiling)))
+
+
+def outbox_enqueue(
+    *, endpoint: Endpoint, body: Any, ref_type: str = "", ref_id: str = "", expires_at: datetime | None = None
+) -> OutboxMessage:
+    """Persist a message for an agent; call inside the transaction of the change that caused it."""
+    if body.TYPE not in p.SERVER_TO_AGENT:
+        raise ValueError(f"{body.TYPE!r} is not a server -> agent message")
+    now = timezone.now()
+    message = OutboxMessage.all_tenants.create(
+        id=p.new_id(),
+        endpoint=endpoint,
+        kind=body.TYPE,
+        body=p.to_dict(body),
+        ref_type=ref_type,
+        ref_id=str(ref_id),
+        max_attempts=int(retry_policy(body.TYPE)["max_attempts"]),
+        next_attempt_at=now,
+        expires_at=expires_at,
+        created_at=now,
+    )
+    notify.agent_doorbell(endpoint_id=endpoint.pk, reason="queued")
+    return message
+
+
+def frame_of(message: OutboxMessage) -> str:
+    body = p.from_dict(p.SERVER_TO_AGENT[message.kind], message.body)
+    return p.encode(p.Envelope(type=message.kind, id=message.id, ts=message.created_at.timestamp(), body=body))
+
+
+def outbox_claim(*, endpoint_id, due_only: bool = True, limit: int = 500) -> list[str]:
+    """Claim this endpoint's sendable messages, oldest first; each claim counts one attempt.
+
+    The conditional update makes two processes claiming the same row at once
+    send it once (and a double send would be harmless: the agent deduplicates).
+    """
+    now = timezone.now()
+    rows = OutboxMessage.all_tenants.filter(endpoint_id=endpoint_id, status=OutboxStatus.QUEUED)
+    if due_only:
+        rows = rows.filter(next_attempt_at__lte=now)
+    frames = []
+    for message in rows.order_by("created_at")[:limit]:
+        if message.expires_at and message.expires_at <= now:
+            continue  # the sweep ends it as failed_to_deliver
+        claimed = OutboxMessage.all_tenants.filter(
+            pk=message.pk, status=OutboxStatus.QUEUED, attempts=message.attempts
+        ).update(
+            attempts=F("attempts") + 1,
+            last_attempt_at=now,
+            next_attempt_at=now + backoff(message.kind, message.attempts + 1),
+        )
+        if claimed:
+            frames.append(frame_of(message))
+    return frames
+
+
+@transaction.atomic
+def outbox_ack(*, endpoint_id, message_id: str) -> OutboxMessage | None:
+    """The agent acknowledged a message: it is delivered. Only that agent's own rows can be acked."""
+    message = OutboxMessage.all_tenants.filter(pk=message_id, endpoint_id=endpoint_id).first()
+    if message is None or message.status in (OutboxStatus.ACKED, OutboxStatus.CANCELLED):
+        return None
+    now = timezone.now()
+    try:
+        transition(
+            message,
+            to=OutboxStatus.ACKED,
+            table=OUTBOX_TRANSITIONS,
+            updates={
+                "acked_at": now,
+                "latency_ms": (now - message.created_at).total_seconds() * 1000,
+                "status_changed_by": "agent",
+            },
+        )
+    except TransitionRace:
+        return None
+    signals.outbox_delivered.send(sender=OutboxMessage, message=message)
+    return message
+
+
+def _fail(message: OutboxMessage, *, reason: str, now: datetime) -> bool:
+    try:
+        transition(
+            message,
+            to=OutboxStatus.FAILED_TO_DELIVER,
+            table=OUTBOX_TRANSITIONS,
+            updates={"last_error": reason[:500], "status_changed_by": "bridge"},
+        )
+    except TransitionRace:
+        return False
+    signals.outbox_failed.send(sender=OutboxMessage, message=message)
+    return True
+
+
+@transaction.atomic
+def outbox_resend(*, actor, message: OutboxMessage) -> OutboxMessage:
+    """A technician's explicit resend of a message that failed: a fresh retry budget, same event id."""
+    transition(
+        message,
+        to=OutboxStatus.QUEUED,
+        table=OUTBOX_TRANSITIONS,
+        updates={
+            "next_attempt_at": timezone.now(),
+            "max_attempts": message.attempts + int(retry_policy(message.kind)["max_attempts"]),
+            "expires_at": None,
+            "status_changed_by": actor_label(actor),
+        },
+    )
+    notify.agent_doorbell(endpoint_id=message.endpoint_id, reason="resend")
+    return message
+
+
+@transaction.atomic
+def outbox_cancel(*, actor, message: OutboxMessage) -> None:
+    transition(
+        message, to=OutboxStatus.CANCELLED, table=OUTBOX_TRANSITIONS, updates={"status_changed_by": actor_label(actor)}
+    )
+
+
+def outbox_sweep(*, limit: int = 5000) -> dict[str, int]:
+    """Move every due message along: doorbell, counted attempt, or failed_to_deliver."""
+    now = timezone.now()
+    due = (
+        OutboxMessage.all_tenants.filter(status=OutboxStatus.QUEUED, next_attempt_at__lte=now)
+        .select_related("endpoint")
+        .order_by("next_attempt_at")[:limit]
+    )
+    stats = {"doorbells": 0, "unreachable": 0, "failed": 0}
+    ring: set = set()
+    for message in due:
+        if message.expires_at and message.expires_at <= now:
+            with transaction.atomic():
+                stats["failed"] += _fail(message, reason="expired before the endpoint could be reached", now=now)
+            continue
+        if message.attempts >= message.max_attempts:
+            with transaction.atomic():
+                stats["failed"] += _fail(
+                    message, reason=message.last_error or f"no acknowledgement after {message.attempts} attempts", now=now
+                )
+            continue
+        if presence_of(message.endpoint, now) != Presence.OFFLINE:
+            ring.add(message.endpoint_id)
+            continue
+        # Unreachable: the attempt is counted, so the retry budget runs out while it stays away.
+        stats["unreachable"] += OutboxMessage.all_tenants.filter(
+            pk=message.pk, status=OutboxStatus.QUEUED, attempts=message.attempts
+        ).update(
+            attempts=F("attempts") + 1,
+            last_attempt_at=now,
+            next_attempt_at=now + backoff(message.kind, message.attempts + 1),
+            last_error="endpoint offline",
+        )
+    for endpoint_id in ring:
+        notify.ring_agent_now(endpoint_id=endpoint_id, reason="retry")
+    stats["doorbells"] = len(ring)
+    return stats
