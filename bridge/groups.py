@@ -10,4 +10,9 @@ def console_tenant_group(tenant_id) -> str:
 
 
 def console_endpoint_group(endpoint_id) -> str:
-    return f"console.endpoint.{endpoint_id}"
+    return console_topic_group("endpoint", endpoint_id)
+
+
+def console_topic_group(topic: str, object_id) -> str:
+    """A console page's subscription to one object (an endpoint, a session, ...)."""
+    return f"console.{topic}.{object_id}"

@@ -9,7 +9,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from bridge.groups import agent_group, console_endpoint_group, console_tenant_group
+from bridge.groups import agent_group, console_endpoint_group, console_tenant_group, console_topic_group
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +22,21 @@ def _send(group: str, message: dict[str, Any]) -> None:
         log.warning("channel layer send to %s failed", group, exc_info=True)
 
 
-def console_event(*, tenant_id, endpoint_id=None, event: str, payload: dict[str, Any]) -> None:
-    """Tell console pages of a tenant (and of one endpoint) that something changed."""
+def console_event(
+    *, tenant_id, endpoint_id=None, event: str, payload: dict[str, Any], topics: dict[str, Any] | None = None,
+    tenant_wide: bool = True,
+) -> None:
+    """Tell console pages that something changed, after commit: the tenant's pages (unless
+    ``tenant_wide`` is off), the endpoint's, and those subscribed to ``topics`` ({topic: id})."""
     message = {"type": "console.event", "event": event, "payload": payload}
+    groups = [console_tenant_group(tenant_id)] if tenant_wide else []
+    if endpoint_id is not None:
+        groups.append(console_endpoint_group(endpoint_id))
+    groups += [console_topic_group(topic, object_id) for topic, object_id in (topics or {}).items()]
 
     def ring() -> None:
-        _send(console_tenant_group(tenant_id), message)
-        if endpoint_id is not None:
-            _send(console_endpoint_group(endpoint_id), message)
+        for group in groups:
+            _send(group, message)
 
     transaction.on_commit(ring)
 

@@ -42,9 +42,14 @@ def backoff(kind: str, attempts: int) -> timedelta:
 
 
 def outbox_enqueue(
-    *, endpoint: Endpoint, body: Any, ref_type: str = "", ref_id: str = "", expires_at: datetime | None = None
+    *, endpoint: Endpoint, body: Any, ref_type: str = "", ref_id: str = "", expires_at: datetime | None = None,
+    max_attempts: int | None = None,
 ) -> OutboxMessage:
-    """Persist a message for an agent; call inside the transaction of the change that caused it."""
+    """Persist a message for an agent; call inside the transaction of the change that caused it.
+
+    ``max_attempts`` overrides the kind's retry budget, for messages that should wait for
+    an away endpoint until ``expires_at`` rather than give up after a few minutes.
+    """
     if body.TYPE not in p.SERVER_TO_AGENT:
         raise ValueError(f"{body.TYPE!r} is not a server -> agent message")
     now = timezone.now()
@@ -55,7 +60,7 @@ def outbox_enqueue(
         body=p.to_dict(body),
         ref_type=ref_type,
         ref_id=str(ref_id),
-        max_attempts=int(retry_policy(body.TYPE)["max_attempts"]),
+        max_attempts=max_attempts or int(retry_policy(body.TYPE)["max_attempts"]),
         next_attempt_at=now,
         expires_at=expires_at,
         created_at=now,

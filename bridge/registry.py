@@ -29,3 +29,21 @@ def handles(message_type: str) -> Callable[[Handler], Handler]:
 
 def handler_for(message_type: str) -> Handler | None:
     return _handlers.get(message_type)
+
+
+# Console subscription topics: topic -> check(tenant_id, object_id) -> bool. The endpoint
+# topic is the bridge's own; domain apps add theirs (sessions_app adds "session").
+TopicCheck = Callable[[Any, str], bool]
+_topics: dict[str, TopicCheck] = {}
+
+
+def console_topic(topic: str) -> Callable[[TopicCheck], TopicCheck]:
+    def register(func: TopicCheck) -> TopicCheck:
+        _topics[topic] = func
+        return func
+
+    return register
+
+
+def topic_check(topic: str) -> TopicCheck | None:
+    return _topics.get(topic)

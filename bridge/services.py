@@ -12,7 +12,7 @@ from bridge import notify
 from bridge.models import AgentConnection, InboundReceipt
 from bridge.registry import handler_for
 from caisey import tenancy
-from caisey_agent.protocol import Envelope, Hello
+from caisey_agent.protocol import Envelope, Hello, ModeSet
 from endpoints import services as endpoint_services
 from endpoints.models import Endpoint
 from endpoints.presence import presence_of
@@ -89,3 +89,38 @@ def agent_frame_apply(*, endpoint: Endpoint, envelope: Envelope) -> bool:
             return False
         handler(endpoint, envelope)
     return True
+
+
+def endpoint_set_mode(*, endpoint: Endpoint, mode: str, reason: str) -> bool:
+    """Wake an endpoint (active) or let it rest (lazy). The mode.set waits in the outbox
+    until the agent is reachable. Returns False when it already was in that mode."""
+    from bridge import outbox
+
+    changed = Endpoint.all_tenants.filter(pk=endpoint.pk).exclude(mode=mode).update(mode=mode)
+    if not changed:
+        return False
+    endpoint.mode = mode
+    outbox.outbox_enqueue(
+        endpoint=endpoint,
+        body=ModeSet(mode=mode, heartbeat_interval=heartbeat_interval_for(mode)),
+        ref_type="mode",
+        ref_id=reason[:64],
+    )
+    presence_announce(endpoint=endpoint)
+    return True
+
+
+def bridge_conditions(*, endpoint: Endpoint) -> dict:
+    """The bridge conditions an action runs under, recorded with it (read fresh, not from the caller's copy)."""
+    from bridge import health
+
+    endpoint = Endpoint.all_tenants.get(pk=endpoint.pk)
+    figures = health.health_for([endpoint.pk])[endpoint.pk]
+    return {
+        "connectivity": health.connectivity(endpoint, figures).value,
+        "queue_depth": figures.queue_depth,
+        "latency_p50_ms": figures.latency_p50_ms,
+        "latency_p95_ms": figures.latency_p95_ms,
+        "reconnects_1h": figures.reconnects_1h,
+        "at": timezone.now().isoformat(),
+    }

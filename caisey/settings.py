@@ -230,6 +230,11 @@ CAISEY = {
     # A session-less endpoint returns to lazy after this long without activity.
     "LAZY_AFTER_IDLE_S": env_float("CAISEY_LAZY_AFTER_IDLE", 300.0),
     "METRICS_TOKEN": env_str("CAISEY_METRICS_TOKEN", ""),
+    # Actions: how long one waits for an away endpoint, output kept per action, and the
+    # grace past its own timeout before the server calls an online endpoint's action timed out.
+    "ACTION_QUEUE_EXPIRY_S": env_float("CAISEY_ACTION_QUEUE_EXPIRY", 24 * 3600.0),
+    "ACTION_OUTPUT_LIMIT": env_int("CAISEY_ACTION_OUTPUT_LIMIT", 1024 * 1024),
+    "ACTION_DEADLINE_GRACE_S": env_float("CAISEY_ACTION_DEADLINE_GRACE", 30.0),
 }
 RATELIMIT_NAMESPACE = "rl"
 
@@ -242,6 +247,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "bridge.tasks.outbox_sweep",
         "schedule": CAISEY["OUTBOX_SWEEP_SECONDS"],
     },
+    "action-deadlines": {"task": "sessions_app.tasks.action_deadline_sweep", "schedule": 5.0},
+    "idle-sessions": {"task": "sessions_app.tasks.idle_sessions_sweep", "schedule": 30.0},
 }
 
 EMAIL_BACKEND = env_str("CAISEY_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

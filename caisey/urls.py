@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from bridge.prometheus import metrics_view
 from caisey import health
 from endpoints.api import EnrollView
 
@@ -11,5 +12,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/agent/v1/enroll", EnrollView.as_view(), name="agent-enroll"),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("endpoints.urls")),
 ]

@@ -1,1 +1,233 @@
-"""Support sessions, actions, prompts and the transcript (built in the sessions issues)."""
+"""The domain: support sessions, the actions run in them, and the append-only transcript."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from caisey.tenancy import TenantScopedManager
+from endpoints.models import Endpoint, Tenant
+
+
+class SessionStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    CLOSED = "closed", "Closed"
+
+
+SESSION_TRANSITIONS: dict[str, frozenset[str]] = {
+    SessionStatus.OPEN: frozenset({SessionStatus.CLOSED}),
+    SessionStatus.CLOSED: frozenset(),
+}
+
+
+class SupportSession(models.Model):
+    """One technician's troubleshooting of one endpoint. Several may be open on one endpoint."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="sessions")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="sessions")
+    opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=500, blank=True, help_text="Why: a ticket number, the symptom.")
+    status = models.CharField(max_length=10, choices=SessionStatus.choices, default=SessionStatus.OPEN)
+    status_changed_by = models.CharField(max_length=200, blank=True)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    opened_offline = models.BooleanField(default=False, help_text="The endpoint was offline when it opened.")
+    closed_at = models.DateTimeField(null=True, blank=True)
+    close_reason = models.CharField(max_length=500, blank=True)
+    last_activity_at = models.DateTimeField(auto_now_add=True)
+    follow_up_at = models.DateTimeField(null=True, blank=True)
+    follow_up_note = models.CharField(max_length=500, blank=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["-opened_at"]
+        indexes = [models.Index(fields=["endpoint", "status"]), models.Index(fields=["tenant", "status", "opened_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} by {self.opened_by} ({self.status})"
+
+
+class ActionStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    DISPATCHED = "dispatched", "Dispatched"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    TIMED_OUT = "timed_out", "Timed out"
+    CANCELLED = "cancelled", "Cancelled"
+    EXPIRED = "expired", "Expired"
+    FAILED_TO_DELIVER = "failed_to_deliver", "Failed to deliver"
+
+
+_S = ActionStatus
+ACTION_TRANSITIONS: dict[str, frozenset[str]] = {
+    # Waiting in the outbox (the endpoint may be away): delivered, given up, or stopped.
+    _S.QUEUED: frozenset({_S.DISPATCHED, _S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED,
+                          _S.EXPIRED, _S.FAILED_TO_DELIVER, _S.AWAITING_APPROVAL}),
+    _S.AWAITING_APPROVAL: frozenset({_S.QUEUED, _S.CANCELLED, _S.EXPIRED}),
+    _S.DISPATCHED: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED}),
+    _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED}),
+    _S.FAILED_TO_DELIVER: frozenset({_S.QUEUED, _S.CANCELLED, _S.DISPATCHED, _S.RUNNING, _S.SUCCEEDED, _S.FAILED,
+                                     _S.TIMED_OUT}),
+    _S.SUCCEEDED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.TIMED_OUT: frozenset(),
+    _S.CANCELLED: frozenset(),
+    _S.EXPIRED: frozenset(),
+}
+ACTION_FINAL = frozenset({_S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED, _S.EXPIRED})
+ACTION_LIVE = frozenset({_S.QUEUED, _S.DISPATCHED, _S.RUNNING})
+
+
+class Batch(models.Model):
+    """Several actions sent together, run in order, covered by one approval where needed."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(SupportSession, on_delete=models.CASCADE, related_name="batches")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+
+class BulkRun(models.Model):
+    """One diagnostic across many endpoints, with one combined results view."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=40)
+    params = models.JSONField(default=dict)
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class Action(models.Model):
+    """One diagnostic or command on the session's endpoint."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(SupportSession, on_delete=models.CASCADE, related_name="actions")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="actions")
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="actions")
+    batch_position = models.PositiveIntegerField(default=0)
+    bulk_run = models.ForeignKey(BulkRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="actions")
+    kind = models.CharField(max_length=40)
+    category = models.CharField(max_length=20)
+    params = models.JSONField(default=dict)
+    status = models.CharField(max_length=20, choices=ActionStatus.choices, default=ActionStatus.QUEUED)
+    status_changed_by = models.CharField(max_length=200, blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Queued for an offline endpoint until then.")
+    timeout_s = models.FloatField()
+    output_limit = models.PositiveIntegerField()
+    outbox_id = models.CharField(max_length=32, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    output_bytes = models.PositiveIntegerField(default=0)
+    output_truncated = models.BooleanField(default=False)
+    conditions_at_dispatch = models.JSONField(null=True, blank=True)
+    conditions_at_completion = models.JSONField(null=True, blank=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["session", "created_at"]), models.Index(fields=["status", "deadline_at"])]
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in ACTION_FINAL
+
+
+class ActionOutput(models.Model):
+    """One chunk of streamed output; (action, seq) is unique so replays add nothing."""
+
+    action = models.ForeignKey(Action, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    stream = models.CharField(max_length=10)
+    data = models.TextField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager(tenant_field="action__tenant")
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["seq"]
+        constraints = [models.UniqueConstraint(fields=["action", "seq"], name="output_chunk_once")]
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("transcript entries are append-only: write a correction entry instead")
+
+    def delete(self):
+        raise PermissionError("transcript entries are append-only and are never deleted")
+
+
+class AppendOnlyManager(TenantScopedManager.from_queryset(AppendOnlyQuerySet)):
+    pass
+
+
+class TranscriptEntry(models.Model):
+    """One event of a session's durable record. Never updated, never deleted.
+
+    ``index`` is monotonic per session; ``hash`` chains each entry to the one
+    before it (sha256 of the previous hash and this entry's canonical content),
+    so an edited or removed row is detected by ``verify_transcripts``.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(SupportSession, on_delete=models.PROTECT, related_name="transcript")
+    index = models.PositiveIntegerField()
+    kind = models.CharField(max_length=40)
+    actor = models.CharField(max_length=200, help_text="Who caused it: user:<name>, agent, bridge, system, approver.")
+    at = models.DateTimeField()
+    action = models.ForeignKey(Action, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    data = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    objects = AppendOnlyManager()
+    all_tenants = models.Manager.from_queryset(AppendOnlyQuerySet)()
+
+    class Meta:
+        ordering = ["session", "index"]
+        constraints = [models.UniqueConstraint(fields=["session", "index"], name="transcript_index_once")]
+        indexes = [models.Index(fields=["tenant", "at"])]
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("transcript entries are append-only: write a correction entry instead")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("transcript entries are append-only and are never deleted")

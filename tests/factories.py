@@ -55,3 +55,10 @@ def endpoint(group: ClientGroup, *, hostname: str | None = None, tags: str = "")
         Endpoint.all_tenants.filter(pk=result.endpoint.pk).update(tags=tags)
         result.endpoint.refresh_from_db()
     return EnrolledEndpoint(endpoint=result.endpoint, credential=result.credential)
+
+
+def technician(tenant: Tenant):
+    """A technician user with its membership loaded, as request.user would be."""
+    user = member(tenant).user
+    user.refresh_from_db()
+    return user

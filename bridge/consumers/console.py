@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from bridge.groups import console_endpoint_group, console_tenant_group
+from django.core.exceptions import ValidationError
+
+from bridge.groups import console_tenant_group, console_topic_group
+from bridge.registry import console_topic, topic_check
 from caisey import tenancy
 from endpoints.models import Endpoint
 from endpoints.selectors import membership_for_user
 
+OBJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 
@@ -19,12 +25,20 @@ def _membership(user):
     return membership_for_user(user=user)
 
 
+@console_topic("endpoint")
+def endpoint_in_tenant(tenant_id, endpoint_id: str) -> bool:
+    return Endpoint.objects.filter(pk=endpoint_id).exists()
+
+
 @database_sync_to_async
-def _endpoint_in_tenant(tenant_id, endpoint_id) -> bool:
+def _may_subscribe(tenant_id, topic: str, object_id: str) -> bool:
+    check = topic_check(topic)
+    if check is None:
+        return False
     with tenancy.bind(tenant_id):
         try:
-            return Endpoint.objects.filter(pk=endpoint_id).exists()
-        except (ValueError, Exception):  # a malformed id is simply not found
+            return check(tenant_id, object_id)
+        except (ValueError, ValidationError):  # a malformed id is simply not found
             return False
 
 
@@ -48,17 +62,28 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content, **kwargs) -> None:
-        if not isinstance(content, dict) or content.get("subscribe") != "endpoint":
-            await self.send_json({"error": "unknown_request", "detail": "send {'subscribe': 'endpoint', 'id': ...}"})
+        topic = content.get("subscribe") if isinstance(content, dict) else None
+        if not isinstance(topic, str) or topic_check(topic) is None:
+            await self.send_json(
+                {"error": "unknown_request", "detail": "send {'subscribe': <endpoint|session|...>, 'id': ...}"}
+            )
             return
-        endpoint_id = str(content.get("id", ""))
-        if not await _endpoint_in_tenant(self.tenant_id, endpoint_id):
-            await self.send_json({"error": "not_found", "detail": "no such endpoint"})
+        object_id = str(content.get("id", ""))[:64]
+        # Ids are UUIDs or numbers. Other spellings a lookup may still accept ("urn:uuid:...",
+        # "{...}") would make an invalid channel-layer group name and kill the socket.
+        if not OBJECT_ID.fullmatch(object_id) or not await _may_subscribe(self.tenant_id, topic, object_id):
+            await self.send_json({"error": "not_found", "detail": f"no such {topic}"})
             return
-        group = console_endpoint_group(endpoint_id)
+        group = console_topic_group(topic, object_id)
         self.groups_joined.append(group)
         await self.channel_layer.group_add(group, self.channel_name)
-        await self.send_json({"subscribed": "endpoint", "id": endpoint_id})
+        await self.send_json({"subscribed": topic, "id": object_id})
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        if not text_data:  # binary or empty frames: the JSON consumer would raise and drop the socket
+            await self.send_json({"error": "unknown_request", "detail": "send JSON text frames"})
+            return
+        await super().receive(text_data=text_data, **kwargs)
 
     async def decode_json(self, text_data):
         try:

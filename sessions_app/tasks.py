@@ -1,0 +1,17 @@
+"""Periodic session work: deadlines live in the database, these sweeps enforce them."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from sessions_app import services
+
+
+@shared_task(ignore_result=True)
+def action_deadline_sweep() -> int:
+    return services.action_deadline_sweep()
+
+
+@shared_task(ignore_result=True)
+def idle_sessions_sweep() -> int:
+    return services.idle_sessions_sweep()

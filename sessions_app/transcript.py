@@ -1,0 +1,80 @@
+"""Appending to a session's transcript: the durable, tamper-evident record of every step."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from sessions_app.models import Action, SupportSession, TranscriptEntry
+
+GENESIS = "0" * 64
+
+
+def canonical(entry: TranscriptEntry) -> str:
+    return json.dumps(
+        {
+            "session": str(entry.session_id),
+            "index": entry.index,
+            "kind": entry.kind,
+            "actor": entry.actor,
+            "at": entry.at.astimezone(dt_timezone.utc).isoformat(timespec="microseconds"),
+            "action": str(entry.action_id) if entry.action_id else None,
+            "data": entry.data,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+
+
+def entry_hash(prev_hash: str, entry: TranscriptEntry) -> str:
+    return hashlib.sha256((prev_hash + canonical(entry)).encode()).hexdigest()
+
+
+def transcript_append(
+    *, session: SupportSession, kind: str, actor: str, data: dict[str, Any] | None = None,
+    action: Action | None = None, at: datetime | None = None,
+) -> TranscriptEntry:
+    """Append one entry; must run inside the transaction of the change it records."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("transcript_append must run inside the transaction of the change it records")
+    # Serialise appends per session (a no-op lock on SQLite, whose writers are serialised anyway).
+    SupportSession.all_tenants.select_for_update().filter(pk=session.pk).values_list("pk", flat=True).first()
+    last = TranscriptEntry.all_tenants.filter(session_id=session.pk).order_by("-index").values("index", "hash").first()
+    entry = TranscriptEntry(
+        tenant_id=session.tenant_id,
+        session_id=session.pk,
+        index=(last["index"] + 1) if last else 0,
+        kind=kind,
+        actor=actor,
+        at=at or timezone.now(),
+        action=action,
+        data=json.loads(json.dumps(data or {}, default=str)),
+        prev_hash=last["hash"] if last else GENESIS,
+    )
+    entry.hash = entry_hash(entry.prev_hash, entry)
+    entry.save(force_insert=True)
+    return entry
+
+
+def transcript_verify(*, session_id) -> tuple[bool, TranscriptEntry | None, str]:
+    """Walk the chain; returns (ok, first bad entry, why)."""
+    prev = GENESIS
+    expected_index = 0
+    for entry in TranscriptEntry.all_tenants.filter(session_id=session_id).order_by("index"):
+        if entry.index != expected_index:
+            return False, entry, f"index {entry.index} where {expected_index} was expected (an entry is missing)"
+        if entry.prev_hash != prev:
+            return False, entry, "previous-hash link broken (an earlier entry was removed or altered)"
+        if entry_hash(prev, entry) != entry.hash:
+            return False, entry, "content does not match its hash (the entry was altered)"
+        prev = entry.hash
+        expected_index += 1
+    return True, None, ""
