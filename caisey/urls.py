@@ -13,5 +13,5 @@ urlpatterns = [
     path("api/agent/v1/enroll", EnrollView.as_view(), name="agent-enroll"),
     path("healthz", health.healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
-    path("", include("endpoints.urls")),
+    path("", include("sessions_app.urls")),
 ]

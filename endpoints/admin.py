@@ -19,6 +19,29 @@ class TenantOwnedAdmin(admin.ModelAdmin):
             excluded.append("tenant")
         return excluded
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        tenant = getattr(request, "tenant", None)
+        if request.user.is_superuser or tenant is None:
+            return form
+
+        class TenantBoundForm(form):
+            """Takes the admin's tenant before validation, so per-tenant unique constraints
+            (a client group's slug) are checked as form errors instead of failing on save."""
+
+            def __init__(self, *args, **kw):
+                super().__init__(*args, **kw)
+                if self.instance._state.adding:
+                    self.instance.tenant = tenant
+
+            def _get_validation_exclusions(self):
+                exclude = super()._get_validation_exclusions()
+                exclude.discard("tenant")
+                return exclude
+
+        TenantBoundForm.__name__ = form.__name__
+        return TenantBoundForm
+
     def save_model(self, request, obj, form, change):
         if not change and not request.user.is_superuser:
             obj.tenant = request.tenant
@@ -43,6 +66,16 @@ class MembershipAdmin(TenantOwnedAdmin):
     list_display = ["user", "tenant", "role", "created_at"]
     list_filter = ["role"]
     search_fields = ["user__username"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        # Users are not tenant-owned: unrestricted, the user choice would list every
+        # tenant's usernames. A tenant admin only ever picks among their own people.
+        if db_field.name == "user" and not request.user.is_superuser:
+            tenant = getattr(request, "tenant", None)
+            kwargs["queryset"] = db_field.related_model._default_manager.filter(
+                membership__tenant_id=tenant.pk if tenant else None
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(ClientGroup)

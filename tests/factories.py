@@ -62,3 +62,11 @@ def technician(tenant: Tenant):
     user = member(tenant).user
     user.refresh_from_db()
     return user
+
+
+def support_session(enrolled: Endpoint, *, opened_by=None, reason: str = "ticket 1234"):
+    """An open support session on an endpoint, opened by a technician of its tenant."""
+    from sessions_app import services as session_services
+
+    actor = opened_by or member(enrolled.tenant, role=Role.TECHNICIAN).user
+    return session_services.session_open(actor=actor, endpoint=enrolled, reason=reason)

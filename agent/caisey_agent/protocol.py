@@ -235,3 +235,139 @@ def to_dict(body: Any) -> dict[str, Any]:
 
 def from_dict(body_type: type, data: dict[str, Any]) -> Any:
     return msgspec.convert(data, type=body_type)
+
+
+# --- the action catalogue: what an action.run may ask for ----------------------------
+#
+# Part of the wire contract: the server validates a technician's request against it
+# before queueing, and the agent validates again before running (it never trusts the
+# server to have done so). ``category`` is what approval policies and the endpoint's
+# local policy decide on.
+
+CATEGORY_DIAGNOSTIC = "diagnostic"  # read-only
+CATEGORY_COMMAND = "command"  # built-in commands that change something
+CATEGORY_SHELL = "shell"  # an arbitrary command line
+CATEGORIES = (CATEGORY_DIAGNOSTIC, CATEGORY_COMMAND, CATEGORY_SHELL)
+
+# Final statuses an agent reports in action.result.
+RESULT_STATUSES = ("succeeded", "failed", "timed_out", "cancelled", "refused")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: str  # "str", "int" or "bool"
+    required: bool = False
+    default: Any = None
+    help: str = ""
+    max_length: int = 1000
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ActionKind:
+    name: str
+    title: str
+    category: str
+    description: str
+    params: tuple[ParamSpec, ...] = ()
+    default_timeout: float = 60.0
+
+
+def _p(name: str, type: str = "str", **kw: Any) -> ParamSpec:
+    return ParamSpec(name=name, type=type, **kw)
+
+
+ACTION_KINDS: dict[str, ActionKind] = {
+    k.name: k
+    for k in (
+        ActionKind("system_summary", "System summary", CATEGORY_DIAGNOSTIC,
+                   "OS, uptime, CPU, memory, disks and logged-in users."),
+        ActionKind("service_status", "Service status", CATEGORY_DIAGNOSTIC,
+                   "One service's state, or every failed service when no name is given.",
+                   (_p("service", help="service name; empty for all failed services", max_length=200),)),
+        ActionKind("log_errors", "Recent log errors", CATEGORY_DIAGNOSTIC,
+                   "Errors from the system journal/syslog (event log on Windows) in a time window.",
+                   (_p("since_minutes", "int", default=60, minimum=1, maximum=10080),
+                    _p("limit", "int", default=50, minimum=1, maximum=1000))),
+        ActionKind("disk_usage", "Disk usage and I/O latency", CATEGORY_DIAGNOSTIC,
+                   "Usage per volume and average I/O latency per disk."),
+        ActionKind("top_processes", "Top processes", CATEGORY_DIAGNOSTIC,
+                   "Processes using the most CPU or memory.",
+                   (_p("sort", default="cpu", choices=("cpu", "memory")),
+                    _p("limit", "int", default=15, minimum=1, maximum=200))),
+        ActionKind("network_config", "Network configuration", CATEGORY_DIAGNOSTIC,
+                   "Interfaces, addresses, routes and DNS servers."),
+        ActionKind("dns_resolve", "DNS resolution", CATEGORY_DIAGNOSTIC,
+                   "Resolve a name with the system resolver, or against a given DNS server.",
+                   (_p("name", required=True, max_length=253), _p("server", max_length=255),
+                    _p("record_type", default="A", choices=("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "PTR")))),
+        ActionKind("tcp_connect", "TCP connect test", CATEGORY_DIAGNOSTIC,
+                   "Open a TCP connection to host:port and time it.",
+                   (_p("host", required=True, max_length=255), _p("port", "int", required=True, minimum=1, maximum=65535),
+                    _p("timeout", "int", default=5, minimum=1, maximum=60))),
+        ActionKind("http_check", "HTTP(S) check", CATEGORY_DIAGNOSTIC,
+                   "Request a URL and report status, timing and TLS certificate expiry.",
+                   (_p("url", required=True, max_length=2000), _p("timeout", "int", default=10, minimum=1, maximum=120))),
+        ActionKind("listening_ports", "Listening ports", CATEGORY_DIAGNOSTIC,
+                   "TCP/UDP ports listening on this machine, with their processes."),
+        ActionKind("file_tail", "Tail of a file", CATEGORY_DIAGNOSTIC,
+                   "The last lines of a file on the endpoint's allowed list of paths.",
+                   (_p("path", required=True, max_length=1024), _p("lines", "int", default=100, minimum=1, maximum=5000))),
+        ActionKind("pending_reboot", "Pending reboot and uptime", CATEGORY_DIAGNOSTIC,
+                   "Whether the machine waits for a reboot, and how long it has been up."),
+        ActionKind("service_restart", "Restart a service", CATEGORY_COMMAND,
+                   "Restart one service and report its state afterwards.",
+                   (_p("service", required=True, max_length=200),), default_timeout=120.0),
+        ActionKind("shell", "Shell command", CATEGORY_SHELL,
+                   "Run a command line with the system shell.",
+                   (_p("command", required=True, max_length=8000),), default_timeout=300.0),
+    )
+}
+
+
+def validate_params(kind_name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Check and coerce an action's parameters against its kind; raises ProtocolError."""
+    kind = ACTION_KINDS.get(kind_name)
+    if kind is None:
+        raise ProtocolError("unknown_action", f"unknown action kind {kind_name!r}")
+    if not isinstance(params, dict):
+        raise ProtocolError("invalid_params", "params must be an object")
+    known = {spec.name for spec in kind.params}
+    unknown = set(params) - known
+    if unknown:
+        raise ProtocolError("invalid_params", f"unknown parameters: {', '.join(sorted(unknown))}")
+    clean: dict[str, Any] = {}
+    for spec in kind.params:
+        value = params.get(spec.name)
+        if value is None or value == "":
+            if spec.required:
+                raise ProtocolError("invalid_params", f"{spec.name} is required")
+            if spec.default is not None:
+                clean[spec.name] = spec.default
+            continue
+        clean[spec.name] = _coerce(spec, value)
+    return clean
+
+
+def _coerce(spec: ParamSpec, value: Any) -> Any:
+    if spec.type == "int":
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ProtocolError("invalid_params", f"{spec.name} must be a whole number") from None
+        if spec.minimum is not None and number < spec.minimum or spec.maximum is not None and number > spec.maximum:
+            raise ProtocolError("invalid_params", f"{spec.name} must be between {spec.minimum} and {spec.maximum}")
+        return number
+    if spec.type == "bool":
+        if isinstance(value, bool):
+            return value
+        return str(value).lower() in ("1", "true", "yes", "on")
+    text = str(value)
+    if len(text) > spec.max_length:
+        raise ProtocolError("invalid_params", f"{spec.name} is longer than {spec.max_length} characters")
+    if spec.choices and text not in spec.choices:
+        raise ProtocolError("invalid_params", f"{spec.name} must be one of {', '.join(spec.choices)}")
+    return text

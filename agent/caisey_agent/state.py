@@ -23,6 +23,11 @@ CREATE TABLE IF NOT EXISTS processed_events (
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, frame TEXT NOT NULL, created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS actions (
+    action_id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL,
+    run_token TEXT NOT NULL DEFAULT '', started_at REAL, finished_at REAL,
+    error TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL
+);
 """
 
 
@@ -127,6 +132,82 @@ class AgentState:
 
     def outbox_depth(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def outbox_find_result(self, action_id: str) -> dict | None:
+        """The body of an unacknowledged ``action.result`` frame for this action, if one waits in the outbox."""
+        pattern = f'%"action_id":{json.dumps(action_id)}%'
+        rows = self.db.execute(
+            "SELECT frame FROM outbox WHERE frame LIKE '%\"type\":\"action.result\"%' AND frame LIKE ? ORDER BY seq",
+            (pattern,),
+        ).fetchall()
+        for (frame,) in rows:
+            try:
+                env = json.loads(frame)
+            except ValueError:
+                continue
+            if env.get("type") == "action.result" and env.get("body", {}).get("action_id") == action_id:
+                return env["body"]
+        return None
+
+    # --- actions this agent ran (crash safety: an action never runs twice) ------------------
+
+    def action_get(self, action_id: str) -> dict | None:
+        row = self.db.execute(
+            "SELECT action_id, kind, status, run_token, started_at, finished_at, error FROM actions WHERE action_id = ?",
+            (action_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("action_id", "kind", "status", "run_token", "started_at", "finished_at", "error")
+        return dict(zip(keys, row))
+
+    def action_begin(self, action_id: str, kind: str, run_token: str, started_at: float) -> bool:
+        """Record an action as running before it starts. False when this action id was seen before."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO actions (action_id, kind, status, run_token, started_at, updated_at)"
+            " VALUES (?, ?, 'running', ?, ?, ?)",
+            (action_id, kind, run_token, started_at, time.time()),
+        )
+        return cur.rowcount == 1
+
+    def action_finish(self, action_id: str, status: str, *, finished_at: float, error: str = "", kind: str = "") -> None:
+        """Record an action's final status (inserting the row when it never started, e.g. refused)."""
+        self.db.execute(
+            "INSERT INTO actions (action_id, kind, status, finished_at, error, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(action_id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at,"
+            " error = excluded.error, updated_at = excluded.updated_at",
+            (action_id, kind, status, finished_at, error[:2000], time.time()),
+        )
+
+    def action_cancel_requested(self, action_id: str) -> bool:
+        """Remember a cancel for an action not seen yet, so a late ``action.run`` for it never runs."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO actions (action_id, kind, status, updated_at) VALUES (?, '', 'cancel_requested', ?)",
+            (action_id, time.time()),
+        )
+        return cur.rowcount == 1
+
+    def action_claim_cancelled(self, action_id: str, kind: str, finished_at: float) -> bool:
+        """Turn a remembered cancel into the action's final 'cancelled' status. False when there was none."""
+        cur = self.db.execute(
+            "UPDATE actions SET status = 'cancelled', kind = ?, finished_at = ?, updated_at = ?,"
+            " error = 'cancelled before it started' WHERE action_id = ? AND status = 'cancel_requested'",
+            (kind, finished_at, time.time(), action_id),
+        )
+        return cur.rowcount == 1
+
+    def actions_running(self, *, exclude_run_token: str = "") -> list[dict]:
+        """Actions recorded as running, except those started by the process holding ``exclude_run_token``."""
+        rows = self.db.execute(
+            "SELECT action_id FROM actions WHERE status = 'running' AND run_token != ? ORDER BY started_at",
+            (exclude_run_token,),
+        ).fetchall()
+        return [self.action_get(action_id) for (action_id,) in rows]
+
+    def prune_actions(self, older_than_s: float = 30 * 86400) -> None:
+        self.db.execute(
+            "DELETE FROM actions WHERE status != 'running' AND updated_at < ?", (time.time() - older_than_s,)
+        )
 
     def dump(self) -> dict:
         ident = self.identity()

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from endpoints import services
-from endpoints.models import ClientGroup, Endpoint, Role
+from endpoints.models import ClientGroup, Endpoint, Membership, Role
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -190,9 +190,8 @@ def tenant_admin(client, world):
 
 
 def test_tenant_admin_sees_only_their_tenants_rows(tenant_admin, world):
-    factories.token(world["contoso"])
-    factories.token(world["rival_group"])
-    tokens = {t.client_group.tenant_id: t for t in _all_tokens()}
+    own_token, _ = factories.token(world["contoso"])
+    rival_token, _ = factories.token(world["rival_group"])
 
     html = tenant_admin.get("/admin/endpoints/endpoint/").content.decode()
     assert "contoso-dc01" in html and "fabrikam-pc07" in html
@@ -202,18 +201,11 @@ def test_tenant_admin_sees_only_their_tenants_rows(tenant_admin, world):
     assert "Contoso" in html and "Fabrikam" in html and "Initech" not in html
 
     html = tenant_admin.get("/admin/endpoints/enrollmenttoken/").content.decode()
-    assert tokens[world["a"].pk].prefix in html
-    assert tokens[world["b"].pk].prefix not in html and "Initech" not in html
+    assert own_token.prefix in html
+    assert rival_token.prefix not in html and "Initech" not in html
 
     html = tenant_admin.get("/admin/endpoints/membership/").content.decode()
     assert "Rival MSP" not in html
-
-
-def _all_tokens():
-    from endpoints.models import EnrollmentToken
-
-    # Tokens issued for the world's endpoints plus the two issued by the test.
-    return [t for t in EnrollmentToken.all_tenants.select_related("client_group") if t.uses == 0]
 
 
 def test_tenant_admin_cannot_open_another_tenants_rows(tenant_admin, world):
@@ -243,6 +235,34 @@ def test_adding_a_client_group_in_admin_assigns_the_admins_tenant(tenant_admin, 
     assert response.status_code == 302, response.content.decode()[:2000]
     group = ClientGroup.all_tenants.get(slug="globex")
     assert group.tenant_id == world["a"].pk  # a smuggled tenant field is ignored
+
+
+def test_duplicate_client_group_slug_in_admin_is_a_form_error(tenant_admin, world):
+    response = tenant_admin.post("/admin/endpoints/clientgroup/add/", {"name": "Contoso again", "slug": world["contoso"].slug})
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
+    assert ClientGroup.all_tenants.filter(tenant=world["a"], slug=world["contoso"].slug).count() == 1
+    # The same slug as another tenant's group is fine: slugs are unique per tenant.
+    response = tenant_admin.post("/admin/endpoints/clientgroup/add/", {"name": "Initech too", "slug": world["rival_group"].slug})
+    assert response.status_code == 302
+    assert ClientGroup.all_tenants.filter(slug=world["rival_group"].slug).count() == 2
+
+
+def test_membership_admin_offers_only_the_tenants_own_users(tenant_admin, world):
+    rival_person = factories.member(world["b"], username="rival-bob")
+    own_person = factories.member(world["a"], username="acme-carol")
+    html = tenant_admin.get("/admin/endpoints/membership/add/").content.decode()
+    assert "acme-carol" in html and "rival-bob" not in html
+    html = tenant_admin.get(f"/admin/endpoints/membership/{own_person.pk}/change/").content.decode()
+    assert "acme-carol" in html and "rival-bob" not in html
+    response = tenant_admin.get(f"/admin/endpoints/membership/{rival_person.pk}/change/", follow=True)
+    assert "rival-bob" not in response.content.decode()
+    # Nor can a rival's user be pulled into the tenant by posting its id.
+    response = tenant_admin.post(
+        f"/admin/endpoints/membership/{own_person.pk}/change/", {"user": rival_person.user.pk, "role": "admin"}
+    )
+    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+    assert Membership.all_tenants.get(pk=rival_person.pk).tenant_id == world["b"].pk
 
 
 def test_tenant_admin_can_revoke_their_endpoint_in_admin(tenant_admin, world):

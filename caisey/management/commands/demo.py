@@ -68,8 +68,10 @@ class Stack:
 
     def check(self) -> None:
         for name, proc in self.children.items():
-            if proc.poll() is not None:
-                raise StackFailure(name, f"{name} exited unexpectedly with status {proc.returncode}")
+            code = proc.poll()
+            if code is not None:
+                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+                raise StackFailure(name, f"{name} {how} unexpectedly")
 
     def tail(self, name: str, lines: int = 30) -> str:
         try:

@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   var status = document.getElementById("live-status");
-  var endpointPage = document.querySelector("[data-live=endpoint]");
+  var endpointPage = document.querySelector("[data-live=endpoint], [data-live=session]");
   var attempts = 0;
   var everConnected = false;
 
@@ -36,6 +36,7 @@
       attempts = 0;
       document.body.dataset.live = "connected";
       if (endpointPage) ws.send(JSON.stringify({subscribe: "endpoint", id: endpointPage.dataset.endpoint}));
+      document.dispatchEvent(new CustomEvent("caisey:socket-open", {detail: {send: function (m) { ws.send(m); }}}));
     };
     ws.onmessage = function (e) {
       var msg = JSON.parse(e.data);
@@ -51,4 +52,21 @@
     };
   }
   connect();
+})();
+
+// Kind pickers: show only the chosen diagnostic's parameters (all are shown without JS).
+(function () {
+  "use strict";
+  document.querySelectorAll("[data-kind-select]").forEach(function (select) {
+    var picker = select.closest(".kind-picker");
+    function sync() {
+      picker.querySelectorAll("fieldset.params").forEach(function (fs) {
+        var on = fs.dataset.kind === select.value;
+        fs.hidden = !on;
+        fs.disabled = !on;
+      });
+    }
+    select.addEventListener("change", sync);
+    sync();
+  });
 })();

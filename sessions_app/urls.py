@@ -1,0 +1,23 @@
+from django.urls import path
+
+from sessions_app.views import bulk, endpoints, sessions
+
+app_name = "console"
+
+urlpatterns = [
+    path("", endpoints.endpoint_list, name="endpoint_list"),
+    path("endpoints/<uuid:endpoint_id>/", endpoints.endpoint_detail, name="endpoint_detail"),
+    path("endpoints/<uuid:endpoint_id>/sessions/open", sessions.session_open, name="session_open"),
+    path("sessions/", sessions.session_list, name="session_list"),
+    path("sessions/<uuid:session_id>/", sessions.session_detail, name="session_detail"),
+    path("sessions/<uuid:session_id>/run", sessions.action_run, name="action_run"),
+    path("sessions/<uuid:session_id>/batch", sessions.batch_run, name="batch_run"),
+    path("sessions/<uuid:session_id>/notes", sessions.note_add, name="note_add"),
+    path("sessions/<uuid:session_id>/follow-up", sessions.follow_up, name="follow_up"),
+    path("sessions/<uuid:session_id>/close", sessions.session_close, name="session_close"),
+    path("sessions/<uuid:session_id>/actions/<uuid:action_id>/", sessions.action_fragment, name="action_fragment"),
+    path("sessions/<uuid:session_id>/actions/<uuid:action_id>/cancel", sessions.action_cancel, name="action_cancel"),
+    path("sessions/<uuid:session_id>/actions/<uuid:action_id>/resend", sessions.action_resend, name="action_resend"),
+    path("bulk/", bulk.bulk_start, name="bulk_start"),
+    path("bulk/<uuid:run_id>/", bulk.bulk_detail, name="bulk_detail"),
+]

@@ -1,0 +1,69 @@
+"""Console pages for endpoints: the list with live connectivity, and one endpoint's page."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.shortcuts import render
+
+from bridge import health
+from caisey.console import member_required
+from caisey_agent.protocol import ACTION_KINDS
+from endpoints import selectors as endpoint_selectors
+from endpoints.models import Endpoint
+from sessions_app import selectors
+
+CHART_W, CHART_H = 480, 120
+
+
+@member_required
+def endpoint_list(request):
+    query = request.GET.get("q", "").strip()
+    group = request.GET.get("group", "").strip()
+    endpoints = list(endpoint_selectors.endpoint_list(query=query, client_group=group)[:500])
+    figures = health.health_for([e.pk for e in endpoints])
+    rows = [
+        {"endpoint": e, "presence": health.connectivity(e, figures[e.pk]).value, "health": figures[e.pk]}
+        for e in endpoints
+    ]
+    return render(
+        request,
+        "console/endpoint_list.html",
+        {"rows": rows, "query": query, "group": group, "groups": endpoint_selectors.client_group_list(),
+         "kinds": ACTION_KINDS.values()},
+    )
+
+
+def latency_chart(series: list[dict]) -> dict:
+    """Points for a small SVG line chart of p50/p95 delivery latency over the last hour."""
+    peak = max([b["p95"] or 0 for b in series] + [1.0])
+    step = CHART_W / max(1, len(series) - 1)
+
+    def points(key: str) -> str:
+        return " ".join(
+            f"{i * step:.1f},{CHART_H - (b[key] / peak) * (CHART_H - 10):.1f}"
+            for i, b in enumerate(series) if b[key] is not None
+        )
+
+    return {"w": CHART_W, "h": CHART_H, "p50": points("p50"), "p95": points("p95"), "peak": peak, "series": series}
+
+
+@member_required
+def endpoint_detail(request, endpoint_id):
+    try:
+        endpoint = endpoint_selectors.endpoint_get(endpoint_id=endpoint_id)
+    except (Endpoint.DoesNotExist, ValidationError):
+        raise Http404("no such endpoint") from None
+    figures = health.health_for([endpoint.pk])[endpoint.pk]
+    return render(
+        request,
+        "console/endpoint_detail.html",
+        {
+            "endpoint": endpoint,
+            "presence": health.connectivity(endpoint, figures).value,
+            "health": figures,
+            "chart": latency_chart(health.latency_series(endpoint.pk)),
+            "context": endpoint.machine_context,
+            "sessions": selectors.session_list(endpoint_id=endpoint.pk)[:50],
+        },
+    )
