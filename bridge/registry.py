@@ -47,3 +47,19 @@ def console_topic(topic: str) -> Callable[[TopicCheck], TopicCheck]:
 
 def topic_check(topic: str) -> TopicCheck | None:
     return _topics.get(topic)
+
+
+# Listeners for the prompts a runtime reports holding (on hello and heartbeats), called
+# as (endpoint, list[PromptReport]) in one transaction with the endpoint's tenant bound.
+ReportListener = Callable[[Any, list], None]
+_report_listeners: list[ReportListener] = []
+
+
+def on_prompt_report(func: ReportListener) -> ReportListener:
+    if func not in _report_listeners:
+        _report_listeners.append(func)
+    return func
+
+
+def prompt_report_listeners() -> list[ReportListener]:
+    return list(_report_listeners)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from bridge import notify
 from bridge.models import AgentConnection, InboundReceipt
-from bridge.registry import handler_for
+from bridge.registry import handler_for, prompt_report_listeners
 from caisey import tenancy
 from caisey_agent.protocol import Envelope, Hello, ModeSet
 from endpoints import services as endpoint_services
@@ -124,3 +124,10 @@ def bridge_conditions(*, endpoint: Endpoint) -> dict:
         "reconnects_1h": figures.reconnects_1h,
         "at": timezone.now().isoformat(),
     }
+
+
+def agent_prompts_report(*, endpoint: Endpoint, reports: list) -> None:
+    """Hand the runtime's list of held prompts to the domain, which reconciles."""
+    with tenancy.bind(endpoint.tenant_id), transaction.atomic():
+        for listener in prompt_report_listeners():
+            listener(endpoint, reports)

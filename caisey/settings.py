@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "drf_spectacular",
     "channels",
     "endpoints",
@@ -182,8 +183,26 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "caisey.api.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "caisey.api.Pagination",
+    "PAGE_SIZE": 50,
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Caisey API", "VERSION": "1.0.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Caisey API",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "Endpoints, sessions and actions of your tenant. Authenticate with "
+        "`Authorization: Token <key>` (`manage.py issue_api_token --user NAME`)."
+    ),
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["caisey.api.schema_only_v1"],
+    "ENUM_NAME_OVERRIDES": {
+        "ActionStatusEnum": "sessions_app.models.ActionStatus",
+        "SessionStatusEnum": "sessions_app.models.SessionStatus",
+        "EndpointStatusEnum": "endpoints.models.EndpointStatus",
+    },
+}
 
 LOGGING = {
     "version": 1,
@@ -212,6 +231,7 @@ CAISEY = {
     "RATE_ENROLL_PER_IP": (env_int("CAISEY_RATE_ENROLL", 30), 60),
     "RATE_AUTH_FAILURES_PER_IP": (env_int("CAISEY_RATE_AUTH_FAILURES", 30), 60),
     "RATE_CONNECTS_PER_ENDPOINT": (env_int("CAISEY_RATE_CONNECTS", 30), 60),
+    "RATE_LINK_PER_IP": (env_int("CAISEY_RATE_LINKS", 30), 60),
     "PRESENCE_SWEEP_SECONDS": env_float("CAISEY_PRESENCE_SWEEP", 5.0),
     "OUTBOX_SWEEP_SECONDS": env_float("CAISEY_OUTBOX_SWEEP", 2.0),
     # Retry budget per message kind: attempts, then backoff base and cap (seconds, full jitter).
@@ -248,7 +268,17 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": CAISEY["OUTBOX_SWEEP_SECONDS"],
     },
     "action-deadlines": {"task": "sessions_app.tasks.action_deadline_sweep", "schedule": 5.0},
+    "prompt-deadlines": {"task": "sessions_app.tasks.prompt_deadline_sweep", "schedule": 2.0},
     "idle-sessions": {"task": "sessions_app.tasks.idle_sessions_sweep", "schedule": 30.0},
 }
 
-EMAIL_BACKEND = env_str("CAISEY_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Embedded default: approval emails land as files in the data folder (the demo prints where).
+EMAIL_BACKEND = env_str("CAISEY_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = str(DATA_DIR / "outbox-mail")
+EMAIL_HOST = env_str("CAISEY_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("CAISEY_EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("CAISEY_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = env_str("CAISEY_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("CAISEY_EMAIL_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("CAISEY_EMAIL_FROM", "caisey@localhost")
+CAISEY_PUBLIC_URL = env_str("CAISEY_PUBLIC_URL", "")

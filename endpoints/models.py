@@ -174,3 +174,59 @@ class Endpoint(models.Model):
     @property
     def tag_list(self) -> list[str]:
         return self.tags.split()
+
+
+class ApprovalRequirement(models.TextChoices):
+    NONE = "none", "No approval needed"
+    SHELL = "shell", "Shell commands only"
+    COMMANDS = "commands", "All commands (shell and built-in commands)"
+    EVERYTHING = "everything", "Everything, read-only diagnostics included"
+
+
+# Which action categories each requirement gates.
+GATED_CATEGORIES: dict[str, frozenset[str]] = {
+    ApprovalRequirement.NONE: frozenset(),
+    ApprovalRequirement.SHELL: frozenset({"shell"}),
+    ApprovalRequirement.COMMANDS: frozenset({"shell", "command"}),
+    ApprovalRequirement.EVERYTHING: frozenset({"shell", "command", "diagnostic"}),
+}
+
+
+class ApprovalPolicy(models.Model):
+    """When the end user must approve: per client group, with an optional override per endpoint."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    client_group = models.OneToOneField(
+        ClientGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="approval_policy"
+    )
+    endpoint = models.OneToOneField(
+        Endpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="approval_policy",
+        help_text="Set to override the client group's policy for one endpoint.",
+    )
+    requires = models.CharField(max_length=20, choices=ApprovalRequirement.choices, default=ApprovalRequirement.SHELL)
+    response_deadline_s = models.PositiveIntegerField(default=300)
+    allow_escalation = models.BooleanField(
+        default=True, help_text="An unanswered prompt may go to the client group's designated approver by email."
+    )
+    allow_without_user = models.BooleanField(
+        default=False, help_text="A prompt may be approved (by the designated approver) when nobody is logged in."
+    )
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(client_group__isnull=False, endpoint__isnull=True)
+                | models.Q(client_group__isnull=True, endpoint__isnull=False),
+                name="policy_for_group_xor_endpoint",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_requires_display()} ({self.client_group or self.endpoint})"
+
+    def gates(self, category: str) -> bool:
+        return category in GATED_CATEGORIES[self.requires]

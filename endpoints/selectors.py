@@ -29,3 +29,17 @@ def endpoint_get(*, endpoint_id) -> Endpoint:
 
 def client_group_list() -> QuerySet[ClientGroup]:
     return ClientGroup.objects.all()
+
+
+DEFAULT_POLICY = {"requires": "none", "response_deadline_s": 300, "allow_escalation": False, "allow_without_user": False}
+
+
+def approval_policy_for(*, endpoint: Endpoint):
+    """The endpoint's own policy, else its client group's, else none required (an unsaved default)."""
+    from endpoints.models import ApprovalPolicy
+
+    policy = (
+        ApprovalPolicy.all_tenants.filter(endpoint_id=endpoint.pk).first()
+        or ApprovalPolicy.all_tenants.filter(client_group_id=endpoint.client_group_id).first()
+    )
+    return policy or ApprovalPolicy(tenant_id=endpoint.tenant_id, **DEFAULT_POLICY)

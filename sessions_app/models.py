@@ -231,3 +231,125 @@ class TranscriptEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("transcript entries are append-only and are never deleted")
+
+
+class PromptState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered to the endpoint"
+    ACKNOWLEDGED = "acknowledged", "Seen by the user"
+    APPROVED = "approved", "Approved"
+    DENIED = "denied", "Denied"
+    EXPIRED = "expired", "Expired unanswered"
+    FAILED_TO_DELIVER = "failed_to_deliver", "Could not reach the endpoint"
+    CANCELLED = "cancelled", "Cancelled"
+    SUPERSEDED = "superseded", "Superseded"
+
+
+_P = PromptState
+PROMPT_TRANSITIONS: dict[str, frozenset[str]] = {
+    # A runtime report that it holds the prompt, or a decision, is proof of delivery.
+    _P.PENDING: frozenset({_P.DELIVERED, _P.ACKNOWLEDGED, _P.APPROVED, _P.DENIED, _P.EXPIRED,
+                           _P.FAILED_TO_DELIVER, _P.CANCELLED, _P.SUPERSEDED}),
+    _P.DELIVERED: frozenset({_P.ACKNOWLEDGED, _P.APPROVED, _P.DENIED, _P.EXPIRED, _P.CANCELLED, _P.SUPERSEDED}),
+    _P.ACKNOWLEDGED: frozenset({_P.APPROVED, _P.DENIED, _P.EXPIRED, _P.CANCELLED, _P.SUPERSEDED}),
+    _P.FAILED_TO_DELIVER: frozenset({_P.PENDING, _P.DELIVERED, _P.ACKNOWLEDGED, _P.APPROVED, _P.DENIED,
+                                     _P.EXPIRED, _P.CANCELLED, _P.SUPERSEDED}),
+    # A decision made before the deadline is honoured even when it arrives after it.
+    _P.EXPIRED: frozenset({_P.APPROVED, _P.DENIED}),
+    _P.APPROVED: frozenset(),
+    _P.DENIED: frozenset(),
+    _P.CANCELLED: frozenset(),
+    _P.SUPERSEDED: frozenset(),
+}
+PROMPT_OPEN = frozenset({_P.PENDING, _P.DELIVERED, _P.ACKNOWLEDGED, _P.FAILED_TO_DELIVER})
+PROMPT_ENDED = frozenset({_P.APPROVED, _P.DENIED, _P.EXPIRED, _P.CANCELLED, _P.SUPERSEDED})
+
+
+class PromptParty(models.TextChoices):
+    CONSOLE = "console", "Console"
+    BRIDGE = "bridge", "Bridge"
+    RUNTIME = "runtime", "Endpoint runtime"
+    APPROVER = "approver", "Designated approver"
+    SYSTEM = "system", "System (deadline)"
+
+
+class Prompt(models.Model):
+    """An approval prompt: the console is the ledger, the runtime holds the user's view of it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(SupportSession, on_delete=models.CASCADE, related_name="prompts")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="prompts")
+    # What it authorises: one action, a batch (its first action is `action`), or a follow-up session.
+    action = models.ForeignKey(Action, null=True, blank=True, on_delete=models.SET_NULL, related_name="prompts")
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="prompts")
+    follow_up_at = models.DateTimeField(null=True, blank=True)
+    title = models.CharField(max_length=200)
+    detail = models.TextField()
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=20, choices=PromptState.choices, default=PromptState.PENDING)
+    state_changed_by = models.CharField(max_length=20, choices=PromptParty.choices, default=PromptParty.CONSOLE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    deadline_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    seen_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True, help_text="When the user decided (their clock).")
+    decided_by = models.CharField(max_length=200, blank=True)
+    outbox_id = models.CharField(max_length=32, blank=True)
+    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    allow_escalation = models.BooleanField(default=False)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["endpoint", "state"]), models.Index(fields=["state", "deadline_at"])]
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in PROMPT_OPEN
+
+
+class PromptTransition(models.Model):
+    """Every state change of a prompt, with the party that reported it and its own time."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="history")
+    from_state = models.CharField(max_length=20, choices=PromptState.choices)
+    to_state = models.CharField(max_length=20, choices=PromptState.choices)
+    party = models.CharField(max_length=20, choices=PromptParty.choices)
+    at = models.DateTimeField(auto_now_add=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    objects = TenantScopedManager(tenant_field="prompt__tenant")
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["at", "id"]
+
+
+class ApprovalLink(models.Model):
+    """A one-time signed link for the client's designated approver; only its hash is stored."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="links")
+    token_hash = models.CharField(max_length=64, unique=True)
+    email = models.EmailField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+
+class ApprovalLinkVisit(models.Model):
+    link = models.ForeignKey(ApprovalLink, on_delete=models.CASCADE, related_name="visits")
+    at = models.DateTimeField(auto_now_add=True)
+    ip = models.CharField(max_length=64)
+    user_agent = models.CharField(max_length=500)
+    outcome = models.CharField(max_length=40)
+
+    objects = TenantScopedManager(tenant_field="link__tenant")
+    all_tenants = models.Manager()

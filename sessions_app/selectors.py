@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+import statistics
+from datetime import timedelta
 
-from sessions_app.models import Action, ActionOutput, ActionStatus, BulkRun, SessionStatus, SupportSession, TranscriptEntry
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
+
+from sessions_app.models import (
+    Action,
+    ActionOutput,
+    ActionStatus,
+    BulkRun,
+    Prompt,
+    PromptState,
+    PromptTransition,
+    SessionStatus,
+    SupportSession,
+    TranscriptEntry,
+)
 
 
 def session_list(*, status: str = "", endpoint_id=None, opened_by=None) -> QuerySet[SupportSession]:
@@ -71,3 +86,50 @@ def bulk_run_progress(*, run: BulkRun) -> dict[str, int]:
         waiting=Count("id", filter=Q(status__in=[ActionStatus.QUEUED, ActionStatus.FAILED_TO_DELIVER])),
     )
     return counts
+
+
+def prompt_get(*, prompt_id, session_id=None) -> Prompt:
+    qs = Prompt.objects.select_related("session", "endpoint", "endpoint__client_group", "tenant", "requested_by")
+    if session_id is not None:
+        qs = qs.filter(session_id=session_id)
+    return qs.get(pk=prompt_id)
+
+
+def session_prompts(*, session: SupportSession) -> QuerySet[Prompt]:
+    return (
+        Prompt.objects.filter(session=session).select_related("requested_by", "action")
+        .prefetch_related(Prefetch("history", queryset=PromptTransition.objects.order_by("at", "id")))
+        .order_by("-created_at")
+    )
+
+
+def prompt_stats_for_group(*, client_group_id, days: int = 30) -> dict:
+    """How long this client's users take to decide, and how many prompts expire."""
+    since = timezone.now() - timedelta(days=days)
+    ended = Prompt.objects.filter(endpoint__client_group_id=client_group_id, created_at__gte=since,
+                                  state__in=[PromptState.APPROVED, PromptState.DENIED, PromptState.EXPIRED])
+    decided = [
+        (p.decided_at - p.created_at).total_seconds()
+        for p in ended.filter(state__in=[PromptState.APPROVED, PromptState.DENIED]).only("created_at", "decided_at")
+        if p.decided_at
+    ]
+    total = ended.count()
+    expired = ended.filter(state=PromptState.EXPIRED).count()
+    return {
+        "decided": len(decided),
+        "median_s": statistics.median(decided) if decided else None,
+        "p90_s": statistics.quantiles(decided, n=10, method="inclusive")[8] if len(decided) >= 2 else (decided[0] if decided else None),
+        "expired": expired,
+        "expired_share": (expired / total) if total else None,
+        "days": days,
+    }
+
+
+def unanswered_by_hour(*, endpoint_id, days: int = 30) -> list[int]:
+    """Prompts that expired unanswered on this endpoint, by hour of day (server time zone)."""
+    since = timezone.now() - timedelta(days=days)
+    hours = [0] * 24
+    for created in Prompt.objects.filter(endpoint_id=endpoint_id, state=PromptState.EXPIRED,
+                                         created_at__gte=since).values_list("created_at", flat=True):
+        hours[timezone.localtime(created).hour] += 1
+    return hours

@@ -22,6 +22,7 @@ from caisey.state_machine import IllegalTransition, TransitionRace, transition
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint, Presence
 from endpoints.presence import presence_of
+from endpoints.selectors import approval_policy_for
 from endpoints.services import actor_label
 from sessions_app.models import (
     ACTION_FINAL,
@@ -179,7 +180,11 @@ def action_request(
               "batch": str(batch.pk) if batch else None, "offline": presence_of(endpoint) == Presence.OFFLINE},
     )
     if not hold:
-        _dispatch(action)
+        policy = approval_policy_for(endpoint=endpoint)
+        if policy.gates(spec.category):
+            _await_approval([action], actor=actor, session=session, policy=policy)
+        else:
+            _dispatch(action)
     _touch(session)
     _action_event(action, "action.queued", {"kind": kind})
     return action
@@ -259,8 +264,57 @@ def batch_request(*, actor, session: SupportSession, items: list[tuple[str, dict
     ]
     transcript_append(session=session, kind="batch.queued", actor=actor_label(actor),
                       data={"batch": str(batch.pk), "actions": [str(a.pk) for a in actions]})
-    _dispatch(actions[0])
+    policy = approval_policy_for(endpoint=session.endpoint)
+    if any(policy.gates(a.category) for a in actions):
+        _await_approval(actions, actor=actor, session=session, policy=policy, batch=batch)
+    else:
+        _dispatch(actions[0])
     return batch
+
+
+def _await_approval(actions: list[Action], *, actor, session: SupportSession, policy, batch: Batch | None = None) -> None:
+    """Hold the actions until the end user approves; one prompt covers a whole batch."""
+    from sessions_app import prompts
+
+    for action in actions:
+        _set_status(action, ActionStatus.AWAITING_APPROVAL, by="policy")
+    what = "; ".join(_describe(a) for a in actions)
+    prompts.prompt_issue(
+        actor=actor, session=session, action=actions[0], batch=batch,
+        title=prompts.prompt_title(actor=actor, session=session,
+                                   what=actions[0].kind if len(actions) == 1 else f"{len(actions)} steps"),
+        detail=what, deadline_s=policy.response_deadline_s, allow_escalation=policy.allow_escalation,
+    )
+
+
+def _describe(action: Action) -> str:
+    if action.kind == "shell":
+        return f"shell command: {action.params.get('command', '')}"
+    params = ", ".join(f"{k}={v}" for k, v in action.params.items())
+    return f"{p.ACTION_KINDS[action.kind].title}{' (' + params + ')' if params else ''}"
+
+
+def action_release(*, action: Action, prompt) -> None:
+    """The prompt was approved: the action (or the first step of its batch) goes out now."""
+    if not _set_status(action, ActionStatus.QUEUED, by=prompt.state_changed_by):
+        return
+    transcript_append(session=action.session, kind="action.approved", actor=prompt.state_changed_by, action=action,
+                      data={"prompt": str(prompt.pk), "decided_by": prompt.decided_by})
+    _action_event(action, "action.status")
+    first_waiting = action.batch_id is None or not Action.all_tenants.filter(
+        batch_id=action.batch_id, batch_position__lt=action.batch_position
+    ).exclude(status__in=ACTION_FINAL).exists()
+    if first_waiting:
+        _dispatch(action)
+
+
+def action_stop_unapproved(*, action: Action, prompt_state: str) -> None:
+    """Denied, cancelled or expired: the action never runs."""
+    to = ActionStatus.EXPIRED if prompt_state == "expired" else ActionStatus.CANCELLED
+    if _set_status(action, to, by="policy", finished_at=timezone.now()):
+        transcript_append(session=action.session, kind=f"action.{to}", actor="policy", action=action,
+                          data={"why": f"approval prompt {prompt_state}"})
+        _action_event(action, "action.status")
 
 
 def _continue_batch(action: Action) -> None:
@@ -320,6 +374,7 @@ def _agent_action(endpoint: Endpoint, action_id: str) -> Action | None:
         return None
 
 
+@transaction.atomic
 def action_delivered(*, message: OutboxMessage) -> None:
     action = Action.all_tenants.select_related("session").filter(pk=message.ref_id).first()
     if action is None or action.status not in (ActionStatus.QUEUED, ActionStatus.FAILED_TO_DELIVER):
@@ -331,6 +386,7 @@ def action_delivered(*, message: OutboxMessage) -> None:
         _action_event(action, "action.status")
 
 
+@transaction.atomic
 def action_undeliverable(*, message: OutboxMessage) -> None:
     action = Action.all_tenants.select_related("session").filter(pk=message.ref_id).first()
     if action is None or action.status != ActionStatus.QUEUED:
@@ -345,6 +401,7 @@ def action_undeliverable(*, message: OutboxMessage) -> None:
             _continue_batch(action)
 
 
+@transaction.atomic
 def action_output_receive(*, endpoint: Endpoint, body: p.ActionOutput) -> None:
     action = _agent_action(endpoint, body.action_id)
     if action is None:
@@ -385,6 +442,7 @@ _RESULT_STATUS = {
 }
 
 
+@transaction.atomic
 def action_result_receive(*, endpoint: Endpoint, body: p.ActionResult) -> None:
     action = _agent_action(endpoint, body.action_id)
     if action is None or body.status not in _RESULT_STATUS:
@@ -447,3 +505,20 @@ def idle_sessions_sweep() -> int:
                                             reason="sessions idle")
     return rested
 
+
+
+@transaction.atomic
+def follow_up_request(*, actor, session: SupportSession, at: datetime, note: str = "") -> None:
+    """Ask the end user to approve a follow-up session at a later time."""
+    from sessions_app import prompts
+
+    _require_operator(actor, session.tenant_id)
+    if at <= timezone.now():
+        raise SessionError("a follow-up must be in the future")
+    policy = approval_policy_for(endpoint=session.endpoint)
+    prompts.prompt_issue(
+        actor=actor, session=session, follow_up_at=at,
+        title=prompts.prompt_title(actor=actor, session=session, what=f"a follow-up session at {at:%Y-%m-%d %H:%M}"),
+        detail=note or "A technician would like to continue this support session later.",
+        deadline_s=max(policy.response_deadline_s, 3600), allow_escalation=policy.allow_escalation,
+    )

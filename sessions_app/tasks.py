@@ -15,3 +15,10 @@ def action_deadline_sweep() -> int:
 @shared_task(ignore_result=True)
 def idle_sessions_sweep() -> int:
     return services.idle_sessions_sweep()
+
+
+@shared_task(ignore_result=True)
+def prompt_deadline_sweep() -> int:
+    from sessions_app import prompts
+
+    return prompts.prompt_deadline_sweep()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from sessions_app.views import bulk, endpoints, sessions
+from sessions_app.views import bulk, endpoints, prompts, sessions
 
 app_name = "console"
 
@@ -18,6 +18,12 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/", sessions.action_fragment, name="action_fragment"),
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/cancel", sessions.action_cancel, name="action_cancel"),
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/resend", sessions.action_resend, name="action_resend"),
+    path("sessions/<uuid:session_id>/follow-up/request", prompts.follow_up_request, name="follow_up_request"),
+    path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/cancel", prompts.prompt_cancel, name="prompt_cancel"),
+    path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/reissue", prompts.prompt_reissue, name="prompt_reissue"),
+    path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/resend", prompts.prompt_resend, name="prompt_resend"),
+    path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/escalate", prompts.prompt_escalate,
+         name="prompt_escalate"),
     path("bulk/", bulk.bulk_start, name="bulk_start"),
     path("bulk/<uuid:run_id>/", bulk.bulk_detail, name="bulk_detail"),
 ]

@@ -70,3 +70,28 @@ def support_session(enrolled: Endpoint, *, opened_by=None, reason: str = "ticket
 
     actor = opened_by or member(enrolled.tenant, role=Role.TECHNICIAN).user
     return session_services.session_open(actor=actor, endpoint=enrolled, reason=reason)
+
+
+def action(session, *, actor=None, kind: str = "system_summary", params: dict | None = None):
+    """A queued action in a session (it waits in the outbox until the agent takes it)."""
+    from sessions_app import services as session_services
+
+    actor = actor or session.opened_by
+    return session_services.action_request(actor=actor, session=session, kind=kind, params=params or {})
+
+
+def bulk_run(endpoints: list[Endpoint], *, actor=None, kind: str = "system_summary", reason: str = "bulk check"):
+    """One diagnostic across endpoints of one tenant: a session and an action per endpoint."""
+    from sessions_app import services as session_services
+
+    actor = actor or member(endpoints[0].tenant, role=Role.TECHNICIAN).user
+    return session_services.bulk_run_start(actor=actor, endpoints=endpoints, kind=kind, params={}, reason=reason)
+
+
+def policy(group: ClientGroup, *, requires: str = "shell", deadline_s: int = 300, allow_escalation: bool = True):
+    from endpoints.models import ApprovalPolicy
+
+    return ApprovalPolicy.all_tenants.create(
+        tenant_id=group.tenant_id, client_group=group, requires=requires, response_deadline_s=deadline_s,
+        allow_escalation=allow_escalation,
+    )

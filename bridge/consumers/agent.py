@@ -118,6 +118,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
         )
         await self.send_frame(p.Ack(ref=env.id))
+        await self.reconcile_prompts(hello.prompts)
         # Everything waiting for this agent goes now, oldest first, not at the next sweep.
         await self.deliver(due_only=False)
 
@@ -127,6 +128,16 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if time.monotonic() - self.group_joined_at > settings.CHANNEL_LAYERS["default"]["CONFIG"]["group_expiry"] / 2:
             await self.join_group()
         await self.send_frame(p.Ack(ref=env.id))
+        beat: p.Heartbeat = env.body
+        # A lazy endpoint has no session and so no prompts: its empty reports cost nothing.
+        if beat.prompts or beat.mode == "active":
+            await self.reconcile_prompts(beat.prompts)
+
+    async def reconcile_prompts(self, reports: list) -> None:
+        try:
+            await database_sync_to_async(services.agent_prompts_report)(endpoint=self.endpoint, reports=reports)
+        except Exception:  # reconciliation retries at the next heartbeat; the socket must live on
+            log.exception("reconciling prompts of %s failed", self.endpoint.pk)
 
     async def on_domain_frame(self, env: p.Envelope) -> None:
         try:

@@ -264,6 +264,6 @@ class Console:
     def presence_on_list(self, hostname: str) -> str | None:
         page = self.get(f"/?q={hostname}")
         match = re.search(
-            rf">{re.escape(hostname)}</a>.*?data-field=\"presence\">(\w+)<", page, re.S
+            rf">{re.escape(hostname)}</a>.*?data-field=\"presence\"[^>]*>(\w+)<", page, re.S
         )
         return match.group(1) if match else None

@@ -30,6 +30,11 @@
     if (!c) { refresh(p.action_id); return; }
     c.querySelector("[data-field=output]").textContent += p.data;
   });
+  var reloadSoon = null;
+  document.addEventListener("caisey:prompt.state", function () {
+    // Prompt cards carry their whole history: re-render the page from the ledger.
+    if (!reloadSoon) reloadSoon = setTimeout(function () { location.reload(); }, 400);
+  });
   ["caisey:action.status", "caisey:action.queued"].forEach(function (name) {
     document.addEventListener(name, function (e) { refresh(e.detail.payload.action_id); });
   });

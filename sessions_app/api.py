@@ -1,0 +1,661 @@
+"""The versioned REST API (/api/v1/): endpoints, the action catalogue, sessions, actions, bulk runs.
+
+Token (or session) authenticated; every view derives from the shared tenant-scoped base
+in ``caisey.api``, so everything read here goes through the scoped managers with the
+caller's tenant bound. Reads use the selectors; every write calls a service, which
+writes the change, its transcript entry and any outbox message in one transaction.
+Another tenant's ids are simply not found (404); a bad body is a 400 and changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.viewsets import GenericViewSet
+
+from bridge import health
+from caisey.api import Pagination, TenantScopedAPIMixin, TenantScopedAPIView, error_response, parse_uuid
+from caisey_agent.protocol import ACTION_KINDS, CATEGORIES
+from endpoints import selectors as endpoint_selectors
+from endpoints.models import Endpoint, EndpointStatus, Presence
+from sessions_app import selectors, services
+from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession, TranscriptEntry
+
+MAX_BATCH = 20
+MAX_BULK_ENDPOINTS = 1000
+MAX_EXPIRY_S = 30 * 24 * 3600
+
+# --- response shapes ---------------------------------------------------------------------------
+
+
+class ErrorOut(serializers.Serializer):
+    error = serializers.CharField(help_text="machine-readable code: invalid_request, rejected, not_found, ...")
+    detail = serializers.CharField(help_text="what went wrong, for a person")
+    field_errors = serializers.DictField(required=False, help_text="per-field messages of a rejected body")
+
+
+ERRORS = {
+    400: OpenApiResponse(ErrorOut, description="malformed request, or refused by the rules (`rejected`)"),
+    401: OpenApiResponse(ErrorOut, description="no or bad token"),
+    403: OpenApiResponse(ErrorOut, description="not a member, or a viewer trying to change something"),
+    404: OpenApiResponse(ErrorOut, description="no such object in your tenant"),
+}
+READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
+LIST_ERRORS = {code: ERRORS[code] for code in (401, 403)}
+
+
+class ClientGroupRef(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+
+
+class HealthOut(serializers.Serializer):
+    queue_depth = serializers.IntegerField(help_text="messages waiting for the agent's acknowledgement")
+    failed_to_deliver = serializers.IntegerField()
+    oldest_unacked_s = serializers.FloatField(allow_null=True)
+    latency_p50_ms = serializers.FloatField(allow_null=True, help_text="delivery latency over the last hour")
+    latency_p95_ms = serializers.FloatField(allow_null=True)
+    delivered_1h = serializers.IntegerField()
+    reconnects_1h = serializers.IntegerField()
+    last_error = serializers.CharField()
+    degraded_reasons = serializers.ListField(child=serializers.CharField())
+
+
+class EndpointRef(serializers.Serializer):
+    id = serializers.UUIDField()
+    hostname = serializers.CharField()
+    client_group = ClientGroupRef()
+
+
+class EndpointOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    hostname = serializers.CharField()
+    client_group = ClientGroupRef()
+    tags = serializers.ListField(child=serializers.CharField(), source="tag_list")
+    status = serializers.ChoiceField(choices=EndpointStatus.choices)
+    presence = serializers.ChoiceField(
+        choices=Presence.choices, source="api_presence",
+        help_text="connectivity now: active, lazy, degraded (connected but lagging) or offline",
+    )
+    last_seen_at = serializers.DateTimeField(allow_null=True)
+    connected_at = serializers.DateTimeField(allow_null=True)
+    disconnected_at = serializers.DateTimeField(allow_null=True)
+    mode = serializers.CharField()
+    heartbeat_interval = serializers.FloatField()
+    agent_version = serializers.CharField()
+    machine_context = serializers.JSONField(help_text="the last machine context the agent reported")
+    context_updated_at = serializers.DateTimeField(allow_null=True)
+    enrolled_at = serializers.DateTimeField()
+    health = HealthOut(source="api_health", help_text="bridge health figures")
+
+
+class OpenSessionOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    opened_by = serializers.CharField(source="opened_by.username")
+    opened_at = serializers.DateTimeField()
+    reason = serializers.CharField()
+
+
+class EndpointDetailOut(EndpointOut):
+    open_sessions = OpenSessionOut(many=True, source="api_open_sessions")
+
+
+class ParamOut(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.ChoiceField(choices=["str", "int", "bool"])
+    required = serializers.BooleanField()
+    default = serializers.JSONField(allow_null=True)
+    help = serializers.CharField()
+    max_length = serializers.IntegerField()
+    minimum = serializers.IntegerField(allow_null=True)
+    maximum = serializers.IntegerField(allow_null=True)
+    choices = serializers.ListField(child=serializers.CharField())
+
+
+class ActionKindOut(serializers.Serializer):
+    name = serializers.CharField()
+    title = serializers.CharField()
+    category = serializers.ChoiceField(choices=list(CATEGORIES))
+    description = serializers.CharField()
+    default_timeout = serializers.FloatField()
+    params = ParamOut(many=True)
+
+
+class ActionOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    session = serializers.UUIDField(source="session_id")
+    endpoint = serializers.UUIDField(source="endpoint_id")
+    batch = serializers.UUIDField(source="batch_id", allow_null=True)
+    batch_position = serializers.IntegerField()
+    bulk_run = serializers.UUIDField(source="bulk_run_id", allow_null=True)
+    kind = serializers.CharField()
+    category = serializers.CharField()
+    params = serializers.JSONField()
+    status = serializers.ChoiceField(choices=ActionStatus.choices)
+    status_changed_by = serializers.CharField()
+    requested_by = serializers.CharField(source="requested_by.username")
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True, help_text="queued for an away endpoint until then")
+    timeout_s = serializers.FloatField()
+    dispatched_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    deadline_at = serializers.DateTimeField(allow_null=True)
+    duration_s = serializers.FloatField(allow_null=True)
+    exit_code = serializers.IntegerField(allow_null=True)
+    result = serializers.JSONField(allow_null=True)
+    error = serializers.CharField()
+    output_bytes = serializers.IntegerField()
+    truncated = serializers.BooleanField(source="output_truncated")
+    conditions_at_dispatch = serializers.JSONField(allow_null=True, help_text="bridge conditions when it was sent")
+    conditions_at_completion = serializers.JSONField(allow_null=True, help_text="bridge conditions when it ended")
+
+
+class ActionDetailOut(ActionOut):
+    output = serializers.CharField(source="api_output", help_text="streamed output, in order")
+
+
+class SessionOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    endpoint = EndpointRef()
+    opened_by = serializers.CharField(source="opened_by.username")
+    reason = serializers.CharField()
+    status = serializers.ChoiceField(choices=SessionStatus.choices)
+    status_changed_by = serializers.CharField()
+    opened_at = serializers.DateTimeField()
+    opened_offline = serializers.BooleanField()
+    closed_at = serializers.DateTimeField(allow_null=True)
+    close_reason = serializers.CharField()
+    last_activity_at = serializers.DateTimeField()
+    follow_up_at = serializers.DateTimeField(allow_null=True)
+    follow_up_note = serializers.CharField()
+
+
+class SessionListOut(SessionOut):
+    action_count = serializers.IntegerField()
+
+
+class SessionDetailOut(SessionOut):
+    actions = ActionOut(many=True, source="api_actions")
+
+
+class TranscriptEntryOut(serializers.Serializer):
+    index = serializers.IntegerField()
+    kind = serializers.CharField()
+    actor = serializers.CharField()
+    at = serializers.DateTimeField()
+    action = serializers.UUIDField(source="action_id", allow_null=True)
+    data = serializers.JSONField()
+    prev_hash = serializers.CharField()
+    hash = serializers.CharField()
+
+
+class BatchOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    session = serializers.UUIDField(source="session_id")
+    actions = ActionOut(many=True, source="api_actions")
+
+
+class BulkProgressOut(serializers.Serializer):
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    waiting = serializers.IntegerField(help_text="queued or undeliverable (endpoint away)")
+
+
+class BulkRowOut(serializers.Serializer):
+    endpoint = EndpointRef()
+    session = serializers.UUIDField(source="session_id")
+    action = serializers.UUIDField(source="id")
+    status = serializers.ChoiceField(choices=ActionStatus.choices)
+    exit_code = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField()
+    result = serializers.JSONField(allow_null=True)
+    output = serializers.CharField(source="api_output")
+    truncated = serializers.BooleanField(source="output_truncated")
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_s = serializers.FloatField(allow_null=True)
+
+
+class BulkRunOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    kind = serializers.CharField()
+    params = serializers.JSONField()
+    reason = serializers.CharField()
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    progress = BulkProgressOut(source="api_progress")
+
+
+class BulkRunDetailOut(BulkRunOut):
+    rows = BulkRowOut(many=True, source="api_rows")
+
+
+# --- request shapes -------------------------------------------------------------------------
+
+
+def _clean_json(value: Any, depth: int = 0) -> None:
+    """Parameters travel to the agent and into the transcript: plain, storable JSON only."""
+    if depth > 8:
+        raise serializers.ValidationError("params are nested too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise serializers.ValidationError("numbers must be finite")
+    if isinstance(value, str):
+        if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+            raise serializers.ValidationError("text must not contain NUL or unpaired surrogate characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _clean_json(key, depth + 1)
+            _clean_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _clean_json(item, depth + 1)
+
+
+class ParamsField(serializers.DictField):
+    """The action's parameters, checked against the catalogue by the service."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("default", dict)
+        kwargs.setdefault("help_text", "parameters of the kind, as listed by /api/v1/catalogue/")
+        super().__init__(child=serializers.JSONField(), **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        _clean_json(value)
+        return value
+
+
+KIND_CHOICES = sorted(ACTION_KINDS)
+
+
+class SessionOpenIn(serializers.Serializer):
+    endpoint = serializers.UUIDField(help_text="the endpoint to troubleshoot")
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                   help_text="why: a ticket number, the symptom")
+
+
+class SessionCloseIn(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class NoteIn(serializers.Serializer):
+    text = serializers.CharField(max_length=10_000)
+
+
+class NoteOut(serializers.Serializer):
+    index = serializers.IntegerField()
+    actor = serializers.CharField()
+    at = serializers.DateTimeField()
+    text = serializers.CharField()
+
+
+class ActionIn(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=KIND_CHOICES)
+    params = ParamsField()
+    expires_in_seconds = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_EXPIRY_S,
+        help_text="how long it may wait for an away endpoint (default: the server's queue expiry)",
+    )
+
+
+class BatchItemIn(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=KIND_CHOICES)
+    params = ParamsField()
+
+
+class BatchIn(serializers.Serializer):
+    actions = BatchItemIn(many=True, allow_empty=False, max_length=MAX_BATCH,
+                          help_text="run in order; the next is sent when the previous one ends")
+
+
+class BulkRunIn(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=KIND_CHOICES)
+    params = ParamsField()
+    client_group = serializers.CharField(required=False, max_length=200,
+                                         help_text="every enrolled endpoint of this client group (slug)")
+    endpoints = serializers.ListField(child=serializers.UUIDField(), required=False, allow_empty=False,
+                                      max_length=MAX_BULK_ENDPOINTS, help_text="or these endpoints")
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    expires_in_seconds = serializers.IntegerField(required=False, min_value=60, max_value=MAX_EXPIRY_S, default=4 * 3600)
+
+    def validate(self, attrs):
+        if ("client_group" in attrs) == ("endpoints" in attrs):
+            raise serializers.ValidationError("give either client_group or endpoints")
+        return attrs
+
+
+class SessionListQuery(serializers.Serializer):
+    status = serializers.ChoiceField(choices=SessionStatus.choices, required=False)
+    endpoint = serializers.UUIDField(required=False)
+
+
+def _query_text(request, name: str) -> str:
+    # NUL cannot be stored or compared by PostgreSQL; no real search contains one.
+    return request.query_params.get(name, "").replace("\x00", "").strip()[:200]
+
+
+# --- annotating model objects for the serializers -------------------------------------------
+
+
+def _with_health(endpoints: list[Endpoint]) -> list[Endpoint]:
+    figures = health.health_for([e.pk for e in endpoints])
+    for endpoint in endpoints:
+        endpoint.api_health = figures[endpoint.pk]
+        endpoint.api_presence = health.connectivity(endpoint, figures[endpoint.pk]).value
+    return endpoints
+
+
+def _session_detail(session_id) -> SupportSession:
+    session = selectors.session_get(session_id=session_id)
+    session.api_actions = list(
+        Action.objects.filter(session=session).select_related("requested_by").order_by("created_at")
+    )
+    return session
+
+
+def _action_detail(action_id) -> Action:
+    action = selectors.action_get(action_id=action_id)
+    action.api_output = selectors.action_output_text(action=action)
+    return action
+
+
+def _bulk_run(run: BulkRun, *, rows: bool) -> BulkRun:
+    run.api_progress = selectors.bulk_run_progress(run=run)
+    if rows:
+        run.api_rows = selectors.bulk_run_rows(run=run)
+        for row in run.api_rows:
+            row.api_output = selectors.action_output_text(action=row)
+    return run
+
+
+def _invalid(field: str, message: str) -> Response:
+    return error_response(status.HTTP_400_BAD_REQUEST, "invalid_request", f"{field}: {message}",
+                          field_errors={field: [message]})
+
+
+# --- views --------------------------------------------------------------------------------------
+
+ENDPOINT_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="endpoint id")
+SESSION_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="session id")
+ACTION_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="action id")
+RUN_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="bulk run id")
+
+
+class APIViewSet(TenantScopedAPIMixin, GenericViewSet):
+    # JSON in, JSON out; ids in the path are UUIDs, anything else is simply not found.
+
+    renderer_classes = [JSONRenderer]
+    parser_classes = [JSONParser]
+    pagination_class = Pagination
+    lookup_value_regex = "[^/]+"
+    model: type = None
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no tenant
+            return self.model.all_tenants.none()
+        return self.scoped_queryset()
+
+    def scoped_queryset(self):
+        raise NotImplementedError
+
+    def paginated(self, items, serializer_class):
+        page = self.paginate_queryset(items)
+        return self.get_paginated_response(serializer_class(page, many=True).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List endpoints",
+        parameters=[
+            OpenApiParameter("q", str, description="search hostname, tags and client group name (all words)"),
+            OpenApiParameter("client_group", str, description="only this client group (slug or name)"),
+        ],
+        responses={200: EndpointOut(many=True), **LIST_ERRORS},
+    ),
+    retrieve=extend_schema(summary="One endpoint", parameters=[ENDPOINT_ID],
+                           responses={200: EndpointDetailOut, **READ_ERRORS}),
+)
+class EndpointViewSet(APIViewSet):
+    """Enrolled endpoints with their connectivity, last known machine context and bridge health."""
+    model = Endpoint
+    serializer_class = EndpointOut
+
+    def scoped_queryset(self):
+        return endpoint_selectors.endpoint_list(
+            query=_query_text(self.request, "q"), client_group=_query_text(self.request, "client_group")
+        )
+
+    def list(self, request):
+        page = _with_health(list(self.paginate_queryset(self.get_queryset())))
+        return self.get_paginated_response(EndpointOut(page, many=True).data)
+
+    def retrieve(self, request, pk=None):
+        endpoint = endpoint_selectors.endpoint_get(endpoint_id=parse_uuid(pk))
+        _with_health([endpoint])
+        endpoint.api_open_sessions = list(selectors.open_sessions_for_endpoint(endpoint_id=endpoint.pk))
+        return Response(EndpointDetailOut(endpoint).data)
+
+
+class CatalogueView(TenantScopedAPIView):
+    """What an action may be: each kind, its category (what approval policies decide on) and parameters."""
+    renderer_classes = [JSONRenderer]
+    parser_classes = [JSONParser]
+
+    @extend_schema(summary="The action catalogue: kinds and their parameters",
+                   responses={200: ActionKindOut(many=True), 401: ERRORS[401], 403: ERRORS[403]})
+    def get(self, request):
+        return Response(ActionKindOut(list(ACTION_KINDS.values()), many=True).data)
+
+
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List sessions",
+        parameters=[
+            OpenApiParameter("status", str, enum=[s.value for s in SessionStatus]),
+            OpenApiParameter("endpoint", OpenApiTypes.UUID, description="only sessions on this endpoint"),
+        ],
+        responses={200: SessionListOut(many=True), 400: ERRORS[400], **LIST_ERRORS},
+    ),
+    create=extend_schema(summary="Open a session on an endpoint (wakes it)", request=SessionOpenIn,
+                         responses={201: SessionDetailOut, **ERRORS}),
+    retrieve=extend_schema(summary="One session, with its actions", parameters=[SESSION_ID],
+                           responses={200: SessionDetailOut, **READ_ERRORS}),
+)
+class SessionViewSet(APIViewSet):
+    """Support sessions: open one on an endpoint, run actions in it, add notes, read its record, close it."""
+    model = SupportSession
+    serializer_class = SessionListOut
+
+    def scoped_queryset(self):
+        return selectors.session_list()
+
+    def _session(self, pk) -> SupportSession:
+        return selectors.session_get(session_id=parse_uuid(pk))
+
+    def list(self, request):
+        query = SessionListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        qs = selectors.session_list(status=query.validated_data.get("status", ""),
+                                    endpoint_id=query.validated_data.get("endpoint"))
+        return self.paginated(qs, SessionListOut)
+
+    def create(self, request):
+        body = SessionOpenIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        endpoint = Endpoint.objects.filter(pk=body.validated_data["endpoint"]).first()
+        if endpoint is None:
+            return _invalid("endpoint", "no such endpoint")
+        if endpoint.status != EndpointStatus.ENROLLED:
+            return _invalid("endpoint", "the endpoint is revoked")
+        session = services.session_open(actor=request.user, endpoint=endpoint, reason=body.validated_data["reason"])
+        return Response(SessionDetailOut(_session_detail(session.pk)).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, pk=None):
+        return Response(SessionDetailOut(_session_detail(parse_uuid(pk))).data)
+
+    @extend_schema(summary="Close the session", parameters=[SESSION_ID], request=SessionCloseIn,
+                   responses={200: SessionDetailOut, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def close(self, request, pk=None):
+        session = self._session(pk)
+        body = SessionCloseIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        if session.status != SessionStatus.OPEN:
+            return error_response(status.HTTP_400_BAD_REQUEST, "rejected", "this session is already closed")
+        services.session_close(actor=request.user, session=session, reason=body.validated_data["reason"])
+        return Response(SessionDetailOut(_session_detail(session.pk)).data)
+
+    @extend_schema(summary="Add a note to the session record", parameters=[SESSION_ID], request=NoteIn,
+                   responses={201: NoteOut, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def notes(self, request, pk=None):
+        session = self._session(pk)
+        body = NoteIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.session_add_note(actor=request.user, session=session, text=body.validated_data["text"])
+        entry = TranscriptEntry.objects.filter(session=session, kind="note").order_by("-index").first()
+        return Response({"index": entry.index, "actor": entry.actor, "at": entry.at, "text": entry.data["text"]},
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="The session record: transcript entries in order, hash-chained", parameters=[SESSION_ID],
+                   responses={200: TranscriptEntryOut(many=True), **READ_ERRORS})
+    @action(detail=True, methods=["get"])
+    def transcript(self, request, pk=None):
+        session = self._session(pk)
+        return self.paginated(selectors.session_transcript(session=session), TranscriptEntryOut)
+
+    @extend_schema(methods=["GET"], summary="The session's actions", parameters=[SESSION_ID],
+                   responses={200: ActionOut(many=True), **READ_ERRORS})
+    @extend_schema(methods=["POST"], summary="Run an action on the session's endpoint", parameters=[SESSION_ID],
+                   request=ActionIn, responses={201: ActionDetailOut, **ERRORS})
+    @action(detail=True, methods=["get", "post"])
+    def actions(self, request, pk=None):
+        session = self._session(pk)
+        if request.method == "GET":
+            qs = Action.objects.filter(session=session).select_related("requested_by").order_by("created_at")
+            return self.paginated(qs, ActionOut)
+        body = ActionIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        seconds = body.validated_data.get("expires_in_seconds")
+        created = services.action_request(
+            actor=request.user, session=session, kind=body.validated_data["kind"],
+            params=body.validated_data["params"], expires_in=timedelta(seconds=seconds) if seconds else None,
+        )
+        return Response(ActionDetailOut(_action_detail(created.pk)).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="Run several actions in order", parameters=[SESSION_ID], request=BatchIn,
+                   responses={201: BatchOut, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def batches(self, request, pk=None):
+        session = self._session(pk)
+        body = BatchIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        items = [(item["kind"], item["params"]) for item in body.validated_data["actions"]]
+        batch = services.batch_request(actor=request.user, session=session, items=items)
+        batch.api_actions = list(
+            Action.objects.filter(batch=batch).select_related("requested_by").order_by("batch_position")
+        )
+        return Response(BatchOut(batch).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    retrieve=extend_schema(summary="One action: status, result, output and bridge conditions",
+                           parameters=[ACTION_ID], responses={200: ActionDetailOut, **READ_ERRORS}),
+)
+class ActionViewSet(APIViewSet):
+    """One action of a session: its status, result and output, and the bridge conditions it ran under."""
+    model = Action
+    serializer_class = ActionDetailOut
+
+    def scoped_queryset(self):
+        return Action.objects.all()
+
+    def _action(self, pk) -> Action:
+        return selectors.action_get(action_id=parse_uuid(pk))
+
+    def retrieve(self, request, pk=None):
+        return Response(ActionDetailOut(_action_detail(parse_uuid(pk))).data)
+
+    @extend_schema(summary="Cancel the action (a running process is told to stop)", parameters=[ACTION_ID],
+                   request=None, responses={200: ActionDetailOut, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        services.action_cancel(actor=request.user, action=self._action(pk))
+        return Response(ActionDetailOut(_action_detail(parse_uuid(pk))).data)
+
+    @extend_schema(summary="Resend an action that could not be delivered", parameters=[ACTION_ID],
+                   request=None, responses={200: ActionDetailOut, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def resend(self, request, pk=None):
+        services.action_resend(actor=request.user, action=self._action(pk))
+        return Response(ActionDetailOut(_action_detail(parse_uuid(pk))).data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List bulk runs", responses={200: BulkRunOut(many=True), **LIST_ERRORS}),
+    create=extend_schema(summary="Run one diagnostic across many endpoints", request=BulkRunIn,
+                         responses={201: BulkRunDetailOut, **ERRORS}),
+    retrieve=extend_schema(summary="One bulk run: a row per endpoint, and progress", parameters=[RUN_ID],
+                           responses={200: BulkRunDetailOut, **READ_ERRORS}),
+)
+class BulkRunViewSet(APIViewSet):
+    """One diagnostic across many endpoints: a session per endpoint, one combined view of the results."""
+    model = BulkRun
+    serializer_class = BulkRunOut
+
+    def scoped_queryset(self):
+        return BulkRun.objects.select_related("created_by").order_by("-created_at")
+
+    def list(self, request):
+        page = [_bulk_run(run, rows=False) for run in self.paginate_queryset(self.get_queryset())]
+        return self.get_paginated_response(BulkRunOut(page, many=True).data)
+
+    def retrieve(self, request, pk=None):
+        run = selectors.bulk_run_get(run_id=parse_uuid(pk))
+        return Response(BulkRunDetailOut(_bulk_run(run, rows=True)).data)
+
+    def create(self, request):
+        body = BulkRunIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        if "client_group" in data:
+            slug = data["client_group"]
+            if not endpoint_selectors.client_group_list().filter(slug=slug).exists():
+                return _invalid("client_group", "no such client group")
+            endpoints = list(
+                Endpoint.objects.select_related("client_group")
+                .filter(client_group__slug=slug, status=EndpointStatus.ENROLLED).order_by("hostname")
+            )
+            if not endpoints:
+                return _invalid("client_group", "the client group has no enrolled endpoints")
+        else:
+            wanted = list(dict.fromkeys(data["endpoints"]))
+            found = {e.pk: e for e in Endpoint.objects.select_related("client_group").filter(pk__in=wanted)}
+            missing = [str(pk) for pk in wanted if pk not in found]
+            if missing:
+                return _invalid("endpoints", f"no such endpoint: {', '.join(missing[:10])}")
+            endpoints = [found[pk] for pk in wanted]
+            revoked = [e.hostname for e in endpoints if e.status != EndpointStatus.ENROLLED]
+            if revoked:
+                return _invalid("endpoints", f"revoked: {', '.join(revoked[:10])}")
+        run = services.bulk_run_start(
+            actor=request.user, endpoints=endpoints, kind=data["kind"], params=data["params"], reason=data["reason"],
+            expires_in=timedelta(seconds=data["expires_in_seconds"]),
+        )
+        run = selectors.bulk_run_get(run_id=run.pk)
+        return Response(BulkRunDetailOut(_bulk_run(run, rows=True)).data, status=status.HTTP_201_CREATED)

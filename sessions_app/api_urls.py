@@ -1,0 +1,19 @@
+"""Routes of the versioned REST API, mounted at /api/v1/ by caisey.urls."""
+
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from sessions_app import api
+
+app_name = "api"
+
+router = SimpleRouter(trailing_slash=True)
+router.register("endpoints", api.EndpointViewSet, basename="endpoint")
+router.register("sessions", api.SessionViewSet, basename="session")
+router.register("actions", api.ActionViewSet, basename="action")
+router.register("bulk-runs", api.BulkRunViewSet, basename="bulk-run")
+
+urlpatterns = [
+    path("catalogue/", api.CatalogueView.as_view(), name="catalogue"),
+    *router.urls,
+]

@@ -1,0 +1,230 @@
+"""Approval prompts: gating, the three views, reconciliation rules, deadlines, escalation."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+
+from bridge import outbox
+from bridge.models import OutboxMessage, OutboxStatus
+from caisey_agent import protocol as p
+from endpoints.models import Endpoint
+from sessions_app import prompts, services
+from sessions_app.models import (
+    Action,
+    ActionStatus,
+    ApprovalLinkVisit,
+    Prompt,
+    PromptState,
+    PromptTransition,
+    TranscriptEntry,
+)
+from tests import factories
+from tests.bridge.agent_client import FakeAgent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def world(requires="shell", deadline_s=300, approver="boss@client.example"):
+    tenant = factories.tenant()
+    group = factories.client_group(tenant, approver_email=approver)
+    factories.policy(group, requires=requires, deadline_s=deadline_s)
+    enrolled = factories.endpoint(group, hostname="fin-laptop")
+    Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(last_seen_at=timezone.now())
+    tech = factories.technician(tenant)
+    session = services.session_open(actor=tech, endpoint=enrolled.endpoint, reason="T-9")
+    return enrolled, tech, session
+
+
+def shell(tech, session, command="ipconfig /flushdns") -> Action:
+    return services.action_request(actor=tech, session=session, kind="shell", params={"command": command})
+
+
+def prompt_of(action) -> Prompt:
+    return Prompt.all_tenants.get(action=action)
+
+
+def ack(prompt: Prompt) -> None:
+    outbox.outbox_ack(endpoint_id=prompt.endpoint_id, message_id=prompt.outbox_id)
+
+
+def runtime(enrolled, prompt, state, decided_at=None):
+    services_body = p.PromptUpdate(prompt_id=str(prompt.pk), state=state,
+                                   decided_at=decided_at.timestamp() if decided_at else None, decided_by="alice")
+    from django.db import transaction
+
+    with transaction.atomic():
+        prompts.prompt_runtime_update(endpoint=enrolled.endpoint, body=services_body)
+
+
+def action_run_queued(action) -> bool:
+    return OutboxMessage.all_tenants.filter(kind="action.run", ref_id=str(action.pk)).exists()
+
+
+def test_gated_action_waits_for_approval_then_runs():
+    enrolled, tech, session = world()
+    diag = services.action_request(actor=tech, session=session, kind="system_summary", params={})
+    assert diag.status == ActionStatus.QUEUED  # diagnostics are not gated by a shell-only policy
+    action = shell(tech, session)
+    action.refresh_from_db()
+    assert action.status == ActionStatus.AWAITING_APPROVAL and not action_run_queued(action)
+    prompt = prompt_of(action)
+    assert prompt.state == PromptState.PENDING and "ipconfig /flushdns" in prompt.detail
+    ack(prompt)
+    assert prompt_of(action).state == PromptState.DELIVERED
+    runtime(enrolled, prompt, "acknowledged")
+    runtime(enrolled, prompt, "approved", timezone.now())
+    prompt.refresh_from_db()
+    action.refresh_from_db()
+    assert prompt.state == PromptState.APPROVED and prompt.decided_by == "alice"
+    assert action.status == ActionStatus.QUEUED and action_run_queued(action)
+    parties = list(PromptTransition.all_tenants.filter(prompt=prompt).values_list("to_state", "party"))
+    assert parties == [("delivered", "bridge"), ("acknowledged", "runtime"), ("approved", "runtime")]
+
+
+def test_denied_prompt_never_runs_the_action():
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    prompt = prompt_of(action)
+    runtime(enrolled, prompt, "denied", timezone.now())
+    action.refresh_from_db()
+    assert prompt_of(action).state == PromptState.DENIED  # a decision is proof of delivery too
+    assert action.status == ActionStatus.CANCELLED and not action_run_queued(action)
+
+
+def test_cancel_racing_a_late_approval_keeps_cancelled_and_withdraws():
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    prompt = prompt_of(action)
+    ack(prompt)
+    decided = timezone.now()  # the user approved on the endpoint...
+    prompts.prompt_cancel(actor=tech, prompt=prompt)  # ...while the technician cancelled
+    runtime(enrolled, prompt, "approved", decided)  # the approval arrives late
+    prompt.refresh_from_db()
+    action.refresh_from_db()
+    assert prompt.state == PromptState.CANCELLED and action.status == ActionStatus.CANCELLED
+    assert not action_run_queued(action)
+    assert TranscriptEntry.all_tenants.filter(session=session, kind="prompt.late_decision_ignored").exists()
+    assert OutboxMessage.all_tenants.filter(kind="prompt.withdraw", ref_id=str(prompt.pk)).exists()
+
+
+def test_decision_made_before_the_deadline_is_honoured_when_it_arrives_late():
+    enrolled, tech, session = world(deadline_s=60)
+    action = shell(tech, session)
+    prompt = prompt_of(action)
+    ack(prompt)
+    decided_in_time = prompt.deadline_at - timedelta(seconds=5)
+    Prompt.all_tenants.filter(pk=prompt.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    prompt.refresh_from_db()
+    decided_in_time = prompt.deadline_at - timedelta(seconds=5)
+    assert prompts.prompt_deadline_sweep() == 1
+    action.refresh_from_db()
+    assert prompt_of(action).state == PromptState.EXPIRED and action.status == ActionStatus.EXPIRED
+    runtime(enrolled, prompt, "approved", decided_in_time)
+    assert prompt_of(action).state == PromptState.APPROVED
+    # The action had expired with the prompt: an honoured late approval does not revive it.
+    action.refresh_from_db()
+    assert action.status == ActionStatus.EXPIRED and not action_run_queued(action)
+
+
+def test_decision_after_the_deadline_is_ignored():
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    prompt = prompt_of(action)
+    Prompt.all_tenants.filter(pk=prompt.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    prompts.prompt_deadline_sweep()
+    runtime(enrolled, prompt, "approved", timezone.now())
+    assert prompt_of(action).state == PromptState.EXPIRED
+
+
+def test_reissue_supersedes_and_the_old_prompt_never_resolves():
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    old = prompt_of(action)
+    ack(old)
+    new = prompts.prompt_reissue(actor=tech, prompt=old)
+    old.refresh_from_db()
+    assert old.state == PromptState.SUPERSEDED and old.superseded_by_id == new.pk
+    runtime(enrolled, old, "approved", timezone.now())
+    action.refresh_from_db()
+    assert action.status == ActionStatus.AWAITING_APPROVAL and not action_run_queued(action)
+    runtime(enrolled, new, "approved", timezone.now())
+    action.refresh_from_db()
+    assert action.status == ActionStatus.QUEUED and action_run_queued(action)
+
+
+def test_batch_is_covered_by_one_prompt_and_runs_in_order():
+    enrolled, tech, session = world()
+    batch = services.batch_request(actor=tech, session=session, items=[
+        ("system_summary", {}), ("shell", {"command": "systemctl restart erp"}), ("service_status", {"service": "erp"}),
+    ])
+    assert Prompt.all_tenants.filter(batch=batch).count() == 1
+    prompt = Prompt.all_tenants.get(batch=batch)
+    assert "systemctl restart erp" in prompt.detail
+    runtime(enrolled, prompt, "approved", timezone.now())
+    first, second, third = Action.all_tenants.filter(batch=batch).order_by("batch_position")
+    assert action_run_queued(first) and not action_run_queued(second) and not action_run_queued(third)
+    services.action_result_receive(endpoint=enrolled.endpoint,
+                                   body=p.ActionResult(action_id=str(first.pk), status="succeeded", exit_code=0))
+    assert action_run_queued(second) and not action_run_queued(third)
+
+
+@pytest.mark.asyncio
+async def test_reconciliation_replays_missing_and_withdraws_ended_prompts():
+    enrolled, tech, session = await database_sync_to_async(world)()
+    a1 = await database_sync_to_async(shell)(tech, session, "whoami")
+    a2 = await database_sync_to_async(shell)(tech, session, "hostname")
+    p1, p2 = await database_sync_to_async(prompt_of)(a1), await database_sync_to_async(prompt_of)(a2)
+    await database_sync_to_async(ack)(p1)
+    await database_sync_to_async(ack)(p2)
+    await database_sync_to_async(prompts.prompt_cancel)(actor=tech, prompt=p2)
+    agent = FakeAgent()
+    await agent.connect()
+    # The runtime lost p1 (say, a restored disk image) and still shows p2.
+    await agent.hello(enrolled.endpoint.pk, enrolled.credential,
+                      prompts=[p.PromptReport(prompt_id=str(p2.pk), state="delivered")])
+    seen = {}
+    for _ in range(12):
+        env = await agent.recv(timeout=5)
+        if env.type in ("prompt.show", "prompt.withdraw"):
+            seen[env.type] = env.body.prompt_id
+        if len(seen) == 2:
+            break
+    assert seen.get("prompt.show") == str(p1.pk)
+    assert seen.get("prompt.withdraw") == str(p2.pk)
+    await agent.close()
+
+
+def test_escalation_link_is_single_use_and_every_visit_is_logged(client):
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    prompt = prompt_of(action)
+    prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == ["boss@client.example"]
+    url = re.search(r"http://testserver(/approve/\S+/)", mail.outbox[0].body).group(1)
+    page = client.get(url)
+    assert page.status_code == 200 and "ipconfig /flushdns" in page.content.decode()
+    done = client.post(url, {"decision": "approve"}, REMOTE_ADDR="203.0.113.9")
+    assert done.status_code == 200
+    prompt.refresh_from_db()
+    assert prompt.state == PromptState.APPROVED and prompt.state_changed_by == "approver"
+    assert prompt.decided_by == "approver:boss@client.example"
+    again = client.post(url, {"decision": "deny"})
+    assert again.status_code == 410 and "not valid" in again.content.decode()
+    assert prompt_of(action).state == PromptState.APPROVED
+    outcomes = list(ApprovalLinkVisit.all_tenants.order_by("at").values_list("outcome", flat=True))
+    assert outcomes == ["viewed", "approved", "refused"]
+    assert client.get(reverse("approval_link", args=["apl_wrong"])).status_code == 404
+
+
+def test_escalation_refused_without_approver():
+    enrolled, tech, session = world(approver="")
+    prompt = prompt_of(shell(tech, session))
+    with pytest.raises(prompts.PromptError, match="designated approver"):
+        prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
