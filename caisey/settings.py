@@ -255,6 +255,7 @@ CAISEY = {
     "ACTION_QUEUE_EXPIRY_S": env_float("CAISEY_ACTION_QUEUE_EXPIRY", 24 * 3600.0),
     "ACTION_OUTPUT_LIMIT": env_int("CAISEY_ACTION_OUTPUT_LIMIT", 1024 * 1024),
     "ACTION_DEADLINE_GRACE_S": env_float("CAISEY_ACTION_DEADLINE_GRACE", 30.0),
+    "SESSION_ABANDON_AFTER_S": env_float("CAISEY_SESSION_ABANDON_AFTER", 12 * 3600.0),
 }
 RATELIMIT_NAMESPACE = "rl"
 
@@ -270,6 +271,7 @@ CELERY_BEAT_SCHEDULE = {
     "action-deadlines": {"task": "sessions_app.tasks.action_deadline_sweep", "schedule": 5.0},
     "prompt-deadlines": {"task": "sessions_app.tasks.prompt_deadline_sweep", "schedule": 2.0},
     "idle-sessions": {"task": "sessions_app.tasks.idle_sessions_sweep", "schedule": 30.0},
+    "abandoned-sessions": {"task": "sessions_app.tasks.abandoned_sessions_sweep", "schedule": 300.0},
 }
 
 # Embedded default: approval emails land as files in the data folder (the demo prints where).

@@ -522,3 +522,31 @@ def follow_up_request(*, actor, session: SupportSession, at: datetime, note: str
         detail=note or "A technician would like to continue this support session later.",
         deadline_s=max(policy.response_deadline_s, 3600), allow_escalation=policy.allow_escalation,
     )
+
+
+def abandoned_sessions_sweep() -> int:
+    """Close sessions nobody works on any more (technician gone, endpoint gone, or idle too long)
+    with a synthetic closing entry that says why."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CAISEY["SESSION_ABANDON_AFTER_S"])
+    closed = 0
+    for session in SupportSession.all_tenants.filter(status=SessionStatus.OPEN).select_related("opened_by", "endpoint"):
+        if not session.opened_by.is_active:
+            why = "the technician's account was deactivated"
+        elif session.endpoint.status == "revoked":
+            why = "the endpoint was revoked"
+        elif session.last_activity_at < cutoff:
+            why = f"no activity since {session.last_activity_at:%Y-%m-%d %H:%M %Z}"
+        else:
+            continue
+        with transaction.atomic():
+            try:
+                transition(session, to=SessionStatus.CLOSED, table=SESSION_TRANSITIONS,
+                           updates={"closed_at": timezone.now(), "close_reason": f"abandoned: {why}",
+                                    "status_changed_by": "system"})
+            except TransitionRace:
+                continue
+            transcript_append(session=session, kind="session.closed", actor="system",
+                              data={"reason": f"abandoned: {why}", "synthetic": True})
+            endpoint_rest_if_idle(endpoint_id=session.endpoint_id)
+            closed += 1
+    return closed

@@ -22,3 +22,8 @@ def prompt_deadline_sweep() -> int:
     from sessions_app import prompts
 
     return prompts.prompt_deadline_sweep()
+
+
+@shared_task(ignore_result=True)
+def abandoned_sessions_sweep() -> int:
+    return services.abandoned_sessions_sweep()

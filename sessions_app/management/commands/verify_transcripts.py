@@ -1,0 +1,25 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from sessions_app.models import SupportSession
+from sessions_app.transcript import transcript_verify
+
+
+class Command(BaseCommand):
+    help = "Verify every session transcript's hash chain; exits non-zero naming the first bad entry."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--session", help="verify only this session id")
+
+    def handle(self, *args, **opts):
+        sessions = SupportSession.all_tenants.order_by("opened_at")
+        if opts["session"]:
+            sessions = sessions.filter(pk=opts["session"])
+        checked = 0
+        for session_id in sessions.values_list("pk", flat=True):
+            ok, entry, why = transcript_verify(session_id=session_id)
+            if not ok:
+                raise CommandError(
+                    f"session {session_id}: entry #{entry.index} ({entry.pk}, {entry.kind}) is bad: {why}"
+                )
+            checked += 1
+        self.stdout.write(f"{checked} transcript(s) verified, all intact")

@@ -1,0 +1,85 @@
+"""The transcript is append-only and tamper-evident; abandoned sessions are closed with a reason."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.utils import timezone
+
+from sessions_app import services
+from sessions_app.models import SessionStatus, SupportSession, TranscriptEntry
+from sessions_app.transcript import transcript_append
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def session():
+    tenant = factories.tenant()
+    endpoint = factories.endpoint(factories.client_group(tenant)).endpoint
+    tech = factories.technician(tenant)
+    s = services.session_open(actor=tech, endpoint=endpoint, reason="T-1")
+    services.session_add_note(actor=tech, session=s, text="first")
+    services.session_add_note(actor=tech, session=s, text="second")
+    return s
+
+
+def test_entries_cannot_be_updated_or_deleted_through_the_orm(session):
+    entry = TranscriptEntry.all_tenants.filter(session=session).first()
+    entry.kind = "tampered"
+    with pytest.raises(PermissionError):
+        entry.save()
+    with pytest.raises(PermissionError):
+        entry.delete()
+    with pytest.raises(PermissionError):
+        TranscriptEntry.all_tenants.filter(session=session).update(kind="x")
+    with pytest.raises(PermissionError):
+        TranscriptEntry.all_tenants.filter(session=session).delete()
+
+
+def test_indexes_are_monotonic_and_chained(session):
+    entries = list(TranscriptEntry.all_tenants.filter(session=session).order_by("index"))
+    assert [e.index for e in entries] == [0, 1, 2]
+    assert entries[1].prev_hash == entries[0].hash and entries[2].prev_hash == entries[1].hash
+
+
+@pytest.mark.django_db(transaction=True)
+def test_append_outside_a_transaction_is_refused(session):
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        transcript_append(session=session, kind="x", actor="test")
+
+
+def test_verify_command_passes_then_names_the_first_altered_entry(session, capsys):
+    call_command("verify_transcripts")
+    assert "all intact" in capsys.readouterr().out
+    table = TranscriptEntry._meta.db_table
+    second = TranscriptEntry.all_tenants.get(session=session, index=1)
+    with connection.cursor() as cursor:  # what an attacker with database access would do
+        cursor.execute(f"UPDATE {table} SET data = %s WHERE id = %s",
+                       ['{"text": "nothing happened"}', second._meta.pk.get_db_prep_value(second.pk, connection)])
+    with pytest.raises(CommandError, match=rf"entry #1 \({second.pk}, note\) is bad: content does not match"):
+        call_command("verify_transcripts")
+
+
+def test_verify_detects_a_removed_entry(session):
+    table = TranscriptEntry._meta.db_table
+    first = TranscriptEntry.all_tenants.get(session=session, index=0)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [first._meta.pk.get_db_prep_value(first.pk, connection)])
+    with pytest.raises(CommandError, match="is bad: index 1 where 0 was expected"):
+        call_command("verify_transcripts")
+
+
+def test_abandoned_sessions_are_closed_with_a_synthetic_entry(session):
+    SupportSession.all_tenants.filter(pk=session.pk).update(last_activity_at=timezone.now() - timedelta(days=2))
+    assert services.abandoned_sessions_sweep() == 1
+    session.refresh_from_db()
+    assert session.status == SessionStatus.CLOSED and session.status_changed_by == "system"
+    last = TranscriptEntry.all_tenants.filter(session=session).order_by("-index").first()
+    assert last.kind == "session.closed" and last.actor == "system" and last.data["synthetic"] is True
+    assert "no activity since" in last.data["reason"]
+    assert services.abandoned_sessions_sweep() == 0
