@@ -191,8 +191,14 @@ def action_request(
 
 
 def _dispatch(action: Action) -> None:
-    """Put the action.run in the outbox; it stays queued until the agent acknowledges it."""
-    endpoint = action.endpoint
+    """Put the action.run in the outbox; it stays queued until the agent acknowledges it.
+
+    Asked of an online endpoint, it gets the normal retry budget and ends failed_to_deliver
+    when the path is broken; queued for an offline endpoint, it waits for its return
+    until the action's expiry.
+    """
+    endpoint = Endpoint.all_tenants.get(pk=action.endpoint_id)
+    waits_for_return = presence_of(endpoint) == Presence.OFFLINE
     message = outbox.outbox_enqueue(
         endpoint=endpoint,
         body=p.ActionRun(
@@ -200,7 +206,8 @@ def _dispatch(action: Action) -> None:
             timeout=action.timeout_s, output_limit=action.output_limit,
             requested_by=action.requested_by.get_username(),
         ),
-        ref_type="action", ref_id=str(action.pk), expires_at=action.expires_at, max_attempts=100_000,
+        ref_type="action", ref_id=str(action.pk), expires_at=action.expires_at,
+        max_attempts=100_000 if waits_for_return else None,
     )
     Action.all_tenants.filter(pk=action.pk).update(
         outbox_id=message.pk, conditions_at_dispatch=bridge_conditions(endpoint=endpoint)
