@@ -463,7 +463,7 @@ def action_result_receive(*, endpoint: Endpoint, body: p.ActionResult) -> None:
         return
     error = body.error
     if body.status == "refused":
-        error = f"refused by the endpoint's local policy: {body.error}"
+        error = f"refused by the endpoint: {body.error}"
     started = datetime.fromtimestamp(body.started_at, tz=dt_timezone.utc) if body.started_at else action.started_at
     finished = datetime.fromtimestamp(body.finished_at, tz=dt_timezone.utc) if body.finished_at else timezone.now()
     to = _RESULT_STATUS[body.status]

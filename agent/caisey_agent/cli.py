@@ -12,6 +12,7 @@ from pathlib import Path
 
 from caisey_agent import __version__
 from caisey_agent.enroll import EnrollError, enroll
+from caisey_agent.prompts import PromptRefused, PromptStore, render
 from caisey_agent.runner import Agent, AgentStopped
 from caisey_agent.state import AgentState
 
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--backoff-cap", type=float, default=60.0, help="longest wait between reconnects (s)")
 
     sub.add_parser("status", parents=[common], help="show enrollment and queue state")
+
+    p_prompts = sub.add_parser("prompts", parents=[common], help="list, approve or deny approval requests")
+    p_prompts.add_argument("verb", nargs="?", choices=["list", "approve", "deny"], default="list")
+    p_prompts.add_argument("prompt_id", nargs="?", help="the request's id (its first characters are enough)")
     return parser
 
 
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             print(state.to_json())
             return 0
+        if args.command == "prompts":
+            return prompts_command(state, args.verb, args.prompt_id)
         return run(state, backoff_cap=args.backoff_cap)
     finally:
         state.close()
@@ -97,4 +104,27 @@ def run(state: AgentState, *, backoff_cap: float = 60.0) -> int:
     except AgentStopped as exc:
         print(f"caisey-agent: stopping: {exc.reason}", file=sys.stderr)
         return EXIT_STOPPED
+    return 0
+
+
+def prompts_command(state: AgentState, verb: str, prompt_id: str | None) -> int:
+    """The command-line path for the end user: always there, graphical session or not."""
+    store = PromptStore(state.db)
+    if verb == "list":
+        waiting = store.open_prompts()
+        if not waiting:
+            print("No approval requests are waiting.")
+        for held in waiting:
+            print(render(held))
+            store.acknowledge(held.prompt_id)  # the user has now seen it
+        return 0
+    if not prompt_id:
+        print(f"caisey-agent: give the id of the request to {verb}", file=sys.stderr)
+        return 2
+    try:
+        held = store.decide(prompt_id, approve=verb == "approve")
+    except PromptRefused as exc:
+        print(f"caisey-agent: {exc}", file=sys.stderr)
+        return 1
+    print(f"{held.state}: {held.title} (the running agent tells the technician within a second or two)")
     return 0

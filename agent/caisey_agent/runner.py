@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from caisey_agent import __version__, machine
+from caisey_agent import __version__, actions, machine, prompt_handlers
 from caisey_agent import protocol as p
 from caisey_agent.state import AgentState, Identity
 
@@ -72,6 +72,7 @@ class Agent:
         self.mode = "lazy"
         self.interval = 60.0
         self.ws: ClientConnection | None = None
+        self.prompt_store = None
         self.stopping = asyncio.Event()
         self.connected = asyncio.Event()
 
@@ -112,12 +113,14 @@ class Agent:
                 await self._handshake(ws)
                 self.connected.set()
                 await self._replay_outbox()
-                beats = asyncio.create_task(self._heartbeats())
+                await actions.recover_interrupted(self)
+                tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(prompt_handlers.watch(self))]
                 try:
                     async for raw in ws:
                         await self._on_frame(raw)
                 finally:
-                    beats.cancel()
+                    for task in tasks:
+                        task.cancel()
             finally:
                 self.connected.clear()
                 self.ws = None
@@ -189,7 +192,7 @@ class Agent:
             await self.send(p.Heartbeat(interval=self.interval, mode=self.mode, metrics=metrics, prompts=self.prompt_reports()))
 
     def prompt_reports(self) -> list[p.PromptReport]:
-        return []
+        return prompt_handlers.store_of(self).reports()
 
     # --- receiving ----------------------------------------------------------------------
 
@@ -201,6 +204,7 @@ class Agent:
             return
         if env.type == p.Ack.TYPE:
             self.state.outbox_ack(env.body.ref)
+            prompt_handlers.store_of(self).on_ack(env.body.ref)
             return
         if env.type == p.Error.TYPE:
             log.warning("server error %s: %s (ref %s)", env.body.code, env.body.detail, env.body.ref)

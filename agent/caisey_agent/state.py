@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS actions (
     action_id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL,
     run_token TEXT NOT NULL DEFAULT '', started_at REAL, finished_at REAL,
-    error TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL
+    error TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL,
+    pid INTEGER, pid_created_at REAL
 );
 """
 
@@ -62,6 +63,7 @@ class AgentState:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._upgrade_actions_table()
         for suffix in ("-wal", "-shm"):
             side = Path(str(self.path) + suffix)
             if side.exists():
@@ -151,14 +153,23 @@ class AgentState:
 
     # --- actions this agent ran (crash safety: an action never runs twice) ------------------
 
+    def _upgrade_actions_table(self) -> None:
+        """Columns added to the actions table after it first shipped."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(actions)")}
+        for column, decl in (("pid", "INTEGER"), ("pid_created_at", "REAL")):
+            if column not in have:
+                self.db.execute(f"ALTER TABLE actions ADD COLUMN {column} {decl}")
+
     def action_get(self, action_id: str) -> dict | None:
         row = self.db.execute(
-            "SELECT action_id, kind, status, run_token, started_at, finished_at, error FROM actions WHERE action_id = ?",
+            "SELECT action_id, kind, status, run_token, started_at, finished_at, error, pid, pid_created_at"
+            " FROM actions WHERE action_id = ?",
             (action_id,),
         ).fetchone()
         if row is None:
             return None
-        keys = ("action_id", "kind", "status", "run_token", "started_at", "finished_at", "error")
+        keys = ("action_id", "kind", "status", "run_token", "started_at", "finished_at", "error", "pid",
+                "pid_created_at")
         return dict(zip(keys, row))
 
     def action_begin(self, action_id: str, kind: str, run_token: str, started_at: float) -> bool:
@@ -169,6 +180,13 @@ class AgentState:
             (action_id, kind, run_token, started_at, time.time()),
         )
         return cur.rowcount == 1
+
+    def action_set_process(self, action_id: str, pid: int, created_at: float | None) -> None:
+        """The process an action started, so that a restarted agent can stop what a crash left behind."""
+        self.db.execute(
+            "UPDATE actions SET pid = ?, pid_created_at = ?, updated_at = ? WHERE action_id = ?",
+            (pid, created_at, time.time(), action_id),
+        )
 
     def action_finish(self, action_id: str, status: str, *, finished_at: float, error: str = "", kind: str = "") -> None:
         """Record an action's final status (inserting the row when it never started, e.g. refused)."""

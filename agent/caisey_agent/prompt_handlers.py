@@ -1,0 +1,65 @@
+"""The runtime side of approval prompts: store before showing, withdraw, and tell the server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from caisey_agent import dialog
+from caisey_agent import protocol as p
+from caisey_agent.prompts import PromptRefused, PromptStore
+
+log = logging.getLogger("caisey_agent.prompts")
+WATCH_INTERVAL = 1.0
+
+
+def store_of(agent) -> PromptStore:
+    if getattr(agent, "prompt_store", None) is None:
+        agent.prompt_store = PromptStore(agent.state.db)
+    return agent.prompt_store
+
+
+async def handle_prompt_show(agent, env: p.Envelope) -> None:
+    store = store_of(agent)
+    if not store.store(env.body):
+        return  # already held: a replay changes nothing
+    held = store.find(env.body.prompt_id)
+    log.info("approval requested: %s (answer with `caisey-agent prompts approve %s`)", held.title, held.prompt_id[:8])
+    if dialog.available():
+        asyncio.get_running_loop().create_task(_ask_in_dialog(agent, held))
+
+
+async def _ask_in_dialog(agent, held) -> None:
+    store = store_of(agent)
+    store.acknowledge(held.prompt_id)
+    answer = await dialog.ask(held, timeout=max(1.0, held.deadline - time.time()))
+    if answer is None:
+        return
+    try:
+        store.decide(held.prompt_id, approve=answer)
+    except PromptRefused as exc:
+        log.info("dialog answer not applied: %s", exc)
+    await send_unsent(agent)
+
+
+async def handle_prompt_withdraw(agent, env: p.Envelope) -> None:
+    store_of(agent).withdraw(env.body.prompt_id)
+    log.info("prompt %s withdrawn by the server (%s)", env.body.prompt_id[:8], env.body.reason)
+
+
+async def send_unsent(agent) -> None:
+    """Send what the user did (here, or through the CLI in another process) as durable updates."""
+    store = store_of(agent)
+    for held in store.unsent_updates():
+        frame_id = await agent.send_durable(store.update_for(held))
+        store.mark_sent(held.prompt_id, held.state, frame_id)
+
+
+async def watch(agent) -> None:
+    while True:
+        try:
+            await send_unsent(agent)
+        except Exception:
+            log.exception("sending prompt updates failed; retrying")
+        await asyncio.sleep(WATCH_INTERVAL)

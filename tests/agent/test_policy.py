@@ -1,0 +1,135 @@
+"""The endpoint's local policy file: defaults, parsing, and refusing files that cannot be trusted."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from caisey_agent import policy as pol
+
+
+def write(tmp_path, doc, mode=0o600):
+    path = tmp_path / "policy.json"
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    os.chmod(path, mode)
+    return path
+
+
+def test_missing_file_means_defaults(tmp_path):
+    policy = pol.load_policy(tmp_path)
+    assert not policy.lockdown
+    assert policy.forbid_categories == frozenset() and policy.forbid_kinds == frozenset()
+    assert policy.allowed_tail_paths == ("/var/log/*",)
+    assert policy.refusal("shell", "shell") is None
+    assert policy.refusal("service_restart", "command") is None
+
+
+def test_valid_file_is_applied(tmp_path):
+    write(tmp_path, {"forbid_categories": ["shell"], "forbid_kinds": ["service_restart"],
+                     "allowed_tail_paths": ["/var/log/*", "/tmp/caisey-*"]})
+    policy = pol.load_policy(tmp_path)
+    assert not policy.lockdown
+    assert "forbids shell actions" in policy.refusal("shell", "shell")
+    assert "forbids the action 'service_restart'" in policy.refusal("service_restart", "command")
+    assert policy.refusal("system_summary", "diagnostic") is None
+    assert policy.allowed_tail_paths == ("/var/log/*", "/tmp/caisey-*")
+    assert policy.describe()["forbid_categories"] == ["shell"]
+
+
+def test_empty_tail_list_allows_no_file(tmp_path):
+    write(tmp_path, {"allowed_tail_paths": []})
+    policy = pol.load_policy(tmp_path)
+    assert policy.tail_path_allowed("/var/log/syslog")[0] is False
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o620, 0o602])
+def test_group_or_world_writable_file_means_lockdown(tmp_path, mode):
+    write(tmp_path, {"forbid_categories": []}, mode=mode)
+    policy = pol.load_policy(tmp_path)
+    assert policy.lockdown
+    assert "writable by group or others" in policy.problem
+    # Lockdown: diagnostics only, and no file may be tailed.
+    assert policy.refusal("system_summary", "diagnostic") is None
+    assert "lockdown" in policy.refusal("shell", "shell")
+    assert policy.refusal("service_restart", "command") is not None
+    assert policy.allowed_tail_paths == ()
+
+
+def test_world_readable_but_owner_writable_is_fine(tmp_path):
+    write(tmp_path, {"forbid_categories": ["shell"]}, mode=0o644)
+    assert not pol.load_policy(tmp_path).lockdown
+
+
+def test_file_owned_by_another_user_means_lockdown(tmp_path, monkeypatch):
+    path = write(tmp_path, {})
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)
+        owner = 65534
+    else:  # the file is ours: pretend the agent runs as someone else
+        owner = os.geteuid()
+        monkeypatch.setattr(pol.os, "geteuid", lambda: owner + 1)
+    policy = pol.load_policy(tmp_path)
+    assert policy.lockdown and f"owned by uid {owner}" in policy.problem
+
+
+def test_symlinked_policy_is_not_followed(tmp_path):
+    real = tmp_path / "elsewhere.json"
+    real.write_text("{}")
+    os.chmod(real, 0o600)
+    (tmp_path / "policy.json").symlink_to(real)
+    policy = pol.load_policy(tmp_path)
+    assert policy.lockdown and "cannot open" in policy.problem
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("{not json", "not a valid policy"),
+        ('["shell"]', "top level must be a JSON object"),
+        ('{"forbid_category": ["shell"]}', "unknown keys: forbid_category"),
+        ('{"forbid_categories": ["shel"]}', "unknown categories"),
+        ('{"forbid_categories": "shell"}', "must be a list"),
+        ('{"forbid_kinds": ["reboot_now"]}', "unknown action kinds"),
+        ('{"allowed_tail_paths": ["logs/*"]}', "not an absolute path pattern"),
+    ],
+)
+def test_malformed_file_means_lockdown(tmp_path, content, problem):
+    write(tmp_path, content)
+    policy = pol.load_policy(tmp_path)
+    assert policy.lockdown, "a broken policy must fail closed, not open"
+    assert problem in policy.problem
+    assert policy.refusal("shell", "shell") is not None
+
+
+def test_oversized_file_means_lockdown(tmp_path):
+    write(tmp_path, json.dumps({"allowed_tail_paths": ["/var/log/" + "x" * 100_000]}))
+    assert "larger than" in pol.load_policy(tmp_path).problem
+
+
+def test_tail_paths_are_matched_after_resolving_symlinks_and_dots(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("x")
+    (tmp_path / "secret").write_text("s")
+    (logs / "evil.log").symlink_to(tmp_path / "secret")
+    policy = pol.parse_policy({"allowed_tail_paths": [str(logs / "*")]})
+    assert policy.tail_path_allowed(str(logs / "app.log")) == (True, str(logs / "app.log"))
+    assert policy.tail_path_allowed(str(logs / "evil.log")) == (False, str(tmp_path / "secret"))
+    assert policy.tail_path_allowed(str(logs / ".." / "secret"))[0] is False
+    # fnmatch's * also crosses folders: logs/* covers logs/sub/file.
+    (logs / "sub").mkdir()
+    (logs / "sub" / "f.log").write_text("x")
+    assert policy.tail_path_allowed(str(logs / "sub" / "f.log"))[0] is True
+
+
+def test_pattern_folders_are_resolved_too(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.log").write_text("x")
+    (tmp_path / "alias").symlink_to(real)
+    # The administrator wrote the symlinked folder name (like /tmp on macOS, a link to /private/tmp).
+    policy = pol.parse_policy({"allowed_tail_paths": [str(tmp_path / "alias" / "*.log")]})
+    assert policy.tail_path_allowed(str(tmp_path / "alias" / "a.log"))[0] is True
+    assert policy.tail_path_allowed(str(real / "a.log"))[0] is True
