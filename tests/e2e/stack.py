@@ -85,6 +85,10 @@ class AgentProcess:
         self.log = log
         self.proc: subprocess.Popen | None = None
 
+    def prompts(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*AGENT_BIN, "prompts", *args, "--state-dir", str(self.state_dir)],
+                              capture_output=True, text=True, timeout=30)
+
     def start(self, *extra: str) -> "AgentProcess":
         self.proc = self.stack.spawn(
             [*AGENT_BIN, "run", "--state-dir", str(self.state_dir), "--backoff-cap", "2", *extra], self.log
@@ -210,6 +214,14 @@ class Stack:
             f" password='{password}', role='technician')"
         ))
         return {"username": f"{tenant}-tech", "password": password, "tenant": tenant, "group": group}
+
+    def django(self, code: str) -> str:
+        """Run Python against this stack's database (a management shell in its environment)."""
+        return self.manage("shell", "-c", code)
+
+    def json(self, code: str):
+        """Evaluate code that prints one JSON document as its last line; return it parsed."""
+        return json.loads(self.django(code).strip().splitlines()[-1])
 
     def token(self, tenant: str, group: str, max_uses: int = 1) -> str:
         return self.manage("issue_enrollment_token", "--tenant", tenant, "--client-group", group,
