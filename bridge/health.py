@@ -43,6 +43,8 @@ class EndpointHealth:
     latency_p95_ms: float | None = None
     delivered_1h: int = 0
     reconnects_1h: int = 0
+    recent_p95_ms: float | None = None
+    recent_reconnects: int = 0
     last_error: str = ""
     degraded_reasons: list[str] = field(default_factory=list)
 
@@ -79,22 +81,33 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
         h.oldest_unacked_s = (now - row["oldest"]).total_seconds()
     for row in rows.filter(status=OutboxStatus.FAILED_TO_DELIVER).values("endpoint_id").annotate(n=Count("id")):
         result[row["endpoint_id"]].failed_to_deliver = row["n"]
+    cfg = settings.CAISEY
+    window_start = now - timedelta(seconds=cfg["DEGRADED_WINDOW_S"])
     latencies: dict = defaultdict(list)
-    for endpoint_id, latency in rows.filter(acked_at__gte=since).values_list("endpoint_id", "latency_ms"):
+    recent: dict = defaultdict(list)
+    for endpoint_id, latency, acked_at in rows.filter(acked_at__gte=since).values_list(
+        "endpoint_id", "latency_ms", "acked_at"
+    ):
         latencies[endpoint_id].append(latency)
+        if acked_at >= window_start:
+            recent[endpoint_id].append(latency)
     for endpoint_id, values in latencies.items():
         h = result[endpoint_id]
         h.delivered_1h = len(values)
         h.latency_p50_ms = percentile(values, 50)
         h.latency_p95_ms = percentile(values, 95)
+        h.recent_p95_ms = percentile(recent[endpoint_id], 95)
     connects = (
         AgentConnection.all_tenants.filter(endpoint_id__in=ids)
         .values("endpoint_id")
-        .annotate(recent=Count("id", filter=Q(opened_at__gte=since)), first=Min("opened_at"))
+        .annotate(recent=Count("id", filter=Q(opened_at__gte=since)),
+                  in_window=Count("id", filter=Q(opened_at__gte=window_start)), first=Min("opened_at"))
     )
     for row in connects:
         # The very first connection of an endpoint is not a reconnect.
-        result[row["endpoint_id"]].reconnects_1h = max(0, row["recent"] - (1 if row["first"] >= since else 0))
+        h = result[row["endpoint_id"]]
+        h.reconnects_1h = max(0, row["recent"] - (1 if row["first"] >= since else 0))
+        h.recent_reconnects = max(0, row["in_window"] - (1 if row["first"] >= window_start else 0))
     errors = (
         rows.exclude(last_error="").exclude(status=OutboxStatus.ACKED).order_by("endpoint_id", "-last_attempt_at")
         .values_list("endpoint_id", "last_error")
@@ -102,14 +115,15 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
     for endpoint_id, error in errors:
         if not result[endpoint_id].last_error:
             result[endpoint_id].last_error = error
-    cfg = settings.CAISEY
+    # Degraded is judged on a recent window, so an endpoint recovers once the path clears.
+    window_min = cfg["DEGRADED_WINDOW_S"] / 60
     for h in result.values():
         if h.oldest_unacked_s is not None and h.oldest_unacked_s > cfg["DEGRADED_OLDEST_UNACKED_S"]:
             h.degraded_reasons.append(f"oldest unacknowledged message waiting {h.oldest_unacked_s:.0f}s")
-        if h.latency_p95_ms is not None and h.latency_p95_ms > cfg["DEGRADED_P95_LATENCY_MS"]:
-            h.degraded_reasons.append(f"delivery latency p95 {h.latency_p95_ms:.0f} ms")
-        if h.reconnects_1h >= cfg["DEGRADED_RECONNECTS_PER_HOUR"]:
-            h.degraded_reasons.append(f"{h.reconnects_1h} reconnects in the last hour")
+        if h.recent_p95_ms is not None and h.recent_p95_ms > cfg["DEGRADED_P95_LATENCY_MS"]:
+            h.degraded_reasons.append(f"delivery latency p95 {h.recent_p95_ms:.0f} ms (last {window_min:.0f} min)")
+        if h.recent_reconnects >= cfg["DEGRADED_RECONNECTS"]:
+            h.degraded_reasons.append(f"{h.recent_reconnects} reconnects in the last {window_min:.0f} min")
     return result
 
 

@@ -4,9 +4,11 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "caisey.settings")
 
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 
-django_asgi_app = get_asgi_application()
+# Daphne serves the console's few static files itself; a CDN or proxy may take over in production.
+django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -29,7 +29,7 @@ def is_running(data_dir: Path) -> bool:
     if not sock.exists():
         return False
     try:
-        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping())
+        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1, retry=None).ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
         return False
 
@@ -71,7 +71,8 @@ def ensure_running(data_dir: Path, timeout: float = 10.0) -> bool:
 def stop(data_dir: Path) -> None:
     if not is_running(data_dir):
         return
-    client = redis.Redis(unix_socket_path=str(socket_path(data_dir)), socket_timeout=2)
+    # No retries: SHUTDOWN closes the socket under us, and retrying that only waits.
+    client = redis.Redis(unix_socket_path=str(socket_path(data_dir)), socket_timeout=2, retry=None)
     try:
         client.shutdown(nosave=True)
     except (redis.ConnectionError, redis.TimeoutError, OSError):

@@ -246,7 +246,8 @@ CAISEY = {
     # Degraded: connected, but deliveries lag or the connection keeps dropping.
     "DEGRADED_OLDEST_UNACKED_S": env_float("CAISEY_DEGRADED_OLDEST_UNACKED", 30.0),
     "DEGRADED_P95_LATENCY_MS": env_float("CAISEY_DEGRADED_P95_MS", 5000.0),
-    "DEGRADED_RECONNECTS_PER_HOUR": env_int("CAISEY_DEGRADED_RECONNECTS", 6),
+    "DEGRADED_RECONNECTS": env_int("CAISEY_DEGRADED_RECONNECTS", 4),
+    "DEGRADED_WINDOW_S": env_float("CAISEY_DEGRADED_WINDOW", 600.0),
     # A session-less endpoint returns to lazy after this long without activity.
     "LAZY_AFTER_IDLE_S": env_float("CAISEY_LAZY_AFTER_IDLE", 300.0),
     "METRICS_TOKEN": env_str("CAISEY_METRICS_TOKEN", ""),

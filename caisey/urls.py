@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 from bridge.prometheus import metrics_view
 from caisey import health
 from endpoints.api import EnrollView
-from sessions_app.views import approval
+from sessions_app.views import approval, share
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="console/login.html"), name="login"),
@@ -18,5 +18,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("approve/<str:token>/", approval.approval_link, name="approval_link"),
+    path("share/<str:token>/", share.share_view, name="share_view"),
+    path("share/<str:token>/pdf", share.share_pdf, name="share_pdf"),
     path("", include("sessions_app.urls")),
 ]

@@ -436,9 +436,11 @@ class ActionManager:
             argv = ["/bin/sh", "-c", command]
             kwargs = {"start_new_session": True}
         began = time.monotonic()
+        # The command may name its own action (for logs or idempotency keys of its own).
+        env = {**os.environ, "CAISEY_ACTION_ID": ra.action_id}
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
+                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kwargs
             )
         except OSError as exc:
             message = f"cannot start the shell {argv[0]}: {exc.strerror or exc}"

@@ -138,16 +138,21 @@ class Command(BaseCommand):
         log_dir = data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         lock = self._lock(data_dir)
-        # SIGTERM and a closed terminal stop the demo the way Ctrl-C does.
+        # SIGTERM and a closed terminal stop the demo the way Ctrl-C does (unless
+        # started under nohup, which asks to survive the terminal).
         signal.signal(signal.SIGTERM, _interrupt)
-        signal.signal(signal.SIGHUP, _interrupt)
+        if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+            signal.signal(signal.SIGHUP, _interrupt)
         env = {**os.environ, "CAISEY_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
         stack = Stack(env, log_dir)
         redis_started = False
         failure = None
         try:
             if settings.EMBEDDED_REDIS:
-                redis_started = embedded_redis.ensure_running(data_dir)
+                try:
+                    redis_started = embedded_redis.ensure_running(data_dir)
+                except (RuntimeError, subprocess.CalledProcessError) as exc:
+                    raise CommandError(f"the embedded Redis did not start: {exc}") from None
             self.stdout.write(f"Data folder: {data_dir}")
             self.stdout.write("Applying migrations ...")
             call_command("migrate", interactive=False, verbosity=0)

@@ -1,0 +1,213 @@
+"""The shared base of the versioned REST API: tenant binding, roles, errors, pagination.
+
+DRF authenticates inside the view (a token is read after every middleware has
+run), so ``TenantMiddleware`` cannot bind the tenant for token requests. Every
+API view derives from ``TenantScopedAPIMixin`` instead: right after DRF has
+authenticated the request it finds the user's membership, refuses users
+without one, and binds their tenant for the rest of the request; ``dispatch``
+unbinds it whatever happens. A view that forgot the mixin has no tenant bound,
+and the scoped managers raise: the API fails closed.
+
+Errors all have one JSON shape, ``{"error": <code>, "detail": <message>}``
+(plus ``field_errors`` for per-field validation messages).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework import parsers
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView, set_rollback
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from caisey import tenancy
+
+# --- tenant binding ------------------------------------------------------------------------
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's, except that absurdly deep nesting is a 400 too (json raises RecursionError for it)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
+class IsOperator(BasePermission):
+    """Anyone with a membership may read; only admins and technicians may change anything."""
+
+    message = "viewers can read but not change anything"
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in SAFE_METHODS:
+            return True
+        membership = getattr(request, "membership", None)
+        return membership is not None and membership.can_operate
+
+
+class TenantScopedAPIMixin:
+    """Binds the authenticated user's tenant for the whole request; refuses users without one.
+
+    The binding is made in ``perform_authentication`` (part of DRF's ``initial``, right
+    before permissions are checked) and always undone in ``dispatch``. JSON only: the
+    browsable API's HTML renderer would render after the tenant is unbound.
+    """
+
+    permission_classes = [IsAuthenticated, IsOperator]
+    renderer_classes = [JSONRenderer]
+    parser_classes = [JSONParser]
+
+    def dispatch(self, request, *args, **kwargs):
+        self._tenant_binding = None
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            self._unbind_tenant()
+
+    def perform_authentication(self, request) -> None:
+        super().perform_authentication(request)
+        self._bind_tenant(request)
+
+    def _bind_tenant(self, request) -> None:
+        from endpoints.selectors import membership_for_user
+
+        request.membership = None
+        request.tenant = None
+        user = request.user
+        if user is None or not user.is_authenticated:
+            return  # IsAuthenticated answers 401 next
+        membership = membership_for_user(user=user)
+        if membership is None or not user.is_active:
+            raise exceptions.PermissionDenied("your account is not a member of any tenant")
+        request.membership = membership
+        request.tenant = membership.tenant
+        binding = tenancy.bind(membership.tenant_id)
+        binding.__enter__()
+        self._tenant_binding = binding
+
+    def _unbind_tenant(self) -> None:
+        binding, self._tenant_binding = getattr(self, "_tenant_binding", None), None
+        if binding is not None:
+            binding.__exit__(None, None, None)
+
+
+# For view sets, mix TenantScopedAPIMixin in first. (rest_framework.viewsets is not imported
+# here: DRF imports this module, as DEFAULT_PAGINATION_CLASS, while it defines them.)
+class TenantScopedAPIView(TenantScopedAPIMixin, APIView):
+    pass
+
+
+def parse_uuid(value: Any) -> uuid.UUID:
+    """An id from the URL; anything that is not a UUID is simply not found."""
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        raise exceptions.NotFound() from None
+
+
+# --- pagination ----------------------------------------------------------------------------
+
+
+class Pagination(LimitOffsetPagination):
+    """``?limit=&offset=``; 50 by default, at most 500 a page."""
+
+    default_limit = 50
+    max_limit = 500
+    # Databases store offsets in 64 bits (SQLite raises past that): nothing lies this far anyway.
+    max_offset = 1_000_000_000
+
+    def get_offset(self, request) -> int:
+        return min(super().get_offset(request), self.max_offset)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+_API_ERROR_CODES = {
+    status.HTTP_400_BAD_REQUEST: "invalid_request",
+    status.HTTP_401_UNAUTHORIZED: "not_authenticated",
+    status.HTTP_403_FORBIDDEN: "forbidden",
+    status.HTTP_404_NOT_FOUND: "not_found",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "method_not_allowed",
+    status.HTTP_406_NOT_ACCEPTABLE: "not_acceptable",
+    status.HTTP_409_CONFLICT: "conflict",
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
+    status.HTTP_429_TOO_MANY_REQUESTS: "rate_limited",
+}
+
+
+def error_response(status_code: int, error: str, detail: str, **extra: Any) -> Response:
+    set_rollback()
+    return Response({"error": error, "detail": detail, **extra}, status=status_code)
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    if isinstance(detail, dict):
+        out: list[str] = []
+        for key, value in detail.items():
+            name = key if key != "non_field_errors" else ""
+            out += _flatten(value, f"{prefix}.{name}" if prefix and name else (name or prefix))
+        return out
+    if isinstance(detail, list):
+        return [m for item in detail for m in _flatten(item, prefix)]
+    return [f"{prefix}: {detail}" if prefix else str(detail)]
+
+
+def _malformed_id(exc: DjangoValidationError) -> bool:
+    """A UUIDField (or similar) refusing a lookup value: the object cannot exist."""
+    params = getattr(exc, "params", None)
+    return getattr(exc, "code", None) == "invalid" and isinstance(params, dict) and "value" in params
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """One JSON error shape for every API failure. Unknown exceptions stay 500s."""
+    from caisey.state_machine import IllegalTransition, TransitionRace
+    from sessions_app.services import SessionError
+
+    if isinstance(exc, SessionError):
+        return error_response(status.HTTP_400_BAD_REQUEST, "rejected", str(exc))
+    if isinstance(exc, (IllegalTransition, TransitionRace)):
+        return error_response(status.HTTP_409_CONFLICT, "conflict", "the object changed state; reload and try again")
+    if isinstance(exc, (ObjectDoesNotExist, Http404)):
+        return error_response(status.HTTP_404_NOT_FOUND, "not_found", "not found")
+    if isinstance(exc, DjangoValidationError):
+        if _malformed_id(exc):
+            return error_response(status.HTTP_404_NOT_FOUND, "not_found", "not found")
+        return error_response(status.HTTP_400_BAD_REQUEST, "invalid_request", "; ".join(exc.messages))
+    if isinstance(exc, DjangoPermissionDenied):
+        return error_response(status.HTTP_403_FORBIDDEN, "forbidden", str(exc) or "permission denied")
+
+    response = drf_exception_handler(exc, context)  # keeps WWW-Authenticate, Retry-After, Allow
+    if response is None:
+        return None
+    code = _API_ERROR_CODES.get(response.status_code, "error")
+    if isinstance(exc, exceptions.ValidationError):
+        messages = _flatten(exc.detail)
+        response.data = {"error": code, "detail": "; ".join(messages) or "invalid request", "field_errors": exc.detail}
+        if not isinstance(exc.detail, dict):
+            response.data.pop("field_errors")
+    elif response.status_code == status.HTTP_404_NOT_FOUND:
+        response.data = {"error": code, "detail": "not found"}
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        response.data = {"error": code, "detail": "; ".join(_flatten(detail))}
+    return response
+
+
+# --- OpenAPI -------------------------------------------------------------------------------
+
+
+def schema_only_v1(endpoints: list, **kwargs) -> list:
+    """drf-spectacular preprocessing hook: the published schema is the versioned REST API."""
+    return [entry for entry in endpoints if entry[0].startswith("/api/v1/")]
