@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from endpoints import services
-from endpoints.models import ClientGroup, Endpoint, EnrollmentToken, Membership, Tenant
+from endpoints.models import ApprovalPolicy, ClientGroup, Endpoint, EnrollmentToken, Membership, Tenant
 
 
 class TenantOwnedAdmin(admin.ModelAdmin):
@@ -136,3 +136,9 @@ class EndpointAdmin(TenantOwnedAdmin):
         for endpoint in queryset.filter(status="enrolled"):
             services.endpoint_revoke(actor=request.user, endpoint=endpoint, reason="revoked in admin")
         messages.success(request, "Revoked.")
+
+
+@admin.register(ApprovalPolicy)
+class ApprovalPolicyAdmin(TenantOwnedAdmin):
+    list_display = ["__str__", "client_group", "endpoint", "requires", "response_deadline_s", "allow_escalation"]
+    list_filter = ["requires"]

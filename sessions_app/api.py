@@ -13,12 +13,11 @@ import math
 from datetime import timedelta
 from typing import Any
 
+from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
@@ -28,7 +27,15 @@ from caisey_agent.protocol import ACTION_KINDS, CATEGORIES
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import Endpoint, EndpointStatus, Presence
 from sessions_app import selectors, services
-from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession, TranscriptEntry
+from sessions_app.models import (
+    Action,
+    ActionStatus,
+    BulkRun,
+    Prompt,
+    SessionStatus,
+    SupportSession,
+    TranscriptEntry,
+)
 
 MAX_BATCH = 20
 MAX_BULK_ENDPOINTS = 1000
@@ -161,8 +168,20 @@ class ActionOut(serializers.Serializer):
     conditions_at_completion = serializers.JSONField(allow_null=True, help_text="bridge conditions when it ended")
 
 
+class ApprovalOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    state = serializers.CharField(help_text="pending, delivered, acknowledged, approved, denied, expired, ...")
+    state_changed_by = serializers.CharField(help_text="the party that reported the state")
+    created_at = serializers.DateTimeField()
+    deadline_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+    decided_by = serializers.CharField()
+
+
 class ActionDetailOut(ActionOut):
     output = serializers.CharField(source="api_output", help_text="streamed output, in order")
+    approval = ApprovalOut(source="api_approval", allow_null=True,
+                           help_text="the end user's approval prompt covering it, when its policy asks for one")
 
 
 class SessionOut(serializers.Serializer):
@@ -329,7 +348,8 @@ class BulkRunIn(serializers.Serializer):
     endpoints = serializers.ListField(child=serializers.UUIDField(), required=False, allow_empty=False,
                                       max_length=MAX_BULK_ENDPOINTS, help_text="or these endpoints")
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    expires_in_seconds = serializers.IntegerField(required=False, min_value=60, max_value=MAX_EXPIRY_S, default=4 * 3600)
+    expires_in_seconds = serializers.IntegerField(required=False, min_value=60, max_value=MAX_EXPIRY_S,
+                                                  default=4 * 3600)
 
     def validate(self, attrs):
         if ("client_group" in attrs) == ("endpoints" in attrs):
@@ -369,6 +389,8 @@ def _session_detail(session_id) -> SupportSession:
 def _action_detail(action_id) -> Action:
     action = selectors.action_get(action_id=action_id)
     action.api_output = selectors.action_output_text(action=action)
+    covering = Q(action=action) | Q(batch_id=action.batch_id) if action.batch_id else Q(action=action)
+    action.api_approval = Prompt.objects.filter(covering).order_by("-created_at").first()
     return action
 
 
@@ -397,8 +419,6 @@ RUN_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, descri
 class APIViewSet(TenantScopedAPIMixin, GenericViewSet):
     # JSON in, JSON out; ids in the path are UUIDs, anything else is simply not found.
 
-    renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser]
     pagination_class = Pagination
     lookup_value_regex = "[^/]+"
     model: type = None
@@ -451,8 +471,6 @@ class EndpointViewSet(APIViewSet):
 
 class CatalogueView(TenantScopedAPIView):
     """What an action may be: each kind, its category (what approval policies decide on) and parameters."""
-    renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser]
 
     @extend_schema(summary="The action catalogue: kinds and their parameters",
                    responses={200: ActionKindOut(many=True), 401: ERRORS[401], 403: ERRORS[403]})

@@ -353,3 +353,142 @@ class ApprovalLinkVisit(models.Model):
 
     objects = TenantScopedManager(tenant_field="link__tenant")
     all_tenants = models.Manager()
+
+
+# --- incidents: several sessions on one outage --------------------------------------------------
+
+
+class IncidentStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    RESOLVED = "resolved", "Resolved"
+    CLOSED = "closed", "Closed"
+
+
+_I = IncidentStatus
+INCIDENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    _I.OPEN: frozenset({_I.RESOLVED, _I.CLOSED}),
+    # The outage came back: a resolved incident may be reopened until it is closed.
+    _I.RESOLVED: frozenset({_I.OPEN, _I.CLOSED}),
+    # Closed is the documentation as handed over: final.
+    _I.CLOSED: frozenset(),
+}
+
+
+class Incident(models.Model):
+    """An outage: the sessions several technicians ran on it, grouped, then documented."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    title = models.CharField(max_length=200)
+    client_group = models.ForeignKey(
+        "endpoints.ClientGroup", null=True, blank=True, on_delete=models.PROTECT, related_name="incidents",
+        help_text="The client affected; when set, only its endpoints' sessions can be added.",
+    )
+    status = models.CharField(max_length=10, choices=IncidentStatus.choices, default=IncidentStatus.OPEN)
+    status_changed_by = models.CharField(max_length=200, blank=True)
+    summary = models.TextField(blank=True, help_text="Written at the end: what happened, what fixed it.")
+    summary_by = models.CharField(max_length=200, blank=True)
+    summary_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "status", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class IncidentSession(models.Model):
+    """A session counted as part of an incident (a session may belong to several)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="memberships")
+    session = models.ForeignKey(SupportSession, on_delete=models.PROTECT, related_name="incident_memberships")
+    added_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["added_at"]
+        constraints = [models.UniqueConstraint(fields=["incident", "session"], name="incident_session_once")]
+
+
+# --- review and share: a client-facing link to the reviewed record ---------------------------------
+
+
+class ShareLink(models.Model):
+    """A link for the client to a session's or an incident's reviewed record; only the token's hash is stored.
+
+    ``reviewed_upto`` maps each session id to the last transcript index the link shows,
+    captured at creation: later entries are not part of what was reviewed.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(SupportSession, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="share_links")
+    incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.CASCADE, related_name="share_links")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    label = models.CharField(max_length=200, blank=True, help_text="Who it is for, e.g. the client's contact.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    reviewed_upto = models.JSONField(default=dict)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(session__isnull=False, incident__isnull=True)
+                           | models.Q(session__isnull=True, incident__isnull=False)),
+                name="share_link_one_subject",
+            ),
+        ]
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_expired(self, now=None) -> bool:
+        from django.utils import timezone
+
+        return self.expires_at <= (now or timezone.now())
+
+    @property
+    def is_usable(self) -> bool:
+        return not self.is_revoked and not self.is_expired()
+
+    @property
+    def state(self) -> str:
+        return "revoked" if self.is_revoked else ("expired" if self.is_expired() else "active")
+
+
+class ShareLinkView(models.Model):
+    """Every time a share link was opened: when, from where, with what, and as page or PDF."""
+
+    link = models.ForeignKey(ShareLink, on_delete=models.CASCADE, related_name="views")
+    at = models.DateTimeField(auto_now_add=True)
+    ip = models.CharField(max_length=64)
+    user_agent = models.CharField(max_length=500)
+    format = models.CharField(max_length=10, default="page")
+
+    objects = TenantScopedManager(tenant_field="link__tenant")
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["-at", "-id"]

@@ -20,7 +20,7 @@ from bridge.models import OutboxMessage, OutboxStatus
 from bridge.services import bridge_conditions, endpoint_set_mode
 from caisey.state_machine import IllegalTransition, TransitionRace, transition
 from caisey_agent import protocol as p
-from endpoints.models import Endpoint, Presence
+from endpoints.models import Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
 from endpoints.selectors import approval_policy_for
 from endpoints.services import actor_label
@@ -68,6 +68,8 @@ def session_open(*, actor, endpoint: Endpoint, reason: str = "") -> SupportSessi
     """Open a session; wakes the endpoint. Offline endpoints open read-only (queue, notes, follow-up)."""
     _require_operator(actor, endpoint.tenant_id)
     endpoint.refresh_from_db()
+    if endpoint.status != EndpointStatus.ENROLLED:
+        raise SessionError("this endpoint was revoked; it cannot be worked on")
     offline = presence_of(endpoint) == Presence.OFFLINE
     session = SupportSession.all_tenants.create(
         tenant_id=endpoint.tenant_id, endpoint=endpoint, opened_by=actor, reason=reason[:500], opened_offline=offline
@@ -85,6 +87,8 @@ def session_open(*, actor, endpoint: Endpoint, reason: str = "") -> SupportSessi
 def session_close(*, actor, session: SupportSession, reason: str = "") -> None:
     _require_operator(actor, session.tenant_id)
     session = SupportSession.all_tenants.select_for_update().get(pk=session.pk)
+    if session.status != SessionStatus.OPEN:
+        raise SessionError("the session is already closed")
     transition(
         session, to=SessionStatus.CLOSED, table=SESSION_TRANSITIONS,
         updates={"closed_at": timezone.now(), "close_reason": reason[:500], "status_changed_by": actor_label(actor)},
@@ -96,6 +100,7 @@ def session_close(*, actor, session: SupportSession, reason: str = "") -> None:
 
 @transaction.atomic
 def session_add_note(*, actor, session: SupportSession, text: str) -> None:
+    _require_operator(actor, session.tenant_id)
     text = text.strip()
     if not text:
         raise SessionError("a note needs some text")
@@ -168,6 +173,8 @@ def action_request(
     spec = p.ACTION_KINDS[kind]
     cfg = settings.CAISEY
     endpoint = Endpoint.all_tenants.get(pk=session.endpoint_id)
+    if endpoint.status != EndpointStatus.ENROLLED:
+        raise SessionError("this endpoint was revoked; nothing more can run on it")
     expires_at = timezone.now() + (expires_in or timedelta(seconds=cfg["ACTION_QUEUE_EXPIRY_S"]))
     action = Action.all_tenants.create(
         tenant_id=session.tenant_id, session=session, endpoint=endpoint, batch=batch, batch_position=position,
@@ -350,6 +357,9 @@ def bulk_run_start(
     expires_in: timedelta = timedelta(hours=4),
 ) -> BulkRun:
     """One diagnostic across many endpoints: a session per endpoint, offline ones stay queued."""
+    membership = getattr(actor, "membership", None)
+    if membership is None:
+        raise PermissionDenied("only the tenant's technicians and admins can do this")
     if not endpoints:
         raise SessionError("choose at least one endpoint")
     tenant_id = endpoints[0].tenant_id

@@ -27,3 +27,8 @@ urlpatterns = [
     path("bulk/", bulk.bulk_start, name="bulk_start"),
     path("bulk/<uuid:run_id>/", bulk.bulk_detail, name="bulk_detail"),
 ]
+
+# Incidents, review and share links (sessions_app/urls_incidents.py).
+from sessions_app.urls_incidents import urlpatterns as _incident_urlpatterns  # noqa: E402
+
+urlpatterns += _incident_urlpatterns

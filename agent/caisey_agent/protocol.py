@@ -356,7 +356,7 @@ def _coerce(spec: ParamSpec, value: Any) -> Any:
     if spec.type == "int":
         try:
             number = int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ProtocolError("invalid_params", f"{spec.name} must be a whole number") from None
         if spec.minimum is not None and number < spec.minimum or spec.maximum is not None and number > spec.maximum:
             raise ProtocolError("invalid_params", f"{spec.name} must be between {spec.minimum} and {spec.maximum}")

@@ -40,7 +40,11 @@ def _back(session):
 @operator_required
 def session_open(request, endpoint_id):
     endpoint = _get_or_404(endpoint_selectors.endpoint_get, endpoint_id=endpoint_id)
-    session = services.session_open(actor=request.user, endpoint=endpoint, reason=request.POST.get("reason", ""))
+    try:
+        session = services.session_open(actor=request.user, endpoint=endpoint, reason=request.POST.get("reason", ""))
+    except services.SessionError as exc:
+        messages.error(request, f"Not opened: {exc}")
+        return redirect("console:endpoint_detail", endpoint_id=endpoint.pk)
     return _back(session)
 
 
@@ -168,9 +172,8 @@ def action_fragment(request, session_id, action_id):
 
 
 @require_POST
-@member_required
+@operator_required
 def note_add(request, session_id):
-    # Viewers may annotate too: a note changes nothing on the endpoint.
     session = _get_or_404(selectors.session_get, session_id=session_id)
     try:
         services.session_add_note(actor=request.user, session=session, text=request.POST.get("text", ""))
@@ -203,7 +206,10 @@ def session_close(request, session_id):
     if session.status == SessionStatus.CLOSED:
         messages.info(request, "The session was already closed.")
         return _back(session)
-    services.session_close(actor=request.user, session=session, reason=request.POST.get("reason", ""))
+    try:
+        services.session_close(actor=request.user, session=session, reason=request.POST.get("reason", ""))
+    except services.SessionError as exc:
+        messages.error(request, str(exc))
     return _back(session)
 
 

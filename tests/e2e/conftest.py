@@ -10,7 +10,6 @@ def stack(request):
     """A migrated stack with one Daphne and a Celery worker with beat; logs shown on failure."""
     s = Stack(extra_env=getattr(request, "param", None))
     try:
-        s.migrate()
         s.port = s.start_server()
         s.worker = s.start_worker()
         yield s

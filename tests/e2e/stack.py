@@ -8,6 +8,7 @@ Agents are real `caisey-agent` processes.
 
 from __future__ import annotations
 
+import atexit
 import http.cookiejar
 import json
 import os
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -52,30 +54,61 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.2, what: str = "c
 
 
 class Database:
-    """A database of the suite's kind, created for one stack and dropped after."""
+    """A migrated database of the suite's kind for one stack, cloned from a template that is
+    migrated once per test process (migrating for every stack would cost seconds each)."""
+
+    _templates: dict[str, str] = {}
+    _lock = threading.Lock()
 
     def __init__(self, workdir: Path) -> None:
         base = settings.DATABASES["default"]
         self.is_postgres = "postgresql" in base["ENGINE"]
         if self.is_postgres:
-            import psycopg
-
+            self._admin = dict(host=base["HOST"] or "127.0.0.1", port=base["PORT"] or 5432, user=base["USER"],
+                               password=base["PASSWORD"] or None)
             self.name = f"caisey_e2e_{uuid.uuid4().hex[:12]}"
-            self._admin = dict(host=base["HOST"] or "127.0.0.1", port=base["PORT"] or 5432, user=base["USER"], password=base["PASSWORD"] or None)
-            with psycopg.connect(dbname="postgres", autocommit=True, **self._admin) as conn:
-                conn.execute(f'CREATE DATABASE "{self.name}"')
-            parts = urllib.parse.urlsplit(settings.DATABASE_URL)
-            self.url = urllib.parse.urlunsplit(parts._replace(path=f"/{self.name}"))
+            template = self._template()
+            self._sql(f'CREATE DATABASE "{self.name}" TEMPLATE "{template}"')
+            self.url = self._pg_url(self.name)
         else:
-            self.url = f"sqlite:///{workdir / 'caisey.sqlite3'}"
-        dj_database_url.parse(self.url)  # fail early on a bad URL
+            target = workdir / "caisey.sqlite3"
+            shutil.copyfile(self._template(), target)
+            self.url = f"sqlite:///{target}"
+
+    def _pg_url(self, name: str) -> str:
+        parts = urllib.parse.urlsplit(settings.DATABASE_URL)
+        return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+    def _sql(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(dbname="postgres", autocommit=True, **self._admin) as conn:
+            conn.execute(statement)
+
+    def _template(self) -> str:
+        kind = "pg" if self.is_postgres else "sqlite"
+        with self._lock:
+            if kind not in self._templates:
+                if self.is_postgres:
+                    name = f"caisey_e2e_tpl_{uuid.uuid4().hex[:8]}"
+                    self._sql(f'CREATE DATABASE "{name}"')
+                    url, made = self._pg_url(name), name
+                    atexit.register(self._sql, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                else:
+                    folder = Path(tempfile.mkdtemp(prefix="caisey-e2e-template-"))
+                    atexit.register(shutil.rmtree, folder, True)
+                    made = str(folder / "template.sqlite3")
+                    url = f"sqlite:///{made}"
+                env = {**os.environ, "CAISEY_DATABASE_URL": url, "CAISEY_DATA_DIR": str(Path(tempfile.gettempdir()))}
+                env.pop("DJANGO_SETTINGS_MODULE", None)
+                subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True,
+                               timeout=300)
+                self._templates[kind] = made
+            return self._templates[kind]
 
     def drop(self) -> None:
         if self.is_postgres:
-            import psycopg
-
-            with psycopg.connect(dbname="postgres", autocommit=True, **self._admin) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            self._sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 class AgentProcess:
@@ -133,6 +166,8 @@ class Stack:
         self.procs: list[subprocess.Popen] = []
         self.servers: dict[int, subprocess.Popen] = {}
         self.agents: list[AgentProcess] = []
+        self._shell: subprocess.Popen | None = None
+        self._shell_lock = threading.Lock()
 
     # --- processes -------------------------------------------------------------
 
@@ -152,6 +187,7 @@ class Stack:
         return out.stdout
 
     def migrate(self) -> "Stack":
+        """Bring the stack's (template-cloned) database to the newest migrations, as a deploy would."""
         self.manage("migrate", "-v", "0")
         return self
 
@@ -205,27 +241,48 @@ class Stack:
     # --- tenants and agents -------------------------------------------------------
 
     def seed(self, *, tenant: str = "acme", group: str = "erp", password: str = "e2e-password-1") -> dict:
-        self.manage("create_tenant", "--name", f"{tenant} MSP", "--slug", tenant, "--admin-username", f"{tenant}-admin",
-                    "--admin-password", password)
-        self.manage("create_client_group", "--tenant", tenant, "--name", f"{group} client", "--slug", group)
-        self.manage("shell", "-c", (
-            "from endpoints import services; from endpoints.models import Tenant;"
-            f"services.membership_create(tenant=Tenant.all_tenants.get(slug='{tenant}'), username='{tenant}-tech',"
-            f" password='{password}', role='technician')"
-        ))
+        """A tenant with an admin and a technician, and one client group (through the services)."""
+        self.django(
+            "from endpoints import services; from endpoints.models import Role;"
+            f"t = services.tenant_create(name='{tenant} MSP', slug='{tenant}', admin_username='{tenant}-admin',"
+            f" admin_password='{password}');"
+            f"services.client_group_create(actor='e2e', tenant=t, name='{group} client', slug='{group}');"
+            f"services.membership_create(tenant=t, username='{tenant}-tech', password='{password}',"
+            " role=Role.TECHNICIAN)"
+        )
         return {"username": f"{tenant}-tech", "password": password, "tenant": tenant, "group": group}
 
     def django(self, code: str) -> str:
-        """Run Python against this stack's database (a management shell in its environment)."""
-        return self.manage("shell", "-c", code)
+        """Run Python against this stack's database, in a Django process kept for the stack."""
+        with self._shell_lock:
+            if self._shell is None or self._shell.poll() is not None:
+                self._shell = subprocess.Popen(
+                    [sys.executable, str(Path(__file__).with_name("shell_server.py"))], cwd=REPO, env=self.env,
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.workdir / "shell.log", "ab"),
+                    text=True, start_new_session=True,
+                )
+                self.procs.append(self._shell)
+            self._shell.stdin.write(json.dumps(code) + "\n")
+            self._shell.stdin.flush()
+            line = self._shell.stdout.readline()
+        if not line:
+            raise AssertionError(f"the stack's Django shell died; see {self.workdir / 'shell.log'}")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise AssertionError(f"snippet failed:\n{code}\n{reply['err']}")
+        return reply["out"]
 
     def json(self, code: str):
         """Evaluate code that prints one JSON document as its last line; return it parsed."""
         return json.loads(self.django(code).strip().splitlines()[-1])
 
     def token(self, tenant: str, group: str, max_uses: int = 1) -> str:
-        return self.manage("issue_enrollment_token", "--tenant", tenant, "--client-group", group,
-                           "--max-uses", str(max_uses)).strip()
+        return self.django(
+            "from datetime import timedelta; from endpoints import services; from endpoints.models import ClientGroup;"
+            f"g = ClientGroup.all_tenants.get(tenant__slug='{tenant}', slug='{group}');"
+            f"print(services.enrollment_token_issue(actor='e2e', client_group=g, expires_in=timedelta(hours=1),"
+            f" max_uses={max_uses})[1])"
+        ).strip()
 
     def enroll_agent(self, port: int, token: str, name: str | None = None) -> AgentProcess:
         name = name or f"agent{len(self.agents) + 1}"
