@@ -64,11 +64,12 @@ def _grant_admin_permissions(user) -> None:
 
     perms = Permission.objects.filter(
         content_type__app_label="endpoints",
-        content_type__model__in=["clientgroup", "enrollmenttoken", "endpoint", "membership"],
+        content_type__model__in=["clientgroup", "enrollmenttoken", "endpoint", "membership", "approvalpolicy"],
     )
     user.user_permissions.add(*perms)
 
 
+@transaction.atomic
 def client_group_create(*, actor, tenant: Tenant, name: str, slug: str = "", approver_email: str = "") -> ClientGroup:
     return ClientGroup.all_tenants.create(
         tenant=tenant, name=name, slug=slug or slugify(name), approver_email=approver_email

@@ -7,6 +7,7 @@ import os
 import uuid
 
 import pytest
+from channels.layers import channel_layers
 from django.conf import settings
 
 from caisey import embedded_redis, tenancy
@@ -30,6 +31,16 @@ def _isolated_rate_limits(settings):
     settings.RATELIMIT_NAMESPACE = f"rl-test-{uuid.uuid4().hex}"
     # Hashing passwords for real costs about half a second per user; tests make many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A channel layer object of each test's own. The Redis layer keeps per-event-loop receive
+    state; a consumer an earlier test left running would otherwise leave it bound to that
+    test's closed loop."""
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
 
 
 @pytest.fixture

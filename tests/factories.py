@@ -95,3 +95,38 @@ def policy(group: ClientGroup, *, requires: str = "shell", deadline_s: int = 300
         tenant_id=group.tenant_id, client_group=group, requires=requires, response_deadline_s=deadline_s,
         allow_escalation=allow_escalation,
     )
+
+
+def prompt(session, *, actor=None, title: str = "May we restart the print spooler?", allow_escalation: bool = True):
+    """An approval prompt in a session, queued for the endpoint's user."""
+    from django.db import transaction
+
+    from sessions_app import prompts as session_prompts
+
+    with transaction.atomic():
+        return session_prompts.prompt_issue(
+            actor=actor or session.opened_by, session=session, title=title, detail="Printing is stuck.",
+            deadline_s=600, allow_escalation=allow_escalation,
+        )
+
+
+def incident(tenant: Tenant, *, actor=None, title: str = "ERP outage", sessions=(), client_group=None):
+    """An incident of a tenant grouping support sessions."""
+    from sessions_app import incidents as session_incidents
+
+    actor = actor or member(tenant, role=Role.TECHNICIAN).user
+    created = session_incidents.incident_create(actor=actor, tenant_id=tenant.pk, title=title, client_group=client_group)
+    for session in sessions:
+        session_incidents.incident_add_session(actor=actor, incident=created, session=session)
+    return created
+
+
+def share_link(*, actor, session=None, incident=None, expires_in: timedelta = timedelta(days=1), label: str = ""):
+    """A share link to a session's or an incident's record; returns (link, token)."""
+    from caisey import tenancy
+    from sessions_app import sharing
+
+    with tenancy.bind((session or incident).tenant_id):  # as in the console request that creates it
+        return sharing.share_link_create(
+            actor=actor, session=session, incident=incident, expires_in=expires_in, label=label
+        )

@@ -211,8 +211,9 @@ def encode(env: Envelope) -> str:
 
 def decode(raw: str | bytes, *, accept: dict[str, type], max_bytes: int = MAX_FRAME_BYTES) -> Envelope:
     """Parse and validate one frame against the message types ``accept`` allows."""
-    if len(raw) > max_bytes:
-        raise ProtocolError("oversized", f"frame of {len(raw)} bytes exceeds {max_bytes}")
+    size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
+    if size > max_bytes:
+        raise ProtocolError("oversized", f"frame of {size} bytes exceeds {max_bytes}")
     try:
         env = msgspec.json.decode(raw, type=_RawEnvelope)
     except msgspec.DecodeError as exc:

@@ -1,0 +1,143 @@
+"""Settings come from CAISEY_* environment variables and refuse unsafe production setups.
+
+Each case imports the settings in a fresh interpreter, with only the variables it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD_KEY = "k" * 24 + "-production-secret-key-0123456789"
+
+SHOW_SETTINGS = """
+import json
+import caisey.settings as s
+db = s.DATABASES["default"]
+print(json.dumps({
+    "DEBUG": s.DEBUG, "SECRET_KEY": s.SECRET_KEY, "ALLOWED_HOSTS": s.ALLOWED_HOSTS,
+    "ENGINE": db["ENGINE"], "NAME": str(db["NAME"]), "HOST": db.get("HOST"), "PORT": db.get("PORT"),
+    "USER": db.get("USER"), "OPTIONS": db.get("OPTIONS", {}), "DATA_DIR": str(s.DATA_DIR),
+    "REDIS_URL": s.REDIS_URL, "EMBEDDED_REDIS": s.EMBEDDED_REDIS,
+    "SESSION_COOKIE_SECURE": getattr(s, "SESSION_COOKIE_SECURE", None),
+    "CSRF_COOKIE_SECURE": getattr(s, "CSRF_COOKIE_SECURE", None),
+}))
+"""
+
+SHOW_JOURNAL_MODE = """
+import os
+os.environ["DJANGO_SETTINGS_MODULE"] = "caisey.settings"
+import django
+django.setup()
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute("PRAGMA journal_mode")
+    print(cursor.fetchone()[0])
+"""
+
+
+def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CAISEY_", "DJANGO_"))}
+    clean.update({"CAISEY_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT), **env})
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120
+    )
+
+
+def settings_with(tmp_path: Path, **env: str) -> dict:
+    result = run_python(SHOW_SETTINGS, tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def refused(tmp_path: Path, **env: str) -> str:
+    result = run_python(SHOW_SETTINGS, tmp_path, **env)
+    assert result.returncode != 0, f"settings imported although they should refuse: {result.stdout}"
+    assert "django.core.exceptions.ImproperlyConfigured" in result.stderr, result.stderr
+    return result.stderr
+
+
+# --- the secret key in production ------------------------------------------------------------
+
+
+def test_debug_off_without_a_secret_key_refuses_to_start(tmp_path):
+    assert "CAISEY_SECRET_KEY" in refused(tmp_path, CAISEY_DEBUG="false")
+
+
+def test_debug_off_with_the_default_key_refuses_to_start(tmp_path):
+    assert "CAISEY_SECRET_KEY" in refused(
+        tmp_path, CAISEY_DEBUG="false", CAISEY_SECRET_KEY="caisey-insecure-development-key-do-not-use-in-production"
+    )
+
+
+@pytest.mark.parametrize("key", ["", "short", "x" * 31])
+def test_debug_off_with_an_empty_or_short_key_refuses_to_start(tmp_path, key):
+    refused(tmp_path, CAISEY_DEBUG="false", CAISEY_SECRET_KEY=key)
+
+
+def test_debug_off_with_a_proper_key_starts_with_secure_cookies(tmp_path):
+    s = settings_with(tmp_path, CAISEY_DEBUG="false", CAISEY_SECRET_KEY=GOOD_KEY)
+    assert s["DEBUG"] is False and s["SECRET_KEY"] == GOOD_KEY
+    assert s["SESSION_COOKIE_SECURE"] is True and s["CSRF_COOKIE_SECURE"] is True
+
+
+def test_production_flag_with_debug_on_refuses_to_start(tmp_path):
+    assert "CAISEY_PRODUCTION" in refused(tmp_path, CAISEY_PRODUCTION="true", CAISEY_SECRET_KEY=GOOD_KEY)
+
+
+def test_a_boolean_that_is_not_one_is_an_error_not_a_guess(tmp_path):
+    assert "CAISEY_DEBUG" in refused(tmp_path, CAISEY_DEBUG="maybe")
+
+
+def test_development_defaults(tmp_path):
+    s = settings_with(tmp_path)
+    assert s["DEBUG"] is True
+    assert "testserver" in s["ALLOWED_HOSTS"] and "localhost" in s["ALLOWED_HOSTS"]
+    assert s["DATA_DIR"] == str((tmp_path / "data").resolve())
+
+
+def test_allowed_hosts_from_a_comma_separated_list(tmp_path):
+    s = settings_with(tmp_path, CAISEY_ALLOWED_HOSTS="caisey.example.com, .msp.example ,")
+    assert s["ALLOWED_HOSTS"] == ["caisey.example.com", ".msp.example"]
+
+
+# --- database -----------------------------------------------------------------------------------
+
+
+def test_postgres_url_selects_postgresql(tmp_path):
+    s = settings_with(tmp_path, CAISEY_DATABASE_URL="postgres://caisey:pw@db.example.com:5433/caisey_prod")
+    assert s["ENGINE"] == "django.db.backends.postgresql"
+    assert (s["NAME"], s["HOST"], s["PORT"], s["USER"]) == ("caisey_prod", "db.example.com", 5433, "caisey")
+    assert "init_command" not in s["OPTIONS"]  # the SQLite pragmas are not sent to PostgreSQL
+
+
+def test_sqlite_default_lives_in_the_data_dir_with_wal(tmp_path):
+    s = settings_with(tmp_path)
+    assert s["ENGINE"] == "django.db.backends.sqlite3"
+    assert s["NAME"] == str((tmp_path / "data" / "caisey.sqlite3").resolve())
+    assert "journal_mode=WAL" in s["OPTIONS"]["init_command"]
+    assert "busy_timeout" in s["OPTIONS"]["init_command"]
+    assert s["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
+def test_sqlite_connections_really_use_wal(tmp_path):
+    result = run_python(SHOW_JOURNAL_MODE, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "wal"
+
+
+# --- redis -------------------------------------------------------------------------------------------
+
+
+def test_embedded_redis_by_default_and_external_when_configured(tmp_path):
+    s = settings_with(tmp_path)
+    assert s["EMBEDDED_REDIS"] is True
+    assert s["REDIS_URL"] == f"unix://{(tmp_path / 'data').resolve()}/redis.sock"
+    s = settings_with(tmp_path, CAISEY_REDIS_URL="redis://redis.example.com:6379/2")
+    assert s["EMBEDDED_REDIS"] is False and s["REDIS_URL"] == "redis://redis.example.com:6379/2"
