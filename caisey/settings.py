@@ -232,6 +232,7 @@ CAISEY = {
     "RATE_AUTH_FAILURES_PER_IP": (env_int("CAISEY_RATE_AUTH_FAILURES", 30), 60),
     "RATE_CONNECTS_PER_ENDPOINT": (env_int("CAISEY_RATE_CONNECTS", 30), 60),
     "RATE_LINK_PER_IP": (env_int("CAISEY_RATE_LINKS", 30), 60),
+    "RATE_SHARE_PER_IP": (env_int("CAISEY_RATE_SHARE", 60), 60),
     "PRESENCE_SWEEP_SECONDS": env_float("CAISEY_PRESENCE_SWEEP", 5.0),
     "OUTBOX_SWEEP_SECONDS": env_float("CAISEY_OUTBOX_SWEEP", 2.0),
     # Retry budget per message kind: attempts, then backoff base and cap (seconds, full jitter).
