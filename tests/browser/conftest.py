@@ -5,7 +5,8 @@ machine may have its own): the fixture launches the first Chromium it finds, $CA
 first. Without one the tests skip, unless CAISEY_BROWSER_REQUIRED is set (CI), where they fail.
 
 Screenshots of the main pages, at laptop and tablet widths, go to test-artifacts/screenshots/
-at the repository root, named <test>-<step>-<width>.png; a failing test adds <test>-FAILED.png.
+at the repository root, named <test>-<step>-<width>.png; a failing test adds <test>-FAILED.png
+and keeps the stack's logs in test-artifacts/browser-logs/<test>/.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.e2e import helpers as h
 from tests.e2e.stack import REPO, Stack, wait_for
 
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
+LOGS = REPO / "test-artifacts" / "browser-logs"
 LAPTOP = {"width": 1366, "height": 768}
 TABLET = {"width": 820, "height": 1180}
 TIMEOUT_MS = 30_000
@@ -147,8 +149,20 @@ def context(browser, stack, request):
                              full_page=True)
             except Exception as exc:  # the page may be gone; the stack logs matter more
                 print(f"no failure screenshot of page {i}: {exc}")
+        keep_logs(stack, request.node.name)
         print(stack.logs())
     ctx.close()
+
+
+def keep_logs(stack, test: str) -> None:
+    """Copy the stack's whole logs next to the screenshots: the printed tails may be too short."""
+    folder = LOGS / test
+    folder.mkdir(parents=True, exist_ok=True)
+    for log in stack.workdir.glob("*.log"):
+        shutil.copyfile(log, folder / log.name)
+    for log in stack.workdir.glob("*/*.log"):  # agents' own logs, if any
+        shutil.copyfile(log, folder / f"{log.parent.name}-{log.name}")
+    print(f"stack logs kept in {folder}")
 
 
 @pytest.fixture

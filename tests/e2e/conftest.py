@@ -8,7 +8,9 @@ from tests.e2e.stack import Stack
 @pytest.fixture
 def stack(request):
     """A migrated stack with one Daphne and a Celery worker with beat; logs shown on failure."""
-    s = Stack(extra_env=getattr(request, "param", None))
+    params = dict(getattr(request, "param", None) or {})
+    own_redis = bool(params.pop("own_redis", False))
+    s = Stack(extra_env=params, own_redis=own_redis)
     try:
         s.port = s.start_server()
         s.worker = s.start_worker()

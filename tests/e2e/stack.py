@@ -29,6 +29,8 @@ from pathlib import Path
 import dj_database_url
 from django.conf import settings
 
+from caisey import embedded_redis
+
 REPO = Path(__file__).resolve().parents[2]
 AGENT_BIN = [sys.executable, "-m", "caisey_agent"]
 
@@ -148,15 +150,21 @@ class AgentProcess:
 class Stack:
     """Daphne (one or more), optionally a Celery worker with beat, against one database and Redis."""
 
-    def __init__(self, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, *, extra_env: dict[str, str] | None = None, own_redis: bool = False) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="caisey-e2e-"))
         self.db = Database(self.workdir)
         self.prefix = f"e2e{uuid.uuid4().hex[:10]}"
+        # A stack whose Redis a drill may stop: never the one other tests share.
+        self.redis_dir = self.workdir / "redis" if own_redis else None
+        redis_url = settings.REDIS_URL
+        if self.redis_dir is not None:
+            embedded_redis.ensure_running(self.redis_dir)
+            redis_url = embedded_redis.url_for(self.redis_dir)
         self.env = {
             **os.environ,
             "CAISEY_DATA_DIR": str(self.workdir),
             "CAISEY_DATABASE_URL": self.db.url,
-            "CAISEY_REDIS_URL": settings.REDIS_URL,
+            "CAISEY_REDIS_URL": redis_url,
             "CAISEY_REDIS_PREFIX": self.prefix,
             "CAISEY_PRESENCE_SWEEP": "1",
             "PYTHONUNBUFFERED": "1",
@@ -228,8 +236,15 @@ class Stack:
                 proc.wait(timeout=5)
         self.db.drop()
 
+    def restart_redis(self, down_for: float = 2.0) -> None:
+        embedded_redis.stop(self.redis_dir)
+        time.sleep(down_for)
+        embedded_redis.ensure_running(self.redis_dir)
+
     def cleanup(self) -> None:
         self.stop()
+        if self.redis_dir is not None:
+            embedded_redis.stop(self.redis_dir)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def logs(self) -> str:

@@ -171,3 +171,31 @@ def test_slow_flaky_network_makes_the_endpoint_degraded_then_active_again(stack)
         proxy.latency = 0.0
         wait_for(lambda: console.presence_on_list("branch01") == "active", timeout=90, interval=2,
                  what="active again once the path clears")
+
+
+@pytest.mark.parametrize("stack", [{"own_redis": True, "CAISEY_OUTBOX_SWEEP": "1"}], indirect=True)
+def test_redis_restart_during_live_traffic_loses_nothing(stack):
+    import asyncio
+
+    from tests.e2e.console_socket import next_event, open_console_socket
+
+    login = stack.seed()
+    agents = enroll_many(stack, 5, "live")
+    for agent in agents:
+        agent.start()
+    wait_for(lambda: all("connected as" in a.log_text() for a in agents), timeout=60, what="agents connected")
+    effects_dir = stack.workdir / "effects"
+    effects_dir.mkdir()
+    ids = queue_effects(stack, login["username"], [a.endpoint_id for a in agents], 10, effects_dir)
+    stack.restart_redis(down_for=2)
+    more = queue_effects(stack, login["username"], [a.endpoint_id for a in agents], 4, effects_dir)
+    assert_exactly_once(stack, ids + more, effects_dir)
+    # Console sockets work again too: a fresh one receives live presence.
+    console = stack.login(stack.port, login["username"], login["password"])
+
+    async def watch():
+        async with open_console_socket(console) as ws:
+            agents[0].kill(signal.SIGKILL)
+            return await next_event(ws, event="endpoint.presence", where=lambda p: p["hostname"] == "live00")
+
+    assert asyncio.run(watch())["presence"] == "offline"

@@ -34,6 +34,7 @@ the three views must agree.
 from __future__ import annotations
 
 import sys
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from unittest import mock
@@ -131,6 +132,17 @@ class Runtime:
     processed: set[str] = field(default_factory=set)  # server envelope ids acted on
     unacked: dict[str, p.Envelope] = field(default_factory=dict)  # our frames awaiting the server's ack
     ran: set[str] = field(default_factory=set)  # action ids the endpoint ran
+    lost: dict[str, list[Held]] = field(default_factory=dict)  # records a reinstall wiped, for the checks
+
+    def reinstall(self) -> None:
+        for pid, held in self.prompts.items():
+            self.lost.setdefault(pid, []).append(held)
+        self.prompts, self.processed, self.unacked = {}, set(), {}
+
+    def decisions(self, prompt_id: str) -> set[str]:
+        """Every decision the user ever made on this prompt, including ones a reinstall wiped."""
+        records = self.lost.get(prompt_id, []) + ([self.prompts[prompt_id]] if prompt_id in self.prompts else [])
+        return {h.decision for h in records if h.decision}
 
     def receive(self, env: p.Envelope) -> list[tuple]:
         """Handle one server frame; returns what goes back up (an ack)."""
@@ -170,6 +182,12 @@ class Runtime:
 
     def view(self, prompt_id: str) -> str:
         h = self.prompts.get(prompt_id)
+        if prompt_id in self.lost:
+            return f"{self._view(h)}; before a reinstall: {[self._view(old) for old in self.lost[prompt_id]]}"
+        return self._view(h)
+
+    @staticmethod
+    def _view(h: Held | None) -> str:
         if h is None or not h.received:
             return "never received" + (" (withdrawn)" if h else "")
         if h.decision:
@@ -326,11 +344,6 @@ class PromptMachine(RuleBasedStateMachine):
         if self.connected:
             self._claim(due_only=True)
 
-    @precondition(lambda self: self.connected)
-    @rule(due_only=st.booleans())
-    def bridge_sends_queued(self, due_only: bool) -> None:
-        self._claim(due_only=due_only)
-
     @precondition(lambda self: self.ready)
     @rule(exhaust=st.sampled_from([None, None, None, 0, 1, 2]))
     def outbox_sweep(self, exhaust: int | None = None) -> None:
@@ -404,11 +417,14 @@ class PromptMachine(RuleBasedStateMachine):
         self.up.append(("heartbeat", self.runtime.report()))
 
     @precondition(lambda self: self.connected)
-    @rule(who=st.sampled_from(["runtime", "server", "network"]))
+    @rule(who=st.sampled_from(["runtime", "server", "network", "runtime reinstalled"]))
     def restart(self, who: str) -> None:
         """The runtime or the server restarts, or the socket drops: everything in flight is lost.
-        The runtime keeps its durable state (prompts, unacked updates, event ids); the server its outbox."""
+        The runtime keeps its durable state (prompts, unacked updates, event ids); the server its outbox.
+        A reinstalled runtime (or one restored from an old disk image) has lost its durable state too."""
         self._lose_in_flight()
+        if who == "runtime reinstalled":
+            self.runtime.reinstall()
 
     # --- the end user -----------------------------------------------------------------------------------
 
@@ -447,16 +463,18 @@ class PromptMachine(RuleBasedStateMachine):
     # --- time ------------------------------------------------------------------------------------------
 
     @precondition(lambda self: self.ready)
-    @rule(seconds=st.sampled_from([5, 20, 45, 120, "a deadline"]), index=st.integers(0, 20), sweep=st.booleans())
-    def time_passes(self, seconds, index: int, sweep: bool) -> None:
-        """The clock moves (by some seconds, or just past one prompt's deadline); maybe the deadline sweep runs."""
-        if seconds == "a deadline":
-            if self.prompt_ids:
-                deadline = self._prompt(index).deadline_at
-                if deadline > timezone.now():
-                    self.clock.offset += deadline - timezone.now() + timedelta(seconds=1)
+    @rule(step=st.sampled_from([5, 30, 120, "past a deadline"]), index=st.integers(0, 20),
+          sweep=st.sampled_from([True, True, False]))
+    def time_passes(self, step, index: int, sweep: bool) -> None:
+        """The clock moves by some seconds, or just past an open prompt's deadline; the deadline sweep
+        usually runs (it is periodic, so a deadline may also pass unswept for a while)."""
+        if step == "past a deadline":
+            open_ = list(Prompt.all_tenants.filter(session=self.session, state__in=PROMPT_OPEN,
+                                                   deadline_at__gt=timezone.now()).order_by("created_at"))
+            if open_:
+                self.clock.offset += pick(open_, index).deadline_at - timezone.now() + timedelta(seconds=1)
         else:
-            self.clock.offset += timedelta(seconds=seconds)
+            self.clock.offset += timedelta(seconds=step)
         if sweep:
             prompts.prompt_deadline_sweep()
             self._doorbell()
@@ -500,25 +518,32 @@ class PromptMachine(RuleBasedStateMachine):
             return
         runs = set(OutboxMessage.all_tenants.filter(endpoint=self.endpoint, kind=p.ActionRun.TYPE)
                    .values_list("ref_id", flat=True))
-        for action in Action.all_tenants.filter(session=self.session):
-            aid = str(action.pk)
-            if aid not in runs and action.status not in AUTHORISED_STATUSES:
+        prompt_rows = list(Prompt.all_tenants.filter(session=self.session).values("pk", "state", "action_id", "batch_id"))
+        approved_from = dict(PromptTransition.all_tenants.filter(prompt__session=self.session, to_state=S.APPROVED)
+                             .values_list("prompt_id", "from_state"))
+        released_by: dict[str, list[str]] = {}
+        for aid, data in TranscriptEntry.all_tenants.filter(session=self.session, kind="action.approved") \
+                .values_list("action_id", "data"):
+            released_by.setdefault(str(aid), []).append(data["prompt"])
+        for action in Action.all_tenants.filter(session=self.session).values("pk", "status", "batch_id"):
+            aid = str(action["pk"])
+            gating = [row for row in prompt_rows if (row["batch_id"] == action["batch_id"] if action["batch_id"]
+                                                    else row["action_id"] == action["pk"])]
+            states = sorted({row["state"] for row in gating})
+            if action["status"] == ActionStatus.AWAITING_APPROVAL and not set(states) & PROMPT_OPEN:
+                raise Violation(f"action {aid} still awaits approval but none of its prompts is open ({states}): "
+                                "it can never run nor end (DESIGN: denied/expired/cancelled stop it)")
+            if aid not in runs and action["status"] not in AUTHORISED_STATUSES:
                 continue
-            gating = Prompt.all_tenants.filter(action=action) if action.batch_id is None else \
-                Prompt.all_tenants.filter(batch_id=action.batch_id)
-            states = sorted(set(gating.values_list("state", flat=True)))
             if aid in runs and states and set(states) <= NEVER_AUTHORISES:
                 raise Violation(f"action {aid} has an action.run although every prompt for it is {states} "
                                 "(DESIGN: runs only after approved, never after cancelled/superseded/expired)")
-            released = TranscriptEntry.all_tenants.filter(session=self.session, kind="action.approved", action=action)
-            if not released.exists():
-                raise Violation(f"action {aid} is {action.status} (action.run: {aid in runs}) without an approval "
+            if not released_by.get(aid):
+                raise Violation(f"action {aid} is {action['status']} (action.run: {aid in runs}) without an approval "
                                 f"releasing it; its prompts are {states}")
-            for entry in released:
-                pid = entry.data["prompt"]
-                approval = PromptTransition.all_tenants.filter(prompt_id=pid, to_state=S.APPROVED).first()
-                prompt = Prompt.all_tenants.get(pk=pid)
-                if prompt.state != S.APPROVED or approval is None or approval.from_state not in PROMPT_OPEN:
+            for pid in released_by[aid]:
+                state = next((row["state"] for row in gating if str(row["pk"]) == pid), None)
+                if state != S.APPROVED or approved_from.get(uuid.UUID(pid)) not in PROMPT_OPEN:
                     raise Violation(f"action {aid} was released by a prompt that is not validly approved "
                                     "(DESIGN: an action runs only after approved, never after the prompt was "
                                     "cancelled, superseded or expired): " + self.describe(pid))
@@ -528,8 +553,7 @@ class PromptMachine(RuleBasedStateMachine):
         if not self.ready:
             return
         for prompt in Prompt.all_tenants.filter(session=self.session, state__in=[S.APPROVED, S.DENIED]):
-            held = self.runtime.prompts.get(str(prompt.pk))
-            if prompt.state_changed_by == PromptParty.RUNTIME and (held is None or held.decision != prompt.state):
+            if prompt.state_changed_by == PromptParty.RUNTIME and prompt.state not in self.runtime.decisions(str(prompt.pk)):
                 raise Violation("the server records a runtime decision the user never made: "
                                 + self.describe(str(prompt.pk)))
 
@@ -592,7 +616,7 @@ class PromptMachine(RuleBasedStateMachine):
             elif server != held.decision:
                 why = (f"the user {held.decision} it before the deadline; the server says {server} "
                        "(runtime wins for decisions, honoured even when late)")
-        elif server in (S.APPROVED, S.DENIED):
+        elif server in (S.APPROVED, S.DENIED) and server not in self.runtime.decisions(pid):
             why = "the server has a decision the runtime never made"
         return [f"{why}: {self.describe(pid)}"] if why else []
 
