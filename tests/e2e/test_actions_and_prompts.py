@@ -80,3 +80,70 @@ def test_cancel_racing_a_late_approval_never_runs_the_command(stack):
         f"print(list(TranscriptEntry.all_tenants.filter(session_id='{session}').values_list('kind', flat=True)))"
     )
     assert "prompt.late_decision_ignored" in record
+
+
+def test_bridge_restart_during_a_storm_of_200_prompts_across_20_agents_converges(stack):
+    import time
+
+    from tests.e2e.test_fault_drills import enroll_many
+
+    login = stack.seed()
+    stack.django(h.set_policy("erp", "shell", deadline_s=900))
+    agents = enroll_many(stack, 20, "storm")
+    for agent in agents:
+        agent.start()
+    wait_for(lambda: all("connected as" in a.log_text() for a in agents), timeout=60, what="20 agents connected")
+    ids = stack.json(h.PRELUDE.format(tech=login["username"]) + (
+        "ids = [];\n"
+        f"for eid in {[a.endpoint_id for a in agents]!r}:\n"
+        "    s = services.session_open(actor=tech, endpoint=Endpoint.all_tenants.get(pk=eid), reason='storm')\n"
+        "    for n in range(10):\n"
+        "        ids.append(str(services.action_request(actor=tech, session=s, kind='shell',"
+        " params={'command': 'echo storm'}).pk))\n"
+        "print(json.dumps(ids))"
+    ))
+    assert len(ids) == 200
+    stack.stop_server(stack.port, signal.SIGKILL)  # the bridge dies mid-storm
+    started = time.monotonic()
+    stack.start_server(stack.port)
+
+    def prompt_states() -> dict:
+        return stack.json(
+            "import json, collections; from sessions_app.models import Prompt;"
+            f"print(json.dumps(collections.Counter(Prompt.all_tenants.filter(action_id__in={ids!r})"
+            ".values_list('state', flat=True))))"
+        )
+
+    wait_for(lambda: prompt_states().get("delivered", 0) + prompt_states().get("acknowledged", 0) == 200,
+             timeout=120, interval=0.5, what="all 200 prompts delivered")
+    held = [len([line for line in a.prompts("list").stdout.splitlines() if line.startswith("[")]) for a in agents]
+    converge_s = time.monotonic() - started
+    print(f"\nstorm: 200 prompts across 20 agents converged {converge_s:.1f} s after the bridge restart")
+    assert held == [10] * 20, held
+    # Each endpoint's user approves one; the technician cancels one per endpoint.
+    per_endpoint = stack.json(
+        "import json; from sessions_app.models import Prompt;"
+        f"rows = Prompt.all_tenants.filter(action_id__in={ids!r}).order_by('created_at').values_list('endpoint_id', 'id');"
+        "out = {};\n"
+        "for e, p in rows: out.setdefault(str(e), []).append(str(p))\n"
+        "print(json.dumps(out))"
+    )
+    approved, cancelled = [], []
+    for agent in agents:
+        mine = per_endpoint[agent.endpoint_id]
+        assert agent.prompts("approve", mine[0][:12]).returncode == 0
+        approved.append(mine[0])
+        cancelled.append(mine[1])
+    stack.django(h.PRELUDE.format(tech=login["username"]) +
+                 f"[prompts.prompt_cancel(actor=tech, prompt=Prompt.all_tenants.get(pk=p)) for p in {cancelled!r}]")
+    states = lambda: stack.json(  # noqa: E731
+        "import json; from sessions_app.models import Prompt, Action;"
+        f"print(json.dumps({{str(p.pk): [p.state, Action.all_tenants.get(pk=p.action_id).status]"
+        f" for p in Prompt.all_tenants.filter(pk__in={approved + cancelled!r})}}))"
+    )
+    wait_for(lambda: all(v == ["approved", "succeeded"] for k, v in states().items() if k in approved),
+             timeout=120, interval=1, what="approved prompts ran their commands")
+    final_states = states()
+    assert all(final_states[p] == ["cancelled", "cancelled"] for p in cancelled)
+    wait_for(lambda: all(len([x for x in a.prompts("list").stdout.splitlines() if x.startswith("[")]) == 8
+                         for a in agents), timeout=60, interval=1, what="runtimes hold the 8 still-open prompts")
