@@ -1,11 +1,15 @@
-"""Shared guards for console views: membership (any role) and operator (admin/technician)."""
+"""Shared helpers for console views: guards (member, operator), lookups and form values."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.http import Http404
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 
 def member_required(view):
@@ -32,3 +36,19 @@ def operator_required(view):
         return view(request, *args, **kwargs)
 
     return wrapped
+
+
+def get_or_404(getter, **kwargs):
+    """Call a selector; a missing object, or a malformed id, is simply not found."""
+    try:
+        return getter(**kwargs)
+    except (ObjectDoesNotExist, ValidationError, ValueError):
+        raise Http404("not found") from None
+
+
+def posted_datetime(request, field: str = "at") -> datetime | None:
+    """A datetime from a form field (a datetime-local input is naive: read in the server's zone)."""
+    value = parse_datetime(request.POST.get(field, ""))
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value)
+    return value

@@ -18,7 +18,6 @@ from caisey.state_machine import transition
 from endpoints import signals
 from endpoints.models import (
     ENDPOINT_TRANSITIONS,
-    AgentMode,
     ClientGroup,
     Endpoint,
     EndpointStatus,

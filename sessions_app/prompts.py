@@ -98,6 +98,8 @@ def _gated_actions(prompt: Prompt):
 def _consequences(prompt: Prompt, to: str) -> None:
     from sessions_app import services
 
+    if to in (S.APPROVED, S.DENIED):
+        _stop_showing(prompt)
     if to == S.APPROVED:
         released = list(_gated_actions(prompt).order_by("batch_position"))
         for action in released:
@@ -111,6 +113,16 @@ def _consequences(prompt: Prompt, to: str) -> None:
             services.action_stop_unapproved(action=action, prompt_state=to)
     if to in (S.CANCELLED, S.SUPERSEDED, S.EXPIRED):
         _withdraw(prompt, reason=to)
+
+
+def _stop_showing(prompt: Prompt) -> None:
+    """A decided prompt is not shown again: its show message, if still being retried, is cancelled."""
+    show = OutboxMessage.all_tenants.filter(pk=prompt.outbox_id, status=OutboxStatus.QUEUED).first()
+    if show is not None:
+        try:
+            outbox.outbox_cancel(actor="bridge", message=show)
+        except (IllegalTransition, TransitionRace):
+            pass  # acked or failed meanwhile: nothing left to stop
 
 
 def _withdraw(prompt: Prompt, *, reason: str) -> None:
@@ -181,6 +193,17 @@ def prompt_cancel(*, actor, prompt: Prompt) -> None:
     if not prompt.is_open or not prompt_transition(prompt, S.CANCELLED, party=PromptParty.CONSOLE,
                                                    detail=f"cancelled by {actor_label(actor)}"):
         raise PromptError(f"the prompt is already {prompt.get_state_display().lower()}")
+
+
+def prompt_cancel_covering(*, actor, action: Action) -> None:
+    """The technician cancelled an action that was waiting for approval: the question it asked
+    (for a batch, the one prompt covering every step) is withdrawn, and held steps never run."""
+    scope = {"batch_id": action.batch_id} if action.batch_id else {"action_id": action.pk}
+    for prompt in Prompt.all_tenants.select_for_update().select_related("session", "endpoint", "tenant").filter(
+        state__in=PROMPT_OPEN, **scope
+    ):
+        prompt_transition(prompt, S.CANCELLED, party=PromptParty.CONSOLE,
+                          detail=f"its action was cancelled by {actor_label(actor)}")
 
 
 @transaction.atomic
@@ -256,8 +279,17 @@ def _runtime_says(prompt: Prompt, state: str, decided_at: datetime | None, decid
                                     "decided_at": decided_at.isoformat() if decided_at else None})
             _withdraw(prompt, reason=prompt.state)
             return
-        if prompt.state in (S.APPROVED, S.DENIED):
+        if prompt.state == state:
             return  # already applied (a replay)
+        if prompt.state in (S.APPROVED, S.DENIED):
+            # The runtime lost its state and asked again (a reinstall, a replayed show); the first
+            # decision is the record, so the runtime is told to take its copy down.
+            transcript_append(session=prompt.session, kind="prompt.late_decision_ignored", actor=PromptParty.RUNTIME,
+                              action=prompt.action,
+                              data={"prompt": str(prompt.pk), "decision": state, "state": prompt.state,
+                                    "why": "the prompt was already decided"})
+            _withdraw(prompt, reason=prompt.state)
+            return
         if prompt.state == S.EXPIRED and not (decided_at and decided_at <= prompt.deadline_at):
             transcript_append(session=prompt.session, kind="prompt.late_decision_ignored", actor=PromptParty.RUNTIME,
                               action=prompt.action,

@@ -247,6 +247,10 @@ def action_cancel(*, actor, action: Action) -> None:
         data={"was": previous},
     )
     _action_event(action, "action.status")
+    if previous == ActionStatus.AWAITING_APPROVAL:
+        from sessions_app.prompts import prompt_cancel_covering  # prompts calls back into this module
+
+        prompt_cancel_covering(actor=actor, action=action)
     _continue_batch(action)
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from caisey.console import member_required, operator_required
+from caisey.console import get_or_404, member_required, operator_required
 from caisey_agent.protocol import ACTION_KINDS
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import Endpoint, EndpointStatus
@@ -47,10 +47,7 @@ def bulk_start(request):
 
 @member_required
 def bulk_detail(request, run_id):
-    try:
-        run = selectors.bulk_run_get(run_id=run_id)
-    except (ObjectDoesNotExist, ValidationError):
-        raise Http404("not found") from None
+    run = get_or_404(selectors.bulk_run_get, run_id=run_id)
     return render(
         request,
         "console/bulk_detail.html",

@@ -8,24 +8,16 @@ messages, except creating a share link, whose token is shown once on the page it
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from caisey.console import member_required, operator_required
+from caisey.console import get_or_404, member_required, operator_required
 from endpoints.models import ClientGroup
 from sessions_app import incidents, selectors, sharing
 from sessions_app.models import IncidentStatus
 from sessions_app.review import ReviewError
 from sessions_app.views.share import EXPIRY_CHOICES, expiry_from, render_link_created
-
-
-def _get_or_404(getter, **kwargs):
-    try:
-        return getter(**kwargs)
-    except (ObjectDoesNotExist, ValidationError, ValueError):
-        raise Http404("not found") from None
 
 
 def _back(incident):
@@ -50,7 +42,7 @@ def incident_list(request):
 @operator_required
 def incident_create(request):
     group_id = request.POST.get("client_group", "").strip()
-    group = _get_or_404(ClientGroup.objects.get, pk=group_id) if group_id else None
+    group = get_or_404(ClientGroup.objects.get, pk=group_id) if group_id else None
     try:
         incident = incidents.incident_create(actor=request.user, tenant_id=request.membership.tenant_id,
                                              title=request.POST.get("title", ""), client_group=group)
@@ -62,7 +54,7 @@ def incident_create(request):
 
 @member_required
 def incident_detail(request, incident_id):
-    incident = _get_or_404(incidents.incident_get, incident_id=incident_id)
+    incident = get_or_404(incidents.incident_get, incident_id=incident_id)
     filters = incidents.TimelineFilters(
         technician=request.GET.get("technician", ""), endpoint=request.GET.get("endpoint", ""),
         kind=request.GET.get("kind", ""),
@@ -88,8 +80,8 @@ def incident_detail(request, incident_id):
 @require_POST
 @operator_required
 def incident_add_session(request, incident_id):
-    incident = _get_or_404(incidents.incident_get, incident_id=incident_id)
-    session = _get_or_404(selectors.session_get, session_id=request.POST.get("session", ""))
+    incident = get_or_404(incidents.incident_get, incident_id=incident_id)
+    session = get_or_404(selectors.session_get, session_id=request.POST.get("session", ""))
     try:
         incidents.incident_add_session(actor=request.user, incident=incident, session=session)
         messages.success(request, f"Added the session on {session.endpoint.hostname}.")
@@ -101,8 +93,8 @@ def incident_add_session(request, incident_id):
 @require_POST
 @operator_required
 def incident_remove_session(request, incident_id):
-    incident = _get_or_404(incidents.incident_get, incident_id=incident_id)
-    session = _get_or_404(selectors.session_get, session_id=request.POST.get("session", ""))
+    incident = get_or_404(incidents.incident_get, incident_id=incident_id)
+    session = get_or_404(selectors.session_get, session_id=request.POST.get("session", ""))
     try:
         incidents.incident_remove_session(actor=request.user, incident=incident, session=session)
     except incidents.IncidentError as exc:
@@ -113,7 +105,7 @@ def incident_remove_session(request, incident_id):
 @require_POST
 @operator_required
 def incident_status(request, incident_id):
-    incident = _get_or_404(incidents.incident_get, incident_id=incident_id)
+    incident = get_or_404(incidents.incident_get, incident_id=incident_id)
     try:
         incidents.incident_set_status(actor=request.user, incident=incident, status=request.POST.get("status", ""))
     except incidents.IncidentError as exc:
@@ -124,7 +116,7 @@ def incident_status(request, incident_id):
 @require_POST
 @operator_required
 def incident_summary(request, incident_id):
-    incident = _get_or_404(incidents.incident_get, incident_id=incident_id)
+    incident = get_or_404(incidents.incident_get, incident_id=incident_id)
     try:
         incidents.incident_write_summary(actor=request.user, incident=incident,
                                          summary=request.POST.get("summary", ""))
@@ -137,7 +129,7 @@ def incident_summary(request, incident_id):
 @require_POST
 @operator_required
 def incident_share(request, incident_id):
-    incident = _get_or_404(incidents.incident_get, incident_id=incident_id)
+    incident = get_or_404(incidents.incident_get, incident_id=incident_id)
     try:
         link, token = sharing.share_link_create(actor=request.user, incident=incident,
                                                 expires_in=expiry_from(request.POST),
@@ -150,7 +142,7 @@ def incident_share(request, incident_id):
 
 @member_required
 def incident_preview(request, incident_id):
-    incident = _get_or_404(incidents.incident_get, incident_id=incident_id)
+    incident = get_or_404(incidents.incident_get, incident_id=incident_id)
     record = sharing.current_record(incident=incident)
     return render(request, "share/record.html", {"record": record, "preview": True,
                                                   "back": _back(incident).url})
@@ -158,7 +150,7 @@ def incident_preview(request, incident_id):
 
 @member_required
 def incident_export(request, incident_id):
-    incident = _get_or_404(incidents.incident_get, incident_id=incident_id)
+    incident = get_or_404(incidents.incident_get, incident_id=incident_id)
     data = sharing.export_record(sharing.current_record(incident=incident))
     response = JsonResponse(data, json_dumps_params={"indent": 2, "ensure_ascii": False})
     response["Content-Disposition"] = f'attachment; filename="incident-{incident.pk}.json"'

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.http import Http404
 from django.shortcuts import redirect
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
-from caisey.console import operator_required
+from caisey.console import get_or_404, operator_required, posted_datetime
 from sessions_app import prompts, selectors, services
 
 
 def _prompt(session_id, prompt_id):
-    try:
-        return selectors.prompt_get(prompt_id=prompt_id, session_id=session_id)
-    except (ObjectDoesNotExist, ValidationError):
-        raise Http404("not found") from None
+    return get_or_404(selectors.prompt_get, prompt_id=prompt_id, session_id=session_id)
 
 
 def _back(session_id):
@@ -66,16 +59,11 @@ def prompt_escalate(request, session_id, prompt_id):
 @operator_required
 def follow_up_request(request, session_id):
     """Ask the user to approve a follow-up session later (when the endpoint is away or degraded)."""
-    try:
-        session = selectors.session_get(session_id=session_id)
-    except (ObjectDoesNotExist, ValidationError):
-        raise Http404("not found") from None
-    at = parse_datetime(request.POST.get("at", ""))
+    session = get_or_404(selectors.session_get, session_id=session_id)
+    at = posted_datetime(request)
     if at is None:
         messages.error(request, "Give a date and time for the follow-up.")
         return _back(session_id)
-    if timezone.is_naive(at):
-        at = timezone.make_aware(at)
     try:
         services.follow_up_request(actor=request.user, session=session, at=at, note=request.POST.get("note", ""))
         messages.success(request, "Follow-up approval requested from the user.")

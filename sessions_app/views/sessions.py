@@ -9,27 +9,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import messages
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
-from django.http import Http404
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from bridge import health
-from caisey.console import member_required, operator_required
+from caisey.console import get_or_404, member_required, operator_required, posted_datetime
 from caisey_agent.protocol import ACTION_KINDS, CATEGORIES
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import Presence
 from sessions_app import selectors, services
 from sessions_app.models import ACTION_LIVE, SessionStatus
-
-
-def _get_or_404(getter, **kwargs):
-    try:
-        return getter(**kwargs)
-    except (ObjectDoesNotExist, ValidationError, ValueError):
-        raise Http404("not found") from None
 
 
 def _back(session):
@@ -39,7 +29,7 @@ def _back(session):
 @require_POST
 @operator_required
 def session_open(request, endpoint_id):
-    endpoint = _get_or_404(endpoint_selectors.endpoint_get, endpoint_id=endpoint_id)
+    endpoint = get_or_404(endpoint_selectors.endpoint_get, endpoint_id=endpoint_id)
     try:
         session = services.session_open(actor=request.user, endpoint=endpoint, reason=request.POST.get("reason", ""))
     except services.SessionError as exc:
@@ -50,7 +40,7 @@ def session_open(request, endpoint_id):
 
 @member_required
 def session_detail(request, session_id):
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     endpoint = session.endpoint
     figures = health.health_for([endpoint.pk])[endpoint.pk]
     connectivity = health.connectivity(endpoint, figures)
@@ -101,7 +91,7 @@ def _expiry_from(post) -> timedelta | None:
 @require_POST
 @operator_required
 def action_run(request, session_id):
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     kind = request.POST.get("kind", "")
     try:
         services.action_request(
@@ -117,7 +107,7 @@ def action_run(request, session_id):
 @operator_required
 def batch_run(request, session_id):
     """A batch from the queued-steps form: lines of `kind key=value ...`."""
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     items = []
     try:
         for line in request.POST.get("steps", "").splitlines():
@@ -140,7 +130,7 @@ def batch_run(request, session_id):
 @require_POST
 @operator_required
 def action_cancel(request, session_id, action_id):
-    action = _get_or_404(selectors.action_get, action_id=action_id, session_id=session_id)
+    action = get_or_404(selectors.action_get, action_id=action_id, session_id=session_id)
     try:
         services.action_cancel(actor=request.user, action=action)
     except services.SessionError as exc:
@@ -151,7 +141,7 @@ def action_cancel(request, session_id, action_id):
 @require_POST
 @operator_required
 def action_resend(request, session_id, action_id):
-    action = _get_or_404(selectors.action_get, action_id=action_id, session_id=session_id)
+    action = get_or_404(selectors.action_get, action_id=action_id, session_id=session_id)
     try:
         services.action_resend(actor=request.user, action=action)
     except services.SessionError as exc:
@@ -162,7 +152,7 @@ def action_resend(request, session_id, action_id):
 @member_required
 def action_fragment(request, session_id, action_id):
     """One action's card, re-rendered when the console socket says its status changed."""
-    action = _get_or_404(selectors.action_get, action_id=action_id, session_id=session_id)
+    action = get_or_404(selectors.action_get, action_id=action_id, session_id=session_id)
     return render(
         request,
         "console/_action.html",
@@ -174,7 +164,7 @@ def action_fragment(request, session_id, action_id):
 @require_POST
 @operator_required
 def note_add(request, session_id):
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     try:
         services.session_add_note(actor=request.user, session=session, text=request.POST.get("text", ""))
     except services.SessionError as exc:
@@ -185,13 +175,11 @@ def note_add(request, session_id):
 @require_POST
 @operator_required
 def follow_up(request, session_id):
-    session = _get_or_404(selectors.session_get, session_id=session_id)
-    at = parse_datetime(request.POST.get("at", ""))
+    session = get_or_404(selectors.session_get, session_id=session_id)
+    at = posted_datetime(request)
     if at is None:
         messages.error(request, "Follow-up not scheduled: give a date and time")
         return _back(session)
-    if timezone.is_naive(at):
-        at = timezone.make_aware(at)
     try:
         services.session_schedule_follow_up(actor=request.user, session=session, at=at, note=request.POST.get("note", ""))
     except services.SessionError as exc:
@@ -202,7 +190,7 @@ def follow_up(request, session_id):
 @require_POST
 @operator_required
 def session_close(request, session_id):
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     if session.status == SessionStatus.CLOSED:
         messages.info(request, "The session was already closed.")
         return _back(session)

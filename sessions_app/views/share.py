@@ -13,7 +13,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -21,19 +20,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from caisey import ratelimit, tenancy
-from caisey.console import member_required, operator_required
+from caisey.console import get_or_404, member_required, operator_required
 from sessions_app import review, selectors, sharing
 from sessions_app.models import TranscriptEntry
 
 INVALID = "share/invalid.html"
 EXPIRY_CHOICES = [(1, "1 day"), (3, "3 days"), (7, "7 days"), (30, "30 days"), (90, "90 days")]
-
-
-def _get_or_404(getter, **kwargs):
-    try:
-        return getter(**kwargs)
-    except (ObjectDoesNotExist, ValidationError, ValueError):
-        raise Http404("not found") from None
 
 
 def _back(session):
@@ -78,7 +70,7 @@ def _entry(session, index) -> TranscriptEntry:
 
 @member_required
 def session_review(request, session_id):
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     entries = review.reviewed_entries(session=session, for_client=False)
     return render(request, "console/review.html", {
         "session": session,
@@ -95,7 +87,7 @@ def session_review(request, session_id):
 @operator_required
 def review_redact(request, session_id):
     """Redact one entry (whole, or a piece of its text), or a piece of text everywhere in the session."""
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     fragment = request.POST.get("fragment", "")
     try:
         if request.POST.get("scope") == "session":
@@ -117,7 +109,7 @@ def review_redact(request, session_id):
 @require_POST
 @operator_required
 def review_note(request, session_id):
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     about = request.POST.get("entry", "").strip()
     try:
         review.review_note_add(actor=request.user, session=session, text=request.POST.get("text", ""),
@@ -130,7 +122,7 @@ def review_note(request, session_id):
 @require_POST
 @operator_required
 def session_share(request, session_id):
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     try:
         link, token = sharing.share_link_create(actor=request.user, session=session,
                                                 expires_in=expiry_from(request.POST),
@@ -144,7 +136,7 @@ def session_share(request, session_id):
 
 @member_required
 def session_preview(request, session_id):
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     return render(request, "share/record.html", {"record": sharing.current_record(session=session),
                                                   "preview": True, "back": _back(session).url})
 
@@ -157,7 +149,7 @@ def _json_download(data: dict, filename: str) -> JsonResponse:
 
 @member_required
 def session_export(request, session_id):
-    session = _get_or_404(selectors.session_get, session_id=session_id)
+    session = get_or_404(selectors.session_get, session_id=session_id)
     return _json_download(sharing.export_record(sharing.current_record(session=session)), f"session-{session.pk}.json")
 
 
@@ -173,7 +165,7 @@ def _link_back(link):
 @require_POST
 @operator_required
 def link_revoke(request, link_id):
-    link = _get_or_404(sharing.share_link_get, link_id=link_id)
+    link = get_or_404(sharing.share_link_get, link_id=link_id)
     try:
         sharing.share_link_revoke(actor=request.user, link=link)
         messages.success(request, "The link was revoked; it no longer opens.")
@@ -185,7 +177,7 @@ def link_revoke(request, link_id):
 @member_required
 def link_export(request, link_id):
     """Exactly what this link shows the client, with the manifest of entry hashes."""
-    link = _get_or_404(sharing.share_link_get, link_id=link_id)
+    link = get_or_404(sharing.share_link_get, link_id=link_id)
     return _json_download(sharing.export_record(sharing.shared_record(link=link)), f"share-{link.pk}.json")
 
 

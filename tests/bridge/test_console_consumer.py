@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import pytest
-from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model

@@ -14,45 +14,19 @@ import re
 
 import pytest
 
-from tests.browser.conftest import TABLET, assert_no_horizontal_overflow, log_in, start_agent
+from tests.browser import support
+from tests.browser.support import (
+    ONLINE, TABLET, action_card, assert_controls_named, assert_no_horizontal_overflow, assert_not_reloaded,
+    endpoint_row, log_in, mark_page, start_agent,
+)
 from tests.e2e import helpers as h
 from tests.e2e.stack import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-def _expect():
-    """Playwright's expect, imported late: without the package the fixtures skip or fail with a reason."""
-    from playwright.sync_api import expect
 
-    return expect
-
-
-ONLINE = re.compile(r"^\s*(lazy|active)\s*$")
-
-
-def endpoint_row(page, hostname: str):
-    return page.locator("table.endpoints tbody tr").filter(
-        has=page.get_by_role("link", name=hostname, exact=True)
-    )
-
-
-def mark_page(page) -> None:
-    """Tag the loaded document: the tag is gone if the page reloads or navigates."""
-    page.evaluate("() => { window.__caiseyNoReload = true; }")
-
-
-def assert_not_reloaded(page) -> None:
-    assert page.evaluate("() => window.__caiseyNoReload === true"), "the page reloaded; expected a live update"
-
-
-def action_card(page, kind: str):
-    return page.locator("#actions section.action").filter(
-        has=page.locator("h3", has_text=re.compile(rf"^\s*{re.escape(kind)}\b"))
-    )
-
-
-def test_log_in_find_the_endpoint_and_watch_its_presence_live(stack, page, shots):
-    expect = _expect()
+def test_log_in_find_endpoint_watch_presence_live(stack, page, shots):
+    expect = support.expect()
     agent = start_agent(stack, "app01", "erp")
     start_agent(stack, "pos01", "retail", run=False)  # enrolled, never connected
 
@@ -103,8 +77,8 @@ def test_log_in_find_the_endpoint_and_watch_its_presence_live(stack, page, shots
     assert_not_reloaded(page)
 
 
-def test_session_diagnostic_approved_shell_command_then_read_only_offline(stack, context, page, shots):
-    expect = _expect()
+def test_session_diagnostic_approved_shell_read_only(stack, context, page, shots):
+    expect = support.expect()
     agent = start_agent(stack, "db01", "erp")
     log_in(page, stack)
 
@@ -205,8 +179,8 @@ def test_session_diagnostic_approved_shell_command_then_read_only_offline(stack,
     shots(page, "session-read-only")
 
 
-def test_keyboard_screen_reader_labels_and_tablet_layout(stack, page, shots):
-    expect = _expect()
+def test_keyboard_labels_and_tablet_layout(stack, page, shots):
+    expect = support.expect()
     agent = start_agent(stack, "kb01", "erp")
     session_id = stack.json(h.open_session(stack.login["username"], agent.endpoint_id))
     summary = stack.json(h.run(stack.login["username"], session_id, "system_summary", {}))
@@ -215,17 +189,23 @@ def test_keyboard_screen_reader_labels_and_tablet_layout(stack, page, shots):
     log_in(page, stack, next_path=f"/sessions/{session_id}/")
     expect(page.get_by_role("heading", name=re.compile(r"^Session on kb01"), level=1)).to_be_visible()
 
-    # Tab reaches the skip link first; it moves focus to the main content.
-    page.keyboard.press("Tab")
-    skip = page.get_by_role("link", name="Skip to content")
-    expect(skip).to_be_focused()
-    expect(skip).to_be_visible()  # shown while focused
-    page.keyboard.press("Enter")
-    expect(page.locator("main#main")).to_be_focused()
-    page.keyboard.press("Tab")
-    assert page.evaluate("() => document.querySelector('main').contains(document.activeElement)"), (
-        "after the skip link, Tab should land inside the main content"
-    )
+    # On the session page and the endpoint list: Tab reaches the skip link first, it shows
+    # itself, and Enter moves focus to the main content.
+    for path in (f"/sessions/{session_id}/", "/"):
+        page.goto(path)
+        expect(page.locator("body")).to_have_attribute("data-live", "connected")
+        page.keyboard.press("Tab")
+        skip = page.get_by_role("link", name="Skip to content")
+        expect(skip).to_be_focused()
+        box = skip.bounding_box()
+        assert box and box["x"] >= 0 and box["y"] >= 0, f"{path}: the focused skip link is off screen: {box}"
+        page.keyboard.press("Enter")
+        expect(page.locator("main#main")).to_be_focused()
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.querySelector('main').contains(document.activeElement)"), (
+            f"{path}: after the skip link, Tab should land inside the main content"
+        )
+    page.goto(f"/sessions/{session_id}/")
 
     # Every form control on the session page has an accessible name, whichever kind is chosen.
     kind = page.get_by_label("Diagnostic or command", exact=True)
@@ -249,23 +229,3 @@ def test_keyboard_screen_reader_labels_and_tablet_layout(stack, page, shots):
         expect(page.locator("main#main")).to_be_visible()
         assert_no_horizontal_overflow(page, "tablet width")
     shots(page, "session-with-output")
-
-
-def assert_controls_named(page, where: str) -> None:
-    """Each visible input, select, textarea and button has a non-empty accessible name, as the
-    browser computes it for screen readers (label, aria-label, aria-labelledby or content)."""
-    expect = _expect()
-    controls = page.locator(
-        "main input:not([type=hidden]):visible, main select:visible, main textarea:visible, main button:visible"
-    )
-    count = controls.count()
-    assert count > 0, f"{where}: no form controls found"
-    for i in range(count):
-        control = controls.nth(i)
-        described = control.evaluate(
-            "e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.name ? '[name=' + e.name + ']' : '')"
-        )
-        try:
-            expect(control).to_have_accessible_name(re.compile(r"\S"), timeout=2_000)
-        except AssertionError:
-            raise AssertionError(f"{where}: {described} has no accessible name for screen readers") from None

@@ -8,7 +8,9 @@ Agents are real `caisey-agent` processes.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
 import http.cookiejar
 import json
 import os
@@ -26,7 +28,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import dj_database_url
 from django.conf import settings
 
 from caisey import embedded_redis
@@ -53,6 +54,13 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.2, what: str = "c
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+def run_async(coro):
+    """asyncio.run in a thread of its own: the worker's main thread may already run a loop
+    (Playwright's sync API keeps one there once a browser test has run in the same worker)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class Database:

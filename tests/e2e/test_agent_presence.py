@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from tests.e2e.console_socket import next_event, open_console_socket
-from tests.e2e.stack import wait_for
+from tests.e2e.stack import run_async, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def test_enrolled_agent_shows_online_then_offline_when_killed(stack):
             agent.kill(signal.SIGKILL)
             return await next_event(ws, event="endpoint.presence", where=lambda p: p["hostname"] == "app01", timeout=30)
 
-    payload = asyncio.run(watch_kill())
+    payload = run_async(watch_kill())
     assert payload["presence"] == "offline"
     assert console.presence_on_list("app01") == "offline"
 
@@ -47,7 +47,7 @@ def test_frozen_agent_goes_offline_by_missed_heartbeats(stack):
             return await next_event(ws, event="endpoint.presence", where=lambda p: p["hostname"] == "laptop7", timeout=40)
 
     try:
-        payload = asyncio.run(watch_freeze())
+        payload = run_async(watch_freeze())
         assert payload["presence"] == "offline"
         assert console.presence_on_list("laptop7") == "offline"
     finally:

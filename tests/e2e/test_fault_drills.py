@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.e2e import helpers as h
-from tests.e2e.stack import wait_for
+from tests.e2e.stack import run_async, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -175,8 +175,6 @@ def test_slow_flaky_network_makes_the_endpoint_degraded_then_active_again(stack)
 
 @pytest.mark.parametrize("stack", [{"own_redis": True, "CAISEY_OUTBOX_SWEEP": "1"}], indirect=True)
 def test_redis_restart_during_live_traffic_loses_nothing(stack):
-    import asyncio
-
     from tests.e2e.console_socket import next_event, open_console_socket
 
     login = stack.seed()
@@ -198,4 +196,4 @@ def test_redis_restart_during_live_traffic_loses_nothing(stack):
             agents[0].kill(signal.SIGKILL)
             return await next_event(ws, event="endpoint.presence", where=lambda p: p["hostname"] == "live00")
 
-    assert asyncio.run(watch())["presence"] == "offline"
+    assert run_async(watch())["presence"] == "offline"

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from tests.e2e.console_socket import next_event, open_console_socket
-from tests.e2e.stack import wait_for
+from tests.e2e.stack import run_async, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ def test_presence_wake_and_live_updates_cross_two_daphne_processes(stack):
             payload = await next_event(ws, event="endpoint.presence", where=lambda p: p["presence"] == "active")
             return session_url, payload
 
-    session_url, payload = asyncio.run(open_session_and_watch())
+    session_url, payload = run_async(open_session_and_watch())
     assert payload["hostname"] == "dc02"
     wait_for(lambda: "mode set to active" in agent.log_text(), timeout=30, what="agent woken")
     assert "/sessions/" in session_url
@@ -55,5 +55,5 @@ def test_presence_wake_and_live_updates_cross_two_daphne_processes(stack):
             agent.kill(signal.SIGKILL)
             return await next_event(ws, event="endpoint.presence", where=lambda p: p["hostname"] == "dc02")
 
-    assert asyncio.run(watch_agent_die())["presence"] == "offline"
+    assert run_async(watch_agent_die())["presence"] == "offline"
     assert console.presence_on_list("dc02") == "offline"

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from bridge import outbox
-from bridge.models import OutboxMessage, OutboxStatus
+from bridge.models import OutboxMessage
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint
 from sessions_app import prompts, services
@@ -114,6 +114,29 @@ def test_cancel_racing_a_late_approval_keeps_cancelled_and_withdraws():
     assert OutboxMessage.all_tenants.filter(kind="prompt.withdraw", ref_id=str(prompt.pk)).exists()
 
 
+def test_a_second_different_decision_keeps_the_first_and_withdraws_the_runtime_copy():
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    prompt = prompt_of(action)
+    runtime(enrolled, prompt, "approved", timezone.now())
+    runtime(enrolled, prompt, "approved", timezone.now())  # a replay changes nothing
+    assert not OutboxMessage.all_tenants.filter(kind="prompt.withdraw", ref_id=str(prompt.pk)).exists()
+    runtime(enrolled, prompt, "denied", timezone.now())  # a reinstalled runtime asked again
+    assert prompt_of(action).state == PromptState.APPROVED
+    withdraw = OutboxMessage.all_tenants.get(kind="prompt.withdraw", ref_id=str(prompt.pk))
+    assert withdraw.body["reason"] == "approved"
+    assert TranscriptEntry.all_tenants.filter(session=session, kind="prompt.late_decision_ignored").exists()
+
+
+def test_a_decided_prompt_is_not_shown_again():
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    prompt = prompt_of(action)  # its show was sent but never acked
+    runtime(enrolled, prompt, "denied", timezone.now())
+    show = OutboxMessage.all_tenants.get(pk=prompt.outbox_id)
+    assert show.status == "cancelled"
+
+
 def test_decision_made_before_the_deadline_is_honoured_when_it_arrives_late():
     enrolled, tech, session = world(deadline_s=60)
     action = shell(tech, session)
@@ -173,6 +196,34 @@ def test_batch_is_covered_by_one_prompt_and_runs_in_order():
     services.action_result_receive(endpoint=enrolled.endpoint,
                                    body=p.ActionResult(action_id=str(first.pk), status="succeeded", exit_code=0))
     assert action_run_queued(second) and not action_run_queued(third)
+
+
+def test_cancelling_a_gated_action_cancels_its_prompt():
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    prompt = prompt_of(action)
+    services.action_cancel(actor=tech, action=action)
+    prompt.refresh_from_db()
+    assert prompt.state == PromptState.CANCELLED and prompt.state_changed_by == "console"
+    runtime(enrolled, prompt, "approved", timezone.now())  # the user's late yes runs nothing
+    action.refresh_from_db()
+    assert action.status == ActionStatus.CANCELLED and not action_run_queued(action)
+
+
+def test_cancelling_the_first_step_of_a_batch_awaiting_approval_stops_the_whole_batch():
+    enrolled, tech, session = world()
+    batch = services.batch_request(actor=tech, session=session, items=[
+        ("shell", {"command": "whoami"}), ("shell", {"command": "systemctl restart erp"}),
+    ])
+    first, second = Action.all_tenants.filter(batch=batch).order_by("batch_position")
+    prompt = Prompt.all_tenants.get(batch=batch)
+    services.action_cancel(actor=tech, action=first)
+    prompt.refresh_from_db()
+    second.refresh_from_db()
+    assert prompt.state == PromptState.CANCELLED
+    assert second.status == ActionStatus.CANCELLED
+    runtime(enrolled, prompt, "approved", timezone.now())
+    assert not action_run_queued(first) and not action_run_queued(second)
 
 
 @pytest.mark.asyncio

@@ -9,11 +9,15 @@
     e.detail.send(JSON.stringify({subscribe: "session", id: sessionId}));
   });
   function card(id) { return document.getElementById("action-" + id); }
+  // Fetches for one card may answer out of order (dispatched, running, succeeded in quick
+  // succession): only the newest request for a card may replace it.
+  var requested = {};
   function refresh(id) {
+    var n = requested[id] = (requested[id] || 0) + 1;
     fetch(location.pathname + "actions/" + id + "/", {credentials: "same-origin"})
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
-        if (!html) return;
+        if (!html || n !== requested[id]) return;
         var holder = document.createElement("div");
         holder.innerHTML = html.trim();
         var fresh = holder.firstElementChild;
@@ -31,9 +35,35 @@
     c.querySelector("[data-field=output]").textContent += p.data;
   });
   var reloadSoon = null;
+  function reload() {
+    if (!reloadSoon) reloadSoon = setTimeout(function () { location.reload(); }, 400);
+  }
   document.addEventListener("caisey:prompt.state", function () {
     // Prompt cards carry their whole history: re-render the page from the ledger.
-    if (!reloadSoon) reloadSoon = setTimeout(function () { location.reload(); }, 400);
+    reload();
+  });
+  // Doorbells rung between rendering this page and subscribing to the session are not
+  // replayed (an action that finished in that gap would stay "Queued"). Once subscribed,
+  // compare with a fresh render: refresh the action cards that differ, reload for prompts.
+  function promptStates(doc) {
+    return Array.prototype.map.call(doc.querySelectorAll("#prompts [data-prompt]"), function (p) {
+      var state = p.querySelector("[data-field=state]");
+      return p.dataset.prompt + ":" + (state ? state.className : "");
+    }).join(" ");
+  }
+  document.addEventListener("caisey:message", function (e) {
+    if (!e.detail || e.detail.subscribed !== "session") return;
+    fetch(location.pathname, {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        if (promptStates(fresh) !== promptStates(document)) { reload(); return; }
+        fresh.querySelectorAll("#actions [data-action]").forEach(function (c) {
+          var old = card(c.dataset.action);
+          if (!old || old.dataset.status !== c.dataset.status) refresh(c.dataset.action);
+        });
+      });
   });
   ["caisey:action.status", "caisey:action.queued"].forEach(function (name) {
     document.addEventListener(name, function (e) { refresh(e.detail.payload.action_id); });

@@ -1,0 +1,694 @@
+#!/usr/bin/env python
+"""Bridge benchmark: simulated agents against one Daphne process, and against a bare websockets server.
+
+    python bench/bridge.py --agents 5000
+    python bench/bridge.py --quick
+
+Starts its own stack in a temporary folder (SQLite and the embedded Redis,
+unless CAISEY_DATABASE_URL / CAISEY_REDIS_URL say otherwise; its own
+CAISEY_REDIS_PREFIX either way), seeds a tenant and N endpoints, and runs the
+same workload against a bare `websockets` echo server and against Caisey:
+
+  1. connect N agents (hello -> welcome), bounded concurrency, failures counted;
+  2. memory per idle connection: server RSS after minus before, over N;
+  3. CPU while idle, then while every agent beats at the lazy cadence (N/60 per second);
+  4. heartbeat round trips per second, K agents beating back to back;
+  5. Caisey only: one action (bulk run) to F agents until every result is in the
+     database; then p50/p99 round trip of single actions; then what was lost.
+
+Prints a table, then as its last line one JSON object with the figures.
+Every process it started is stopped on exit, Ctrl-C and errors included.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import resource
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PY = sys.executable
+
+TARGET_AGENTS = 5000
+TARGET_RSS_RATIO = 2.5
+TARGET_HB_CPU_PCT = 10.0
+TARGET_FANOUT_S = 5.0
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def rss_kb(proc: psutil.Process) -> float:
+    return proc.memory_info().rss / 1024
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StackError(Exception):
+    pass
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Stack:
+    """Every process this run starts, each in its own process group, stopped in reverse order."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="caisey-bench-"))
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.redis_module = None
+        self.embedded_redis = not os.environ.get("CAISEY_REDIS_URL")
+        env = dict(os.environ)
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        env.update({
+            "CAISEY_DATA_DIR": str(self.workdir),
+            "CAISEY_REDIS_PREFIX": f"bench{uuid.uuid4().hex[:10]}",
+            "PYTHONUNBUFFERED": "1",
+        })
+        # A production-like process: DEBUG off (no query log, no debug cursor wrappers).
+        env.setdefault("CAISEY_DEBUG", "false")
+        if env["CAISEY_DEBUG"].lower() in ("0", "false", "no", "off"):
+            env.setdefault("CAISEY_SECRET_KEY", secrets.token_urlsafe(48))
+        env.setdefault("CAISEY_LOG_LEVEL", "WARNING")
+        # Thousands of agents connect from one address within the benchmark's first minute.
+        env.setdefault("CAISEY_RATE_CONNECTS", "1000000")
+        env.setdefault("CAISEY_RATE_AUTH_FAILURES", "1000000")
+        self.env = env
+        self.tenant = f"bench{uuid.uuid4().hex[:8]}"
+        self.env["BENCH_TENANT"] = self.tenant
+
+    def spawn(self, name: str, argv: list[str], *, pipes: bool = False) -> subprocess.Popen:
+        with open(self.workdir / f"{name}.log", "ab") as logf:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                argv, cwd=REPO, env=self.env, start_new_session=True,
+                stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if pipes else logf, stderr=logf, text=pipes,
+            )
+        self.procs.append((name, proc))
+        return proc
+
+    def run(self, name: str, argv: list[str], timeout: float = 600) -> str:
+        """A short-lived child (manage.py, driver.py); its stdout is returned."""
+        with open(self.workdir / f"{name}.log", "ab") as logf:
+            proc = subprocess.Popen(argv, cwd=REPO, env=self.env, start_new_session=True, stdout=subprocess.PIPE,
+                                    stderr=logf, text=True)
+        self.procs.append((name, proc))
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop_one(name, proc)
+            raise StackError(f"{name} took longer than {timeout}s; see {self.workdir / (name + '.log')}") from None
+        if proc.returncode != 0:
+            tail = (self.workdir / f"{name}.log").read_text()[-3000:]
+            raise StackError(f"{name} failed (exit {proc.returncode}):\n{tail}")
+        return out
+
+    def driver(self, *args: str, timeout: float = 600) -> dict:
+        out = self.run(f"driver-{args[0]}", [PY, str(BENCH / "driver.py"), *args], timeout=timeout)
+        return json.loads(out.strip().splitlines()[-1])
+
+    def stop_one(self, name: str, proc: subprocess.Popen, grace: float = 10.0) -> None:
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=5)
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        for name, p in self.procs:
+            if p is proc:
+                self.stop_one(name, p)
+
+    def start_redis(self) -> None:
+        if not self.embedded_redis:
+            return
+        spec = importlib.util.spec_from_file_location("bench_embedded_redis", REPO / "caisey" / "embedded_redis.py")
+        self.redis_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.redis_module)
+        self.redis_module.ensure_running(self.workdir)
+
+    def redis_pid(self) -> int | None:
+        try:
+            return int((self.workdir / "redis.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def cleanup(self) -> None:
+        for name, proc in reversed(self.procs):
+            try:
+                self.stop_one(name, proc)
+            except Exception as exc:  # noqa: BLE001
+                log(f"stopping {name}: {exc}")
+        if self.redis_module is not None:
+            pid = self.redis_pid()
+            try:
+                self.redis_module.stop(self.workdir)
+            except Exception as exc:  # noqa: BLE001
+                log(f"stopping embedded redis: {exc}")
+            if pid and psutil.pid_exists(pid):
+                try:
+                    proc = psutil.Process(pid)
+                    if "redis" in proc.name():
+                        proc.kill()
+                except psutil.Error:
+                    pass
+        if self.args.keep:
+            log(f"kept {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class LoadGen:
+    """Load generator workers (bench/loadgen.py), driven by JSON lines."""
+
+    def __init__(self, stack: Stack, tag: str, workers: int) -> None:
+        self.stack = stack
+        self.procs = [stack.spawn(f"loadgen-{tag}-{i}", [PY, str(BENCH / "loadgen.py")], pipes=True)
+                      for i in range(workers)]
+        self.ps = [psutil.Process(p.pid) for p in self.procs]
+
+    def call(self, msgs: list[dict], timeout: float = 600) -> list[dict]:
+        for proc, msg in zip(self.procs, msgs):
+            proc.stdin.write(json.dumps(msg) + "\n")
+            proc.stdin.flush()
+        out = []
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise StackError(f"load generator did not answer {msgs[0]['cmd']} within {timeout}s")
+            line = proc.stdout.readline()
+            if not line:
+                raise StackError(f"load generator exited (code {proc.poll()}); see {self.stack.workdir}")
+            reply = json.loads(line)
+            if "error" in reply:
+                raise StackError(f"load generator: {reply['error']}")
+            out.append(reply)
+        return out
+
+    def all(self, msg: dict, timeout: float = 600) -> list[dict]:
+        return self.call([msg] * len(self.procs), timeout)
+
+    def connect(self, url: str, mode: str, agents: list, concurrency: int, ping: float, cadence: bool = True) -> dict:
+        n = len(self.procs)
+        parts = [agents[i::n] for i in range(n)]
+        per = max(1, concurrency // n)
+        replies = self.call([{"cmd": "connect", "url": url, "mode": mode, "agents": part, "concurrency": per,
+                              "ping_interval": ping, "honour_cadence": cadence} for part in parts], timeout=1800)
+        failures: dict[str, int] = {}
+        for r in replies:
+            for k, v in r["failures"].items():
+                failures[k] = failures.get(k, 0) + v
+        return {
+            "connected": sum(r["connected"] for r in replies), "failed": sum(r["failed"] for r in replies),
+            "failures": failures, "seconds": max(r["seconds"] for r in replies),
+            "latency_p50_ms": max(r["latency_p50_ms"] for r in replies),
+            "latency_p99_ms": max(r["latency_p99_ms"] for r in replies),
+            "latency_max_ms": max(r["latency_max_ms"] for r in replies),
+        }
+
+    def stats(self, reset: bool = False) -> dict:
+        replies = self.all({"cmd": "stats", "reset": reset})
+        counters: dict[str, int] = {}
+        for r in replies:
+            for k, v in r["counters"].items():
+                counters[k] = counters.get(k, 0) + v
+        return {
+            "open": sum(r["open"] for r in replies), "counters": counters,
+            "hb_unanswered": sum(r["hb_unanswered_10s"] for r in replies),
+            "hb_rtt_p50_ms": max(r["hb_rtt_p50_ms"] for r in replies),
+            "hb_rtt_p99_ms": max(r["hb_rtt_p99_ms"] for r in replies),
+            "hb_rtt_n": sum(r["hb_rtt_n"] for r in replies),
+        }
+
+    def cpu(self) -> float:
+        return sum(cpu_s(p) for p in self.ps)
+
+    def exit(self) -> None:
+        try:
+            self.all({"cmd": "exit"}, timeout=120)
+        except Exception as exc:  # noqa: BLE001
+            log(f"load generator exit: {exc}")
+        for proc in self.procs:
+            self.stack.stop(proc)
+
+
+# --- the workload ------------------------------------------------------------------------------
+
+
+def machine_busy_s() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
+
+
+def measure_cpu(procs: dict[str, psutil.Process], seconds: float, ours: list[psutil.Process] = ()) -> dict[str, float]:
+    """Per-process CPU over a wall-clock window, as % of one core; "others" is the rest of the
+    machine (processes this benchmark did not start), to tell a noisy neighbour."""
+    before = {k: cpu_s(p) for k, p in procs.items()}
+    ours = [p for p in ours if p not in procs.values()]
+    ours_before = sum(cpu_s(p) for p in ours)
+    machine0 = machine_busy_s()
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - t0
+    out = {k: (cpu_s(p) - before[k]) / wall * 100 for k, p in procs.items()}
+    used = sum(out.values()) + (sum(cpu_s(p) for p in ours) - ours_before) / wall * 100
+    out["others"] = max(0.0, (machine_busy_s() - machine0) / wall * 100 - used)
+    return out
+
+
+def server_workload(stack: Stack, args, *, kind: str, url: str, server: psutil.Process, agents: list,
+                    extra_procs: dict[str, psutil.Process]) -> dict:
+    """Connect, memory, idle CPU, lazy heartbeats, burst; leaves the agents connected (returns the generator)."""
+    r: dict = {"kind": kind}
+    lg = LoadGen(stack, kind, args.workers)
+    r["loadgen"] = lg
+    warm = agents[: min(20, len(agents))]
+    w = lg.connect(url, kind, warm, args.concurrency, args.agent_ping)
+    if w["connected"] != len(warm):
+        raise StackError(f"{kind}: warm-up connections failed: {w['failures']}")
+    time.sleep(1)
+    lg.all({"cmd": "close"})
+    time.sleep(args.settle)
+    rss0 = rss_kb(server)
+    log(f"{kind}: connecting {len(agents)} agents (server RSS {rss0 / 1024:.1f} MB)")
+    cpu0 = cpu_s(server)
+    c = lg.connect(url, kind, agents, args.concurrency, args.agent_ping, not args.stay_lazy)
+    c["server_cpu_ms_per_handshake"] = (cpu_s(server) - cpu0) * 1000 / max(1, c["connected"])
+    c["per_s"] = c["connected"] / c["seconds"] if c["seconds"] else None
+    r["connect"] = c
+    log(f"{kind}: {c['connected']} connected, {c['failed']} failed in {c['seconds']:.1f}s "
+        f"(handshake p50 {c['latency_p50_ms']:.0f} ms, p99 {c['latency_p99_ms']:.0f} ms) {c['failures'] or ''}")
+    time.sleep(args.settle)
+    rss1 = rss_kb(server)
+    r["rss_before_kb"], r["rss_after_kb"] = rss0, rss1
+    try:
+        r["fds"] = server.num_fds()
+        r["unix_sockets"] = len(server.net_connections(kind="unix"))  # Redis on its unix socket
+    except (psutil.Error, AttributeError):
+        r["fds"] = r["unix_sockets"] = None
+    r["rss_kb_per_agent"] = (rss1 - rss0) / c["connected"] if c["connected"] else None
+    procs = {"server": server, **extra_procs}
+    log(f"{kind}: RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MB; idle CPU for {args.idle_seconds}s")
+    r["idle_cpu"] = measure_cpu(procs, args.idle_seconds, lg.ps)
+    lg.all({"cmd": "hb_start"})
+    rate = c["connected"] / 60.0
+    log(f"{kind}: lazy heartbeats ({rate:.0f}/s) for {args.hb_seconds}s")
+    lg.stats(reset=True)
+    time.sleep(2)  # the scheduler's first second is not representative
+    sent0 = lg.stats(reset=True)["counters"].get("hb_acked", 0)
+    t0 = time.monotonic()
+    r["hb_cpu"] = measure_cpu(procs, args.hb_seconds, lg.ps)
+    hb = lg.stats(reset=True)
+    r["hb_rate"] = (hb["counters"].get("hb_acked", 0) - sent0) / (time.monotonic() - t0)
+    r["hb_stats"] = hb
+    r["rss_after_hb_kb"] = rss_kb(server)
+    k = min(args.burst_agents, c["connected"])
+    log(f"{kind}: heartbeat burst from {k} agents for {args.burst_seconds}s")
+    per = [k // args.workers + (1 if i < k % args.workers else 0) for i in range(args.workers)]
+    before = {"server": cpu_s(server), "loadgen": lg.cpu()}
+    t0 = time.monotonic()
+    replies = lg.call([{"cmd": "burst", "agents": n, "seconds": args.burst_seconds} for n in per])
+    wall = time.monotonic() - t0
+    r["burst"] = {
+        "agents": sum(x["agents"] for x in replies),
+        "round_trips": sum(x["round_trips"] for x in replies),
+        "per_s": sum(x["round_trips"] for x in replies) / max(x["seconds"] for x in replies),
+        "timeouts": sum(x["timeouts"] for x in replies),
+        "rtt_p50_ms": max(x["rtt_p50_ms"] for x in replies), "rtt_p99_ms": max(x["rtt_p99_ms"] for x in replies),
+        "server_cpu_pct": (cpu_s(server) - before["server"]) / wall * 100,
+        "server_cpu_us_per_rt": (cpu_s(server) - before["server"]) * 1e6 / max(1, sum(x["round_trips"] for x in replies)),
+        "loadgen_cpu_pct": (lg.cpu() - before["loadgen"]) / wall * 100,
+    }
+    log(f"{kind}: {r['burst']['per_s']:.0f} heartbeat round trips/s "
+        f"(server {r['burst']['server_cpu_pct']:.0f}% of a core, load generator {r['burst']['loadgen_cpu_pct']:.0f}%)")
+    return r
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise StackError(f"{url} did not answer within {timeout}s")
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise StackError(f"port {port} did not open within {timeout}s")
+
+
+def bench(stack: Stack, args) -> dict:
+    nofile = raise_nofile()
+    need = args.agents * 2 + 500
+    log(f"file descriptor limit {nofile} (Daphne needs about {args.agents + 200}, "
+        f"each of {args.workers} load generators about {args.agents // args.workers + 100})")
+    if nofile < args.agents + 200:
+        log(f"WARNING: RLIMIT_NOFILE {nofile} is below what {args.agents} agents need ({need})")
+    res: dict = {"agents": args.agents, "fanout": min(args.fanout, args.agents), "nofile": nofile}
+
+    stack.start_redis()
+    log(f"work folder {stack.workdir}; database {stack.env.get('CAISEY_DATABASE_URL') or 'SQLite (embedded)'}; "
+        f"redis {stack.env.get('CAISEY_REDIS_URL') or 'embedded'}")
+    stack.run("migrate", [PY, "manage.py", "migrate", "-v", "0"])
+    seed = stack.driver("seed", "--agents", str(args.agents), "--out", str(stack.workdir / "agents.json"))
+    agents = json.loads((stack.workdir / "agents.json").read_text())
+    log(f"seeded {seed['endpoints']} endpoints in {seed['seconds']:.1f}s")
+
+    # --- the baseline: bare websockets --------------------------------------------------------------
+    port = free_port()
+    bare = stack.spawn("bare-server", [PY, str(BENCH / "bare_server.py"), str(port)])
+    wait_port(port, bare)
+    b = server_workload(stack, args, kind="bare", url=f"ws://127.0.0.1:{port}/", server=psutil.Process(bare.pid),
+                        agents=agents, extra_procs={})
+    b.pop("loadgen").exit()
+    stack.stop(bare)
+    res["bare"] = b
+
+    # --- Caisey: one Daphne process, the Redis channel layer ----------------------------------------
+    port = free_port()
+    daphne = stack.spawn("daphne", [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *args.daphne_arg,
+                                    "caisey.asgi:application"])
+    wait_http(f"http://127.0.0.1:{port}/healthz", daphne)
+    extra = {}
+    rpid = stack.redis_pid() if stack.embedded_redis else None
+    if rpid:
+        extra["redis"] = psutil.Process(rpid)
+    server = psutil.Process(daphne.pid)
+    c = server_workload(stack, args, kind="caisey", url=f"ws://127.0.0.1:{port}/ws/agent/", server=server,
+                        agents=agents, extra_procs=extra)
+    lg = c.pop("loadgen")
+    try:
+        log(f"caisey: {args.rtt_samples} single actions, one after another, on one endpoint")
+        c["rtt"] = stack.driver("rtt", "--samples", str(args.rtt_samples))
+        log(f"caisey: action round trip {c['rtt']}")
+        if res["fanout"] <= 0:
+            log("caisey: --fanout 0: fan-out skipped")
+        elif c["connect"]["connected"] >= res["fanout"]:
+            log(f"caisey: one action to {res['fanout']} agents (bulk run)")
+            cpu0, t0 = cpu_s(server), time.monotonic()
+            c["fanout"] = stack.driver("fanout", "--count", str(res["fanout"]), "--timeout", str(args.fanout_timeout),
+                                       timeout=args.fanout_timeout + 120)
+            c["fanout"]["server_cpu_pct"] = (cpu_s(server) - cpu0) / (time.monotonic() - t0) * 100
+            c["fanout"]["server_cpu_s"] = cpu_s(server) - cpu0
+            log(f"caisey: fan-out {c['fanout']}")
+            # The bulk run woke its endpoints: they now beat at the active cadence.
+            log(f"caisey: after the fan-out, CPU for {args.idle_seconds}s and {args.after_samples} more single actions")
+            c["after_cpu"] = measure_cpu({"server": server, **extra}, args.idle_seconds, lg.ps)
+            c["after_hb"] = lg.stats(reset=True)
+            c["rtt_after"] = stack.driver("rtt", "--samples", str(args.after_samples), "--timeout", "15")
+            log(f"caisey: action round trip after the fan-out {c['rtt_after']}")
+        else:
+            log("caisey: too few agents connected for the fan-out; skipped")
+        c["lost"] = stack.driver("lost", "--wait", "30")
+        c["final_stats"] = lg.stats()
+        c["rss_end_kb"] = rss_kb(server)
+    finally:
+        lg.exit()
+    res["caisey"] = c
+    return res
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+
+def fmt(v, spec: str = ".1f", unit: str = "") -> str:
+    if v is None:
+        return "-"
+    return f"{v:{spec}}{unit}"
+
+
+def report(res: dict, args) -> dict:
+    b, c = res["bare"], res["caisey"]
+    n = res["agents"]
+    fan = c.get("fanout") or {}
+    rtt = c.get("rtt") or {}
+    after = c.get("rtt_after") or {}
+    lost = c.get("lost") or {}
+    rss_ratio = (c["rss_kb_per_agent"] / b["rss_kb_per_agent"]
+                 if c.get("rss_kb_per_agent") and b.get("rss_kb_per_agent") else None)
+    hb_ratio = c["burst"]["per_s"] / b["burst"]["per_s"] if b["burst"]["per_s"] else None
+    figures = {
+        "agents_requested": n,
+        "agents_connected": c["connect"]["connected"],
+        "connects_per_s": round(c["connect"]["per_s"], 1) if c["connect"]["per_s"] else None,
+        "connect_failures": c["connect"]["failed"],
+        "rss_kb_per_agent": round(c["rss_kb_per_agent"], 1) if c.get("rss_kb_per_agent") else None,
+        "bare_ws_rss_kb_per_agent": round(b["rss_kb_per_agent"], 1) if b.get("rss_kb_per_agent") else None,
+        "rss_ratio": round(rss_ratio, 2) if rss_ratio else None,
+        "heartbeat_cpu_pct_of_core": round(c["hb_cpu"]["server"], 2),
+        "idle_cpu_pct_of_core": round(c["idle_cpu"]["server"], 2),
+        "heartbeats_per_s_lazy": round(c["hb_rate"], 1),
+        "heartbeat_round_trips_per_s": round(c["burst"]["per_s"]),
+        "bare_ws_heartbeat_round_trips_per_s": round(b["burst"]["per_s"]),
+        "heartbeat_cpu_us_per_round_trip": round(c["burst"]["server_cpu_us_per_rt"]),
+        "bare_ws_heartbeat_cpu_us_per_round_trip": round(b["burst"]["server_cpu_us_per_rt"]),
+        "fanout_agents": fan.get("endpoints"),
+        "fanout_1000_s": fan.get("all_final_s"),
+        "fanout_request_s": fan.get("request_s"),
+        "fanout_commit_s": fan.get("commit_s"),
+        "fanout_request_cpu_s": fan.get("request_cpu_s"),
+        "fanout_server_cpu_s": round(fan["server_cpu_s"], 1) if fan.get("server_cpu_s") else None,
+        "action_rtt_p50_ms": rtt.get("p50_ms"),
+        "action_rtt_p99_ms": rtt.get("p99_ms"),
+        "lost_messages": lost.get("lost_messages"),
+        "other_processes_cpu_pct": round(c["hb_cpu"]["others"], 1),
+        "server_fds": c.get("fds"),
+        "server_unix_sockets": c.get("unix_sockets"),
+        "after_fanout_cpu_pct_of_core": round(c["after_cpu"]["server"], 1) if c.get("after_cpu") else None,
+        "action_rtt_after_fanout_p50_ms": after.get("p50_ms"),
+        "action_rtt_after_fanout_timeouts": after.get("timeouts"),
+    }
+    cores = psutil.cpu_count()
+
+    def met(ok, applies: bool = True) -> str:
+        if not applies:
+            return "n/a"
+        return "-" if ok is None else ("yes" if ok else "NO")
+
+    rows = [
+        ("agents connected", f"{c['connect']['connected']}/{n}", f"{b['connect']['connected']}/{n}", "",
+         f">= {TARGET_AGENTS}", met(c["connect"]["connected"] >= TARGET_AGENTS, n >= TARGET_AGENTS)),
+        ("connect all: s / handshakes per s",
+         f"{c['connect']['seconds']:.1f} / {c['connect']['per_s']:.0f}",
+         f"{b['connect']['seconds']:.1f} / {b['connect']['per_s']:.0f}", "", "", ""),
+        ("  handshake p50 / p99 (ms)",
+         f"{c['connect']['latency_p50_ms']:.0f} / {c['connect']['latency_p99_ms']:.0f}",
+         f"{b['connect']['latency_p50_ms']:.0f} / {b['connect']['latency_p99_ms']:.0f}", "", "", ""),
+        ("  server CPU per handshake (ms)", fmt(c["connect"]["server_cpu_ms_per_handshake"], ".2f"),
+         fmt(b["connect"]["server_cpu_ms_per_handshake"], ".2f"), "", "", ""),
+        ("RSS per idle connection (KB)", fmt(c.get("rss_kb_per_agent")), fmt(b.get("rss_kb_per_agent")),
+         fmt(rss_ratio, ".2f", "x"), f"<= {TARGET_RSS_RATIO}x bare",
+         met(rss_ratio is not None and rss_ratio <= TARGET_RSS_RATIO)),
+        ("server RSS idle, N agents (MB)", fmt(c["rss_after_kb"] / 1024), fmt(b["rss_after_kb"] / 1024), "", "", ""),
+        ("server file descriptors / unix sockets (Redis)", f"{c.get('fds')} / {c.get('unix_sockets')}",
+         f"{b.get('fds')} / {b.get('unix_sockets')}", "", "", ""),
+        ("CPU idle (keepalive pings), % core", fmt(c["idle_cpu"]["server"], ".2f"), fmt(b["idle_cpu"]["server"], ".2f"),
+         "", "", ""),
+        ("CPU at N/60 heartbeats/s, % core", fmt(c["hb_cpu"]["server"], ".2f"), fmt(b["hb_cpu"]["server"], ".2f"),
+         fmt(c["hb_cpu"]["server"] / b["hb_cpu"]["server"] if b["hb_cpu"]["server"] else None, ".1f", "x"),
+         f"< {TARGET_HB_CPU_PCT:.0f}% at {TARGET_AGENTS}",
+         met(c["hb_cpu"]["server"] < TARGET_HB_CPU_PCT, n >= TARGET_AGENTS)),
+        ("  heartbeats/s acked in that window", fmt(c["hb_rate"]), fmt(b["hb_rate"]), "", "", ""),
+        ("  heartbeat RTT p50 / p99 (ms)",
+         f"{c['hb_stats']['hb_rtt_p50_ms']:.1f} / {c['hb_stats']['hb_rtt_p99_ms']:.1f}",
+         f"{b['hb_stats']['hb_rtt_p50_ms']:.1f} / {b['hb_stats']['hb_rtt_p99_ms']:.1f}", "", "", ""),
+        (f"heartbeat round trips/s (burst, {c['burst']['agents']} agents)", fmt(c["burst"]["per_s"], ".0f"),
+         fmt(b["burst"]["per_s"], ".0f"), fmt(hb_ratio, ".2f", "x"), "", ""),
+        ("  server CPU per round trip (us)", fmt(c["burst"]["server_cpu_us_per_rt"], ".0f"),
+         fmt(b["burst"]["server_cpu_us_per_rt"], ".0f"), "", "", ""),
+        ("  => round trips/s one full core would give", fmt(1e6 / c["burst"]["server_cpu_us_per_rt"], ".0f"),
+         fmt(1e6 / b["burst"]["server_cpu_us_per_rt"], ".0f"),
+         fmt(b["burst"]["server_cpu_us_per_rt"] / c["burst"]["server_cpu_us_per_rt"], ".2f", "x"), "", ""),
+        ("  burst: server / load gen CPU %",
+         f"{c['burst']['server_cpu_pct']:.0f} / {c['burst']['loadgen_cpu_pct']:.0f}",
+         f"{b['burst']['server_cpu_pct']:.0f} / {b['burst']['loadgen_cpu_pct']:.0f}", "", "", ""),
+    ]
+    if fan:
+        rows += [
+            (f"fan-out: {fan['endpoints']} actions, all final (s)", fmt(fan.get("all_final_s"), ".2f"), "", "",
+             f"< {TARGET_FANOUT_S:.0f} s at 1000",
+             met(fan.get("all_final_s") is not None and fan["all_final_s"] < TARGET_FANOUT_S,
+                 fan["endpoints"] >= 1000)),
+            ("  bulk_run_start CPU in the requesting process (s)", fmt(fan.get("request_cpu_s"), ".2f"), "", "", "", ""),
+            ("  Daphne CPU during the fan-out: s / % core",
+             f"{fmt(fan.get('server_cpu_s'), '.1f')} / {fmt(fan.get('server_cpu_pct'), '.0f')}", "", "", "", ""),
+            ("  bulk_run_start written / committed / returned (s)",
+             (f"{fmt(fan.get('request_body_s'), '.2f')} / {fmt(fan.get('commit_s'), '.2f')} / "
+              f"{fmt(fan.get('request_s'), '.2f')}"), "", "", "", ""),
+            ("  first result / half final / all dispatched (s)",
+             (f"{fmt(fan.get('first_final_s'), '.2f')} / {fmt(fan.get('half_final_s'), '.2f')} / "
+              f"{fmt(fan.get('all_dispatched_s'), '.2f')}"), "", "", "", ""),
+        ]
+    if after:
+        rows += [
+            ("after the fan-out: CPU, % core (agents active)", fmt(c["after_cpu"]["server"], ".1f"), "", "", "", ""),
+            ("  single action RTT p50 / p99 (ms), timeouts",
+             (f"{fmt(after.get('p50_ms'))} / {fmt(after.get('p99_ms'))}, {after.get('timeouts')} of "
+              f"{after.get('samples', 0) + after.get('timeouts', 0)}"), "", "", "", ""),
+        ]
+    rows += [
+        ("single action RTT p50 / p99 (ms), quiet server", f"{fmt(rtt.get('p50_ms'))} / {fmt(rtt.get('p99_ms'))}",
+         "", "", "", ""),
+        ("lost messages (outbox unacked + actions not final)", fmt(lost.get("lost_messages"), "d"), "", "", "0",
+         met(lost.get("lost_messages") == 0)),
+    ]
+    header = ("figure", "Caisey (Daphne)", "bare websockets", "ratio", "target", "met")
+    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(6)]
+    line = "  ".join("-" * w for w in widths)
+    print()
+    print(f"Caisey bridge benchmark: {n} agents, fan-out {res['fanout']}, {cores} cores, "
+          f"{platform.python_implementation()} {platform.python_version()}, "
+          f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
+    print(line)
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    print(line)
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    print(line)
+    stats = c.get("final_stats") or {}
+    counters = stats.get("counters", {})
+    odd = {k: v for k, v in counters.items() if k.startswith(("dropped", "server_error", "reader_error", "bad_frames"))}
+    print(f"agents still open at the end: {stats.get('open')}; heartbeats unanswered: {stats.get('hb_unanswered')}; "
+          f"server frames received: " + ", ".join(f"{k[5:]} {v}" for k, v in sorted(counters.items())
+                                                 if k.startswith("recv:")))
+    if odd:
+        print(f"problems seen by the agents: {odd}")
+    if c["connect"]["failures"]:
+        print(f"failed handshakes: {c['connect']['failures']}")
+    print(f"other processes on the machine (not this benchmark's), during the heartbeat windows: "
+          f"{c['hb_cpu']['others']:.0f}% (Caisey), {b['hb_cpu']['others']:.0f}% (bare) of {cores * 100}%; "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if "redis" in c["hb_cpu"]:
+        print(f"embedded Redis CPU: idle {c['idle_cpu']['redis']:.2f}%, during heartbeats {c['hb_cpu']['redis']:.2f}% "
+              f"of a core; fan-out: Daphne at {fan.get('server_cpu_pct', 0):.0f}% of a core")
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=1000, help="simulated agents (default 1000)")
+    parser.add_argument("--fanout", type=int, default=1000,
+                        help="agents the one action goes to (min with --agents; 0 skips the fan-out)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 100 agents, fan-out 100, short windows")
+    parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument("--concurrency", type=int, default=50,
+                        help="handshakes in flight (default 50; Caisey's hello timeout is 10 s, see README)")
+    parser.add_argument("--agent-ping", type=float, default=20.0,
+                        help="agents' WebSocket keepalive ping interval, s; 0 = off (default 20, as the real agent)")
+    parser.add_argument("--idle-seconds", type=float, default=15.0)
+    parser.add_argument("--hb-seconds", type=float, default=30.0)
+    parser.add_argument("--burst-seconds", type=float, default=10.0)
+    parser.add_argument("--burst-agents", type=int, default=200)
+    parser.add_argument("--rtt-samples", type=int, default=100)
+    parser.add_argument("--after-samples", type=int, default=10,
+                        help="single actions timed again after the fan-out (default 10, 15 s timeout each)")
+    parser.add_argument("--fanout-timeout", type=float, default=600.0)
+    parser.add_argument("--stay-lazy", action="store_true",
+                        help="agents keep the lazy 60 s heartbeat after mode.set active (isolates the fan-out cost)")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds to let the server settle before RSS")
+    parser.add_argument("--daphne-arg", action="append", default=[],
+                        help="extra Daphne argument, repeatable (e.g. --daphne-arg=--ping-interval --daphne-arg=90)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
+    args = parser.parse_args()
+    if args.quick:
+        args.agents = min(args.agents, 100) if "--agents" in sys.argv else 100
+        args.fanout = min(args.fanout, 100)
+        args.idle_seconds, args.hb_seconds, args.burst_seconds, args.rtt_samples = 5, 10, 5, 30
+        args.after_samples = 5
+        args.settle = 2
+    args.fanout = min(args.fanout, args.agents)
+
+    def on_term(signum, frame):
+        raise Interrupted(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    # Also when started in the background of a non-interactive shell, which ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stack = Stack(args)
+    try:
+        res = bench(stack, args)
+        figures = report(res, args)
+    except (KeyboardInterrupt, Interrupted):
+        log("interrupted; stopping everything")
+        return 130
+    except StackError as exc:
+        log(f"FAILED: {exc}")
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        stack.cleanup()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Load generator worker: simulated agents over real WebSockets.
+
+Started by bench/bridge.py as a subprocess (one or more of them) and driven by
+JSON commands, one per line on stdin; each command gets one JSON line back on
+stdout. Logs go to stderr.
+
+In "caisey" mode an agent speaks the real protocol (caisey_agent.protocol):
+hello -> welcome, heartbeats acked by the server, every server event
+(mode.set, action.run, ...) acknowledged by id, action.run answered at once
+with ActionOutput seq 0 on the "status" stream ("started") and a succeeded
+ActionResult. In "bare" mode the same frames go to the bare echo server,
+which answers each frame with an ack; the first ack completes the handshake.
+
+Commands:
+  {"cmd": "connect", "url", "mode", "agents": [[id, credential], ...], "concurrency", "ping_interval"}
+  {"cmd": "hb_start"} / {"cmd": "hb_stop"}   lazy heartbeats, each agent at its own interval
+  {"cmd": "burst", "agents": K, "seconds": S}  K agents beat back to back for S seconds
+  {"cmd": "stats", "reset": bool}
+  {"cmd": "close"}                            close every connection
+  {"cmd": "exit"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import random
+import resource
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "agent"))
+
+import msgspec
+from caisey_agent import protocol as p
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+AGENT_VERSION = "bench-0"
+LAZY_INTERVAL = 60.0
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return values[k]
+
+
+class Agent:
+    __slots__ = ("close_code", "closed", "cred", "eid", "interval", "mode", "seen", "ws")
+
+    def __init__(self, eid: str, cred: str) -> None:
+        self.eid = eid
+        self.cred = cred
+        self.ws = None
+        self.interval = LAZY_INTERVAL
+        self.mode = "lazy"
+        self.closed = False
+        self.seen: set[str] | None = None
+        self.close_code = None
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.mode = "caisey"
+        self.agents: list[Agent] = []
+        self.tasks: set[asyncio.Task] = set()
+        self.counters: Counter = Counter()
+        self.pending: dict[str, float] = {}  # heartbeat id -> sent at (lazy cadence)
+        self.waiters: dict[str, asyncio.Future] = {}  # heartbeat id -> future (burst)
+        self.hb_rtts: list[float] = []
+        self.hb_task: asyncio.Task | None = None
+        self.honour_cadence = True  # beat at the cadence mode.set asks for, as the real agent does
+
+    # --- frames -----------------------------------------------------------------------
+
+    def decode(self, raw):
+        if self.mode == "caisey":
+            return p.decode(raw, accept=p.SERVER_TO_AGENT, max_bytes=p.MAX_FRAME_BYTES * 4)
+        data = msgspec.json.decode(raw)
+        return p.Envelope(type=data["type"], id=data["id"], ts=data["ts"], body=p.Ack(ref=data["body"].get("ref", "")))
+
+    async def send(self, agent: Agent, body, *, id: str | None = None) -> str:
+        env = p.envelope(body, id=id)
+        await agent.ws.send(p.encode(env))
+        return env.id
+
+    async def handshake(self, agent: Agent, url: str, ping_interval: float | None) -> None:
+        ws = await connect(
+            url, open_timeout=60, ping_interval=ping_interval, ping_timeout=60 if ping_interval else None,
+            max_size=p.MAX_FRAME_BYTES * 4, compression=None, close_timeout=5,
+        )
+        agent.ws = ws
+        hello = p.Hello(
+            endpoint_id=agent.eid, credential=agent.cred, agent_version=AGENT_VERSION,
+            machine={"hostname": f"bench-{agent.eid[:8]}", "os": "linux"}, mode="lazy",
+        )
+        hello_id = await self.send(agent, hello)
+        while True:
+            env = self.decode(await asyncio.wait_for(ws.recv(), timeout=60))
+            if env.type == p.Welcome.TYPE:
+                agent.mode = env.body.mode
+                agent.interval = env.body.heartbeat_interval
+                return
+            if env.type == p.Ack.TYPE and (self.mode == "bare" or env.body.ref == hello_id):
+                if self.mode == "bare":
+                    return
+                continue
+            if env.type == p.Error.TYPE:
+                raise RuntimeError(f"error:{env.body.code}")
+
+    async def reader(self, agent: Agent) -> None:
+        ws = agent.ws
+        try:
+            async for raw in ws:
+                try:
+                    env = self.decode(raw)
+                except Exception as exc:  # noqa: BLE001
+                    self.counters["bad_frames"] += 1
+                    print(f"bad frame: {exc}", file=sys.stderr)
+                    continue
+                await self.on_frame(agent, env)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            self.counters[f"reader_error:{type(exc).__name__}"] += 1
+            print(f"reader error: {exc!r}", file=sys.stderr)
+        finally:
+            agent.closed = True
+            agent.close_code = ws.close_code
+            if not getattr(self, "closing", False):
+                self.counters[f"dropped:{ws.close_code}"] += 1
+
+    async def on_frame(self, agent: Agent, env) -> None:
+        kind = env.type
+        if kind == p.Ack.TYPE:
+            ref = env.body.ref
+            sent = self.pending.pop(ref, None)
+            if sent is not None:
+                self.hb_rtts.append(time.perf_counter() - sent)
+                self.counters["hb_acked"] += 1
+                return
+            fut = self.waiters.pop(ref, None)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result(time.perf_counter())
+                return
+            self.counters["acks_other"] += 1
+            return
+        if kind == p.Error.TYPE:
+            self.counters[f"server_error:{env.body.code}"] += 1
+            return
+        if kind == p.Welcome.TYPE:
+            return
+        # A server event: acknowledged by id; deduplicated like the real agent.
+        self.counters[f"recv:{kind}"] += 1
+        if agent.seen is None:
+            agent.seen = set()
+        first = env.id not in agent.seen
+        agent.seen.add(env.id)
+        await self.send(agent, p.Ack(ref=env.id, duplicate=not first))
+        if not first:
+            self.counters["duplicates"] += 1
+            return
+        if kind == p.ModeSet.TYPE:
+            agent.mode = env.body.mode
+            if self.honour_cadence:
+                agent.interval = env.body.heartbeat_interval
+        elif kind == p.ActionRun.TYPE:
+            now = time.time()
+            action_id = env.body.action_id
+            await self.send(agent, p.ActionOutput(action_id=action_id, seq=0, stream="status", data="started"))
+            await self.send(agent, p.ActionResult(
+                action_id=action_id, status="succeeded", exit_code=0,
+                result={"hostname": f"bench-{agent.eid[:8]}", "os": "linux", "uptime_s": 1234},
+                started_at=now, finished_at=time.time(),
+            ))
+            self.counters["actions_answered"] += 1
+
+    # --- commands ------------------------------------------------------------------------
+
+    async def cmd_connect(self, msg: dict) -> dict:
+        self.mode = msg["mode"]
+        self.honour_cadence = msg.get("honour_cadence", True)
+        url = msg["url"]
+        ping = msg.get("ping_interval") or None
+        sem = asyncio.Semaphore(int(msg.get("concurrency", 100)))
+        failures: Counter = Counter()
+        latencies: list[float] = []
+        new: list[Agent] = []
+
+        async def one(eid: str, cred: str) -> None:
+            agent = Agent(eid, cred)
+            async with sem:
+                t0 = time.perf_counter()
+                try:
+                    await self.handshake(agent, url, ping)
+                except InvalidStatus as exc:
+                    failures[f"http_{exc.response.status_code}"] += 1
+                except ConnectionClosed as exc:
+                    failures[f"closed_{exc.rcvd.code if exc.rcvd else 'noframe'}"] += 1
+                except TimeoutError:
+                    failures["timeout"] += 1
+                except OSError as exc:
+                    failures[f"os_{exc.errno}_{type(exc).__name__}"] += 1
+                except Exception as exc:  # noqa: BLE001
+                    failures[str(exc)[:60] or type(exc).__name__] += 1
+                else:
+                    latencies.append(time.perf_counter() - t0)
+                    new.append(agent)
+                    task = asyncio.get_running_loop().create_task(self.reader(agent))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                    return
+            if agent.ws is not None:
+                with contextlib.suppress(Exception):
+                    await agent.ws.close()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(eid, cred) for eid, cred in msg["agents"]))
+        self.agents.extend(new)
+        return {
+            "connected": len(new), "failed": sum(failures.values()), "failures": dict(failures),
+            "seconds": time.perf_counter() - t0,
+            "latency_p50_ms": (pct(latencies, 50) or 0) * 1000, "latency_p99_ms": (pct(latencies, 99) or 0) * 1000,
+            "latency_max_ms": (max(latencies) if latencies else 0) * 1000,
+        }
+
+    async def heartbeats(self) -> None:
+        now = time.monotonic()
+        heap = [(now + random.uniform(0, a.interval), i, a) for i, a in enumerate(self.agents) if not a.closed]
+        heapq.heapify(heap)
+        while True:
+            now = time.monotonic()
+            while heap and heap[0][0] <= now:
+                due, i, agent = heapq.heappop(heap)
+                if agent.closed:
+                    continue
+                env = p.envelope(p.Heartbeat(interval=agent.interval, mode=agent.mode))
+                self.pending[env.id] = time.perf_counter()
+                self.counters["hb_sent"] += 1
+                try:
+                    await agent.ws.send(p.encode(env))
+                except ConnectionClosed:
+                    self.pending.pop(env.id, None)
+                    continue
+                heapq.heappush(heap, (max(due + agent.interval, now), i, agent))
+            await asyncio.sleep(0.02)
+
+    async def cmd_hb_start(self, msg: dict) -> dict:
+        if self.hb_task is None:
+            self.hb_task = asyncio.get_running_loop().create_task(self.heartbeats())
+        return {"ok": True}
+
+    async def cmd_hb_stop(self, msg: dict) -> dict:
+        if self.hb_task is not None:
+            self.hb_task.cancel()
+            self.hb_task = None
+        return {"ok": True}
+
+    async def cmd_burst(self, msg: dict) -> dict:
+        live = [a for a in self.agents if not a.closed][: int(msg["agents"])]
+        deadline = time.perf_counter() + float(msg["seconds"])
+        rtts: list[float] = []
+        timeouts = 0
+        loop = asyncio.get_running_loop()
+
+        async def beat(agent: Agent) -> None:
+            nonlocal timeouts
+            while time.perf_counter() < deadline and not agent.closed:
+                env = p.envelope(p.Heartbeat(interval=agent.interval, mode=agent.mode))
+                fut = loop.create_future()
+                self.waiters[env.id] = fut
+                t0 = time.perf_counter()
+                try:
+                    await agent.ws.send(p.encode(env))
+                    t1 = await asyncio.wait_for(fut, timeout=30)
+                except TimeoutError:
+                    timeouts += 1
+                    self.waiters.pop(env.id, None)
+                    continue
+                except ConnectionClosed:
+                    return
+                rtts.append(t1 - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(beat(a) for a in live))
+        elapsed = time.perf_counter() - t0
+        return {
+            "agents": len(live), "round_trips": len(rtts), "seconds": elapsed, "timeouts": timeouts,
+            "rtt_p50_ms": (pct(rtts, 50) or 0) * 1000, "rtt_p99_ms": (pct(rtts, 99) or 0) * 1000,
+        }
+
+    async def cmd_stats(self, msg: dict) -> dict:
+        now = time.perf_counter()
+        unanswered = sum(1 for t in self.pending.values() if now - t > 10)
+        out = {
+            "agents": len(self.agents), "open": sum(1 for a in self.agents if not a.closed),
+            "counters": dict(self.counters), "hb_unanswered_10s": unanswered,
+            "hb_rtt_p50_ms": (pct(self.hb_rtts, 50) or 0) * 1000, "hb_rtt_p99_ms": (pct(self.hb_rtts, 99) or 0) * 1000,
+            "hb_rtt_n": len(self.hb_rtts),
+        }
+        if msg.get("reset"):
+            self.hb_rtts = []
+        return out
+
+    async def cmd_close(self, msg: dict) -> dict:
+        await self.cmd_hb_stop(msg)
+        self.closing = True
+        sem = asyncio.Semaphore(200)
+
+        async def close(agent: Agent) -> None:
+            async with sem:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(agent.ws.close(), timeout=10)
+
+        await asyncio.gather(*(close(a) for a in self.agents if not a.closed))
+        for task in list(self.tasks):
+            task.cancel()
+        closed = len(self.agents)
+        self.agents = []
+        self.pending.clear()
+        self.closing = False
+        return {"closed": closed}
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                return
+            msg = json.loads(line)
+            cmd = msg["cmd"]
+            if cmd == "exit":
+                await self.cmd_close(msg)
+                self.reply({"ok": True})
+                return
+            try:
+                result = await getattr(self, f"cmd_{cmd}")(msg)
+            except Exception as exc:  # noqa: BLE001
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            self.reply(result)
+
+    def reply(self, data: dict) -> None:
+        sys.stdout.write(json.dumps(data) + "\n")
+        sys.stdout.flush()
+
+
+def main() -> None:
+    raise_nofile()
+    asyncio.run(Worker().run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Helpers for the browser tests: finding Chromium, screenshots, logging in, page checks.
+
+Playwright is imported late (see `expect()`), so that a machine without the package gets a
+clear skip (or, where browser tests are required, a clear failure) from the fixtures rather
+than an import error at collection.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+
+from tests.e2e.stack import REPO, wait_for
+
+ARTIFACTS = REPO / "test-artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+LOGS = ARTIFACTS / "browser-logs"
+LAPTOP = {"width": 1366, "height": 768}
+TABLET = {"width": 820, "height": 1180}
+TIMEOUT_MS = 30_000
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]
+ONLINE = re.compile(r"^\s*(lazy|active)\s*$")
+
+CANDIDATES = (
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/usr/lib/chromium/chromium",
+    "/snap/bin/chromium",
+    "/usr/bin/google-chrome",
+    "/usr/bin/google-chrome-stable",
+    "/opt/google/chrome/chrome",
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+)
+ON_PATH = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+def expect():
+    """Playwright's expect (its timeout is set by the `context` fixture)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect
+
+
+# --- finding a browser -----------------------------------------------------------------------
+
+
+def browser_required() -> bool:
+    return os.environ.get("CAISEY_BROWSER_REQUIRED", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def find_chromium() -> tuple[str | None, str]:
+    """The Chromium to launch ($CAISEY_CHROMIUM first), or None and what was looked at."""
+    looked = []
+    explicit = os.environ.get("CAISEY_CHROMIUM", "").strip()
+    if explicit:
+        path = shutil.which(explicit) or explicit
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path, ""
+        looked.append(f"$CAISEY_CHROMIUM={explicit} (not an executable file)")
+    for path in CANDIDATES:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path, ""
+    for name in ON_PATH:
+        if found := shutil.which(name):
+            return found, ""
+    looked += [*CANDIDATES, *(f"{n} on PATH" for n in ON_PATH)]
+    return None, "no Chromium was found; looked at " + ", ".join(looked)
+
+
+# --- the stack ---------------------------------------------------------------------------------
+
+
+def start_agent(stack, name: str, group: str = "erp", *, run: bool = True):
+    """Enroll a real agent (and start it unless run=False); wait until it is connected."""
+    agent = stack.enroll_agent(stack.port, stack.token("acme", group), name=name)
+    if run:
+        agent.start()
+        wait_for(lambda: "connected as" in agent.log_text(), timeout=30, what=f"{name} connected")
+    return agent
+
+
+def keep_logs(stack, test: str) -> None:
+    """Copy the stack's whole logs next to the screenshots: the printed tails may be too short."""
+    folder = LOGS / test
+    folder.mkdir(parents=True, exist_ok=True)
+    for log in stack.workdir.glob("*.log"):
+        shutil.copyfile(log, folder / log.name)
+    print(f"stack logs kept in {folder}")
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+
+def log_in(page, stack, *, next_path: str = "/") -> None:
+    """Log in through the form with the keyboard: type, Tab, type, Enter."""
+    page.goto(next_path)
+    expect()(page).to_have_url(re.compile(r"/login/"))
+    expect()(page.get_by_label("Username")).to_be_focused()  # autofocus
+    page.keyboard.type(stack.login["username"])
+    page.keyboard.press("Tab")
+    expect()(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.type(stack.login["password"])
+    page.keyboard.press("Enter")
+    expect()(page).not_to_have_url(re.compile(r"/login/"))
+
+
+def endpoint_row(page, hostname: str):
+    return page.locator("table.endpoints tbody tr").filter(has=page.get_by_role("link", name=hostname, exact=True))
+
+
+def action_card(page, kind: str):
+    return page.locator("#actions section.action").filter(
+        has=page.locator("h3", has_text=re.compile(rf"^\s*{re.escape(kind)}\b"))
+    )
+
+
+def mark_page(page) -> None:
+    """Tag the loaded document: the tag is gone if the page reloads or navigates."""
+    page.evaluate("() => { window.__caiseyNoReload = true; }")
+
+
+def assert_not_reloaded(page) -> None:
+    assert page.evaluate("() => window.__caiseyNoReload === true"), "the page reloaded; expected a live update"
+
+
+def assert_no_horizontal_overflow(page, where: str) -> None:
+    widths = page.evaluate(
+        "() => ({scroll: document.documentElement.scrollWidth, inner: window.innerWidth,"
+        " culprits: Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right"
+        " > window.innerWidth + 1).slice(0, 5).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')"
+        " + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : ''))})"
+    )
+    assert widths["scroll"] <= widths["inner"] + 1, (
+        f"{page.url}: {where}: the page scrolls sideways ({widths['scroll']} px wide in a {widths['inner']} px "
+        f"window); widest elements: {widths['culprits']}"
+    )
+
+
+CONTROL_INFO = """e => ({
+    what: e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.name ? '[name=' + e.name + ']' : ''),
+    field: e.tagName !== 'BUTTON' && !['submit', 'button', 'reset', 'image'].includes(e.type),
+    labelled: Array.from(e.labels || []).some(l => l.textContent.trim() !== '')
+        || (e.getAttribute('aria-label') || '').trim() !== ''
+        || (e.getAttribute('aria-labelledby') || '').split(/\\s+/).some(id => {
+            const t = id && document.getElementById(id);
+            return t && t.textContent.trim() !== '';
+        }),
+})"""
+
+
+def assert_controls_named(page, where: str) -> None:
+    """Each visible input, select, textarea and button in main has a non-empty accessible name,
+    as the browser computes it for screen readers; and each field has it from a label,
+    aria-label or aria-labelledby, not from a placeholder alone (gone once one types)."""
+    controls = page.locator(
+        "main input:not([type=hidden]):visible, main select:visible, main textarea:visible, main button:visible"
+    )
+    count = controls.count()
+    assert count > 0, f"{where}: no form controls found"
+    for i in range(count):
+        control = controls.nth(i)
+        info = control.evaluate(CONTROL_INFO)
+        try:
+            expect()(control).to_have_accessible_name(re.compile(r"\S"), timeout=2_000)
+        except AssertionError:
+            raise AssertionError(f"{where}: {info['what']} has no accessible name for screen readers") from None
+        assert not info["field"] or info["labelled"], (
+            f"{where}: {info['what']} has no <label>, aria-label or aria-labelledby"
+        )
+
+
+@dataclass
+class Shots:
+    """Screenshots of one test's steps at laptop and tablet width, named <test>-<step>-<width>.png,
+    each checked for horizontal overflow (a page that scrolls sideways is not usable there)."""
+
+    test: str
+
+    def __call__(self, page, step: str, *, check_overflow: bool = True) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        original = page.viewport_size or LAPTOP
+        try:
+            for label, size in (("laptop", LAPTOP), ("tablet", TABLET)):
+                page.set_viewport_size(size)
+                page.wait_for_timeout(100)  # a layout pass after the resize
+                page.screenshot(path=str(SCREENSHOTS / f"{self.test}-{step}-{label}.png"), full_page=True)
+                if check_overflow:
+                    assert_no_horizontal_overflow(page, f"{step} at {label} width")
+        finally:
+            page.set_viewport_size(original)
