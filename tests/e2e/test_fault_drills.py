@@ -4,6 +4,7 @@ away past the retry budget, and a slow, flaky network. Nothing is lost, nothing 
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import subprocess
 import threading
@@ -105,8 +106,7 @@ def test_sigkill_celery_worker_mid_retry_loses_and_doubles_nothing(stack):
     ids = queue_effects(stack, login["username"], [a.endpoint_id for a in agents], 10, effects_dir)
     wait_for(lambda: "outbox_sweep" in (stack.workdir / "celery.log").read_text(), timeout=30, what="sweeps running")
     time.sleep(2)
-    stack.worker.send_signal(signal.SIGKILL)
-    subprocess.run(["pkill", "-9", "-f", f"--schedule {stack.workdir}"], check=False)  # its pool children too
+    os.killpg(stack.worker.pid, signal.SIGKILL)  # its process group: the pool children die with it
     stack.worker.wait(timeout=10)
     stack.worker = stack.start_worker()
     for agent in agents:
