@@ -32,4 +32,4 @@ RUN pip install --no-deps ./agent -e .
 
 USER caisey
 EXPOSE 8000
-CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "caisey.asgi:application"]
+CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "--ping-interval", "90", "caisey.asgi:application"]

@@ -14,7 +14,9 @@ same workload against a bare `websockets` echo server and against Caisey:
   3. CPU while idle, then while every agent beats at the lazy cadence (N/60 per second);
   4. heartbeat round trips per second, K agents beating back to back;
   5. Caisey only: one action (bulk run) to F agents until every result is in the
-     database; then p50/p99 round trip of single actions; then what was lost.
+     database; then p50/p99 round trip of single actions; then what was lost;
+  6. Caisey only: restart Daphne under the connected agents and time their return
+     (each reconnects as caisey-agent does); failed handshakes counted.
 
 Prints a table, then as its last line one JSON object with the figures.
 Every process it started is stopped on exit, Ctrl-C and errors included.
@@ -24,6 +26,7 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import importlib.util
 import json
@@ -53,6 +56,7 @@ TARGET_AGENTS = 5000
 TARGET_RSS_RATIO = 2.5
 TARGET_HB_CPU_PCT = 10.0
 TARGET_FANOUT_S = 5.0
+TARGET_RESTART_S = 60.0
 
 
 def log(msg: str) -> None:
@@ -405,6 +409,41 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise StackError(f"port {port} did not open within {timeout}s")
 
 
+def start_daphne(stack: Stack, args, port: int) -> subprocess.Popen:
+    daphne = stack.spawn("daphne", [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *args.daphne_arg,
+                                    "caisey.asgi:application"])
+    wait_http(f"http://127.0.0.1:{port}/healthz", daphne)
+    return daphne
+
+
+def restart_daphne(stack: Stack, args, lg: "LoadGen", daphne: subprocess.Popen, port: int) -> dict:
+    """Restart Daphne under every connected agent (SIGTERM, a new process on the same port) and
+    time their return: each reconnects as caisey-agent does (full-jitter backoff from 1 s, cap
+    60 s). TCP connects refused while no server listens are expected; a handshake refused or timed
+    out once the new server is up is a failure."""
+    lg.all({"cmd": "hb_stop"})
+    lg.all({"cmd": "reconnect_mode", "url": f"ws://127.0.0.1:{port}/ws/agent/", "ping_interval": args.agent_ping})
+    log(f"caisey: restarting Daphne under the connected agents; waiting up to {args.restart_timeout:.0f}s for all")
+    down = time.time()
+    stack.stop(daphne)
+    daphne = start_daphne(stack, args, port)
+    up_s = time.time() - down
+    replies = lg.all({"cmd": "await_back", "since": down, "timeout": args.restart_timeout},
+                     timeout=args.restart_timeout + 60)
+    failures: collections.Counter = collections.Counter()
+    for reply in replies:
+        failures.update(reply["failures"])
+    refused = {k: v for k, v in failures.items() if k != "server_down"}
+    out = {
+        "agents": sum(r["agents"] for r in replies), "back": sum(r["back"] for r in replies),
+        "server_up_s": up_s, "all_back_s": max(r["last_back_s"] for r in replies),
+        "connects_refused_while_down": failures.get("server_down", 0), "failed_handshakes": sum(refused.values()),
+        "failures": refused,
+    }
+    log(f"caisey: restart: {out}")
+    return out
+
+
 def bench(stack: Stack, args) -> dict:
     nofile = raise_nofile()
     need = args.agents * 2 + 500
@@ -434,9 +473,7 @@ def bench(stack: Stack, args) -> dict:
 
     # --- Caisey: one Daphne process, the Redis channel layer ----------------------------------------
     port = free_port()
-    daphne = stack.spawn("daphne", [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *args.daphne_arg,
-                                    "caisey.asgi:application"])
-    wait_http(f"http://127.0.0.1:{port}/healthz", daphne)
+    daphne = start_daphne(stack, args, port)
     extra = {}
     rpid = stack.redis_pid() if stack.embedded_redis else None
     if rpid:
@@ -470,6 +507,8 @@ def bench(stack: Stack, args) -> dict:
         c["lost"] = stack.driver("lost", "--wait", "30")
         c["final_stats"] = lg.stats()
         c["rss_end_kb"] = rss_kb(server)
+        if args.restart:
+            c["restart"] = restart_daphne(stack, args, lg, daphne, port)
     finally:
         lg.exit()
     res["caisey"] = c
@@ -525,6 +564,9 @@ def report(res: dict, args) -> dict:
         "after_fanout_cpu_pct_of_core": round(c["after_cpu"]["server"], 1) if c.get("after_cpu") else None,
         "action_rtt_after_fanout_p50_ms": after.get("p50_ms"),
         "action_rtt_after_fanout_timeouts": after.get("timeouts"),
+        "restart_agents_back": (c.get("restart") or {}).get("back"),
+        "restart_all_back_s": round(c["restart"]["all_back_s"], 1) if c.get("restart") else None,
+        "restart_failed_handshakes": (c.get("restart") or {}).get("failed_handshakes"),
     }
     cores = psutil.cpu_count()
 
@@ -594,6 +636,18 @@ def report(res: dict, args) -> dict:
              (f"{fmt(after.get('p50_ms'))} / {fmt(after.get('p99_ms'))}, {after.get('timeouts')} of "
               f"{after.get('samples', 0) + after.get('timeouts', 0)}"), "", "", "", ""),
         ]
+    restart = c.get("restart")
+    if restart:
+        rows += [
+            (f"Daphne restart: all {restart['agents']} agents back (s)",
+             f"{restart['back']}/{restart['agents']} in {restart['all_back_s']:.1f}", "", "",
+             f"all within {TARGET_RESTART_S:.0f} s", met(restart["back"] == restart["agents"]
+                                                         and restart["all_back_s"] <= TARGET_RESTART_S)),
+            ("  failed handshakes once the server was up", fmt(restart["failed_handshakes"], "d"), "", "", "0",
+             met(restart["failed_handshakes"] == 0)),
+            ("  new server answering after (s); connects refused meanwhile",
+             f"{restart['server_up_s']:.1f}; {restart['connects_refused_while_down']}", "", "", "", ""),
+        ]
     rows += [
         ("single action RTT p50 / p99 (ms), quiet server", f"{fmt(rtt.get('p50_ms'))} / {fmt(rtt.get('p99_ms'))}",
          "", "", "", ""),
@@ -656,6 +710,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to let the server settle before RSS")
     parser.add_argument("--daphne-arg", action="append", default=[],
                         help="extra Daphne argument, repeatable (e.g. --daphne-arg=--ping-interval --daphne-arg=90)")
+    parser.add_argument("--no-restart", dest="restart", action="store_false",
+                        help="skip the last phase: restart Daphne and time every agent's return")
+    parser.add_argument("--restart-timeout", type=float, default=120.0)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
     args = parser.parse_args()
     if args.quick:

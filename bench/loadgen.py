@@ -14,6 +14,8 @@ which answers each frame with an ack; the first ack completes the handshake.
 Commands:
   {"cmd": "connect", "url", "mode", "agents": [[id, credential], ...], "concurrency", "ping_interval"}
   {"cmd": "hb_start"} / {"cmd": "hb_stop"}   lazy heartbeats, each agent at its own interval
+  {"cmd": "reconnect_mode", "url": ...}       from now on a dropped agent reconnects (backoff, jitter)
+  {"cmd": "await_back", "since": t}           wait until every agent reconnected after wall time t
   {"cmd": "burst", "agents": K, "seconds": S}  K agents beat back to back for S seconds
   {"cmd": "stats", "reset": bool}
   {"cmd": "close"}                            close every connection
@@ -38,6 +40,7 @@ sys.path.insert(0, str(REPO / "agent"))
 
 import msgspec
 from caisey_agent import protocol as p
+from caisey_agent.runner import backoff_delay
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -61,7 +64,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 class Agent:
-    __slots__ = ("close_code", "closed", "cred", "eid", "interval", "mode", "seen", "ws")
+    __slots__ = ("back_at", "close_code", "closed", "cred", "eid", "interval", "mode", "seen", "ws")
 
     def __init__(self, eid: str, cred: str) -> None:
         self.eid = eid
@@ -72,6 +75,7 @@ class Agent:
         self.closed = False
         self.seen: set[str] | None = None
         self.close_code = None
+        self.back_at = 0.0  # wall time of the last reconnect
 
 
 class Worker:
@@ -85,6 +89,8 @@ class Worker:
         self.hb_rtts: list[float] = []
         self.hb_task: asyncio.Task | None = None
         self.honour_cadence = True  # beat at the cadence mode.set asks for, as the real agent does
+        self.reconnect: dict | None = None  # set by cmd_reconnect_mode: reconnect like caisey-agent
+        self.reconnect_failures: Counter = Counter()
 
     # --- frames -----------------------------------------------------------------------
 
@@ -144,6 +150,45 @@ class Worker:
             agent.close_code = ws.close_code
             if not getattr(self, "closing", False):
                 self.counters[f"dropped:{ws.close_code}"] += 1
+                if self.reconnect is not None:
+                    self._spawn(self.reconnect_loop(agent))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def reconnect_loop(self, agent: Agent) -> None:
+        """What caisey-agent does when its socket drops: capped exponential backoff, full jitter,
+        starting afresh after a healthy connection. Refused TCP connects (the server is down) are
+        expected; a refused or timed-out handshake once it is up is a failure the report shows."""
+        cfg = self.reconnect
+        attempt = 0
+        while not getattr(self, "closing", False):
+            await asyncio.sleep(backoff_delay(attempt, base=cfg["base"], cap=cfg["cap"]))
+            attempt += 1
+            try:
+                await self.handshake(agent, cfg["url"], cfg["ping_interval"])
+            except TimeoutError:  # an OSError too: caught first
+                self.reconnect_failures["timeout"] += 1
+            except OSError:
+                self.reconnect_failures["server_down"] += 1
+                continue
+            except InvalidStatus as exc:
+                self.reconnect_failures[f"http_{exc.response.status_code}"] += 1
+            except ConnectionClosed as exc:
+                self.reconnect_failures[f"closed_{exc.rcvd.code if exc.rcvd else 'noframe'}"] += 1
+            except Exception as exc:  # noqa: BLE001
+                self.reconnect_failures[str(exc)[:60] or type(exc).__name__] += 1
+            else:
+                agent.closed = False
+                agent.back_at = time.time()
+                self.counters["reconnected"] += 1
+                self._spawn(self.reader(agent))
+                return
+            if agent.ws is not None:
+                with contextlib.suppress(Exception):
+                    await agent.ws.close()
 
     async def on_frame(self, agent: Agent, env) -> None:
         kind = env.type
@@ -303,6 +348,28 @@ class Worker:
         return {
             "agents": len(live), "round_trips": len(rtts), "seconds": elapsed, "timeouts": timeouts,
             "rtt_p50_ms": (pct(rtts, 50) or 0) * 1000, "rtt_p99_ms": (pct(rtts, 99) or 0) * 1000,
+        }
+
+    async def cmd_reconnect_mode(self, msg: dict) -> dict:
+        self.reconnect = {"url": msg["url"], "ping_interval": msg.get("ping_interval") or None,
+                          "base": float(msg.get("base", 1.0)), "cap": float(msg.get("cap", 60.0))}
+        self.reconnect_failures.clear()
+        return {"agents": len(self.agents)}
+
+    async def cmd_await_back(self, msg: dict) -> dict:
+        """Wait until every agent reconnected after `since` (wall time), or the timeout."""
+        since, deadline = msg["since"], time.monotonic() + float(msg.get("timeout", 120))
+
+        def back() -> list[Agent]:
+            return [a for a in self.agents if not a.closed and a.back_at >= since]
+
+        while len(back()) < len(self.agents) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        returned = back()
+        return {
+            "agents": len(self.agents), "back": len(returned),
+            "last_back_s": max((a.back_at for a in returned), default=since) - since,
+            "failures": dict(self.reconnect_failures),
         }
 
     async def cmd_stats(self, msg: dict) -> dict:

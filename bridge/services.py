@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -11,11 +12,20 @@ from django.utils import timezone
 from bridge import notify
 from bridge.models import AgentConnection, InboundReceipt
 from bridge.registry import handler_for, prompt_report_listeners
-from caisey import tenancy
-from caisey_agent.protocol import Envelope, Hello, ModeSet
+from caisey import ratelimit, tenancy
+from caisey_agent.protocol import (
+    CLOSE_RATE_LIMITED,
+    CLOSE_REVOKED,
+    CLOSE_UNAUTHENTICATED,
+    Envelope,
+    Hello,
+    ModeSet,
+)
 from endpoints import services as endpoint_services
 from endpoints.models import Endpoint
 from endpoints.presence import presence_of
+
+log = logging.getLogger(__name__)
 
 
 def heartbeat_interval_for(mode: str) -> float:
@@ -44,12 +54,50 @@ class Handshake:
     endpoint: Endpoint
     mode: str
     interval: float
+    frames: list[str] = field(default_factory=list)
+
+
+class HandshakeRefused(Exception):
+    def __init__(self, *, code: str, reason: str, detail: str, close_code: int) -> None:
+        super().__init__(detail)
+        self.code = code  # what the agent is told
+        self.reason = reason  # why, for the metrics: unauthenticated, revoked, rate_limited
+        self.detail = detail
+        self.close_code = close_code
+
+
+def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str) -> Handshake:
+    """Everything a hello needs, in one trip to the sync thread (a reconnect storm after a
+    restart queues thousands of them there): authenticate, rate-limit, record the connection,
+    reconcile the prompts it reports, and claim what waits for it. Raises HandshakeRefused."""
+    from bridge import outbox
+
+    try:
+        endpoint = endpoint_services.endpoint_authenticate(endpoint_id=hello.endpoint_id, credential=hello.credential)
+    except endpoint_services.AgentAuthError as exc:
+        limit, window = settings.CAISEY["RATE_AUTH_FAILURES_PER_IP"]
+        if ratelimit.hit("agent-auth-fail", remote_ip, limit=limit, window=window):
+            close_code = CLOSE_REVOKED if exc.code == "revoked" else CLOSE_UNAUTHENTICATED
+            raise HandshakeRefused(code=exc.code, reason=exc.code, detail=exc.message, close_code=close_code) from None
+        raise HandshakeRefused(code="rate_limited", reason=exc.code, detail=exc.message,
+                               close_code=CLOSE_RATE_LIMITED) from None
+    limit, window = settings.CAISEY["RATE_CONNECTS_PER_ENDPOINT"]
+    if not ratelimit.hit("agent-connect", str(endpoint.pk), limit=limit, window=window):
+        raise HandshakeRefused(code="rate_limited", reason="rate_limited", close_code=CLOSE_RATE_LIMITED,
+                               detail="too many connects for this endpoint; back off")
+    handshake = agent_connection_record(endpoint=endpoint, hello=hello, connection_id=connection_id, remote_ip=remote_ip)
+    try:
+        agent_prompts_report(endpoint=handshake.endpoint, reports=hello.prompts)
+    except Exception:  # reconciliation runs again at the next heartbeat; the connection must not fail
+        log.exception("reconciling prompts of %s at hello failed", endpoint.pk)
+    # Everything waiting for this agent goes now, oldest first, not at the next sweep.
+    handshake.frames = outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=False)
+    return handshake
 
 
 @transaction.atomic
-def agent_hello(*, hello: Hello, connection_id: str, remote_ip: str) -> Handshake:
-    """Authenticate a hello and record the connection. Raises endpoints.services.AgentAuthError."""
-    endpoint = endpoint_services.endpoint_authenticate(endpoint_id=hello.endpoint_id, credential=hello.credential)
+def agent_connection_record(*, endpoint: Endpoint, hello: Hello, connection_id: str, remote_ip: str) -> Handshake:
+    """Record an authenticated connection."""
     interval = heartbeat_interval_for(endpoint.mode)
     endpoint = endpoint_services.endpoint_record_connect(
         endpoint=endpoint,
@@ -112,17 +160,25 @@ def endpoint_set_mode(*, endpoint: Endpoint, mode: str, reason: str) -> bool:
 
 def bridge_conditions(*, endpoint: Endpoint) -> dict:
     """The bridge conditions an action runs under, recorded with it (read fresh, not from the caller's copy)."""
+    return bridge_conditions_many(endpoint_ids=[endpoint.pk])[endpoint.pk]
+
+
+def bridge_conditions_many(*, endpoint_ids: list) -> dict:
+    """bridge_conditions of many endpoints in a fixed number of queries (a bulk run asks for thousands)."""
     from bridge import health
 
-    endpoint = Endpoint.all_tenants.get(pk=endpoint.pk)
-    figures = health.health_for([endpoint.pk])[endpoint.pk]
+    figures = health.health_for(endpoint_ids)
+    now = timezone.now().isoformat()
     return {
-        "connectivity": health.connectivity(endpoint, figures).value,
-        "queue_depth": figures.queue_depth,
-        "latency_p50_ms": figures.latency_p50_ms,
-        "latency_p95_ms": figures.latency_p95_ms,
-        "reconnects_1h": figures.reconnects_1h,
-        "at": timezone.now().isoformat(),
+        endpoint.pk: {
+            "connectivity": health.connectivity(endpoint, figures[endpoint.pk]).value,
+            "queue_depth": figures[endpoint.pk].queue_depth,
+            "latency_p50_ms": figures[endpoint.pk].latency_p50_ms,
+            "latency_p95_ms": figures[endpoint.pk].latency_p95_ms,
+            "reconnects_1h": figures[endpoint.pk].reconnects_1h,
+            "at": now,
+        }
+        for endpoint in Endpoint.all_tenants.filter(pk__in=endpoint_ids)
     }
 
 

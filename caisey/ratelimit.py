@@ -22,12 +22,3 @@ def hit(scope: str, subject: str, *, limit: int, window: int) -> bool:
         cache.set(key, 1, timeout=window + 1)
         return True
 
-
-async def ahit(scope: str, subject: str, *, limit: int, window: int) -> bool:
-    key = _key(scope, subject, window)
-    await cache.aadd(key, 0, timeout=window + 1)
-    try:
-        return await cache.aincr(key) <= limit
-    except ValueError:
-        await cache.aset(key, 1, timeout=window + 1)
-        return True

@@ -86,7 +86,8 @@ TEMPLATES = [
 # --- database -----------------------------------------------------------------
 
 DATABASE_URL = env_str("CAISEY_DATABASE_URL", f"sqlite:///{DATA_DIR / 'caisey.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("CAISEY_DB_CONN_MAX_AGE", 0))}
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("CAISEY_DB_CONN_MAX_AGE", 600),
+                                          conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # WAL lets readers proceed while one writer commits; IMMEDIATE takes the
@@ -225,6 +226,10 @@ CAISEY = {
     # Seconds between flushes of coalesced last-seen times to the database.
     "LAST_SEEN_FLUSH_INTERVAL": env_float("CAISEY_LAST_SEEN_FLUSH", 1.0),
     "HELLO_TIMEOUT": env_float("CAISEY_HELLO_TIMEOUT", 10.0),
+    # Seconds between gc.freeze() calls in the ASGI process (bridge/gc_pacing.py); 0 turns it off.
+    "GC_FREEZE_EVERY": env_float("CAISEY_GC_FREEZE_EVERY", 300.0),
+    # Heartbeats reconcile prompts when the runtime's list changed, else at most this often.
+    "PROMPT_RECONCILE_EVERY": env_float("CAISEY_PROMPT_RECONCILE_EVERY", 120.0),
     "MAX_FRAME_BYTES": env_int("CAISEY_MAX_FRAME_BYTES", 256 * 1024),
     "ENROLLMENT_TOKEN_DAYS": env_int("CAISEY_ENROLLMENT_TOKEN_DAYS", 7),
     # Rate limits: (attempts, window seconds).

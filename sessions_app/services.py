@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from bridge import notify, outbox
 from bridge.models import OutboxMessage, OutboxStatus
-from bridge.services import bridge_conditions, endpoint_set_mode
+from bridge.services import bridge_conditions, bridge_conditions_many, endpoint_set_mode
 from caisey.state_machine import IllegalTransition, TransitionRace, transition
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint, EndpointStatus, Presence
@@ -64,8 +64,9 @@ def _touch(session: SupportSession) -> None:
 
 
 @transaction.atomic
-def session_open(*, actor, endpoint: Endpoint, reason: str = "") -> SupportSession:
-    """Open a session; wakes the endpoint. Offline endpoints open read-only (queue, notes, follow-up)."""
+def session_open(*, actor, endpoint: Endpoint, reason: str = "", conditions: dict | None = None) -> SupportSession:
+    """Open a session; wakes the endpoint. Offline endpoints open read-only (queue, notes, follow-up).
+    ``conditions``: the bridge conditions, when the caller read them for many endpoints at once."""
     _require_operator(actor, endpoint.tenant_id)
     endpoint.refresh_from_db()
     if endpoint.status != EndpointStatus.ENROLLED:
@@ -77,7 +78,8 @@ def session_open(*, actor, endpoint: Endpoint, reason: str = "") -> SupportSessi
     transcript_append(
         session=session, kind="session.opened", actor=actor_label(actor),
         data={"reason": session.reason, "endpoint": endpoint.hostname, "offline": offline,
-              "bridge": bridge_conditions(endpoint=endpoint), "machine_context": endpoint.machine_context},
+              "bridge": conditions or bridge_conditions(endpoint=endpoint),
+              "machine_context": endpoint.machine_context},
     )
     endpoint_set_mode(endpoint=endpoint, mode="active", reason="session opened")
     return session
@@ -160,6 +162,7 @@ def _action_event(action: Action, event: str, extra: dict[str, Any] | None = Non
 def action_request(
     *, actor, session: SupportSession, kind: str, params: dict[str, Any], expires_in: timedelta | None = None,
     batch: Batch | None = None, position: int = 0, bulk_run: BulkRun | None = None, hold: bool = False,
+    conditions: dict | None = None,
 ) -> Action:
     """Queue an action on the session's endpoint. It waits in the outbox while the endpoint is away,
     until ``expires_in`` (default from settings). ``hold`` queues it without sending (batches)."""
@@ -191,13 +194,13 @@ def action_request(
         if policy.gates(spec.category):
             _await_approval([action], actor=actor, session=session, policy=policy)
         else:
-            _dispatch(action)
+            _dispatch(action, conditions=conditions)
     _touch(session)
     _action_event(action, "action.queued", {"kind": kind})
     return action
 
 
-def _dispatch(action: Action) -> None:
+def _dispatch(action: Action, *, conditions: dict | None = None) -> None:
     """Put the action.run in the outbox; it stays queued until the agent acknowledges it.
 
     Asked of an online endpoint, it gets the normal retry budget and ends failed_to_deliver
@@ -217,7 +220,7 @@ def _dispatch(action: Action) -> None:
         max_attempts=100_000 if waits_for_return else None,
     )
     Action.all_tenants.filter(pk=action.pk).update(
-        outbox_id=message.pk, conditions_at_dispatch=bridge_conditions(endpoint=endpoint)
+        outbox_id=message.pk, conditions_at_dispatch=conditions or bridge_conditions(endpoint=endpoint)
     )
     action.outbox_id = message.pk
     endpoint_set_mode(endpoint=endpoint, mode="active", reason="action queued")
@@ -335,6 +338,32 @@ def action_stop_unapproved(*, action: Action, prompt_state: str) -> None:
         _action_event(action, "action.status")
 
 
+def _action_ended(action: Action) -> None:
+    """What follows an action's end without the technician: the next step of its batch, or the
+    close of the session a bulk run opened for it."""
+    _continue_batch(action)
+    _bulk_session_finish(action)
+
+
+def _bulk_session_finish(action: Action) -> None:
+    """A bulk run opens a session per endpoint for its one action; once that action ended the
+    session closes and the endpoint rests (thousands of woken agents would otherwise beat every
+    10 s until the idle sweep). A session a technician went on working in stays open."""
+    if action.bulk_run_id is None:
+        return
+    session = SupportSession.all_tenants.select_for_update().get(pk=action.session_id)
+    if session.status != SessionStatus.OPEN or Action.all_tenants.filter(session=session).exclude(pk=action.pk).exists():
+        return
+    reason = "the bulk run's action on this endpoint ended"
+    transition(
+        session, to=SessionStatus.CLOSED, table=SESSION_TRANSITIONS,
+        updates={"closed_at": timezone.now(), "close_reason": reason, "status_changed_by": "system"},
+    )
+    transcript_append(session=session, kind="session.closed", actor="system", data={"reason": reason})
+    _session_event(session, "session.closed", {"reason": reason})
+    endpoint_rest_if_idle(endpoint_id=session.endpoint_id)
+
+
 def _continue_batch(action: Action) -> None:
     if action.batch_id is None:
         return
@@ -378,9 +407,12 @@ def bulk_run_start(
         tenant_id=tenant_id, created_by=actor, kind=kind, params=clean, reason=reason[:500],
         expires_at=timezone.now() + expires_in,
     )
+    conditions = bridge_conditions_many(endpoint_ids=[e.pk for e in endpoints])
     for endpoint in endpoints:
-        session = session_open(actor=actor, endpoint=endpoint, reason=f"bulk run: {reason or kind}")
-        action_request(actor=actor, session=session, kind=kind, params=clean, expires_in=expires_in, bulk_run=run)
+        session = session_open(actor=actor, endpoint=endpoint, reason=f"bulk run: {reason or kind}",
+                               conditions=conditions[endpoint.pk])
+        action_request(actor=actor, session=session, kind=kind, params=clean, expires_in=expires_in, bulk_run=run,
+                       conditions=conditions[endpoint.pk])
     return run
 
 
@@ -419,7 +451,7 @@ def action_undeliverable(*, message: OutboxMessage) -> None:
                           data={"attempts": message.attempts, "last_error": message.last_error})
         _action_event(action, "action.status", {"attempts": message.attempts, "last_error": message.last_error})
         if expired:
-            _continue_batch(action)
+            _action_ended(action)
 
 
 @transaction.atomic
@@ -487,7 +519,7 @@ def action_result_receive(*, endpoint: Endpoint, body: p.ActionResult) -> None:
     transcript_append(session=action.session, kind="action.result", actor="agent", action=action,
                       data={**data, "error": error, "bridge": conditions})
     _action_event(action, "action.status", {"exit_code": body.exit_code, "error": error})
-    _continue_batch(action)
+    _action_ended(action)
 
 
 def action_deadline_sweep() -> int:
@@ -505,7 +537,7 @@ def action_deadline_sweep() -> int:
                 transcript_append(session=action.session, kind="action.timed_out", actor="system", action=action,
                                   data={"why": "no result by the deadline while the endpoint was online"})
                 _action_event(action, "action.status")
-                _continue_batch(action)
+                _action_ended(action)
                 count += 1
     return count
 

@@ -31,6 +31,8 @@ def _isolated_rate_limits(settings):
     settings.RATELIMIT_NAMESPACE = f"rl-test-{uuid.uuid4().hex}"
     # Hashing passwords for real costs about half a second per user; tests make many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # The GC pacer of the agent socket (bridge/gc_pacing.py) has its own test.
+    settings.CAISEY = {**settings.CAISEY, "GC_FREEZE_EVERY": 0}
 
 
 @pytest.fixture(autouse=True)

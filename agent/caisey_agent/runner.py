@@ -24,6 +24,10 @@ from caisey_agent.state import AgentState, Identity
 
 log = logging.getLogger("caisey_agent")
 
+# Above the lazy heartbeat (60 s): the heartbeat's ack already proves the path, and Daphne
+# (run with --ping-interval 90) then never needs to ping a healthy agent either.
+KEEPALIVE_PING = 120
+
 FATAL_CLOSE_CODES = {
     p.CLOSE_REVOKED: "this endpoint was revoked by the MSP",
     p.CLOSE_UNAUTHENTICATED: "the server does not recognise this endpoint's credential; re-enroll",
@@ -107,7 +111,7 @@ class Agent:
             asyncio.ensure_future(self.ws.close())
 
     async def _session(self, url: str) -> None:
-        async with connect(url, open_timeout=15, max_size=p.MAX_FRAME_BYTES * 4, ping_interval=20, ping_timeout=20) as ws:
+        async with connect(url, open_timeout=15, max_size=p.MAX_FRAME_BYTES * 4, ping_interval=KEEPALIVE_PING, ping_timeout=30) as ws:
             self.ws = ws
             try:
                 await self._handshake(ws)

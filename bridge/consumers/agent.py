@@ -16,15 +16,19 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from bridge import last_seen, metrics, outbox, services
+from bridge import gc_pacing, last_seen, metrics, outbox, services
 from bridge.groups import agent_group
-from caisey import ratelimit
 from caisey_agent import protocol as p
-from endpoints.services import AgentAuthError
 
 log = logging.getLogger(__name__)
 
-AUTH_CLOSE_CODES = {"unauthenticated": p.CLOSE_UNAUTHENTICATED, "revoked": p.CLOSE_REVOKED}
+
+
+def _endpoint_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 class AgentConsumer(AsyncWebsocketConsumer):
@@ -35,6 +39,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.remote_ip = str(client[0])
         self.group = None
         self.group_joined_at = 0.0
+        self.last_reports: list = []
+        self.reconciled_at = 0.0
+        gc_pacing.ensure_started()
         await self.accept()
         self.hello_deadline = asyncio.get_running_loop().create_task(self._close_without_hello())
 
@@ -46,10 +53,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code) -> None:
         self.hello_deadline.cancel()
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.endpoint is None:
             return
         last_seen.buffer.forget(self.endpoint.pk)
-        await self.channel_layer.group_discard(self.group, self.channel_name)
         await database_sync_to_async(services.agent_disconnected)(
             endpoint_id=self.endpoint.pk, connection_id=self.connection_id, close_code=code
         )
@@ -80,30 +88,23 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def on_hello(self, env: p.Envelope) -> None:
         hello: p.Hello = env.body
-        fail_limit, window = settings.CAISEY["RATE_AUTH_FAILURES_PER_IP"]
+        self.hello_deadline.cancel()  # it bounds the wait for a hello, not the time to process one
+        # Join the endpoint's group before claiming its outbox, so no doorbell rung in between is
+        # missed (the consumer handles it after this hello). A refused hello closes the socket.
+        claimed = _endpoint_uuid(hello.endpoint_id)
+        if claimed is not None:
+            self.group = agent_group(claimed)
+            await self.join_group()
         try:
-            handshake = await database_sync_to_async(services.agent_hello)(
+            handshake = await database_sync_to_async(services.agent_handshake)(
                 hello=hello, connection_id=self.connection_id, remote_ip=self.remote_ip
             )
-        except AgentAuthError as exc:
-            metrics.auth_failures.labels(exc.code).inc()
-            allowed = await ratelimit.ahit("agent-auth-fail", self.remote_ip, limit=fail_limit, window=window)
-            code = AUTH_CLOSE_CODES[exc.code] if allowed else p.CLOSE_RATE_LIMITED
-            await self.send_error(exc.code if allowed else "rate_limited", exc.message, ref=env.id)
-            await self.close(code=code)
+        except services.HandshakeRefused as refused:
+            metrics.auth_failures.labels(refused.reason).inc()
+            await self.send_error(refused.code, refused.detail, ref=env.id)
+            await self.close(code=refused.close_code)
             return
-        limit, window = settings.CAISEY["RATE_CONNECTS_PER_ENDPOINT"]
-        if not await ratelimit.ahit("agent-connect", str(handshake.endpoint.pk), limit=limit, window=window):
-            await database_sync_to_async(services.agent_disconnected)(
-                endpoint_id=handshake.endpoint.pk, connection_id=self.connection_id, close_code=p.CLOSE_RATE_LIMITED
-            )
-            await self.send_error("rate_limited", "too many connects for this endpoint; back off", ref=env.id)
-            await self.close(code=p.CLOSE_RATE_LIMITED)
-            return
-        self.hello_deadline.cancel()
         self.endpoint = handshake.endpoint
-        self.group = agent_group(self.endpoint.pk)
-        await self.join_group()
         # An older socket of the same endpoint (half-open after sleep, say) must go.
         await self.channel_layer.group_send(
             self.group, {"type": "agent.replaced", "connection_id": self.connection_id}
@@ -118,9 +119,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             )
         )
         await self.send_frame(p.Ack(ref=env.id))
-        await self.reconcile_prompts(hello.prompts)
-        # Everything waiting for this agent goes now, oldest first, not at the next sweep.
-        await self.deliver(due_only=False)
+        self.last_reports = hello.prompts
+        self.reconciled_at = time.monotonic()
+        for frame in handshake.frames:
+            await self.send(text_data=frame)
 
     async def on_heartbeat(self, env: p.Envelope) -> None:
         last_seen.buffer.touch(self.endpoint.pk)
@@ -129,14 +131,20 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.join_group()
         await self.send_frame(p.Ack(ref=env.id))
         beat: p.Heartbeat = env.body
-        # A lazy endpoint has no session and so no prompts: its empty reports cost nothing.
-        if beat.prompts or beat.mode == "active":
+        # Reconciling is a transaction: done when the runtime's list changed, and now and then as
+        # a safety net, not on every beat of every active endpoint (a bulk run wakes thousands).
+        changed = beat.prompts != self.last_reports
+        due = time.monotonic() - self.reconciled_at > settings.CAISEY["PROMPT_RECONCILE_EVERY"]
+        if changed or (due and (beat.prompts or beat.mode == "active")):
+            self.last_reports = beat.prompts
+            self.reconciled_at = time.monotonic()
             await self.reconcile_prompts(beat.prompts)
 
     async def reconcile_prompts(self, reports: list) -> None:
         try:
             await database_sync_to_async(services.agent_prompts_report)(endpoint=self.endpoint, reports=reports)
         except Exception:  # reconciliation retries at the next heartbeat; the socket must live on
+            self.reconciled_at = 0.0
             log.exception("reconciling prompts of %s failed", self.endpoint.pk)
 
     async def on_domain_frame(self, env: p.Envelope) -> None:
@@ -154,16 +162,22 @@ class AgentConsumer(AsyncWebsocketConsumer):
     # --- doorbells from the channel layer ------------------------------------------------
 
     async def agent_replaced(self, message) -> None:
+        if self.endpoint is None:
+            return  # a hello that was refused: this socket is closing anyway
         if message["connection_id"] != self.connection_id:
             await self.send_error("replaced", "a newer connection of this endpoint took over")
             await self.close(code=p.CLOSE_REPLACED)
 
     async def agent_revoked(self, message) -> None:
+        if self.endpoint is None:
+            return
         await self.send_error("revoked", "endpoint was revoked")
         await self.close(code=p.CLOSE_REVOKED)
 
     async def agent_doorbell(self, message) -> None:
         """Something for this agent waits in the database."""
+        if self.endpoint is None:
+            return  # rung while a refused hello was being processed
         await self.deliver(due_only=True)
 
     async def deliver(self, *, due_only: bool) -> None:

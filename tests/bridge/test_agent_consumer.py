@@ -154,3 +154,46 @@ async def test_newer_connection_replaces_older_one(enrolled):
     ep = await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)
     assert presence_of(ep) == "lazy"
     await new.close()
+
+
+async def test_active_heartbeats_reconcile_prompts_only_when_the_list_changes(enrolled, monkeypatch):
+    from bridge import services as bridge_services
+
+    calls = []
+    original = bridge_services.agent_prompts_report
+
+    def counting(*, endpoint, reports):
+        calls.append(len(reports))
+        return original(endpoint=endpoint, reports=reports)
+
+    monkeypatch.setattr(bridge_services, "agent_prompts_report", counting)
+    agent = FakeAgent()
+    await agent.connect()
+    await agent.hello(enrolled.endpoint.pk, enrolled.credential)
+    await agent.recv()
+    assert calls == [0]  # the hello reconciles once
+    for _ in range(5):  # an active endpoint with no prompts, beating every 10 s
+        await agent.send(p.Heartbeat(interval=10, mode="active"))
+        await agent.recv()
+    assert calls == [0]
+    held = [p.PromptReport(prompt_id="4b0c7c8e-0000-4000-8000-000000000001", state="delivered")]
+    for _ in range(3):
+        await agent.send(p.Heartbeat(interval=10, mode="active", prompts=held))
+        await agent.recv()
+    assert calls == [0, 1]  # the list changed once
+    await agent.close()
+
+
+async def test_a_refused_hello_leaves_no_group_membership_behind(enrolled):
+    """The socket joins the endpoint's group before the handshake; a forged hello must not
+    stay in it (a revoke or a replacement would otherwise reach the wrong socket)."""
+    agent = FakeAgent()
+    await agent.connect()
+    reply = await agent.hello(enrolled.endpoint.pk, "forged")
+    assert reply.body.code == "unauthenticated"
+    assert await agent.expect_close() == p.CLOSE_UNAUTHENTICATED
+    real = FakeAgent()
+    await real.connect()
+    assert (await real.hello(enrolled.endpoint.pk, enrolled.credential)).type == "welcome"
+    assert (await real.recv()).type == "ack"
+    await real.close()

@@ -210,7 +210,8 @@ class Stack:
     def start_server(self, port: int | None = None) -> int:
         port = port or free_port()
         proc = self.spawn(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "caisey.asgi:application"],
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--ping-interval", "90",
+             "caisey.asgi:application"],
             self.workdir / f"daphne-{port}.log",
         )
         self.servers[port] = proc

@@ -7,7 +7,7 @@ The model
   shell policy, ``prompt_cancel``, ``prompt_reissue``, ``prompt_resend``, ``action_cancel``),
   on the real database.
 - Bridge: the real outbox (``outbox_claim``, ``outbox_ack``, ``outbox_sweep``), the real
-  handshake (``agent_hello``/``agent_disconnected``), the real frame path
+  handshake (``agent_handshake``/``agent_disconnected``), the real frame path
   (``agent_frame_apply``, which dedupes by envelope id and calls ``prompt_runtime_update``)
   and the real reconciliation (``agent_prompts_report`` -> ``prompt_runtime_report``).
   Between server and runtime sits a simulated network: two in-flight lists (``down``:
@@ -219,7 +219,7 @@ class PromptMachine(RuleBasedStateMachine):
         self.clock = Clock()
         self._patches = [
             mock.patch.object(timezone, "now", self.clock.now),
-            mock.patch("bridge.notify._send", lambda group, message: None),  # the network is simulated here
+            mock.patch("bridge.notify._send_many", lambda items: None),  # the network is simulated here
             override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]),
         ]
         for patch in self._patches:
@@ -409,9 +409,10 @@ class PromptMachine(RuleBasedStateMachine):
         self.connection_id = p.new_id()
         hello = p.Hello(endpoint_id=str(self.endpoint.pk), credential=self.enrolled.credential,
                         agent_version="prop", prompts=self.runtime.report())
-        bridge_services.agent_hello(hello=hello, connection_id=self.connection_id, remote_ip="192.0.2.1")
-        bridge_services.agent_prompts_report(endpoint=self.endpoint, reports=hello.prompts)
-        self._claim(due_only=False)
+        handshake = bridge_services.agent_handshake(hello=hello, connection_id=self.connection_id,
+                                                    remote_ip="192.0.2.1")
+        self.down.extend(p.decode(frame, accept=p.SERVER_TO_AGENT, max_bytes=p.MAX_FRAME_BYTES * 4)
+                         for frame in handshake.frames)
         self.up.extend(("frame", env) for env in self.runtime.unacked.values())  # replay, oldest first
 
     @precondition(lambda self: self.connected)

@@ -162,7 +162,9 @@ class Command(BaseCommand):
             port = free_port(opts["port"])
             url = f"http://127.0.0.1:{port}"
             py = sys.executable
-            stack.start("daphne", [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "caisey.asgi:application"])
+            # Agents' heartbeats (60 s) keep their sockets busy: Daphne need not ping them.
+            stack.start("daphne", [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--ping-interval", "90",
+                                   "caisey.asgi:application"])
             stack.start("celery", [
                 py, "-m", "celery", "-A", "caisey", "worker", "-B", "--loglevel=INFO", "--concurrency=2",
                 "--schedule", str(data_dir / "celerybeat-schedule"),

@@ -1,0 +1,72 @@
+"""Doorbells ring after commit, together, and never for work that was rolled back."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from bridge import notify
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def rung(monkeypatch):
+    batches = []
+    monkeypatch.setattr(notify, "_send_many", lambda items: batches.append(list(items)))
+    return batches
+
+
+def test_one_transactions_doorbells_ring_once_together_after_commit(rung):
+    with transaction.atomic():
+        notify.agent_doorbell(endpoint_id="e1", reason="queued")
+        notify.console_event(tenant_id="t1", endpoint_id="e1", event="x", payload={"n": 1})
+        notify.agent_doorbell(endpoint_id="e2", reason="queued")
+        assert rung == []
+    assert len(rung) == 1
+    assert [group for group, _ in rung[0]] == ["agent.e1", "console.tenant.t1", "console.endpoint.e1", "agent.e2"]
+
+
+def test_a_rolled_back_savepoint_rings_nothing_of_its_own(rung):
+    with transaction.atomic():
+        notify.agent_doorbell(endpoint_id="kept", reason="queued")
+        try:
+            with transaction.atomic():
+                notify.agent_doorbell(endpoint_id="undone", reason="queued")
+                raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+        notify.agent_doorbell(endpoint_id="kept-too", reason="queued")
+    groups = [group for batch in rung for group, _ in batch]
+    assert groups == ["agent.kept", "agent.kept-too"]
+
+
+def test_a_rolled_back_transaction_rings_nothing(rung):
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            notify.agent_doorbell(endpoint_id="e1", reason="queued")
+            raise RuntimeError("rolled back")
+    assert rung == []
+
+
+def test_outside_a_transaction_it_rings_at_once(rung):
+    notify.agent_doorbell(endpoint_id="e1", reason="queued")
+    assert rung == [[("agent.e1", {"type": "agent.doorbell", "reason": "queued"})]]
+
+
+def test_messages_reach_the_real_channel_layer_in_order():
+    """Through real Redis: a group's messages arrive in the order they were rung."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("agent.order-test", channel)
+    try:
+        with transaction.atomic():
+            for n in range(5):
+                notify.agent_doorbell(endpoint_id="order-test", reason=str(n))
+        received = [async_to_sync(layer.receive)(channel)["reason"] for _ in range(5)]
+        assert received == ["0", "1", "2", "3", "4"]
+    finally:
+        async_to_sync(layer.group_discard)("agent.order-test", channel)
