@@ -410,8 +410,9 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def start_daphne(stack: Stack, args, port: int) -> subprocess.Popen:
-    daphne = stack.spawn("daphne", [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *args.daphne_arg,
-                                    "caisey.asgi:application"])
+    # As bin/demo, the Dockerfile and docker-compose.yml run it: heartbeats keep agents' sockets busy.
+    daphne = stack.spawn("daphne", [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--ping-interval", "90",
+                                    *args.daphne_arg, "caisey.asgi:application"])
     wait_http(f"http://127.0.0.1:{port}/healthz", daphne)
     return daphne
 
@@ -695,8 +696,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
     parser.add_argument("--concurrency", type=int, default=50,
                         help="handshakes in flight (default 50; Caisey's hello timeout is 10 s, see README)")
-    parser.add_argument("--agent-ping", type=float, default=20.0,
-                        help="agents' WebSocket keepalive ping interval, s; 0 = off (default 20, as the real agent)")
+    parser.add_argument("--agent-ping", type=float, default=120.0,
+                        help="agents' WebSocket keepalive ping interval, s; 0 = off (default 120, as the real agent)")
     parser.add_argument("--idle-seconds", type=float, default=15.0)
     parser.add_argument("--hb-seconds", type=float, default=30.0)
     parser.add_argument("--burst-seconds", type=float, default=10.0)
