@@ -32,4 +32,5 @@ RUN pip install --no-deps ./agent -e .
 
 USER caisey
 EXPOSE 8000
-CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "--ping-interval", "90", "caisey.asgi:application"]
+# Daphne's options: see caisey/daphne.py (why each one).
+CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "--ping-interval", "90", "--websocket_connect_timeout", "30", "caisey.asgi:application"]

@@ -52,6 +52,19 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PY = sys.executable
 
+
+
+def load_repo_module(name: str):
+    """A module of the repository loaded by path: as a script, this folder comes first on sys.path
+    and bench/bridge.py would shadow the bridge app (and importing `caisey` starts Django's Celery app)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name.replace('/', '_')}", REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+daphne_argv = load_repo_module("caisey/daphne").daphne_argv
+
 TARGET_AGENTS = 5000
 TARGET_RSS_RATIO = 2.5
 TARGET_HB_CPU_PCT = 10.0
@@ -178,9 +191,7 @@ class Stack:
     def start_redis(self) -> None:
         if not self.embedded_redis:
             return
-        spec = importlib.util.spec_from_file_location("bench_embedded_redis", REPO / "caisey" / "embedded_redis.py")
-        self.redis_module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(self.redis_module)
+        self.redis_module = load_repo_module("caisey/embedded_redis")
         self.redis_module.ensure_running(self.workdir)
 
     def redis_pid(self) -> int | None:
@@ -410,9 +421,8 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def start_daphne(stack: Stack, args, port: int) -> subprocess.Popen:
-    # As bin/demo, the Dockerfile and docker-compose.yml run it: heartbeats keep agents' sockets busy.
-    daphne = stack.spawn("daphne", [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--ping-interval", "90",
-                                    *args.daphne_arg, "caisey.asgi:application"])
+    # As bin/demo, the Dockerfile and docker-compose.yml run it.
+    daphne = stack.spawn("daphne", daphne_argv(PY, host="127.0.0.1", port=port, extra=args.daphne_arg))
     wait_http(f"http://127.0.0.1:{port}/healthz", daphne)
     return daphne
 

@@ -91,6 +91,7 @@ class Worker:
         self.honour_cadence = True  # beat at the cadence mode.set asks for, as the real agent does
         self.reconnect: dict | None = None  # set by cmd_reconnect_mode: reconnect like caisey-agent
         self.reconnect_failures: Counter = Counter()
+        self.reconnect_failed_at: list[tuple[float, str]] = []  # (attempt's wall time, reason); refused TCP not kept
 
     # --- frames -----------------------------------------------------------------------
 
@@ -167,25 +168,28 @@ class Worker:
         while not getattr(self, "closing", False):
             await asyncio.sleep(backoff_delay(attempt, base=cfg["base"], cap=cfg["cap"]))
             attempt += 1
+            started = time.time()
             try:
                 await self.handshake(agent, cfg["url"], cfg["ping_interval"])
             except TimeoutError:  # an OSError too: caught first
-                self.reconnect_failures["timeout"] += 1
+                reason = "timeout"
             except OSError:
                 self.reconnect_failures["server_down"] += 1
                 continue
             except InvalidStatus as exc:
-                self.reconnect_failures[f"http_{exc.response.status_code}"] += 1
+                reason = f"http_{exc.response.status_code}"
             except ConnectionClosed as exc:
-                self.reconnect_failures[f"closed_{exc.rcvd.code if exc.rcvd else 'noframe'}"] += 1
+                reason = f"closed_{exc.rcvd.code if exc.rcvd else 'noframe'}"
             except Exception as exc:  # noqa: BLE001
-                self.reconnect_failures[str(exc)[:60] or type(exc).__name__] += 1
+                reason = str(exc)[:60] or type(exc).__name__
             else:
                 agent.closed = False
                 agent.back_at = time.time()
                 self.counters["reconnected"] += 1
                 self._spawn(self.reader(agent))
                 return
+            self.reconnect_failures[reason] += 1
+            self.reconnect_failed_at.append((started, reason))
             if agent.ws is not None:
                 with contextlib.suppress(Exception):
                     await agent.ws.close()
@@ -354,11 +358,15 @@ class Worker:
         self.reconnect = {"url": msg["url"], "ping_interval": msg.get("ping_interval") or None,
                           "base": float(msg.get("base", 1.0)), "cap": float(msg.get("cap", 60.0))}
         self.reconnect_failures.clear()
+        self.reconnect_failed_at.clear()
         return {"agents": len(self.agents)}
 
     async def cmd_await_back(self, msg: dict) -> dict:
-        """Wait until every agent reconnected after `since` (wall time), or the timeout."""
+        """Wait until every agent reconnected after `since` (wall time), or the timeout.
+        `failed_once_up`: handshakes started after `up_at` (the new server answered) that failed, by reason;
+        before it, the old server was closing its connections and the new one not listening yet."""
         since, deadline = msg["since"], time.monotonic() + float(msg.get("timeout", 120))
+        up_at = float(msg.get("up_at", since))
 
         def back() -> list[Agent]:
             return [a for a in self.agents if not a.closed and a.back_at >= since]
@@ -370,6 +378,7 @@ class Worker:
             "agents": len(self.agents), "back": len(returned),
             "last_back_s": max((a.back_at for a in returned), default=since) - since,
             "failures": dict(self.reconnect_failures),
+            "failed_once_up": dict(Counter(reason for at, reason in self.reconnect_failed_at if at >= up_at)),
         }
 
     async def cmd_stats(self, msg: dict) -> dict:

@@ -27,6 +27,8 @@ log = logging.getLogger("caisey_agent")
 # Above the lazy heartbeat (60 s): the heartbeat's ack already proves the path, and Daphne
 # (run with --ping-interval 90) then never needs to ping a healthy agent either.
 KEEPALIVE_PING = 120
+# A server restarting under thousands of agents queues their handshakes (Daphne waits 30 s).
+OPEN_TIMEOUT = 30
 
 FATAL_CLOSE_CODES = {
     p.CLOSE_REVOKED: "this endpoint was revoked by the MSP",
@@ -111,7 +113,8 @@ class Agent:
             asyncio.ensure_future(self.ws.close())
 
     async def _session(self, url: str) -> None:
-        async with connect(url, open_timeout=15, max_size=p.MAX_FRAME_BYTES * 4, ping_interval=KEEPALIVE_PING, ping_timeout=30) as ws:
+        async with connect(url, open_timeout=OPEN_TIMEOUT, max_size=p.MAX_FRAME_BYTES * 4,
+                           ping_interval=KEEPALIVE_PING, ping_timeout=30) as ws:
             self.ws = ws
             try:
                 await self._handshake(ws)

@@ -31,6 +31,7 @@ from pathlib import Path
 from django.conf import settings
 
 from caisey import embedded_redis
+from caisey.daphne import daphne_argv
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_BIN = [sys.executable, "-m", "caisey_agent"]
@@ -210,8 +211,7 @@ class Stack:
     def start_server(self, port: int | None = None) -> int:
         port = port or free_port()
         proc = self.spawn(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--ping-interval", "90",
-             "caisey.asgi:application"],
+            daphne_argv(sys.executable, host="127.0.0.1", port=port),
             self.workdir / f"daphne-{port}.log",
         )
         self.servers[port] = proc

@@ -26,6 +26,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError, transaction
 
 from caisey import embedded_redis
+from caisey.daphne import daphne_argv
 from caisey.env import env_str
 from endpoints import services
 from endpoints.models import ClientGroup, Endpoint, EndpointStatus, Membership, Role, Tenant
@@ -162,9 +163,7 @@ class Command(BaseCommand):
             port = free_port(opts["port"])
             url = f"http://127.0.0.1:{port}"
             py = sys.executable
-            # Agents' heartbeats (60 s) keep their sockets busy: Daphne need not ping them.
-            stack.start("daphne", [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--ping-interval", "90",
-                                   "caisey.asgi:application"])
+            stack.start("daphne", daphne_argv(py, host="127.0.0.1", port=port))
             stack.start("celery", [
                 py, "-m", "celery", "-A", "caisey", "worker", "-B", "--loglevel=INFO", "--concurrency=2",
                 "--schedule", str(data_dir / "celerybeat-schedule"),
