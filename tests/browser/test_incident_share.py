@@ -58,7 +58,8 @@ def test_incident_groups_two_sessions_and_review_redacts(stack, page, outsider, 
     page.get_by_label("Title").fill("Tills offline at the retail client")
     page.get_by_label("Client").select_option(label="retail client")
     page.get_by_role("button", name="Create incident").click()
-    expect(page.get_by_role("heading", name=re.compile(r"^Tills offline at the retail client"), level=1)).to_be_visible()
+    title = re.compile(r"^Tills offline at the retail client")
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
     expect(page.locator("table.incident-sessions")).to_contain_text("No sessions yet")
     incident_url = page.url
     for name in agents:
@@ -102,7 +103,9 @@ def test_incident_groups_two_sessions_and_review_redacts(stack, page, outsider, 
     expect(page.locator("ol.entry-list > li.part-redacted")).not_to_have_count(0)
     expect(entry(page, "action.queued").locator(".badge")).to_have_text("partly redacted when shared")
     expect(entry(page, "action.queued").locator("mark.redacted-orig")).to_have_text(re.compile(rf"^{key}"))
-    expect(entry(page, "review.redaction")).to_contain_text(re.compile(r"part of entry #\d+ \(action\.\w+\) was redacted"))
+    expect(entry(page, "review.redaction")).to_contain_text(
+        re.compile(r"part of entry #\d+ \(action\.\w+\) was redacted")
+    )
     expect(page.locator("article > p.meta")).to_contain_text(re.compile(r"\d+ entr(y|ies) redacted so far"))
 
     dispatched = entry(page, "action.dispatched")
@@ -258,7 +261,8 @@ def test_share_link_downloads_revoke_and_expiry(stack, page, outsider, shots):
     link2 = row2.get_attribute("data-link")
     stack.django(
         "from datetime import timedelta; from django.utils import timezone; from sessions_app.models import ShareLink;"
-        f"assert ShareLink.all_tenants.filter(pk='{link2}').update(expires_at=timezone.now() - timedelta(seconds=1)) == 1"
+        f"assert ShareLink.all_tenants.filter(pk='{link2}')"
+        ".update(expires_at=timezone.now() - timedelta(seconds=1)) == 1"
     )
     response = client.goto(url2)
     assert response.status == 404
