@@ -86,26 +86,47 @@ def stack(redis_server, browser):
         s.cleanup()
 
 
-@pytest.fixture
-def context(browser, stack, request):
-    """A fresh browser profile per test; on failure, screenshots of its pages and the stack's logs."""
+def _new_context(browser, stack):
     expect().set_options(timeout=TIMEOUT_MS)
     ctx = browser.new_context(viewport=LAPTOP, base_url=stack.base_url, locale="en-GB")
     ctx.set_default_timeout(TIMEOUT_MS)
     ctx.set_default_navigation_timeout(TIMEOUT_MS)
-    yield ctx
+    return ctx
+
+
+def _close_context(ctx, stack, request, *, label: str = "") -> None:
+    """Close a context; if the test failed, first screenshot its pages (and, for the main
+    context, keep the stack's logs)."""
     rep = getattr(request.node, "rep_call", None)
     if rep is None or rep.failed:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         for i, p in enumerate(ctx.pages):
-            suffix = f"-{i}" if i else ""
+            suffix = (f"-{label}" if label else "") + (f"-{i}" if i else "")
             try:
                 p.screenshot(path=str(SCREENSHOTS / f"{request.node.name}-FAILED{suffix}.png"), full_page=True)
             except Exception as exc:  # the page may be gone; the logs matter more
-                print(f"no failure screenshot of page {i}: {exc}")
-        keep_logs(stack, request.node.name)
-        print(stack.logs())
+                print(f"no failure screenshot of {label or 'the'} page {i}: {exc}")
+        if not label:
+            keep_logs(stack, request.node.name)
+            print(stack.logs())
     ctx.close()
+
+
+@pytest.fixture
+def context(browser, stack, request):
+    """A fresh browser profile per test; on failure, screenshots of its pages and the stack's logs."""
+    ctx = _new_context(browser, stack)
+    yield ctx
+    _close_context(ctx, stack, request)
+
+
+@pytest.fixture
+def outsider(browser, stack, request):
+    """A second, separate browser profile that never logs in: the client's approver or the client
+    opening a link from an email. It shares no cookies with `context`."""
+    ctx = _new_context(browser, stack)
+    yield ctx
+    _close_context(ctx, stack, request, label="outsider")
 
 
 @pytest.fixture

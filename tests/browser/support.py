@@ -7,6 +7,8 @@ than an import error at collection.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import re
 import shutil
@@ -82,6 +84,26 @@ def start_agent(stack, name: str, group: str = "erp", *, run: bool = True):
     return agent
 
 
+def sent_mail(stack) -> list:
+    """Every email the stack has sent so far (Django's file backend writes them to
+    <data dir>/outbox-mail, one file per connection, messages separated by a line of dashes)."""
+    folder = stack.workdir / "outbox-mail"
+    messages = []
+    for path in sorted(folder.glob("*.log")) if folder.is_dir() else ():
+        for raw in path.read_bytes().split(b"\n" + b"-" * 79 + b"\n"):
+            if raw.strip():
+                messages.append(email.message_from_bytes(raw, policy=email.policy.default))
+    return messages
+
+
+def mail_to(stack, address: str, *, subject_contains: str = "", timeout: float = 30) -> list:
+    """Wait until at least one email to `address` (whose subject contains the text) was sent; all of them."""
+    def found():
+        return [m for m in sent_mail(stack) if address in str(m["To"]) and subject_contains in str(m["Subject"])]
+
+    return wait_for(found, timeout=timeout, what=f"an email to {address}")
+
+
 def keep_logs(stack, test: str) -> None:
     """Copy the stack's whole logs next to the screenshots: the printed tails may be too short."""
     folder = LOGS / test
@@ -107,6 +129,23 @@ def log_in(page, stack, *, next_path: str = "/") -> None:
     expect()(page).not_to_have_url(re.compile(r"/login/"))
 
 
+def assert_skip_link(page, where: str, *, control_in_main: bool = True) -> None:
+    """On a page just loaded: Tab reaches the skip link first, it shows itself, and Enter moves
+    focus to main; then (when main has a control) the next Tab lands inside main."""
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect()(skip).to_be_focused()
+    box = skip.bounding_box()
+    assert box and box["x"] >= 0 and box["y"] >= 0, f"{where}: the focused skip link is off screen: {box}"
+    page.keyboard.press("Enter")
+    expect()(page.locator("main#main")).to_be_focused()
+    if control_in_main:
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.querySelector('main').contains(document.activeElement)"), (
+            f"{where}: after the skip link, Tab should land inside the main content"
+        )
+
+
 def endpoint_row(page, hostname: str):
     return page.locator("table.endpoints tbody tr").filter(has=page.get_by_role("link", name=hostname, exact=True))
 
@@ -115,6 +154,29 @@ def action_card(page, kind: str):
     return page.locator("#actions section.action").filter(
         has=page.locator("h3", has_text=re.compile(rf"^\s*{re.escape(kind)}\b"))
     )
+
+
+SESSION_URL = re.compile(r"/sessions/([0-9a-f-]{36})/$")
+
+
+def open_session(page, endpoint_id: str, reason: str) -> str:
+    """From the endpoint's page: open a session with a reason; the session's id."""
+    page.goto(f"/endpoints/{endpoint_id}/")
+    page.get_by_label("Reason (ticket, symptom)").fill(reason)
+    page.get_by_role("button", name="Open a session").click()
+    expect()(page).to_have_url(SESSION_URL)
+    expect()(page.get_by_text(reason)).to_be_visible()
+    return SESSION_URL.search(page.url).group(1)
+
+
+def run_shell(page, command: str):
+    """On the session page: run a shell command (not run before in this session); its action card."""
+    page.get_by_label("Diagnostic or command", exact=True).select_option("shell")
+    page.locator("fieldset.params[data-kind=shell]").get_by_label("Command (required)").fill(command)
+    page.get_by_role("button", name="Run", exact=True).click()
+    card = action_card(page, "shell").filter(has=page.locator("code", has_text=f"command={command}"))
+    expect()(card).to_have_count(1)
+    return card
 
 
 def mark_page(page) -> None:

@@ -274,6 +274,33 @@ def test_escalation_link_is_single_use_and_every_visit_is_logged(client):
     assert client.get(reverse("approval_link", args=["apl_wrong"])).status_code == 404
 
 
+def _origin_a_browser_sends(page_html: str, origin: str) -> str:
+    """The Origin header a browser puts on a same-origin form POST from this page (Fetch
+    standard, "append a request Origin header"): "null" under the no-referrer policy."""
+    policy = re.search(r'<meta name="referrer" content="([^"]+)"', page_html)
+    return "null" if policy and policy.group(1) == "no-referrer" else origin
+
+
+def test_approver_can_post_the_form_with_csrf_checks_as_a_browser_does():
+    """The approval page's form passes Django's CSRF check with the Origin a browser sends: a
+    no-referrer policy made browsers send "Origin: null", and every approval was refused (403)."""
+    from django.test import Client
+
+    enrolled, tech, session = world()
+    prompt = prompt_of(shell(tech, session))
+    prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
+    url = re.search(r"http://testserver(/approve/\S+/)", mail.outbox[0].body).group(1)
+    browser = Client(enforce_csrf_checks=True)
+    page = browser.get(url).content.decode()
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    done = browser.post(url, {"decision": "approve", "csrfmiddlewaretoken": csrf},
+                        HTTP_ORIGIN=_origin_a_browser_sends(page, "http://testserver"))
+    assert done.status_code == 200, done.content.decode()[:300]
+    assert prompt_of(prompt.action).state == PromptState.APPROVED
+    # Still no Referer, with the token in it, for other sites.
+    assert '<meta name="referrer" content="same-origin">' in page
+
+
 def test_escalation_refused_without_approver():
     enrolled, tech, session = world(approver="")
     prompt = prompt_of(shell(tech, session))
