@@ -74,6 +74,7 @@ def frame_of(message: OutboxMessage) -> str:
     return p.encode(p.Envelope(type=message.kind, id=message.id, ts=message.created_at.timestamp(), body=body))
 
 
+@transaction.atomic  # one commit for the whole claim, not one per row
 def outbox_claim(*, endpoint_id, due_only: bool = True, limit: int = 500) -> list[str]:
     """Claim this endpoint's sendable messages, oldest first; each claim counts one attempt.
 
