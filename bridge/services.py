@@ -92,6 +92,9 @@ def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str) -> Hand
         log.exception("reconciling prompts of %s at hello failed", endpoint.pk)
     # Everything waiting for this agent goes now, oldest first, not at the next sweep.
     handshake.frames = outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=False)
+    # The socket keeps this for as long as the agent stays connected (thousands of them): its id
+    # and tenant only; any other field is loaded when a service reads it (deferred).
+    handshake.endpoint = Endpoint.from_db(endpoint._state.db, ["id", "tenant_id"], [endpoint.pk, endpoint.tenant_id])
     return handshake
 
 

@@ -52,7 +52,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.close(code=p.CLOSE_HELLO_TIMEOUT)
 
     async def disconnect(self, code) -> None:
-        self.hello_deadline.cancel()
+        if self.hello_deadline is not None:
+            self.hello_deadline.cancel()
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.endpoint is None:
@@ -88,7 +89,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def on_hello(self, env: p.Envelope) -> None:
         hello: p.Hello = env.body
+        if self.hello_deadline is None:  # a refused hello's socket is closing; one hello per socket
+            await self.reject("already_authenticated", "hello was already received", ref=env.id)
+            return
         self.hello_deadline.cancel()  # it bounds the wait for a hello, not the time to process one
+        self.hello_deadline = None  # and is not kept for the life of the socket
         # Join the endpoint's group before claiming its outbox, so no doorbell rung in between is
         # missed (the consumer handles it after this hello). A refused hello closes the socket.
         claimed = _endpoint_uuid(hello.endpoint_id)
