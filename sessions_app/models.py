@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from caisey.tenancy import TenantScopedManager
-from endpoints.models import Endpoint, Tenant
+from endpoints.models import Endpoint, Presence, Tenant
 
 
 class SessionStatus(models.TextChoices):
@@ -39,6 +39,8 @@ class SupportSession(models.Model):
     last_activity_at = models.DateTimeField(auto_now_add=True)
     follow_up_at = models.DateTimeField(null=True, blank=True)
     follow_up_note = models.CharField(max_length=500, blank=True)
+    # The endpoint's connectivity as the record last stated it (sessions_app/connectivity.py).
+    connectivity = models.CharField(max_length=10, choices=Presence.choices, blank=True)
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()

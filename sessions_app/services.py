@@ -72,14 +72,15 @@ def session_open(*, actor, endpoint: Endpoint, reason: str = "", conditions: dic
     if endpoint.status != EndpointStatus.ENROLLED:
         raise SessionError("this endpoint was revoked; it cannot be worked on")
     offline = presence_of(endpoint) == Presence.OFFLINE
+    conditions = conditions or bridge_conditions(endpoint=endpoint)
     session = SupportSession.all_tenants.create(
-        tenant_id=endpoint.tenant_id, endpoint=endpoint, opened_by=actor, reason=reason[:500], opened_offline=offline
+        tenant_id=endpoint.tenant_id, endpoint=endpoint, opened_by=actor, reason=reason[:500], opened_offline=offline,
+        connectivity=conditions["connectivity"],
     )
     transcript_append(
         session=session, kind="session.opened", actor=actor_label(actor),
         data={"reason": session.reason, "endpoint": endpoint.hostname, "offline": offline,
-              "bridge": conditions or bridge_conditions(endpoint=endpoint),
-              "machine_context": endpoint.machine_context},
+              "bridge": conditions, "machine_context": endpoint.machine_context},
     )
     endpoint_set_mode(endpoint=endpoint, mode="active", reason="session opened")
     return session

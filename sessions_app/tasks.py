@@ -27,3 +27,10 @@ def prompt_deadline_sweep() -> int:
 @shared_task(ignore_result=True)
 def abandoned_sessions_sweep() -> int:
     return services.abandoned_sessions_sweep()
+
+
+@shared_task(ignore_result=True)
+def session_connectivity_sweep() -> int:
+    from sessions_app import connectivity
+
+    return connectivity.session_connectivity_sweep()

@@ -1,0 +1,57 @@
+"""Connectivity periods in the session record.
+
+The bridge conditions are recorded when a session opens and with every action; between them the
+path to the endpoint may degrade, drop or recover. A periodic sweep compares each open session's
+endpoint with what its record last said and appends an entry when the period changes, with the
+figures that explain it, so a reviewer sees why an action waited or a prompt was late.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from bridge import health
+from endpoints.models import Presence
+from sessions_app.models import SessionStatus, SupportSession
+from sessions_app.transcript import transcript_append
+
+# Lazy and active are both a working path (the endpoint merely sleeps between heartbeats):
+# going from one to the other is not a change of period worth a record entry.
+_PERIOD = {Presence.ACTIVE: "up", Presence.LAZY: "up", Presence.DEGRADED: "degraded", Presence.OFFLINE: "offline"}
+
+
+def session_connectivity_sweep() -> int:
+    """Append a `bridge.connectivity` entry to each open session whose endpoint's period changed."""
+    sessions = list(
+        SupportSession.all_tenants.filter(status=SessionStatus.OPEN).select_related("endpoint")
+    )
+    if not sessions:
+        return 0
+    now = timezone.now()
+    figures = health.health_for({s.endpoint_id for s in sessions}, now)
+    recorded = 0
+    for session in sessions:
+        h = figures[session.endpoint_id]
+        current = health.connectivity(session.endpoint, h, now)
+        if session.connectivity and _PERIOD[Presence(session.connectivity)] == _PERIOD[current]:
+            continue
+        if not session.connectivity and _PERIOD[current] == "up":
+            continue  # opened before this was recorded, and nothing to report
+        with transaction.atomic():
+            # Conditional: two sweeps running at once record the change once.
+            if not SupportSession.all_tenants.filter(
+                pk=session.pk, status=SessionStatus.OPEN, connectivity=session.connectivity
+            ).update(connectivity=current):
+                continue
+            transcript_append(
+                session=session, kind="bridge.connectivity", actor="bridge",
+                data={
+                    "from": session.connectivity or None, "to": current.value, "why": h.degraded_reasons,
+                    "queue_depth": h.queue_depth, "latency_p95_ms": h.latency_p95_ms,
+                    "reconnects_1h": h.reconnects_1h,
+                    "last_seen": session.endpoint.last_seen_at.isoformat() if session.endpoint.last_seen_at else None,
+                },
+            )
+            recorded += 1
+    return recorded
