@@ -41,6 +41,9 @@ class SupportSession(models.Model):
     follow_up_note = models.CharField(max_length=500, blank=True)
     # The endpoint's connectivity as the record last stated it (sessions_app/connectivity.py).
     connectivity = models.CharField(max_length=10, choices=Presence.choices, blank=True)
+    # The transcript's length and last hash, so that removing its last entries is detected too.
+    transcript_length = models.PositiveIntegerField(default=0)
+    transcript_head = models.CharField(max_length=64, blank=True)
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()

@@ -61,6 +61,7 @@ def transcript_append(
     )
     entry.hash = entry_hash(entry.prev_hash, entry)
     entry.save(force_insert=True)
+    SupportSession.all_tenants.filter(pk=session.pk).update(transcript_length=entry.index + 1, transcript_head=entry.hash)
     return entry
 
 
@@ -68,6 +69,7 @@ def transcript_verify(*, session_id) -> tuple[bool, TranscriptEntry | None, str]
     """Walk the chain; returns (ok, first bad entry, why)."""
     prev = GENESIS
     expected_index = 0
+    last = None
     for entry in TranscriptEntry.all_tenants.filter(session_id=session_id).order_by("index"):
         if entry.index != expected_index:
             return False, entry, f"index {entry.index} where {expected_index} was expected (an entry is missing)"
@@ -77,4 +79,11 @@ def transcript_verify(*, session_id) -> tuple[bool, TranscriptEntry | None, str]
             return False, entry, "content does not match its hash (the entry was altered)"
         prev = entry.hash
         expected_index += 1
+        last = entry
+    session = SupportSession.all_tenants.only("transcript_length", "transcript_head").get(pk=session_id)
+    if (expected_index, prev if expected_index else "") != (session.transcript_length, session.transcript_head):
+        return False, last if expected_index else None, (
+            f"the record ends at entry #{expected_index - 1} but held {session.transcript_length} entries "
+            "(entries at its end were removed)"
+        )
     return True, None, ""

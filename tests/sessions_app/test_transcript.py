@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from sessions_app import services
+from sessions_app import db_guards, services
 from sessions_app.models import SessionStatus, SupportSession, TranscriptEntry
 from sessions_app.transcript import transcript_append
 from tests import factories
@@ -53,14 +53,26 @@ def test_append_outside_a_transaction_is_refused(session):
         transcript_append(session=session, kind="x", actor="test")
 
 
+def _raw_edit(entry, data: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {TranscriptEntry._meta.db_table} SET data = %s WHERE id = %s",
+                       [data, entry._meta.pk.get_db_prep_value(entry.pk, connection)])
+
+
+def test_the_database_refuses_an_update_made_around_the_orm(session):
+    entry = TranscriptEntry.all_tenants.get(session=session, index=1)
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        _raw_edit(entry, '{"text": "nothing happened"}')
+    assert TranscriptEntry.all_tenants.get(pk=entry.pk).data == {"text": "first"}
+
+
 def test_verify_command_passes_then_names_the_first_altered_entry(session, capsys):
     call_command("verify_transcripts")
     assert "all intact" in capsys.readouterr().out
-    table = TranscriptEntry._meta.db_table
     second = TranscriptEntry.all_tenants.get(session=session, index=1)
-    with connection.cursor() as cursor:  # what an attacker with database access would do
-        cursor.execute(f"UPDATE {table} SET data = %s WHERE id = %s",
-                       ['{"text": "nothing happened"}', second._meta.pk.get_db_prep_value(second.pk, connection)])
+    # What an attacker who owns the database would do: drop the guard, then edit (rolled back with the test).
+    db_guards.remove(connection)
+    _raw_edit(second, '{"text": "nothing happened"}')
     with pytest.raises(CommandError, match=rf"entry #1 \({second.pk}, note\) is bad: content does not match"):
         call_command("verify_transcripts")
 
@@ -71,6 +83,15 @@ def test_verify_detects_a_removed_entry(session):
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {table} WHERE id = %s", [first._meta.pk.get_db_prep_value(first.pk, connection)])
     with pytest.raises(CommandError, match="is bad: index 1 where 0 was expected"):
+        call_command("verify_transcripts")
+
+
+def test_verify_detects_that_the_last_entries_were_removed(session):
+    table = TranscriptEntry._meta.db_table
+    last = TranscriptEntry.all_tenants.get(session=session, index=2)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [last._meta.pk.get_db_prep_value(last.pk, connection)])
+    with pytest.raises(CommandError, match=r"entry #1 .* is bad: the record ends at entry #1 but held 3 entries"):
         call_command("verify_transcripts")
 
 

@@ -18,8 +18,7 @@ class Command(BaseCommand):
         for session_id in sessions.values_list("pk", flat=True):
             ok, entry, why = transcript_verify(session_id=session_id)
             if not ok:
-                raise CommandError(
-                    f"session {session_id}: entry #{entry.index} ({entry.pk}, {entry.kind}) is bad: {why}"
-                )
+                where = f"entry #{entry.index} ({entry.pk}, {entry.kind})" if entry is not None else "the record"
+                raise CommandError(f"session {session_id}: {where} is bad: {why}")
             checked += 1
         self.stdout.write(f"{checked} transcript(s) verified, all intact")
