@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datetime import timedelta
+
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
@@ -44,7 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "channels",
     "endpoints",
@@ -179,7 +181,7 @@ STATICFILES_DIRS = [BASE_DIR / "caisey" / "static"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -187,6 +189,12 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "caisey.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "caisey.api.Pagination",
     "PAGE_SIZE": 50,
+}
+# API tokens (django-rest-knox): stored only as a hash, one per script or integration, expiring.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=env_int("CAISEY_API_TOKEN_DAYS", 90)),
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Caisey API",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 import yaml
 from django.core.management import CommandError, call_command
 from django.urls import URLPattern, URLResolver, get_resolver
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from bridge.models import OutboxMessage, OutboxStatus
@@ -28,8 +30,8 @@ V1 = "/api/v1"
 
 def client_for(user) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, token = AuthToken.objects.create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
 
 
@@ -648,7 +650,7 @@ def test_the_openapi_schema_is_served_and_describes_every_route(client):
             for operation in paths[path].values():
                 (param,) = [p for p in operation["parameters"] if p["in"] == "path"]
                 assert param["schema"]["format"] == "uuid", path
-    assert "tokenAuth" in schema["components"]["securitySchemes"]
+    assert "knoxApiToken" in schema["components"]["securitySchemes"]
     try:
         from openapi_spec_validator import validate
     except ImportError:  # optional: not among the project's test dependencies
@@ -665,18 +667,31 @@ def run_command(*args) -> str:
     return out.getvalue()
 
 
-def test_issue_api_token_prints_a_working_token(world):
+def test_issue_api_token_prints_a_working_token_stored_only_as_a_hash(world):
     key = run_command("--user", world.tech.username).strip()
-    assert run_command("--user", world.tech.username) == key + "\n"  # the token alone, stable
+    assert len(key) == 64 and "\n" not in key
+    stored = AuthToken.objects.get(user=world.tech, token_key=key[:15])  # knox keeps a prefix to look it up
+    assert stored.digest != key and key not in stored.digest
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get(f"{V1}/endpoints/").status_code == 200
 
+    second = run_command("--user", world.tech.username).strip()  # one per script: both work
+    assert second != key and AuthToken.objects.filter(user=world.tech).count() >= 2
+    assert client.get(f"{V1}/endpoints/").status_code == 200
+
     rotated = run_command("--user", world.tech.username, "--rotate").strip()
-    assert rotated != key and len(rotated) == 40
-    assert client.get(f"{V1}/endpoints/").status_code == 401  # the old one stopped working
+    assert client.get(f"{V1}/endpoints/").status_code == 401  # the old ones stopped working
     client.credentials(HTTP_AUTHORIZATION=f"Token {rotated}")
     assert client.get(f"{V1}/endpoints/").status_code == 200
+
+
+def test_an_expired_api_token_is_refused(world):
+    key = run_command("--user", world.tech.username, "--days", "1").strip()
+    AuthToken.objects.filter(user=world.tech).update(expiry=timezone.now() - timedelta(seconds=1))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert_error(client.get(f"{V1}/endpoints/"), 401, "not_authenticated")
 
 
 def test_issue_api_token_refuses_users_without_membership(world, django_user_model):
@@ -685,4 +700,4 @@ def test_issue_api_token_refuses_users_without_membership(world, django_user_mod
         run_command("--user", "loner")
     with pytest.raises(CommandError, match="no user"):
         run_command("--user", "nobody-at-all")
-    assert not Token.objects.filter(user__username="loner").exists()
+    assert not AuthToken.objects.filter(user__username="loner").exists()

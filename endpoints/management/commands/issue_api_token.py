@@ -1,20 +1,24 @@
+from datetime import timedelta
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from endpoints.selectors import membership_for_user
 
 
 class Command(BaseCommand):
     help = (
-        "Print a tenant member's REST API token, alone, on stdout (created on first use). "
-        "--rotate replaces it: the old token stops working at once."
+        "Issue a REST API token for a tenant member and print it, alone, on stdout. It is shown this "
+        "once: only its hash is kept. --rotate first revokes every token the user has."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="username of a tenant member (technician, admin or viewer)")
-        parser.add_argument("--rotate", action="store_true", help="issue a new token, revoking the current one")
+        parser.add_argument("--days", type=int, default=None,
+                            help="days until the token expires (default: CAISEY_API_TOKEN_DAYS, 90)")
+        parser.add_argument("--rotate", action="store_true", help="revoke the user's other tokens at once")
 
     def handle(self, *args, **opts):
         User = get_user_model()
@@ -26,8 +30,14 @@ class Command(BaseCommand):
             raise CommandError(f"user {name!r} is inactive")
         if membership_for_user(user=user) is None:
             raise CommandError(f"user {name!r} is not a member of any tenant; API tokens are for tenant members")
+        if opts["days"] is not None and not 1 <= opts["days"] <= 3650:
+            raise CommandError("--days must be between 1 and 3650")
+        expiry = timedelta(days=opts["days"]) if opts["days"] is not None else None
         with transaction.atomic():
             if opts["rotate"]:
-                Token.objects.filter(user=user).delete()
-            token, _ = Token.objects.get_or_create(user=user)
-        self.stdout.write(token.key)
+                AuthToken.objects.filter(user=user).delete()
+            if expiry is None:
+                _, token = AuthToken.objects.create(user=user)
+            else:
+                _, token = AuthToken.objects.create(user=user, expiry=expiry)
+        self.stdout.write(token)
