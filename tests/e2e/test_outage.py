@@ -59,10 +59,11 @@ def test_four_technicians_run_diagnostics_on_four_endpoints_at_once(stack):
                 for kind, params in (("system_summary", {}), ("top_processes", {}),
                                      ("tcp_connect", {"host": "127.0.0.1", "port": stack.port}))
             ]
-            done = wait_for(lambda: all(
-                (a := api.call("GET", f"/actions/{q['id']}/"))["status"] in FINAL for q in queued
-            ) and [api.call("GET", f"/actions/{q['id']}/") for q in queued], timeout=90, interval=0.5,
-                what=f"{host}'s diagnostics")
+            def all_final() -> list[dict] | None:
+                now = [api.call("GET", f"/actions/{q['id']}/") for q in queued]
+                return now if all(a["status"] in FINAL for a in now) else None
+
+            done = wait_for(all_final, timeout=90, interval=0.5, what=f"{host}'s diagnostics")
             results[host] = {"session": session, "actions": done, "seconds": time.monotonic() - t0}
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
