@@ -188,9 +188,13 @@ def lost(args) -> dict:
         if unacked + not_final == 0 or time.perf_counter() > deadline:
             break
         time.sleep(0.2)
+    stuck = list(
+        OutboxMessage.all_tenants.filter(endpoint__tenant=ten).exclude(status=OutboxStatus.ACKED)
+        .values("kind", "status", "attempts", "last_error", "created_at", "last_attempt_at", "next_attempt_at")[:10]
+    )
     return {
         "outbox_unacked": unacked, "actions_not_final": not_final, "lost_messages": unacked + not_final,
-        "outbox": outbox, "actions": actions,
+        "outbox": outbox, "actions": actions, "unacked_examples": stuck,
     }
 
 

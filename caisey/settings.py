@@ -233,7 +233,8 @@ CAISEY = {
     "PRESENCE_GRACE": env_float("CAISEY_PRESENCE_GRACE", 10.0),
     # Seconds between flushes of coalesced last-seen times to the database.
     "LAST_SEEN_FLUSH_INTERVAL": env_float("CAISEY_LAST_SEEN_FLUSH", 1.0),
-    "HELLO_TIMEOUT": env_float("CAISEY_HELLO_TIMEOUT", 10.0),
+    # Generous: after a server restart thousands of hellos arrive at once and queue behind each other.
+    "HELLO_TIMEOUT": env_float("CAISEY_HELLO_TIMEOUT", 30.0),
     # Seconds between gc.freeze() calls in the ASGI process (bridge/gc_pacing.py); 0 turns it off.
     "GC_FREEZE_EVERY": env_float("CAISEY_GC_FREEZE_EVERY", 300.0),
     # Heartbeats reconcile prompts when the runtime's list changed, else at most this often.

@@ -9,8 +9,15 @@ import uuid
 import pytest
 from channels.layers import channel_layers
 from django.conf import settings
+from django.db import connections
 
 from caisey import embedded_redis, tenancy
+
+# Persistent connections (the servers' default) would outlive the tests in threads this process
+# ran them in (Channels' sync thread, test threads), and PostgreSQL refuses to drop a test
+# database with sessions left open. The stacks the e2e tests start keep the default.
+settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+connections.settings["default"]["CONN_MAX_AGE"] = 0
 
 
 @pytest.fixture(scope="session", autouse=True)

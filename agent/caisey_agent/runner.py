@@ -29,6 +29,8 @@ log = logging.getLogger("caisey_agent")
 KEEPALIVE_PING = 120
 # A server restarting under thousands of agents queues their handshakes (Daphne waits 30 s).
 OPEN_TIMEOUT = 30
+# How long to wait for the server's welcome (its own deadline for a hello is 30 s).
+HELLO_WAIT = 60
 
 FATAL_CLOSE_CODES = {
     p.CLOSE_REVOKED: "this endpoint was revoked by the MSP",
@@ -150,7 +152,7 @@ class Agent:
         )
         await ws.send(p.encode(p.envelope(hello)))
         while True:
-            env = p.decode(await asyncio.wait_for(ws.recv(), timeout=30), accept=p.SERVER_TO_AGENT)
+            env = p.decode(await asyncio.wait_for(ws.recv(), timeout=HELLO_WAIT), accept=p.SERVER_TO_AGENT)
             if env.type == p.Welcome.TYPE:
                 self.mode = env.body.mode
                 self.interval = env.body.heartbeat_interval

@@ -86,7 +86,9 @@ def test_server_restart_under_a_thousand_agents_every_one_returns_and_delivers(s
     assert back["back"] == AGENTS
     assert back["failed_once_up"] == {}, f"handshakes failed once the new server answered: {back['failed_once_up']}"
 
-    # Delivering again: one action to 100 of them, every result recorded.
+    # Delivering again: one action to 100 of them, every result recorded. The agents beat as real
+    # ones do (presence, and so the outbox's retries, go by heartbeats).
+    gen.call(cmd="hb_start")
     fanout = driver(stack, "fanout", "--count", "100", "--timeout", "120", timeout=300)
     assert fanout["final"] == 100, fanout
     lost = driver(stack, "lost", "--wait", "60")
