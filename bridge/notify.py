@@ -19,9 +19,8 @@ def _send(group: str, message: dict[str, Any]) -> None:
     _send_many([(group, message)])
 
 
-def _send_many(items: list[tuple[str, dict[str, Any]]]) -> None:
-    """Send in one event loop (async_to_sync starts one per call: a bulk run rings thousands).
-    Each group's messages keep their order; different groups go out concurrently."""
+async def _ring(items: list[tuple[str, dict[str, Any]]]) -> None:
+    """Each group's messages keep their order; different groups go out concurrently."""
     by_group: dict[str, list[dict[str, Any]]] = {}
     for group, message in items:
         by_group.setdefault(group, []).append(message)
@@ -34,10 +33,55 @@ def _send_many(items: list[tuple[str, dict[str, Any]]]) -> None:
         except Exception:  # a lost doorbell delays a live update; the database still has the truth
             log.warning("channel layer send to %s failed", group, exc_info=True)
 
-    async def ring_all() -> None:
-        await asyncio.gather(*(ring_group(group, messages) for group, messages in by_group.items()))
+    await asyncio.gather(*(ring_group(group, messages) for group, messages in by_group.items()))
 
-    async_to_sync(ring_all)()
+
+class _LoopSender:
+    """In a server process, doorbells rung in its sync thread (where every database call of its
+    sockets runs, one after another) are handed to one task on the server's event loop, and the
+    thread goes on at once instead of waiting for Redis. One queue, drained in order: a group's
+    messages still arrive in the order they were rung."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            items = list(await self.queue.get())
+            while not self.queue.empty():
+                items.extend(self.queue.get_nowait())
+            await _ring(items)
+
+    def submit(self, items: list[tuple[str, dict[str, Any]]]) -> bool:
+        if self.task.done():
+            return False
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, list(items))
+        except RuntimeError:  # the loop was closed
+            return False
+        return True
+
+
+_server: _LoopSender | None = None
+
+
+def attach_to_running_loop() -> None:
+    """Called by the socket consumers: from now on this process hands its doorbells to this loop."""
+    global _server
+    loop = asyncio.get_running_loop()
+    if _server is None or _server.loop is not loop or _server.task.done():
+        _server = _LoopSender(loop)
+
+
+def _send_many(items: list[tuple[str, dict[str, Any]]]) -> None:
+    """Ring now: handed to the server's loop where there is one (Daphne), else sent in one event
+    loop of this thread's own (Celery, management commands: async_to_sync starts one per call)."""
+    server = _server
+    if server is not None and server.submit(items):
+        return
+    async_to_sync(_ring)(items)
 
 
 class _Doorbells:

@@ -82,6 +82,7 @@ def outbox_claim(*, endpoint_id, due_only: bool = True, limit: int = 500) -> lis
     send it once (and a double send would be harmless: the agent deduplicates).
     """
     now = timezone.now()
+    ack_timeout = timedelta(seconds=settings.CAISEY["OUTBOX_ACK_TIMEOUT_S"])
     rows = OutboxMessage.all_tenants.filter(endpoint_id=endpoint_id, status=OutboxStatus.QUEUED)
     if due_only:
         rows = rows.filter(next_attempt_at__lte=now)
@@ -94,7 +95,9 @@ def outbox_claim(*, endpoint_id, due_only: bool = True, limit: int = 500) -> lis
         ).update(
             attempts=F("attempts") + 1,
             last_attempt_at=now,
-            next_attempt_at=now + backoff(message.kind, message.attempts + 1),
+            # The ack has this long before a retry is due (a busy server may take seconds to apply
+            # it; retrying sooner only adds duplicates to its queue), then the jittered backoff.
+            next_attempt_at=now + ack_timeout + backoff(message.kind, message.attempts + 1),
         )
         if claimed:
             frames.append(frame_of(message))

@@ -250,6 +250,8 @@ CAISEY = {
     "PRESENCE_SWEEP_SECONDS": env_float("CAISEY_PRESENCE_SWEEP", 5.0),
     "OUTBOX_SWEEP_SECONDS": env_float("CAISEY_OUTBOX_SWEEP", 2.0),
     # Retry budget per message kind: attempts, then backoff base and cap (seconds, full jitter).
+    # How long a sent message waits for its ack before a retry is due (the backoff comes on top).
+    "OUTBOX_ACK_TIMEOUT_S": env_float("CAISEY_OUTBOX_ACK_TIMEOUT", 10.0),
     "OUTBOX_RETRY": {
         "default": {
             "max_attempts": env_int("CAISEY_OUTBOX_MAX_ATTEMPTS", 8),

@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from bridge import gc_pacing, last_seen, metrics, outbox, services
+from bridge import gc_pacing, last_seen, metrics, notify, outbox, services
 from bridge.groups import agent_group
 from caisey_agent import protocol as p
 
@@ -42,6 +42,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.last_reports: list = []
         self.reconciled_at = 0.0
         gc_pacing.ensure_started()
+        notify.attach_to_running_loop()
         await self.accept()
         self.hello_deadline = asyncio.get_running_loop().create_task(self._close_without_hello())
 

@@ -9,6 +9,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from django.core.exceptions import ValidationError
 
+from bridge import notify
 from bridge.groups import console_tenant_group, console_topic_group
 from bridge.registry import console_topic, topic_check
 from caisey import tenancy
@@ -55,6 +56,7 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
         self.tenant_id = membership.tenant_id
         self.groups_joined = [console_tenant_group(self.tenant_id)]
         await self.channel_layer.group_add(self.groups_joined[0], self.channel_name)
+        notify.attach_to_running_loop()
         await self.accept()
 
     async def disconnect(self, code) -> None:

@@ -70,3 +70,27 @@ def test_messages_reach_the_real_channel_layer_in_order():
         assert received == ["0", "1", "2", "3", "4"]
     finally:
         async_to_sync(layer.group_discard)("agent.order-test", channel)
+
+
+@pytest.mark.asyncio
+async def test_in_a_server_process_doorbells_from_its_sync_thread_are_handed_to_its_loop():
+    """The thread that rings does not wait for Redis; the loop's one sender keeps each group's order."""
+    from asgiref.sync import sync_to_async
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("agent.loop-test", channel)
+    notify.attach_to_running_loop()
+    try:
+        def ring_in_sync_thread() -> None:
+            for n in range(5):
+                with transaction.atomic():
+                    notify.agent_doorbell(endpoint_id="loop-test", reason=str(n))
+
+        await sync_to_async(ring_in_sync_thread)()
+        received = [(await layer.receive(channel))["reason"] for _ in range(5)]
+        assert received == ["0", "1", "2", "3", "4"]
+    finally:
+        await layer.group_discard("agent.loop-test", channel)
+        notify._server.task.cancel()
