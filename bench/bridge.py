@@ -437,19 +437,23 @@ def restart_daphne(stack: Stack, args, lg: "LoadGen", daphne: subprocess.Popen, 
     log(f"caisey: restarting Daphne under the connected agents; waiting up to {args.restart_timeout:.0f}s for all")
     down = time.time()
     stack.stop(daphne)
-    daphne = start_daphne(stack, args, port)
-    up_s = time.time() - down
-    replies = lg.all({"cmd": "await_back", "since": down, "timeout": args.restart_timeout},
+    daphne = start_daphne(stack, args, port)  # returns once it answers HTTP
+    up_at = time.time()
+    replies = lg.all({"cmd": "await_back", "since": down, "up_at": up_at, "timeout": args.restart_timeout},
                      timeout=args.restart_timeout + 60)
     failures: collections.Counter = collections.Counter()
+    once_up: collections.Counter = collections.Counter()
     for reply in replies:
         failures.update(reply["failures"])
-    refused = {k: v for k, v in failures.items() if k != "server_down"}
+        once_up.update(reply["failed_once_up"])
     out = {
         "agents": sum(r["agents"] for r in replies), "back": sum(r["back"] for r in replies),
-        "server_up_s": up_s, "all_back_s": max(r["last_back_s"] for r in replies),
-        "connects_refused_while_down": failures.get("server_down", 0), "failed_handshakes": sum(refused.values()),
-        "failures": refused,
+        "server_up_s": up_at - down, "all_back_s": max(r["last_back_s"] for r in replies),
+        "connects_refused_while_down": failures.get("server_down", 0),
+        # Handshakes started once the new server answered that failed: the target is none. Before
+        # that, the old server was closing its connections (an early hello gets cut off).
+        "failed_handshakes": sum(once_up.values()), "failures": dict(once_up),
+        "failed_while_restarting": {k: v for k, v in failures.items() if k != "server_down"},
     }
     log(f"caisey: restart: {out}")
     return out

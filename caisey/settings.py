@@ -111,21 +111,32 @@ if EMBEDDED_REDIS:
 # Several stacks may share one Redis (tests, staging): every key they write carries this.
 REDIS_PREFIX = env_str("CAISEY_REDIS_PREFIX", "caisey")
 
+# The channel layer is a doorbell (at-most-once): delivery never depends on it (DESIGN.md).
+# Redis pub/sub by default: a group send is one PUBLISH, where the list-based layer
+# (CAISEY_CHANNEL_LAYER=core) makes several round trips and a script per send, which a
+# bulk run across a thousand endpoints pays thousands of times (bench/README.md).
+_REDIS_HOST = {
+    "address": REDIS_URL,
+    # redis-py 8's 5 s default socket timeout cuts the layer's blocking read and kills
+    # consumers (channels_redis #422).
+    "socket_timeout": None,
+    # The default pool raises "Too many connections" past 100 during a reconnect storm
+    # instead of waiting.
+    "max_connections": env_int("CAISEY_REDIS_MAX_CONNECTIONS", 10000),
+}
+CHANNEL_LAYER_KIND = env_str("CAISEY_CHANNEL_LAYER", "pubsub")
+if CHANNEL_LAYER_KIND not in ("pubsub", "core"):
+    raise ImproperlyConfigured(f"CAISEY_CHANNEL_LAYER must be pubsub or core, not {CHANNEL_LAYER_KIND!r}")
 CHANNEL_LAYERS = {
     "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [_REDIS_HOST], "prefix": REDIS_PREFIX},
+    }
+    if CHANNEL_LAYER_KIND == "pubsub"
+    else {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [
-                {
-                    "address": REDIS_URL,
-                    # redis-py 8's 5 s default socket timeout cuts the layer's
-                    # blocking read and kills consumers (channels_redis #422).
-                    "socket_timeout": None,
-                    # The default pool raises "Too many connections" past 100
-                    # during a reconnect storm instead of waiting.
-                    "max_connections": env_int("CAISEY_REDIS_MAX_CONNECTIONS", 10000),
-                }
-            ],
+            "hosts": [_REDIS_HOST],
             "prefix": REDIS_PREFIX,
             # The default of 100 silently drops fan-out beyond it per process.
             "capacity": env_int("CAISEY_CHANNEL_CAPACITY", 10000),

@@ -132,8 +132,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def on_heartbeat(self, env: p.Envelope) -> None:
         last_seen.buffer.touch(self.endpoint.pk)
-        # Connections older than the layer's group_expiry would silently stop receiving.
-        if time.monotonic() - self.group_joined_at > settings.CHANNEL_LAYERS["default"]["CONFIG"]["group_expiry"] / 2:
+        # With the list-based layer, connections older than its group_expiry would silently stop
+        # receiving (pub/sub subscriptions do not expire).
+        expiry = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("group_expiry")
+        if expiry and time.monotonic() - self.group_joined_at > expiry / 2:
             await self.join_group()
         await self.send_frame(p.Ack(ref=env.id))
         beat: p.Heartbeat = env.body
