@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import BaseCache, caches
+
+_cache: BaseCache | None = None
+_cache_lock = threading.Lock()
+
+
+def _shared_cache() -> BaseCache:
+    """One cache client for the whole process. Django's `cache` is context-local, and in a
+    Daphne process every socket's calls run in a context of their own: it opened a Redis
+    connection per connected agent (bench/README.md)."""
+    global _cache
+    if _cache is None:
+        with _cache_lock:
+            if _cache is None:
+                _cache = caches.create_connection("default")
+    return _cache
 
 
 def _key(scope: str, subject: str, window: int) -> str:
@@ -14,6 +30,7 @@ def _key(scope: str, subject: str, window: int) -> str:
 
 def hit(scope: str, subject: str, *, limit: int, window: int) -> bool:
     """Count one attempt; False when the subject is over its limit for this window."""
+    cache = _shared_cache()
     key = _key(scope, subject, window)
     cache.add(key, 0, timeout=window + 1)
     try:
@@ -21,4 +38,3 @@ def hit(scope: str, subject: str, *, limit: int, window: int) -> bool:
     except ValueError:  # expired between add and incr
         cache.set(key, 1, timeout=window + 1)
         return True
-

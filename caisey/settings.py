@@ -129,8 +129,9 @@ if CHANNEL_LAYER_KIND not in ("pubsub", "core"):
     raise ImproperlyConfigured(f"CAISEY_CHANNEL_LAYER must be pubsub or core, not {CHANNEL_LAYER_KIND!r}")
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [_REDIS_HOST], "prefix": REDIS_PREFIX},
+        "BACKEND": "caisey.channel_layer.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [_REDIS_HOST], "prefix": REDIS_PREFIX,
+                   "max_concurrent_sends": env_int("CAISEY_CHANNEL_MAX_SENDS", 32)},
     }
     if CHANNEL_LAYER_KIND == "pubsub"
     else {
