@@ -190,7 +190,9 @@ def lost(args) -> dict:
         time.sleep(0.2)
     stuck = list(
         OutboxMessage.all_tenants.filter(endpoint__tenant=ten).exclude(status=OutboxStatus.ACKED)
-        .values("kind", "status", "attempts", "last_error", "created_at", "last_attempt_at", "next_attempt_at")[:10]
+        .values("kind", "status", "attempts", "last_error", "created_at", "last_attempt_at", "next_attempt_at",
+                "body", "endpoint__last_seen_at", "endpoint__connection_id", "endpoint__disconnected_at",
+                "endpoint__heartbeat_interval", "endpoint__mode")[:10]
     )
     return {
         "outbox_unacked": unacked, "actions_not_final": not_final, "lost_messages": unacked + not_final,

@@ -64,7 +64,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 class Agent:
-    __slots__ = ("back_at", "close_code", "closed", "cred", "eid", "interval", "mode", "seen", "ws")
+    __slots__ = ("back_at", "close_code", "closed", "cred", "eid", "hb_gen", "interval", "mode", "seen", "ws")
 
     def __init__(self, eid: str, cred: str) -> None:
         self.eid = eid
@@ -76,6 +76,7 @@ class Agent:
         self.seen: set[str] | None = None
         self.close_code = None
         self.back_at = 0.0  # wall time of the last reconnect
+        self.hb_gen = 0  # bumped by mode.set: its heartbeat chain restarts at the new cadence
 
 
 class Worker:
@@ -88,6 +89,7 @@ class Worker:
         self.waiters: dict[str, asyncio.Future] = {}  # heartbeat id -> future (burst)
         self.hb_rtts: list[float] = []
         self.hb_task: asyncio.Task | None = None
+        self.hb_heap: list | None = None
         self.honour_cadence = True  # beat at the cadence mode.set asks for, as the real agent does
         self.reconnect: dict | None = None  # set by cmd_reconnect_mode: reconnect like caisey-agent
         self.reconnect_failures: Counter = Counter()
@@ -229,6 +231,7 @@ class Worker:
             agent.mode = env.body.mode
             if self.honour_cadence:
                 agent.interval = env.body.heartbeat_interval
+                self.beat_now(agent)
         elif kind == p.ActionRun.TYPE:
             now = time.time()
             action_id = env.body.action_id
@@ -291,24 +294,34 @@ class Worker:
 
     async def heartbeats(self) -> None:
         now = time.monotonic()
-        heap = [(now + random.uniform(0, a.interval), i, a) for i, a in enumerate(self.agents) if not a.closed]
+        heap = [(now + random.uniform(0, a.interval), id(a), a.hb_gen, a) for a in self.agents if not a.closed]
         heapq.heapify(heap)
-        while True:
-            now = time.monotonic()
-            while heap and heap[0][0] <= now:
-                due, i, agent = heapq.heappop(heap)
-                if agent.closed:
-                    continue
-                env = p.envelope(p.Heartbeat(interval=agent.interval, mode=agent.mode))
-                self.pending[env.id] = time.perf_counter()
-                self.counters["hb_sent"] += 1
-                try:
-                    await agent.ws.send(p.encode(env))
-                except ConnectionClosed:
-                    self.pending.pop(env.id, None)
-                    continue
-                heapq.heappush(heap, (max(due + agent.interval, now), i, agent))
-            await asyncio.sleep(0.02)
+        self.hb_heap = heap
+        try:
+            while True:
+                now = time.monotonic()
+                while heap and heap[0][0] <= now:
+                    due, key, gen, agent = heapq.heappop(heap)
+                    if agent.closed or gen != agent.hb_gen:
+                        continue  # gone, or its chain was restarted by a mode.set
+                    env = p.envelope(p.Heartbeat(interval=agent.interval, mode=agent.mode))
+                    self.pending[env.id] = time.perf_counter()
+                    self.counters["hb_sent"] += 1
+                    try:
+                        await agent.ws.send(p.encode(env))
+                    except ConnectionClosed:
+                        self.pending.pop(env.id, None)
+                        continue
+                    heapq.heappush(heap, (max(due + agent.interval, now), key, gen, agent))
+                await asyncio.sleep(0.02)
+        finally:
+            self.hb_heap = None
+
+    def beat_now(self, agent: Agent) -> None:
+        """As caisey-agent does on mode.set: a beat at once, then the new cadence."""
+        agent.hb_gen += 1
+        if self.hb_heap is not None:
+            heapq.heappush(self.hb_heap, (time.monotonic(), id(agent), agent.hb_gen, agent))
 
     async def cmd_hb_start(self, msg: dict) -> dict:
         if self.hb_task is None:

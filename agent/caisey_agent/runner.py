@@ -82,6 +82,7 @@ class Agent:
         self.ws: ClientConnection | None = None
         self.prompt_store = None
         self.stopping = asyncio.Event()
+        self.beat_now = asyncio.Event()  # a new cadence starts with a beat, not after the old sleep
         self.connected = asyncio.Event()
 
     # --- lifecycle --------------------------------------------------------------
@@ -196,7 +197,11 @@ class Agent:
 
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.wait_for(self.beat_now.wait(), timeout=self.interval)
+            except asyncio.TimeoutError:
+                pass
+            self.beat_now.clear()
             metrics = machine.metrics() if self.mode == "active" else {}
             await self.send(p.Heartbeat(interval=self.interval, mode=self.mode, metrics=metrics, prompts=self.prompt_reports()))
 
@@ -231,6 +236,9 @@ class Agent:
             self.mode = env.body.mode
             self.interval = env.body.heartbeat_interval
             log.info("mode set to %s, heartbeat every %ss", self.mode, self.interval)
+            # The server expects the new cadence from now: a session just opened must not see the
+            # endpoint offline while the old, longer sleep runs out.
+            self.beat_now.set()
             return
         handler = self.handlers.get(env.type)
         if handler is None:

@@ -79,6 +79,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 return
             await self.on_hello(env)
             return
+        # Any frame is proof of life, not only a heartbeat (coalesced: no write per frame).
+        last_seen.buffer.touch(self.endpoint.pk)
         if env.type == p.Hello.TYPE:
             await self.reject("already_authenticated", "hello was already received", ref=env.id)
         elif env.type == p.Heartbeat.TYPE:
@@ -131,7 +133,6 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=frame)
 
     async def on_heartbeat(self, env: p.Envelope) -> None:
-        last_seen.buffer.touch(self.endpoint.pk)
         # With the list-based layer, connections older than its group_expiry would silently stop
         # receiving (pub/sub subscriptions do not expire).
         expiry = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("group_expiry")

@@ -1,0 +1,38 @@
+"""mode.set changes the agent's heartbeat cadence at once: a beat now, then the new interval."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from caisey_agent import protocol as p
+from caisey_agent.runner import Agent
+from caisey_agent.state import AgentState, Identity
+
+
+@pytest.mark.asyncio
+async def test_mode_set_active_beats_at_once_then_at_the_new_cadence(tmp_path, monkeypatch):
+    state = AgentState(tmp_path / "state")
+    state.save_identity(Identity(server="http://127.0.0.1:1", endpoint_id="e", credential="c", machine_id="m"))
+    agent = Agent(state)
+    agent.interval = 60.0  # lazy: the first beat would be a minute away
+    beats: list[float] = []
+    monkeypatch.setattr(agent, "prompt_reports", lambda: [])
+
+    async def send(body, *, id=None) -> None:
+        if isinstance(body, p.Heartbeat):
+            beats.append(body.interval)
+
+    monkeypatch.setattr(agent, "send", send)
+    task = asyncio.create_task(agent._heartbeats())
+    try:
+        await asyncio.sleep(0.05)
+        assert beats == []
+        await agent._dispatch(p.envelope(p.ModeSet(mode="active", heartbeat_interval=0.2)))
+        await asyncio.sleep(0.05)
+        assert beats == [0.2]  # at once, not when the lazy minute runs out
+        await asyncio.sleep(0.45)
+        assert 2 <= len(beats) <= 4  # then every 0.2 s
+    finally:
+        task.cancel()
