@@ -9,17 +9,14 @@ import pytest
 
 from bridge.models import OUTBOX_TRANSITIONS, OutboxMessage, OutboxStatus
 from caisey.state_machine import IllegalTransition, TransitionRace, transition
-from endpoints.models import ENDPOINT_TRANSITIONS, Endpoint, EndpointStatus
+from endpoints.models import ENDPOINT_TRANSITIONS, EndpointStatus
 from sessions_app.models import (
     ACTION_TRANSITIONS,
     PROMPT_TRANSITIONS,
     SESSION_TRANSITIONS,
-    Action,
     ActionStatus,
-    Prompt,
     PromptState,
     SessionStatus,
-    SupportSession,
 )
 from tests import factories
 
