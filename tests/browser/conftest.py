@@ -38,7 +38,16 @@ def chromium_executable() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+def pytest_collection_modifyitems(config, items):
+    """All browser tests go to one xdist worker (bin/test runs `--dist loadgroup`)."""
+    for item in items:
+        if "tests/browser/" in item.nodeid.replace("\\", "/"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
+# Per module, not per session: Playwright's sync API keeps an event loop running in the thread
+# while it is started, and asyncio tests that a worker runs afterwards could not start theirs.
+@pytest.fixture(scope="module")
 def browser(chromium_executable):
     try:
         from playwright.sync_api import Error as PlaywrightError
