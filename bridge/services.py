@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from bridge import notify
+from bridge import health, notify, outbox
 from bridge.models import AgentConnection, InboundReceipt
 from bridge.registry import handler_for, prompt_report_listeners
 from caisey import ratelimit, tenancy
@@ -70,8 +70,6 @@ def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str) -> Hand
     """Everything a hello needs, in one trip to the sync thread (a reconnect storm after a
     restart queues thousands of them there): authenticate, rate-limit, record the connection,
     reconcile the prompts it reports, and claim what waits for it. Raises HandshakeRefused."""
-    from bridge import outbox
-
     try:
         endpoint = endpoint_services.endpoint_authenticate(endpoint_id=hello.endpoint_id, credential=hello.credential)
     except endpoint_services.AgentAuthError as exc:
@@ -145,8 +143,6 @@ def agent_frame_apply(*, endpoint: Endpoint, envelope: Envelope) -> bool:
 def endpoint_set_mode(*, endpoint: Endpoint, mode: str, reason: str) -> bool:
     """Wake an endpoint (active) or let it rest (lazy). The mode.set waits in the outbox
     until the agent is reachable. Returns False when it already was in that mode."""
-    from bridge import outbox
-
     changed = Endpoint.all_tenants.filter(pk=endpoint.pk).exclude(mode=mode).update(mode=mode)
     if not changed:
         return False
@@ -168,21 +164,17 @@ def bridge_conditions(*, endpoint: Endpoint) -> dict:
 
 def bridge_conditions_many(*, endpoint_ids: list) -> dict:
     """bridge_conditions of many endpoints in a fixed number of queries (a bulk run asks for thousands)."""
-    from bridge import health
-
     figures = health.health_for(endpoint_ids)
     now = timezone.now().isoformat()
-    return {
-        endpoint.pk: {
-            "connectivity": health.connectivity(endpoint, figures[endpoint.pk]).value,
-            "queue_depth": figures[endpoint.pk].queue_depth,
-            "latency_p50_ms": figures[endpoint.pk].latency_p50_ms,
-            "latency_p95_ms": figures[endpoint.pk].latency_p95_ms,
-            "reconnects_1h": figures[endpoint.pk].reconnects_1h,
-            "at": now,
+
+    def conditions(endpoint: Endpoint, h: health.EndpointHealth) -> dict:
+        return {
+            "connectivity": health.connectivity(endpoint, h).value, "queue_depth": h.queue_depth,
+            "latency_p50_ms": h.latency_p50_ms, "latency_p95_ms": h.latency_p95_ms,
+            "reconnects_1h": h.reconnects_1h, "at": now,
         }
-        for endpoint in Endpoint.all_tenants.filter(pk__in=endpoint_ids)
-    }
+
+    return {e.pk: conditions(e, figures[e.pk]) for e in Endpoint.all_tenants.filter(pk__in=endpoint_ids)}
 
 
 def agent_prompts_report(*, endpoint: Endpoint, reports: list) -> None:

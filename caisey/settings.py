@@ -7,9 +7,8 @@ CAISEY_SECRET_KEY, CAISEY_ALLOWED_HOSTS and CAISEY_DEBUG=false.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from datetime import timedelta
+from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -261,9 +260,9 @@ CAISEY = {
     "RATE_SHARE_PER_IP": (env_int("CAISEY_RATE_SHARE", 60), 60),
     "PRESENCE_SWEEP_SECONDS": env_float("CAISEY_PRESENCE_SWEEP", 5.0),
     "OUTBOX_SWEEP_SECONDS": env_float("CAISEY_OUTBOX_SWEEP", 2.0),
-    # Retry budget per message kind: attempts, then backoff base and cap (seconds, full jitter).
     # How long a sent message waits for its ack before a retry is due (the backoff comes on top).
     "OUTBOX_ACK_TIMEOUT_S": env_float("CAISEY_OUTBOX_ACK_TIMEOUT", 10.0),
+    # Retry budget per message kind: attempts, then backoff base and cap (seconds, full jitter).
     "OUTBOX_RETRY": {
         "default": {
             "max_attempts": env_int("CAISEY_OUTBOX_MAX_ATTEMPTS", 8),

@@ -30,14 +30,14 @@ def session_connectivity_sweep() -> int:
         return 0
     now = timezone.now()
     figures = health.health_for({s.endpoint_id for s in sessions}, now)
-    recorded = 0
+    appended = 0
     for session in sessions:
         h = figures[session.endpoint_id]
         current = health.connectivity(session.endpoint, h, now)
-        if session.connectivity and _PERIOD[Presence(session.connectivity)] == _PERIOD[current]:
+        # A session opened before this was recorded counts as up: nothing to report until it changes.
+        recorded = _PERIOD[Presence(session.connectivity)] if session.connectivity else "up"
+        if recorded == _PERIOD[current]:
             continue
-        if not session.connectivity and _PERIOD[current] == "up":
-            continue  # opened before this was recorded, and nothing to report
         with transaction.atomic():
             # Conditional: two sweeps running at once record the change once.
             if not SupportSession.all_tenants.filter(
@@ -53,5 +53,5 @@ def session_connectivity_sweep() -> int:
                     "last_seen": session.endpoint.last_seen_at.isoformat() if session.endpoint.last_seen_at else None,
                 },
             )
-            recorded += 1
-    return recorded
+            appended += 1
+    return appended

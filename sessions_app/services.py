@@ -92,11 +92,19 @@ def session_close(*, actor, session: SupportSession, reason: str = "") -> None:
     session = SupportSession.all_tenants.select_for_update().get(pk=session.pk)
     if session.status != SessionStatus.OPEN:
         raise SessionError("the session is already closed")
+    _close(session, by=actor_label(actor), reason=reason)
+
+
+def _close(session: SupportSession, *, by: str, reason: str, synthetic: bool = False) -> None:
+    """How every session closes (by its technician, a bulk run, the abandoned sweep): the
+    transition, the closing entry, the live event, and the endpoint rests if nothing else is open
+    on it. Raises TransitionRace when the session moved meanwhile."""
     transition(
         session, to=SessionStatus.CLOSED, table=SESSION_TRANSITIONS,
-        updates={"closed_at": timezone.now(), "close_reason": reason[:500], "status_changed_by": actor_label(actor)},
+        updates={"closed_at": timezone.now(), "close_reason": reason[:500], "status_changed_by": by},
     )
-    transcript_append(session=session, kind="session.closed", actor=actor_label(actor), data={"reason": reason})
+    transcript_append(session=session, kind="session.closed", actor=by,
+                      data={"reason": reason, **({"synthetic": True} if synthetic else {})})
     _session_event(session, "session.closed", {"reason": reason})
     endpoint_rest_if_idle(endpoint_id=session.endpoint_id)
 
@@ -355,14 +363,7 @@ def _bulk_session_finish(action: Action) -> None:
     session = SupportSession.all_tenants.select_for_update().get(pk=action.session_id)
     if session.status != SessionStatus.OPEN or Action.all_tenants.filter(session=session).exclude(pk=action.pk).exists():
         return
-    reason = "the bulk run's action on this endpoint ended"
-    transition(
-        session, to=SessionStatus.CLOSED, table=SESSION_TRANSITIONS,
-        updates={"closed_at": timezone.now(), "close_reason": reason, "status_changed_by": "system"},
-    )
-    transcript_append(session=session, kind="session.closed", actor="system", data={"reason": reason})
-    _session_event(session, "session.closed", {"reason": reason})
-    endpoint_rest_if_idle(endpoint_id=session.endpoint_id)
+    _close(session, by="system", reason="the bulk run's action on this endpoint ended")
 
 
 def _continue_batch(action: Action) -> None:
@@ -594,13 +595,8 @@ def abandoned_sessions_sweep() -> int:
             continue
         with transaction.atomic():
             try:
-                transition(session, to=SessionStatus.CLOSED, table=SESSION_TRANSITIONS,
-                           updates={"closed_at": timezone.now(), "close_reason": f"abandoned: {why}",
-                                    "status_changed_by": "system"})
+                _close(session, by="system", reason=f"abandoned: {why}", synthetic=True)
             except TransitionRace:
                 continue
-            transcript_append(session=session, kind="session.closed", actor="system",
-                              data={"reason": f"abandoned: {why}", "synthetic": True})
-            endpoint_rest_if_idle(endpoint_id=session.endpoint_id)
             closed += 1
     return closed

@@ -23,7 +23,6 @@ from caisey_agent import protocol as p
 log = logging.getLogger(__name__)
 
 
-
 def _endpoint_uuid(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
@@ -187,10 +186,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
         """Something for this agent waits in the database."""
         if self.endpoint is None:
             return  # rung while a refused hello was being processed
-        await self.deliver(due_only=True)
+        await self.deliver()
 
-    async def deliver(self, *, due_only: bool) -> None:
-        frames = await database_sync_to_async(outbox.outbox_claim)(endpoint_id=self.endpoint.pk, due_only=due_only)
+    async def deliver(self) -> None:
+        """What is due now (the hello sent everything waiting at once)."""
+        frames = await database_sync_to_async(outbox.outbox_claim)(endpoint_id=self.endpoint.pk, due_only=True)
         for frame in frames:
             await self.send(text_data=frame)
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
-from django.http import Http404
 from django.shortcuts import render
 
 from bridge import health
-from caisey.console import member_required
+from caisey.console import get_or_404, member_required
 from caisey_agent.protocol import ACTION_KINDS
 from endpoints import selectors as endpoint_selectors
-from endpoints.models import Endpoint
 from sessions_app import selectors
 
 CHART_W, CHART_H = 480, 120
@@ -50,10 +47,7 @@ def latency_chart(series: list[dict]) -> dict:
 
 @member_required
 def endpoint_detail(request, endpoint_id):
-    try:
-        endpoint = endpoint_selectors.endpoint_get(endpoint_id=endpoint_id)
-    except (Endpoint.DoesNotExist, ValidationError):
-        raise Http404("no such endpoint") from None
+    endpoint = get_or_404(endpoint_selectors.endpoint_get, endpoint_id=endpoint_id)
     figures = health.health_for([endpoint.pk])[endpoint.pk]
     return render(
         request,

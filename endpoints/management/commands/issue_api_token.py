@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from knox.models import AuthToken
+from knox.settings import knox_settings
 
 from endpoints.selectors import membership_for_user
 
@@ -32,12 +33,9 @@ class Command(BaseCommand):
             raise CommandError(f"user {name!r} is not a member of any tenant; API tokens are for tenant members")
         if opts["days"] is not None and not 1 <= opts["days"] <= 3650:
             raise CommandError("--days must be between 1 and 3650")
-        expiry = timedelta(days=opts["days"]) if opts["days"] is not None else None
+        expiry = timedelta(days=opts["days"]) if opts["days"] is not None else knox_settings.TOKEN_TTL
         with transaction.atomic():
             if opts["rotate"]:
                 AuthToken.objects.filter(user=user).delete()
-            if expiry is None:
-                _, token = AuthToken.objects.create(user=user)
-            else:
-                _, token = AuthToken.objects.create(user=user, expiry=expiry)
+            _, token = AuthToken.objects.create(user=user, expiry=expiry)
         self.stdout.write(token)
