@@ -39,9 +39,11 @@ async def handler(ws) -> None:
                 ref = _decode(raw).id
             except msgspec.DecodeError:
                 continue
-            await ws.send(_encode(
-                {"type": "ack", "id": uuid.uuid4().hex, "ts": time.time(), "body": {"ref": ref, "duplicate": False}}
-            ).decode())
+            await ws.send(
+                _encode(
+                    {"type": "ack", "id": uuid.uuid4().hex, "ts": time.time(), "body": {"ref": ref, "duplicate": False}}
+                ).decode()
+            )
     except ConnectionClosed:
         pass
 

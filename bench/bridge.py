@@ -53,7 +53,6 @@ REPO = BENCH.parent
 PY = sys.executable
 
 
-
 def load_repo_module(name: str):
     """A module of the repository loaded by path: as a script, this folder comes first on sys.path
     and bench/bridge.py would shadow the bridge app (and importing `caisey` starts Django's Celery app)."""
@@ -120,11 +119,13 @@ class Stack:
         self.embedded_redis = not os.environ.get("CAISEY_REDIS_URL")
         env = dict(os.environ)
         env.pop("DJANGO_SETTINGS_MODULE", None)
-        env.update({
-            "CAISEY_DATA_DIR": str(self.workdir),
-            "CAISEY_REDIS_PREFIX": f"bench{uuid.uuid4().hex[:10]}",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "CAISEY_DATA_DIR": str(self.workdir),
+                "CAISEY_REDIS_PREFIX": f"bench{uuid.uuid4().hex[:10]}",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         # A production-like process: DEBUG off (no query log, no debug cursor wrappers).
         env.setdefault("CAISEY_DEBUG", "false")
         if env["CAISEY_DEBUG"].lower() in ("0", "false", "no", "off"):
@@ -140,9 +141,14 @@ class Stack:
     def spawn(self, name: str, argv: list[str], *, pipes: bool = False) -> subprocess.Popen:
         with open(self.workdir / f"{name}.log", "ab") as logf:  # the child keeps its own copy
             proc = subprocess.Popen(
-                argv, cwd=REPO, env=self.env, start_new_session=True,
+                argv,
+                cwd=REPO,
+                env=self.env,
+                start_new_session=True,
                 stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
-                stdout=subprocess.PIPE if pipes else logf, stderr=logf, text=pipes,
+                stdout=subprocess.PIPE if pipes else logf,
+                stderr=logf,
+                text=pipes,
             )
         self.procs.append((name, proc))
         return proc
@@ -150,8 +156,9 @@ class Stack:
     def run(self, name: str, argv: list[str], timeout: float = 600) -> str:
         """A short-lived child (manage.py, driver.py); its stdout is returned."""
         with open(self.workdir / f"{name}.log", "ab") as logf:
-            proc = subprocess.Popen(argv, cwd=REPO, env=self.env, start_new_session=True, stdout=subprocess.PIPE,
-                                    stderr=logf, text=True)
+            proc = subprocess.Popen(
+                argv, cwd=REPO, env=self.env, start_new_session=True, stdout=subprocess.PIPE, stderr=logf, text=True
+            )
         self.procs.append((name, proc))
         try:
             out, _ = proc.communicate(timeout=timeout)
@@ -230,12 +237,13 @@ class LoadGen:
 
     def __init__(self, stack: Stack, tag: str, workers: int) -> None:
         self.stack = stack
-        self.procs = [stack.spawn(f"loadgen-{tag}-{i}", [PY, str(BENCH / "loadgen.py")], pipes=True)
-                      for i in range(workers)]
+        self.procs = [
+            stack.spawn(f"loadgen-{tag}-{i}", [PY, str(BENCH / "loadgen.py")], pipes=True) for i in range(workers)
+        ]
         self.ps = [psutil.Process(p.pid) for p in self.procs]
 
     def call(self, msgs: list[dict], timeout: float = 600) -> list[dict]:
-        for proc, msg in zip(self.procs, msgs):
+        for proc, msg in zip(self.procs, msgs, strict=False):
             proc.stdin.write(json.dumps(msg) + "\n")
             proc.stdin.flush()
         out = []
@@ -260,15 +268,30 @@ class LoadGen:
         n = len(self.procs)
         parts = [agents[i::n] for i in range(n)]
         per = max(1, concurrency // n)
-        replies = self.call([{"cmd": "connect", "url": url, "mode": mode, "agents": part, "concurrency": per,
-                              "ping_interval": ping, "honour_cadence": cadence} for part in parts], timeout=1800)
+        replies = self.call(
+            [
+                {
+                    "cmd": "connect",
+                    "url": url,
+                    "mode": mode,
+                    "agents": part,
+                    "concurrency": per,
+                    "ping_interval": ping,
+                    "honour_cadence": cadence,
+                }
+                for part in parts
+            ],
+            timeout=1800,
+        )
         failures: dict[str, int] = {}
         for r in replies:
             for k, v in r["failures"].items():
                 failures[k] = failures.get(k, 0) + v
         return {
-            "connected": sum(r["connected"] for r in replies), "failed": sum(r["failed"] for r in replies),
-            "failures": failures, "seconds": max(r["seconds"] for r in replies),
+            "connected": sum(r["connected"] for r in replies),
+            "failed": sum(r["failed"] for r in replies),
+            "failures": failures,
+            "seconds": max(r["seconds"] for r in replies),
             "latency_p50_ms": max(r["latency_p50_ms"] for r in replies),
             "latency_p99_ms": max(r["latency_p99_ms"] for r in replies),
             "latency_max_ms": max(r["latency_max_ms"] for r in replies),
@@ -281,7 +304,8 @@ class LoadGen:
             for k, v in r["counters"].items():
                 counters[k] = counters.get(k, 0) + v
         return {
-            "open": sum(r["open"] for r in replies), "counters": counters,
+            "open": sum(r["open"] for r in replies),
+            "counters": counters,
             "hb_unanswered": sum(r["hb_unanswered_10s"] for r in replies),
             "hb_rtt_p50_ms": max(r["hb_rtt_p50_ms"] for r in replies),
             "hb_rtt_p99_ms": max(r["hb_rtt_p99_ms"] for r in replies),
@@ -324,8 +348,16 @@ def measure_cpu(procs: dict[str, psutil.Process], seconds: float, ours: list[psu
     return out
 
 
-def server_workload(stack: Stack, args, *, kind: str, url: str, server: psutil.Process, agents: list,
-                    extra_procs: dict[str, psutil.Process]) -> dict:
+def server_workload(
+    stack: Stack,
+    args,
+    *,
+    kind: str,
+    url: str,
+    server: psutil.Process,
+    agents: list,
+    extra_procs: dict[str, psutil.Process],
+) -> dict:
     """Connect, memory, idle CPU, lazy heartbeats, burst; leaves the agents connected (returns the generator)."""
     r: dict = {"kind": kind}
     lg = LoadGen(stack, kind, args.workers)
@@ -344,8 +376,10 @@ def server_workload(stack: Stack, args, *, kind: str, url: str, server: psutil.P
     c["server_cpu_ms_per_handshake"] = (cpu_s(server) - cpu0) * 1000 / max(1, c["connected"])
     c["per_s"] = c["connected"] / c["seconds"] if c["seconds"] else None
     r["connect"] = c
-    log(f"{kind}: {c['connected']} connected, {c['failed']} failed in {c['seconds']:.1f}s "
-        f"(handshake p50 {c['latency_p50_ms']:.0f} ms, p99 {c['latency_p99_ms']:.0f} ms) {c['failures'] or ''}")
+    log(
+        f"{kind}: {c['connected']} connected, {c['failed']} failed in {c['seconds']:.1f}s "
+        f"(handshake p50 {c['latency_p50_ms']:.0f} ms, p99 {c['latency_p99_ms']:.0f} ms) {c['failures'] or ''}"
+    )
     time.sleep(args.settle)
     rss1 = rss_kb(server)
     r["rss_before_kb"], r["rss_after_kb"] = rss0, rss1
@@ -382,13 +416,18 @@ def server_workload(stack: Stack, args, *, kind: str, url: str, server: psutil.P
         "round_trips": sum(x["round_trips"] for x in replies),
         "per_s": sum(x["round_trips"] for x in replies) / max(x["seconds"] for x in replies),
         "timeouts": sum(x["timeouts"] for x in replies),
-        "rtt_p50_ms": max(x["rtt_p50_ms"] for x in replies), "rtt_p99_ms": max(x["rtt_p99_ms"] for x in replies),
+        "rtt_p50_ms": max(x["rtt_p50_ms"] for x in replies),
+        "rtt_p99_ms": max(x["rtt_p99_ms"] for x in replies),
         "server_cpu_pct": (cpu_s(server) - before["server"]) / wall * 100,
-        "server_cpu_us_per_rt": (cpu_s(server) - before["server"]) * 1e6 / max(1, sum(x["round_trips"] for x in replies)),
+        "server_cpu_us_per_rt": (cpu_s(server) - before["server"])
+        * 1e6
+        / max(1, sum(x["round_trips"] for x in replies)),
         "loadgen_cpu_pct": (lg.cpu() - before["loadgen"]) / wall * 100,
     }
-    log(f"{kind}: {r['burst']['per_s']:.0f} heartbeat round trips/s "
-        f"(server {r['burst']['server_cpu_pct']:.0f}% of a core, load generator {r['burst']['loadgen_cpu_pct']:.0f}%)")
+    log(
+        f"{kind}: {r['burst']['per_s']:.0f} heartbeat round trips/s "
+        f"(server {r['burst']['server_cpu_pct']:.0f}% of a core, load generator {r['burst']['loadgen_cpu_pct']:.0f}%)"
+    )
     return r
 
 
@@ -427,7 +466,7 @@ def start_daphne(stack: Stack, args, port: int) -> subprocess.Popen:
     return daphne
 
 
-def restart_daphne(stack: Stack, args, lg: "LoadGen", daphne: subprocess.Popen, port: int) -> dict:
+def restart_daphne(stack: Stack, args, lg: LoadGen, daphne: subprocess.Popen, port: int) -> dict:
     """Restart Daphne under every connected agent (SIGTERM, a new process on the same port) and
     time their return: each reconnects as caisey-agent does (full-jitter backoff from 1 s, cap
     60 s). TCP connects refused while no server listens are expected; a handshake refused or timed
@@ -439,20 +478,25 @@ def restart_daphne(stack: Stack, args, lg: "LoadGen", daphne: subprocess.Popen, 
     stack.stop(daphne)
     daphne = start_daphne(stack, args, port)  # returns once it answers HTTP
     up_at = time.time()
-    replies = lg.all({"cmd": "await_back", "since": down, "up_at": up_at, "timeout": args.restart_timeout},
-                     timeout=args.restart_timeout + 60)
+    replies = lg.all(
+        {"cmd": "await_back", "since": down, "up_at": up_at, "timeout": args.restart_timeout},
+        timeout=args.restart_timeout + 60,
+    )
     failures: collections.Counter = collections.Counter()
     once_up: collections.Counter = collections.Counter()
     for reply in replies:
         failures.update(reply["failures"])
         once_up.update(reply["failed_once_up"])
     out = {
-        "agents": sum(r["agents"] for r in replies), "back": sum(r["back"] for r in replies),
-        "server_up_s": up_at - down, "all_back_s": max(r["last_back_s"] for r in replies),
+        "agents": sum(r["agents"] for r in replies),
+        "back": sum(r["back"] for r in replies),
+        "server_up_s": up_at - down,
+        "all_back_s": max(r["last_back_s"] for r in replies),
         "connects_refused_while_down": failures.get("server_down", 0),
         # Handshakes started once the new server answered that failed: the target is none. Before
         # that, the old server was closing its connections (an early hello gets cut off).
-        "failed_handshakes": sum(once_up.values()), "failures": dict(once_up),
+        "failed_handshakes": sum(once_up.values()),
+        "failures": dict(once_up),
         "failed_while_restarting": {k: v for k, v in failures.items() if k != "server_down"},
     }
     log(f"caisey: restart: {out}")
@@ -462,15 +506,19 @@ def restart_daphne(stack: Stack, args, lg: "LoadGen", daphne: subprocess.Popen, 
 def bench(stack: Stack, args) -> dict:
     nofile = raise_nofile()
     need = args.agents * 2 + 500
-    log(f"file descriptor limit {nofile} (Daphne needs about {args.agents + 200}, "
-        f"each of {args.workers} load generators about {args.agents // args.workers + 100})")
+    log(
+        f"file descriptor limit {nofile} (Daphne needs about {args.agents + 200}, "
+        f"each of {args.workers} load generators about {args.agents // args.workers + 100})"
+    )
     if nofile < args.agents + 200:
         log(f"WARNING: RLIMIT_NOFILE {nofile} is below what {args.agents} agents need ({need})")
     res: dict = {"agents": args.agents, "fanout": min(args.fanout, args.agents), "nofile": nofile}
 
     stack.start_redis()
-    log(f"work folder {stack.workdir}; database {stack.env.get('CAISEY_DATABASE_URL') or 'SQLite (embedded)'}; "
-        f"redis {stack.env.get('CAISEY_REDIS_URL') or 'embedded'}")
+    log(
+        f"work folder {stack.workdir}; database {stack.env.get('CAISEY_DATABASE_URL') or 'SQLite (embedded)'}; "
+        f"redis {stack.env.get('CAISEY_REDIS_URL') or 'embedded'}"
+    )
     stack.run("migrate", [PY, "manage.py", "migrate", "-v", "0"])
     seed = stack.driver("seed", "--agents", str(args.agents), "--out", str(stack.workdir / "agents.json"))
     agents = json.loads((stack.workdir / "agents.json").read_text())
@@ -480,8 +528,15 @@ def bench(stack: Stack, args) -> dict:
     port = free_port()
     bare = stack.spawn("bare-server", [PY, str(BENCH / "bare_server.py"), str(port)])
     wait_port(port, bare)
-    b = server_workload(stack, args, kind="bare", url=f"ws://127.0.0.1:{port}/", server=psutil.Process(bare.pid),
-                        agents=agents, extra_procs={})
+    b = server_workload(
+        stack,
+        args,
+        kind="bare",
+        url=f"ws://127.0.0.1:{port}/",
+        server=psutil.Process(bare.pid),
+        agents=agents,
+        extra_procs={},
+    )
     b.pop("loadgen").exit()
     stack.stop(bare)
     res["bare"] = b
@@ -494,8 +549,15 @@ def bench(stack: Stack, args) -> dict:
     if rpid:
         extra["redis"] = psutil.Process(rpid)
     server = psutil.Process(daphne.pid)
-    c = server_workload(stack, args, kind="caisey", url=f"ws://127.0.0.1:{port}/ws/agent/", server=server,
-                        agents=agents, extra_procs=extra)
+    c = server_workload(
+        stack,
+        args,
+        kind="caisey",
+        url=f"ws://127.0.0.1:{port}/ws/agent/",
+        server=server,
+        agents=agents,
+        extra_procs=extra,
+    )
     lg = c.pop("loadgen")
     try:
         log(f"caisey: {args.rtt_samples} single actions, one after another, on one endpoint")
@@ -506,8 +568,14 @@ def bench(stack: Stack, args) -> dict:
         elif c["connect"]["connected"] >= res["fanout"]:
             log(f"caisey: one action to {res['fanout']} agents (bulk run)")
             cpu0, t0 = cpu_s(server), time.monotonic()
-            c["fanout"] = stack.driver("fanout", "--count", str(res["fanout"]), "--timeout", str(args.fanout_timeout),
-                                       timeout=args.fanout_timeout + 120)
+            c["fanout"] = stack.driver(
+                "fanout",
+                "--count",
+                str(res["fanout"]),
+                "--timeout",
+                str(args.fanout_timeout),
+                timeout=args.fanout_timeout + 120,
+            )
             c["fanout"]["server_cpu_pct"] = (cpu_s(server) - cpu0) / (time.monotonic() - t0) * 100
             c["fanout"]["server_cpu_s"] = cpu_s(server) - cpu0
             log(f"caisey: fan-out {c['fanout']}")
@@ -546,8 +614,11 @@ def report(res: dict, args) -> dict:
     rtt = c.get("rtt") or {}
     after = c.get("rtt_after") or {}
     lost = c.get("lost") or {}
-    rss_ratio = (c["rss_kb_per_agent"] / b["rss_kb_per_agent"]
-                 if c.get("rss_kb_per_agent") and b.get("rss_kb_per_agent") else None)
+    rss_ratio = (
+        c["rss_kb_per_agent"] / b["rss_kb_per_agent"]
+        if c.get("rss_kb_per_agent") and b.get("rss_kb_per_agent")
+        else None
+    )
     hb_ratio = c["burst"]["per_s"] / b["burst"]["per_s"] if b["burst"]["per_s"] else None
     figures = {
         "agents_requested": n,
@@ -591,142 +662,319 @@ def report(res: dict, args) -> dict:
         return "-" if ok is None else ("yes" if ok else "NO")
 
     rows = [
-        ("agents connected", f"{c['connect']['connected']}/{n}", f"{b['connect']['connected']}/{n}", "",
-         f">= {TARGET_AGENTS}", met(c["connect"]["connected"] >= TARGET_AGENTS, n >= TARGET_AGENTS)),
-        ("connect all: s / handshakes per s",
-         f"{c['connect']['seconds']:.1f} / {c['connect']['per_s']:.0f}",
-         f"{b['connect']['seconds']:.1f} / {b['connect']['per_s']:.0f}", "", "", ""),
-        ("  handshake p50 / p99 (ms)",
-         f"{c['connect']['latency_p50_ms']:.0f} / {c['connect']['latency_p99_ms']:.0f}",
-         f"{b['connect']['latency_p50_ms']:.0f} / {b['connect']['latency_p99_ms']:.0f}", "", "", ""),
-        ("  server CPU per handshake (ms)", fmt(c["connect"]["server_cpu_ms_per_handshake"], ".2f"),
-         fmt(b["connect"]["server_cpu_ms_per_handshake"], ".2f"), "", "", ""),
-        ("RSS per idle connection (KB)", fmt(c.get("rss_kb_per_agent")), fmt(b.get("rss_kb_per_agent")),
-         fmt(rss_ratio, ".2f", "x"), f"<= {TARGET_RSS_RATIO}x bare",
-         met(rss_ratio is not None and rss_ratio <= TARGET_RSS_RATIO)),
+        (
+            "agents connected",
+            f"{c['connect']['connected']}/{n}",
+            f"{b['connect']['connected']}/{n}",
+            "",
+            f">= {TARGET_AGENTS}",
+            met(c["connect"]["connected"] >= TARGET_AGENTS, n >= TARGET_AGENTS),
+        ),
+        (
+            "connect all: s / handshakes per s",
+            f"{c['connect']['seconds']:.1f} / {c['connect']['per_s']:.0f}",
+            f"{b['connect']['seconds']:.1f} / {b['connect']['per_s']:.0f}",
+            "",
+            "",
+            "",
+        ),
+        (
+            "  handshake p50 / p99 (ms)",
+            f"{c['connect']['latency_p50_ms']:.0f} / {c['connect']['latency_p99_ms']:.0f}",
+            f"{b['connect']['latency_p50_ms']:.0f} / {b['connect']['latency_p99_ms']:.0f}",
+            "",
+            "",
+            "",
+        ),
+        (
+            "  server CPU per handshake (ms)",
+            fmt(c["connect"]["server_cpu_ms_per_handshake"], ".2f"),
+            fmt(b["connect"]["server_cpu_ms_per_handshake"], ".2f"),
+            "",
+            "",
+            "",
+        ),
+        (
+            "RSS per idle connection (KB)",
+            fmt(c.get("rss_kb_per_agent")),
+            fmt(b.get("rss_kb_per_agent")),
+            fmt(rss_ratio, ".2f", "x"),
+            f"<= {TARGET_RSS_RATIO}x bare",
+            met(rss_ratio is not None and rss_ratio <= TARGET_RSS_RATIO),
+        ),
         ("server RSS idle, N agents (MB)", fmt(c["rss_after_kb"] / 1024), fmt(b["rss_after_kb"] / 1024), "", "", ""),
-        ("server file descriptors / unix sockets (Redis)", f"{c.get('fds')} / {c.get('unix_sockets')}",
-         f"{b.get('fds')} / {b.get('unix_sockets')}", "", "", ""),
-        ("CPU idle (keepalive pings), % core", fmt(c["idle_cpu"]["server"], ".2f"), fmt(b["idle_cpu"]["server"], ".2f"),
-         "", "", ""),
-        ("CPU at N/60 heartbeats/s, % core", fmt(c["hb_cpu"]["server"], ".2f"), fmt(b["hb_cpu"]["server"], ".2f"),
-         fmt(c["hb_cpu"]["server"] / b["hb_cpu"]["server"] if b["hb_cpu"]["server"] else None, ".1f", "x"),
-         f"< {TARGET_HB_CPU_PCT:.0f}% at {TARGET_AGENTS}",
-         met(c["hb_cpu"]["server"] < TARGET_HB_CPU_PCT, n >= TARGET_AGENTS)),
+        (
+            "server file descriptors / unix sockets (Redis)",
+            f"{c.get('fds')} / {c.get('unix_sockets')}",
+            f"{b.get('fds')} / {b.get('unix_sockets')}",
+            "",
+            "",
+            "",
+        ),
+        (
+            "CPU idle (keepalive pings), % core",
+            fmt(c["idle_cpu"]["server"], ".2f"),
+            fmt(b["idle_cpu"]["server"], ".2f"),
+            "",
+            "",
+            "",
+        ),
+        (
+            "CPU at N/60 heartbeats/s, % core",
+            fmt(c["hb_cpu"]["server"], ".2f"),
+            fmt(b["hb_cpu"]["server"], ".2f"),
+            fmt(c["hb_cpu"]["server"] / b["hb_cpu"]["server"] if b["hb_cpu"]["server"] else None, ".1f", "x"),
+            f"< {TARGET_HB_CPU_PCT:.0f}% at {TARGET_AGENTS}",
+            met(c["hb_cpu"]["server"] < TARGET_HB_CPU_PCT, n >= TARGET_AGENTS),
+        ),
         ("  heartbeats/s acked in that window", fmt(c["hb_rate"]), fmt(b["hb_rate"]), "", "", ""),
-        ("  heartbeat RTT p50 / p99 (ms)",
-         f"{c['hb_stats']['hb_rtt_p50_ms']:.1f} / {c['hb_stats']['hb_rtt_p99_ms']:.1f}",
-         f"{b['hb_stats']['hb_rtt_p50_ms']:.1f} / {b['hb_stats']['hb_rtt_p99_ms']:.1f}", "", "", ""),
-        (f"heartbeat round trips/s (burst, {c['burst']['agents']} agents)", fmt(c["burst"]["per_s"], ".0f"),
-         fmt(b["burst"]["per_s"], ".0f"), fmt(hb_ratio, ".2f", "x"), "", ""),
-        ("  server CPU per round trip (us)", fmt(c["burst"]["server_cpu_us_per_rt"], ".0f"),
-         fmt(b["burst"]["server_cpu_us_per_rt"], ".0f"), "", "", ""),
-        ("  => round trips/s one full core would give", fmt(1e6 / c["burst"]["server_cpu_us_per_rt"], ".0f"),
-         fmt(1e6 / b["burst"]["server_cpu_us_per_rt"], ".0f"),
-         fmt(b["burst"]["server_cpu_us_per_rt"] / c["burst"]["server_cpu_us_per_rt"], ".2f", "x"), "", ""),
-        ("  burst: server / load gen CPU %",
-         f"{c['burst']['server_cpu_pct']:.0f} / {c['burst']['loadgen_cpu_pct']:.0f}",
-         f"{b['burst']['server_cpu_pct']:.0f} / {b['burst']['loadgen_cpu_pct']:.0f}", "", "", ""),
+        (
+            "  heartbeat RTT p50 / p99 (ms)",
+            f"{c['hb_stats']['hb_rtt_p50_ms']:.1f} / {c['hb_stats']['hb_rtt_p99_ms']:.1f}",
+            f"{b['hb_stats']['hb_rtt_p50_ms']:.1f} / {b['hb_stats']['hb_rtt_p99_ms']:.1f}",
+            "",
+            "",
+            "",
+        ),
+        (
+            f"heartbeat round trips/s (burst, {c['burst']['agents']} agents)",
+            fmt(c["burst"]["per_s"], ".0f"),
+            fmt(b["burst"]["per_s"], ".0f"),
+            fmt(hb_ratio, ".2f", "x"),
+            "",
+            "",
+        ),
+        (
+            "  server CPU per round trip (us)",
+            fmt(c["burst"]["server_cpu_us_per_rt"], ".0f"),
+            fmt(b["burst"]["server_cpu_us_per_rt"], ".0f"),
+            "",
+            "",
+            "",
+        ),
+        (
+            "  => round trips/s one full core would give",
+            fmt(1e6 / c["burst"]["server_cpu_us_per_rt"], ".0f"),
+            fmt(1e6 / b["burst"]["server_cpu_us_per_rt"], ".0f"),
+            fmt(b["burst"]["server_cpu_us_per_rt"] / c["burst"]["server_cpu_us_per_rt"], ".2f", "x"),
+            "",
+            "",
+        ),
+        (
+            "  burst: server / load gen CPU %",
+            f"{c['burst']['server_cpu_pct']:.0f} / {c['burst']['loadgen_cpu_pct']:.0f}",
+            f"{b['burst']['server_cpu_pct']:.0f} / {b['burst']['loadgen_cpu_pct']:.0f}",
+            "",
+            "",
+            "",
+        ),
     ]
     if fan:
         rows += [
-            (f"fan-out: {fan['endpoints']} actions, all final (s)", fmt(fan.get("all_final_s"), ".2f"), "", "",
-             f"< {TARGET_FANOUT_S:.0f} s at 1000",
-             met(fan.get("all_final_s") is not None and fan["all_final_s"] < TARGET_FANOUT_S,
-                 fan["endpoints"] >= 1000)),
-            ("  bulk_run_start CPU in the requesting process (s)", fmt(fan.get("request_cpu_s"), ".2f"), "", "", "", ""),
-            ("  Daphne CPU during the fan-out: s / % core",
-             f"{fmt(fan.get('server_cpu_s'), '.1f')} / {fmt(fan.get('server_cpu_pct'), '.0f')}", "", "", "", ""),
-            ("  bulk_run_start written / committed / returned (s)",
-             (f"{fmt(fan.get('request_body_s'), '.2f')} / {fmt(fan.get('commit_s'), '.2f')} / "
-              f"{fmt(fan.get('request_s'), '.2f')}"), "", "", "", ""),
-            ("  first result / half final / all dispatched (s)",
-             (f"{fmt(fan.get('first_final_s'), '.2f')} / {fmt(fan.get('half_final_s'), '.2f')} / "
-              f"{fmt(fan.get('all_dispatched_s'), '.2f')}"), "", "", "", ""),
+            (
+                f"fan-out: {fan['endpoints']} actions, all final (s)",
+                fmt(fan.get("all_final_s"), ".2f"),
+                "",
+                "",
+                f"< {TARGET_FANOUT_S:.0f} s at 1000",
+                met(
+                    fan.get("all_final_s") is not None and fan["all_final_s"] < TARGET_FANOUT_S,
+                    fan["endpoints"] >= 1000,
+                ),
+            ),
+            (
+                "  bulk_run_start CPU in the requesting process (s)",
+                fmt(fan.get("request_cpu_s"), ".2f"),
+                "",
+                "",
+                "",
+                "",
+            ),
+            (
+                "  Daphne CPU during the fan-out: s / % core",
+                f"{fmt(fan.get('server_cpu_s'), '.1f')} / {fmt(fan.get('server_cpu_pct'), '.0f')}",
+                "",
+                "",
+                "",
+                "",
+            ),
+            (
+                "  bulk_run_start written / committed / returned (s)",
+                (
+                    f"{fmt(fan.get('request_body_s'), '.2f')} / {fmt(fan.get('commit_s'), '.2f')} / "
+                    f"{fmt(fan.get('request_s'), '.2f')}"
+                ),
+                "",
+                "",
+                "",
+                "",
+            ),
+            (
+                "  first result / half final / all dispatched (s)",
+                (
+                    f"{fmt(fan.get('first_final_s'), '.2f')} / {fmt(fan.get('half_final_s'), '.2f')} / "
+                    f"{fmt(fan.get('all_dispatched_s'), '.2f')}"
+                ),
+                "",
+                "",
+                "",
+                "",
+            ),
         ]
     if after:
         rows += [
             ("after the fan-out: CPU, % core (agents active)", fmt(c["after_cpu"]["server"], ".1f"), "", "", "", ""),
-            ("  single action RTT p50 / p99 (ms), timeouts",
-             (f"{fmt(after.get('p50_ms'))} / {fmt(after.get('p99_ms'))}, {after.get('timeouts')} of "
-              f"{after.get('samples', 0) + after.get('timeouts', 0)}"), "", "", "", ""),
+            (
+                "  single action RTT p50 / p99 (ms), timeouts",
+                (
+                    f"{fmt(after.get('p50_ms'))} / {fmt(after.get('p99_ms'))}, {after.get('timeouts')} of "
+                    f"{after.get('samples', 0) + after.get('timeouts', 0)}"
+                ),
+                "",
+                "",
+                "",
+                "",
+            ),
         ]
     restart = c.get("restart")
     if restart:
         rows += [
-            (f"Daphne restart: all {restart['agents']} agents back (s)",
-             f"{restart['back']}/{restart['agents']} in {restart['all_back_s']:.1f}", "", "",
-             f"all within {TARGET_RESTART_S:.0f} s", met(restart["back"] == restart["agents"]
-                                                         and restart["all_back_s"] <= TARGET_RESTART_S)),
-            ("  failed handshakes once the server was up", fmt(restart["failed_handshakes"], "d"), "", "", "0",
-             met(restart["failed_handshakes"] == 0)),
-            ("  new server answering after (s); connects refused meanwhile",
-             f"{restart['server_up_s']:.1f}; {restart['connects_refused_while_down']}", "", "", "", ""),
+            (
+                f"Daphne restart: all {restart['agents']} agents back (s)",
+                f"{restart['back']}/{restart['agents']} in {restart['all_back_s']:.1f}",
+                "",
+                "",
+                f"all within {TARGET_RESTART_S:.0f} s",
+                met(restart["back"] == restart["agents"] and restart["all_back_s"] <= TARGET_RESTART_S),
+            ),
+            (
+                "  failed handshakes once the server was up",
+                fmt(restart["failed_handshakes"], "d"),
+                "",
+                "",
+                "0",
+                met(restart["failed_handshakes"] == 0),
+            ),
+            (
+                "  new server answering after (s); connects refused meanwhile",
+                f"{restart['server_up_s']:.1f}; {restart['connects_refused_while_down']}",
+                "",
+                "",
+                "",
+                "",
+            ),
         ]
     rows += [
-        ("single action RTT p50 / p99 (ms), quiet server", f"{fmt(rtt.get('p50_ms'))} / {fmt(rtt.get('p99_ms'))}",
-         "", "", "", ""),
-        ("lost messages (outbox unacked + actions not final)", fmt(lost.get("lost_messages"), "d"), "", "", "0",
-         met(lost.get("lost_messages") == 0)),
+        (
+            "single action RTT p50 / p99 (ms), quiet server",
+            f"{fmt(rtt.get('p50_ms'))} / {fmt(rtt.get('p99_ms'))}",
+            "",
+            "",
+            "",
+            "",
+        ),
+        (
+            "lost messages (outbox unacked + actions not final)",
+            fmt(lost.get("lost_messages"), "d"),
+            "",
+            "",
+            "0",
+            met(lost.get("lost_messages") == 0),
+        ),
     ]
     header = ("figure", "Caisey (Daphne)", "bare websockets", "ratio", "target", "met")
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(6)]
     line = "  ".join("-" * w for w in widths)
     print()
-    print(f"Caisey bridge benchmark: {n} agents, fan-out {res['fanout']}, {cores} cores, "
-          f"{platform.python_implementation()} {platform.python_version()}, "
-          f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"Caisey bridge benchmark: {n} agents, fan-out {res['fanout']}, {cores} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+    )
     print(line)
-    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=False)))
     print(line)
     for row in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=False)))
     print(line)
     stats = c.get("final_stats") or {}
     counters = stats.get("counters", {})
     odd = {k: v for k, v in counters.items() if k.startswith(("dropped", "server_error", "reader_error", "bad_frames"))}
-    print(f"agents still open at the end: {stats.get('open')}; heartbeats unanswered: {stats.get('hb_unanswered')}; "
-          f"server frames received: " + ", ".join(f"{k[5:]} {v}" for k, v in sorted(counters.items())
-                                                 if k.startswith("recv:")))
+    print(
+        f"agents still open at the end: {stats.get('open')}; heartbeats unanswered: {stats.get('hb_unanswered')}; "
+        f"server frames received: "
+        + ", ".join(f"{k[5:]} {v}" for k, v in sorted(counters.items()) if k.startswith("recv:"))
+    )
     if odd:
         print(f"problems seen by the agents: {odd}")
     if c["connect"]["failures"]:
         print(f"failed handshakes: {c['connect']['failures']}")
-    print(f"other processes on the machine (not this benchmark's), during the heartbeat windows: "
-          f"{c['hb_cpu']['others']:.0f}% (Caisey), {b['hb_cpu']['others']:.0f}% (bare) of {cores * 100}%; "
-          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"other processes on the machine (not this benchmark's), during the heartbeat windows: "
+        f"{c['hb_cpu']['others']:.0f}% (Caisey), {b['hb_cpu']['others']:.0f}% (bare) of {cores * 100}%; "
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
     if "redis" in c["hb_cpu"]:
-        print(f"embedded Redis CPU: idle {c['idle_cpu']['redis']:.2f}%, during heartbeats {c['hb_cpu']['redis']:.2f}% "
-              f"of a core; fan-out: Daphne at {fan.get('server_cpu_pct', 0):.0f}% of a core")
+        print(
+            f"embedded Redis CPU: idle {c['idle_cpu']['redis']:.2f}%, during heartbeats {c['hb_cpu']['redis']:.2f}% "
+            f"of a core; fan-out: Daphne at {fan.get('server_cpu_pct', 0):.0f}% of a core"
+        )
     return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=1000, help="simulated agents (default 1000)")
-    parser.add_argument("--fanout", type=int, default=1000,
-                        help="agents the one action goes to (min with --agents; 0 skips the fan-out)")
+    parser.add_argument(
+        "--fanout",
+        type=int,
+        default=1000,
+        help="agents the one action goes to (min with --agents; 0 skips the fan-out)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 100 agents, fan-out 100, short windows")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
-    parser.add_argument("--concurrency", type=int, default=50,
-                        help="handshakes in flight (default 50; Caisey's hello timeout is 10 s, see README)")
-    parser.add_argument("--agent-ping", type=float, default=120.0,
-                        help="agents' WebSocket keepalive ping interval, s; 0 = off (default 120, as the real agent)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=50,
+        help="handshakes in flight (default 50; Caisey's hello timeout is 10 s, see README)",
+    )
+    parser.add_argument(
+        "--agent-ping",
+        type=float,
+        default=120.0,
+        help="agents' WebSocket keepalive ping interval, s; 0 = off (default 120, as the real agent)",
+    )
     parser.add_argument("--idle-seconds", type=float, default=15.0)
     parser.add_argument("--hb-seconds", type=float, default=30.0)
     parser.add_argument("--burst-seconds", type=float, default=10.0)
     parser.add_argument("--burst-agents", type=int, default=200)
     parser.add_argument("--rtt-samples", type=int, default=100)
-    parser.add_argument("--after-samples", type=int, default=10,
-                        help="single actions timed again after the fan-out (default 10, 15 s timeout each)")
+    parser.add_argument(
+        "--after-samples",
+        type=int,
+        default=10,
+        help="single actions timed again after the fan-out (default 10, 15 s timeout each)",
+    )
     parser.add_argument("--fanout-timeout", type=float, default=600.0)
-    parser.add_argument("--stay-lazy", action="store_true",
-                        help="agents keep the lazy 60 s heartbeat after mode.set active (isolates the fan-out cost)")
+    parser.add_argument(
+        "--stay-lazy",
+        action="store_true",
+        help="agents keep the lazy 60 s heartbeat after mode.set active (isolates the fan-out cost)",
+    )
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to let the server settle before RSS")
-    parser.add_argument("--daphne-arg", action="append", default=[],
-                        help="extra Daphne argument, repeatable (e.g. --daphne-arg=--ping-interval --daphne-arg=90)")
-    parser.add_argument("--no-restart", dest="restart", action="store_false",
-                        help="skip the last phase: restart Daphne and time every agent's return")
+    parser.add_argument(
+        "--daphne-arg",
+        action="append",
+        default=[],
+        help="extra Daphne argument, repeatable (e.g. --daphne-arg=--ping-interval --daphne-arg=90)",
+    )
+    parser.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="skip the last phase: restart Daphne and time every agent's return",
+    )
     parser.add_argument("--restart-timeout", type=float, default=120.0)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
     args = parser.parse_args()

@@ -70,7 +70,10 @@ def seed(args) -> dict:
     for i in range(args.agents):
         credential = secrets.new_secret()
         endpoint = Endpoint(
-            tenant=ten, client_group=group, hostname=f"bench-{i:06d}", machine_id=f"bench-machine-{i:06d}",
+            tenant=ten,
+            client_group=group,
+            hostname=f"bench-{i:06d}",
+            machine_id=f"bench-machine-{i:06d}",
             credential_hash=secrets.digest(credential),
         )
         rows.append(endpoint)
@@ -104,9 +107,7 @@ def fanout(args) -> dict:
     deadline = t0 + args.timeout
     counts: dict[str, int] = {}
     while time.perf_counter() < deadline:
-        counts = dict(
-            Action.all_tenants.filter(bulk_run=run).values_list("status").annotate(n=Count("id")).order_by()
-        )
+        counts = dict(Action.all_tenants.filter(bulk_run=run).values_list("status").annotate(n=Count("id")).order_by())
         now = time.perf_counter()
         final = sum(n for status, n in counts.items() if status in FINAL)
         queued = counts.get(ActionStatus.QUEUED, 0)
@@ -165,8 +166,11 @@ def rtt(args) -> dict:
     samples.sort()
     pick = lambda q: round(samples[min(len(samples) - 1, round(q / 100 * (len(samples) - 1)))] * 1000, 1)
     return {
-        "samples": len(samples), "timeouts": timeouts, "endpoint": str(endpoint.pk),
-        "p50_ms": pick(50) if samples else None, "p99_ms": pick(99) if samples else None,
+        "samples": len(samples),
+        "timeouts": timeouts,
+        "endpoint": str(endpoint.pk),
+        "p50_ms": pick(50) if samples else None,
+        "p99_ms": pick(99) if samples else None,
         "min_ms": round(samples[0] * 1000, 1) if samples else None,
         "max_ms": round(samples[-1] * 1000, 1) if samples else None,
     }
@@ -180,7 +184,10 @@ def lost(args) -> dict:
     deadline = time.perf_counter() + args.wait
     while True:
         outbox = dict(
-            OutboxMessage.all_tenants.filter(endpoint__tenant=ten).values_list("status").annotate(n=Count("id")).order_by()
+            OutboxMessage.all_tenants.filter(endpoint__tenant=ten)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .order_by()
         )
         actions = dict(Action.all_tenants.filter(tenant=ten).values_list("status").annotate(n=Count("id")).order_by())
         unacked = sum(n for status, n in outbox.items() if status != OutboxStatus.ACKED)
@@ -189,14 +196,31 @@ def lost(args) -> dict:
             break
         time.sleep(0.2)
     stuck = list(
-        OutboxMessage.all_tenants.filter(endpoint__tenant=ten).exclude(status=OutboxStatus.ACKED)
-        .values("kind", "status", "attempts", "last_error", "created_at", "last_attempt_at", "next_attempt_at",
-                "body", "endpoint__last_seen_at", "endpoint__connection_id", "endpoint__disconnected_at",
-                "endpoint__heartbeat_interval", "endpoint__mode")[:10]
+        OutboxMessage.all_tenants.filter(endpoint__tenant=ten)
+        .exclude(status=OutboxStatus.ACKED)
+        .values(
+            "kind",
+            "status",
+            "attempts",
+            "last_error",
+            "created_at",
+            "last_attempt_at",
+            "next_attempt_at",
+            "body",
+            "endpoint__last_seen_at",
+            "endpoint__connection_id",
+            "endpoint__disconnected_at",
+            "endpoint__heartbeat_interval",
+            "endpoint__mode",
+        )[:10]
     )
     return {
-        "outbox_unacked": unacked, "actions_not_final": not_final, "lost_messages": unacked + not_final,
-        "outbox": outbox, "actions": actions, "unacked_examples": stuck,
+        "outbox_unacked": unacked,
+        "actions_not_final": not_final,
+        "lost_messages": unacked + not_final,
+        "outbox": outbox,
+        "actions": actions,
+        "unacked_examples": stuck,
     }
 
 

@@ -39,10 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "agent"))
 
 import msgspec
-from caisey_agent import protocol as p
-from caisey_agent.runner import backoff_delay
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from caisey_agent import protocol as p
+from caisey_agent.runner import backoff_delay
 
 AGENT_VERSION = "bench-0"
 LAZY_INTERVAL = 60.0
@@ -110,13 +111,21 @@ class Worker:
 
     async def handshake(self, agent: Agent, url: str, ping_interval: float | None) -> None:
         ws = await connect(
-            url, open_timeout=60, ping_interval=ping_interval, ping_timeout=60 if ping_interval else None,
-            max_size=p.MAX_FRAME_BYTES * 4, compression=None, close_timeout=5,
+            url,
+            open_timeout=60,
+            ping_interval=ping_interval,
+            ping_timeout=60 if ping_interval else None,
+            max_size=p.MAX_FRAME_BYTES * 4,
+            compression=None,
+            close_timeout=5,
         )
         agent.ws = ws
         hello = p.Hello(
-            endpoint_id=agent.eid, credential=agent.cred, agent_version=AGENT_VERSION,
-            machine={"hostname": f"bench-{agent.eid[:8]}", "os": "linux"}, mode="lazy",
+            endpoint_id=agent.eid,
+            credential=agent.cred,
+            agent_version=AGENT_VERSION,
+            machine={"hostname": f"bench-{agent.eid[:8]}", "os": "linux"},
+            mode="lazy",
         )
         hello_id = await self.send(agent, hello)
         while True:
@@ -236,11 +245,17 @@ class Worker:
             now = time.time()
             action_id = env.body.action_id
             await self.send(agent, p.ActionOutput(action_id=action_id, seq=0, stream="status", data="started"))
-            await self.send(agent, p.ActionResult(
-                action_id=action_id, status="succeeded", exit_code=0,
-                result={"hostname": f"bench-{agent.eid[:8]}", "os": "linux", "uptime_s": 1234},
-                started_at=now, finished_at=time.time(),
-            ))
+            await self.send(
+                agent,
+                p.ActionResult(
+                    action_id=action_id,
+                    status="succeeded",
+                    exit_code=0,
+                    result={"hostname": f"bench-{agent.eid[:8]}", "os": "linux", "uptime_s": 1234},
+                    started_at=now,
+                    finished_at=time.time(),
+                ),
+            )
             self.counters["actions_answered"] += 1
 
     # --- commands ------------------------------------------------------------------------
@@ -286,9 +301,12 @@ class Worker:
         await asyncio.gather(*(one(eid, cred) for eid, cred in msg["agents"]))
         self.agents.extend(new)
         return {
-            "connected": len(new), "failed": sum(failures.values()), "failures": dict(failures),
+            "connected": len(new),
+            "failed": sum(failures.values()),
+            "failures": dict(failures),
             "seconds": time.perf_counter() - t0,
-            "latency_p50_ms": (pct(latencies, 50) or 0) * 1000, "latency_p99_ms": (pct(latencies, 99) or 0) * 1000,
+            "latency_p50_ms": (pct(latencies, 50) or 0) * 1000,
+            "latency_p99_ms": (pct(latencies, 99) or 0) * 1000,
             "latency_max_ms": (max(latencies) if latencies else 0) * 1000,
         }
 
@@ -363,13 +381,21 @@ class Worker:
         await asyncio.gather(*(beat(a) for a in live))
         elapsed = time.perf_counter() - t0
         return {
-            "agents": len(live), "round_trips": len(rtts), "seconds": elapsed, "timeouts": timeouts,
-            "rtt_p50_ms": (pct(rtts, 50) or 0) * 1000, "rtt_p99_ms": (pct(rtts, 99) or 0) * 1000,
+            "agents": len(live),
+            "round_trips": len(rtts),
+            "seconds": elapsed,
+            "timeouts": timeouts,
+            "rtt_p50_ms": (pct(rtts, 50) or 0) * 1000,
+            "rtt_p99_ms": (pct(rtts, 99) or 0) * 1000,
         }
 
     async def cmd_reconnect_mode(self, msg: dict) -> dict:
-        self.reconnect = {"url": msg["url"], "ping_interval": msg.get("ping_interval") or None,
-                          "base": float(msg.get("base", 1.0)), "cap": float(msg.get("cap", 60.0))}
+        self.reconnect = {
+            "url": msg["url"],
+            "ping_interval": msg.get("ping_interval") or None,
+            "base": float(msg.get("base", 1.0)),
+            "cap": float(msg.get("cap", 60.0)),
+        }
         self.reconnect_failures.clear()
         self.reconnect_failed_at.clear()
         return {"agents": len(self.agents)}
@@ -388,7 +414,8 @@ class Worker:
             await asyncio.sleep(0.2)
         returned = back()
         return {
-            "agents": len(self.agents), "back": len(returned),
+            "agents": len(self.agents),
+            "back": len(returned),
             "last_back_s": max((a.back_at for a in returned), default=since) - since,
             "failures": dict(self.reconnect_failures),
             "failed_once_up": dict(Counter(reason for at, reason in self.reconnect_failed_at if at >= up_at)),
@@ -398,9 +425,12 @@ class Worker:
         now = time.perf_counter()
         unanswered = sum(1 for t in self.pending.values() if now - t > 10)
         out = {
-            "agents": len(self.agents), "open": sum(1 for a in self.agents if not a.closed),
-            "counters": dict(self.counters), "hb_unanswered_10s": unanswered,
-            "hb_rtt_p50_ms": (pct(self.hb_rtts, 50) or 0) * 1000, "hb_rtt_p99_ms": (pct(self.hb_rtts, 99) or 0) * 1000,
+            "agents": len(self.agents),
+            "open": sum(1 for a in self.agents if not a.closed),
+            "counters": dict(self.counters),
+            "hb_unanswered_10s": unanswered,
+            "hb_rtt_p50_ms": (pct(self.hb_rtts, 50) or 0) * 1000,
+            "hb_rtt_p99_ms": (pct(self.hb_rtts, 99) or 0) * 1000,
             "hb_rtt_n": len(self.hb_rtts),
         }
         if msg.get("reset"):

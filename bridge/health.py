@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable
 
 from django.conf import settings
 from django.db.models import Count, Min, Q
@@ -75,7 +75,9 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
         return result
     since = now - HOUR
     rows = OutboxMessage.all_tenants.filter(endpoint_id__in=ids)
-    for row in rows.filter(status=OutboxStatus.QUEUED).values("endpoint_id").annotate(n=Count("id"), oldest=Min("created_at")):
+    for row in (
+        rows.filter(status=OutboxStatus.QUEUED).values("endpoint_id").annotate(n=Count("id"), oldest=Min("created_at"))
+    ):
         h = result[row["endpoint_id"]]
         h.queue_depth = row["n"]
         h.oldest_unacked_s = (now - row["oldest"]).total_seconds()
@@ -100,8 +102,11 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
     connects = (
         AgentConnection.all_tenants.filter(endpoint_id__in=ids)
         .values("endpoint_id")
-        .annotate(recent=Count("id", filter=Q(opened_at__gte=since)),
-                  in_window=Count("id", filter=Q(opened_at__gte=window_start)), first=Min("opened_at"))
+        .annotate(
+            recent=Count("id", filter=Q(opened_at__gte=since)),
+            in_window=Count("id", filter=Q(opened_at__gte=window_start)),
+            first=Min("opened_at"),
+        )
     )
     for row in connects:
         # The very first connection of an endpoint is not a reconnect.
@@ -109,7 +114,9 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
         h.reconnects_1h = max(0, row["recent"] - (1 if row["first"] >= since else 0))
         h.recent_reconnects = max(0, row["in_window"] - (1 if row["first"] >= window_start else 0))
     errors = (
-        rows.exclude(last_error="").exclude(status=OutboxStatus.ACKED).order_by("endpoint_id", "-last_attempt_at")
+        rows.exclude(last_error="")
+        .exclude(status=OutboxStatus.ACKED)
+        .order_by("endpoint_id", "-last_attempt_at")
         .values_list("endpoint_id", "last_error")
     )
     for endpoint_id, error in errors:
@@ -140,7 +147,9 @@ def latency_series(endpoint_id, *, now: datetime | None = None, buckets: int = 1
     width = HOUR / buckets
     start = now - HOUR
     values: list[list[float]] = [[] for _ in range(buckets)]
-    acked = OutboxMessage.all_tenants.filter(endpoint_id=endpoint_id, acked_at__gte=start).values_list("acked_at", "latency_ms")
+    acked = OutboxMessage.all_tenants.filter(endpoint_id=endpoint_id, acked_at__gte=start).values_list(
+        "acked_at", "latency_ms"
+    )
     for acked_at, latency in acked:
         values[min(buckets - 1, int((acked_at - start) / width))].append(latency)
     return [

@@ -2,8 +2,6 @@
 
 from prometheus_client import Counter
 
-frames_rejected = Counter(
-    "caisey_agent_frames_rejected_total", "Agent frames answered with an error frame", ["code"]
-)
+frames_rejected = Counter("caisey_agent_frames_rejected_total", "Agent frames answered with an error frame", ["code"])
 auth_failures = Counter("caisey_agent_auth_failures_total", "Refused agent handshakes", ["code"])
 agent_connects = Counter("caisey_agent_connects_total", "Authenticated agent connections")

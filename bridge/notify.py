@@ -111,7 +111,12 @@ def _after_commit(group: str, message: dict[str, Any]) -> None:
 
 
 def console_event(
-    *, tenant_id, endpoint_id=None, event: str, payload: dict[str, Any], topics: dict[str, Any] | None = None,
+    *,
+    tenant_id,
+    endpoint_id=None,
+    event: str,
+    payload: dict[str, Any],
+    topics: dict[str, Any] | None = None,
     tenant_wide: bool = True,
 ) -> None:
     """Tell console pages that something changed, after commit: the tenant's pages (unless

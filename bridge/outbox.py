@@ -42,7 +42,12 @@ def backoff(kind: str, attempts: int) -> timedelta:
 
 
 def outbox_enqueue(
-    *, endpoint: Endpoint, body: Any, ref_type: str = "", ref_id: str = "", expires_at: datetime | None = None,
+    *,
+    endpoint: Endpoint,
+    body: Any,
+    ref_type: str = "",
+    ref_id: str = "",
+    expires_at: datetime | None = None,
     max_attempts: int | None = None,
 ) -> OutboxMessage:
     """Persist a message for an agent; call inside the transaction of the change that caused it.
@@ -185,7 +190,9 @@ def outbox_sweep(*, limit: int = 5000) -> dict[str, int]:
         if message.attempts >= message.max_attempts:
             with transaction.atomic():
                 stats["failed"] += _fail(
-                    message, reason=message.last_error or f"no acknowledgement after {message.attempts} attempts", now=now
+                    message,
+                    reason=message.last_error or f"no acknowledgement after {message.attempts} attempts",
+                    now=now,
                 )
             continue
         if presence_of(message.endpoint, now) != Presence.OFFLINE:

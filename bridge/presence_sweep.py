@@ -3,7 +3,6 @@ a sleeping laptop, a dead Daphne process). Only rows that may have changed are r
 
 from __future__ import annotations
 
-
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone

@@ -25,7 +25,9 @@ class BridgeHealthCollector:
             "caisey_endpoint_delivery_latency_ms", "Delivery latency over the last hour", labels=[*labels, "quantile"]
         )
         reconnects = GaugeMetricFamily("caisey_endpoint_reconnects_1h", "Reconnects in the last hour", labels=labels)
-        state = GaugeMetricFamily("caisey_endpoint_connectivity", "1 for the endpoint's connectivity", labels=[*labels, "state"])
+        state = GaugeMetricFamily(
+            "caisey_endpoint_connectivity", "1 for the endpoint's connectivity", labels=[*labels, "state"]
+        )
         for endpoint in endpoints:
             h = figures[endpoint.pk]
             key = [str(endpoint.pk), endpoint.hostname, endpoint.tenant.slug]

@@ -9,7 +9,8 @@ called inside one database transaction with the endpoint's tenant bound.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from caisey_agent.protocol import Envelope
 

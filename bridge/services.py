@@ -45,7 +45,10 @@ def presence_payload(endpoint: Endpoint) -> dict:
 
 def presence_announce(*, endpoint: Endpoint) -> None:
     notify.console_event(
-        tenant_id=endpoint.tenant_id, endpoint_id=endpoint.pk, event="endpoint.presence", payload=presence_payload(endpoint)
+        tenant_id=endpoint.tenant_id,
+        endpoint_id=endpoint.pk,
+        event="endpoint.presence",
+        payload=presence_payload(endpoint),
     )
 
 
@@ -77,13 +80,20 @@ def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str) -> Hand
         if ratelimit.hit("agent-auth-fail", remote_ip, limit=limit, window=window):
             close_code = CLOSE_REVOKED if exc.code == "revoked" else CLOSE_UNAUTHENTICATED
             raise HandshakeRefused(code=exc.code, reason=exc.code, detail=exc.message, close_code=close_code) from None
-        raise HandshakeRefused(code="rate_limited", reason=exc.code, detail=exc.message,
-                               close_code=CLOSE_RATE_LIMITED) from None
+        raise HandshakeRefused(
+            code="rate_limited", reason=exc.code, detail=exc.message, close_code=CLOSE_RATE_LIMITED
+        ) from None
     limit, window = settings.CAISEY["RATE_CONNECTS_PER_ENDPOINT"]
     if not ratelimit.hit("agent-connect", str(endpoint.pk), limit=limit, window=window):
-        raise HandshakeRefused(code="rate_limited", reason="rate_limited", close_code=CLOSE_RATE_LIMITED,
-                               detail="too many connects for this endpoint; back off")
-    handshake = agent_connection_record(endpoint=endpoint, hello=hello, connection_id=connection_id, remote_ip=remote_ip)
+        raise HandshakeRefused(
+            code="rate_limited",
+            reason="rate_limited",
+            close_code=CLOSE_RATE_LIMITED,
+            detail="too many connects for this endpoint; back off",
+        )
+    handshake = agent_connection_record(
+        endpoint=endpoint, hello=hello, connection_id=connection_id, remote_ip=remote_ip
+    )
     try:
         agent_prompts_report(endpoint=handshake.endpoint, reports=hello.prompts)
     except Exception:  # reconciliation runs again at the next heartbeat; the connection must not fail
@@ -114,7 +124,9 @@ def agent_connection_record(*, endpoint: Endpoint, hello: Hello, connection_id: 
 
 @transaction.atomic
 def agent_disconnected(*, endpoint_id, connection_id: str, close_code: int | None) -> None:
-    AgentConnection.all_tenants.filter(connection_id=connection_id).update(closed_at=timezone.now(), close_code=close_code)
+    AgentConnection.all_tenants.filter(connection_id=connection_id).update(
+        closed_at=timezone.now(), close_code=close_code
+    )
     if endpoint_services.endpoint_record_disconnect(endpoint_id=endpoint_id, connection_id=connection_id):
         presence_announce(endpoint=Endpoint.all_tenants.get(pk=endpoint_id))
 
@@ -131,9 +143,7 @@ def agent_frame_apply(*, endpoint: Endpoint, envelope: Envelope) -> bool:
     with tenancy.bind(endpoint.tenant_id), transaction.atomic():
         try:
             with transaction.atomic():
-                InboundReceipt.all_tenants.create(
-                    endpoint=endpoint, message_id=envelope.id, message_type=envelope.type
-                )
+                InboundReceipt.all_tenants.create(endpoint=endpoint, message_id=envelope.id, message_type=envelope.type)
         except IntegrityError:
             return False
         handler(endpoint, envelope)
@@ -169,9 +179,12 @@ def bridge_conditions_many(*, endpoint_ids: list) -> dict:
 
     def conditions(endpoint: Endpoint, h: health.EndpointHealth) -> dict:
         return {
-            "connectivity": health.connectivity(endpoint, h).value, "queue_depth": h.queue_depth,
-            "latency_p50_ms": h.latency_p50_ms, "latency_p95_ms": h.latency_p95_ms,
-            "reconnects_1h": h.reconnects_1h, "at": now,
+            "connectivity": health.connectivity(endpoint, h).value,
+            "queue_depth": h.queue_depth,
+            "latency_p50_ms": h.latency_p50_ms,
+            "latency_p95_ms": h.latency_p95_ms,
+            "reconnects_1h": h.reconnects_1h,
+            "at": now,
         }
 
     return {e.pk: conditions(e, figures[e.pk]) for e in Endpoint.all_tenants.filter(pk__in=endpoint_ids)}

@@ -5,13 +5,25 @@ from __future__ import annotations
 
 DAPHNE_OPTIONS = [
     # Agents' heartbeats (60 s lazy) keep their sockets busy: Daphne need not ping them too.
-    "--ping-interval", "90",
+    "--ping-interval",
+    "90",
     # After a restart every agent reconnects at once and handshakes queue for seconds; Daphne's
     # default (5 s) would refuse them and start their backoff over. Waiting is cheaper.
-    "--websocket_connect_timeout", "30",
+    "--websocket_connect_timeout",
+    "30",
 ]
 
 
 def daphne_argv(python: str, *, host: str, port: int, extra: list[str] | None = None) -> list[str]:
-    return [python, "-m", "daphne", "-b", host, "-p", str(port), *DAPHNE_OPTIONS, *(extra or []),
-            "caisey.asgi:application"]
+    return [
+        python,
+        "-m",
+        "daphne",
+        "-b",
+        host,
+        "-p",
+        str(port),
+        *DAPHNE_OPTIONS,
+        *(extra or []),
+        "caisey.asgi:application",
+    ]

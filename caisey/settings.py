@@ -87,8 +87,11 @@ TEMPLATES = [
 # --- database -----------------------------------------------------------------
 
 DATABASE_URL = env_str("CAISEY_DATABASE_URL", f"sqlite:///{DATA_DIR / 'caisey.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("CAISEY_DB_CONN_MAX_AGE", 600),
-                                          conn_health_checks=True)}
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env_int("CAISEY_DB_CONN_MAX_AGE", 600), conn_health_checks=True
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # WAL lets readers proceed while one writer commits; IMMEDIATE takes the
@@ -129,8 +132,11 @@ if CHANNEL_LAYER_KIND not in ("pubsub", "core"):
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "caisey.channel_layer.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [_REDIS_HOST], "prefix": REDIS_PREFIX,
-                   "max_concurrent_sends": env_int("CAISEY_CHANNEL_MAX_SENDS", 32)},
+        "CONFIG": {
+            "hosts": [_REDIS_HOST],
+            "prefix": REDIS_PREFIX,
+            "max_concurrent_sends": env_int("CAISEY_CHANNEL_MAX_SENDS", 32),
+        },
     }
     if CHANNEL_LAYER_KIND == "pubsub"
     else {

@@ -8,7 +8,8 @@ overwriting it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from django.db import models
 

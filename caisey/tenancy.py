@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Iterator
 
 from django.db import models
 

@@ -90,7 +90,17 @@ class EnrollmentTokenAdmin(TenantOwnedAdmin):
     list_display = ["prefix", "client_group", "uses", "max_uses", "expires_at", "revoked_at", "note"]
     list_filter = ["client_group"]
     readonly_fields = ["prefix", "uses", "created_by", "created_at"]
-    fields = ["client_group", "note", "max_uses", "expires_at", "revoked_at", "prefix", "uses", "created_by", "created_at"]
+    fields = [
+        "client_group",
+        "note",
+        "max_uses",
+        "expires_at",
+        "revoked_at",
+        "prefix",
+        "uses",
+        "created_by",
+        "created_at",
+    ]
     actions = ["revoke"]
 
     def get_changeform_initial_data(self, request):
@@ -122,8 +132,17 @@ class EndpointAdmin(TenantOwnedAdmin):
     list_filter = ["status", "client_group"]
     search_fields = ["hostname", "tags", "machine_id"]
     readonly_fields = [
-        "machine_id", "status", "status_changed_by", "status_reason", "enrolled_at", "enrolled_with",
-        "agent_version", "machine_context", "last_seen_at", "connected_at", "disconnected_at",
+        "machine_id",
+        "status",
+        "status_changed_by",
+        "status_reason",
+        "enrolled_at",
+        "enrolled_with",
+        "agent_version",
+        "machine_context",
+        "last_seen_at",
+        "connected_at",
+        "disconnected_at",
     ]
     fields = ["hostname", "client_group", "tags", *readonly_fields]
     actions = ["revoke"]

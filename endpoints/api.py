@@ -39,7 +39,9 @@ class EnrollView(APIView):
     def post(self, request):
         limit, window = settings.CAISEY["RATE_ENROLL_PER_IP"]
         if not ratelimit.hit("enroll", client_ip(request), limit=limit, window=window):
-            return Response({"error": "rate_limited", "detail": "too many enrollment attempts; wait a minute"}, status=429)
+            return Response(
+                {"error": "rate_limited", "detail": "too many enrollment attempts; wait a minute"}, status=429
+            )
         form = EnrollRequest(data=request.data)
         if not form.is_valid():
             return Response({"error": "invalid_request", "detail": form.errors}, status=status.HTTP_400_BAD_REQUEST)

@@ -201,7 +201,11 @@ class ApprovalPolicy(models.Model):
         ClientGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="approval_policy"
     )
     endpoint = models.OneToOneField(
-        Endpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="approval_policy",
+        Endpoint,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="approval_policy",
         help_text="Set to override the client group's policy for one endpoint.",
     )
     requires = models.CharField(max_length=20, choices=ApprovalRequirement.choices, default=ApprovalRequirement.SHELL)

@@ -17,9 +17,7 @@ def endpoint_list(*, query: str = "", client_group: str = "") -> QuerySet[Endpoi
     if client_group:
         qs = qs.filter(Q(client_group__slug=client_group) | Q(client_group__name__iexact=client_group))
     for term in query.split():
-        qs = qs.filter(
-            Q(hostname__icontains=term) | Q(tags__icontains=term) | Q(client_group__name__icontains=term)
-        )
+        qs = qs.filter(Q(hostname__icontains=term) | Q(tags__icontains=term) | Q(client_group__name__icontains=term))
     return qs.order_by("client_group__name", "hostname")
 
 
@@ -31,7 +29,12 @@ def client_group_list() -> QuerySet[ClientGroup]:
     return ClientGroup.objects.all()
 
 
-DEFAULT_POLICY = {"requires": "none", "response_deadline_s": 300, "allow_escalation": False, "allow_without_user": False}
+DEFAULT_POLICY = {
+    "requires": "none",
+    "response_deadline_s": 300,
+    "allow_escalation": False,
+    "allow_without_user": False,
+}
 
 
 def approval_policy_for(*, endpoint: Endpoint):

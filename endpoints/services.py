@@ -43,14 +43,20 @@ def actor_label(actor) -> str:
 
 
 @transaction.atomic
-def tenant_create(*, name: str, slug: str = "", admin_username: str, admin_email: str = "", admin_password: str) -> Tenant:
+def tenant_create(
+    *, name: str, slug: str = "", admin_username: str, admin_email: str = "", admin_password: str
+) -> Tenant:
     tenant = Tenant.all_tenants.create(name=name, slug=slug or slugify(name))
-    membership_create(tenant=tenant, username=admin_username, email=admin_email, password=admin_password, role=Role.ADMIN)
+    membership_create(
+        tenant=tenant, username=admin_username, email=admin_email, password=admin_password, role=Role.ADMIN
+    )
     return tenant
 
 
 @transaction.atomic
-def membership_create(*, tenant: Tenant, username: str, password: str, email: str = "", role: str = Role.TECHNICIAN) -> Membership:
+def membership_create(
+    *, tenant: Tenant, username: str, password: str, email: str = "", role: str = Role.TECHNICIAN
+) -> Membership:
     # Tenant admins manage their own tenant in the Django admin, so they are staff.
     user = User.objects.create_user(username=username, email=email, password=password, is_staff=role == Role.ADMIN)
     if role == Role.ADMIN:
@@ -130,9 +136,11 @@ def endpoint_enroll(*, token_secret: str, machine_id: str, hostname: str, replac
     which keeps the endpoint (and its history) and rotates its credential.
     """
     with tenancy.system():
-        token = EnrollmentToken.all_tenants.select_related("client_group").filter(
-            token_hash=secrets.digest(token_secret)
-        ).first()
+        token = (
+            EnrollmentToken.all_tenants.select_related("client_group")
+            .filter(token_hash=secrets.digest(token_secret))
+            .first()
+        )
     if token is None:
         raise EnrollmentError("invalid_token", "enrollment token is not valid", 401)
     now = timezone.now()

@@ -91,7 +91,8 @@ class EndpointOut(serializers.Serializer):
     tags = serializers.ListField(child=serializers.CharField(), source="tag_list")
     status = serializers.ChoiceField(choices=EndpointStatus.choices)
     presence = serializers.ChoiceField(
-        choices=Presence.choices, source="api_presence",
+        choices=Presence.choices,
+        source="api_presence",
         help_text="connectivity now: active, lazy, degraded (connected but lagging) or offline",
     )
     last_seen_at = serializers.DateTimeField(allow_null=True)
@@ -180,8 +181,11 @@ class ApprovalOut(serializers.Serializer):
 
 class ActionDetailOut(ActionOut):
     output = serializers.CharField(source="api_output", help_text="streamed output, in order")
-    approval = ApprovalOut(source="api_approval", allow_null=True,
-                           help_text="the end user's approval prompt covering it, when its policy asks for one")
+    approval = ApprovalOut(
+        source="api_approval",
+        allow_null=True,
+        help_text="the end user's approval prompt covering it, when its policy asks for one",
+    )
 
 
 class SessionOut(serializers.Serializer):
@@ -302,8 +306,9 @@ KIND_CHOICES = sorted(ACTION_KINDS)
 
 class SessionOpenIn(serializers.Serializer):
     endpoint = serializers.UUIDField(help_text="the endpoint to troubleshoot")
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
-                                   help_text="why: a ticket number, the symptom")
+    reason = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default="", help_text="why: a ticket number, the symptom"
+    )
 
 
 class SessionCloseIn(serializers.Serializer):
@@ -325,7 +330,9 @@ class ActionIn(serializers.Serializer):
     kind = serializers.ChoiceField(choices=KIND_CHOICES)
     params = ParamsField()
     expires_in_seconds = serializers.IntegerField(
-        required=False, min_value=1, max_value=MAX_EXPIRY_S,
+        required=False,
+        min_value=1,
+        max_value=MAX_EXPIRY_S,
         help_text="how long it may wait for an away endpoint (default: the server's queue expiry)",
     )
 
@@ -336,20 +343,31 @@ class BatchItemIn(serializers.Serializer):
 
 
 class BatchIn(serializers.Serializer):
-    actions = BatchItemIn(many=True, allow_empty=False, max_length=MAX_BATCH,
-                          help_text="run in order; the next is sent when the previous one ends")
+    actions = BatchItemIn(
+        many=True,
+        allow_empty=False,
+        max_length=MAX_BATCH,
+        help_text="run in order; the next is sent when the previous one ends",
+    )
 
 
 class BulkRunIn(serializers.Serializer):
     kind = serializers.ChoiceField(choices=KIND_CHOICES)
     params = ParamsField()
-    client_group = serializers.CharField(required=False, max_length=200,
-                                         help_text="every enrolled endpoint of this client group (slug)")
-    endpoints = serializers.ListField(child=serializers.UUIDField(), required=False, allow_empty=False,
-                                      max_length=MAX_BULK_ENDPOINTS, help_text="or these endpoints")
+    client_group = serializers.CharField(
+        required=False, max_length=200, help_text="every enrolled endpoint of this client group (slug)"
+    )
+    endpoints = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        allow_empty=False,
+        max_length=MAX_BULK_ENDPOINTS,
+        help_text="or these endpoints",
+    )
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    expires_in_seconds = serializers.IntegerField(required=False, min_value=60, max_value=MAX_EXPIRY_S,
-                                                  default=4 * 3600)
+    expires_in_seconds = serializers.IntegerField(
+        required=False, min_value=60, max_value=MAX_EXPIRY_S, default=4 * 3600
+    )
 
     def validate(self, attrs):
         if ("client_group" in attrs) == ("endpoints" in attrs):
@@ -404,8 +422,9 @@ def _bulk_run(run: BulkRun, *, rows: bool) -> BulkRun:
 
 
 def _invalid(field: str, message: str) -> Response:
-    return error_response(status.HTTP_400_BAD_REQUEST, "invalid_request", f"{field}: {message}",
-                          field_errors={field: [message]})
+    return error_response(
+        status.HTTP_400_BAD_REQUEST, "invalid_request", f"{field}: {message}", field_errors={field: [message]}
+    )
 
 
 # --- views --------------------------------------------------------------------------------------
@@ -445,11 +464,13 @@ class APIViewSet(TenantScopedAPIMixin, GenericViewSet):
         ],
         responses={200: EndpointOut(many=True), **LIST_ERRORS},
     ),
-    retrieve=extend_schema(summary="One endpoint", parameters=[ENDPOINT_ID],
-                           responses={200: EndpointDetailOut, **READ_ERRORS}),
+    retrieve=extend_schema(
+        summary="One endpoint", parameters=[ENDPOINT_ID], responses={200: EndpointDetailOut, **READ_ERRORS}
+    ),
 )
 class EndpointViewSet(APIViewSet):
     """Enrolled endpoints with their connectivity, last known machine context and bridge health."""
+
     model = Endpoint
     serializer_class = EndpointOut
 
@@ -472,12 +493,12 @@ class EndpointViewSet(APIViewSet):
 class CatalogueView(TenantScopedAPIView):
     """What an action may be: each kind, its category (what approval policies decide on) and parameters."""
 
-    @extend_schema(summary="The action catalogue: kinds and their parameters",
-                   responses={200: ActionKindOut(many=True), 401: ERRORS[401], 403: ERRORS[403]})
+    @extend_schema(
+        summary="The action catalogue: kinds and their parameters",
+        responses={200: ActionKindOut(many=True), 401: ERRORS[401], 403: ERRORS[403]},
+    )
     def get(self, request):
         return Response(ActionKindOut(list(ACTION_KINDS.values()), many=True).data)
-
-
 
 
 @extend_schema_view(
@@ -489,13 +510,20 @@ class CatalogueView(TenantScopedAPIView):
         ],
         responses={200: SessionListOut(many=True), 400: ERRORS[400], **LIST_ERRORS},
     ),
-    create=extend_schema(summary="Open a session on an endpoint (wakes it)", request=SessionOpenIn,
-                         responses={201: SessionDetailOut, **ERRORS}),
-    retrieve=extend_schema(summary="One session, with its actions", parameters=[SESSION_ID],
-                           responses={200: SessionDetailOut, **READ_ERRORS}),
+    create=extend_schema(
+        summary="Open a session on an endpoint (wakes it)",
+        request=SessionOpenIn,
+        responses={201: SessionDetailOut, **ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="One session, with its actions",
+        parameters=[SESSION_ID],
+        responses={200: SessionDetailOut, **READ_ERRORS},
+    ),
 )
 class SessionViewSet(APIViewSet):
     """Support sessions: open one on an endpoint, run actions in it, add notes, read its record, close it."""
+
     model = SupportSession
     serializer_class = SessionListOut
 
@@ -508,8 +536,9 @@ class SessionViewSet(APIViewSet):
     def list(self, request):
         query = SessionListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        qs = selectors.session_list(status=query.validated_data.get("status", ""),
-                                    endpoint_id=query.validated_data.get("endpoint"))
+        qs = selectors.session_list(
+            status=query.validated_data.get("status", ""), endpoint_id=query.validated_data.get("endpoint")
+        )
         return self.paginated(qs, SessionListOut)
 
     def create(self, request):
@@ -526,8 +555,12 @@ class SessionViewSet(APIViewSet):
     def retrieve(self, request, pk=None):
         return Response(SessionDetailOut(_session_detail(parse_uuid(pk))).data)
 
-    @extend_schema(summary="Close the session", parameters=[SESSION_ID], request=SessionCloseIn,
-                   responses={200: SessionDetailOut, **ERRORS})
+    @extend_schema(
+        summary="Close the session",
+        parameters=[SESSION_ID],
+        request=SessionCloseIn,
+        responses={200: SessionDetailOut, **ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def close(self, request, pk=None):
         session = self._session(pk)
@@ -538,8 +571,12 @@ class SessionViewSet(APIViewSet):
         services.session_close(actor=request.user, session=session, reason=body.validated_data["reason"])
         return Response(SessionDetailOut(_session_detail(session.pk)).data)
 
-    @extend_schema(summary="Add a note to the session record", parameters=[SESSION_ID], request=NoteIn,
-                   responses={201: NoteOut, **ERRORS})
+    @extend_schema(
+        summary="Add a note to the session record",
+        parameters=[SESSION_ID],
+        request=NoteIn,
+        responses={201: NoteOut, **ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def notes(self, request, pk=None):
         session = self._session(pk)
@@ -547,20 +584,34 @@ class SessionViewSet(APIViewSet):
         body.is_valid(raise_exception=True)
         services.session_add_note(actor=request.user, session=session, text=body.validated_data["text"])
         entry = TranscriptEntry.objects.filter(session=session, kind="note").order_by("-index").first()
-        return Response({"index": entry.index, "actor": entry.actor, "at": entry.at, "text": entry.data["text"]},
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            {"index": entry.index, "actor": entry.actor, "at": entry.at, "text": entry.data["text"]},
+            status=status.HTTP_201_CREATED,
+        )
 
-    @extend_schema(summary="The session record: transcript entries in order, hash-chained", parameters=[SESSION_ID],
-                   responses={200: TranscriptEntryOut(many=True), **READ_ERRORS})
+    @extend_schema(
+        summary="The session record: transcript entries in order, hash-chained",
+        parameters=[SESSION_ID],
+        responses={200: TranscriptEntryOut(many=True), **READ_ERRORS},
+    )
     @action(detail=True, methods=["get"])
     def transcript(self, request, pk=None):
         session = self._session(pk)
         return self.paginated(selectors.session_transcript(session=session), TranscriptEntryOut)
 
-    @extend_schema(methods=["GET"], summary="The session's actions", parameters=[SESSION_ID],
-                   responses={200: ActionOut(many=True), **READ_ERRORS})
-    @extend_schema(methods=["POST"], summary="Run an action on the session's endpoint", parameters=[SESSION_ID],
-                   request=ActionIn, responses={201: ActionDetailOut, **ERRORS})
+    @extend_schema(
+        methods=["GET"],
+        summary="The session's actions",
+        parameters=[SESSION_ID],
+        responses={200: ActionOut(many=True), **READ_ERRORS},
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Run an action on the session's endpoint",
+        parameters=[SESSION_ID],
+        request=ActionIn,
+        responses={201: ActionDetailOut, **ERRORS},
+    )
     @action(detail=True, methods=["get", "post"])
     def actions(self, request, pk=None):
         session = self._session(pk)
@@ -571,13 +622,20 @@ class SessionViewSet(APIViewSet):
         body.is_valid(raise_exception=True)
         seconds = body.validated_data.get("expires_in_seconds")
         created = services.action_request(
-            actor=request.user, session=session, kind=body.validated_data["kind"],
-            params=body.validated_data["params"], expires_in=timedelta(seconds=seconds) if seconds else None,
+            actor=request.user,
+            session=session,
+            kind=body.validated_data["kind"],
+            params=body.validated_data["params"],
+            expires_in=timedelta(seconds=seconds) if seconds else None,
         )
         return Response(ActionDetailOut(_action_detail(created.pk)).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="Run several actions in order", parameters=[SESSION_ID], request=BatchIn,
-                   responses={201: BatchOut, **ERRORS})
+    @extend_schema(
+        summary="Run several actions in order",
+        parameters=[SESSION_ID],
+        request=BatchIn,
+        responses={201: BatchOut, **ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def batches(self, request, pk=None):
         session = self._session(pk)
@@ -592,11 +650,15 @@ class SessionViewSet(APIViewSet):
 
 
 @extend_schema_view(
-    retrieve=extend_schema(summary="One action: status, result, output and bridge conditions",
-                           parameters=[ACTION_ID], responses={200: ActionDetailOut, **READ_ERRORS}),
+    retrieve=extend_schema(
+        summary="One action: status, result, output and bridge conditions",
+        parameters=[ACTION_ID],
+        responses={200: ActionDetailOut, **READ_ERRORS},
+    ),
 )
 class ActionViewSet(APIViewSet):
     """One action of a session: its status, result and output, and the bridge conditions it ran under."""
+
     model = Action
     serializer_class = ActionDetailOut
 
@@ -609,15 +671,23 @@ class ActionViewSet(APIViewSet):
     def retrieve(self, request, pk=None):
         return Response(ActionDetailOut(_action_detail(parse_uuid(pk))).data)
 
-    @extend_schema(summary="Cancel the action (a running process is told to stop)", parameters=[ACTION_ID],
-                   request=None, responses={200: ActionDetailOut, **ERRORS})
+    @extend_schema(
+        summary="Cancel the action (a running process is told to stop)",
+        parameters=[ACTION_ID],
+        request=None,
+        responses={200: ActionDetailOut, **ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         services.action_cancel(actor=request.user, action=self._action(pk))
         return Response(ActionDetailOut(_action_detail(parse_uuid(pk))).data)
 
-    @extend_schema(summary="Resend an action that could not be delivered", parameters=[ACTION_ID],
-                   request=None, responses={200: ActionDetailOut, **ERRORS})
+    @extend_schema(
+        summary="Resend an action that could not be delivered",
+        parameters=[ACTION_ID],
+        request=None,
+        responses={200: ActionDetailOut, **ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def resend(self, request, pk=None):
         services.action_resend(actor=request.user, action=self._action(pk))
@@ -626,13 +696,20 @@ class ActionViewSet(APIViewSet):
 
 @extend_schema_view(
     list=extend_schema(summary="List bulk runs", responses={200: BulkRunOut(many=True), **LIST_ERRORS}),
-    create=extend_schema(summary="Run one diagnostic across many endpoints", request=BulkRunIn,
-                         responses={201: BulkRunDetailOut, **ERRORS}),
-    retrieve=extend_schema(summary="One bulk run: a row per endpoint, and progress", parameters=[RUN_ID],
-                           responses={200: BulkRunDetailOut, **READ_ERRORS}),
+    create=extend_schema(
+        summary="Run one diagnostic across many endpoints",
+        request=BulkRunIn,
+        responses={201: BulkRunDetailOut, **ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="One bulk run: a row per endpoint, and progress",
+        parameters=[RUN_ID],
+        responses={200: BulkRunDetailOut, **READ_ERRORS},
+    ),
 )
 class BulkRunViewSet(APIViewSet):
     """One diagnostic across many endpoints: a session per endpoint, one combined view of the results."""
+
     model = BulkRun
     serializer_class = BulkRunOut
 
@@ -657,7 +734,8 @@ class BulkRunViewSet(APIViewSet):
                 return _invalid("client_group", "no such client group")
             endpoints = list(
                 Endpoint.objects.select_related("client_group")
-                .filter(client_group__slug=slug, status=EndpointStatus.ENROLLED).order_by("hostname")
+                .filter(client_group__slug=slug, status=EndpointStatus.ENROLLED)
+                .order_by("hostname")
             )
             if not endpoints:
                 return _invalid("client_group", "the client group has no enrolled endpoints")
@@ -672,7 +750,11 @@ class BulkRunViewSet(APIViewSet):
             if revoked:
                 return _invalid("endpoints", f"revoked: {', '.join(revoked[:10])}")
         run = services.bulk_run_start(
-            actor=request.user, endpoints=endpoints, kind=data["kind"], params=data["params"], reason=data["reason"],
+            actor=request.user,
+            endpoints=endpoints,
+            kind=data["kind"],
+            params=data["params"],
+            reason=data["reason"],
             expires_in=timedelta(seconds=data["expires_in_seconds"]),
         )
         run = selectors.bulk_run_get(run_id=run.pk)

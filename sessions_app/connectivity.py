@@ -23,9 +23,7 @@ _PERIOD = {Presence.ACTIVE: "up", Presence.LAZY: "up", Presence.DEGRADED: "degra
 
 def session_connectivity_sweep() -> int:
     """Append a `bridge.connectivity` entry to each open session whose endpoint's period changed."""
-    sessions = list(
-        SupportSession.all_tenants.filter(status=SessionStatus.OPEN).select_related("endpoint")
-    )
+    sessions = list(SupportSession.all_tenants.filter(status=SessionStatus.OPEN).select_related("endpoint"))
     if not sessions:
         return 0
     now = timezone.now()
@@ -45,10 +43,15 @@ def session_connectivity_sweep() -> int:
             ).update(connectivity=current):
                 continue
             transcript_append(
-                session=session, kind="bridge.connectivity", actor="bridge",
+                session=session,
+                kind="bridge.connectivity",
+                actor="bridge",
                 data={
-                    "from": session.connectivity or None, "to": current.value, "why": h.degraded_reasons,
-                    "queue_depth": h.queue_depth, "latency_p95_ms": h.latency_p95_ms,
+                    "from": session.connectivity or None,
+                    "to": current.value,
+                    "why": h.degraded_reasons,
+                    "queue_depth": h.queue_depth,
+                    "latency_p95_ms": h.latency_p95_ms,
                     "reconnects_1h": h.reconnects_1h,
                     "last_seen": session.endpoint.last_seen_at.isoformat() if session.endpoint.last_seen_at else None,
                 },

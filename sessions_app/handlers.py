@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from django.dispatch import receiver
 
-from bridge.registry import console_topic, handles
+from bridge.registry import console_topic, handles, on_prompt_report
 from bridge.signals import outbox_delivered, outbox_failed
-from bridge.registry import on_prompt_report
 from sessions_app import prompts, services
 from sessions_app.models import SupportSession
 

@@ -62,7 +62,10 @@ def incident_create(*, actor, tenant_id, title: str, client_group: ClientGroup |
     if client_group is not None and client_group.tenant_id != tenant_id:
         raise PermissionDenied("client group of another tenant")
     return Incident.all_tenants.create(
-        tenant_id=tenant_id, title=title, client_group=client_group, created_by=actor,
+        tenant_id=tenant_id,
+        title=title,
+        client_group=client_group,
+        created_by=actor,
         status_changed_by=actor_label(actor),
     )
 
@@ -89,7 +92,9 @@ def incident_add_session(*, actor, incident: Incident, session: SupportSession) 
     except IntegrityError:
         raise IncidentError("this session is already part of the incident") from None
     transcript_append(
-        session=session, kind="session.added_to_incident", actor=actor_label(actor),
+        session=session,
+        kind="session.added_to_incident",
+        actor=actor_label(actor),
         data={"incident": str(incident.pk), "title": incident.title},
     )
     return membership
@@ -106,7 +111,9 @@ def incident_remove_session(*, actor, incident: Incident, session: SupportSessio
     if not removed:
         raise IncidentError("this session is not part of the incident")
     transcript_append(
-        session=session, kind="session.removed_from_incident", actor=actor_label(actor),
+        session=session,
+        kind="session.removed_from_incident",
+        actor=actor_label(actor),
         data={"incident": str(incident.pk), "title": incident.title},
     )
 
@@ -221,7 +228,10 @@ class Timeline:
 
 
 def merged_timeline(
-    *, sessions: list[SupportSession], filters: TimelineFilters | None = None, upto: dict[str, int] | None = None,
+    *,
+    sessions: list[SupportSession],
+    filters: TimelineFilters | None = None,
+    upto: dict[str, int] | None = None,
     for_client: bool = False,
 ) -> Timeline:
     """Every entry of the sessions ordered by time, then session (oldest first), then index."""
@@ -241,7 +251,8 @@ def merged_timeline(
     kinds = sorted({k.split(".")[0] for k in present if "." in k}) + sorted(present)
 
     shown = [
-        e for e in items
+        e
+        for e in items
         if (not filters.technician or str(e.session.opened_by_id) == filters.technician)
         and (not filters.endpoint or str(e.session.endpoint_id) == filters.endpoint)
         and kind_matches(e.entry.kind, filters.kind)

@@ -72,13 +72,25 @@ class ActionStatus(models.TextChoices):
 _S = ActionStatus
 ACTION_TRANSITIONS: dict[str, frozenset[str]] = {
     # Waiting in the outbox (the endpoint may be away): delivered, given up, or stopped.
-    _S.QUEUED: frozenset({_S.DISPATCHED, _S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED,
-                          _S.EXPIRED, _S.FAILED_TO_DELIVER, _S.AWAITING_APPROVAL}),
+    _S.QUEUED: frozenset(
+        {
+            _S.DISPATCHED,
+            _S.RUNNING,
+            _S.SUCCEEDED,
+            _S.FAILED,
+            _S.TIMED_OUT,
+            _S.CANCELLED,
+            _S.EXPIRED,
+            _S.FAILED_TO_DELIVER,
+            _S.AWAITING_APPROVAL,
+        }
+    ),
     _S.AWAITING_APPROVAL: frozenset({_S.QUEUED, _S.CANCELLED, _S.EXPIRED}),
     _S.DISPATCHED: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED}),
     _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED}),
-    _S.FAILED_TO_DELIVER: frozenset({_S.QUEUED, _S.CANCELLED, _S.DISPATCHED, _S.RUNNING, _S.SUCCEEDED, _S.FAILED,
-                                     _S.TIMED_OUT}),
+    _S.FAILED_TO_DELIVER: frozenset(
+        {_S.QUEUED, _S.CANCELLED, _S.DISPATCHED, _S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT}
+    ),
     _S.SUCCEEDED: frozenset(),
     _S.FAILED: frozenset(),
     _S.TIMED_OUT: frozenset(),
@@ -253,12 +265,23 @@ class PromptState(models.TextChoices):
 _P = PromptState
 PROMPT_TRANSITIONS: dict[str, frozenset[str]] = {
     # A runtime report that it holds the prompt, or a decision, is proof of delivery.
-    _P.PENDING: frozenset({_P.DELIVERED, _P.ACKNOWLEDGED, _P.APPROVED, _P.DENIED, _P.EXPIRED,
-                           _P.FAILED_TO_DELIVER, _P.CANCELLED, _P.SUPERSEDED}),
+    _P.PENDING: frozenset(
+        {
+            _P.DELIVERED,
+            _P.ACKNOWLEDGED,
+            _P.APPROVED,
+            _P.DENIED,
+            _P.EXPIRED,
+            _P.FAILED_TO_DELIVER,
+            _P.CANCELLED,
+            _P.SUPERSEDED,
+        }
+    ),
     _P.DELIVERED: frozenset({_P.ACKNOWLEDGED, _P.APPROVED, _P.DENIED, _P.EXPIRED, _P.CANCELLED, _P.SUPERSEDED}),
     _P.ACKNOWLEDGED: frozenset({_P.APPROVED, _P.DENIED, _P.EXPIRED, _P.CANCELLED, _P.SUPERSEDED}),
-    _P.FAILED_TO_DELIVER: frozenset({_P.PENDING, _P.DELIVERED, _P.ACKNOWLEDGED, _P.APPROVED, _P.DENIED,
-                                     _P.EXPIRED, _P.CANCELLED, _P.SUPERSEDED}),
+    _P.FAILED_TO_DELIVER: frozenset(
+        {_P.PENDING, _P.DELIVERED, _P.ACKNOWLEDGED, _P.APPROVED, _P.DENIED, _P.EXPIRED, _P.CANCELLED, _P.SUPERSEDED}
+    ),
     # A decision made before the deadline is honoured even when it arrives after it.
     _P.EXPIRED: frozenset({_P.APPROVED, _P.DENIED}),
     _P.APPROVED: frozenset(),
@@ -386,7 +409,11 @@ class Incident(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     title = models.CharField(max_length=200)
     client_group = models.ForeignKey(
-        "endpoints.ClientGroup", null=True, blank=True, on_delete=models.PROTECT, related_name="incidents",
+        "endpoints.ClientGroup",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="incidents",
         help_text="The client affected; when set, only its endpoints' sessions can be added.",
     )
     status = models.CharField(max_length=10, choices=IncidentStatus.choices, default=IncidentStatus.OPEN)
@@ -439,8 +466,9 @@ class ShareLink(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
-    session = models.ForeignKey(SupportSession, null=True, blank=True, on_delete=models.CASCADE,
-                                related_name="share_links")
+    session = models.ForeignKey(
+        SupportSession, null=True, blank=True, on_delete=models.CASCADE, related_name="share_links"
+    )
     incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.CASCADE, related_name="share_links")
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     label = models.CharField(max_length=200, blank=True, help_text="Who it is for, e.g. the client's contact.")
@@ -448,8 +476,9 @@ class ShareLink(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
-    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="+")
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     reviewed_upto = models.JSONField(default=dict)
 
     objects = TenantScopedManager()
@@ -459,8 +488,10 @@ class ShareLink(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
-                condition=(models.Q(session__isnull=False, incident__isnull=True)
-                           | models.Q(session__isnull=True, incident__isnull=False)),
+                condition=(
+                    models.Q(session__isnull=False, incident__isnull=True)
+                    | models.Q(session__isnull=True, incident__isnull=False)
+                ),
                 name="share_link_one_subject",
             ),
         ]

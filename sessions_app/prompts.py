@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -64,14 +63,20 @@ def prompt_transition(prompt: Prompt, to: str, *, party: str, detail: str = "", 
     """Move a prompt; False when the move is not allowed from where it is now or lost a race."""
     current = prompt.state
     try:
-        transition(prompt, to=to, table=PROMPT_TRANSITIONS, field="state",
-                   updates={"state_changed_by": party, **updates})
+        transition(
+            prompt, to=to, table=PROMPT_TRANSITIONS, field="state", updates={"state_changed_by": party, **updates}
+        )
     except (IllegalTransition, TransitionRace):
         prompt.refresh_from_db()
         return False
-    PromptTransition.all_tenants.create(prompt=prompt, from_state=current, to_state=to, party=party, detail=detail[:500])
+    PromptTransition.all_tenants.create(
+        prompt=prompt, from_state=current, to_state=to, party=party, detail=detail[:500]
+    )
     transcript_append(
-        session=prompt.session, kind=f"prompt.{to}", actor=party, action=prompt.action,
+        session=prompt.session,
+        kind=f"prompt.{to}",
+        actor=party,
+        action=prompt.action,
         data={"prompt": str(prompt.pk), "from": current, "detail": detail, "decided_by": prompt.decided_by or None},
     )
     _announce(prompt)
@@ -81,9 +86,17 @@ def prompt_transition(prompt: Prompt, to: str, *, party: str, detail: str = "", 
 
 def _announce(prompt: Prompt) -> None:
     notify.console_event(
-        tenant_id=prompt.tenant_id, event="prompt.state", tenant_wide=False, topics={"session": prompt.session_id},
-        payload={"session_id": str(prompt.session_id), "prompt_id": str(prompt.pk), "state": prompt.state,
-                 "party": prompt.state_changed_by, "action_id": str(prompt.action_id) if prompt.action_id else None},
+        tenant_id=prompt.tenant_id,
+        event="prompt.state",
+        tenant_wide=False,
+        topics={"session": prompt.session_id},
+        payload={
+            "session_id": str(prompt.session_id),
+            "prompt_id": str(prompt.pk),
+            "state": prompt.state,
+            "party": prompt.state_changed_by,
+            "action_id": str(prompt.action_id) if prompt.action_id else None,
+        },
     )
 
 
@@ -106,8 +119,12 @@ def _consequences(prompt: Prompt, to: str) -> None:
             services.action_release(action=action, prompt=prompt)
         if prompt.follow_up_at:
             SupportSession.all_tenants.filter(pk=prompt.session_id).update(follow_up_at=prompt.follow_up_at)
-            transcript_append(session=prompt.session, kind="session.follow_up_scheduled", actor=PromptParty.RUNTIME,
-                              data={"at": prompt.follow_up_at.isoformat(), "approved_prompt": str(prompt.pk)})
+            transcript_append(
+                session=prompt.session,
+                kind="session.follow_up_scheduled",
+                actor=PromptParty.RUNTIME,
+                data={"at": prompt.follow_up_at.isoformat(), "approved_prompt": str(prompt.pk)},
+            )
     elif to in (S.DENIED, S.EXPIRED, S.CANCELLED):
         for action in _gated_actions(prompt):
             services.action_stop_unapproved(action=action, prompt_state=to)
@@ -132,8 +149,10 @@ def _withdraw(prompt: Prompt, *, reason: str) -> None:
         outbox.outbox_cancel(actor="bridge", message=show)
         return
     outbox.outbox_enqueue(
-        endpoint=prompt.endpoint, body=p.PromptWithdraw(prompt_id=str(prompt.pk), reason=reason),
-        ref_type="prompt.withdraw", ref_id=str(prompt.pk),
+        endpoint=prompt.endpoint,
+        body=p.PromptWithdraw(prompt_id=str(prompt.pk), reason=reason),
+        ref_type="prompt.withdraw",
+        ref_id=str(prompt.pk),
     )
 
 
@@ -145,30 +164,59 @@ def _show(prompt: Prompt) -> None:
     message = outbox.outbox_enqueue(
         endpoint=prompt.endpoint,
         body=p.PromptShow(
-            prompt_id=str(prompt.pk), title=prompt.title, detail=prompt.detail,
+            prompt_id=str(prompt.pk),
+            title=prompt.title,
+            detail=prompt.detail,
             requested_by=prompt.requested_by.get_full_name() or prompt.requested_by.get_username(),
-            organisation=org, deadline=prompt.deadline_at.timestamp(),
+            organisation=org,
+            deadline=prompt.deadline_at.timestamp(),
         ),
-        ref_type="prompt", ref_id=str(prompt.pk), expires_at=prompt.deadline_at, max_attempts=100_000,
+        ref_type="prompt",
+        ref_id=str(prompt.pk),
+        expires_at=prompt.deadline_at,
+        max_attempts=100_000,
     )
     Prompt.all_tenants.filter(pk=prompt.pk).update(outbox_id=message.pk)
     prompt.outbox_id = message.pk
 
 
 def prompt_issue(
-    *, actor, session: SupportSession, title: str, detail: str, deadline_s: float, allow_escalation: bool,
-    action: Action | None = None, batch=None, follow_up_at: datetime | None = None,
+    *,
+    actor,
+    session: SupportSession,
+    title: str,
+    detail: str,
+    deadline_s: float,
+    allow_escalation: bool,
+    action: Action | None = None,
+    batch=None,
+    follow_up_at: datetime | None = None,
 ) -> Prompt:
     """Create a prompt and queue it for the endpoint's user; call inside the requesting transaction."""
     prompt = Prompt.all_tenants.create(
-        tenant_id=session.tenant_id, session=session, endpoint_id=session.endpoint_id, action=action, batch=batch,
-        follow_up_at=follow_up_at, title=title[:200], detail=detail, requested_by=actor,
-        deadline_at=timezone.now() + timedelta(seconds=deadline_s), allow_escalation=allow_escalation,
+        tenant_id=session.tenant_id,
+        session=session,
+        endpoint_id=session.endpoint_id,
+        action=action,
+        batch=batch,
+        follow_up_at=follow_up_at,
+        title=title[:200],
+        detail=detail,
+        requested_by=actor,
+        deadline_at=timezone.now() + timedelta(seconds=deadline_s),
+        allow_escalation=allow_escalation,
     )
     transcript_append(
-        session=session, kind="prompt.pending", actor=actor_label(actor), action=action,
-        data={"prompt": str(prompt.pk), "title": prompt.title, "detail": detail,
-              "deadline": prompt.deadline_at.isoformat()},
+        session=session,
+        kind="prompt.pending",
+        actor=actor_label(actor),
+        action=action,
+        data={
+            "prompt": str(prompt.pk),
+            "title": prompt.title,
+            "detail": detail,
+            "deadline": prompt.deadline_at.isoformat(),
+        },
     )
     _show(prompt)
     _announce(prompt)
@@ -190,8 +238,9 @@ def _fresh(prompt: Prompt) -> Prompt:
 @transaction.atomic
 def prompt_cancel(*, actor, prompt: Prompt) -> None:
     prompt = _fresh(prompt)
-    if not prompt.is_open or not prompt_transition(prompt, S.CANCELLED, party=PromptParty.CONSOLE,
-                                                   detail=f"cancelled by {actor_label(actor)}"):
+    if not prompt.is_open or not prompt_transition(
+        prompt, S.CANCELLED, party=PromptParty.CONSOLE, detail=f"cancelled by {actor_label(actor)}"
+    ):
         raise PromptError(f"the prompt is already {prompt.get_state_display().lower()}")
 
 
@@ -199,11 +248,14 @@ def prompt_cancel_covering(*, actor, action: Action) -> None:
     """The technician cancelled an action that was waiting for approval: the question it asked
     (for a batch, the one prompt covering every step) is withdrawn, and held steps never run."""
     scope = {"batch_id": action.batch_id} if action.batch_id else {"action_id": action.pk}
-    for prompt in Prompt.all_tenants.select_for_update().select_related("session", "endpoint", "tenant").filter(
-        state__in=PROMPT_OPEN, **scope
+    for prompt in (
+        Prompt.all_tenants.select_for_update()
+        .select_related("session", "endpoint", "tenant")
+        .filter(state__in=PROMPT_OPEN, **scope)
     ):
-        prompt_transition(prompt, S.CANCELLED, party=PromptParty.CONSOLE,
-                          detail=f"its action was cancelled by {actor_label(actor)}")
+        prompt_transition(
+            prompt, S.CANCELLED, party=PromptParty.CONSOLE, detail=f"its action was cancelled by {actor_label(actor)}"
+        )
 
 
 @transaction.atomic
@@ -214,12 +266,23 @@ def prompt_reissue(*, actor, prompt: Prompt) -> Prompt:
         raise PromptError(f"a {prompt.get_state_display().lower()} prompt cannot be reissued; run the action again")
     deadline = max(60.0, (prompt.deadline_at - prompt.created_at).total_seconds())
     fresh = prompt_issue(
-        actor=actor, session=prompt.session, title=prompt.title, detail=prompt.detail, deadline_s=deadline,
-        allow_escalation=prompt.allow_escalation, action=prompt.action, batch=prompt.batch,
+        actor=actor,
+        session=prompt.session,
+        title=prompt.title,
+        detail=prompt.detail,
+        deadline_s=deadline,
+        allow_escalation=prompt.allow_escalation,
+        action=prompt.action,
+        batch=prompt.batch,
         follow_up_at=prompt.follow_up_at,
     )
-    if not prompt_transition(prompt, S.SUPERSEDED, party=PromptParty.CONSOLE,
-                               detail=f"reissued as {fresh.pk} by {actor_label(actor)}", superseded_by=fresh):
+    if not prompt_transition(
+        prompt,
+        S.SUPERSEDED,
+        party=PromptParty.CONSOLE,
+        detail=f"reissued as {fresh.pk} by {actor_label(actor)}",
+        superseded_by=fresh,
+    ):
         raise PromptError("the prompt changed meanwhile; look again")
     return fresh
 
@@ -245,8 +308,13 @@ def prompt_resend(*, actor, prompt: Prompt) -> None:
 def prompt_delivered(*, message: OutboxMessage) -> None:
     prompt = Prompt.all_tenants.select_related("session", "endpoint").filter(pk=message.ref_id).first()
     if prompt is not None and prompt.state in (S.PENDING, S.FAILED_TO_DELIVER):
-        prompt_transition(prompt, S.DELIVERED, party=PromptParty.BRIDGE, delivered_at=timezone.now(),
-                          detail=f"acknowledged by the agent after {message.attempts} attempt(s)")
+        prompt_transition(
+            prompt,
+            S.DELIVERED,
+            party=PromptParty.BRIDGE,
+            delivered_at=timezone.now(),
+            detail=f"acknowledged by the agent after {message.attempts} attempt(s)",
+        )
 
 
 @transaction.atomic
@@ -255,28 +323,44 @@ def prompt_undeliverable(*, message: OutboxMessage) -> None:
     if prompt is None or prompt.state != S.PENDING:
         return
     if prompt.deadline_at <= timezone.now():
-        prompt_transition(prompt, S.EXPIRED, party=PromptParty.SYSTEM,
-                          detail=f"expired before the endpoint could be reached ({message.attempts} attempts)")
+        prompt_transition(
+            prompt,
+            S.EXPIRED,
+            party=PromptParty.SYSTEM,
+            detail=f"expired before the endpoint could be reached ({message.attempts} attempts)",
+        )
     else:
-        prompt_transition(prompt, S.FAILED_TO_DELIVER, party=PromptParty.BRIDGE,
-                          detail=f"could not reach the endpoint after {message.attempts} attempts: {message.last_error}")
+        prompt_transition(
+            prompt,
+            S.FAILED_TO_DELIVER,
+            party=PromptParty.BRIDGE,
+            detail=f"could not reach the endpoint after {message.attempts} attempts: {message.last_error}",
+        )
 
 
 # --- the runtime's view -------------------------------------------------------------------------
 
 
 def _ts(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, tz=dt_timezone.utc) if value else None
+    return datetime.fromtimestamp(value, tz=UTC) if value else None
 
 
 def _runtime_says(prompt: Prompt, state: str, decided_at: datetime | None, decided_by: str) -> None:
     """Apply what the runtime reports about one prompt, by the reconciliation rules."""
     if state in (S.APPROVED, S.DENIED):
         if prompt.state in (S.CANCELLED, S.SUPERSEDED):
-            transcript_append(session=prompt.session, kind="prompt.late_decision_ignored", actor=PromptParty.RUNTIME,
-                              action=prompt.action,
-                              data={"prompt": str(prompt.pk), "decision": state, "state": prompt.state,
-                                    "decided_at": decided_at.isoformat() if decided_at else None})
+            transcript_append(
+                session=prompt.session,
+                kind="prompt.late_decision_ignored",
+                actor=PromptParty.RUNTIME,
+                action=prompt.action,
+                data={
+                    "prompt": str(prompt.pk),
+                    "decision": state,
+                    "state": prompt.state,
+                    "decided_at": decided_at.isoformat() if decided_at else None,
+                },
+            )
             _withdraw(prompt, reason=prompt.state)
             return
         if prompt.state == state:
@@ -284,37 +368,68 @@ def _runtime_says(prompt: Prompt, state: str, decided_at: datetime | None, decid
         if prompt.state in (S.APPROVED, S.DENIED):
             # The runtime lost its state and asked again (a reinstall, a replayed show); the first
             # decision is the record, so the runtime is told to take its copy down.
-            transcript_append(session=prompt.session, kind="prompt.late_decision_ignored", actor=PromptParty.RUNTIME,
-                              action=prompt.action,
-                              data={"prompt": str(prompt.pk), "decision": state, "state": prompt.state,
-                                    "why": "the prompt was already decided"})
+            transcript_append(
+                session=prompt.session,
+                kind="prompt.late_decision_ignored",
+                actor=PromptParty.RUNTIME,
+                action=prompt.action,
+                data={
+                    "prompt": str(prompt.pk),
+                    "decision": state,
+                    "state": prompt.state,
+                    "why": "the prompt was already decided",
+                },
+            )
             _withdraw(prompt, reason=prompt.state)
             return
         if prompt.state == S.EXPIRED and not (decided_at and decided_at <= prompt.deadline_at):
-            transcript_append(session=prompt.session, kind="prompt.late_decision_ignored", actor=PromptParty.RUNTIME,
-                              action=prompt.action,
-                              data={"prompt": str(prompt.pk), "decision": state, "state": prompt.state,
-                                    "why": "decided after the deadline"})
+            transcript_append(
+                session=prompt.session,
+                kind="prompt.late_decision_ignored",
+                actor=PromptParty.RUNTIME,
+                action=prompt.action,
+                data={
+                    "prompt": str(prompt.pk),
+                    "decision": state,
+                    "state": prompt.state,
+                    "why": "decided after the deadline",
+                },
+            )
             return
-        prompt_transition(prompt, state, party=PromptParty.RUNTIME, decided_at=decided_at or timezone.now(),
-                          decided_by=decided_by[:200], detail=f"{state} on the endpoint by {decided_by or 'the user'}")
+        prompt_transition(
+            prompt,
+            state,
+            party=PromptParty.RUNTIME,
+            decided_at=decided_at or timezone.now(),
+            decided_by=decided_by[:200],
+            detail=f"{state} on the endpoint by {decided_by or 'the user'}",
+        )
         return
     if state in (S.DELIVERED, S.ACKNOWLEDGED):
         if prompt.state in PROMPT_ENDED:
             _withdraw(prompt, reason=prompt.state)
             return
         if prompt.state in (S.PENDING, S.FAILED_TO_DELIVER):
-            prompt_transition(prompt, S.DELIVERED, party=PromptParty.RUNTIME, delivered_at=timezone.now(),
-                              detail="the runtime reports holding it")
+            prompt_transition(
+                prompt,
+                S.DELIVERED,
+                party=PromptParty.RUNTIME,
+                delivered_at=timezone.now(),
+                detail="the runtime reports holding it",
+            )
         if state == S.ACKNOWLEDGED and prompt.state == S.DELIVERED:
-            prompt_transition(prompt, S.ACKNOWLEDGED, party=PromptParty.RUNTIME, seen_at=timezone.now(),
-                              detail="seen by the user")
+            prompt_transition(
+                prompt, S.ACKNOWLEDGED, party=PromptParty.RUNTIME, seen_at=timezone.now(), detail="seen by the user"
+            )
 
 
 def _own_prompt(endpoint: Endpoint, prompt_id: str) -> Prompt | None:
     try:
-        return Prompt.all_tenants.select_related("session", "endpoint", "tenant").select_for_update().get(
-            pk=prompt_id, endpoint_id=endpoint.pk)
+        return (
+            Prompt.all_tenants.select_related("session", "endpoint", "tenant")
+            .select_for_update()
+            .get(pk=prompt_id, endpoint_id=endpoint.pk)
+        )
     except (Prompt.DoesNotExist, ValueError, ValidationError):  # malformed ids are unknown prompts
         return None
 
@@ -339,18 +454,24 @@ def prompt_runtime_report(*, endpoint: Endpoint, reports: list[p.PromptReport]) 
             _runtime_says(prompt, report.state, _ts(report.decided_at), "")
     replayed = 0
     # The server thinks these were delivered, yet the runtime does not hold them: replay.
-    missing = Prompt.all_tenants.select_related("session", "endpoint", "tenant", "requested_by").filter(
-        endpoint_id=endpoint.pk, state__in=[S.DELIVERED, S.ACKNOWLEDGED], deadline_at__gt=timezone.now()
-    ).exclude(pk__in=held)
+    missing = (
+        Prompt.all_tenants.select_related("session", "endpoint", "tenant", "requested_by")
+        .filter(endpoint_id=endpoint.pk, state__in=[S.DELIVERED, S.ACKNOWLEDGED], deadline_at__gt=timezone.now())
+        .exclude(pk__in=held)
+    )
     for prompt in missing:
         waiting = OutboxMessage.all_tenants.filter(
             endpoint_id=endpoint.pk, ref_type="prompt", ref_id=str(prompt.pk), status=OutboxStatus.QUEUED
         ).exists()
         if not waiting:
             _show(prompt)
-            transcript_append(session=prompt.session, kind="prompt.replayed", actor=PromptParty.BRIDGE,
-                              action=prompt.action, data={"prompt": str(prompt.pk),
-                                                          "why": "the runtime did not report holding it"})
+            transcript_append(
+                session=prompt.session,
+                kind="prompt.replayed",
+                actor=PromptParty.BRIDGE,
+                action=prompt.action,
+                data={"prompt": str(prompt.pk), "why": "the runtime did not report holding it"},
+            )
             replayed += 1
     return {"held": len(held), "replayed": replayed}
 
@@ -399,30 +520,41 @@ def prompt_escalate(*, actor, prompt: Prompt, base_url: str) -> ApprovalLink:
     if not email:
         raise PromptError("the client group has no designated approver; set one in the admin")
     token = secrets.new_secret("apl_")
-    link = ApprovalLink.all_tenants.create(tenant_id=prompt.tenant_id, prompt=prompt, token_hash=_link_hash(token),
-                                           email=email)
+    link = ApprovalLink.all_tenants.create(
+        tenant_id=prompt.tenant_id, prompt=prompt, token_hash=_link_hash(token), email=email
+    )
     Prompt.all_tenants.filter(pk=prompt.pk).update(escalated_at=timezone.now())
     url = base_url.rstrip("/") + reverse("approval_link", args=[token])
-    transcript_append(session=prompt.session, kind="prompt.escalated", actor=actor_label(actor), action=prompt.action,
-                      data={"prompt": str(prompt.pk), "to": email})
+    transcript_append(
+        session=prompt.session,
+        kind="prompt.escalated",
+        actor=actor_label(actor),
+        action=prompt.action,
+        data={"prompt": str(prompt.pk), "to": email},
+    )
     body = (
         f"{prompt.title}\n\n{prompt.detail}\n\nEndpoint: {prompt.endpoint.hostname}\n"
         f"Answer before {prompt.deadline_at:%Y-%m-%d %H:%M %Z}: {url}\n\n"
         "The link works once and expires with the request."
     )
-    transaction.on_commit(lambda: send_mail(f"Approval requested: {prompt.title}", body,
-                                            settings.DEFAULT_FROM_EMAIL, [email]))
+    transaction.on_commit(
+        lambda: send_mail(f"Approval requested: {prompt.title}", body, settings.DEFAULT_FROM_EMAIL, [email])
+    )
     return link
 
 
 def approval_link_find(*, token: str) -> ApprovalLink | None:
-    return ApprovalLink.all_tenants.select_related("prompt", "prompt__endpoint", "prompt__session",
-                                                   "prompt__tenant").filter(token_hash=_link_hash(token)).first()
+    return (
+        ApprovalLink.all_tenants.select_related("prompt", "prompt__endpoint", "prompt__session", "prompt__tenant")
+        .filter(token_hash=_link_hash(token))
+        .first()
+    )
 
 
 def approval_link_usable(link: ApprovalLink | None) -> bool:
-    return (link is not None and link.used_at is None and link.prompt.is_open
-            and link.prompt.deadline_at > timezone.now())
+    return (
+        link is not None and link.used_at is None and link.prompt.is_open and link.prompt.deadline_at > timezone.now()
+    )
 
 
 def approval_link_visit(*, link: ApprovalLink, ip: str, user_agent: str, outcome: str) -> None:
@@ -438,13 +570,19 @@ def approval_link_decide(*, token: str, approve: bool, ip: str, user_agent: str)
     claimed = ApprovalLink.all_tenants.filter(pk=link.pk, used_at__isnull=True).update(used_at=timezone.now())
     prompt = _fresh(link.prompt)
     ok = bool(claimed) and prompt.is_open and prompt.deadline_at > timezone.now()
-    approval_link_visit(link=link, ip=ip, user_agent=user_agent,
-                        outcome=("approved" if approve else "denied") if ok else "refused")
+    approval_link_visit(
+        link=link, ip=ip, user_agent=user_agent, outcome=("approved" if approve else "denied") if ok else "refused"
+    )
     if not ok:
         return False
-    return prompt_transition(prompt, S.APPROVED if approve else S.DENIED, party=PromptParty.APPROVER,
-                             decided_at=timezone.now(), decided_by=f"approver:{link.email}",
-                             detail=f"{'approved' if approve else 'denied'} by {link.email} from {ip}")
+    return prompt_transition(
+        prompt,
+        S.APPROVED if approve else S.DENIED,
+        party=PromptParty.APPROVER,
+        decided_at=timezone.now(),
+        decided_by=f"approver:{link.email}",
+        detail=f"{'approved' if approve else 'denied'} by {link.email} from {ip}",
+    )
 
 
 def public_base_url(request) -> str:

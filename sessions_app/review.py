@@ -13,8 +13,9 @@ redacted parts marked, the client's view shows ``[redacted]`` in their place.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -29,8 +30,24 @@ NOTE = "review.note"
 
 # Never shown (to technicians on review pages or to clients): delivery internals, the full machine
 # inventory, a diagnostic's structured duplicate of its text, and ids that mean nothing to a reader.
-HIDDEN_KEYS = frozenset({"bridge", "machine_context", "prompt", "batch", "actions", "incident", "entry_id",
-                         "about_entry", "about_index", "link", "seq", "ranges", "fragment_sha256", "content_sha256"})
+HIDDEN_KEYS = frozenset(
+    {
+        "bridge",
+        "machine_context",
+        "prompt",
+        "batch",
+        "actions",
+        "incident",
+        "entry_id",
+        "about_entry",
+        "about_index",
+        "link",
+        "seq",
+        "ranges",
+        "fragment_sha256",
+        "content_sha256",
+    }
+)
 HIDDEN_PATHS = frozenset({("result", "data"), ("result", "result_clipped"), ("result", "discarded_bytes")})
 # Fields shown as blocks of preformatted text.
 BLOCK_PATHS = frozenset({("data",), ("result", "text"), ("detail",), ("text",), ("error",), ("params", "command")})
@@ -153,7 +170,11 @@ def _check_entry(session: SupportSession, entry: TranscriptEntry) -> None:
 
 @transaction.atomic
 def entry_redact(
-    *, actor, session: SupportSession, entry: TranscriptEntry, text_fragment: str | None = None,
+    *,
+    actor,
+    session: SupportSession,
+    entry: TranscriptEntry,
+    text_fragment: str | None = None,
 ) -> TranscriptEntry:
     """Redact the whole entry (no fragment) or every occurrence of ``text_fragment`` in its text fields.
 
@@ -182,10 +203,15 @@ def entry_redact(
             raise ReviewError(f"that text does not occur in entry #{entry.index}")
         if all(cover.covers(tuple(r["path"]), s, e) for r in ranges for s, e in r["spans"]):
             raise ReviewError(f"that text is already redacted in entry #{entry.index}")
-        data.update({
-            "whole": False, "ranges": ranges, "occurrences": sum(len(r["spans"]) for r in ranges),
-            "fragment_length": len(text_fragment), "fragment_sha256": _fragment_hash(entry, text_fragment),
-        })
+        data.update(
+            {
+                "whole": False,
+                "ranges": ranges,
+                "occurrences": sum(len(r["spans"]) for r in ranges),
+                "fragment_length": len(text_fragment),
+                "fragment_sha256": _fragment_hash(entry, text_fragment),
+            }
+        )
     return transcript_append(session=session, kind=REDACTION, actor=actor_label(actor), data=data)
 
 
@@ -203,8 +229,10 @@ def session_redact_fragment(*, actor, session: SupportSession, text_fragment: st
         if cover.whole:
             continue
         hits = [
-            (path, span) for path, value in leaves(entry.data)
-            if (text := leaf_text(value)) is not None for span in _find_all(text, text_fragment)
+            (path, span)
+            for path, value in leaves(entry.data)
+            if (text := leaf_text(value)) is not None
+            for span in _find_all(text, text_fragment)
         ]
         if hits and not all(cover.covers(path, s, e) for path, (s, e) in hits):
             written.append(entry_redact(actor=actor, session=session, entry=entry, text_fragment=text_fragment))
@@ -215,7 +243,11 @@ def session_redact_fragment(*, actor, session: SupportSession, text_fragment: st
 
 @transaction.atomic
 def review_note_add(
-    *, actor, session: SupportSession, text: str, about_entry: TranscriptEntry | None = None,
+    *,
+    actor,
+    session: SupportSession,
+    text: str,
+    about_entry: TranscriptEntry | None = None,
 ) -> TranscriptEntry:
     """An explanatory note for whoever reads the shared record, optionally about one entry."""
     _require_operator(actor, session.tenant_id)
@@ -277,7 +309,7 @@ class ReviewedEntry:
     whole_redacted: bool = False
     part_redacted: bool = False
     redacted_by: list[str] = field(default_factory=list)
-    notes: list["ReviewedEntry"] = field(default_factory=list)
+    notes: list[ReviewedEntry] = field(default_factory=list)
     about_index: int | None = None
 
     @property
@@ -327,7 +359,9 @@ def _redaction_fields(entry: TranscriptEntry, *, for_client: bool) -> list[Field
     what = "the whole of" if data.get("whole") else "part of"
     text = f"{what} entry #{data.get('index')} ({data.get('entry_kind', 'entry')}) was redacted"
     if not for_client and not data.get("whole"):
-        text += f": {data.get('occurrences', '?')} occurrence(s) of a {data.get('fragment_length', '?')}-character fragment"
+        text += (
+            f": {data.get('occurrences', '?')} occurrence(s) of a {data.get('fragment_length', '?')}-character fragment"
+        )
     return [Field(("redaction",), "redaction", [Segment(text)])]
 
 
@@ -349,7 +383,10 @@ def entry_fields(entry: TranscriptEntry, cover: Cover | None, *, for_client: boo
 
 
 def reviewed_entries(
-    *, session: SupportSession, upto: int | None = None, for_client: bool = True,
+    *,
+    session: SupportSession,
+    upto: int | None = None,
+    for_client: bool = True,
 ) -> list[ReviewedEntry]:
     """The session's record up to ``upto`` (inclusive; None for all), with every redaction applied.
 
@@ -367,8 +404,11 @@ def reviewed_entries(
     for entry in qs:
         cover = covers.get(str(entry.pk))
         reviewed = ReviewedEntry(
-            entry=entry, session=session, fields=entry_fields(entry, cover, for_client=for_client),
-            for_client=for_client, whole_redacted=bool(cover and cover.whole),
+            entry=entry,
+            session=session,
+            fields=entry_fields(entry, cover, for_client=for_client),
+            for_client=for_client,
+            whole_redacted=bool(cover and cover.whole),
             part_redacted=bool(cover and not cover.whole and cover.spans),
             redacted_by=list(cover.by) if cover else [],
         )

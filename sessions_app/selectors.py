@@ -81,8 +81,18 @@ def bulk_run_rows(*, run: BulkRun) -> list[Action]:
 def bulk_run_progress(*, run: BulkRun) -> dict[str, int]:
     counts = Action.objects.filter(bulk_run=run).aggregate(
         total=Count("id"),
-        done=Count("id", filter=Q(status__in=[ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.TIMED_OUT,
-                                              ActionStatus.CANCELLED, ActionStatus.EXPIRED])),
+        done=Count(
+            "id",
+            filter=Q(
+                status__in=[
+                    ActionStatus.SUCCEEDED,
+                    ActionStatus.FAILED,
+                    ActionStatus.TIMED_OUT,
+                    ActionStatus.CANCELLED,
+                    ActionStatus.EXPIRED,
+                ]
+            ),
+        ),
         waiting=Count("id", filter=Q(status__in=[ActionStatus.QUEUED, ActionStatus.FAILED_TO_DELIVER])),
     )
     return counts
@@ -97,7 +107,8 @@ def prompt_get(*, prompt_id, session_id=None) -> Prompt:
 
 def session_prompts(*, session: SupportSession) -> QuerySet[Prompt]:
     return (
-        Prompt.objects.filter(session=session).select_related("requested_by", "action")
+        Prompt.objects.filter(session=session)
+        .select_related("requested_by", "action")
         .prefetch_related(Prefetch("history", queryset=PromptTransition.objects.order_by("at", "id")))
         .order_by("-created_at")
     )
@@ -106,8 +117,11 @@ def session_prompts(*, session: SupportSession) -> QuerySet[Prompt]:
 def prompt_stats_for_group(*, client_group_id, days: int = 30) -> dict:
     """How long this client's users take to decide, and how many prompts expire."""
     since = timezone.now() - timedelta(days=days)
-    ended = Prompt.objects.filter(endpoint__client_group_id=client_group_id, created_at__gte=since,
-                                  state__in=[PromptState.APPROVED, PromptState.DENIED, PromptState.EXPIRED])
+    ended = Prompt.objects.filter(
+        endpoint__client_group_id=client_group_id,
+        created_at__gte=since,
+        state__in=[PromptState.APPROVED, PromptState.DENIED, PromptState.EXPIRED],
+    )
     decided = [
         (p.decided_at - p.created_at).total_seconds()
         for p in ended.filter(state__in=[PromptState.APPROVED, PromptState.DENIED]).only("created_at", "decided_at")
@@ -118,7 +132,9 @@ def prompt_stats_for_group(*, client_group_id, days: int = 30) -> dict:
     return {
         "decided": len(decided),
         "median_s": statistics.median(decided) if decided else None,
-        "p90_s": statistics.quantiles(decided, n=10, method="inclusive")[8] if len(decided) >= 2 else (decided[0] if decided else None),
+        "p90_s": statistics.quantiles(decided, n=10, method="inclusive")[8]
+        if len(decided) >= 2
+        else (decided[0] if decided else None),
         "expired": expired,
         "expired_share": (expired / total) if total else None,
         "days": days,
@@ -129,7 +145,8 @@ def unanswered_by_hour(*, endpoint_id, days: int = 30) -> list[int]:
     """Prompts that expired unanswered on this endpoint, by hour of day (server time zone)."""
     since = timezone.now() - timedelta(days=days)
     hours = [0] * 24
-    for created in Prompt.objects.filter(endpoint_id=endpoint_id, state=PromptState.EXPIRED,
-                                         created_at__gte=since).values_list("created_at", flat=True):
+    for created in Prompt.objects.filter(
+        endpoint_id=endpoint_id, state=PromptState.EXPIRED, created_at__gte=since
+    ).values_list("created_at", flat=True):
         hours[timezone.localtime(created).hour] += 1
     return hours

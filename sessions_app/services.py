@@ -6,8 +6,7 @@ in one transaction, and tells console pages only after commit.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -51,8 +50,11 @@ def _require_operator(actor, tenant_id) -> None:
 
 def _session_event(session: SupportSession, event: str, payload: dict[str, Any]) -> None:
     notify.console_event(
-        tenant_id=session.tenant_id, event=event, payload={"session_id": str(session.pk), **payload},
-        topics={"session": session.pk}, tenant_wide=False,
+        tenant_id=session.tenant_id,
+        event=event,
+        payload={"session_id": str(session.pk), **payload},
+        topics={"session": session.pk},
+        tenant_wide=False,
     )
 
 
@@ -74,13 +76,24 @@ def session_open(*, actor, endpoint: Endpoint, reason: str = "", conditions: dic
     offline = presence_of(endpoint) == Presence.OFFLINE
     conditions = conditions or bridge_conditions(endpoint=endpoint)
     session = SupportSession.all_tenants.create(
-        tenant_id=endpoint.tenant_id, endpoint=endpoint, opened_by=actor, reason=reason[:500], opened_offline=offline,
+        tenant_id=endpoint.tenant_id,
+        endpoint=endpoint,
+        opened_by=actor,
+        reason=reason[:500],
+        opened_offline=offline,
         connectivity=conditions["connectivity"],
     )
     transcript_append(
-        session=session, kind="session.opened", actor=actor_label(actor),
-        data={"reason": session.reason, "endpoint": endpoint.hostname, "offline": offline,
-              "bridge": conditions, "machine_context": endpoint.machine_context},
+        session=session,
+        kind="session.opened",
+        actor=actor_label(actor),
+        data={
+            "reason": session.reason,
+            "endpoint": endpoint.hostname,
+            "offline": offline,
+            "bridge": conditions,
+            "machine_context": endpoint.machine_context,
+        },
     )
     endpoint_set_mode(endpoint=endpoint, mode="active", reason="session opened")
     return session
@@ -100,11 +113,17 @@ def _close(session: SupportSession, *, by: str, reason: str, synthetic: bool = F
     transition, the closing entry, the live event, and the endpoint rests if nothing else is open
     on it. Raises TransitionRace when the session moved meanwhile."""
     transition(
-        session, to=SessionStatus.CLOSED, table=SESSION_TRANSITIONS,
+        session,
+        to=SessionStatus.CLOSED,
+        table=SESSION_TRANSITIONS,
         updates={"closed_at": timezone.now(), "close_reason": reason[:500], "status_changed_by": by},
     )
-    transcript_append(session=session, kind="session.closed", actor=by,
-                      data={"reason": reason, **({"synthetic": True} if synthetic else {})})
+    transcript_append(
+        session=session,
+        kind="session.closed",
+        actor=by,
+        data={"reason": reason, **({"synthetic": True} if synthetic else {})},
+    )
     _session_event(session, "session.closed", {"reason": reason})
     endpoint_rest_if_idle(endpoint_id=session.endpoint_id)
 
@@ -128,7 +147,9 @@ def session_schedule_follow_up(*, actor, session: SupportSession, at: datetime, 
         raise SessionError("a follow-up must be in the future")
     SupportSession.all_tenants.filter(pk=session.pk).update(follow_up_at=at, follow_up_note=note[:500])
     transcript_append(
-        session=session, kind="session.follow_up_scheduled", actor=actor_label(actor),
+        session=session,
+        kind="session.follow_up_scheduled",
+        actor=actor_label(actor),
         data={"at": at.isoformat(), "note": note},
     )
 
@@ -161,16 +182,31 @@ def _set_status(action: Action, to: str, *, by: str, **updates) -> bool:
 
 def _action_event(action: Action, event: str, extra: dict[str, Any] | None = None) -> None:
     notify.console_event(
-        tenant_id=action.tenant_id, event=event, tenant_wide=False, topics={"session": action.session_id},
-        payload={"session_id": str(action.session_id), "action_id": str(action.pk), "status": action.status,
-                 **(extra or {})},
+        tenant_id=action.tenant_id,
+        event=event,
+        tenant_wide=False,
+        topics={"session": action.session_id},
+        payload={
+            "session_id": str(action.session_id),
+            "action_id": str(action.pk),
+            "status": action.status,
+            **(extra or {}),
+        },
     )
 
 
 @transaction.atomic
 def action_request(
-    *, actor, session: SupportSession, kind: str, params: dict[str, Any], expires_in: timedelta | None = None,
-    batch: Batch | None = None, position: int = 0, bulk_run: BulkRun | None = None, hold: bool = False,
+    *,
+    actor,
+    session: SupportSession,
+    kind: str,
+    params: dict[str, Any],
+    expires_in: timedelta | None = None,
+    batch: Batch | None = None,
+    position: int = 0,
+    bulk_run: BulkRun | None = None,
+    hold: bool = False,
     conditions: dict | None = None,
 ) -> Action:
     """Queue an action on the session's endpoint. It waits in the outbox while the endpoint is away,
@@ -189,14 +225,33 @@ def action_request(
         raise SessionError("this endpoint was revoked; nothing more can run on it")
     expires_at = timezone.now() + (expires_in or timedelta(seconds=cfg["ACTION_QUEUE_EXPIRY_S"]))
     action = Action.all_tenants.create(
-        tenant_id=session.tenant_id, session=session, endpoint=endpoint, batch=batch, batch_position=position,
-        bulk_run=bulk_run, kind=kind, category=spec.category, params=clean, requested_by=actor,
-        timeout_s=spec.default_timeout, output_limit=cfg["ACTION_OUTPUT_LIMIT"], expires_at=expires_at,
+        tenant_id=session.tenant_id,
+        session=session,
+        endpoint=endpoint,
+        batch=batch,
+        batch_position=position,
+        bulk_run=bulk_run,
+        kind=kind,
+        category=spec.category,
+        params=clean,
+        requested_by=actor,
+        timeout_s=spec.default_timeout,
+        output_limit=cfg["ACTION_OUTPUT_LIMIT"],
+        expires_at=expires_at,
     )
     transcript_append(
-        session=session, kind="action.queued", actor=actor_label(actor), action=action,
-        data={"kind": kind, "category": spec.category, "params": clean, "expires_at": expires_at.isoformat(),
-              "batch": str(batch.pk) if batch else None, "offline": presence_of(endpoint) == Presence.OFFLINE},
+        session=session,
+        kind="action.queued",
+        actor=actor_label(actor),
+        action=action,
+        data={
+            "kind": kind,
+            "category": spec.category,
+            "params": clean,
+            "expires_at": expires_at.isoformat(),
+            "batch": str(batch.pk) if batch else None,
+            "offline": presence_of(endpoint) == Presence.OFFLINE,
+        },
     )
     if not hold:
         policy = approval_policy_for(endpoint=endpoint)
@@ -221,11 +276,17 @@ def _dispatch(action: Action, *, conditions: dict | None = None) -> None:
     message = outbox.outbox_enqueue(
         endpoint=endpoint,
         body=p.ActionRun(
-            action_id=str(action.pk), kind=action.kind, category=action.category, params=action.params,
-            timeout=action.timeout_s, output_limit=action.output_limit,
+            action_id=str(action.pk),
+            kind=action.kind,
+            category=action.category,
+            params=action.params,
+            timeout=action.timeout_s,
+            output_limit=action.output_limit,
             requested_by=action.requested_by.get_username(),
         ),
-        ref_type="action", ref_id=str(action.pk), expires_at=action.expires_at,
+        ref_type="action",
+        ref_id=str(action.pk),
+        expires_at=action.expires_at,
         max_attempts=100_000 if waits_for_return else None,
     )
     Action.all_tenants.filter(pk=action.pk).update(
@@ -251,11 +312,16 @@ def action_cancel(*, actor, action: Action) -> None:
         outbox.outbox_cancel(actor=actor, message=message)
     elif previous in (ActionStatus.DISPATCHED, ActionStatus.RUNNING, ActionStatus.QUEUED):
         outbox.outbox_enqueue(
-            endpoint=action.endpoint, body=p.ActionCancel(action_id=str(action.pk)),
-            ref_type="action.cancel", ref_id=str(action.pk),
+            endpoint=action.endpoint,
+            body=p.ActionCancel(action_id=str(action.pk)),
+            ref_type="action.cancel",
+            ref_id=str(action.pk),
         )
     transcript_append(
-        session=action.session, kind="action.cancelled", actor=actor_label(actor), action=action,
+        session=action.session,
+        kind="action.cancelled",
+        actor=actor_label(actor),
+        action=action,
         data={"was": previous},
     )
     _action_event(action, "action.status")
@@ -276,8 +342,13 @@ def action_resend(*, actor, action: Action) -> None:
     message = OutboxMessage.all_tenants.get(pk=action.outbox_id)
     outbox.outbox_resend(actor=actor, message=message)
     _set_status(action, ActionStatus.QUEUED, by=actor_label(actor))
-    transcript_append(session=action.session, kind="action.resent", actor=actor_label(actor), action=action,
-                      data={"attempts_so_far": message.attempts})
+    transcript_append(
+        session=action.session,
+        kind="action.resent",
+        actor=actor_label(actor),
+        action=action,
+        data={"attempts_so_far": message.attempts},
+    )
     _action_event(action, "action.status")
 
 
@@ -292,8 +363,12 @@ def batch_request(*, actor, session: SupportSession, items: list[tuple[str, dict
         action_request(actor=actor, session=session, kind=kind, params=params, batch=batch, position=i, hold=True)
         for i, (kind, params) in enumerate(items)
     ]
-    transcript_append(session=session, kind="batch.queued", actor=actor_label(actor),
-                      data={"batch": str(batch.pk), "actions": [str(a.pk) for a in actions]})
+    transcript_append(
+        session=session,
+        kind="batch.queued",
+        actor=actor_label(actor),
+        data={"batch": str(batch.pk), "actions": [str(a.pk) for a in actions]},
+    )
     policy = approval_policy_for(endpoint=session.endpoint)
     if any(policy.gates(a.category) for a in actions):
         _await_approval(actions, actor=actor, session=session, policy=policy, batch=batch)
@@ -302,7 +377,9 @@ def batch_request(*, actor, session: SupportSession, items: list[tuple[str, dict
     return batch
 
 
-def _await_approval(actions: list[Action], *, actor, session: SupportSession, policy, batch: Batch | None = None) -> None:
+def _await_approval(
+    actions: list[Action], *, actor, session: SupportSession, policy, batch: Batch | None = None
+) -> None:
     """Hold the actions until the end user approves; one prompt covers a whole batch."""
     from sessions_app import prompts
 
@@ -310,10 +387,16 @@ def _await_approval(actions: list[Action], *, actor, session: SupportSession, po
         _set_status(action, ActionStatus.AWAITING_APPROVAL, by="policy")
     what = "; ".join(_describe(a) for a in actions)
     prompts.prompt_issue(
-        actor=actor, session=session, action=actions[0], batch=batch,
-        title=prompts.prompt_title(actor=actor, session=session,
-                                   what=actions[0].kind if len(actions) == 1 else f"{len(actions)} steps"),
-        detail=what, deadline_s=policy.response_deadline_s, allow_escalation=policy.allow_escalation,
+        actor=actor,
+        session=session,
+        action=actions[0],
+        batch=batch,
+        title=prompts.prompt_title(
+            actor=actor, session=session, what=actions[0].kind if len(actions) == 1 else f"{len(actions)} steps"
+        ),
+        detail=what,
+        deadline_s=policy.response_deadline_s,
+        allow_escalation=policy.allow_escalation,
     )
 
 
@@ -328,12 +411,20 @@ def action_release(*, action: Action, prompt) -> None:
     """The prompt was approved: the action (or the first step of its batch) goes out now."""
     if not _set_status(action, ActionStatus.QUEUED, by=prompt.state_changed_by):
         return
-    transcript_append(session=action.session, kind="action.approved", actor=prompt.state_changed_by, action=action,
-                      data={"prompt": str(prompt.pk), "decided_by": prompt.decided_by})
+    transcript_append(
+        session=action.session,
+        kind="action.approved",
+        actor=prompt.state_changed_by,
+        action=action,
+        data={"prompt": str(prompt.pk), "decided_by": prompt.decided_by},
+    )
     _action_event(action, "action.status")
-    first_waiting = action.batch_id is None or not Action.all_tenants.filter(
-        batch_id=action.batch_id, batch_position__lt=action.batch_position
-    ).exclude(status__in=ACTION_FINAL).exists()
+    first_waiting = (
+        action.batch_id is None
+        or not Action.all_tenants.filter(batch_id=action.batch_id, batch_position__lt=action.batch_position)
+        .exclude(status__in=ACTION_FINAL)
+        .exists()
+    )
     if first_waiting:
         _dispatch(action)
 
@@ -342,8 +433,13 @@ def action_stop_unapproved(*, action: Action, prompt_state: str) -> None:
     """Denied, cancelled or expired: the action never runs."""
     to = ActionStatus.EXPIRED if prompt_state == "expired" else ActionStatus.CANCELLED
     if _set_status(action, to, by="policy", finished_at=timezone.now()):
-        transcript_append(session=action.session, kind=f"action.{to}", actor="policy", action=action,
-                          data={"why": f"approval prompt {prompt_state}"})
+        transcript_append(
+            session=action.session,
+            kind=f"action.{to}",
+            actor="policy",
+            action=action,
+            data={"why": f"approval prompt {prompt_state}"},
+        )
         _action_event(action, "action.status")
 
 
@@ -361,7 +457,10 @@ def _bulk_session_finish(action: Action) -> None:
     if action.bulk_run_id is None:
         return
     session = SupportSession.all_tenants.select_for_update().get(pk=action.session_id)
-    if session.status != SessionStatus.OPEN or Action.all_tenants.filter(session=session).exclude(pk=action.pk).exists():
+    if (
+        session.status != SessionStatus.OPEN
+        or Action.all_tenants.filter(session=session).exclude(pk=action.pk).exists()
+    ):
         return
     _close(session, by="system", reason="the bulk run's action on this endpoint ended")
 
@@ -370,9 +469,11 @@ def _continue_batch(action: Action) -> None:
     if action.batch_id is None:
         return
     following = (
-        Action.all_tenants.filter(batch_id=action.batch_id, batch_position__gt=action.batch_position,
-                                  status=ActionStatus.QUEUED, outbox_id="")
-        .order_by("batch_position").first()
+        Action.all_tenants.filter(
+            batch_id=action.batch_id, batch_position__gt=action.batch_position, status=ActionStatus.QUEUED, outbox_id=""
+        )
+        .order_by("batch_position")
+        .first()
     )
     if following is None:
         return
@@ -380,15 +481,25 @@ def _continue_batch(action: Action) -> None:
         # Stopping one step of a batch stops the rest: they were meant to run in order.
         for rest in Action.all_tenants.filter(batch_id=action.batch_id, status=ActionStatus.QUEUED, outbox_id=""):
             _set_status(rest, ActionStatus.CANCELLED, by="system", finished_at=timezone.now())
-            transcript_append(session=rest.session, kind="action.cancelled", actor="system", action=rest,
-                              data={"why": "an earlier step of its batch was cancelled"})
+            transcript_append(
+                session=rest.session,
+                kind="action.cancelled",
+                actor="system",
+                action=rest,
+                data={"why": "an earlier step of its batch was cancelled"},
+            )
         return
     _dispatch(following)
 
 
 @transaction.atomic
 def bulk_run_start(
-    *, actor, endpoints: list[Endpoint], kind: str, params: dict[str, Any], reason: str = "",
+    *,
+    actor,
+    endpoints: list[Endpoint],
+    kind: str,
+    params: dict[str, Any],
+    reason: str = "",
     expires_in: timedelta = timedelta(hours=4),
 ) -> BulkRun:
     """One diagnostic across many endpoints: a session per endpoint, offline ones stay queued."""
@@ -406,15 +517,27 @@ def bulk_run_start(
     except p.ProtocolError as exc:
         raise SessionError(exc.detail) from None
     run = BulkRun.all_tenants.create(
-        tenant_id=tenant_id, created_by=actor, kind=kind, params=clean, reason=reason[:500],
+        tenant_id=tenant_id,
+        created_by=actor,
+        kind=kind,
+        params=clean,
+        reason=reason[:500],
         expires_at=timezone.now() + expires_in,
     )
     conditions = bridge_conditions_many(endpoint_ids=[e.pk for e in endpoints])
     for endpoint in endpoints:
-        session = session_open(actor=actor, endpoint=endpoint, reason=f"bulk run: {reason or kind}",
-                               conditions=conditions[endpoint.pk])
-        action_request(actor=actor, session=session, kind=kind, params=clean, expires_in=expires_in, bulk_run=run,
-                       conditions=conditions[endpoint.pk])
+        session = session_open(
+            actor=actor, endpoint=endpoint, reason=f"bulk run: {reason or kind}", conditions=conditions[endpoint.pk]
+        )
+        action_request(
+            actor=actor,
+            session=session,
+            kind=kind,
+            params=clean,
+            expires_in=expires_in,
+            bulk_run=run,
+            conditions=conditions[endpoint.pk],
+        )
     return run
 
 
@@ -434,10 +557,20 @@ def action_delivered(*, message: OutboxMessage) -> None:
     action = Action.all_tenants.select_related("session").filter(pk=message.ref_id).first()
     if action is None or action.status not in (ActionStatus.QUEUED, ActionStatus.FAILED_TO_DELIVER):
         return
-    if _set_status(action, ActionStatus.DISPATCHED, by="bridge", dispatched_at=timezone.now(),
-                   deadline_at=timezone.now() + timedelta(seconds=action.timeout_s + settings.CAISEY["ACTION_DEADLINE_GRACE_S"])):
-        transcript_append(session=action.session, kind="action.dispatched", actor="bridge", action=action,
-                          data={"attempts": message.attempts, "latency_ms": message.latency_ms})
+    if _set_status(
+        action,
+        ActionStatus.DISPATCHED,
+        by="bridge",
+        dispatched_at=timezone.now(),
+        deadline_at=timezone.now() + timedelta(seconds=action.timeout_s + settings.CAISEY["ACTION_DEADLINE_GRACE_S"]),
+    ):
+        transcript_append(
+            session=action.session,
+            kind="action.dispatched",
+            actor="bridge",
+            action=action,
+            data={"attempts": message.attempts, "latency_ms": message.latency_ms},
+        )
         _action_event(action, "action.status")
 
 
@@ -449,8 +582,13 @@ def action_undeliverable(*, message: OutboxMessage) -> None:
     expired = action.expires_at is not None and action.expires_at <= timezone.now()
     to = ActionStatus.EXPIRED if expired else ActionStatus.FAILED_TO_DELIVER
     if _set_status(action, to, by="bridge", finished_at=timezone.now() if expired else None):
-        transcript_append(session=action.session, kind=f"action.{to}", actor="bridge", action=action,
-                          data={"attempts": message.attempts, "last_error": message.last_error})
+        transcript_append(
+            session=action.session,
+            kind=f"action.{to}",
+            actor="bridge",
+            action=action,
+            data={"attempts": message.attempts, "last_error": message.last_error},
+        )
         _action_event(action, "action.status", {"attempts": message.attempts, "last_error": message.last_error})
         if expired:
             _action_ended(action)
@@ -483,8 +621,13 @@ def action_output_receive(*, endpoint: Endpoint, body: p.ActionOutput) -> None:
     Action.all_tenants.filter(pk=action.pk).update(
         output_bytes=action.output_bytes + len(data.encode()), output_truncated=truncated or action.output_truncated
     )
-    transcript_append(session=action.session, kind="action.output", actor="agent", action=action,
-                      data={"seq": body.seq, "stream": body.stream, "data": data})
+    transcript_append(
+        session=action.session,
+        kind="action.output",
+        actor="agent",
+        action=action,
+        data={"seq": body.seq, "stream": body.stream, "data": data},
+    )
     _action_event(action, "action.output", {"seq": body.seq, "stream": body.stream, "data": data})
 
 
@@ -506,20 +649,39 @@ def action_result_receive(*, endpoint: Endpoint, body: p.ActionResult) -> None:
     data = {"status": body.status, "exit_code": body.exit_code, "error": body.error, "result": body.result}
     if action.is_final:
         # Console wins for cancellation: a late result is recorded, the status stays.
-        transcript_append(session=action.session, kind="action.result_ignored", actor="agent", action=action,
-                          data={**data, "why": f"the action was already {action.status}"})
+        transcript_append(
+            session=action.session,
+            kind="action.result_ignored",
+            actor="agent",
+            action=action,
+            data={**data, "why": f"the action was already {action.status}"},
+        )
         return
     error = body.error
     if body.status == "refused":
         error = f"refused by the endpoint: {body.error}"
-    started = datetime.fromtimestamp(body.started_at, tz=dt_timezone.utc) if body.started_at else action.started_at
-    finished = datetime.fromtimestamp(body.finished_at, tz=dt_timezone.utc) if body.finished_at else timezone.now()
+    started = datetime.fromtimestamp(body.started_at, tz=UTC) if body.started_at else action.started_at
+    finished = datetime.fromtimestamp(body.finished_at, tz=UTC) if body.finished_at else timezone.now()
     to = _RESULT_STATUS[body.status]
-    if not _set_status(action, to, by="agent", exit_code=body.exit_code, result=body.result, error=error[:10_000],
-                       started_at=started, finished_at=finished, conditions_at_completion=conditions):
+    if not _set_status(
+        action,
+        to,
+        by="agent",
+        exit_code=body.exit_code,
+        result=body.result,
+        error=error[:10_000],
+        started_at=started,
+        finished_at=finished,
+        conditions_at_completion=conditions,
+    ):
         return
-    transcript_append(session=action.session, kind="action.result", actor="agent", action=action,
-                      data={**data, "error": error, "bridge": conditions})
+    transcript_append(
+        session=action.session,
+        kind="action.result",
+        actor="agent",
+        action=action,
+        data={**data, "error": error, "bridge": conditions},
+    )
     _action_event(action, "action.status", {"exit_code": body.exit_code, "error": error})
     _action_ended(action)
 
@@ -536,8 +698,13 @@ def action_deadline_sweep() -> int:
             continue  # its result may be waiting on the endpoint: replayed when it returns
         with transaction.atomic():
             if _set_status(action, ActionStatus.TIMED_OUT, by="system", finished_at=now):
-                transcript_append(session=action.session, kind="action.timed_out", actor="system", action=action,
-                                  data={"why": "no result by the deadline while the endpoint was online"})
+                transcript_append(
+                    session=action.session,
+                    kind="action.timed_out",
+                    actor="system",
+                    action=action,
+                    data={"why": "no result by the deadline while the endpoint was online"},
+                )
                 _action_event(action, "action.status")
                 _action_ended(action)
                 count += 1
@@ -550,16 +717,18 @@ def idle_sessions_sweep() -> int:
     active = Endpoint.all_tenants.filter(mode="active").values_list("pk", flat=True)
     rested = 0
     for endpoint_id in active:
-        busy = SupportSession.all_tenants.filter(endpoint_id=endpoint_id, status=SessionStatus.OPEN,
-                                                 last_activity_at__gte=cutoff).exists()
-        running = Action.all_tenants.filter(endpoint_id=endpoint_id, status__in=[
-            ActionStatus.QUEUED, ActionStatus.DISPATCHED, ActionStatus.RUNNING]).exists()
+        busy = SupportSession.all_tenants.filter(
+            endpoint_id=endpoint_id, status=SessionStatus.OPEN, last_activity_at__gte=cutoff
+        ).exists()
+        running = Action.all_tenants.filter(
+            endpoint_id=endpoint_id, status__in=[ActionStatus.QUEUED, ActionStatus.DISPATCHED, ActionStatus.RUNNING]
+        ).exists()
         if not busy and not running:
             with transaction.atomic():
-                rested += endpoint_set_mode(endpoint=Endpoint.all_tenants.get(pk=endpoint_id), mode="lazy",
-                                            reason="sessions idle")
+                rested += endpoint_set_mode(
+                    endpoint=Endpoint.all_tenants.get(pk=endpoint_id), mode="lazy", reason="sessions idle"
+                )
     return rested
-
 
 
 @transaction.atomic
@@ -572,10 +741,13 @@ def follow_up_request(*, actor, session: SupportSession, at: datetime, note: str
         raise SessionError("a follow-up must be in the future")
     policy = approval_policy_for(endpoint=session.endpoint)
     prompts.prompt_issue(
-        actor=actor, session=session, follow_up_at=at,
+        actor=actor,
+        session=session,
+        follow_up_at=at,
         title=prompts.prompt_title(actor=actor, session=session, what=f"a follow-up session at {at:%Y-%m-%d %H:%M}"),
         detail=note or "A technician would like to continue this support session later.",
-        deadline_s=max(policy.response_deadline_s, 3600), allow_escalation=policy.allow_escalation,
+        deadline_s=max(policy.response_deadline_s, 3600),
+        allow_escalation=policy.allow_escalation,
     )
 
 

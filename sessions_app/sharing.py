@@ -53,7 +53,11 @@ def _client_groups(sessions: list[SupportSession]) -> set:
 
 @transaction.atomic
 def share_link_create(
-    *, actor, session: SupportSession | None = None, incident: Incident | None = None, expires_in: timedelta,
+    *,
+    actor,
+    session: SupportSession | None = None,
+    incident: Incident | None = None,
+    expires_in: timedelta,
     label: str = "",
 ) -> tuple[ShareLink, str]:
     """A new link to the session's or the incident's record as it is now; returns (link, token).
@@ -71,22 +75,35 @@ def share_link_create(
         if not sessions:
             raise ReviewError("add a session to the incident before sharing it")
         if len(_client_groups(sessions)) > 1:
-            raise ReviewError("the incident's sessions are on several clients' endpoints; one client may not "
-                              "see another's record")
+            raise ReviewError(
+                "the incident's sessions are on several clients' endpoints; one client may not see another's record"
+            )
     else:
         sessions = [SupportSession.all_tenants.select_related("endpoint").get(pk=session.pk)]
     # What was reviewed: each session's record as it stands now, before this link's own entries.
     upto = {str(s.pk): last_index(session=s) for s in sessions}
     token = secrets.new_secret(TOKEN_PREFIX)
     link = ShareLink.all_tenants.create(
-        tenant_id=subject.tenant_id, session=session, incident=incident, token_hash=secrets.digest(token),
-        label=label.strip()[:200], created_by=actor, expires_at=timezone.now() + expires_in, reviewed_upto=upto,
+        tenant_id=subject.tenant_id,
+        session=session,
+        incident=incident,
+        token_hash=secrets.digest(token),
+        label=label.strip()[:200],
+        created_by=actor,
+        expires_at=timezone.now() + expires_in,
+        reviewed_upto=upto,
     )
     for s in sessions:
         transcript_append(
-            session=s, kind="share.link_created", actor=actor_label(actor),
-            data={"link": str(link.pk), "incident": str(incident.pk) if incident else None,
-                  "expires_at": link.expires_at.isoformat(), "shows_upto": upto[str(s.pk)]},
+            session=s,
+            kind="share.link_created",
+            actor=actor_label(actor),
+            data={
+                "link": str(link.pk),
+                "incident": str(incident.pk) if incident else None,
+                "expires_at": link.expires_at.isoformat(),
+                "shows_upto": upto[str(s.pk)],
+            },
         )
     return link, token
 
@@ -109,17 +126,20 @@ def share_link_resolve(*, token: str) -> ShareLink | None:
     if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or not 20 <= len(token) <= 100:
         return None
     with tenancy.system():
-        link = ShareLink.objects.select_related("session", "incident", "tenant").filter(
-            token_hash=secrets.digest(token)
-        ).first()
+        link = (
+            ShareLink.objects.select_related("session", "incident", "tenant")
+            .filter(token_hash=secrets.digest(token))
+            .first()
+        )
     if link is None or not secrets.matches(token, link.token_hash) or not link.is_usable:
         return None
     return link
 
 
 def share_link_record_view(*, link: ShareLink, ip: str, user_agent: str, format: str = "page") -> ShareLinkView:
-    return ShareLinkView.all_tenants.create(link=link, ip=(ip or "unknown")[:64], user_agent=(user_agent or "")[:500],
-                                            format=format[:10])
+    return ShareLinkView.all_tenants.create(
+        link=link, ip=(ip or "unknown")[:64], user_agent=(user_agent or "")[:500], format=format[:10]
+    )
 
 
 # --- selectors -------------------------------------------------------------------------------------
@@ -140,8 +160,11 @@ def share_link_get(*, link_id) -> ShareLink:
 def share_link_sessions(*, link: ShareLink) -> list[SupportSession]:
     """The sessions a link shows: those it reviewed that still belong to its subject."""
     if link.session_id:
-        return [SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by")
-                .get(pk=link.session_id)]
+        return [
+            SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by").get(
+                pk=link.session_id
+            )
+        ]
     return [s for s in incident_sessions(incident=link.incident) if str(s.pk) in link.reviewed_upto]
 
 
@@ -178,8 +201,14 @@ class SharedRecord:
         return out
 
 
-def _record(*, sessions: list[SupportSession], upto: dict[str, int], incident: Incident | None = None,
-            link: ShareLink | None = None, for_client: bool = True) -> SharedRecord:
+def _record(
+    *,
+    sessions: list[SupportSession],
+    upto: dict[str, int],
+    incident: Incident | None = None,
+    link: ShareLink | None = None,
+    for_client: bool = True,
+) -> SharedRecord:
     timeline = merged_timeline(sessions=sessions, filters=TimelineFilters(), upto=upto, for_client=for_client)
     if incident is not None:
         title = incident.title
@@ -191,22 +220,31 @@ def _record(*, sessions: list[SupportSession], upto: dict[str, int], incident: I
     if not client:
         groups = {s.endpoint.client_group.name for s in sessions}
         client = ", ".join(sorted(groups))
-    return SharedRecord(title=title, client=client, sessions=sessions, items=timeline.items, upto=upto,
-                        incident=incident, link=link)
+    return SharedRecord(
+        title=title, client=client, sessions=sessions, items=timeline.items, upto=upto, incident=incident, link=link
+    )
 
 
 def shared_record(*, link: ShareLink) -> SharedRecord:
     """What a share link shows; call with the link's tenant bound."""
     sessions = share_link_sessions(link=link)
-    return _record(sessions=sessions, upto={k: v for k, v in link.reviewed_upto.items()},
-                   incident=link.incident if link.incident_id else None, link=link)
+    return _record(
+        sessions=sessions,
+        upto={k: v for k, v in link.reviewed_upto.items()},
+        incident=link.incident if link.incident_id else None,
+        link=link,
+    )
 
 
 def current_record(*, session: SupportSession | None = None, incident: Incident | None = None) -> SharedRecord:
     """What a link made now would show (the console's preview and its export)."""
-    sessions = incident_sessions(incident=incident) if incident is not None else [
-        SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by").get(pk=session.pk)
-    ]
+    sessions = (
+        incident_sessions(incident=incident)
+        if incident is not None
+        else [
+            SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by").get(pk=session.pk)
+        ]
+    )
     upto = {str(s.pk): last_index(session=s) for s in sessions}
     return _record(sessions=sessions, upto=upto, incident=incident)
 
@@ -221,8 +259,14 @@ def _iso(value) -> str | None:
 def _export_entry(item: ReviewedEntry) -> dict:
     e = item.entry
     return {
-        "session": str(item.session.pk), "id": str(e.pk), "index": e.index, "kind": e.kind, "at": _iso(e.at),
-        "actor": e.actor, "technician": item.technician, "endpoint": item.endpoint,
+        "session": str(item.session.pk),
+        "id": str(e.pk),
+        "index": e.index,
+        "kind": e.kind,
+        "at": _iso(e.at),
+        "actor": e.actor,
+        "technician": item.technician,
+        "endpoint": item.endpoint,
         "action_kind": item.action_kind or None,
         "redacted": "whole" if item.whole_redacted else ("part" if item.part_redacted else None),
         "about_index": item.about_index,
@@ -245,8 +289,15 @@ def export_record(record: SharedRecord) -> dict:
     order = {s.pk: n for n, s in enumerate(record.sessions)}
     flat = sorted(record._flat(), key=lambda i: (i.entry.at, order[i.session.pk], i.entry.index))
     manifest = [
-        {"session": str(i.session.pk), "id": str(i.entry.pk), "index": i.entry.index, "kind": i.entry.kind,
-         "at": _iso(i.entry.at), "hash": i.entry.hash, "prev_hash": i.entry.prev_hash}
+        {
+            "session": str(i.session.pk),
+            "id": str(i.entry.pk),
+            "index": i.entry.index,
+            "kind": i.entry.kind,
+            "at": _iso(i.entry.at),
+            "hash": i.entry.hash,
+            "prev_hash": i.entry.prev_hash,
+        }
         for i in flat
     ]
     chains = {}
@@ -259,18 +310,38 @@ def export_record(record: SharedRecord) -> dict:
         "generated_at": _iso(timezone.now()),
         "title": record.title,
         "client": record.client,
-        "subject": {"type": "incident", "id": str(incident.pk)} if incident else
-                   {"type": "session", "id": str(record.sessions[0].pk)},
-        "link": {"id": str(record.link.pk), "created_at": _iso(record.link.created_at),
-                 "expires_at": _iso(record.link.expires_at), "revoked_at": _iso(record.link.revoked_at)}
-        if record.link else None,
-        "incident": {"title": incident.title, "status": incident.status, "summary": incident.summary,
-                     "created_at": _iso(incident.created_at), "resolved_at": _iso(incident.resolved_at),
-                     "closed_at": _iso(incident.closed_at)} if incident else None,
+        "subject": {"type": "incident", "id": str(incident.pk)}
+        if incident
+        else {"type": "session", "id": str(record.sessions[0].pk)},
+        "link": {
+            "id": str(record.link.pk),
+            "created_at": _iso(record.link.created_at),
+            "expires_at": _iso(record.link.expires_at),
+            "revoked_at": _iso(record.link.revoked_at),
+        }
+        if record.link
+        else None,
+        "incident": {
+            "title": incident.title,
+            "status": incident.status,
+            "summary": incident.summary,
+            "created_at": _iso(incident.created_at),
+            "resolved_at": _iso(incident.resolved_at),
+            "closed_at": _iso(incident.closed_at),
+        }
+        if incident
+        else None,
         "sessions": [
-            {"id": str(s.pk), "endpoint": s.endpoint.hostname, "technician": s.opened_by.get_username(),
-             "opened_at": _iso(s.opened_at), "closed_at": _iso(s.closed_at), "status": s.status,
-             "shows_upto": record.upto.get(str(s.pk)), "chain": chains[str(s.pk)]}
+            {
+                "id": str(s.pk),
+                "endpoint": s.endpoint.hostname,
+                "technician": s.opened_by.get_username(),
+                "opened_at": _iso(s.opened_at),
+                "closed_at": _iso(s.closed_at),
+                "status": s.status,
+                "shows_upto": record.upto.get(str(s.pk)),
+                "chain": chains[str(s.pk)],
+            }
             for s in record.sessions
         ],
         "entries": [_export_entry(i) for i in flat],
@@ -306,17 +377,36 @@ def record_pdf(record: SharedRecord) -> bytes:
     body = styles["BodyText"]
     meta = ParagraphStyle("meta", parent=body, fontSize=8.5, textColor=colors.HexColor("#5b6475"), spaceAfter=1)
     head = ParagraphStyle("entry", parent=body, fontSize=9.5, spaceBefore=5, spaceAfter=1)
-    mono = ParagraphStyle("mono", parent=body, fontName="Courier", fontSize=8, leading=9.6, leftIndent=8,
-                          backColor=colors.HexColor("#f1f3f6"), borderPadding=3, spaceAfter=3)
-    note = ParagraphStyle("note", parent=body, fontSize=9, leftIndent=14, textColor=colors.HexColor("#1d2330"),
-                          backColor=colors.HexColor("#fff7e0"), borderPadding=3)
+    mono = ParagraphStyle(
+        "mono",
+        parent=body,
+        fontName="Courier",
+        fontSize=8,
+        leading=9.6,
+        leftIndent=8,
+        backColor=colors.HexColor("#f1f3f6"),
+        borderPadding=3,
+        spaceAfter=3,
+    )
+    note = ParagraphStyle(
+        "note",
+        parent=body,
+        fontSize=9,
+        leftIndent=14,
+        textColor=colors.HexColor("#1d2330"),
+        backColor=colors.HexColor("#fff7e0"),
+        borderPadding=3,
+    )
 
     def stamp(value) -> str:
         return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
 
     story = [Paragraph(_pdf_text(record.title), styles["Title"])]
-    facts = [("Client", record.client or "–"), ("Endpoints", ", ".join(record.endpoints)),
-             ("Technicians", ", ".join(record.technicians))]
+    facts = [
+        ("Client", record.client or "–"),
+        ("Endpoints", ", ".join(record.endpoints)),
+        ("Technicians", ", ".join(record.technicians)),
+    ]
     if record.incident is not None:
         facts.insert(1, ("Status", record.incident.get_status_display()))
     if record.link is not None:
@@ -325,23 +415,34 @@ def record_pdf(record: SharedRecord) -> bytes:
     for name, value in facts:
         story.append(Paragraph(f"<b>{_pdf_text(name)}:</b> {_pdf_text(value)}", body))
     if record.incident is not None and record.incident.summary:
-        story += [Spacer(1, 4 * mm), Paragraph("Summary", styles["Heading2"]),
-                  Paragraph(_pdf_block(record.incident.summary), body)]
+        story += [
+            Spacer(1, 4 * mm),
+            Paragraph("Summary", styles["Heading2"]),
+            Paragraph(_pdf_block(record.incident.summary), body),
+        ]
     if record.redaction_count:
-        story.append(Paragraph(
-            f"{record.redaction_count} entr{'y has' if record.redaction_count == 1 else 'ies have'} been reviewed and "
-            f"redacted; removed text is shown as {REDACTED}.", meta))
+        story.append(
+            Paragraph(
+                f"{record.redaction_count} entr{'y has' if record.redaction_count == 1 else 'ies have'} been reviewed and "
+                f"redacted; removed text is shown as {REDACTED}.",
+                meta,
+            )
+        )
     story += [Spacer(1, 4 * mm), Paragraph("Record", styles["Heading2"])]
 
     def entry_flowables(item: ReviewedEntry, *, is_note: bool = False) -> list:
         e = item.entry
         what = f"{e.kind}{' · ' + item.action_kind if item.action_kind else ''}"
-        line = (f"<b>{_pdf_text(stamp(e.at))}</b> &nbsp; {_pdf_text(what)} &nbsp; "
-                f"<font color='#5b6475'>by {_pdf_text(e.actor)} · {_pdf_text(item.endpoint)} "
-                f"(#{e.index})</font>")
+        line = (
+            f"<b>{_pdf_text(stamp(e.at))}</b> &nbsp; {_pdf_text(what)} &nbsp; "
+            f"<font color='#5b6475'>by {_pdf_text(e.actor)} · {_pdf_text(item.endpoint)} "
+            f"(#{e.index})</font>"
+        )
         out = [Paragraph(line, head)]
         if item.whole_redacted:
-            out.append(Paragraph(f"<i>{REDACTED}</i> (this entry was withheld after review)", note if is_note else body))
+            out.append(
+                Paragraph(f"<i>{REDACTED}</i> (this entry was withheld after review)", note if is_note else body)
+            )
         for f in item.fields:
             text = "".join(s.text for s in f.segments)
             if f.prose:
@@ -350,8 +451,12 @@ def record_pdf(record: SharedRecord) -> bytes:
                 out.append(Paragraph(f"<font color='#5b6475'>{_pdf_text(f.label)}</font>", meta))
                 out.append(Paragraph(_pdf_block(text), note if is_note else mono))
             else:
-                out.append(Paragraph(f"<font color='#5b6475'>{_pdf_text(f.label)}:</font> {_pdf_text(text)}",
-                                     note if is_note else body))
+                out.append(
+                    Paragraph(
+                        f"<font color='#5b6475'>{_pdf_text(f.label)}:</font> {_pdf_text(text)}",
+                        note if is_note else body,
+                    )
+                )
         return out
 
     for item in record.items:
@@ -365,8 +470,16 @@ def record_pdf(record: SharedRecord) -> bytes:
         story.append(Paragraph("No entries.", body))
 
     buffer = io.BytesIO()
-    doc = SimpleDocTemplate(buffer, pagesize=A4, title=_pdf_text(record.title), author="Caisey",
-                            leftMargin=16 * mm, rightMargin=16 * mm, topMargin=16 * mm, bottomMargin=16 * mm)
+    doc = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        title=_pdf_text(record.title),
+        author="Caisey",
+        leftMargin=16 * mm,
+        rightMargin=16 * mm,
+        topMargin=16 * mm,
+        bottomMargin=16 * mm,
+    )
 
     def footer(canvas, doc_) -> None:
         canvas.saveState()

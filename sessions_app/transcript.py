@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
@@ -23,7 +22,7 @@ def canonical(entry: TranscriptEntry) -> str:
             "index": entry.index,
             "kind": entry.kind,
             "actor": entry.actor,
-            "at": entry.at.astimezone(dt_timezone.utc).isoformat(timespec="microseconds"),
+            "at": entry.at.astimezone(UTC).isoformat(timespec="microseconds"),
             "action": str(entry.action_id) if entry.action_id else None,
             "data": entry.data,
         },
@@ -39,8 +38,13 @@ def entry_hash(prev_hash: str, entry: TranscriptEntry) -> str:
 
 
 def transcript_append(
-    *, session: SupportSession, kind: str, actor: str, data: dict[str, Any] | None = None,
-    action: Action | None = None, at: datetime | None = None,
+    *,
+    session: SupportSession,
+    kind: str,
+    actor: str,
+    data: dict[str, Any] | None = None,
+    action: Action | None = None,
+    at: datetime | None = None,
 ) -> TranscriptEntry:
     """Append one entry; must run inside the transaction of the change it records."""
     if not transaction.get_connection().in_atomic_block:
@@ -61,7 +65,9 @@ def transcript_append(
     )
     entry.hash = entry_hash(entry.prev_hash, entry)
     entry.save(force_insert=True)
-    SupportSession.all_tenants.filter(pk=session.pk).update(transcript_length=entry.index + 1, transcript_head=entry.hash)
+    SupportSession.all_tenants.filter(pk=session.pk).update(
+        transcript_length=entry.index + 1, transcript_head=entry.hash
+    )
     return entry
 
 
@@ -82,8 +88,12 @@ def transcript_verify(*, session_id) -> tuple[bool, TranscriptEntry | None, str]
         last = entry
     session = SupportSession.all_tenants.only("transcript_length", "transcript_head").get(pk=session_id)
     if (expected_index, prev if expected_index else "") != (session.transcript_length, session.transcript_head):
-        return False, last if expected_index else None, (
-            f"the record ends at entry #{expected_index - 1} but held {session.transcript_length} entries "
-            "(entries at its end were removed)"
+        return (
+            False,
+            last if expected_index else None,
+            (
+                f"the record ends at entry #{expected_index - 1} but held {session.transcript_length} entries "
+                "(entries at its end were removed)"
+            ),
         )
     return True, None, ""

@@ -22,8 +22,9 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/cancel", prompts.prompt_cancel, name="prompt_cancel"),
     path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/reissue", prompts.prompt_reissue, name="prompt_reissue"),
     path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/resend", prompts.prompt_resend, name="prompt_resend"),
-    path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/escalate", prompts.prompt_escalate,
-         name="prompt_escalate"),
+    path(
+        "sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/escalate", prompts.prompt_escalate, name="prompt_escalate"
+    ),
     path("bulk/", bulk.bulk_start, name="bulk_start"),
     path("bulk/<uuid:run_id>/", bulk.bulk_detail, name="bulk_detail"),
 ]

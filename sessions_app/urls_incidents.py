@@ -9,8 +9,11 @@ urlpatterns = [
     path("incidents/new", incidents.incident_create, name="incident_create"),
     path("incidents/<uuid:incident_id>/", incidents.incident_detail, name="incident_detail"),
     path("incidents/<uuid:incident_id>/sessions/add", incidents.incident_add_session, name="incident_add_session"),
-    path("incidents/<uuid:incident_id>/sessions/remove", incidents.incident_remove_session,
-         name="incident_remove_session"),
+    path(
+        "incidents/<uuid:incident_id>/sessions/remove",
+        incidents.incident_remove_session,
+        name="incident_remove_session",
+    ),
     path("incidents/<uuid:incident_id>/status", incidents.incident_status, name="incident_status"),
     path("incidents/<uuid:incident_id>/summary", incidents.incident_summary, name="incident_summary"),
     path("incidents/<uuid:incident_id>/share", incidents.incident_share, name="incident_share"),

@@ -19,7 +19,9 @@ def tenant(name: str | None = None) -> Tenant:
     n = next(_seq)
     name = name or f"MSP {n}"
     return services.tenant_create(
-        name=name, slug=f"msp-{n}-{secrets.new_secret()[:6].lower()}", admin_username=f"admin{n}-{secrets.new_secret()[:6]}",
+        name=name,
+        slug=f"msp-{n}-{secrets.new_secret()[:6].lower()}",
+        admin_username=f"admin{n}-{secrets.new_secret()[:6]}",
         admin_password=PASSWORD,
     )
 
@@ -32,10 +34,14 @@ def member(tenant: Tenant, role: str = Role.TECHNICIAN, username: str | None = N
 
 def client_group(tenant: Tenant, name: str | None = None, **kwargs) -> ClientGroup:
     n = next(_seq)
-    return services.client_group_create(actor="test", tenant=tenant, name=name or f"Client {n}", slug=f"client-{n}", **kwargs)
+    return services.client_group_create(
+        actor="test", tenant=tenant, name=name or f"Client {n}", slug=f"client-{n}", **kwargs
+    )
 
 
-def token(group: ClientGroup, *, max_uses: int = 1, expires_in: timedelta = timedelta(hours=1)) -> tuple[EnrollmentToken, str]:
+def token(
+    group: ClientGroup, *, max_uses: int = 1, expires_in: timedelta = timedelta(hours=1)
+) -> tuple[EnrollmentToken, str]:
     return services.enrollment_token_issue(actor="test", client_group=group, expires_in=expires_in, max_uses=max_uses)
 
 
@@ -92,7 +98,10 @@ def policy(group: ClientGroup, *, requires: str = "shell", deadline_s: int = 300
     from endpoints.models import ApprovalPolicy
 
     return ApprovalPolicy.all_tenants.create(
-        tenant_id=group.tenant_id, client_group=group, requires=requires, response_deadline_s=deadline_s,
+        tenant_id=group.tenant_id,
+        client_group=group,
+        requires=requires,
+        response_deadline_s=deadline_s,
         allow_escalation=allow_escalation,
     )
 
@@ -105,8 +114,12 @@ def prompt(session, *, actor=None, title: str = "May we restart the print spoole
 
     with transaction.atomic():
         return session_prompts.prompt_issue(
-            actor=actor or session.opened_by, session=session, title=title, detail="Printing is stuck.",
-            deadline_s=600, allow_escalation=allow_escalation,
+            actor=actor or session.opened_by,
+            session=session,
+            title=title,
+            detail="Printing is stuck.",
+            deadline_s=600,
+            allow_escalation=allow_escalation,
         )
 
 
@@ -115,7 +128,9 @@ def incident(tenant: Tenant, *, actor=None, title: str = "ERP outage", sessions=
     from sessions_app import incidents as session_incidents
 
     actor = actor or member(tenant, role=Role.TECHNICIAN).user
-    created = session_incidents.incident_create(actor=actor, tenant_id=tenant.pk, title=title, client_group=client_group)
+    created = session_incidents.incident_create(
+        actor=actor, tenant_id=tenant.pk, title=title, client_group=client_group
+    )
     for session in sessions:
         session_incidents.incident_add_session(actor=actor, incident=created, session=session)
     return created

@@ -16,8 +16,9 @@ its objects must answer 404 (or 403), and none of tenant B's rows may change.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -36,7 +37,6 @@ from endpoints.models import ClientGroup, Endpoint, EnrollmentToken, Membership,
 from tests import factories
 from tests.bridge.agent_client import FakeAgent
 from tests.bridge.test_console_consumer import ConsoleSocket, session_id_for
-
 
 # --- two tenants -------------------------------------------------------------------------
 
@@ -62,9 +62,18 @@ class TenantWorld:
     def secret_names(self) -> list[str]:
         """Strings that must never appear on another tenant's pages."""
         return [
-            self.tenant.name, self.tenant.slug, self.client_group.name, self.client_group.slug,
-            self.endpoint.hostname, self.endpoint.machine_id, self.token.prefix, self.member.user.username,
-            self.session.reason, self.bulk_run.reason, self.prompt.title, self.incident.title,
+            self.tenant.name,
+            self.tenant.slug,
+            self.client_group.name,
+            self.client_group.slug,
+            self.endpoint.hostname,
+            self.endpoint.machine_id,
+            self.token.prefix,
+            self.member.user.username,
+            self.session.reason,
+            self.bulk_run.reason,
+            self.prompt.title,
+            self.incident.title,
             self.share_link.label,
         ]
 
@@ -72,8 +81,14 @@ class TenantWorld:
     def secret_ids(self) -> list[str]:
         """Ids that must not appear on another tenant's pages unless the request itself carried them."""
         return [
-            str(self.tenant.pk), str(self.client_group.pk), str(self.endpoint.pk), str(self.session.pk),
-            str(self.action.pk), str(self.bulk_run.pk), str(self.prompt.pk), str(self.incident.pk),
+            str(self.tenant.pk),
+            str(self.client_group.pk),
+            str(self.endpoint.pk),
+            str(self.session.pk),
+            str(self.action.pk),
+            str(self.bulk_run.pk),
+            str(self.prompt.pk),
+            str(self.incident.pk),
             str(self.share_link.pk),
         ]
 
@@ -90,9 +105,16 @@ def build_world(label: str) -> TenantWorld:
     member = factories.member(tenant, role=Role.TECHNICIAN)
     session = factories.support_session(enrolled.endpoint, opened_by=member.user, reason=f"{label} secret ticket")
     return TenantWorld(
-        tenant=tenant, client_group=group, endpoint=enrolled.endpoint, credential=enrolled.credential,
-        token=token, member=member, session=session,
-        action=factories.action(session, actor=member.user, kind="dns_resolve", params={"name": f"{label.lower()}-erp.local"}),
+        tenant=tenant,
+        client_group=group,
+        endpoint=enrolled.endpoint,
+        credential=enrolled.credential,
+        token=token,
+        member=member,
+        session=session,
+        action=factories.action(
+            session, actor=member.user, kind="dns_resolve", params={"name": f"{label.lower()}-erp.local"}
+        ),
         bulk_run=factories.bulk_run([enrolled.endpoint], actor=member.user, reason=f"{label} secret bulk run"),
         prompt=factories.prompt(session, actor=member.user, title=f"{label} secret prompt"),
         incident=factories.incident(tenant, actor=member.user, title=f"{label} secret incident", sessions=[session]),
@@ -190,9 +212,14 @@ BODIES: list[Callable[[TenantWorld], dict[str, str]]] = [
     lambda w: {"group": w.client_group.slug, "kind": "system_summary"},
     lambda w: {"group": w.client_group.name, "kind": "system_summary"},
     lambda w: {
-        "endpoint_id": str(w.endpoint.pk), "session": str(w.session.pk), "session_id": str(w.session.pk),
-        "action": str(w.action.pk), "action_id": str(w.action.pk), "run_id": str(w.bulk_run.pk),
-        "client_group": str(w.client_group.pk), "tenant": str(w.tenant.pk),
+        "endpoint_id": str(w.endpoint.pk),
+        "session": str(w.session.pk),
+        "session_id": str(w.session.pk),
+        "action": str(w.action.pk),
+        "action_id": str(w.action.pk),
+        "run_id": str(w.bulk_run.pk),
+        "client_group": str(w.client_group.pk),
+        "tenant": str(w.tenant.pk),
     },
     # The REST API's shapes (JSON only): a bulk run over tenant B's endpoints or client group.
     lambda w: {"kind": "system_summary", "params": {}, "endpoints": [str(w.endpoint.pk)]},
@@ -259,7 +286,9 @@ def discover_routes(patterns=None, route_prefix: str = "", regex_prefix: str = "
         elif isinstance(entry, URLPattern):
             url_format, params = normalize("^" + regex_prefix + regex)[0]
             name = ":".join(filter(None, [namespace, entry.name or ""]))
-            found.append(Route(route_prefix + str(entry.pattern), name, namespace, url_format, list(params), entry.callback))
+            found.append(
+                Route(route_prefix + str(entry.pattern), name, namespace, url_format, list(params), entry.callback)
+            )
     return found
 
 
@@ -306,8 +335,20 @@ def test_a_route_with_an_unknown_parameter_is_reported_not_skipped():
     assert problem and "widget_id" in problem and "URL_PARAMETERS" in problem
 
     # A REST viewset's "pk" is known by the viewset's basename, and an unknown basename is reported.
-    urls = [path("api/", include(([path("gadgets/<pk>/", view, name="gadget-detail"),
-                                   path("sessions/<pk>/", view, name="session-detail")], "api")))]
+    urls = [
+        path(
+            "api/",
+            include(
+                (
+                    [
+                        path("gadgets/<pk>/", view, name="gadget-detail"),
+                        path("sessions/<pk>/", view, name="session-detail"),
+                    ],
+                    "api",
+                )
+            ),
+        )
+    ]
     gadget, session = discover_routes(urls)
     assert "PK_BY_BASENAME" in gadget.unknown_parameters()
     assert session.unknown_parameters() is None and session.getter("pk") is PK_BY_BASENAME["session"]
@@ -342,8 +383,10 @@ def test_every_url_keeps_tenant_b_out_of_reach_of_tenant_a(client, two_tenants, 
     for route in unverified:
         for name in route.params:
             if route.getter(name) not in verified:
-                problems.append(f"{route.route}: tenant A's own objects answer 404 and no other route confirms "
-                                f"what parameter {name!r} points at; check URL_PARAMETERS / PK_BY_BASENAME")
+                problems.append(
+                    f"{route.route}: tenant A's own objects answer 404 and no other route confirms "
+                    f"what parameter {name!r} points at; check URL_PARAMETERS / PK_BY_BASENAME"
+                )
     assert not problems, "\n".join(problems)
     assert "endpoints/<uuid:endpoint_id>/" in covered and "" in covered
     assert snapshot(b) == before, "requests of tenant A changed tenant B's data"
@@ -371,7 +414,9 @@ def check_object_route(client, route: Route, a: TenantWorld, b: TenantWorld) -> 
             response = getattr(client, method)(url)
             what = f"{method.upper()} {url} ({route.route}) with tenant B's {foreign}"
             assert_no_leak(response, b, what)
-            assert response.status_code in NOT_REACHABLE | {405}, f"{what} answered {response.status_code}; expected 404 (or 403)"
+            assert response.status_code in NOT_REACHABLE | {405}, (
+                f"{what} answered {response.status_code}; expected 404 (or 403)"
+            )
             if response.status_code in NOT_REACHABLE:
                 refused.append(method)
         assert refused, f"{route.route}: no method was refused for tenant B's {foreign}"
@@ -388,8 +433,9 @@ def check_page_route(client, route: Route, b: TenantWorld) -> None:
         assert_no_leak(response, b, f"GET {route.route}?{params}", echoed=tuple(params.values()), ids=True)
     for body in BODIES:
         data = body(b)
-        echoed = tuple(v for value in data.values() for v in (value if isinstance(value, list) else [value])
-                       if isinstance(v, str))
+        echoed = tuple(
+            v for value in data.values() for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)
+        )
         # As a console form would send it, and as an API client would.
         if all(isinstance(value, str) for value in data.values()):
             response = client.post(url, data, follow=True)
@@ -432,7 +478,9 @@ async def check_console_socket(path: str, a: TenantWorld, b: TenantWorld, a_sess
         own_id = str(CONSOLE_TOPICS[topic](a))
         assert await console.subscribe_to(topic, own_id) == {"subscribed": topic, "id": own_id}
         reply = await console.subscribe_to(topic, str(CONSOLE_TOPICS[topic](b)))
-        assert reply.get("error") == "not_found", f"console topic {topic!r}: subscribing to tenant B's object gave {reply}"
+        assert reply.get("error") == "not_found", (
+            f"console topic {topic!r}: subscribing to tenant B's object gave {reply}"
+        )
         assert not any(secret in json.dumps(reply) for secret in b.secret_names)
 
     # Tenant B's live events never reach tenant A's page.
@@ -514,6 +562,8 @@ async def test_every_socket_route_keeps_tenant_b_out_of_reach_of_tenant_a(two_te
         f"socket routes {unknown} are not covered: add an isolation check for each to SOCKET_CHECKS "
         f"in tests/test_tenant_isolation.py"
     )
-    assert set(routes) == set(SOCKET_CHECKS), f"SOCKET_CHECKS lists routes that no longer exist: {set(SOCKET_CHECKS) - set(routes)}"
+    assert set(routes) == set(SOCKET_CHECKS), (
+        f"SOCKET_CHECKS lists routes that no longer exist: {set(SOCKET_CHECKS) - set(routes)}"
+    )
     for route in routes:
         await SOCKET_CHECKS[route]("/" + route, a, b, a_session)

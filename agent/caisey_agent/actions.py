@@ -64,9 +64,7 @@ DRAIN_GRACE_S = 1.0  # after the shell exits, how long to wait for pipes held op
 MAX_TIMEOUT_S = 24 * 3600
 MAX_DIAGNOSTIC_THREADS = 8
 
-INTERRUPTED_ERROR = (
-    "the agent stopped while this action was running; it was not re-run to avoid running it twice"
-)
+INTERRUPTED_ERROR = "the agent stopped while this action was running; it was not re-run to avoid running it twice"
 STOPPING_ERROR = "the agent was stopped while this action was running; it was stopped too and will not be re-run"
 TRUNCATED_MARKER = "[output truncated: limit of {limit} bytes reached]"
 
@@ -148,7 +146,7 @@ class OutputSink:
                 last = len(self._pending) == 1
                 if size > CHUNK_BYTES:
                     piece = clip_utf8(text, CHUNK_BYTES)
-                    self._pending[0][1] = text[len(piece):]
+                    self._pending[0][1] = text[len(piece) :]
                 elif complete_only and last and size < CHUNK_BYTES:
                     break
                 else:
@@ -166,7 +164,7 @@ class OutputSink:
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=FLUSH_INTERVAL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             await self.flush()
 
@@ -221,7 +219,7 @@ def fit_result(result: dict, budget: int = RESULT_BUDGET_BYTES) -> dict:
         items = parent[path[-1]] if path else result["data"]
         keep = len(items) // 2
         # Lines of a file or log: the latest matter most; elsewhere the first (sorted) items do.
-        trimmed = items[len(items) - keep:] if path and path[-1] in ("lines",) else items[:keep]
+        trimmed = items[len(items) - keep :] if path and path[-1] in ("lines",) else items[:keep]
         if path:
             parent[path[-1]] = trimmed
         else:
@@ -279,8 +277,11 @@ class ActionManager:
             if known["status"] == "cancel_requested":
                 now = time.time()
                 log.info("action %s was cancelled before it arrived; not running it", aid)
-                await self.agent.send_durable(p.ActionResult(
-                    action_id=aid, status="cancelled", error="cancelled before it started", finished_at=now))
+                await self.agent.send_durable(
+                    p.ActionResult(
+                        action_id=aid, status="cancelled", error="cancelled before it started", finished_at=now
+                    )
+                )
                 state.action_claim_cancelled(aid, body.kind, now)
             else:
                 log.warning("action %s was already %s on this endpoint; not running it again", aid, known["status"])
@@ -290,8 +291,9 @@ class ActionManager:
         if refusal:
             now = time.time()
             log.warning("refusing action %s (%s): %s", aid, body.kind, refusal)
-            await self.agent.send_durable(p.ActionResult(action_id=aid, status="refused", error=refusal,
-                                                         finished_at=now))
+            await self.agent.send_durable(
+                p.ActionResult(action_id=aid, status="refused", error=refusal, finished_at=now)
+            )
             state.action_finish(aid, "refused", finished_at=now, error=refusal, kind=body.kind)
             return
         started = time.time()
@@ -309,7 +311,9 @@ class ActionManager:
             known = self.agent.state.action_get(action_id)
             if known is None:
                 self.agent.state.action_cancel_requested(action_id)
-                log.info("cancel for unknown action %s: remembered, so a late action.run for it will not run", action_id)
+                log.info(
+                    "cancel for unknown action %s: remembered, so a late action.run for it will not run", action_id
+                )
             else:
                 log.info("cancel for action %s ignored: it is already %s", action_id, known["status"])
             return False
@@ -369,10 +373,17 @@ class ActionManager:
             error = f"timed out after {timeout:g} s"
         elif fin.status == "cancelled" and not error:
             error = "cancelled"
-        await self.agent.send_durable(p.ActionResult(
-            action_id=ra.action_id, status=fin.status, exit_code=fin.exit_code, result=result, error=error,
-            started_at=ra.started_at, finished_at=finished,
-        ))
+        await self.agent.send_durable(
+            p.ActionResult(
+                action_id=ra.action_id,
+                status=fin.status,
+                exit_code=fin.exit_code,
+                result=result,
+                error=error,
+                started_at=ra.started_at,
+                finished_at=finished,
+            )
+        )
         self.agent.state.action_finish(ra.action_id, fin.status, finished_at=finished, error=error, kind=ra.kind)
         log.info("action %s (%s) %s%s", ra.action_id, ra.kind, fin.status, f": {error}" if error else "")
 
@@ -385,8 +396,9 @@ class ActionManager:
 
     # --- diagnostics ------------------------------------------------------------------------
 
-    async def _run_diagnostic(self, ra: RunningAction, params: dict, policy: LocalPolicy, sink: OutputSink,
-                              timeout: float) -> Finished:
+    async def _run_diagnostic(
+        self, ra: RunningAction, params: dict, policy: LocalPolicy, sink: OutputSink, timeout: float
+    ) -> Finished:
         fn = registry()[ra.kind]
         ctx = Context(params=params, policy=policy, deadline=time.monotonic() + timeout)
         ra.diag = ctx
@@ -496,15 +508,25 @@ class ActionManager:
             "pid": proc.pid,
         }
         if ending == "timed_out":
-            return Finished("timed_out", exit_code=rc, data=data,
-                            text=f"Timed out after {timeout:g} s; the command and its process group were killed.",
-                            error=f"timed out after {timeout:g} s; the command was killed")
+            return Finished(
+                "timed_out",
+                exit_code=rc,
+                data=data,
+                text=f"Timed out after {timeout:g} s; the command and its process group were killed.",
+                error=f"timed out after {timeout:g} s; the command was killed",
+            )
         if ending == "cancelled":
-            return Finished("cancelled", exit_code=rc, data=data,
-                            text="Cancelled; the command and its process group were killed.",
-                            error="cancelled by the technician; the command was killed")
-        summary = (f"exit code {rc} after {duration:g} s; {counts['stdout']} bytes on stdout, "
-                   f"{counts['stderr']} bytes on stderr")
+            return Finished(
+                "cancelled",
+                exit_code=rc,
+                data=data,
+                text="Cancelled; the command and its process group were killed.",
+                error="cancelled by the technician; the command was killed",
+            )
+        summary = (
+            f"exit code {rc} after {duration:g} s; {counts['stdout']} bytes on stdout, "
+            f"{counts['stderr']} bytes on stderr"
+        )
         if rc == 0:
             return Finished("succeeded", exit_code=0, data=data, text=summary)
         why = f"killed by signal {data['signal']}" if data["signal"] else f"exit code {rc}"
@@ -588,8 +610,10 @@ def check_request(body: p.ActionRun, policy: LocalPolicy) -> tuple[str, dict]:
     if kind is None:
         return f"unknown action kind {body.kind!r}: this agent (version {__version__}) does not know it", {}
     if body.category != kind.category:
-        return (f"category mismatch: the request says {body.category!r} but {body.kind!r} is a "
-                f"{kind.category} action on this agent"), {}
+        return (
+            f"category mismatch: the request says {body.category!r} but {body.kind!r} is a "
+            f"{kind.category} action on this agent"
+        ), {}
     try:
         params = p.validate_params(body.kind, body.params)
     except p.ProtocolError as exc:
@@ -602,8 +626,10 @@ def check_request(body: p.ActionRun, policy: LocalPolicy) -> tuple[str, dict]:
         if not allowed:
             patterns = ", ".join(policy.allowed_tail_paths) or "none"
             why = f" (lockdown: {policy.problem})" if policy.lockdown else ""
-            return (f"the endpoint's local policy does not allow reading {resolved}: it matches none of the "
-                    f"allowed_tail_paths ({patterns}){why}"), {}
+            return (
+                f"the endpoint's local policy does not allow reading {resolved}: it matches none of the "
+                f"allowed_tail_paths ({patterns}){why}"
+            ), {}
     return "", params
 
 
@@ -648,19 +674,37 @@ async def recover_interrupted(agent: Any) -> int:
         waiting = state.outbox_find_result(aid)
         if waiting is not None:
             # It finished and its result is still waiting for the server's ack: only the bookkeeping was lost.
-            state.action_finish(aid, waiting.get("status", "failed"), finished_at=waiting.get("finished_at") or time.time(),
-                                error=waiting.get("error", ""), kind=row["kind"])
+            state.action_finish(
+                aid,
+                waiting.get("status", "failed"),
+                finished_at=waiting.get("finished_at") or time.time(),
+                error=waiting.get("error", ""),
+                kind=row["kind"],
+            )
             continue
         now = time.time()
         killed = _stop_leftover(row)
-        log.warning("action %s (%s) was interrupted by an agent stop; reporting it failed%s", aid, row["kind"],
-                    "; its leftover process group was killed" if killed else "")
+        log.warning(
+            "action %s (%s) was interrupted by an agent stop; reporting it failed%s",
+            aid,
+            row["kind"],
+            "; its leftover process group was killed" if killed else "",
+        )
         text = INTERRUPTED_ERROR + (" Its command was still running and has been stopped." if killed else "")
-        await agent.send_durable(p.ActionResult(
-            action_id=aid, status="failed", error=INTERRUPTED_ERROR, started_at=row["started_at"], finished_at=now,
-            result={"data": {"interrupted": True, "leftover_process_killed": killed}, "text": text,
-                    "truncated": False},
-        ))
+        await agent.send_durable(
+            p.ActionResult(
+                action_id=aid,
+                status="failed",
+                error=INTERRUPTED_ERROR,
+                started_at=row["started_at"],
+                finished_at=now,
+                result={
+                    "data": {"interrupted": True, "leftover_process_killed": killed},
+                    "text": text,
+                    "truncated": False,
+                },
+            )
+        )
         state.action_finish(aid, "failed", finished_at=now, error=INTERRUPTED_ERROR, kind=row["kind"])
         reported += 1
     state.prune_actions()

@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("CAISEY_AGENT_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_enroll = sub.add_parser("enroll", parents=[common], help="exchange an enrollment token for this machine's identity")
+    p_enroll = sub.add_parser(
+        "enroll", parents=[common], help="exchange an enrollment token for this machine's identity"
+    )
     p_enroll.add_argument("--server", required=True, help="e.g. https://caisey.example.com")
     p_enroll.add_argument("--token", required=True)
     p_enroll.add_argument("--replace", action="store_true", help="replace this machine's existing identity")

@@ -28,17 +28,33 @@ async def ask(prompt: HeldPrompt, timeout: float) -> bool | None:
     """Show the prompt; True approve, False deny, None when closed unanswered or not shown."""
     text = f"{prompt.title}\n\nAsked by {prompt.requested_by} ({prompt.organisation})\n\nWill run:\n{prompt.detail}"
     if shutil.which("zenity"):
-        argv = ["zenity", "--question", "--title=Caisey approval request", f"--text={text}",
-                "--ok-label=Approve", "--cancel-label=Deny", f"--timeout={max(1, int(timeout))}"]
+        argv = [
+            "zenity",
+            "--question",
+            "--title=Caisey approval request",
+            f"--text={text}",
+            "--ok-label=Approve",
+            "--cancel-label=Deny",
+            f"--timeout={max(1, int(timeout))}",
+        ]
     elif shutil.which("kdialog"):
-        argv = ["kdialog", "--title", "Caisey approval request", "--yesno", text,
-                "--yes-label", "Approve", "--no-label", "Deny"]
+        argv = [
+            "kdialog",
+            "--title",
+            "Caisey approval request",
+            "--yesno",
+            text,
+            "--yes-label",
+            "Approve",
+            "--no-label",
+            "Deny",
+        ]
     else:
         return None
     try:
         proc = await asyncio.create_subprocess_exec(*argv)
         code = await asyncio.wait_for(proc.wait(), timeout=timeout + 5)
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         log.warning("could not show the prompt dialog: %s", exc)
         return None
     return {0: True, 1: False}.get(code)  # zenity: 5 = timed out, others = closed

@@ -28,9 +28,11 @@ def _os_release() -> str:
 
 def _ips() -> list[str]:
     ips = []
-    for name, addrs in psutil.net_if_addrs().items():
+    for addrs in psutil.net_if_addrs().values():
         for addr in addrs:
-            if addr.family in (socket.AF_INET, socket.AF_INET6) and not addr.address.startswith(("127.", "::1", "fe80")):
+            if addr.family in (socket.AF_INET, socket.AF_INET6) and not addr.address.startswith(
+                ("127.", "::1", "fe80")
+            ):
                 ips.append(addr.address.split("%")[0])
     return sorted(set(ips))
 
@@ -70,7 +72,11 @@ def context(hostname: str = "") -> dict[str, Any]:
         "uptime_seconds": int(time.time() - boot),
         "users": sorted({u.name for u in psutil.users()}),
         "cpu": {"count": psutil.cpu_count(), "percent": psutil.cpu_percent(interval=None)},
-        "memory": {"total_mb": mem.total // 2**20, "used_mb": (mem.total - mem.available) // 2**20, "percent": mem.percent},
+        "memory": {
+            "total_mb": mem.total // 2**20,
+            "used_mb": (mem.total - mem.available) // 2**20,
+            "percent": mem.percent,
+        },
         "disks": _disks(),
         "agent_version": __version__,
         "python": sys.version.split()[0],

@@ -143,8 +143,9 @@ class PromptStore:
         self.db.execute("UPDATE prompts SET update_acked = 1 WHERE update_frame = ?", (frame_id,))
 
     def update_for(self, prompt: HeldPrompt) -> p.PromptUpdate:
-        return p.PromptUpdate(prompt_id=prompt.prompt_id, state=prompt.state, decided_at=prompt.decided_at,
-                              decided_by=prompt.decided_by)
+        return p.PromptUpdate(
+            prompt_id=prompt.prompt_id, state=prompt.state, decided_at=prompt.decided_at, decided_by=prompt.decided_by
+        )
 
 
 def render(prompt: HeldPrompt) -> str:

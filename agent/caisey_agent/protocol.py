@@ -175,8 +175,7 @@ AGENT_TO_SERVER: dict[str, type] = {
     cls.TYPE: cls for cls in (Hello, Heartbeat, ActionOutput, ActionResult, PromptUpdate, Ack)
 }
 SERVER_TO_AGENT: dict[str, type] = {
-    cls.TYPE: cls
-    for cls in (Welcome, ActionRun, ActionCancel, PromptShow, PromptWithdraw, ModeSet, Ack, Error)
+    cls.TYPE: cls for cls in (Welcome, ActionRun, ActionCancel, PromptShow, PromptWithdraw, ModeSet, Ack, Error)
 }
 
 
@@ -284,47 +283,115 @@ def _p(name: str, type: str = "str", **kw: Any) -> ParamSpec:
 ACTION_KINDS: dict[str, ActionKind] = {
     k.name: k
     for k in (
-        ActionKind("system_summary", "System summary", CATEGORY_DIAGNOSTIC,
-                   "OS, uptime, CPU, memory, disks and logged-in users."),
-        ActionKind("service_status", "Service status", CATEGORY_DIAGNOSTIC,
-                   "One service's state, or every failed service when no name is given.",
-                   (_p("service", help="service name; empty for all failed services", max_length=200),)),
-        ActionKind("log_errors", "Recent log errors", CATEGORY_DIAGNOSTIC,
-                   "Errors from the system journal/syslog (event log on Windows) in a time window.",
-                   (_p("since_minutes", "int", default=60, minimum=1, maximum=10080),
-                    _p("limit", "int", default=50, minimum=1, maximum=1000))),
-        ActionKind("disk_usage", "Disk usage and I/O latency", CATEGORY_DIAGNOSTIC,
-                   "Usage per volume and average I/O latency per disk."),
-        ActionKind("top_processes", "Top processes", CATEGORY_DIAGNOSTIC,
-                   "Processes using the most CPU or memory.",
-                   (_p("sort", default="cpu", choices=("cpu", "memory")),
-                    _p("limit", "int", default=15, minimum=1, maximum=200))),
-        ActionKind("network_config", "Network configuration", CATEGORY_DIAGNOSTIC,
-                   "Interfaces, addresses, routes and DNS servers."),
-        ActionKind("dns_resolve", "DNS resolution", CATEGORY_DIAGNOSTIC,
-                   "Resolve a name with the system resolver, or against a given DNS server.",
-                   (_p("name", required=True, max_length=253), _p("server", max_length=255),
-                    _p("record_type", default="A", choices=("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "PTR")))),
-        ActionKind("tcp_connect", "TCP connect test", CATEGORY_DIAGNOSTIC,
-                   "Open a TCP connection to host:port and time it.",
-                   (_p("host", required=True, max_length=255), _p("port", "int", required=True, minimum=1, maximum=65535),
-                    _p("timeout", "int", default=5, minimum=1, maximum=60))),
-        ActionKind("http_check", "HTTP(S) check", CATEGORY_DIAGNOSTIC,
-                   "Request a URL and report status, timing and TLS certificate expiry.",
-                   (_p("url", required=True, max_length=2000), _p("timeout", "int", default=10, minimum=1, maximum=120))),
-        ActionKind("listening_ports", "Listening ports", CATEGORY_DIAGNOSTIC,
-                   "TCP/UDP ports listening on this machine, with their processes."),
-        ActionKind("file_tail", "Tail of a file", CATEGORY_DIAGNOSTIC,
-                   "The last lines of a file on the endpoint's allowed list of paths.",
-                   (_p("path", required=True, max_length=1024), _p("lines", "int", default=100, minimum=1, maximum=5000))),
-        ActionKind("pending_reboot", "Pending reboot and uptime", CATEGORY_DIAGNOSTIC,
-                   "Whether the machine waits for a reboot, and how long it has been up."),
-        ActionKind("service_restart", "Restart a service", CATEGORY_COMMAND,
-                   "Restart one service and report its state afterwards.",
-                   (_p("service", required=True, max_length=200),), default_timeout=120.0),
-        ActionKind("shell", "Shell command", CATEGORY_SHELL,
-                   "Run a command line with the system shell.",
-                   (_p("command", required=True, max_length=8000),), default_timeout=300.0),
+        ActionKind(
+            "system_summary",
+            "System summary",
+            CATEGORY_DIAGNOSTIC,
+            "OS, uptime, CPU, memory, disks and logged-in users.",
+        ),
+        ActionKind(
+            "service_status",
+            "Service status",
+            CATEGORY_DIAGNOSTIC,
+            "One service's state, or every failed service when no name is given.",
+            (_p("service", help="service name; empty for all failed services", max_length=200),),
+        ),
+        ActionKind(
+            "log_errors",
+            "Recent log errors",
+            CATEGORY_DIAGNOSTIC,
+            "Errors from the system journal/syslog (event log on Windows) in a time window.",
+            (
+                _p("since_minutes", "int", default=60, minimum=1, maximum=10080),
+                _p("limit", "int", default=50, minimum=1, maximum=1000),
+            ),
+        ),
+        ActionKind(
+            "disk_usage",
+            "Disk usage and I/O latency",
+            CATEGORY_DIAGNOSTIC,
+            "Usage per volume and average I/O latency per disk.",
+        ),
+        ActionKind(
+            "top_processes",
+            "Top processes",
+            CATEGORY_DIAGNOSTIC,
+            "Processes using the most CPU or memory.",
+            (
+                _p("sort", default="cpu", choices=("cpu", "memory")),
+                _p("limit", "int", default=15, minimum=1, maximum=200),
+            ),
+        ),
+        ActionKind(
+            "network_config",
+            "Network configuration",
+            CATEGORY_DIAGNOSTIC,
+            "Interfaces, addresses, routes and DNS servers.",
+        ),
+        ActionKind(
+            "dns_resolve",
+            "DNS resolution",
+            CATEGORY_DIAGNOSTIC,
+            "Resolve a name with the system resolver, or against a given DNS server.",
+            (
+                _p("name", required=True, max_length=253),
+                _p("server", max_length=255),
+                _p("record_type", default="A", choices=("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "PTR")),
+            ),
+        ),
+        ActionKind(
+            "tcp_connect",
+            "TCP connect test",
+            CATEGORY_DIAGNOSTIC,
+            "Open a TCP connection to host:port and time it.",
+            (
+                _p("host", required=True, max_length=255),
+                _p("port", "int", required=True, minimum=1, maximum=65535),
+                _p("timeout", "int", default=5, minimum=1, maximum=60),
+            ),
+        ),
+        ActionKind(
+            "http_check",
+            "HTTP(S) check",
+            CATEGORY_DIAGNOSTIC,
+            "Request a URL and report status, timing and TLS certificate expiry.",
+            (_p("url", required=True, max_length=2000), _p("timeout", "int", default=10, minimum=1, maximum=120)),
+        ),
+        ActionKind(
+            "listening_ports",
+            "Listening ports",
+            CATEGORY_DIAGNOSTIC,
+            "TCP/UDP ports listening on this machine, with their processes.",
+        ),
+        ActionKind(
+            "file_tail",
+            "Tail of a file",
+            CATEGORY_DIAGNOSTIC,
+            "The last lines of a file on the endpoint's allowed list of paths.",
+            (_p("path", required=True, max_length=1024), _p("lines", "int", default=100, minimum=1, maximum=5000)),
+        ),
+        ActionKind(
+            "pending_reboot",
+            "Pending reboot and uptime",
+            CATEGORY_DIAGNOSTIC,
+            "Whether the machine waits for a reboot, and how long it has been up.",
+        ),
+        ActionKind(
+            "service_restart",
+            "Restart a service",
+            CATEGORY_COMMAND,
+            "Restart one service and report its state afterwards.",
+            (_p("service", required=True, max_length=200),),
+            default_timeout=120.0,
+        ),
+        ActionKind(
+            "shell",
+            "Shell command",
+            CATEGORY_SHELL,
+            "Run a command line with the system shell.",
+            (_p("command", required=True, max_length=8000),),
+            default_timeout=300.0,
+        ),
     )
 }
 

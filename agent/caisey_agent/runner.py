@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -96,7 +96,7 @@ class Agent:
                 await self._session(url)
             except AgentStopped:
                 raise
-            except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
                 log.warning("connection to %s lost: %s", url, _describe(exc))
             if self.stopping.is_set():
                 break
@@ -107,7 +107,7 @@ class Agent:
             log.info("reconnecting in %.1fs (attempt %d)", delay, attempt)
             try:
                 await asyncio.wait_for(self.stopping.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def stop(self) -> None:
@@ -116,8 +116,13 @@ class Agent:
             asyncio.ensure_future(self.ws.close())
 
     async def _session(self, url: str) -> None:
-        async with connect(url, open_timeout=OPEN_TIMEOUT, max_size=p.MAX_FRAME_BYTES * 4,
-                           ping_interval=KEEPALIVE_PING, ping_timeout=30) as ws:
+        async with connect(
+            url,
+            open_timeout=OPEN_TIMEOUT,
+            max_size=p.MAX_FRAME_BYTES * 4,
+            ping_interval=KEEPALIVE_PING,
+            ping_timeout=30,
+        ) as ws:
             self.ws = ws
             try:
                 await self._handshake(ws)
@@ -140,7 +145,9 @@ class Agent:
         code = ws.close_code
         if code in FATAL_CLOSE_CODES:
             reason = ws.close_reason or FATAL_CLOSE_CODES[code]
-            raise AgentStopped(f"{FATAL_CLOSE_CODES[code]} (close code {code}{': ' + reason if reason != FATAL_CLOSE_CODES[code] else ''})")
+            raise AgentStopped(
+                f"{FATAL_CLOSE_CODES[code]} (close code {code}{': ' + reason if reason != FATAL_CLOSE_CODES[code] else ''})"
+            )
 
     async def _handshake(self, ws: ClientConnection) -> None:
         hello = p.Hello(
@@ -157,7 +164,9 @@ class Agent:
             if env.type == p.Welcome.TYPE:
                 self.mode = env.body.mode
                 self.interval = env.body.heartbeat_interval
-                log.info("connected as %s, mode %s, heartbeat every %ss", self.identity.endpoint_id, self.mode, self.interval)
+                log.info(
+                    "connected as %s, mode %s, heartbeat every %ss", self.identity.endpoint_id, self.mode, self.interval
+                )
                 return
             if env.type == p.Error.TYPE:
                 log.error("server refused hello: %s: %s", env.body.code, env.body.detail)
@@ -199,11 +208,13 @@ class Agent:
         while True:
             try:
                 await asyncio.wait_for(self.beat_now.wait(), timeout=self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self.beat_now.clear()
             metrics = machine.metrics() if self.mode == "active" else {}
-            await self.send(p.Heartbeat(interval=self.interval, mode=self.mode, metrics=metrics, prompts=self.prompt_reports()))
+            await self.send(
+                p.Heartbeat(interval=self.interval, mode=self.mode, metrics=metrics, prompts=self.prompt_reports())
+            )
 
     def prompt_reports(self) -> list[p.PromptReport]:
         return prompt_handlers.store_of(self).reports()
@@ -252,4 +263,3 @@ def _describe(exc: BaseException) -> str:
         frame = exc.rcvd
         return f"closed ({frame.code} {frame.reason})" if frame else "closed without a close frame"
     return f"{type(exc).__name__}: {exc}"
-

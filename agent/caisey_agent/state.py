@@ -139,7 +139,7 @@ class AgentState:
         """The body of an unacknowledged ``action.result`` frame for this action, if one waits in the outbox."""
         pattern = f'%"action_id":{json.dumps(action_id)}%'
         rows = self.db.execute(
-            "SELECT frame FROM outbox WHERE frame LIKE '%\"type\":\"action.result\"%' AND frame LIKE ? ORDER BY seq",
+            'SELECT frame FROM outbox WHERE frame LIKE \'%"type":"action.result"%\' AND frame LIKE ? ORDER BY seq',
             (pattern,),
         ).fetchall()
         for (frame,) in rows:
@@ -168,9 +168,18 @@ class AgentState:
         ).fetchone()
         if row is None:
             return None
-        keys = ("action_id", "kind", "status", "run_token", "started_at", "finished_at", "error", "pid",
-                "pid_created_at")
-        return dict(zip(keys, row))
+        keys = (
+            "action_id",
+            "kind",
+            "status",
+            "run_token",
+            "started_at",
+            "finished_at",
+            "error",
+            "pid",
+            "pid_created_at",
+        )
+        return dict(zip(keys, row, strict=False))
 
     def action_begin(self, action_id: str, kind: str, run_token: str, started_at: float) -> bool:
         """Record an action as running before it starts. False when this action id was seen before."""
@@ -188,7 +197,9 @@ class AgentState:
             (pid, created_at, time.time(), action_id),
         )
 
-    def action_finish(self, action_id: str, status: str, *, finished_at: float, error: str = "", kind: str = "") -> None:
+    def action_finish(
+        self, action_id: str, status: str, *, finished_at: float, error: str = "", kind: str = ""
+    ) -> None:
         """Record an action's final status (inserting the row when it never started, e.g. refused)."""
         self.db.execute(
             "INSERT INTO actions (action_id, kind, status, finished_at, error, updated_at) VALUES (?, ?, ?, ?, ?, ?)"

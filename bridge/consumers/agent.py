@@ -113,9 +113,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         self.endpoint = handshake.endpoint
         # An older socket of the same endpoint (half-open after sleep, say) must go.
-        await self.channel_layer.group_send(
-            self.group, {"type": "agent.replaced", "connection_id": self.connection_id}
-        )
+        await self.channel_layer.group_send(self.group, {"type": "agent.replaced", "connection_id": self.connection_id})
         metrics.agent_connects.inc()
         await self.send_frame(
             p.Welcome(

@@ -6,7 +6,6 @@ import re
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-
 from django.core.exceptions import ValidationError
 
 from bridge import notify

@@ -29,14 +29,19 @@ def bulk_start(request):
             if len(endpoints) != len(set(ids)):
                 raise Http404("unknown endpoint")
         elif group:
-            endpoints = list(endpoint_selectors.endpoint_list(client_group=group).filter(status=EndpointStatus.ENROLLED))
+            endpoints = list(
+                endpoint_selectors.endpoint_list(client_group=group).filter(status=EndpointStatus.ENROLLED)
+            )
         else:
             endpoints = []
     except ValidationError:
         raise Http404("unknown endpoint") from None
     try:
         run = services.bulk_run_start(
-            actor=request.user, endpoints=endpoints, kind=kind, params=_params_from(request.POST, kind),
+            actor=request.user,
+            endpoints=endpoints,
+            kind=kind,
+            params=_params_from(request.POST, kind),
             reason=request.POST.get("reason", ""),
         )
     except services.SessionError as exc:
@@ -51,6 +56,10 @@ def bulk_detail(request, run_id):
     return render(
         request,
         "console/bulk_detail.html",
-        {"run": run, "rows": selectors.bulk_run_rows(run=run), "progress": selectors.bulk_run_progress(run=run),
-         "kind": ACTION_KINDS.get(run.kind)},
+        {
+            "run": run,
+            "rows": selectors.bulk_run_rows(run=run),
+            "progress": selectors.bulk_run_progress(run=run),
+            "kind": ACTION_KINDS.get(run.kind),
+        },
     )

@@ -26,8 +26,13 @@ def endpoint_list(request):
     return render(
         request,
         "console/endpoint_list.html",
-        {"rows": rows, "query": query, "group": group, "groups": endpoint_selectors.client_group_list(),
-         "kinds": ACTION_KINDS.values()},
+        {
+            "rows": rows,
+            "query": query,
+            "group": group,
+            "groups": endpoint_selectors.client_group_list(),
+            "kinds": ACTION_KINDS.values(),
+        },
     )
 
 
@@ -39,7 +44,8 @@ def latency_chart(series: list[dict]) -> dict:
     def points(key: str) -> str:
         return " ".join(
             f"{i * step:.1f},{CHART_H - (b[key] / peak) * (CHART_H - 10):.1f}"
-            for i, b in enumerate(series) if b[key] is not None
+            for i, b in enumerate(series)
+            if b[key] is not None
         )
 
     return {"w": CHART_W, "h": CHART_H, "p50": points("p50"), "p95": points("p95"), "peak": peak, "series": series}

@@ -29,13 +29,17 @@ def incident_list(request):
     status = request.GET.get("status", "")
     if status not in IncidentStatus.values and status != "":
         raise Http404("unknown status filter")
-    return render(request, "console/incident_list.html", {
-        "incidents": incidents.incident_list(status=status)[:200],
-        "status": status,
-        "statuses": IncidentStatus.choices,
-        "client_groups": ClientGroup.objects.order_by("name"),
-        "can_operate": request.membership.can_operate,
-    })
+    return render(
+        request,
+        "console/incident_list.html",
+        {
+            "incidents": incidents.incident_list(status=status)[:200],
+            "status": status,
+            "statuses": IncidentStatus.choices,
+            "client_groups": ClientGroup.objects.order_by("name"),
+            "can_operate": request.membership.can_operate,
+        },
+    )
 
 
 @require_POST
@@ -44,8 +48,12 @@ def incident_create(request):
     group_id = request.POST.get("client_group", "").strip()
     group = get_or_404(ClientGroup.objects.get, pk=group_id) if group_id else None
     try:
-        incident = incidents.incident_create(actor=request.user, tenant_id=request.membership.tenant_id,
-                                             title=request.POST.get("title", ""), client_group=group)
+        incident = incidents.incident_create(
+            actor=request.user,
+            tenant_id=request.membership.tenant_id,
+            title=request.POST.get("title", ""),
+            client_group=group,
+        )
     except incidents.IncidentError as exc:
         messages.error(request, f"Incident not created: {exc}")
         return redirect("console:incident_list")
@@ -56,25 +64,30 @@ def incident_create(request):
 def incident_detail(request, incident_id):
     incident = get_or_404(incidents.incident_get, incident_id=incident_id)
     filters = incidents.TimelineFilters(
-        technician=request.GET.get("technician", ""), endpoint=request.GET.get("endpoint", ""),
+        technician=request.GET.get("technician", ""),
+        endpoint=request.GET.get("endpoint", ""),
         kind=request.GET.get("kind", ""),
     )
     view = "side" if request.GET.get("view") == "side" else "merged"
     timeline = incidents.incident_timeline(incident=incident, filters=filters)
     can_operate = request.membership.can_operate
-    return render(request, "console/incident_detail.html", {
-        "incident": incident,
-        "timeline": timeline,
-        "filters": filters,
-        "view": view,
-        "sessions": timeline.sessions,
-        "candidates": incidents.sessions_to_add(incident=incident) if can_operate else [],
-        "links": sharing.share_links_for(incident=incident),
-        "expiry_choices": EXPIRY_CHOICES,
-        "next_statuses": [s for s in IncidentStatus if s in incidents.INCIDENT_TRANSITIONS[incident.status]],
-        "is_closed": incident.status == IncidentStatus.CLOSED,
-        "can_operate": can_operate,
-    })
+    return render(
+        request,
+        "console/incident_detail.html",
+        {
+            "incident": incident,
+            "timeline": timeline,
+            "filters": filters,
+            "view": view,
+            "sessions": timeline.sessions,
+            "candidates": incidents.sessions_to_add(incident=incident) if can_operate else [],
+            "links": sharing.share_links_for(incident=incident),
+            "expiry_choices": EXPIRY_CHOICES,
+            "next_statuses": [s for s in IncidentStatus if s in incidents.INCIDENT_TRANSITIONS[incident.status]],
+            "is_closed": incident.status == IncidentStatus.CLOSED,
+            "can_operate": can_operate,
+        },
+    )
 
 
 @require_POST
@@ -118,8 +131,7 @@ def incident_status(request, incident_id):
 def incident_summary(request, incident_id):
     incident = get_or_404(incidents.incident_get, incident_id=incident_id)
     try:
-        incidents.incident_write_summary(actor=request.user, incident=incident,
-                                         summary=request.POST.get("summary", ""))
+        incidents.incident_write_summary(actor=request.user, incident=incident, summary=request.POST.get("summary", ""))
         messages.success(request, "Summary saved.")
     except incidents.IncidentError as exc:
         messages.error(request, f"Summary not saved: {exc}")
@@ -131,9 +143,12 @@ def incident_summary(request, incident_id):
 def incident_share(request, incident_id):
     incident = get_or_404(incidents.incident_get, incident_id=incident_id)
     try:
-        link, token = sharing.share_link_create(actor=request.user, incident=incident,
-                                                expires_in=expiry_from(request.POST),
-                                                label=request.POST.get("label", ""))
+        link, token = sharing.share_link_create(
+            actor=request.user,
+            incident=incident,
+            expires_in=expiry_from(request.POST),
+            label=request.POST.get("label", ""),
+        )
     except ReviewError as exc:
         messages.error(request, f"Not shared: {exc}")
         return _back(incident)
@@ -144,8 +159,7 @@ def incident_share(request, incident_id):
 def incident_preview(request, incident_id):
     incident = get_or_404(incidents.incident_get, incident_id=incident_id)
     record = sharing.current_record(incident=incident)
-    return render(request, "share/record.html", {"record": record, "preview": True,
-                                                  "back": _back(incident).url})
+    return render(request, "share/record.html", {"record": record, "preview": True, "back": _back(incident).url})
 
 
 @member_required

@@ -37,8 +37,13 @@ def prompt_cancel(request, session_id, prompt_id):
 @require_POST
 @operator_required
 def prompt_reissue(request, session_id, prompt_id):
-    return _prompt_action(request, session_id, prompt_id, prompts.prompt_reissue,
-                          "Prompt reissued; the old one is superseded and can no longer be approved.")
+    return _prompt_action(
+        request,
+        session_id,
+        prompt_id,
+        prompts.prompt_reissue,
+        "Prompt reissued; the old one is superseded and can no longer be approved.",
+    )
 
 
 @require_POST
@@ -50,9 +55,14 @@ def prompt_resend(request, session_id, prompt_id):
 @require_POST
 @operator_required
 def prompt_escalate(request, session_id, prompt_id):
-    return _prompt_action(request, session_id, prompt_id, prompts.prompt_escalate,
-                          "Approval link sent to the client's designated approver.",
-                          base_url=prompts.public_base_url(request))
+    return _prompt_action(
+        request,
+        session_id,
+        prompt_id,
+        prompts.prompt_escalate,
+        "Approval link sent to the client's designated approver.",
+        base_url=prompts.public_base_url(request),
+    )
 
 
 @require_POST

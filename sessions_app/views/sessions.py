@@ -95,7 +95,10 @@ def action_run(request, session_id):
     kind = request.POST.get("kind", "")
     try:
         services.action_request(
-            actor=request.user, session=session, kind=kind, params=_params_from(request.POST, kind),
+            actor=request.user,
+            session=session,
+            kind=kind,
+            params=_params_from(request.POST, kind),
             expires_in=_expiry_from(request.POST),
         )
     except services.SessionError as exc:
@@ -156,8 +159,12 @@ def action_fragment(request, session_id, action_id):
     return render(
         request,
         "console/_action.html",
-        {"action": action, "live_statuses": [s.value for s in ACTION_LIVE], "can_operate": request.membership.can_operate,
-         "session": action.session},
+        {
+            "action": action,
+            "live_statuses": [s.value for s in ACTION_LIVE],
+            "can_operate": request.membership.can_operate,
+            "session": action.session,
+        },
     )
 
 
@@ -181,7 +188,9 @@ def follow_up(request, session_id):
         messages.error(request, "Follow-up not scheduled: give a date and time")
         return _back(session)
     try:
-        services.session_schedule_follow_up(actor=request.user, session=session, at=at, note=request.POST.get("note", ""))
+        services.session_schedule_follow_up(
+            actor=request.user, session=session, at=at, note=request.POST.get("note", "")
+        )
     except services.SessionError as exc:
         messages.error(request, f"Follow-up not scheduled: {exc}")
     return _back(session)

@@ -51,9 +51,16 @@ def share_url(request, token: str) -> str:
 
 def render_link_created(request, *, link, token: str, back: str, subject: str):
     """The token is shown this once and never stored; the page is not cached."""
-    response = render(request, "console/review_link_created.html", {
-        "link": link, "url": share_url(request, token), "back": back, "subject": subject,
-    })
+    response = render(
+        request,
+        "console/review_link_created.html",
+        {
+            "link": link,
+            "url": share_url(request, token),
+            "back": back,
+            "subject": subject,
+        },
+    )
     response["Cache-Control"] = "no-store"
     return response
 
@@ -72,15 +79,19 @@ def _entry(session, index) -> TranscriptEntry:
 def session_review(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
     entries = review.reviewed_entries(session=session, for_client=False)
-    return render(request, "console/review.html", {
-        "session": session,
-        "endpoint": session.endpoint,
-        "entries": entries,
-        "redacted_count": sum(1 for e in entries if e.whole_redacted or e.part_redacted),
-        "links": sharing.share_links_for(session=session),
-        "expiry_choices": EXPIRY_CHOICES,
-        "can_operate": request.membership.can_operate,
-    })
+    return render(
+        request,
+        "console/review.html",
+        {
+            "session": session,
+            "endpoint": session.endpoint,
+            "entries": entries,
+            "redacted_count": sum(1 for e in entries if e.whole_redacted or e.part_redacted),
+            "links": sharing.share_links_for(session=session),
+            "expiry_choices": EXPIRY_CHOICES,
+            "can_operate": request.membership.can_operate,
+        },
+    )
 
 
 @require_POST
@@ -98,8 +109,9 @@ def review_redact(request, session_id):
             whole = request.POST.get("whole") == "1"
             if not whole and not fragment:
                 raise review.ReviewError("give the text to redact, or redact the whole entry")
-            review.entry_redact(actor=request.user, session=session, entry=entry,
-                                text_fragment=None if whole else fragment)
+            review.entry_redact(
+                actor=request.user, session=session, entry=entry, text_fragment=None if whole else fragment
+            )
             messages.success(request, f"Entry #{entry.index} redacted.")
     except review.ReviewError as exc:
         messages.error(request, f"Not redacted: {exc}")
@@ -112,8 +124,12 @@ def review_note(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
     about = request.POST.get("entry", "").strip()
     try:
-        review.review_note_add(actor=request.user, session=session, text=request.POST.get("text", ""),
-                               about_entry=_entry(session, about) if about else None)
+        review.review_note_add(
+            actor=request.user,
+            session=session,
+            text=request.POST.get("text", ""),
+            about_entry=_entry(session, about) if about else None,
+        )
     except review.ReviewError as exc:
         messages.error(request, f"Note not saved: {exc}")
     return _back(session)
@@ -124,21 +140,28 @@ def review_note(request, session_id):
 def session_share(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
     try:
-        link, token = sharing.share_link_create(actor=request.user, session=session,
-                                                expires_in=expiry_from(request.POST),
-                                                label=request.POST.get("label", ""))
+        link, token = sharing.share_link_create(
+            actor=request.user,
+            session=session,
+            expires_in=expiry_from(request.POST),
+            label=request.POST.get("label", ""),
+        )
     except review.ReviewError as exc:
         messages.error(request, f"Not shared: {exc}")
         return _back(session)
-    return render_link_created(request, link=link, token=token, back=_back(session).url,
-                               subject=f"the session on {session.endpoint.hostname}")
+    return render_link_created(
+        request, link=link, token=token, back=_back(session).url, subject=f"the session on {session.endpoint.hostname}"
+    )
 
 
 @member_required
 def session_preview(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
-    return render(request, "share/record.html", {"record": sharing.current_record(session=session),
-                                                  "preview": True, "back": _back(session).url})
+    return render(
+        request,
+        "share/record.html",
+        {"record": sharing.current_record(session=session), "preview": True, "back": _back(session).url},
+    )
 
 
 def _json_download(data: dict, filename: str) -> JsonResponse:

@@ -58,13 +58,24 @@ def write_policy(agent: FakeAgent, doc: dict, mode: int = 0o600) -> Path:
     return path
 
 
-def make_run(kind: str, params: dict | None = None, *, action_id: str | None = None, category: str | None = None,
-             timeout: float = 30, output_limit: int = 1024 * 1024) -> p.Envelope:
+def make_run(
+    kind: str,
+    params: dict | None = None,
+    *,
+    action_id: str | None = None,
+    category: str | None = None,
+    timeout: float = 30,
+    output_limit: int = 1024 * 1024,
+) -> p.Envelope:
     spec = p.ACTION_KINDS.get(kind)
     body = p.ActionRun(
-        action_id=action_id or uuid.uuid4().hex, kind=kind,
+        action_id=action_id or uuid.uuid4().hex,
+        kind=kind,
         category=category or (spec.category if spec else "diagnostic"),
-        params=params or {}, timeout=timeout, output_limit=output_limit, requested_by="tech@example.com",
+        params=params or {},
+        timeout=timeout,
+        output_limit=output_limit,
+        requested_by="tech@example.com",
     )
     return p.envelope(body)
 
@@ -153,7 +164,8 @@ async def test_diagnostic_reports_succeeded_with_data_and_text(agent):
 
 async def test_shell_output_is_ordered_and_split_by_stream(agent):
     action_id, result = await run_action(
-        agent, "shell", {"command": "echo one; echo oops >&2; sleep 0.4; echo two; printf 'h\\303\\251 \\n'; exit 3"})
+        agent, "shell", {"command": "echo one; echo oops >&2; sleep 0.4; echo two; printf 'h\\303\\251 \\n'; exit 3"}
+    )
     assert result.status == "failed"
     assert result.exit_code == 3
     assert "exit code 3" in result.error
@@ -172,7 +184,8 @@ async def test_shell_success(agent):
 
 async def test_big_output_is_chunked_and_small_writes_are_coalesced(agent):
     action_id, result = await run_action(
-        agent, "shell", {"command": "head -c 100000 /dev/zero | tr '\\0' x; for i in $(seq 1 300); do echo $i; done"})
+        agent, "shell", {"command": "head -c 100000 /dev/zero | tr '\\0' x; for i in $(seq 1 300); do echo $i; done"}
+    )
     assert result.status == "succeeded"
     out = agent.stream(action_id, "stdout")
     assert out == "x" * 100000 + "".join(f"{i}\n" for i in range(1, 301))
@@ -185,7 +198,13 @@ async def test_big_output_is_chunked_and_small_writes_are_coalesced(agent):
 
 async def test_multibyte_characters_are_not_split_across_chunks(agent):
     # 20000 three-byte characters: every chunk must still be valid UTF-8 on its own.
-    action_id, result = await run_action(agent, "shell", {"command": "i=0; while [ $i -lt 2000 ]; do printf '\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254'; i=$((i+1)); done"})
+    action_id, result = await run_action(
+        agent,
+        "shell",
+        {
+            "command": "i=0; while [ $i -lt 2000 ]; do printf '\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254\\342\\202\\254'; i=$((i+1)); done"
+        },
+    )
     assert result.status == "succeeded"
     assert agent.stream(action_id, "stdout") == "€" * 20000
     assert "\ufffd" not in agent.stream(action_id, "stdout")
@@ -194,8 +213,11 @@ async def test_multibyte_characters_are_not_split_across_chunks(agent):
 async def test_output_cap_truncates_with_marker_and_keeps_running(agent, tmp_path):
     done = tmp_path / "finished"
     action_id, result = await run_action(
-        agent, "shell", {"command": f"head -c 5000 /dev/zero | tr '\\0' y; echo; echo more >&2; echo ok > {done}"},
-        output_limit=1000)
+        agent,
+        "shell",
+        {"command": f"head -c 5000 /dev/zero | tr '\\0' y; echo; echo more >&2; echo ok > {done}"},
+        output_limit=1000,
+    )
     assert result.status == "succeeded"
     assert done.read_text() == "ok\n", "the command must run to completion past the cap"
     sent = agent.stream(action_id, "stdout") + agent.stream(action_id, "stderr")
@@ -236,7 +258,8 @@ async def test_timeout_kills_the_shell_and_reports_timed_out(agent, tmp_path):
 async def test_timeout_kills_the_whole_process_group(agent, tmp_path):
     pidfile = tmp_path / "pid"
     action_id, result = await run_action(
-        agent, "shell", {"command": f"sleep 30 & echo $! > {pidfile}; trap '' TERM; wait; sleep 30"}, timeout=1)
+        agent, "shell", {"command": f"sleep 30 & echo $! > {pidfile}; trap '' TERM; wait; sleep 30"}, timeout=1
+    )
     assert result.status == "timed_out"
     grandchild = int(pidfile.read_text())
     deadline = time.monotonic() + 5
@@ -434,8 +457,9 @@ async def test_interrupted_action_is_reported_failed_and_not_rerun(agent, tmp_pa
     assert reported == 1
     [result] = agent.results(action_id)
     assert result.status == "failed"
-    assert result.error == ("the agent stopped while this action was running; "
-                            "it was not re-run to avoid running it twice")
+    assert result.error == (
+        "the agent stopped while this action was running; it was not re-run to avoid running it twice"
+    )
     assert result.started_at is not None and result.finished_at >= result.started_at
     assert agent.state.action_get(action_id)["status"] == "failed"
     # Idempotent: a second call (e.g. after the next handshake) reports nothing more.
@@ -490,8 +514,11 @@ async def test_recovery_when_the_result_was_already_queued(agent):
     # Crash after the result went into the outbox but before the action was marked finished.
     action_id = uuid.uuid4().hex
     agent.state.action_begin(action_id, "system_summary", "previous-process", time.time() - 5)
-    env = p.envelope(p.ActionResult(action_id=action_id, status="succeeded", result={"data": {}, "text": ""},
-                                    finished_at=time.time()))
+    env = p.envelope(
+        p.ActionResult(
+            action_id=action_id, status="succeeded", result={"data": {}, "text": ""}, finished_at=time.time()
+        )
+    )
     agent.state.outbox_add(env.id, p.encode(env))
     assert await actions.recover_interrupted(agent) == 0
     assert agent.results(action_id) == []  # no contradicting "failed"
@@ -541,8 +568,11 @@ async def test_frames_survive_in_the_outbox_while_disconnected(agent):
 
 
 def test_fit_result_keeps_results_within_one_frame():
-    big = {"data": {"lines": [f"line {i} " + "z" * 100 for i in range(5000)], "path": "/x"},
-           "text": "t" * 300_000, "truncated": False}
+    big = {
+        "data": {"lines": [f"line {i} " + "z" * 100 for i in range(5000)], "path": "/x"},
+        "text": "t" * 300_000,
+        "truncated": False,
+    }
     fitted = actions.fit_result(big)
     assert len(json.dumps(fitted).encode()) <= actions.RESULT_BUDGET_BYTES
     assert fitted["truncated"] is True
@@ -573,10 +603,18 @@ async def test_real_agent_runs_an_action_and_the_frames_reach_the_server(tmp_pat
     async def bridge(ws):
         hello = p.decode(await ws.recv(), accept=p.AGENT_TO_SERVER)
         assert hello.type == "hello"
-        await ws.send(p.encode(p.envelope(p.Welcome(endpoint_id="ep1", mode="active", heartbeat_interval=30,
-                                                    server_time=time.time()))))
-        run = p.ActionRun(action_id=action_id, kind="shell", category="shell",
-                          params={"command": "echo from-the-endpoint"}, timeout=10)
+        await ws.send(
+            p.encode(
+                p.envelope(p.Welcome(endpoint_id="ep1", mode="active", heartbeat_interval=30, server_time=time.time()))
+            )
+        )
+        run = p.ActionRun(
+            action_id=action_id,
+            kind="shell",
+            category="shell",
+            params={"command": "echo from-the-endpoint"},
+            timeout=10,
+        )
         await ws.send(p.encode(p.envelope(run)))
         async for raw in ws:
             env = p.decode(raw, accept=p.AGENT_TO_SERVER)
@@ -590,8 +628,11 @@ async def test_real_agent_runs_an_action_and_the_frames_reach_the_server(tmp_pat
     async with serve(bridge, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         state = AgentState(tmp_path / "real")
-        state.save_identity(Identity(server=f"http://127.0.0.1:{port}", endpoint_id="ep1", credential="c",
-                                     machine_id=state.machine_id()))
+        state.save_identity(
+            Identity(
+                server=f"http://127.0.0.1:{port}", endpoint_id="ep1", credential="c", machine_id=state.machine_id()
+            )
+        )
         agent = Agent(state, handlers=default_handlers())
         runner = asyncio.create_task(agent.run_forever())
         try:
@@ -615,9 +656,11 @@ def test_state_file_from_before_the_pid_columns_is_upgraded(tmp_path):
     folder = tmp_path / "old"
     folder.mkdir(mode=0o700)
     db = sqlite3.connect(folder / AgentState.FILENAME)
-    db.execute("CREATE TABLE actions (action_id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL,"
-               " run_token TEXT NOT NULL DEFAULT '', started_at REAL, finished_at REAL,"
-               " error TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL)")
+    db.execute(
+        "CREATE TABLE actions (action_id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL,"
+        " run_token TEXT NOT NULL DEFAULT '', started_at REAL, finished_at REAL,"
+        " error TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL)"
+    )
     db.execute("INSERT INTO actions VALUES ('a1', 'shell', 'running', 'old', 1.0, NULL, '', 1.0)")
     db.commit()
     db.close()

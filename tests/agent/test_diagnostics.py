@@ -210,8 +210,7 @@ def test_tail_bytes_edge_cases(tmp_path):
 
 async def test_file_tail_default_policy_allows_var_log(agent):
     candidates = [os.path.join("/var/log", f) for f in sorted(os.listdir("/var/log"))]
-    target = next(f for f in candidates
-                  if os.path.isfile(f) and not os.path.islink(f) and os.access(f, os.R_OK))
+    target = next(f for f in candidates if os.path.isfile(f) and not os.path.islink(f) and os.access(f, os.R_OK))
     _, result = await run_action(agent, "file_tail", {"path": target, "lines": 5})
     assert result.status == "succeeded"
     assert result.result["data"]["lines_returned"] <= 5
@@ -317,7 +316,7 @@ def dns_server():
         while not stop.is_set():
             try:
                 wire, addr = sock.recvfrom(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             query = dns.message.from_wire(wire)
             response = dns.message.make_response(query)
@@ -394,7 +393,10 @@ async def test_tcp_connect_open_and_closed(agent):
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         routes = {
-            "/ok": (200, None), "/missing": (404, None), "/r1": (302, "/r2"), "/r2": (301, "/ok"),
+            "/ok": (200, None),
+            "/missing": (404, None),
+            "/r1": (302, "/r2"),
+            "/r2": (301, "/ok"),
         }
         if self.path.startswith("/loop"):
             n = int(self.path[5:] or 0)
@@ -462,9 +464,26 @@ async def test_http_check_rejects_other_schemes(agent):
 def self_signed(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "30", "-subj", "/CN=caisey-test", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=caisey-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

@@ -27,8 +27,14 @@ def test_missing_file_means_defaults(tmp_path):
 
 
 def test_valid_file_is_applied(tmp_path):
-    write(tmp_path, {"forbid_categories": ["shell"], "forbid_kinds": ["service_restart"],
-                     "allowed_tail_paths": ["/var/log/*", "/tmp/caisey-*"]})
+    write(
+        tmp_path,
+        {
+            "forbid_categories": ["shell"],
+            "forbid_kinds": ["service_restart"],
+            "allowed_tail_paths": ["/var/log/*", "/tmp/caisey-*"],
+        },
+    )
     policy = pol.load_policy(tmp_path)
     assert not policy.lockdown
     assert "forbids shell actions" in policy.refusal("shell", "shell")

@@ -11,30 +11,48 @@ from caisey_agent import protocol as p
 # One realistic body per message type. A new message type must add its sample here.
 SAMPLES = {
     "hello": p.Hello(
-        endpoint_id="6f1c2d4e-0000-4000-8000-000000000001", credential="s3cret", agent_version="1.2.3",
-        machine={"hostname": "pc01", "os": "Linux", "ips": ["10.0.0.5"]}, mode="active",
+        endpoint_id="6f1c2d4e-0000-4000-8000-000000000001",
+        credential="s3cret",
+        agent_version="1.2.3",
+        machine={"hostname": "pc01", "os": "Linux", "ips": ["10.0.0.5"]},
+        mode="active",
         prompts=[p.PromptReport(prompt_id="pr1", state="approved", decided_at=1700000000.5)],
     ),
     "heartbeat": p.Heartbeat(
-        interval=10.0, mode="active", metrics={"cpu": 12.5},
+        interval=10.0,
+        mode="active",
+        metrics={"cpu": 12.5},
         prompts=[p.PromptReport(prompt_id="pr1", state="delivered")],
     ),
     "action.output": p.ActionOutput(action_id="a1", seq=3, stream="stdout", data="line\n"),
     "action.result": p.ActionResult(
-        action_id="a1", status="succeeded", exit_code=0, result={"ok": True, "rows": [1, 2]},
-        started_at=1700000000.0, finished_at=1700000001.25,
+        action_id="a1",
+        status="succeeded",
+        exit_code=0,
+        result={"ok": True, "rows": [1, 2]},
+        started_at=1700000000.0,
+        finished_at=1700000001.25,
     ),
     "prompt.update": p.PromptUpdate(prompt_id="pr1", state="denied", decided_at=1700000002.0, decided_by="jdoe"),
     "ack": p.Ack(ref="f" * 32, duplicate=True),
     "welcome": p.Welcome(endpoint_id="e1", mode="lazy", heartbeat_interval=60.0, server_time=1700000000.0),
     "action.run": p.ActionRun(
-        action_id="a1", kind="dns_resolve", category="diagnostic", params={"name": "erp.local"}, timeout=30.0,
-        output_limit=4096, requested_by="tech1",
+        action_id="a1",
+        kind="dns_resolve",
+        category="diagnostic",
+        params={"name": "erp.local"},
+        timeout=30.0,
+        output_limit=4096,
+        requested_by="tech1",
     ),
     "action.cancel": p.ActionCancel(action_id="a1"),
     "prompt.show": p.PromptShow(
-        prompt_id="pr1", title="Restart the spooler?", detail="Printing is stuck", requested_by="Jane at Acme",
-        organisation="Acme MSP", deadline=1700000300.0,
+        prompt_id="pr1",
+        title="Restart the spooler?",
+        detail="Printing is stuck",
+        requested_by="Jane at Acme",
+        organisation="Acme MSP",
+        deadline=1700000300.0,
     ),
     "prompt.withdraw": p.PromptWithdraw(prompt_id="pr1", reason="superseded"),
     "mode.set": p.ModeSet(mode="active", heartbeat_interval=10.0),
@@ -58,7 +76,14 @@ def test_every_message_type_has_a_sample():
 def test_directions():
     assert set(p.AGENT_TO_SERVER) == {"hello", "heartbeat", "action.output", "action.result", "prompt.update", "ack"}
     assert set(p.SERVER_TO_AGENT) == {
-        "welcome", "action.run", "action.cancel", "prompt.show", "prompt.withdraw", "mode.set", "ack", "error",
+        "welcome",
+        "action.run",
+        "action.cancel",
+        "prompt.show",
+        "prompt.withdraw",
+        "mode.set",
+        "ack",
+        "error",
     }
 
 
@@ -81,7 +106,9 @@ def test_envelope_defaults():
 
 
 def test_defaults_fill_optional_body_fields():
-    env = p.decode(raw("hello", body={"endpoint_id": "e", "credential": "c", "agent_version": "1"}), accept=p.AGENT_TO_SERVER)
+    env = p.decode(
+        raw("hello", body={"endpoint_id": "e", "credential": "c", "agent_version": "1"}), accept=p.AGENT_TO_SERVER
+    )
     assert env.body == p.Hello(endpoint_id="e", credential="c", agent_version="1")
     assert env.body.protocol == p.PROTOCOL_VERSION and env.body.prompts == [] and env.body.mode == "lazy"
 
@@ -100,7 +127,9 @@ def test_oversized():
     assert rejected("x" * (p.MAX_FRAME_BYTES + 1)) == "oversized"
     frame = raw(body={"interval": 5, "metrics": {"pad": "y" * 200}})
     assert rejected(frame, max_bytes=100) == "oversized"
-    assert p.decode(frame, accept=p.AGENT_TO_SERVER, max_bytes=len(frame)).type == "heartbeat"  # the limit itself is fine
+    assert (
+        p.decode(frame, accept=p.AGENT_TO_SERVER, max_bytes=len(frame)).type == "heartbeat"
+    )  # the limit itself is fine
 
 
 @pytest.mark.parametrize(

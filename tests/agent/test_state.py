@@ -34,8 +34,12 @@ def mode_of(path) -> int:
 
 def identity(**overrides) -> Identity:
     values = {
-        "server": "https://caisey.example.com", "endpoint_id": "6f1c2d4e-0000-4000-8000-000000000001",
-        "credential": "the-credential", "machine_id": "m" * 32, "tenant": "Acme MSP", "client_group": "Contoso",
+        "server": "https://caisey.example.com",
+        "endpoint_id": "6f1c2d4e-0000-4000-8000-000000000001",
+        "credential": "the-credential",
+        "machine_id": "m" * 32,
+        "tenant": "Acme MSP",
+        "client_group": "Contoso",
     }
     return Identity(**{**values, **overrides})
 
@@ -198,7 +202,9 @@ def test_enroll_refuses_a_second_enrollment_without_replace(state, no_network):
 def test_cli_enroll_refuses_a_second_enrollment_without_replace(state_dir, state, no_network, capsys):
     state.save_identity(identity())
     state.close()
-    code = cli.main(["enroll", "--state-dir", str(state_dir), "--server", "https://caisey.example.com", "--token", "cet_x"])
+    code = cli.main(
+        ["enroll", "--state-dir", str(state_dir), "--server", "https://caisey.example.com", "--token", "cet_x"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "already enrolled" in err and "--replace" in err
@@ -223,7 +229,12 @@ def test_enroll_with_replace_asks_the_server_and_keeps_the_machine_id(state, mon
 
     def urlopen(request, timeout):
         sent.append((request.full_url, json.loads(request.data)))
-        answer = {"endpoint_id": identity().endpoint_id, "credential": "rotated", "tenant": "Acme MSP", "client_group": "Contoso"}
+        answer = {
+            "endpoint_id": identity().endpoint_id,
+            "credential": "rotated",
+            "tenant": "Acme MSP",
+            "client_group": "Contoso",
+        }
         return FakeResponse(json.dumps(answer).encode())
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)

@@ -37,8 +37,11 @@ def client_for(user) -> APIClient:
 
 def counts() -> tuple[int, ...]:
     return (
-        SupportSession.all_tenants.count(), Action.all_tenants.count(), BulkRun.all_tenants.count(),
-        TranscriptEntry.all_tenants.count(), OutboxMessage.all_tenants.count(),
+        SupportSession.all_tenants.count(),
+        Action.all_tenants.count(),
+        BulkRun.all_tenants.count(),
+        TranscriptEntry.all_tenants.count(),
+        OutboxMessage.all_tenants.count(),
     )
 
 
@@ -67,15 +70,17 @@ class World:
         )
 
     def open_session(self, endpoint: Endpoint | None = None) -> dict:
-        response = self.api.post(f"{V1}/sessions/", {"endpoint": str((endpoint or self.app).pk), "reason": "T-42"},
-                                 format="json")
+        response = self.api.post(
+            f"{V1}/sessions/", {"endpoint": str((endpoint or self.app).pk), "reason": "T-42"}, format="json"
+        )
         assert response.status_code == 201, response.content
         return response.json()
 
     def run(self, session_id: str, kind: str = "tcp_connect", params: dict | None = None) -> dict:
         params = params if params is not None else {"host": "db01", "port": 1433}
-        response = self.api.post(f"{V1}/sessions/{session_id}/actions/", {"kind": kind, "params": params},
-                                 format="json")
+        response = self.api.post(
+            f"{V1}/sessions/{session_id}/actions/", {"kind": kind, "params": params}, format="json"
+        )
         assert response.status_code == 201, response.content
         return response.json()
 
@@ -266,8 +271,19 @@ def test_run_read_list_and_cancel_an_action(world):
 
     aid = created["id"]
     body = world.api.get(f"{V1}/actions/{aid}/").json()
-    assert set(body) >= {"status", "exit_code", "result", "error", "output", "truncated", "started_at", "finished_at",
-                         "duration_s", "conditions_at_dispatch", "conditions_at_completion"}
+    assert set(body) >= {
+        "status",
+        "exit_code",
+        "result",
+        "error",
+        "output",
+        "truncated",
+        "started_at",
+        "finished_at",
+        "duration_s",
+        "conditions_at_dispatch",
+        "conditions_at_completion",
+    }
     listed = world.api.get(f"{V1}/sessions/{sid}/actions/").json()
     assert [a["id"] for a in listed["results"]] == [aid]
     assert [a["id"] for a in world.api.get(f"{V1}/sessions/{sid}/").json()["actions"]] == [aid]
@@ -292,10 +308,17 @@ def test_action_with_output_and_result(world):
         services.action_output_receive(
             endpoint=world.app, body=p.ActionOutput(action_id=aid, seq=seq, stream=stream, data=data)
         )
-    services.action_result_receive(endpoint=world.app, body=p.ActionResult(
-        action_id=aid, status="succeeded", exit_code=0, result={"uptime_s": 259200}, started_at=1.0e9,
-        finished_at=1.0e9 + 2,
-    ))
+    services.action_result_receive(
+        endpoint=world.app,
+        body=p.ActionResult(
+            action_id=aid,
+            status="succeeded",
+            exit_code=0,
+            result={"uptime_s": 259200},
+            started_at=1.0e9,
+            finished_at=1.0e9 + 2,
+        ),
+    )
     body = world.api.get(f"{V1}/actions/{aid}/").json()
     assert body["status"] == "succeeded" and body["exit_code"] == 0 and body["result"] == {"uptime_s": 259200}
     assert body["output"] == "up 3 days\n" and body["duration_s"] == 2.0
@@ -326,9 +349,16 @@ def test_resend_an_action_that_could_not_be_delivered(world):
 
 def test_run_a_batch(world):
     sid = world.open_session()["id"]
-    response = world.api.post(f"{V1}/sessions/{sid}/batches/", {"actions": [
-        {"kind": "disk_usage"}, {"kind": "top_processes", "params": {"sort": "memory"}},
-    ]}, format="json")
+    response = world.api.post(
+        f"{V1}/sessions/{sid}/batches/",
+        {
+            "actions": [
+                {"kind": "disk_usage"},
+                {"kind": "top_processes", "params": {"sort": "memory"}},
+            ]
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["session"] == sid
@@ -339,9 +369,16 @@ def test_run_a_batch(world):
 
     before = counts()
     assert_error(world.api.post(f"{V1}/sessions/{sid}/batches/", {"actions": []}, format="json"), 400)
-    response = world.api.post(f"{V1}/sessions/{sid}/batches/", {"actions": [
-        {"kind": "disk_usage"}, {"kind": "tcp_connect", "params": {"host": "x"}},
-    ]}, format="json")
+    response = world.api.post(
+        f"{V1}/sessions/{sid}/batches/",
+        {
+            "actions": [
+                {"kind": "disk_usage"},
+                {"kind": "tcp_connect", "params": {"host": "x"}},
+            ]
+        },
+        format="json",
+    )
     assert_error(response, 400, "rejected")  # the second item is invalid: nothing of the batch is kept
     assert counts() == before
 
@@ -350,10 +387,16 @@ def test_run_a_batch(world):
 
 
 def test_bulk_run_over_a_client_group(world):
-    response = world.api.post(f"{V1}/bulk-runs/", {
-        "kind": "dns_resolve", "params": {"name": "erp.local"}, "client_group": world.group.slug,
-        "reason": "DNS outage",
-    }, format="json")
+    response = world.api.post(
+        f"{V1}/bulk-runs/",
+        {
+            "kind": "dns_resolve",
+            "params": {"name": "erp.local"},
+            "client_group": world.group.slug,
+            "reason": "DNS outage",
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.content
     run = response.json()
     assert run["kind"] == "dns_resolve" and run["params"]["name"] == "erp.local" and run["reason"] == "DNS outage"
@@ -369,21 +412,29 @@ def test_bulk_run_over_a_client_group(world):
 
 
 def test_bulk_run_over_chosen_endpoints(world):
-    response = world.api.post(f"{V1}/bulk-runs/", {
-        "kind": "system_summary", "endpoints": [str(world.app.pk), str(world.law.pk)],
-    }, format="json")
+    response = world.api.post(
+        f"{V1}/bulk-runs/",
+        {
+            "kind": "system_summary",
+            "endpoints": [str(world.app.pk), str(world.law.pk)],
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.content
     assert sorted(r["endpoint"]["hostname"] for r in response.json()["rows"]) == ["app01", "law01"]
 
 
-@pytest.mark.parametrize("body", [
-    {"kind": "system_summary"},  # neither client_group nor endpoints
-    {"kind": "system_summary", "client_group": "x", "endpoints": ["00000000-0000-0000-0000-000000000001"]},
-    {"kind": "system_summary", "client_group": "no-such-group"},
-    {"kind": "system_summary", "endpoints": []},
-    {"kind": "system_summary", "endpoints": ["not-a-uuid"]},
-    {"kind": "no_such_kind", "endpoints": ["00000000-0000-0000-0000-000000000001"]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "system_summary"},  # neither client_group nor endpoints
+        {"kind": "system_summary", "client_group": "x", "endpoints": ["00000000-0000-0000-0000-000000000001"]},
+        {"kind": "system_summary", "client_group": "no-such-group"},
+        {"kind": "system_summary", "endpoints": []},
+        {"kind": "system_summary", "endpoints": ["not-a-uuid"]},
+        {"kind": "no_such_kind", "endpoints": ["00000000-0000-0000-0000-000000000001"]},
+    ],
+)
 def test_malformed_bulk_runs_are_400_and_change_nothing(world, body):
     before = counts()
     assert_error(world.api.post(f"{V1}/bulk-runs/", body, format="json"), 400)
@@ -392,8 +443,9 @@ def test_malformed_bulk_runs_are_400_and_change_nothing(world, body):
 
 def test_bulk_run_with_bad_params_is_rejected_whole(world):
     before = counts()
-    response = world.api.post(f"{V1}/bulk-runs/", {"kind": "dns_resolve", "client_group": world.group.slug},
-                              format="json")
+    response = world.api.post(
+        f"{V1}/bulk-runs/", {"kind": "dns_resolve", "client_group": world.group.slug}, format="json"
+    )
     assert assert_error(response, 400, "rejected")["detail"] == "name is required"
     assert counts() == before
 
@@ -403,12 +455,18 @@ def test_bulk_run_with_bad_params_is_rejected_whole(world):
 
 def test_another_tenants_objects_are_not_found(world):
     rival = {
-        "endpoint": world.rival_endpoint.pk, "session": world.rival_session.pk, "action": world.rival_action.pk,
+        "endpoint": world.rival_endpoint.pk,
+        "session": world.rival_session.pk,
+        "action": world.rival_action.pk,
         "run": world.rival_run.pk,
     }
     reads = [
-        f"/endpoints/{rival['endpoint']}/", f"/sessions/{rival['session']}/", f"/sessions/{rival['session']}/actions/",
-        f"/sessions/{rival['session']}/transcript/", f"/actions/{rival['action']}/", f"/bulk-runs/{rival['run']}/",
+        f"/endpoints/{rival['endpoint']}/",
+        f"/sessions/{rival['session']}/",
+        f"/sessions/{rival['session']}/actions/",
+        f"/sessions/{rival['session']}/transcript/",
+        f"/actions/{rival['action']}/",
+        f"/bulk-runs/{rival['run']}/",
     ]
     for path in reads:
         assert_error(world.api.get(V1 + path), 404, "not_found")
@@ -427,8 +485,12 @@ def test_another_tenants_objects_are_not_found(world):
     for endpoint_id in (rival["endpoint"], uuid.uuid4()):
         body = assert_error(world.api.post(f"{V1}/sessions/", {"endpoint": str(endpoint_id)}, format="json"), 400)
         assert body["field_errors"] == {"endpoint": ["no such endpoint"]}
-        body = assert_error(world.api.post(f"{V1}/bulk-runs/", {"kind": "system_summary",
-                                                                 "endpoints": [str(endpoint_id)]}, format="json"), 400)
+        body = assert_error(
+            world.api.post(
+                f"{V1}/bulk-runs/", {"kind": "system_summary", "endpoints": [str(endpoint_id)]}, format="json"
+            ),
+            400,
+        )
     assert counts() == before
     assert SupportSession.all_tenants.get(pk=rival["session"]).status == SessionStatus.OPEN
     assert Action.all_tenants.get(pk=rival["action"]).status == ActionStatus.QUEUED
@@ -437,8 +499,14 @@ def test_another_tenants_objects_are_not_found(world):
 def test_another_tenants_objects_never_appear_in_lists(world):
     world.open_session()
     rival_ids = {str(world.rival_endpoint.pk), str(world.rival_session.pk), str(world.rival_run.pk)}
-    for path in ("/endpoints/", "/sessions/", "/bulk-runs/", f"/sessions/?endpoint={world.rival_endpoint.pk}",
-                 f"/endpoints/?client_group={world.rival_group.slug}", "/endpoints/?q=rival"):
+    for path in (
+        "/endpoints/",
+        "/sessions/",
+        "/bulk-runs/",
+        f"/sessions/?endpoint={world.rival_endpoint.pk}",
+        f"/endpoints/?client_group={world.rival_group.slug}",
+        "/endpoints/?q=rival",
+    ):
         body = world.api.get(V1 + path).json()
         assert not rival_ids & {row["id"] for row in body["results"]}, path
     assert world.api.get(f"{V1}/endpoints/?q=rival").json()["count"] == 0
@@ -450,8 +518,13 @@ def test_another_tenants_objects_never_appear_in_lists(world):
 
 
 def test_malformed_ids_are_not_found(world):
-    for path in ("/endpoints/nope/", "/sessions/12345/", "/actions/not-a-uuid/", "/bulk-runs/x.y/",
-                 "/sessions/nope/transcript/"):
+    for path in (
+        "/endpoints/nope/",
+        "/sessions/12345/",
+        "/actions/not-a-uuid/",
+        "/bulk-runs/x.y/",
+        "/sessions/nope/transcript/",
+    ):
         assert_error(world.api.get(V1 + path), 404, "not_found")
     assert_error(world.api.post(f"{V1}/actions/nope/cancel/"), 404, "not_found")
 
@@ -483,6 +556,7 @@ def _api_views():
                 yield from walk(p.url_patterns, prefix + str(p.pattern))
             elif isinstance(p, URLPattern):
                 yield prefix + str(p.pattern), p.callback
+
     return [(route, cb) for route, cb in walk(get_resolver().url_patterns) if route.startswith("api/v1/")]
 
 
@@ -501,8 +575,16 @@ def test_a_viewer_reads_but_cannot_write(world):
     sid = world.open_session()["id"]
     aid = world.run(sid)["id"]
     viewer = client_for(world.viewer)
-    for path in ("/endpoints/", f"/endpoints/{world.app.pk}/", "/sessions/", f"/sessions/{sid}/", f"/actions/{aid}/",
-                 f"/sessions/{sid}/transcript/", "/catalogue/", "/bulk-runs/"):
+    for path in (
+        "/endpoints/",
+        f"/endpoints/{world.app.pk}/",
+        "/sessions/",
+        f"/sessions/{sid}/",
+        f"/actions/{aid}/",
+        f"/sessions/{sid}/transcript/",
+        "/catalogue/",
+        "/bulk-runs/",
+    ):
         assert viewer.get(V1 + path).status_code == 200, path
     before = counts()
     writes = [
@@ -538,17 +620,20 @@ def test_malformed_session_bodies_are_400_and_change_nothing(world):
     assert counts() == before
 
 
-@pytest.mark.parametrize("body", [
-    {},
-    {"kind": "nonsense"},
-    {"kind": "tcp_connect", "params": "host=db01"},
-    {"kind": "tcp_connect", "params": {"host": "db01"}},  # port is required: the service says so
-    {"kind": "tcp_connect", "params": {"host": "db01", "port": 70000}},
-    {"kind": "tcp_connect", "params": {"host": "db01", "port": 80, "bogus": 1}},
-    {"kind": "tcp_connect", "params": {"host": "db\u0000", "port": 80}},
-    {"kind": "system_summary", "expires_in_seconds": 0},
-    {"kind": "system_summary", "expires_in_seconds": 10 ** 12},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"kind": "nonsense"},
+        {"kind": "tcp_connect", "params": "host=db01"},
+        {"kind": "tcp_connect", "params": {"host": "db01"}},  # port is required: the service says so
+        {"kind": "tcp_connect", "params": {"host": "db01", "port": 70000}},
+        {"kind": "tcp_connect", "params": {"host": "db01", "port": 80, "bogus": 1}},
+        {"kind": "tcp_connect", "params": {"host": "db\u0000", "port": 80}},
+        {"kind": "system_summary", "expires_in_seconds": 0},
+        {"kind": "system_summary", "expires_in_seconds": 10**12},
+    ],
+)
 def test_malformed_action_requests_are_400_and_change_nothing(world, body):
     sid = world.open_session()["id"]
     before = counts()
@@ -559,10 +644,12 @@ def test_malformed_action_requests_are_400_and_change_nothing(world, body):
 def test_non_finite_and_unpaired_surrogate_params_are_400(world):
     sid = world.open_session()["id"]
     before = counts()
-    for raw in ('{"kind": "tcp_connect", "params": {"host": "db01", "port": 1e400}}',
-                '{"kind": "tcp_connect", "params": {"host": "\\ud800", "port": 80}}',
-                '{"kind": "tcp_connect", "params": {"\\ud800": 1}}',
-                '{"kind": "tcp_connect", "params": {"host": "db01", "port": NaN}}'):
+    for raw in (
+        '{"kind": "tcp_connect", "params": {"host": "db01", "port": 1e400}}',
+        '{"kind": "tcp_connect", "params": {"host": "\\ud800", "port": 80}}',
+        '{"kind": "tcp_connect", "params": {"\\ud800": 1}}',
+        '{"kind": "tcp_connect", "params": {"host": "db01", "port": NaN}}',
+    ):
         assert_error(world.api.post(f"{V1}/sessions/{sid}/actions/", raw, content_type="application/json"), 400)
     assert counts() == before
 

@@ -84,7 +84,10 @@ def with_real_ids(case, world) -> None:
 
 @schema.parametrize()
 @hypothesis_settings(
-    max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
 def test_the_api_never_answers_with_a_server_error(case, world):

@@ -67,7 +67,9 @@ async def test_unknown_endpoint_id_is_refused(enrolled):
 
 
 async def test_revoked_endpoint_is_refused_with_reason(enrolled):
-    await database_sync_to_async(services.endpoint_revoke)(actor="test", endpoint=enrolled.endpoint, reason="laptop stolen")
+    await database_sync_to_async(services.endpoint_revoke)(
+        actor="test", endpoint=enrolled.endpoint, reason="laptop stolen"
+    )
     agent = FakeAgent()
     await agent.connect()
     reply = await agent.hello(enrolled.endpoint.pk, enrolled.credential)
@@ -81,7 +83,9 @@ async def test_revoking_closes_a_live_connection(enrolled):
     await agent.connect()
     assert (await agent.hello(enrolled.endpoint.pk, enrolled.credential)).type == "welcome"
     await agent.recv()  # ack
-    await database_sync_to_async(services.endpoint_revoke)(actor="test", endpoint=enrolled.endpoint, reason="offboarded")
+    await database_sync_to_async(services.endpoint_revoke)(
+        actor="test", endpoint=enrolled.endpoint, reason="offboarded"
+    )
     err = await agent.recv()
     assert err.type == "error" and err.body.code == "revoked"
     assert await agent.expect_close() == p.CLOSE_REVOKED

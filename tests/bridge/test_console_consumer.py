@@ -50,7 +50,7 @@ class ConsoleSocket:
             await self.comm.disconnect()
         return connected, code
 
-    async def open(self) -> "ConsoleSocket":
+    async def open(self) -> ConsoleSocket:
         connected, code = await self.connect()
         assert connected, f"console socket refused with close code {code}"
         return self

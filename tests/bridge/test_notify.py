@@ -65,6 +65,7 @@ async def test_in_a_server_process_doorbells_from_its_sync_thread_are_handed_to_
     await layer.group_add("agent.loop-test", channel)
     notify.attach_to_running_loop()
     try:
+
         def ring_in_sync_thread() -> None:
             for n in range(5):
                 with transaction.atomic():

@@ -89,11 +89,15 @@ async def test_an_agent_cannot_ack_another_endpoints_message(enrolled):
 def test_unreachable_endpoint_uses_up_its_budget_then_fails_visibly(enrolled, settings):
     settings.CAISEY = {**settings.CAISEY, "OUTBOX_RETRY": {"default": {"max_attempts": 3, "base": 1, "cap": 2}}}
     failures = []
-    signals.outbox_failed.connect(lambda sender, message, **kw: failures.append(message.pk), weak=False, dispatch_uid="t")
+    signals.outbox_failed.connect(
+        lambda sender, message, **kw: failures.append(message.pk), weak=False, dispatch_uid="t"
+    )
     try:
         message = enqueue(enrolled.endpoint)
         for _ in range(4):
-            OutboxMessage.all_tenants.filter(pk=message.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+            OutboxMessage.all_tenants.filter(pk=message.pk).update(
+                next_attempt_at=timezone.now() - timedelta(seconds=1)
+            )
             outbox.outbox_sweep()
         row = reload(message)
         assert row.status == OutboxStatus.FAILED_TO_DELIVER

@@ -17,7 +17,15 @@ import re
 import pytest
 
 from tests.browser.support import (
-    LAPTOP, LAUNCH_ARGS, SCREENSHOTS, TIMEOUT_MS, Shots, browser_required, expect, find_chromium, keep_logs,
+    LAPTOP,
+    LAUNCH_ARGS,
+    SCREENSHOTS,
+    TIMEOUT_MS,
+    Shots,
+    browser_required,
+    expect,
+    find_chromium,
+    keep_logs,
 )
 from tests.e2e import helpers as h
 from tests.e2e.stack import Stack
@@ -48,7 +56,9 @@ def browser(chromium_executable):
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
-        unavailable(f"the playwright package is not installed ({exc}); install the test extras: pip install -e '.[test]'")
+        unavailable(
+            f"the playwright package is not installed ({exc}); install the test extras: pip install -e '.[test]'"
+        )
     pw = sync_playwright().start()
     try:
         try:

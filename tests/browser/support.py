@@ -98,6 +98,7 @@ def sent_mail(stack) -> list:
 
 def mail_to(stack, address: str, *, subject_contains: str = "", timeout: float = 30) -> list:
     """Wait until at least one email to `address` (whose subject contains the text) was sent; all of them."""
+
     def found():
         return [m for m in sent_mail(stack) if address in str(m["To"]) and subject_contains in str(m["Subject"])]
 

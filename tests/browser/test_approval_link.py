@@ -111,4 +111,3 @@ def test_escalate_prompt_approver_approves_by_email_link(stack, page, outsider, 
     expect(approver.get_by_role("button", name="Approve")).to_have_count(0)
     shots(approver, "approver-link-used")
     assert_skip_link(approver, "approval link used", control_in_main=False)
-

@@ -16,8 +16,16 @@ import pytest
 
 from tests.browser import support
 from tests.browser.support import (
-    ONLINE, TABLET, action_card, assert_controls_named, assert_no_horizontal_overflow, assert_not_reloaded,
-    endpoint_row, log_in, mark_page, start_agent,
+    ONLINE,
+    TABLET,
+    action_card,
+    assert_controls_named,
+    assert_no_horizontal_overflow,
+    assert_not_reloaded,
+    endpoint_row,
+    log_in,
+    mark_page,
+    start_agent,
 )
 from tests.e2e import helpers as h
 from tests.e2e.stack import wait_for
@@ -132,9 +140,7 @@ def test_session_diagnostic_approved_shell_read_only(stack, context, page, shots
     kind.select_option("shell")
     expect(page.locator("fieldset.params[data-kind=shell]")).to_be_visible()
     expect(tcp).to_be_hidden()
-    page.locator("fieldset.params[data-kind=shell]").get_by_label("Command (required)").fill(
-        "echo caisey-$((6*7))"
-    )
+    page.locator("fieldset.params[data-kind=shell]").get_by_label("Command (required)").fill("echo caisey-$((6*7))")
     page.get_by_role("button", name="Run", exact=True).click()
     shell = action_card(page, "shell")
     expect(shell.locator("[data-field=status]")).to_have_text("Awaiting approval")
@@ -184,8 +190,9 @@ def test_keyboard_labels_and_tablet_layout(stack, page, shots):
     agent = start_agent(stack, "kb01", "erp")
     session_id = stack.json(h.open_session(stack.login["username"], agent.endpoint_id))
     summary = stack.json(h.run(stack.login["username"], session_id, "system_summary", {}))
-    wait_for(lambda: stack.json(h.action_state(summary))["status"] == "succeeded", timeout=60,
-             what="system summary done")
+    wait_for(
+        lambda: stack.json(h.action_state(summary))["status"] == "succeeded", timeout=60, what="system summary done"
+    )
     log_in(page, stack, next_path=f"/sessions/{session_id}/")
     expect(page.get_by_role("heading", name=re.compile(r"^Session on kb01"), level=1)).to_be_visible()
 

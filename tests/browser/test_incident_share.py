@@ -32,9 +32,11 @@ def secret() -> str:
 
 def entry(page, kind: str):
     """A review page's record entry by its transcript kind (the first one of that kind)."""
-    return page.locator("ol.entry-list > li").filter(
-        has=page.locator(".kind", has_text=re.compile(rf"^\s*{re.escape(kind)}\b"))
-    ).first
+    return (
+        page.locator("ol.entry-list > li")
+        .filter(has=page.locator(".kind", has_text=re.compile(rf"^\s*{re.escape(kind)}\b")))
+        .first
+    )
 
 
 def test_incident_groups_two_sessions_and_review_redacts(stack, page, outsider, shots):

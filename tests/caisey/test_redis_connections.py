@@ -9,8 +9,6 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 
-
-
 @pytest.mark.skipif(settings.CHANNEL_LAYER_KIND != "pubsub", reason="the pub/sub layer's own bound")
 @pytest.mark.asyncio
 async def test_a_burst_of_group_sends_is_delivered_through_a_few_connections():

@@ -54,7 +54,9 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.2, what: str = "c
         except Exception as exc:  # the thing may not be up yet
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else "")
+    )
 
 
 def run_async(coro):
@@ -75,8 +77,12 @@ class Database:
         base = settings.DATABASES["default"]
         self.is_postgres = "postgresql" in base["ENGINE"]
         if self.is_postgres:
-            self._admin = dict(host=base["HOST"] or "127.0.0.1", port=base["PORT"] or 5432, user=base["USER"],
-                               password=base["PASSWORD"] or None)
+            self._admin = dict(
+                host=base["HOST"] or "127.0.0.1",
+                port=base["PORT"] or 5432,
+                user=base["USER"],
+                password=base["PASSWORD"] or None,
+            )
             self.name = f"caisey_e2e_{uuid.uuid4().hex[:12]}"
             template = self._template()
             self._sql(f'CREATE DATABASE "{self.name}" TEMPLATE "{template}"')
@@ -112,8 +118,9 @@ class Database:
                     url = f"sqlite:///{made}"
                 env = {**os.environ, "CAISEY_DATABASE_URL": url, "CAISEY_DATA_DIR": str(Path(tempfile.gettempdir()))}
                 env.pop("DJANGO_SETTINGS_MODULE", None)
-                subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True,
-                               timeout=300)
+                subprocess.run(
+                    [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True, timeout=300
+                )
                 self._templates[kind] = made
             return self._templates[kind]
 
@@ -123,24 +130,30 @@ class Database:
 
 
 class AgentProcess:
-    def __init__(self, stack: "Stack", state_dir: Path, log: Path) -> None:
+    def __init__(self, stack: Stack, state_dir: Path, log: Path) -> None:
         self.stack = stack
         self.state_dir = state_dir
         self.log = log
         self.proc: subprocess.Popen | None = None
 
     def prompts(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*AGENT_BIN, "prompts", *args, "--state-dir", str(self.state_dir)],
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [*AGENT_BIN, "prompts", *args, "--state-dir", str(self.state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
-    def start(self, *extra: str) -> "AgentProcess":
+    def start(self, *extra: str) -> AgentProcess:
         self.proc = self.stack.spawn(
             [*AGENT_BIN, "run", "--state-dir", str(self.state_dir), "--backoff-cap", "2", *extra], self.log
         )
         return self
 
     def status(self) -> dict:
-        out = subprocess.run([*AGENT_BIN, "status", "--state-dir", str(self.state_dir)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [*AGENT_BIN, "status", "--state-dir", str(self.state_dir)], capture_output=True, text=True, check=True
+        )
         return json.loads(out.stdout)
 
     @property
@@ -203,7 +216,7 @@ class Stack:
             raise AssertionError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
         return out.stdout
 
-    def migrate(self) -> "Stack":
+    def migrate(self) -> Stack:
         """Bring the stack's (template-cloned) database to the newest migrations, as a deploy would."""
         self.manage("migrate", "-v", "0")
         return self
@@ -225,8 +238,19 @@ class Stack:
 
     def start_worker(self) -> subprocess.Popen:
         return self.spawn(
-            [sys.executable, "-m", "celery", "-A", "caisey", "worker", "-B", "--loglevel=INFO", "--concurrency=1",
-             "--schedule", str(self.workdir / "beat-schedule")],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "caisey",
+                "worker",
+                "-B",
+                "--loglevel=INFO",
+                "--concurrency=1",
+                "--schedule",
+                str(self.workdir / "beat-schedule"),
+            ],
             self.workdir / "celery.log",
         )
 
@@ -281,9 +305,14 @@ class Stack:
         with self._shell_lock:
             if self._shell is None or self._shell.poll() is not None:
                 self._shell = subprocess.Popen(
-                    [sys.executable, str(Path(__file__).with_name("shell_server.py"))], cwd=REPO, env=self.env,
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.workdir / "shell.log", "ab"),
-                    text=True, start_new_session=True,
+                    [sys.executable, str(Path(__file__).with_name("shell_server.py"))],
+                    cwd=REPO,
+                    env=self.env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=open(self.workdir / "shell.log", "ab"),
+                    text=True,
+                    start_new_session=True,
                 )
                 self.procs.append(self._shell)
             self._shell.stdin.write(json.dumps(code) + "\n")
@@ -312,9 +341,23 @@ class Stack:
         name = name or f"agent{len(self.agents) + 1}"
         state_dir = self.workdir / name
         out = subprocess.run(
-            [*AGENT_BIN, "enroll", "--server", f"http://127.0.0.1:{port}", "--token", token,
-             "--state-dir", str(state_dir), "--hostname", name],
-            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=60,
+            [
+                *AGENT_BIN,
+                "enroll",
+                "--server",
+                f"http://127.0.0.1:{port}",
+                "--token",
+                token,
+                "--state-dir",
+                str(state_dir),
+                "--hostname",
+                name,
+            ],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if out.returncode != 0:
             raise AssertionError(f"enroll failed: {out.stdout}{out.stderr}")
@@ -328,7 +371,7 @@ class Stack:
         opener = opener or urllib.request.build_opener()
         return opener.open(f"http://127.0.0.1:{port}{path}", timeout=10)
 
-    def login(self, port: int, username: str, password: str) -> "Console":
+    def login(self, port: int, username: str, password: str) -> Console:
         return Console(port, username, password)
 
 
@@ -342,7 +385,9 @@ class Console:
         self.base = f"http://127.0.0.1:{port}"
         page = self.get("/login/")
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-        data = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": csrf}).encode()
+        data = urllib.parse.urlencode(
+            {"username": username, "password": password, "csrfmiddlewaretoken": csrf}
+        ).encode()
         request = urllib.request.Request(f"{self.base}/login/", data=data, headers={"Referer": f"{self.base}/login/"})
         body = self.opener.open(request, timeout=10).read().decode()
         if "didn't match" in body:
@@ -356,7 +401,5 @@ class Console:
 
     def presence_on_list(self, hostname: str) -> str | None:
         page = self.get(f"/?q={hostname}")
-        match = re.search(
-            rf">{re.escape(hostname)}</a>.*?data-field=\"presence\"[^>]*>(\w+)<", page, re.S
-        )
+        match = re.search(rf">{re.escape(hostname)}</a>.*?data-field=\"presence\"[^>]*>(\w+)<", page, re.S)
         return match.group(1) if match else None

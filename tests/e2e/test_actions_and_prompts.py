@@ -14,9 +14,14 @@ pytestmark = pytest.mark.e2e
 
 def final(stack, action_id: str, timeout: float = 60) -> dict:
     return wait_for(
-        lambda: (st := stack.json(h.action_state(action_id)))["status"] in
-        ("succeeded", "failed", "timed_out", "cancelled", "expired") and st,
-        timeout=timeout, interval=0.5, what=f"action {action_id} to finish",
+        lambda: (
+            (st := stack.json(h.action_state(action_id)))["status"]
+            in ("succeeded", "failed", "timed_out", "cancelled", "expired")
+            and st
+        ),
+        timeout=timeout,
+        interval=0.5,
+        what=f"action {action_id} to finish",
     )
 
 
@@ -68,8 +73,10 @@ def test_cancel_racing_a_late_approval_never_runs_the_command(stack):
     agent.kill(signal.SIGKILL)
     prompt_id = stack.json(h.prompt_state(action))["id"]
     assert agent.prompts("approve", prompt_id[:8]).returncode == 0  # approved on the endpoint...
-    stack.django(h.PRELUDE.format(tech=login["username"]) +  # ...while the technician cancels
-                 f"prompts.prompt_cancel(actor=tech, prompt=Prompt.all_tenants.get(pk='{prompt_id}'))")
+    stack.django(
+        h.PRELUDE.format(tech=login["username"])  # ...while the technician cancels
+        + f"prompts.prompt_cancel(actor=tech, prompt=Prompt.all_tenants.get(pk='{prompt_id}'))"
+    )
     agent.start()
     wait_for(lambda: "withdrawn" in agent.log_text(), timeout=30, what="runtime told to withdraw")
     assert stack.json(h.prompt_state(action))["state"] == "cancelled"
@@ -93,15 +100,18 @@ def test_bridge_restart_during_a_storm_of_200_prompts_across_20_agents_converges
     for agent in agents:
         agent.start()
     wait_for(lambda: all("connected as" in a.log_text() for a in agents), timeout=60, what="20 agents connected")
-    ids = stack.json(h.PRELUDE.format(tech=login["username"]) + (
-        "ids = [];\n"
-        f"for eid in {[a.endpoint_id for a in agents]!r}:\n"
-        "    s = services.session_open(actor=tech, endpoint=Endpoint.all_tenants.get(pk=eid), reason='storm')\n"
-        "    for n in range(10):\n"
-        "        ids.append(str(services.action_request(actor=tech, session=s, kind='shell',"
-        " params={'command': 'echo storm'}).pk))\n"
-        "print(json.dumps(ids))"
-    ))
+    ids = stack.json(
+        h.PRELUDE.format(tech=login["username"])
+        + (
+            "ids = [];\n"
+            f"for eid in {[a.endpoint_id for a in agents]!r}:\n"
+            "    s = services.session_open(actor=tech, endpoint=Endpoint.all_tenants.get(pk=eid), reason='storm')\n"
+            "    for n in range(10):\n"
+            "        ids.append(str(services.action_request(actor=tech, session=s, kind='shell',"
+            " params={'command': 'echo storm'}).pk))\n"
+            "print(json.dumps(ids))"
+        )
+    )
     assert len(ids) == 200
     stack.stop_server(stack.port, signal.SIGKILL)  # the bridge dies mid-storm
     started = time.monotonic()
@@ -114,8 +124,12 @@ def test_bridge_restart_during_a_storm_of_200_prompts_across_20_agents_converges
             ".values_list('state', flat=True))))"
         )
 
-    wait_for(lambda: prompt_states().get("delivered", 0) + prompt_states().get("acknowledged", 0) == 200,
-             timeout=120, interval=0.5, what="all 200 prompts delivered")
+    wait_for(
+        lambda: prompt_states().get("delivered", 0) + prompt_states().get("acknowledged", 0) == 200,
+        timeout=120,
+        interval=0.5,
+        what="all 200 prompts delivered",
+    )
     held = [len([line for line in a.prompts("list").stdout.splitlines() if line.startswith("[")]) for a in agents]
     converge_s = time.monotonic() - started
     print(f"\nstorm: 200 prompts across 20 agents converged {converge_s:.1f} s after the bridge restart")
@@ -134,16 +148,26 @@ def test_bridge_restart_during_a_storm_of_200_prompts_across_20_agents_converges
         assert agent.prompts("approve", mine[0][:12]).returncode == 0
         approved.append(mine[0])
         cancelled.append(mine[1])
-    stack.django(h.PRELUDE.format(tech=login["username"]) +
-                 f"[prompts.prompt_cancel(actor=tech, prompt=Prompt.all_tenants.get(pk=p)) for p in {cancelled!r}]")
+    stack.django(
+        h.PRELUDE.format(tech=login["username"])
+        + f"[prompts.prompt_cancel(actor=tech, prompt=Prompt.all_tenants.get(pk=p)) for p in {cancelled!r}]"
+    )
     states = lambda: stack.json(  # noqa: E731
         "import json; from sessions_app.models import Prompt, Action;"
         f"print(json.dumps({{str(p.pk): [p.state, Action.all_tenants.get(pk=p.action_id).status]"
         f" for p in Prompt.all_tenants.filter(pk__in={approved + cancelled!r})}}))"
     )
-    wait_for(lambda: all(v == ["approved", "succeeded"] for k, v in states().items() if k in approved),
-             timeout=120, interval=1, what="approved prompts ran their commands")
+    wait_for(
+        lambda: all(v == ["approved", "succeeded"] for k, v in states().items() if k in approved),
+        timeout=120,
+        interval=1,
+        what="approved prompts ran their commands",
+    )
     final_states = states()
     assert all(final_states[p] == ["cancelled", "cancelled"] for p in cancelled)
-    wait_for(lambda: all(len([x for x in a.prompts("list").stdout.splitlines() if x.startswith("[")]) == 8
-                         for a in agents), timeout=60, interval=1, what="runtimes hold the 8 still-open prompts")
+    wait_for(
+        lambda: all(len([x for x in a.prompts("list").stdout.splitlines() if x.startswith("[")]) == 8 for a in agents),
+        timeout=60,
+        interval=1,
+        what="runtimes hold the 8 still-open prompts",
+    )

@@ -43,7 +43,9 @@ def test_frozen_agent_goes_offline_by_missed_heartbeats(stack):
     async def watch_freeze():
         async with open_console_socket(console) as ws:
             agent.proc.send_signal(signal.SIGSTOP)
-            return await next_event(ws, event="endpoint.presence", where=lambda p: p["hostname"] == "laptop7", timeout=40)
+            return await next_event(
+                ws, event="endpoint.presence", where=lambda p: p["hostname"] == "laptop7", timeout=40
+            )
 
     try:
         payload = run_async(watch_freeze())
@@ -59,9 +61,9 @@ def test_revoked_agent_is_refused_and_stops_retrying(stack):
     stack.seed()
     agent = stack.enroll_agent(stack.port, stack.token("acme", "erp"), name="stolen").start()
     wait_for(lambda: "connected as" in agent.log_text(), timeout=30, what="agent connected")
-    stack.django((
+    stack.django(
         "from endpoints import services; from endpoints.models import Endpoint;"
         f"services.endpoint_revoke(actor='test', endpoint=Endpoint.all_tenants.get(pk='{agent.endpoint_id}'), reason='stolen laptop')"
-    ))
+    )
     assert agent.proc.wait(timeout=30) == 3
     assert "revoked" in agent.log_text()

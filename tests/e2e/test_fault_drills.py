@@ -50,10 +50,12 @@ def queue_effects(stack, tech: str, endpoint_ids: list[str], per_endpoint: int, 
 
 
 def statuses(stack, ids: list[str]) -> collections.Counter:
-    return collections.Counter(stack.json(
-        "import json; from sessions_app.models import Action;"
-        f"print(json.dumps(list(Action.all_tenants.filter(pk__in={ids!r}).values_list('status', flat=True))))"
-    ))
+    return collections.Counter(
+        stack.json(
+            "import json; from sessions_app.models import Action;"
+            f"print(json.dumps(list(Action.all_tenants.filter(pk__in={ids!r}).values_list('status', flat=True))))"
+        )
+    )
 
 
 def effects(effects_dir) -> collections.Counter:
@@ -64,8 +66,12 @@ def effects(effects_dir) -> collections.Counter:
 
 
 def assert_exactly_once(stack, ids, effects_dir, timeout: float = 180) -> None:
-    wait_for(lambda: statuses(stack, ids).get("succeeded", 0) == len(ids), timeout=timeout, interval=1,
-             what=f"all {len(ids)} actions to succeed (now {dict(statuses(stack, ids))})")
+    wait_for(
+        lambda: statuses(stack, ids).get("succeeded", 0) == len(ids),
+        timeout=timeout,
+        interval=1,
+        what=f"all {len(ids)} actions to succeed (now {dict(statuses(stack, ids))})",
+    )
     ran = effects(effects_dir)
     assert set(ran) == set(ids), f"missing effects: {set(ids) - set(ran)}"
     assert max(ran.values()) == 1, f"ran twice: {[k for k, v in ran.items() if v > 1]}"
@@ -89,9 +95,14 @@ def test_kill_daphne_with_200_messages_to_20_agents_in_flight(stack):
 
 
 FAST_RETRY = {
-    "CAISEY_HEARTBEAT_LAZY": "2", "CAISEY_HEARTBEAT_ACTIVE": "2", "CAISEY_PRESENCE_GRACE": "2",
-    "CAISEY_OUTBOX_SWEEP": "0.5", "CAISEY_OUTBOX_MAX_ATTEMPTS": "3", "CAISEY_OUTBOX_BACKOFF_BASE": "0.3",
-    "CAISEY_OUTBOX_BACKOFF_CAP": "0.6", "CAISEY_OUTBOX_ACK_TIMEOUT": "0.3",
+    "CAISEY_HEARTBEAT_LAZY": "2",
+    "CAISEY_HEARTBEAT_ACTIVE": "2",
+    "CAISEY_PRESENCE_GRACE": "2",
+    "CAISEY_OUTBOX_SWEEP": "0.5",
+    "CAISEY_OUTBOX_MAX_ATTEMPTS": "3",
+    "CAISEY_OUTBOX_BACKOFF_BASE": "0.3",
+    "CAISEY_OUTBOX_BACKOFF_CAP": "0.6",
+    "CAISEY_OUTBOX_ACK_TIMEOUT": "0.3",
 }
 
 
@@ -121,8 +132,11 @@ def test_agent_away_past_the_budget_fails_visibly_and_a_resend_delivers(stack):
     session = stack.json(h.open_session(login["username"], agent.endpoint_id))
     agent.proc.send_signal(signal.SIGSTOP)  # frozen: the socket stays open, nothing answers
     action = stack.json(h.run(login["username"], session, "shell", {"command": "echo back-again"}))
-    wait_for(lambda: stack.json(h.action_state(action))["status"] == "failed_to_deliver", timeout=60,
-             what="failed_to_deliver")
+    wait_for(
+        lambda: stack.json(h.action_state(action))["status"] == "failed_to_deliver",
+        timeout=60,
+        what="failed_to_deliver",
+    )
     agent.kill(signal.SIGKILL)  # what the frozen process had buffered is lost with it
     attempts = stack.json(
         "import json; from bridge.models import OutboxMessage;"
@@ -134,16 +148,25 @@ def test_agent_away_past_the_budget_fails_visibly_and_a_resend_delivers(stack):
     wait_for(lambda: "connected as" in agent.log_text(), timeout=30, what="agent back")
     time.sleep(2)
     assert stack.json(h.action_state(action))["status"] == "failed_to_deliver"  # no silent redelivery
-    stack.django(h.PRELUDE.format(tech=login["username"]) +
-                 f"services.action_resend(actor=tech, action=Action.all_tenants.get(pk='{action}'))")
-    result = wait_for(lambda: (st := stack.json(h.action_state(action)))["status"] in FINAL and st, timeout=60,
-                      what="resent action to finish")
+    stack.django(
+        h.PRELUDE.format(tech=login["username"])
+        + f"services.action_resend(actor=tech, action=Action.all_tenants.get(pk='{action}'))"
+    )
+    result = wait_for(
+        lambda: (st := stack.json(h.action_state(action)))["status"] in FINAL and st,
+        timeout=60,
+        what="resent action to finish",
+    )
     assert result["status"] == "succeeded" and "back-again" in result["output"]
 
 
 DEGRADE = {
-    "CAISEY_HEARTBEAT_LAZY": "2", "CAISEY_HEARTBEAT_ACTIVE": "2", "CAISEY_PRESENCE_GRACE": "3",
-    "CAISEY_DEGRADED_P95_MS": "600", "CAISEY_DEGRADED_WINDOW": "20", "CAISEY_DEGRADED_RECONNECTS": "3",
+    "CAISEY_HEARTBEAT_LAZY": "2",
+    "CAISEY_HEARTBEAT_ACTIVE": "2",
+    "CAISEY_PRESENCE_GRACE": "3",
+    "CAISEY_DEGRADED_P95_MS": "600",
+    "CAISEY_DEGRADED_WINDOW": "20",
+    "CAISEY_DEGRADED_RECONNECTS": "3",
 }
 
 
@@ -168,8 +191,12 @@ def test_slow_flaky_network_makes_the_endpoint_degraded_then_active_again(stack)
         page = console.get(f"/endpoints/{agent.endpoint_id}/")
         assert "Degraded" in page and ("reconnects" in page or "latency" in page)
         proxy.latency = 0.0
-        wait_for(lambda: console.presence_on_list("branch01") == "active", timeout=90, interval=2,
-                 what="active again once the path clears")
+        wait_for(
+            lambda: console.presence_on_list("branch01") == "active",
+            timeout=90,
+            interval=2,
+            what="active again once the path clears",
+        )
 
 
 @pytest.mark.parametrize("stack", [{"own_redis": True, "CAISEY_OUTBOX_SWEEP": "1"}], indirect=True)

@@ -24,14 +24,14 @@ def test_agent_stays_connected_over_the_redis_layer_for_over_a_minute(stack):
     log = agent.log_text()
     assert log.count("connected as") == 1, log
     assert "connection to" not in log and "reconnecting" not in log, log
-    connections = stack.django((
+    connections = stack.django(
         "from bridge.models import AgentConnection;"
         f"print(AgentConnection.all_tenants.filter(endpoint_id='{agent.endpoint_id}').count())"
-    )).strip()
+    ).strip()
     assert connections.endswith("1")
     # The consumer's channel-layer receive loop is still alive: a group message reaches it.
-    stack.django((
+    stack.django(
         "from endpoints import services; from endpoints.models import Endpoint;"
         f"services.endpoint_revoke(actor='test', endpoint=Endpoint.all_tenants.get(pk='{agent.endpoint_id}'), reason='end of drill')"
-    ))
+    )
     assert agent.proc.wait(timeout=20) == 3

@@ -25,8 +25,12 @@ class Api:
         self.headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(f"{self.base}{path}", method=method, headers=self.headers,
-                                         data=json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(
+            f"{self.base}{path}",
+            method=method,
+            headers=self.headers,
+            data=json.dumps(body).encode() if body is not None else None,
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -36,8 +40,10 @@ def test_four_technicians_run_diagnostics_on_four_endpoints_at_once(stack):
     techs = [f"tech-{host}" for host in HOSTS]
     stack.django(
         "from endpoints import services; from endpoints.models import Role, Tenant; t = Tenant.all_tenants.get(slug='acme');"
-        + "".join(f"services.membership_create(tenant=t, username='{name}', password='e2e-password-1',"
-                  " role=Role.TECHNICIAN);" for name in techs)
+        + "".join(
+            f"services.membership_create(tenant=t, username='{name}', password='e2e-password-1', role=Role.TECHNICIAN);"
+            for name in techs
+        )
     )
     agents = [stack.enroll_agent(stack.port, stack.token("acme", "erp"), name=host) for host in HOSTS]
     for agent in agents:
@@ -56,9 +62,13 @@ def test_four_technicians_run_diagnostics_on_four_endpoints_at_once(stack):
             session = api.call("POST", "/sessions/", {"endpoint": agent.endpoint_id, "reason": f"ERP down: {host}"})
             queued = [
                 api.call("POST", f"/sessions/{session['id']}/actions/", {"kind": kind, "params": params})
-                for kind, params in (("system_summary", {}), ("top_processes", {}),
-                                     ("tcp_connect", {"host": "127.0.0.1", "port": stack.port}))
+                for kind, params in (
+                    ("system_summary", {}),
+                    ("top_processes", {}),
+                    ("tcp_connect", {"host": "127.0.0.1", "port": stack.port}),
+                )
             ]
+
             def all_final() -> list[dict] | None:
                 now = [api.call("GET", f"/actions/{q['id']}/") for q in queued]
                 return now if all(a["status"] in FINAL for a in now) else None
@@ -68,20 +78,26 @@ def test_four_technicians_run_diagnostics_on_four_endpoints_at_once(stack):
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=technician, args=(api, agent, host))
-               for api, agent, host in zip(apis, agents, HOSTS)]
+    threads = [
+        threading.Thread(target=technician, args=(api, agent, host))
+        for api, agent, host in zip(apis, agents, HOSTS, strict=False)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=150)
     assert not errors, errors
     assert set(results) == set(HOSTS)
-    print("\nper technician, session opened to three results in:",
-          ", ".join(f"{host} {r['seconds']:.1f} s" for host, r in sorted(results.items())))
+    print(
+        "\nper technician, session opened to three results in:",
+        ", ".join(f"{host} {r['seconds']:.1f} s" for host, r in sorted(results.items())),
+    )
 
-    for host, tech in zip(HOSTS, techs):
+    for host, tech in zip(HOSTS, techs, strict=False):
         actions = results[host]["actions"]
-        assert [a["status"] for a in actions] == ["succeeded"] * 3, [(a["kind"], a["status"], a["error"]) for a in actions]
+        assert [a["status"] for a in actions] == ["succeeded"] * 3, [
+            (a["kind"], a["status"], a["error"]) for a in actions
+        ]
         assert {a["requested_by"] for a in actions} == {tech}
         record = stack.json(
             "import json; from sessions_app.models import TranscriptEntry;"
@@ -99,23 +115,32 @@ def test_four_technicians_run_diagnostics_on_four_endpoints_at_once(stack):
 
 def test_bulk_run_across_a_client_group_waits_for_the_offline_endpoint(stack):
     login = stack.seed()
-    agents = {host: stack.enroll_agent(stack.port, stack.token("acme", "erp"), name=host)
-              for host in ("till01", "till02", "till03")}
+    agents = {
+        host: stack.enroll_agent(stack.port, stack.token("acme", "erp"), name=host)
+        for host in ("till01", "till02", "till03")
+    }
     for host in ("till01", "till02"):
         agents[host].start()
     # till03 enrolled but is switched off: offline when the run starts.
-    wait_for(lambda: all("connected as" in agents[h].log_text() for h in ("till01", "till02")), timeout=60,
-             what="two agents connected")
+    wait_for(
+        lambda: all("connected as" in agents[h].log_text() for h in ("till01", "till02")),
+        timeout=60,
+        what="two agents connected",
+    )
     api = Api(stack.port, stack.manage("issue_api_token", "--user", login["username"]).strip())
-    run = api.call("POST", "/bulk-runs/", {"kind": "system_summary", "params": {}, "client_group": "erp",
-                                           "reason": "tills slow"})
+    run = api.call(
+        "POST", "/bulk-runs/", {"kind": "system_summary", "params": {}, "client_group": "erp", "reason": "tills slow"}
+    )
     assert run["progress"]["total"] == 3
 
     def rows() -> dict[str, str]:
         return {r["endpoint"]["hostname"]: r["status"] for r in api.call("GET", f"/bulk-runs/{run['id']}/")["rows"]}
 
-    wait_for(lambda: (r := rows())["till01"] == "succeeded" and r["till02"] == "succeeded", timeout=60,
-             what="the online tills' results")
+    wait_for(
+        lambda: (r := rows())["till01"] == "succeeded" and r["till02"] == "succeeded",
+        timeout=60,
+        what="the online tills' results",
+    )
     assert rows()["till03"] == "queued"  # kept queued while it is away
     progress = api.call("GET", f"/bulk-runs/{run['id']}/")["progress"]
     assert progress == {"total": 3, "done": 2, "waiting": 1}

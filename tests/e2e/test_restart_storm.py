@@ -27,8 +27,13 @@ class LoadGen:
 
     def __init__(self, stack) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "bench" / "loadgen.py")], cwd=REPO, env=stack.env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(stack.workdir / "loadgen.log", "ab"),
+            [sys.executable, str(REPO / "bench" / "loadgen.py")],
+            cwd=REPO,
+            env=stack.env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(stack.workdir / "loadgen.log", "ab"),
             start_new_session=True,
         )
         stack.procs.append(self.proc)
@@ -44,8 +49,14 @@ class LoadGen:
 
 
 def driver(stack, *args: str, timeout: float = 300) -> dict:
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "driver.py"), *args], cwd=REPO, env=stack.env,
-                         capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "driver.py"), *args],
+        cwd=REPO,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -79,10 +90,12 @@ def test_server_restart_under_a_thousand_agents_every_one_returns_and_delivers(s
     stack.start_server(stack.port)  # returns once it answers HTTP
     up_at = time.time()
     back = gen.call(cmd="await_back", since=down, up_at=up_at, timeout=240)
-    print(f"\nDaphne restart under {AGENTS} agents: new server answering after {up_at - down:.1f} s, "
-          f"{back['back']}/{back['agents']} agents back after {back['last_back_s']:.1f} s; "
-          f"connects refused while it was down: {back['failures'].get('server_down', 0)}; "
-          f"all handshake failures (the old server closing included): {back['failures']}")
+    print(
+        f"\nDaphne restart under {AGENTS} agents: new server answering after {up_at - down:.1f} s, "
+        f"{back['back']}/{back['agents']} agents back after {back['last_back_s']:.1f} s; "
+        f"connects refused while it was down: {back['failures'].get('server_down', 0)}; "
+        f"all handshake failures (the old server closing included): {back['failures']}"
+    )
     assert back["back"] == AGENTS
     assert back["failed_once_up"] == {}, f"handshakes failed once the new server answered: {back['failed_once_up']}"
 

@@ -34,7 +34,9 @@ def test_presence_wake_and_live_updates_cross_two_daphne_processes(stack):
     console_port = stack.start_server()
     agent = stack.enroll_agent(agent_port, stack.token("acme", "erp"), name="dc02").start()
     console = stack.login(console_port, login["username"], login["password"])
-    wait_for(lambda: console.presence_on_list("dc02") == "lazy", timeout=30, what="dc02 lazy, seen from the other server")
+    wait_for(
+        lambda: console.presence_on_list("dc02") == "lazy", timeout=30, what="dc02 lazy, seen from the other server"
+    )
 
     async def open_session_and_watch():
         async with open_console_socket(console) as ws:

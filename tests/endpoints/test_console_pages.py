@@ -55,8 +55,15 @@ def world():
     rival_group = factories.client_group(b, name="Initech")
     rival = factories.endpoint(rival_group, hostname="initech-secret-dc", tags="dc erp").endpoint
     return {
-        "a": a, "contoso": contoso, "fabrikam": fabrikam, "dc01": dc01, "erp": erp, "fab": fab,
-        "b": b, "rival_group": rival_group, "rival": rival,
+        "a": a,
+        "contoso": contoso,
+        "fabrikam": fabrikam,
+        "dc01": dc01,
+        "erp": erp,
+        "fab": fab,
+        "b": b,
+        "rival_group": rival_group,
+        "rival": rival,
     }
 
 
@@ -106,7 +113,9 @@ def test_endpoint_list_shows_own_tenants_endpoints_with_presence(tech, world):
     assert response.status_code == 200
     html = response.content.decode()
     assert listed_hostnames(html, world["dc01"], world["erp"], world["fab"], world["rival"]) == {
-        "contoso-dc01", "contoso-app02", "fabrikam-pc07"
+        "contoso-dc01",
+        "contoso-app02",
+        "fabrikam-pc07",
     }
     assert "initech" not in html.lower() and "Rival MSP" not in html
     assert presence_in(row_of(html, world["dc01"])) == "active"
@@ -157,16 +166,33 @@ def test_search_for_another_tenants_names_finds_nothing(tech, world):
 
 def test_endpoint_detail_shows_machine_context(tech, world):
     machine = {
-        "hostname": "contoso-dc01", "os": "Windows Server", "os_release": "2022", "ips": ["10.0.0.5", "fe80::1"],
-        "uptime_seconds": 86400, "users": ["CONTOSO\\jdoe"], "cpu": {"count": 8, "percent": 12.5},
-        "memory": {"used_mb": 4096, "total_mb": 16384}, "disks": [{"mount": "C:", "used_gb": 80, "total_gb": 120}],
+        "hostname": "contoso-dc01",
+        "os": "Windows Server",
+        "os_release": "2022",
+        "ips": ["10.0.0.5", "fe80::1"],
+        "uptime_seconds": 86400,
+        "users": ["CONTOSO\\jdoe"],
+        "cpu": {"count": 8, "percent": 12.5},
+        "memory": {"used_mb": 4096, "total_mb": 16384},
+        "disks": [{"mount": "C:", "used_gb": 80, "total_gb": 120}],
     }
     connect(world["dc01"], machine=machine)
     response = tech.get(f"/endpoints/{world['dc01'].pk}/")
     assert response.status_code == 200
     html = response.content.decode()
-    for text in ("contoso-dc01", "Windows Server", "2022", "10.0.0.5, fe80::1", "86400", "CONTOSO\\jdoe",
-                 "8 cores, 12.5% busy", "4096 of 16384 MB used", "C:: 80 of 120 GB", "1.2.3", "Contoso"):
+    for text in (
+        "contoso-dc01",
+        "Windows Server",
+        "2022",
+        "10.0.0.5, fe80::1",
+        "86400",
+        "CONTOSO\\jdoe",
+        "8 cores, 12.5% busy",
+        "4096 of 16384 MB used",
+        "C:: 80 of 120 GB",
+        "1.2.3",
+        "Contoso",
+    ):
         assert text in html, text
     assert presence_in(html) == "lazy"
     assert "This endpoint is offline" not in html
@@ -273,12 +299,16 @@ def test_adding_a_client_group_in_admin_assigns_the_admins_tenant(tenant_admin, 
 
 
 def test_duplicate_client_group_slug_in_admin_is_a_form_error(tenant_admin, world):
-    response = tenant_admin.post("/admin/endpoints/clientgroup/add/", {"name": "Contoso again", "slug": world["contoso"].slug})
+    response = tenant_admin.post(
+        "/admin/endpoints/clientgroup/add/", {"name": "Contoso again", "slug": world["contoso"].slug}
+    )
     assert response.status_code == 200
     assert "already exists" in response.content.decode()
     assert ClientGroup.all_tenants.filter(tenant=world["a"], slug=world["contoso"].slug).count() == 1
     # The same slug as another tenant's group is fine: slugs are unique per tenant.
-    response = tenant_admin.post("/admin/endpoints/clientgroup/add/", {"name": "Initech too", "slug": world["rival_group"].slug})
+    response = tenant_admin.post(
+        "/admin/endpoints/clientgroup/add/", {"name": "Initech too", "slug": world["rival_group"].slug}
+    )
     assert response.status_code == 302
     assert ClientGroup.all_tenants.filter(slug=world["rival_group"].slug).count() == 2
 

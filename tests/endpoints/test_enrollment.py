@@ -17,7 +17,9 @@ pytestmark = pytest.mark.django_db
 URL = "/api/agent/v1/enroll"
 
 
-def enroll(client, token: str, *, machine_id: str = "machine-0001-abcdef", hostname: str = "pc01", replace=None, **extra):
+def enroll(
+    client, token: str, *, machine_id: str = "machine-0001-abcdef", hostname: str = "pc01", replace=None, **extra
+):
     body = {"token": token, "machine_id": machine_id, "hostname": hostname}
     if replace is not None:
         body["replace"] = replace
@@ -191,7 +193,10 @@ def test_same_machine_with_replace_rotates_the_credential_and_keeps_the_endpoint
     assert endpoint.hostname == "new-name" and endpoint.credential_rotated_at is not None
     with pytest.raises(services.AgentAuthError):
         services.endpoint_authenticate(endpoint_id=first["endpoint_id"], credential=first["credential"])
-    assert services.endpoint_authenticate(endpoint_id=second["endpoint_id"], credential=second["credential"]).pk == endpoint.pk
+    assert (
+        services.endpoint_authenticate(endpoint_id=second["endpoint_id"], credential=second["credential"]).pk
+        == endpoint.pk
+    )
 
 
 def test_replace_of_a_revoked_endpoint_is_refused(client, group):

@@ -24,8 +24,19 @@ def run(*args, **options) -> str:
 
 
 def test_create_tenant_creates_the_tenant_and_its_admin():
-    out = run("create_tenant", "--name", "Acme MSP", "--slug", "acme", "--admin-username", "alice",
-              "--admin-email", "alice@acme.test", "--admin-password", "s3cret-enough-pass")
+    out = run(
+        "create_tenant",
+        "--name",
+        "Acme MSP",
+        "--slug",
+        "acme",
+        "--admin-username",
+        "alice",
+        "--admin-email",
+        "alice@acme.test",
+        "--admin-password",
+        "s3cret-enough-pass",
+    )
     tenant = Tenant.all_tenants.get(slug="acme")
     assert tenant.name == "Acme MSP"
     assert f"tenant acme ({tenant.pk}) created" in out
@@ -45,17 +56,49 @@ def test_create_tenant_generates_and_prints_a_password_when_omitted():
 
 
 def test_create_tenant_twice_is_a_command_error():
-    run("create_tenant", "--name", "Acme", "--slug", "acme", "--admin-username", "alice", "--admin-password", "pw-long-enough")
+    run(
+        "create_tenant",
+        "--name",
+        "Acme",
+        "--slug",
+        "acme",
+        "--admin-username",
+        "alice",
+        "--admin-password",
+        "pw-long-enough",
+    )
     with pytest.raises(CommandError, match="already exists"):
-        run("create_tenant", "--name", "Acme 2", "--slug", "acme", "--admin-username", "alice2", "--admin-password", "pw-long-enough")
+        run(
+            "create_tenant",
+            "--name",
+            "Acme 2",
+            "--slug",
+            "acme",
+            "--admin-username",
+            "alice2",
+            "--admin-password",
+            "pw-long-enough",
+        )
     with pytest.raises(CommandError, match="already exists"):
-        run("create_tenant", "--name", "Other", "--slug", "other", "--admin-username", "alice", "--admin-password", "pw-long-enough")
+        run(
+            "create_tenant",
+            "--name",
+            "Other",
+            "--slug",
+            "other",
+            "--admin-username",
+            "alice",
+            "--admin-password",
+            "pw-long-enough",
+        )
     assert Tenant.all_tenants.count() == 1
 
 
 def test_create_client_group():
     tenant = factories.tenant()
-    out = run("create_client_group", "--tenant", tenant.slug, "--name", "Contoso Ltd", "--approver-email", "it@contoso.test")
+    out = run(
+        "create_client_group", "--tenant", tenant.slug, "--name", "Contoso Ltd", "--approver-email", "it@contoso.test"
+    )
     group = ClientGroup.all_tenants.get(tenant=tenant)
     assert (group.name, group.slug, group.approver_email) == ("Contoso Ltd", "contoso-ltd", "it@contoso.test")
     assert f"client group contoso-ltd ({group.pk}) created in {tenant.slug}" in out
@@ -81,8 +124,19 @@ def test_create_client_group_twice_in_a_tenant_is_a_command_error_but_fine_in_an
 
 def test_issue_enrollment_token_prints_only_the_token_and_the_token_enrolls(client):
     group = factories.client_group(factories.tenant())
-    out = run("issue_enrollment_token", "--tenant", group.tenant.slug, "--client-group", group.slug,
-              "--max-uses", "3", "--expires-hours", "2", "--note", "rollout")
+    out = run(
+        "issue_enrollment_token",
+        "--tenant",
+        group.tenant.slug,
+        "--client-group",
+        group.slug,
+        "--max-uses",
+        "3",
+        "--expires-hours",
+        "2",
+        "--note",
+        "rollout",
+    )
     secret = out[:-1]
     assert out == secret + "\n" and "\n" not in secret and " " not in secret
     assert secret.startswith("cet_")
@@ -125,7 +179,17 @@ def test_issue_enrollment_token_with_invalid_limits_is_a_command_error(args):
 
 def test_commands_work_with_no_tenant_bound():
     # Management commands run outside any request: they must not trip the tenant scope.
-    run("create_tenant", "--name", "Gamma", "--slug", "gamma", "--admin-username", "gina", "--admin-password", "pw-long-enough")
+    run(
+        "create_tenant",
+        "--name",
+        "Gamma",
+        "--slug",
+        "gamma",
+        "--admin-username",
+        "gina",
+        "--admin-password",
+        "pw-long-enough",
+    )
     run("create_client_group", "--tenant", "gamma", "--name", "Shop")
     out = run("issue_enrollment_token", "--tenant", "gamma", "--client-group", "shop")
     result = services.endpoint_enroll(token_secret=out.strip(), machine_id="machine-0009-zzzz", hostname="till01")

@@ -52,8 +52,16 @@ async def test_action_runs_and_every_step_is_in_the_transcript():
     await agent.send(p.Ack(ref=run.id))
     await agent.send(p.ActionOutput(action_id=str(action.pk), seq=0, stream="status", data="started"))
     await agent.send(p.ActionOutput(action_id=str(action.pk), seq=1, stream="stdout", data="connected in 3 ms\n"))
-    await agent.send(p.ActionResult(action_id=str(action.pk), status="succeeded", exit_code=0,
-                                    result={"data": {"ms": 3}, "text": "ok"}, started_at=1.0e9, finished_at=1.0e9 + 1))
+    await agent.send(
+        p.ActionResult(
+            action_id=str(action.pk),
+            status="succeeded",
+            exit_code=0,
+            result={"data": {"ms": 3}, "text": "ok"},
+            started_at=1.0e9,
+            finished_at=1.0e9 + 1,
+        )
+    )
     for _ in range(3):  # output, output, result (an ack itself is not acknowledged)
         await recv_type(agent, "ack")
 
@@ -66,8 +74,11 @@ async def test_action_runs_and_every_step_is_in_the_transcript():
         assert list(ActionOutput.all_tenants.filter(action=a).values_list("data", flat=True)) == ["connected in 3 ms\n"]
         kinds = list(TranscriptEntry.all_tenants.filter(session=session).values_list("kind", "actor"))
         assert kinds == [
-            ("session.opened", f"user:{tech.username}"), ("action.queued", f"user:{tech.username}"),
-            ("action.dispatched", "bridge"), ("action.running", "agent"), ("action.output", "agent"),
+            ("session.opened", f"user:{tech.username}"),
+            ("action.queued", f"user:{tech.username}"),
+            ("action.dispatched", "bridge"),
+            ("action.running", "agent"),
+            ("action.output", "agent"),
             ("action.result", "agent"),
         ]
         assert transcript_verify(session_id=session.pk)[0]

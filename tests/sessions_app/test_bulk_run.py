@@ -25,8 +25,9 @@ def fleet():
 
 
 def finish(action: Action) -> None:
-    services.action_result_receive(endpoint=action.endpoint,
-                                   body=p.ActionResult(action_id=str(action.pk), status="succeeded", exit_code=0))
+    services.action_result_receive(
+        endpoint=action.endpoint, body=p.ActionResult(action_id=str(action.pk), status="succeeded", exit_code=0)
+    )
 
 
 def test_each_endpoint_gets_a_session_and_an_action_with_the_conditions_it_started_under(fleet):
@@ -54,7 +55,6 @@ def test_the_session_closes_and_the_endpoint_rests_once_its_action_ended(fleet):
     first_session = SupportSession.all_tenants.get(pk=first.session_id)
     assert first_session.status == SessionStatus.CLOSED and first_session.status_changed_by == "system"
     assert Endpoint.all_tenants.get(pk=first.endpoint_id).mode == "lazy"
-    assert OutboxMessage.all_tenants.filter(endpoint_id=first.endpoint_id, kind="mode.set",
-                                            body__mode="lazy").exists()
+    assert OutboxMessage.all_tenants.filter(endpoint_id=first.endpoint_id, kind="mode.set", body__mode="lazy").exists()
     assert SupportSession.all_tenants.get(pk=second.session_id).status == SessionStatus.OPEN
     assert Endpoint.all_tenants.get(pk=second.endpoint_id).mode == "active"

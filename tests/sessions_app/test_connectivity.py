@@ -23,8 +23,10 @@ def seen(endpoint, ago: timedelta = timedelta(0)) -> None:
 
 
 def periods(session) -> list[tuple]:
-    return [(e.data["from"], e.data["to"]) for e in TranscriptEntry.all_tenants.filter(
-        session=session, kind="bridge.connectivity").order_by("index")]
+    return [
+        (e.data["from"], e.data["to"])
+        for e in TranscriptEntry.all_tenants.filter(session=session, kind="bridge.connectivity").order_by("index")
+    ]
 
 
 def test_degraded_offline_and_back_are_each_recorded_once_in_every_open_session():

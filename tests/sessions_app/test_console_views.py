@@ -36,8 +36,10 @@ def test_technician_opens_a_session_and_runs_a_diagnostic(client, world):
     session = SupportSession.all_tenants.get(endpoint=endpoint)
     assert response.status_code == 302 and response.url == reverse("console:session_detail", args=[session.pk])
     assert session.reason == "INC-7 ERP down" and session.opened_by == tech and not session.opened_offline
-    client.post(reverse("console:action_run", args=[session.pk]),
-                {"kind": "dns_resolve", "dns_resolve__name": "erp.acme.local", "dns_resolve__record_type": "A"})
+    client.post(
+        reverse("console:action_run", args=[session.pk]),
+        {"kind": "dns_resolve", "dns_resolve__name": "erp.acme.local", "dns_resolve__record_type": "A"},
+    )
     action = Action.all_tenants.get(session=session)
     assert action.kind == "dns_resolve" and action.params["name"] == "erp.acme.local"
     assert action.status == ActionStatus.QUEUED and action.outbox_id
@@ -51,8 +53,11 @@ def test_bad_parameters_are_refused_and_nothing_is_queued(client, world):
     client.force_login(tech)
     client.post(reverse("console:session_open", args=[endpoint.pk]))
     session = SupportSession.all_tenants.get(endpoint=endpoint)
-    response = client.post(reverse("console:action_run", args=[session.pk]),
-                           {"kind": "tcp_connect", "tcp_connect__host": "db", "tcp_connect__port": "99999"}, follow=True)
+    response = client.post(
+        reverse("console:action_run", args=[session.pk]),
+        {"kind": "tcp_connect", "tcp_connect__host": "db", "tcp_connect__port": "99999"},
+        follow=True,
+    )
     assert "Not queued" in response.content.decode()
     response = client.post(reverse("console:action_run", args=[session.pk]), {"kind": "rm_rf"}, follow=True)
     assert "unknown action kind" in response.content.decode()
@@ -114,6 +119,7 @@ def test_another_tenants_session_is_not_found(client, world):
     other_tech = factories.technician(other_tenant)
     with tenancy.bind(other_tenant.pk):
         from sessions_app import services
+
         session = services.session_open(actor=other_tech, endpoint=other)
     client.force_login(tech)
     assert client.get(reverse("console:session_detail", args=[session.pk])).status_code == 404

@@ -27,8 +27,9 @@ def run_with_output(session, *, actor, text: str):
     action = factories.action(session, actor=actor)
     services.action_output_receive(endpoint=session.endpoint, body=p.ActionOutput(str(action.pk), 0, "status", ""))
     services.action_output_receive(endpoint=session.endpoint, body=p.ActionOutput(str(action.pk), 1, "stdout", text))
-    services.action_result_receive(endpoint=session.endpoint, body=p.ActionResult(
-        str(action.pk), "succeeded", exit_code=0, result={"text": "ok"}))
+    services.action_result_receive(
+        endpoint=session.endpoint, body=p.ActionResult(str(action.pk), "succeeded", exit_code=0, result={"text": "ok"})
+    )
     return action
 
 
@@ -51,8 +52,13 @@ class Outage:
 
     def incident(self, **kwargs) -> Incident:
         with self.bind():
-            return incidents.incident_create(actor=self.lead, tenant_id=self.tenant.pk,
-                                             title=kwargs.pop("title", "ERP down"), client_group=self.group, **kwargs)
+            return incidents.incident_create(
+                actor=self.lead,
+                tenant_id=self.tenant.pk,
+                title=kwargs.pop("title", "ERP down"),
+                client_group=self.group,
+                **kwargs,
+            )
 
     def add(self, incident, *sessions):
         with self.bind():
@@ -67,8 +73,9 @@ def outage():
 
 def note(session, text, *, actor, at=None):
     with transaction.atomic():
-        return transcript_append(session=session, kind="note", actor=f"user:{actor.username}", data={"text": text},
-                                 at=at)
+        return transcript_append(
+            session=session, kind="note", actor=f"user:{actor.username}", data={"text": text}, at=at
+        )
 
 
 # --- grouping and the merged timeline --------------------------------------------------------------
@@ -79,7 +86,9 @@ def test_sessions_are_grouped_and_the_session_record_says_so(outage):
     assert incident.status == IncidentStatus.OPEN and incident.client_group == outage.group
     outage.add(incident, outage.s_app, outage.s_db)
     assert set(IncidentSession.all_tenants.filter(incident=incident).values_list("session_id", flat=True)) == {
-        outage.s_app.pk, outage.s_db.pk}
+        outage.s_app.pk,
+        outage.s_db.pk,
+    }
     for s in (outage.s_app, outage.s_db):
         entry = TranscriptEntry.all_tenants.filter(session=s, kind="session.added_to_incident").get()
         assert entry.data == {"incident": str(incident.pk), "title": "ERP down"}
@@ -93,7 +102,8 @@ def test_sessions_are_grouped_and_the_session_record_says_so(outage):
             incidents.incident_remove_session(actor=outage.lead, incident=incident, session=outage.s_db)
     assert TranscriptEntry.all_tenants.filter(session=outage.s_db, kind="session.removed_from_incident").count() == 1
     assert list(IncidentSession.all_tenants.filter(incident=incident).values_list("session_id", flat=True)) == [
-        outage.s_app.pk]
+        outage.s_app.pk
+    ]
 
 
 def test_merged_timeline_orders_by_time_then_session_then_index_and_attributes_each_entry(outage):
@@ -124,8 +134,9 @@ def test_merged_timeline_orders_by_time_then_session_then_index_and_attributes_e
         # Written by the lead in Bob's session: the entry's actor is the lead, the session's technician Bob.
         ("db: same instant 2", "erp-db01", outage.bob.username, f"user:{outage.lead.username}"),
     ]
-    assert timeline.technicians == sorted([(str(outage.alice.pk), outage.alice.username),
-                                           (str(outage.bob.pk), outage.bob.username)], key=lambda t: t[1])
+    assert timeline.technicians == sorted(
+        [(str(outage.alice.pk), outage.alice.username), (str(outage.bob.pk), outage.bob.username)], key=lambda t: t[1]
+    )
     assert {"note", "session", "session.opened", "session.added_to_incident"} <= set(timeline.kinds)
 
 
@@ -135,6 +146,7 @@ def test_timeline_filters_by_technician_endpoint_and_kind(outage):
     run_with_output(outage.s_app, actor=outage.alice, text="w3wp.exe stopped\n")
     note(outage.s_db, "db note", actor=outage.bob)
     with outage.bind():
+
         def shown(**filters):
             return incidents.incident_timeline(incident=incident, filters=TimelineFilters(**filters)).items
 
@@ -169,38 +181,43 @@ def test_incident_page_merged_and_side_by_side_with_filters_and_expandable_outpu
     assert "db: 512 connections" in filtered and "EventID 1000 w3wp crashed" not in filtered
     side = client.get(url, {"view": "side"}).content.decode()
     assert '<table class="side">' in side
-    header = side[side.index('<table class="side">'):side.index("</thead>", side.index('<table class="side">'))]
+    header = side[side.index('<table class="side">') : side.index("</thead>", side.index('<table class="side">'))]
     assert header.index("erp-app01") < header.index("erp-db01")  # one column per session, oldest first
-    row = side[side.index("db: 512 connections") - 2000:side.index("db: 512 connections")]
+    row = side[side.index("db: 512 connections") - 2000 : side.index("db: 512 connections")]
     assert row.count("<td>") >= 2  # the entry sits in its session's column, the other column is empty
 
 
 def test_add_form_lists_recent_sessions_of_the_client_and_adds_them(client, outage):
     incident = outage.incident()
     other_group = factories.client_group(outage.tenant, name="Other Client")
-    other = factories.support_session(factories.endpoint(other_group, hostname="other-pc").endpoint,
-                                      opened_by=outage.alice)
+    other = factories.support_session(
+        factories.endpoint(other_group, hostname="other-pc").endpoint, opened_by=outage.alice
+    )
     client.force_login(outage.lead)
     page = client.get(reverse("console:incident_detail", args=[incident.pk])).content.decode()
     assert '<label for="add-session">' in page
     assert f'value="{outage.s_app.pk}"' in page and f'value="{outage.s_db.pk}"' in page
     assert "other-pc" not in page
-    response = client.post(reverse("console:incident_add_session", args=[incident.pk]),
-                           {"session": str(outage.s_app.pk)}, follow=True)
+    response = client.post(
+        reverse("console:incident_add_session", args=[incident.pk]), {"session": str(outage.s_app.pk)}, follow=True
+    )
     assert "Added the session on erp-app01" in response.content.decode()
-    response = client.post(reverse("console:incident_add_session", args=[incident.pk]),
-                           {"session": str(other.pk)}, follow=True)
+    response = client.post(
+        reverse("console:incident_add_session", args=[incident.pk]), {"session": str(other.pk)}, follow=True
+    )
     assert "Not added: other-pc belongs to another client" in response.content.decode()
     assert list(IncidentSession.all_tenants.filter(incident=incident).values_list("session_id", flat=True)) == [
-        outage.s_app.pk]
+        outage.s_app.pk
+    ]
     client.post(reverse("console:incident_remove_session", args=[incident.pk]), {"session": str(outage.s_app.pk)})
     assert not IncidentSession.all_tenants.filter(incident=incident).exists()
 
 
 def test_create_list_and_viewers(client, outage):
     client.force_login(outage.lead)
-    response = client.post(reverse("console:incident_create"), {"title": "  Printers offline  ",
-                                                                 "client_group": str(outage.group.pk)})
+    response = client.post(
+        reverse("console:incident_create"), {"title": "  Printers offline  ", "client_group": str(outage.group.pk)}
+    )
     incident = Incident.all_tenants.get()
     assert response.status_code == 302 and response.url == reverse("console:incident_detail", args=[incident.pk])
     assert incident.title == "Printers offline" and incident.created_by == outage.lead
@@ -215,8 +232,12 @@ def test_create_list_and_viewers(client, outage):
     assert client.get(reverse("console:incident_detail", args=[incident.pk])).status_code == 200
     assert client.post(reverse("console:incident_create"), {"title": "x"}).status_code == 403
     assert client.post(reverse("console:incident_status", args=[incident.pk]), {"status": "closed"}).status_code == 403
-    assert client.post(reverse("console:incident_add_session", args=[incident.pk]),
-                       {"session": str(outage.s_app.pk)}).status_code == 403
+    assert (
+        client.post(
+            reverse("console:incident_add_session", args=[incident.pk]), {"session": str(outage.s_app.pk)}
+        ).status_code
+        == 403
+    )
     assert Incident.all_tenants.count() == 1 and Incident.all_tenants.get().status == IncidentStatus.OPEN
 
 
@@ -237,7 +258,9 @@ def test_status_transitions_and_refused_ones(outage):
             incidents.incident_set_status(actor=outage.lead, incident=incident, status="open")
         with pytest.raises(incidents.IncidentError, match="unknown status"):
             incidents.incident_set_status(actor=outage.lead, incident=incident, status="archived")
-        incidents.incident_write_summary(actor=outage.lead, incident=incident, summary="Replication broke; forced sync.")
+        incidents.incident_write_summary(
+            actor=outage.lead, incident=incident, summary="Replication broke; forced sync."
+        )
         incidents.incident_set_status(actor=outage.lead, incident=incident, status="closed")
         incident.refresh_from_db()
         assert incident.status == "closed" and incident.closed_at and incident.resolved_at
@@ -279,12 +302,16 @@ def test_another_tenant_cannot_see_or_change_an_incident(client, outage):
     outage.add(incident, outage.s_app)
     other_tenant = factories.tenant("Rival MSP")
     rival = factories.technician(other_tenant)
-    rival_session = factories.support_session(factories.endpoint(factories.client_group(other_tenant)).endpoint,
-                                              opened_by=rival)
+    rival_session = factories.support_session(
+        factories.endpoint(factories.client_group(other_tenant)).endpoint, opened_by=rival
+    )
     client.force_login(rival)
     i = incident.pk
-    for url in [reverse("console:incident_detail", args=[i]), reverse("console:incident_export", args=[i]),
-                reverse("console:incident_preview", args=[i])]:
+    for url in [
+        reverse("console:incident_detail", args=[i]),
+        reverse("console:incident_export", args=[i]),
+        reverse("console:incident_preview", args=[i]),
+    ]:
         response = client.get(url)
         assert response.status_code == 404, url
         assert "Acme secret outage" not in response.content.decode()
@@ -300,7 +327,8 @@ def test_another_tenant_cannot_see_or_change_an_incident(client, outage):
     incident.refresh_from_db()
     assert incident.status == "open" and incident.summary == ""
     assert list(IncidentSession.all_tenants.filter(incident=incident).values_list("session_id", flat=True)) == [
-        outage.s_app.pk]
+        outage.s_app.pk
+    ]
 
     # Tenant A's lead cannot pull tenant B's session into A's incident: not found through the page,
     # refused by the service even when handed the object.

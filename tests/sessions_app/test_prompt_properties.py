@@ -88,8 +88,13 @@ for _start in PROMPT_TRANSITIONS:
 
 # An action in one of these has been let go by its approval (or is on its way to the endpoint).
 AUTHORISED_STATUSES = {
-    ActionStatus.QUEUED, ActionStatus.DISPATCHED, ActionStatus.RUNNING, ActionStatus.SUCCEEDED,
-    ActionStatus.FAILED, ActionStatus.TIMED_OUT, ActionStatus.FAILED_TO_DELIVER,
+    ActionStatus.QUEUED,
+    ActionStatus.DISPATCHED,
+    ActionStatus.RUNNING,
+    ActionStatus.SUCCEEDED,
+    ActionStatus.FAILED,
+    ActionStatus.TIMED_OUT,
+    ActionStatus.FAILED_TO_DELIVER,
 }
 NEVER_AUTHORISES = {S.CANCELLED, S.SUPERSEDED, S.DENIED, S.EXPIRED}
 
@@ -173,8 +178,11 @@ class Runtime:
         return [pid for pid, h in self.prompts.items() if h.live and now < h.deadline]
 
     def update(self, prompt_id: str, state: str, decided_at: float | None = None) -> p.Envelope:
-        env = p.envelope(p.PromptUpdate(prompt_id=prompt_id, state=state, decided_at=decided_at,
-                                        decided_by="alice" if decided_at else ""))
+        env = p.envelope(
+            p.PromptUpdate(
+                prompt_id=prompt_id, state=state, decided_at=decided_at, decided_by="alice" if decided_at else ""
+            )
+        )
         self.unacked[env.id] = env
         return env
 
@@ -257,7 +265,8 @@ class PromptMachine(RuleBasedStateMachine):
             try:
                 if self.ready:  # keep later examples' global sweeps to their own rows
                     OutboxMessage.all_tenants.filter(endpoint=self.endpoint, status=OutboxStatus.QUEUED).update(
-                        status=OutboxStatus.CANCELLED)
+                        status=OutboxStatus.CANCELLED
+                    )
                     Prompt.all_tenants.filter(tenant=self.tenant, state__in=PROMPT_OPEN).update(state=S.CANCELLED)
             finally:
                 for patch in reversed(self._patches):
@@ -286,8 +295,9 @@ class PromptMachine(RuleBasedStateMachine):
         self.down.clear()
         self.up.clear()
         if self.connected:
-            bridge_services.agent_disconnected(endpoint_id=self.endpoint.pk, connection_id=self.connection_id,
-                                               close_code=1006)
+            bridge_services.agent_disconnected(
+                endpoint_id=self.endpoint.pk, connection_id=self.connection_id, close_code=1006
+            )
         self.connection_id = ""
 
     def _claim(self, *, due_only: bool) -> None:
@@ -316,11 +326,15 @@ class PromptMachine(RuleBasedStateMachine):
         """A shell command (alone, or first step of a batch) that the policy holds for approval."""
         self.commands += 1
         if batch:
-            services.batch_request(actor=self.tech, session=self.session, items=[
-                ("shell", {"command": f"echo step-{self.commands}"}), ("system_summary", {})])
+            services.batch_request(
+                actor=self.tech,
+                session=self.session,
+                items=[("shell", {"command": f"echo step-{self.commands}"}), ("system_summary", {})],
+            )
         else:
-            services.action_request(actor=self.tech, session=self.session, kind="shell",
-                                    params={"command": f"echo {self.commands}"})
+            services.action_request(
+                actor=self.tech, session=self.session, kind="shell", params={"command": f"echo {self.commands}"}
+            )
         self._track_new_prompts()
         self._doorbell()
 
@@ -334,8 +348,9 @@ class PromptMachine(RuleBasedStateMachine):
                 if prompt.action_id:
                     services.action_cancel(actor=self.tech, action=Action.all_tenants.get(pk=prompt.action_id))
             else:
-                {"cancel": prompts.prompt_cancel, "reissue": prompts.prompt_reissue,
-                 "resend": prompts.prompt_resend}[act](actor=self.tech, prompt=prompt)
+                {"cancel": prompts.prompt_cancel, "reissue": prompts.prompt_reissue, "resend": prompts.prompt_resend}[
+                    act
+                ](actor=self.tech, prompt=prompt)
         except (prompts.PromptError, services.SessionError):
             pass  # not allowed from where it is now: the console refuses, nothing changes
         self._track_new_prompts()
@@ -407,12 +422,18 @@ class PromptMachine(RuleBasedStateMachine):
     def runtime_connects(self) -> None:
         """hello with the held prompts; the server reconciles, then sends everything waiting."""
         self.connection_id = p.new_id()
-        hello = p.Hello(endpoint_id=str(self.endpoint.pk), credential=self.enrolled.credential,
-                        agent_version="prop", prompts=self.runtime.report())
-        handshake = bridge_services.agent_handshake(hello=hello, connection_id=self.connection_id,
-                                                    remote_ip="192.0.2.1")
-        self.down.extend(p.decode(frame, accept=p.SERVER_TO_AGENT, max_bytes=p.MAX_FRAME_BYTES * 4)
-                         for frame in handshake.frames)
+        hello = p.Hello(
+            endpoint_id=str(self.endpoint.pk),
+            credential=self.enrolled.credential,
+            agent_version="prop",
+            prompts=self.runtime.report(),
+        )
+        handshake = bridge_services.agent_handshake(
+            hello=hello, connection_id=self.connection_id, remote_ip="192.0.2.1"
+        )
+        self.down.extend(
+            p.decode(frame, accept=p.SERVER_TO_AGENT, max_bytes=p.MAX_FRAME_BYTES * 4) for frame in handshake.frames
+        )
         self.up.extend(("frame", env) for env in self.runtime.unacked.values())  # replay, oldest first
 
     @precondition(lambda self: self.connected)
@@ -469,14 +490,20 @@ class PromptMachine(RuleBasedStateMachine):
 
     # --- time ------------------------------------------------------------------------------------------
 
-    @rule(step=st.sampled_from([5, 30, 120, "past a deadline"]), index=st.integers(0, 20),
-          sweep=st.sampled_from([True, True, False]))
+    @rule(
+        step=st.sampled_from([5, 30, 120, "past a deadline"]),
+        index=st.integers(0, 20),
+        sweep=st.sampled_from([True, True, False]),
+    )
     def time_passes(self, step, index: int, sweep: bool) -> None:
         """The clock moves by some seconds, or just past an open prompt's deadline; the deadline sweep
         usually runs (it is periodic, so a deadline may also pass unswept for a while)."""
         if step == "past a deadline":
-            open_ = list(Prompt.all_tenants.filter(session=self.session, state__in=PROMPT_OPEN,
-                                                   deadline_at__gt=timezone.now()).order_by("created_at"))
+            open_ = list(
+                Prompt.all_tenants.filter(
+                    session=self.session, state__in=PROMPT_OPEN, deadline_at__gt=timezone.now()
+                ).order_by("created_at")
+            )
             if open_:
                 self.clock.offset += pick(open_, index).deadline_at - timezone.now() + timedelta(seconds=1)
         else:
@@ -489,10 +516,14 @@ class PromptMachine(RuleBasedStateMachine):
 
     def describe(self, prompt_id: str) -> str:
         prompt = Prompt.all_tenants.get(pk=prompt_id)
-        history = ", ".join(f"{t.from_state}->{t.to_state} by {t.party} ({t.detail})"
-                            for t in PromptTransition.all_tenants.filter(prompt_id=prompt_id).order_by("id"))
-        return (f"prompt {prompt_id} [server: {prompt.state}; runtime: {self.runtime.view(prompt_id)}; "
-                f"history: {history or 'none'}]")
+        history = ", ".join(
+            f"{t.from_state}->{t.to_state} by {t.party} ({t.detail})"
+            for t in PromptTransition.all_tenants.filter(prompt_id=prompt_id).order_by("id")
+        )
+        return (
+            f"prompt {prompt_id} [server: {prompt.state}; runtime: {self.runtime.view(prompt_id)}; "
+            f"history: {history or 'none'}]"
+        )
 
     @invariant()
     def design_rules_hold(self) -> None:
@@ -506,11 +537,14 @@ class PromptMachine(RuleBasedStateMachine):
         for t in PromptTransition.all_tenants.filter(prompt__session=self.session).order_by("id"):
             pid = str(t.prompt_id)
             if t.to_state not in PROMPT_TRANSITIONS[t.from_state]:
-                raise Violation(f"recorded transition {t.from_state}->{t.to_state} is not in PROMPT_TRANSITIONS: "
-                                + self.describe(pid))
+                raise Violation(
+                    f"recorded transition {t.from_state}->{t.to_state} is not in PROMPT_TRANSITIONS: "
+                    + self.describe(pid)
+                )
             if chains.get(pid, S.PENDING) != t.from_state:
-                raise Violation(f"history does not chain ({chains.get(pid, S.PENDING)} then {t.from_state}): "
-                                + self.describe(pid))
+                raise Violation(
+                    f"history does not chain ({chains.get(pid, S.PENDING)} then {t.from_state}): " + self.describe(pid)
+                )
             chains[pid] = t.to_state
         for pid, state in Prompt.all_tenants.filter(session=self.session).values_list("pk", "state"):
             pid = str(pid)
@@ -518,48 +552,73 @@ class PromptMachine(RuleBasedStateMachine):
                 raise Violation(f"state {state} was reached without a recorded transition: " + self.describe(pid))
             before = self.observed.get(pid, S.PENDING)
             if state not in REACHABLE[before]:
-                raise Violation(f"prompt moved {before} -> {state}, which the table does not allow "
-                                "(a cancelled/superseded/decided prompt resolved later?): " + self.describe(pid))
+                raise Violation(
+                    f"prompt moved {before} -> {state}, which the table does not allow "
+                    "(a cancelled/superseded/decided prompt resolved later?): " + self.describe(pid)
+                )
             self.observed[pid] = state
 
     def only_approved_prompts_authorise_actions(self) -> None:
-        runs = set(OutboxMessage.all_tenants.filter(endpoint=self.endpoint, kind=p.ActionRun.TYPE)
-                   .values_list("ref_id", flat=True))
-        prompt_rows = list(Prompt.all_tenants.filter(session=self.session).values("pk", "state", "action_id", "batch_id"))
-        approved_from = dict(PromptTransition.all_tenants.filter(prompt__session=self.session, to_state=S.APPROVED)
-                             .values_list("prompt_id", "from_state"))
+        runs = set(
+            OutboxMessage.all_tenants.filter(endpoint=self.endpoint, kind=p.ActionRun.TYPE).values_list(
+                "ref_id", flat=True
+            )
+        )
+        prompt_rows = list(
+            Prompt.all_tenants.filter(session=self.session).values("pk", "state", "action_id", "batch_id")
+        )
+        approved_from = dict(
+            PromptTransition.all_tenants.filter(prompt__session=self.session, to_state=S.APPROVED).values_list(
+                "prompt_id", "from_state"
+            )
+        )
         released_by: dict[str, list[str]] = {}
-        for aid, data in TranscriptEntry.all_tenants.filter(session=self.session, kind="action.approved") \
-                .values_list("action_id", "data"):
+        for aid, data in TranscriptEntry.all_tenants.filter(session=self.session, kind="action.approved").values_list(
+            "action_id", "data"
+        ):
             released_by.setdefault(str(aid), []).append(data["prompt"])
         for action in Action.all_tenants.filter(session=self.session).values("pk", "status", "batch_id"):
             aid = str(action["pk"])
-            gating = [row for row in prompt_rows if (row["batch_id"] == action["batch_id"] if action["batch_id"]
-                                                    else row["action_id"] == action["pk"])]
+            gating = [
+                row
+                for row in prompt_rows
+                if (row["batch_id"] == action["batch_id"] if action["batch_id"] else row["action_id"] == action["pk"])
+            ]
             states = sorted({row["state"] for row in gating})
             if action["status"] == ActionStatus.AWAITING_APPROVAL and not set(states) & PROMPT_OPEN:
-                raise Violation(f"action {aid} still awaits approval but none of its prompts is open ({states}): "
-                                "it can never run nor end (DESIGN: denied/expired/cancelled stop it)")
+                raise Violation(
+                    f"action {aid} still awaits approval but none of its prompts is open ({states}): "
+                    "it can never run nor end (DESIGN: denied/expired/cancelled stop it)"
+                )
             if aid not in runs and action["status"] not in AUTHORISED_STATUSES:
                 continue
             if aid in runs and states and set(states) <= NEVER_AUTHORISES:
-                raise Violation(f"action {aid} has an action.run although every prompt for it is {states} "
-                                "(DESIGN: runs only after approved, never after cancelled/superseded/expired)")
+                raise Violation(
+                    f"action {aid} has an action.run although every prompt for it is {states} "
+                    "(DESIGN: runs only after approved, never after cancelled/superseded/expired)"
+                )
             if not released_by.get(aid):
-                raise Violation(f"action {aid} is {action['status']} (action.run: {aid in runs}) without an approval "
-                                f"releasing it; its prompts are {states}")
+                raise Violation(
+                    f"action {aid} is {action['status']} (action.run: {aid in runs}) without an approval "
+                    f"releasing it; its prompts are {states}"
+                )
             for pid in released_by[aid]:
                 state = next((row["state"] for row in gating if str(row["pk"]) == pid), None)
                 if state != S.APPROVED or approved_from.get(uuid.UUID(pid)) not in PROMPT_OPEN:
-                    raise Violation(f"action {aid} was released by a prompt that is not validly approved "
-                                    "(DESIGN: an action runs only after approved, never after the prompt was "
-                                    "cancelled, superseded or expired): " + self.describe(pid))
+                    raise Violation(
+                        f"action {aid} was released by a prompt that is not validly approved "
+                        "(DESIGN: an action runs only after approved, never after the prompt was "
+                        "cancelled, superseded or expired): " + self.describe(pid)
+                    )
 
     def decisions_come_from_the_user(self) -> None:
         for prompt in Prompt.all_tenants.filter(session=self.session, state__in=[S.APPROVED, S.DENIED]):
-            if prompt.state_changed_by == PromptParty.RUNTIME and prompt.state not in self.runtime.decisions(str(prompt.pk)):
-                raise Violation("the server records a runtime decision the user never made: "
-                                + self.describe(str(prompt.pk)))
+            if prompt.state_changed_by == PromptParty.RUNTIME and prompt.state not in self.runtime.decisions(
+                str(prompt.pk)
+            ):
+                raise Violation(
+                    "the server records a runtime decision the user never made: " + self.describe(str(prompt.pk))
+                )
 
     # --- the end: let messages flow, then the three views must agree -----------------------------------
 
@@ -588,10 +647,14 @@ class PromptMachine(RuleBasedStateMachine):
         self.design_rules_hold()
         problems = []
         if not self._quiet():
-            left = list(OutboxMessage.all_tenants.filter(endpoint=self.endpoint, status=OutboxStatus.QUEUED)
-                        .values_list("kind", "ref_id", "attempts"))
-            problems.append(f"messages never settle: queued outbox rows {left}, runtime unacked "
-                            f"{len(self.runtime.unacked)}")
+            left = list(
+                OutboxMessage.all_tenants.filter(endpoint=self.endpoint, status=OutboxStatus.QUEUED).values_list(
+                    "kind", "ref_id", "attempts"
+                )
+            )
+            problems.append(
+                f"messages never settle: queued outbox rows {left}, runtime unacked {len(self.runtime.unacked)}"
+            )
         for pid in self.prompt_ids:
             problems += self._disagreement(pid)
         if problems:
@@ -619,12 +682,16 @@ class PromptMachine(RuleBasedStateMachine):
                     why = "a late decision on a cancelled/superseded prompt: the runtime was never told to withdraw"
             elif server in (S.APPROVED, S.DENIED):
                 if not held.withdrawn:  # only reachable when the runtime lost its state and showed it again
-                    why = (f"the user {held.decision} a prompt the server had already {server} (shown again after "
-                           "the runtime lost its state); the server kept the first decision but never told the "
-                           "runtime to withdraw it, so the runtime believes its decision stands")
+                    why = (
+                        f"the user {held.decision} a prompt the server had already {server} (shown again after "
+                        "the runtime lost its state); the server kept the first decision but never told the "
+                        "runtime to withdraw it, so the runtime believes its decision stands"
+                    )
             else:
-                why = (f"the user {held.decision} it before the deadline; the server says {server} "
-                       "(runtime wins for decisions, honoured even when late)")
+                why = (
+                    f"the user {held.decision} it before the deadline; the server says {server} "
+                    "(runtime wins for decisions, honoured even when late)"
+                )
         elif server in (S.APPROVED, S.DENIED) and server not in self.runtime.decisions(pid):
             why = "the server has a decision the runtime never made"
         return [f"{why}: {self.describe(pid)}"] if why else []
@@ -632,7 +699,9 @@ class PromptMachine(RuleBasedStateMachine):
 
 # CAISEY_PROMPT_EXAMPLES=500 searches longer (say, nightly); the default keeps the suite near a minute.
 PromptMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("CAISEY_PROMPT_EXAMPLES", "50")), stateful_step_count=40, deadline=None,
+    max_examples=int(os.environ.get("CAISEY_PROMPT_EXAMPLES", "50")),
+    stateful_step_count=40,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 TestPrompts = pytest.mark.django_db(transaction=True)(PromptMachine.TestCase)

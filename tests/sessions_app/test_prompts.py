@@ -55,8 +55,12 @@ def ack(prompt: Prompt) -> None:
 
 
 def runtime(enrolled, prompt, state, decided_at=None):
-    services_body = p.PromptUpdate(prompt_id=str(prompt.pk), state=state,
-                                   decided_at=decided_at.timestamp() if decided_at else None, decided_by="alice")
+    services_body = p.PromptUpdate(
+        prompt_id=str(prompt.pk),
+        state=state,
+        decided_at=decided_at.timestamp() if decided_at else None,
+        decided_by="alice",
+    )
     from django.db import transaction
 
     with transaction.atomic():
@@ -184,17 +188,24 @@ def test_reissue_supersedes_and_the_old_prompt_never_resolves():
 
 def test_batch_is_covered_by_one_prompt_and_runs_in_order():
     enrolled, tech, session = world()
-    batch = services.batch_request(actor=tech, session=session, items=[
-        ("system_summary", {}), ("shell", {"command": "systemctl restart erp"}), ("service_status", {"service": "erp"}),
-    ])
+    batch = services.batch_request(
+        actor=tech,
+        session=session,
+        items=[
+            ("system_summary", {}),
+            ("shell", {"command": "systemctl restart erp"}),
+            ("service_status", {"service": "erp"}),
+        ],
+    )
     assert Prompt.all_tenants.filter(batch=batch).count() == 1
     prompt = Prompt.all_tenants.get(batch=batch)
     assert "systemctl restart erp" in prompt.detail
     runtime(enrolled, prompt, "approved", timezone.now())
     first, second, third = Action.all_tenants.filter(batch=batch).order_by("batch_position")
     assert action_run_queued(first) and not action_run_queued(second) and not action_run_queued(third)
-    services.action_result_receive(endpoint=enrolled.endpoint,
-                                   body=p.ActionResult(action_id=str(first.pk), status="succeeded", exit_code=0))
+    services.action_result_receive(
+        endpoint=enrolled.endpoint, body=p.ActionResult(action_id=str(first.pk), status="succeeded", exit_code=0)
+    )
     assert action_run_queued(second) and not action_run_queued(third)
 
 
@@ -212,9 +223,14 @@ def test_cancelling_a_gated_action_cancels_its_prompt():
 
 def test_cancelling_the_first_step_of_a_batch_awaiting_approval_stops_the_whole_batch():
     enrolled, tech, session = world()
-    batch = services.batch_request(actor=tech, session=session, items=[
-        ("shell", {"command": "whoami"}), ("shell", {"command": "systemctl restart erp"}),
-    ])
+    batch = services.batch_request(
+        actor=tech,
+        session=session,
+        items=[
+            ("shell", {"command": "whoami"}),
+            ("shell", {"command": "systemctl restart erp"}),
+        ],
+    )
     first, second = Action.all_tenants.filter(batch=batch).order_by("batch_position")
     prompt = Prompt.all_tenants.get(batch=batch)
     services.action_cancel(actor=tech, action=first)
@@ -238,8 +254,9 @@ async def test_reconciliation_replays_missing_and_withdraws_ended_prompts():
     agent = FakeAgent()
     await agent.connect()
     # The runtime lost p1 (say, a restored disk image) and still shows p2.
-    await agent.hello(enrolled.endpoint.pk, enrolled.credential,
-                      prompts=[p.PromptReport(prompt_id=str(p2.pk), state="delivered")])
+    await agent.hello(
+        enrolled.endpoint.pk, enrolled.credential, prompts=[p.PromptReport(prompt_id=str(p2.pk), state="delivered")]
+    )
     seen = {}
     for _ in range(12):
         env = await agent.recv(timeout=5)
@@ -293,8 +310,11 @@ def test_approver_can_post_the_form_with_csrf_checks_as_a_browser_does():
     browser = Client(enforce_csrf_checks=True)
     page = browser.get(url).content.decode()
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    done = browser.post(url, {"decision": "approve", "csrfmiddlewaretoken": csrf},
-                        HTTP_ORIGIN=_origin_a_browser_sends(page, "http://testserver"))
+    done = browser.post(
+        url,
+        {"decision": "approve", "csrfmiddlewaretoken": csrf},
+        HTTP_ORIGIN=_origin_a_browser_sends(page, "http://testserver"),
+    )
     assert done.status_code == 200, done.content.decode()[:300]
     assert prompt_of(prompt.action).state == PromptState.APPROVED
     # Still no Referer, with the token in it, for other sites.

@@ -38,8 +38,12 @@ def run_with_output(session, *, actor, text: str, kind: str = "system_summary", 
     endpoint = session.endpoint
     services.action_output_receive(endpoint=endpoint, body=p.ActionOutput(str(action.pk), 0, "status", ""))
     services.action_output_receive(endpoint=endpoint, body=p.ActionOutput(str(action.pk), 1, "stdout", text))
-    services.action_result_receive(endpoint=endpoint, body=p.ActionResult(
-        str(action.pk), "succeeded", exit_code=0, result={"text": "summary done", "data": {"ok": True}}))
+    services.action_result_receive(
+        endpoint=endpoint,
+        body=p.ActionResult(
+            str(action.pk), "succeeded", exit_code=0, result={"text": "summary done", "data": {"ok": True}}
+        ),
+    )
     return action
 
 
@@ -60,8 +64,9 @@ class World:
 
     def link(self, **kwargs) -> tuple[ShareLink, str]:
         with self.bind():
-            return sharing.share_link_create(actor=self.tech, session=self.session,
-                                             expires_in=kwargs.pop("expires_in", timedelta(days=7)), **kwargs)
+            return sharing.share_link_create(
+                actor=self.tech, session=self.session, expires_in=kwargs.pop("expires_in", timedelta(days=7)), **kwargs
+            )
 
 
 @pytest.fixture
@@ -86,8 +91,11 @@ def pdf_text(data: bytes) -> str:
 
 
 def chain_of(session) -> list[tuple[int, str, str, dict]]:
-    return list(TranscriptEntry.all_tenants.filter(session=session).order_by("index")
-                .values_list("index", "hash", "prev_hash", "data"))
+    return list(
+        TranscriptEntry.all_tenants.filter(session=session)
+        .order_by("index")
+        .values_list("index", "hash", "prev_hash", "data")
+    )
 
 
 # --- redaction -----------------------------------------------------------------------------------------
@@ -106,8 +114,7 @@ def test_redacting_part_of_an_output_hides_it_everywhere_the_client_looks(client
     assert redaction.data["ranges"] == [{"path": ["data"], "spans": [[start, start + len(SECRET)]]}]
     assert redaction.data["fragment_length"] == len(SECRET)
     assert SECRET not in json.dumps(redaction.data)
-    assert redaction.data["fragment_sha256"] == hashlib.sha256(
-        (output.hash + "\x00" + SECRET).encode()).hexdigest()
+    assert redaction.data["fragment_sha256"] == hashlib.sha256((output.hash + "\x00" + SECRET).encode()).hexdigest()
     # The original is untouched and the chain still verifies.
     output.refresh_from_db()
     assert (output.hash, output.prev_hash, json.dumps(output.data, sort_keys=True)) == original
@@ -169,8 +176,9 @@ def test_withholding_a_whole_entry(client, world):
 
 def test_redacting_a_fragment_everywhere_covers_every_entry_that_holds_it(client, world):
     command = f"mysql -u erp -p{SECRET} -e 'show processlist'"
-    run_with_output(world.session, actor=world.tech, kind="shell", params={"command": command},
-                    text=f"$ {command}\nId User Host\n")
+    run_with_output(
+        world.session, actor=world.tech, kind="shell", params={"command": command}, text=f"$ {command}\nId User Host\n"
+    )
     with world.bind():
         holders = [e for e in TranscriptEntry.objects.filter(session=world.session) if SECRET in json.dumps(e.data)]
         written = review.session_redact_fragment(actor=world.tech, session=world.session, text_fragment=SECRET)
@@ -204,8 +212,9 @@ def test_refused_redactions_write_nothing(client, world):
 
     viewer = factories.member(world.tenant, role=Role.VIEWER).user
     client.force_login(viewer)
-    response = client.post(reverse("console:review_redact", args=[world.session.pk]),
-                           {"entry": str(output.index), "whole": "1"})
+    response = client.post(
+        reverse("console:review_redact", args=[world.session.pk]), {"entry": str(output.index), "whole": "1"}
+    )
     assert response.status_code == 403
     assert TranscriptEntry.all_tenants.filter(session=world.session).count() == count + 1
 
@@ -219,18 +228,23 @@ def test_review_page_redacts_and_notes_through_the_forms(client, world):
     response = client.post(url, {"entry": str(output.index), "fragment": "nope-nope"}, follow=True)
     assert "Not redacted: that text does not occur" in response.content.decode()
     assert client.post(url, {"entry": "9999", "fragment": "x"}).status_code == 404
-    client.post(reverse("console:review_note", args=[world.session.pk]),
-                {"entry": str(output.index), "text": "Error 18456 is a failed SQL login."})
+    client.post(
+        reverse("console:review_note", args=[world.session.pk]),
+        {"entry": str(output.index), "text": "Error 18456 is a failed SQL login."},
+    )
     client.post(reverse("console:review_note", args=[world.session.pk]), {"text": "We reset the service account."})
-    kinds = list(TranscriptEntry.all_tenants.filter(session=world.session, kind__startswith="review.")
-                 .order_by("index").values_list("kind", flat=True))
+    kinds = list(
+        TranscriptEntry.all_tenants.filter(session=world.session, kind__startswith="review.")
+        .order_by("index")
+        .values_list("kind", flat=True)
+    )
     assert kinds == ["review.redaction", "review.note", "review.note"]
 
     _, token = world.link()
     html = client.get(reverse("share_view", args=[token])).content.decode()
     assert SECRET not in html
     # The note about the output is shown with it; the general note on its own.
-    item = html[html.index(f'id="e-{world.session.pk}-{output.index}"'):]
+    item = html[html.index(f'id="e-{world.session.pk}-{output.index}"') :]
     item = item[: item.index("</li>")]
     assert "Reviewer's note" in item and "Error 18456 is a failed SQL login." in item
     assert "We reset the service account." in html
@@ -278,9 +292,13 @@ def test_expired_revoked_and_wrong_tokens_get_the_same_plain_page(client, world)
     assert client.get(reverse("share_view", args=[good_token])).status_code == 200
     answers = {
         name: client.get(f"/share/{token}/")
-        for name, token in [("expired", expired_token), ("revoked", revoked_token),
-                            ("wrong", "shr_" + "A" * 43), ("garbage", "not-a-token"),
-                            ("almost", good_token[:-1] + ("A" if good_token[-1] != "A" else "B"))]
+        for name, token in [
+            ("expired", expired_token),
+            ("revoked", revoked_token),
+            ("wrong", "shr_" + "A" * 43),
+            ("garbage", "not-a-token"),
+            ("almost", good_token[:-1] + ("A" if good_token[-1] != "A" else "B")),
+        ]
     }
     bodies = {a.content for a in answers.values()}
     assert {a.status_code for a in answers.values()} == {404}
@@ -333,8 +351,9 @@ def test_a_link_shows_what_was_reviewed_and_later_redactions_still_apply(client,
     assert "share.link_created" not in html
     assert SECRET in html  # not yet redacted...
     with world.bind():
-        review.entry_redact(actor=world.tech, session=world.session, entry=world.entry("action.output"),
-                            text_fragment=SECRET)
+        review.entry_redact(
+            actor=world.tech, session=world.session, entry=world.entry("action.output"), text_fragment=SECRET
+        )
     html = client.get(reverse("share_view", args=[token])).content.decode()
     assert SECRET not in html and "[redacted]" in html  # ...a redaction made after sharing applies at once
     assert "late note: after the link" not in html
@@ -342,8 +361,9 @@ def test_a_link_shows_what_was_reviewed_and_later_redactions_still_apply(client,
 
 def test_json_export_manifest_lists_the_chain_hashes(client, world):
     with world.bind():
-        review.entry_redact(actor=world.tech, session=world.session, entry=world.entry("action.output"),
-                            text_fragment=SECRET)
+        review.entry_redact(
+            actor=world.tech, session=world.session, entry=world.entry("action.output"), text_fragment=SECRET
+        )
     link, _ = world.link()
     client.force_login(world.tech)
     data = client.get(reverse("console:share_link_export", args=[link.pk])).json()
@@ -352,11 +372,18 @@ def test_json_export_manifest_lists_the_chain_hashes(client, world):
     manifest = data["manifest"]
     assert [(m["index"], m["hash"], m["prev_hash"]) for m in manifest["entries"]] == [c[:3] for c in chain]
     assert manifest["entries"][0]["prev_hash"] == GENESIS
-    assert all(b["prev_hash"] == a["hash"] for a, b in zip(manifest["entries"], manifest["entries"][1:]))
-    assert manifest["sha256"] == hashlib.sha256(json.dumps(
-        manifest["entries"], sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    assert all(b["prev_hash"] == a["hash"] for a, b in zip(manifest["entries"], manifest["entries"][1:], strict=False))
+    assert (
+        manifest["sha256"]
+        == hashlib.sha256(
+            json.dumps(manifest["entries"], sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        ).hexdigest()
+    )
     assert data["sessions"][0]["chain"]["verified"] is True and data["sessions"][0]["shows_upto"] == upto
-    assert data["format"] == sharing.EXPORT_FORMAT and data["subject"] == {"type": "session", "id": str(world.session.pk)}
+    assert data["format"] == sharing.EXPORT_FORMAT and data["subject"] == {
+        "type": "session",
+        "id": str(world.session.pk),
+    }
     assert [e["index"] for e in data["entries"]] == [c[0] for c in chain]
 
 
@@ -366,8 +393,9 @@ def test_an_incident_link_shows_its_sessions_summary_and_nothing_added_later(cli
     session2 = factories.support_session(db, opened_by=tech2, reason="DB check")
     run_with_output(session2, actor=tech2, text="connections: 512 (max 512)\n")
     with world.bind():
-        incident = incidents.incident_create(actor=world.tech, tenant_id=world.tenant.pk, title="ERP outage",
-                                             client_group=world.group)
+        incident = incidents.incident_create(
+            actor=world.tech, tenant_id=world.tenant.pk, title="ERP outage", client_group=world.group
+        )
         incidents.incident_add_session(actor=world.tech, incident=incident, session=world.session)
         incidents.incident_add_session(actor=world.tech, incident=incident, session=session2)
         incidents.incident_write_summary(actor=world.tech, incident=incident, summary="DB connection pool exhausted.")
@@ -402,8 +430,9 @@ def test_link_expiry_is_bounded_and_shown_once(client, world):
     with world.bind(), pytest.raises(review.ReviewError):
         sharing.share_link_create(actor=world.tech, session=world.session, expires_in=timedelta(days=365))
     client.force_login(world.tech)
-    response = client.post(reverse("console:session_share", args=[world.session.pk]),
-                           {"expires_days": "3", "label": "Dana"})
+    response = client.post(
+        reverse("console:session_share", args=[world.session.pk]), {"expires_days": "3", "label": "Dana"}
+    )
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     link = ShareLink.all_tenants.get(session=world.session)
     token = re.search(r"/share/(shr_[A-Za-z0-9_-]+)/", response.content.decode()).group(1)
@@ -412,8 +441,9 @@ def test_link_expiry_is_bounded_and_shown_once(client, world):
     # The review page lists the link but never shows its token again.
     page = client.get(reverse("console:session_review", args=[world.session.pk])).content.decode()
     assert "Dana" in page and token not in page
-    response = client.post(reverse("console:session_share", args=[world.session.pk]), {"expires_days": "400"},
-                           follow=True)
+    response = client.post(
+        reverse("console:session_share", args=[world.session.pk]), {"expires_days": "400"}, follow=True
+    )
     assert "Not shared" in response.content.decode() and ShareLink.all_tenants.count() == 1
 
 
@@ -427,6 +457,7 @@ def test_the_shared_page_is_plain_printable_and_private(client, world):
     assert "no-store" in response["Cache-Control"] and response["Referrer-Policy"] == "no-referrer"
     assert '<meta name="robots" content="noindex, nofollow">' in html
     from django.contrib.staticfiles import finders
+
     css = open(finders.find("console/share.css")).read()
     assert "@media print" in css
 
@@ -441,8 +472,12 @@ def test_another_tenant_cannot_reach_review_links_or_exports(client, world):
     client.force_login(other)
     before = TranscriptEntry.all_tenants.filter(session=world.session).count()
     s = world.session.pk
-    for url in [reverse("console:session_review", args=[s]), reverse("console:session_export", args=[s]),
-                reverse("console:session_preview", args=[s]), reverse("console:share_link_export", args=[link.pk])]:
+    for url in [
+        reverse("console:session_review", args=[s]),
+        reverse("console:session_export", args=[s]),
+        reverse("console:session_preview", args=[s]),
+        reverse("console:share_link_export", args=[link.pk]),
+    ]:
         response = client.get(url)
         assert response.status_code == 404, url
         assert SECRET not in response.content.decode() and world.endpoint.hostname not in response.content.decode()

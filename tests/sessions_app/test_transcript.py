@@ -55,8 +55,10 @@ def test_append_outside_a_transaction_is_refused(session):
 
 def _raw_edit(entry, data: str) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {TranscriptEntry._meta.db_table} SET data = %s WHERE id = %s",
-                       [data, entry._meta.pk.get_db_prep_value(entry.pk, connection)])
+        cursor.execute(
+            f"UPDATE {TranscriptEntry._meta.db_table} SET data = %s WHERE id = %s",
+            [data, entry._meta.pk.get_db_prep_value(entry.pk, connection)],
+        )
 
 
 def test_the_database_refuses_an_update_made_around_the_orm(session):

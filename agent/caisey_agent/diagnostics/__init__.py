@@ -20,8 +20,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from caisey_agent.policy import LocalPolicy
 
@@ -112,7 +113,9 @@ class Context:
             return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
         return {"start_new_session": True}
 
-    def run(self, argv: list[str], *, timeout: float | None = None, what: str = "", env: dict | None = None) -> Completed:
+    def run(
+        self, argv: list[str], *, timeout: float | None = None, what: str = "", env: dict | None = None
+    ) -> Completed:
         """Run a tool and wait for it; NotAvailable when the tool is not installed."""
         self.check()
         exe = shutil.which(argv[0])
@@ -123,8 +126,12 @@ class Context:
         if env is not None:
             full_env = {**os.environ, **env}
         proc = subprocess.Popen(
-            [exe, *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=full_env, **kwargs,
+            [exe, *argv[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            **kwargs,
         )
         self.track(proc)
         try:

@@ -37,18 +37,26 @@ def _volumes() -> list[dict]:
         try:
             usage = psutil.disk_usage(part.mountpoint)
         except (OSError, PermissionError) as exc:
-            volumes.append({"mountpoint": part.mountpoint, "device": part.device, "fstype": part.fstype,
-                            "error": str(exc)})
+            volumes.append(
+                {"mountpoint": part.mountpoint, "device": part.device, "fstype": part.fstype, "error": str(exc)}
+            )
             continue
         key = (part.device, usage.total, usage.used)
         if key in seen:  # bind mounts of the same filesystem
             continue
         seen.add(key)
-        volumes.append({
-            "mountpoint": part.mountpoint, "device": part.device, "fstype": part.fstype,
-            "options": part.opts, "total": usage.total, "used": usage.used, "free": usage.free,
-            "percent": usage.percent,
-        })
+        volumes.append(
+            {
+                "mountpoint": part.mountpoint,
+                "device": part.device,
+                "fstype": part.fstype,
+                "options": part.opts,
+                "total": usage.total,
+                "used": usage.used,
+                "free": usage.free,
+                "percent": usage.percent,
+            }
+        )
     return volumes
 
 
@@ -86,54 +94,84 @@ def disk_usage(ctx: Context) -> Outcome:
             continue
         if total_ops == 0 and d_reads == 0 and d_writes == 0:
             continue
-        io.append({
-            "disk": name,
-            "current": {
-                "interval_s": round(elapsed, 2),
-                "reads_per_s": round(d_reads / elapsed, 1),
-                "writes_per_s": round(d_writes / elapsed, 1),
-                "read_bytes_per_s": round((now.read_bytes - before.read_bytes) / elapsed),
-                "write_bytes_per_s": round((now.write_bytes - before.write_bytes) / elapsed),
-                "read_latency_ms": _ms_per_op(now.read_time - before.read_time, d_reads),
-                "write_latency_ms": _ms_per_op(now.write_time - before.write_time, d_writes),
-                "busy_percent": busy_pct,
-            },
-            "since_boot": {
-                "reads": now.read_count,
-                "writes": now.write_count,
-                "read_bytes": now.read_bytes,
-                "write_bytes": now.write_bytes,
-                "read_latency_ms": _ms_per_op(now.read_time, now.read_count),
-                "write_latency_ms": _ms_per_op(now.write_time, now.write_count),
-            },
-        })
+        io.append(
+            {
+                "disk": name,
+                "current": {
+                    "interval_s": round(elapsed, 2),
+                    "reads_per_s": round(d_reads / elapsed, 1),
+                    "writes_per_s": round(d_writes / elapsed, 1),
+                    "read_bytes_per_s": round((now.read_bytes - before.read_bytes) / elapsed),
+                    "write_bytes_per_s": round((now.write_bytes - before.write_bytes) / elapsed),
+                    "read_latency_ms": _ms_per_op(now.read_time - before.read_time, d_reads),
+                    "write_latency_ms": _ms_per_op(now.write_time - before.write_time, d_writes),
+                    "busy_percent": busy_pct,
+                },
+                "since_boot": {
+                    "reads": now.read_count,
+                    "writes": now.write_count,
+                    "read_bytes": now.read_bytes,
+                    "write_bytes": now.write_bytes,
+                    "read_latency_ms": _ms_per_op(now.read_time, now.read_count),
+                    "write_latency_ms": _ms_per_op(now.write_time, now.write_count),
+                },
+            }
+        )
     data = {
         "volumes": volumes,
         "io": io,
-        "io_method": (f"current: two samples {SAMPLE_S:.0f}s apart; since_boot: cumulative kernel counters"
-                      if first else "per-disk I/O counters are not available on this endpoint"),
+        "io_method": (
+            f"current: two samples {SAMPLE_S:.0f}s apart; since_boot: cumulative kernel counters"
+            if first
+            else "per-disk I/O counters are not available on this endpoint"
+        ),
     }
     parts = []
     full = [v for v in volumes if v.get("percent", 0) >= 90]
     if full:
         parts.append("Nearly full (>= 90%): " + ", ".join(f"{v['mountpoint']} {v['percent']:.0f}%" for v in full))
-    parts.append(table(
-        ["mount", "device", "fs", "size", "used", "free", "use%"],
-        [[v["mountpoint"], v["device"], v["fstype"], human_bytes(v.get("total")), human_bytes(v.get("used")),
-          human_bytes(v.get("free")), f"{v['percent']:.0f}%" if "percent" in v else v.get("error", "-")]
-         for v in volumes],
-    ))
+    parts.append(
+        table(
+            ["mount", "device", "fs", "size", "used", "free", "use%"],
+            [
+                [
+                    v["mountpoint"],
+                    v["device"],
+                    v["fstype"],
+                    human_bytes(v.get("total")),
+                    human_bytes(v.get("used")),
+                    human_bytes(v.get("free")),
+                    f"{v['percent']:.0f}%" if "percent" in v else v.get("error", "-"),
+                ]
+                for v in volumes
+            ],
+        )
+    )
     if io:
-        parts.append(f"I/O over the last {elapsed:.1f}s (latency = average ms per completed operation; "
-                     "'boot' = average since boot):")
-        parts.append(table(
-            ["disk", "r/s", "w/s", "read/s", "write/s", "r ms", "w ms", "busy%", "r ms boot", "w ms boot"],
-            [[d["disk"], fmt(d["current"]["reads_per_s"]), fmt(d["current"]["writes_per_s"]),
-              human_bytes(d["current"]["read_bytes_per_s"]), human_bytes(d["current"]["write_bytes_per_s"]),
-              fmt(d["current"]["read_latency_ms"], 2), fmt(d["current"]["write_latency_ms"], 2),
-              fmt(d["current"]["busy_percent"]), fmt(d["since_boot"]["read_latency_ms"], 2),
-              fmt(d["since_boot"]["write_latency_ms"], 2)] for d in io],
-        ))
+        parts.append(
+            f"I/O over the last {elapsed:.1f}s (latency = average ms per completed operation; "
+            "'boot' = average since boot):"
+        )
+        parts.append(
+            table(
+                ["disk", "r/s", "w/s", "read/s", "write/s", "r ms", "w ms", "busy%", "r ms boot", "w ms boot"],
+                [
+                    [
+                        d["disk"],
+                        fmt(d["current"]["reads_per_s"]),
+                        fmt(d["current"]["writes_per_s"]),
+                        human_bytes(d["current"]["read_bytes_per_s"]),
+                        human_bytes(d["current"]["write_bytes_per_s"]),
+                        fmt(d["current"]["read_latency_ms"], 2),
+                        fmt(d["current"]["write_latency_ms"], 2),
+                        fmt(d["current"]["busy_percent"]),
+                        fmt(d["since_boot"]["read_latency_ms"], 2),
+                        fmt(d["since_boot"]["write_latency_ms"], 2),
+                    ]
+                    for d in io
+                ],
+            )
+        )
     else:
         parts.append("Per-disk I/O counters: " + ("no disk activity recorded" if first else "not available"))
     return Outcome(data=data, text="\n\n".join(parts))

@@ -56,8 +56,9 @@ def log_errors(ctx: Context) -> Outcome:
         "limit": limit,
         "entries": entries,
     }
-    header = (f"{count} error entr{'y' if count == 1 else 'ies'} in the last {minutes} min from {source}"
-              + (f" (showing the latest {len(entries)})" if count > len(entries) else ""))
+    header = f"{count} error entr{'y' if count == 1 else 'ies'} in the last {minutes} min from {source}" + (
+        f" (showing the latest {len(entries)})" if count > len(entries) else ""
+    )
     lines = [header]
     if entries:
         lines.append("")
@@ -82,10 +83,20 @@ def _journal_usable() -> bool:
 
 def _journal(ctx: Context, since: float, limit: int) -> tuple[str, int, list[dict]]:
     """Stream every matching entry (to count them) and keep the latest ``limit``."""
-    argv = [shutil.which("journalctl") or "journalctl", "--no-pager", "-q", "-p", "err", "-o", "json",
-            "--since", f"@{int(since)}"]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            **ctx.popen_kwargs())
+    argv = [
+        shutil.which("journalctl") or "journalctl",
+        "--no-pager",
+        "-q",
+        "-p",
+        "err",
+        "-o",
+        "json",
+        "--since",
+        f"@{int(since)}",
+    ]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **ctx.popen_kwargs()
+    )
     ctx.track(proc)
     latest: collections.deque = collections.deque(maxlen=limit)
     count = 0
@@ -151,7 +162,9 @@ def _int(value) -> int | None:
 RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)\s+(\S+)\s+(.*)$")
 BSD = re.compile(r"^([A-Z][a-z]{2})\s+(\d{1,2})\s+(\d{2}):(\d{2}):(\d{2})\s+(\S+)\s+(.*)$")
 TAG = re.compile(r"^([^\s:\[]+)(?:\[(\d+)\])?:\s?(.*)$")
-MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+MONTHS = {
+    m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)
+}
 
 
 def parse_syslog_line(line: str, now: float | None = None) -> tuple[float, str, str] | None:
@@ -170,8 +183,9 @@ def parse_syslog_line(line: str, now: float | None = None) -> tuple[float, str, 
     if m and m.group(1) in MONTHS:
         now_dt = dt.datetime.fromtimestamp(now or time.time())
         try:
-            when = dt.datetime(now_dt.year, MONTHS[m.group(1)], int(m.group(2)), int(m.group(3)), int(m.group(4)),
-                               int(m.group(5)))
+            when = dt.datetime(
+                now_dt.year, MONTHS[m.group(1)], int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
+            )
         except ValueError:
             return None
         if when - now_dt > dt.timedelta(days=1):  # a December line read in January
@@ -202,11 +216,16 @@ def _syslog(ctx: Context, path: str, since: float, limit: int) -> tuple[str, int
                     continue
                 count += 1
                 tag = TAG.match(rest)
-                latest.append({
-                    "time": iso(ts), "priority": "",
-                    "identifier": tag.group(1) if tag else "", "pid": _int(tag.group(2)) if tag else None,
-                    "message": (tag.group(3) if tag else rest)[:MAX_MESSAGE], "host": host,
-                })
+                latest.append(
+                    {
+                        "time": iso(ts),
+                        "priority": "",
+                        "identifier": tag.group(1) if tag else "",
+                        "pid": _int(tag.group(2)) if tag else None,
+                        "message": (tag.group(3) if tag else rest)[:MAX_MESSAGE],
+                        "host": host,
+                    }
+                )
     except PermissionError as exc:
         raise NotAvailable(f"cannot read {path}: {exc.strerror} (the agent runs as uid {os.geteuid()})") from None
     entries = list(latest)
@@ -228,7 +247,11 @@ def file_tail(ctx: Context) -> Outcome:
         patterns = ", ".join(ctx.policy.allowed_tail_paths) or "none"
         why = f" (lockdown: {ctx.policy.problem})" if ctx.policy.lockdown else ""
         return Outcome(
-            data={"path": requested, "resolved_path": resolved, "allowed_patterns": list(ctx.policy.allowed_tail_paths)},
+            data={
+                "path": requested,
+                "resolved_path": resolved,
+                "allowed_patterns": list(ctx.policy.allowed_tail_paths),
+            },
             text=f"Refused: {resolved} is not on this endpoint's list of files that may be read ({patterns}){why}.",
             ok=False,
             error=f"path not allowed by the endpoint's local policy: {resolved} matches none of: {patterns}{why}",
@@ -237,17 +260,28 @@ def file_tail(ctx: Context) -> Outcome:
     try:
         fd = os.open(resolved, flags)
     except FileNotFoundError:
-        return Outcome(data={"path": requested, "resolved_path": resolved}, text=f"{resolved} does not exist.",
-                       ok=False, error=f"file not found: {resolved}")
+        return Outcome(
+            data={"path": requested, "resolved_path": resolved},
+            text=f"{resolved} does not exist.",
+            ok=False,
+            error=f"file not found: {resolved}",
+        )
     except OSError as exc:
-        return Outcome(data={"path": requested, "resolved_path": resolved}, text=f"Cannot open {resolved}: {exc.strerror}",
-                       ok=False, error=f"cannot open {resolved}: {exc.strerror or exc}")
+        return Outcome(
+            data={"path": requested, "resolved_path": resolved},
+            text=f"Cannot open {resolved}: {exc.strerror}",
+            ok=False,
+            error=f"cannot open {resolved}: {exc.strerror or exc}",
+        )
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return Outcome(data={"path": requested, "resolved_path": resolved},
-                           text=f"{resolved} is not a regular file.", ok=False,
-                           error=f"not a regular file: {resolved}")
+            return Outcome(
+                data={"path": requested, "resolved_path": resolved},
+                text=f"{resolved} is not a regular file.",
+                ok=False,
+                error=f"not a regular file: {resolved}",
+            )
         raw, clipped = tail_bytes(fd, st.st_size, lines_wanted, TAIL_MAX_BYTES)
     finally:
         os.close(fd)
@@ -262,8 +296,11 @@ def file_tail(ctx: Context) -> Outcome:
         "clipped_to_bytes": TAIL_MAX_BYTES if clipped else None,
         "lines": text_lines,
     }
-    header = (f"==> {resolved} ({human_bytes(st.st_size)}, modified {iso(st.st_mtime)}): last {len(text_lines)} line(s)"
-              + (f", clipped to the last {TAIL_MAX_BYTES // 1024} KiB" if clipped else "") + " <==")
+    header = (
+        f"==> {resolved} ({human_bytes(st.st_size)}, modified {iso(st.st_mtime)}): last {len(text_lines)} line(s)"
+        + (f", clipped to the last {TAIL_MAX_BYTES // 1024} KiB" if clipped else "")
+        + " <=="
+    )
     return Outcome(data=data, text=header + "\n" + "\n".join(text_lines))
 
 
@@ -297,11 +334,11 @@ def tail_bytes(fd: int, size: int, lines: int, max_bytes: int) -> tuple[bytes, b
             if cut < 0:
                 break
             seen += 1
-        data = data[cut + 1:] if cut >= 0 else data
+        data = data[cut + 1 :] if cut >= 0 else data
     elif pos > 0:
         clipped = True
         first = data.find(b"\n")
-        data = data[first + 1:] if first >= 0 else data
+        data = data[first + 1 :] if first >= 0 else data
     return data, clipped
 
 

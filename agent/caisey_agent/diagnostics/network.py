@@ -54,27 +54,58 @@ def network_config(ctx: Context) -> Outcome:
             if a.family == psutil.AF_LINK:
                 entry["mac"] = a.address
             elif a.family in (socket.AF_INET, socket.AF_INET6):
-                entry["addresses"].append({
-                    "family": "ipv4" if a.family == socket.AF_INET else "ipv6",
-                    "address": a.address, "netmask": a.netmask, "broadcast": a.broadcast,
-                })
+                entry["addresses"].append(
+                    {
+                        "family": "ipv4" if a.family == socket.AF_INET else "ipv6",
+                        "address": a.address,
+                        "netmask": a.netmask,
+                        "broadcast": a.broadcast,
+                    }
+                )
         interfaces.append(entry)
     routes, route_source = default_routes(ctx)
     dns = dns_config(ctx)
     data = {"interfaces": interfaces, "default_routes": routes, "route_source": route_source, "dns": dns}
-    text = [table(
-        ["interface", "up", "speed", "mtu", "addresses"],
-        [[i["name"], i["up"], f"{i['speed_mbps']} Mb/s" if i["speed_mbps"] else "-", i["mtu"],
-          ", ".join(a["address"] + (f"/{_prefix(a['netmask'])}" if a["netmask"] else "") for a in i["addresses"]) or "-"]
-         for i in interfaces],
-        max_width=90,
-    )]
-    text.append("Default route(s): " + (", ".join(
-        f"via {r['gateway']} dev {r['interface']}" + (f" metric {r['metric']}" if r.get("metric") is not None else "")
-        for r in routes) or "none"))
-    text.append("DNS servers: " + (", ".join(dns["servers"]) or "none")
-                + (f" (upstream of the local stub: {', '.join(dns['upstream_servers'])})" if dns.get("upstream_servers") else "")
-                + (f"\nSearch domains: {', '.join(dns['search'])}" if dns.get("search") else ""))
+    text = [
+        table(
+            ["interface", "up", "speed", "mtu", "addresses"],
+            [
+                [
+                    i["name"],
+                    i["up"],
+                    f"{i['speed_mbps']} Mb/s" if i["speed_mbps"] else "-",
+                    i["mtu"],
+                    ", ".join(
+                        a["address"] + (f"/{_prefix(a['netmask'])}" if a["netmask"] else "") for a in i["addresses"]
+                    )
+                    or "-",
+                ]
+                for i in interfaces
+            ],
+            max_width=90,
+        )
+    ]
+    text.append(
+        "Default route(s): "
+        + (
+            ", ".join(
+                f"via {r['gateway']} dev {r['interface']}"
+                + (f" metric {r['metric']}" if r.get("metric") is not None else "")
+                for r in routes
+            )
+            or "none"
+        )
+    )
+    text.append(
+        "DNS servers: "
+        + (", ".join(dns["servers"]) or "none")
+        + (
+            f" (upstream of the local stub: {', '.join(dns['upstream_servers'])})"
+            if dns.get("upstream_servers")
+            else ""
+        )
+        + (f"\nSearch domains: {', '.join(dns['search'])}" if dns.get("search") else "")
+    )
     return Outcome(data=data, text="\n\n".join(text))
 
 
@@ -100,16 +131,23 @@ def default_routes(ctx: Context) -> tuple[list[dict], str]:
         for line in done.stdout.splitlines():
             m = re.search(r"via (\S+) dev (\S+)(?:.*metric (\d+))?", line)
             if m:
-                routes.append({"family": "ipv4", "gateway": m.group(1), "interface": m.group(2),
-                               "metric": int(m.group(3)) if m.group(3) else None})
+                routes.append(
+                    {
+                        "family": "ipv4",
+                        "gateway": m.group(1),
+                        "interface": m.group(2),
+                        "metric": int(m.group(3)) if m.group(3) else None,
+                    }
+                )
         return routes, "ip route"
     if shutil.which("route"):  # macOS / BSD
         done = ctx.run(["route", "-n", "get", "default"], timeout=10)
         gw = re.search(r"gateway:\s*(\S+)", done.stdout)
         dev = re.search(r"interface:\s*(\S+)", done.stdout)
         if gw:
-            routes.append({"family": "ipv4", "gateway": gw.group(1), "interface": dev.group(1) if dev else None,
-                           "metric": None})
+            routes.append(
+                {"family": "ipv4", "gateway": gw.group(1), "interface": dev.group(1) if dev else None, "metric": None}
+            )
         return routes, "route get default"
     return routes, "unavailable"
 
@@ -268,13 +306,23 @@ def _system_lookup(name: str, record_type: str) -> Outcome:
         infos = socket.getaddrinfo(name, None, family, socket.SOCK_STREAM, 0, socket.AI_CANONNAME)
     except socket.gaierror as exc:
         data.update({"answers": [], "elapsed_ms": _ms(start), "error": exc.strerror or str(exc)})
-        return Outcome(data=data, text=f"{name} {record_type}: no answer from the system resolver: {exc.strerror or exc}"
-                       f" ({data['elapsed_ms']} ms)", ok=False, error=f"name resolution failed: {exc.strerror or exc}")
+        return Outcome(
+            data=data,
+            text=f"{name} {record_type}: no answer from the system resolver: {exc.strerror or exc}"
+            f" ({data['elapsed_ms']} ms)",
+            ok=False,
+            error=f"name resolution failed: {exc.strerror or exc}",
+        )
     elapsed = _ms(start)
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     canonical = next((info[3] for info in infos if info[3]), None)
-    data.update({"answers": [{"type": record_type, "value": a} for a in addresses], "canonical_name": canonical,
-                 "elapsed_ms": elapsed})
+    data.update(
+        {
+            "answers": [{"type": record_type, "value": a} for a in addresses],
+            "canonical_name": canonical,
+            "elapsed_ms": elapsed,
+        }
+    )
     text = f"{name} {record_type} via the system resolver ({elapsed} ms):\n" + "\n".join(f"  {a}" for a in addresses)
     if canonical and canonical != name:
         text += f"\ncanonical name: {canonical}"
@@ -288,11 +336,17 @@ def _system_reverse(ip: str) -> Outcome:
         host, aliases, _ = socket.gethostbyaddr(ip)
     except (socket.herror, socket.gaierror) as exc:
         data.update({"answers": [], "elapsed_ms": _ms(start), "error": exc.strerror or str(exc)})
-        return Outcome(data=data, text=f"{ip} PTR: no answer: {exc.strerror or exc}", ok=False,
-                       error=f"reverse lookup failed: {exc.strerror or exc}")
+        return Outcome(
+            data=data,
+            text=f"{ip} PTR: no answer: {exc.strerror or exc}",
+            ok=False,
+            error=f"reverse lookup failed: {exc.strerror or exc}",
+        )
     data.update({"answers": [{"type": "PTR", "value": h} for h in [host, *aliases]], "elapsed_ms": _ms(start)})
-    return Outcome(data=data, text=f"{ip} PTR via the system resolver ({data['elapsed_ms']} ms):\n  "
-                   + "\n  ".join([host, *aliases]))
+    return Outcome(
+        data=data,
+        text=f"{ip} PTR via the system resolver ({data['elapsed_ms']} ms):\n  " + "\n  ".join([host, *aliases]),
+    )
 
 
 def _system_nameservers() -> list[tuple[str, int]]:
@@ -327,34 +381,61 @@ def _dnspython_query(ctx: Context, name: str, record_type: str, servers: list[tu
         try:
             response, used_tcp = dns.query.udp_with_fallback(query, ip, timeout=ctx.remaining(5.0), port=port)
         except (dns.exception.DNSException, OSError) as exc:
-            attempts.append({"server": f"{ip}:{port}", "error": str(exc) or type(exc).__name__, "elapsed_ms": _ms(start)})
+            attempts.append(
+                {"server": f"{ip}:{port}", "error": str(exc) or type(exc).__name__, "elapsed_ms": _ms(start)}
+            )
             continue
         elapsed = _ms(start)
         rcode = dns.rcode.to_text(response.rcode())
         answers = [
-            {"name": rrset.name.to_text(), "type": dns.rdatatype.to_text(rrset.rdtype), "ttl": rrset.ttl,
-             "value": rdata.to_text()}
-            for rrset in response.answer for rdata in rrset
+            {
+                "name": rrset.name.to_text(),
+                "type": dns.rdatatype.to_text(rrset.rdtype),
+                "ttl": rrset.ttl,
+                "value": rdata.to_text(),
+            }
+            for rrset in response.answer
+            for rdata in rrset
         ]
         data = {
-            "name": name, "query": qname, "record_type": record_type, "resolver": label,
-            "server": f"{ip}:{port}", "rcode": rcode, "transport": "tcp" if used_tcp else "udp",
-            "authoritative": bool(response.flags & dns.flags.AA), "answers": answers,
-            "elapsed_ms": elapsed, "failed_servers": attempts,
+            "name": name,
+            "query": qname,
+            "record_type": record_type,
+            "resolver": label,
+            "server": f"{ip}:{port}",
+            "rcode": rcode,
+            "transport": "tcp" if used_tcp else "udp",
+            "authoritative": bool(response.flags & dns.flags.AA),
+            "answers": answers,
+            "elapsed_ms": elapsed,
+            "failed_servers": attempts,
         }
         head = f"{qname} {record_type} @ {ip}:{port} ({data['transport']}, {elapsed} ms): {rcode}"
         body = "\n".join(f"  {a['name']} {a['ttl']} {a['type']} {a['value']}" for a in answers) or "  (no records)"
         text = head + "\n" + body
         if rcode != "NOERROR":
-            meaning = {"NXDOMAIN": "the name does not exist", "SERVFAIL": "the server failed to answer",
-                       "REFUSED": "the server refused the query"}.get(rcode, rcode)
+            meaning = {
+                "NXDOMAIN": "the name does not exist",
+                "SERVFAIL": "the server failed to answer",
+                "REFUSED": "the server refused the query",
+            }.get(rcode, rcode)
             return Outcome(data=data, text=text, ok=False, error=f"{rcode}: {meaning}")
         return Outcome(data=data, text=text)
-    data = {"name": name, "query": qname, "record_type": record_type, "resolver": label, "answers": [],
-            "failed_servers": attempts}
-    return Outcome(data=data, text=f"{qname} {record_type}: no DNS server answered:\n"
-                   + "\n".join(f"  {a['server']}: {a['error']}" for a in attempts),
-                   ok=False, error="no DNS server answered: " + "; ".join(f"{a['server']}: {a['error']}" for a in attempts))
+    data = {
+        "name": name,
+        "query": qname,
+        "record_type": record_type,
+        "resolver": label,
+        "answers": [],
+        "failed_servers": attempts,
+    }
+    return Outcome(
+        data=data,
+        text=f"{qname} {record_type}: no DNS server answered:\n"
+        + "\n".join(f"  {a['server']}: {a['error']}" for a in attempts),
+        ok=False,
+        error="no DNS server answered: " + "; ".join(f"{a['server']}: {a['error']}" for a in attempts),
+    )
 
 
 # --- tcp_connect ----------------------------------------------------------------------------
@@ -369,10 +450,20 @@ def tcp_connect(ctx: Context) -> Outcome:
     try:
         infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        data.update({"resolve_ms": _ms(start), "error": f"cannot resolve {host}: {exc.strerror or exc}",
-                     "connected": False, "attempts": []})
-        return Outcome(data=data, text=f"TCP {host}:{port}: cannot resolve {host}: {exc.strerror or exc}", ok=False,
-                       error=data["error"])
+        data.update(
+            {
+                "resolve_ms": _ms(start),
+                "error": f"cannot resolve {host}: {exc.strerror or exc}",
+                "connected": False,
+                "attempts": [],
+            }
+        )
+        return Outcome(
+            data=data,
+            text=f"TCP {host}:{port}: cannot resolve {host}: {exc.strerror or exc}",
+            ok=False,
+            error=data["error"],
+        )
     data["resolve_ms"] = _ms(start)
     data["addresses"] = list(dict.fromkeys(info[4][0] for info in infos))
     attempts = []
@@ -386,8 +477,9 @@ def tcp_connect(ctx: Context) -> Outcome:
             sock.connect(addr)
         except OSError as exc:
             err = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else (exc.strerror or str(exc))
-            attempts.append({"address": addr[0], "port": addr[1], "connected": False, "elapsed_ms": _ms(t),
-                             "error": err})
+            attempts.append(
+                {"address": addr[0], "port": addr[1], "connected": False, "elapsed_ms": _ms(t), "error": err}
+            )
             sock.close()
             continue
         attempt = {"address": addr[0], "port": addr[1], "connected": True, "elapsed_ms": _ms(t)}
@@ -399,14 +491,23 @@ def tcp_connect(ctx: Context) -> Outcome:
         attempts.append(attempt)
         connected = attempt
         break
-    data.update({"attempts": attempts, "connected": connected is not None,
-                 "connect_ms": connected["elapsed_ms"] if connected else None,
-                 "connected_to": connected["address"] if connected else None})
-    lines = [f"TCP {host}:{port}: " + (f"connected to {connected['address']} in {connected['elapsed_ms']} ms"
-                                        if connected else "could not connect")
-             + f" (name resolution {data['resolve_ms']} ms)"]
+    data.update(
+        {
+            "attempts": attempts,
+            "connected": connected is not None,
+            "connect_ms": connected["elapsed_ms"] if connected else None,
+            "connected_to": connected["address"] if connected else None,
+        }
+    )
+    lines = [
+        f"TCP {host}:{port}: "
+        + (f"connected to {connected['address']} in {connected['elapsed_ms']} ms" if connected else "could not connect")
+        + f" (name resolution {data['resolve_ms']} ms)"
+    ]
     for a in attempts:
-        lines.append(f"  {a['address']}:{a['port']}: " + ("ok" if a["connected"] else a["error"]) + f" ({a['elapsed_ms']} ms)")
+        lines.append(
+            f"  {a['address']}:{a['port']}: " + ("ok" if a["connected"] else a["error"]) + f" ({a['elapsed_ms']} ms)"
+        )
     if connected:
         return Outcome(data=data, text="\n".join(lines))
     error = "; ".join(f"{a['address']}: {a['error']}" for a in attempts) or "no address to connect to"
@@ -431,8 +532,9 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         scheme = urllib.parse.urlsplit(newurl).scheme.lower()
         self.chain.append({"status": code, "from": req.full_url, "to": newurl})
         if scheme not in ("http", "https"):
-            raise urllib.error.HTTPError(req.full_url, code, f"redirect to a {scheme or 'relative'} URL is not followed",
-                                         headers, fp)
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"redirect to a {scheme or 'relative'} URL is not followed", headers, fp
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -446,8 +548,9 @@ def http_check(ctx: Context) -> Outcome:
     tls_context = ssl.create_default_context()  # loading the trust store is not network time
     t0 = time.perf_counter()
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-                                   type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
+        )
         data["addresses"] = list(dict.fromkeys(i[4][0] for i in infos))
     except socket.gaierror as exc:
         data.update({"resolve_ms": _ms(t0), "error": f"cannot resolve {parts.hostname}: {exc.strerror or exc}"})
@@ -459,8 +562,9 @@ def http_check(ctx: Context) -> Outcome:
     data["proxy"] = proxy
     redirects = _Redirects()
     opener = urllib.request.build_opener(redirects, urllib.request.HTTPSHandler(context=tls_context))
-    request = urllib.request.Request(url, headers={"User-Agent": f"caisey-agent/{__version__} http_check",
-                                                   "Accept": "*/*"})
+    request = urllib.request.Request(
+        url, headers={"User-Agent": f"caisey-agent/{__version__} http_check", "Accept": "*/*"}
+    )
     status = None
     error = ""
     response = None
@@ -469,15 +573,18 @@ def http_check(ctx: Context) -> Outcome:
         response = opener.open(request, timeout=min(timeout, ctx.remaining()))
     except urllib.error.HTTPError as exc:
         if 300 <= exc.code < 400:
-            error = (f"more than {MAX_REDIRECTS} redirects (or a redirect loop)" if "infinite loop" in str(exc.msg)
-                     else str(exc.msg))
+            error = (
+                f"more than {MAX_REDIRECTS} redirects (or a redirect loop)"
+                if "infinite loop" in str(exc.msg)
+                else str(exc.msg)
+            )
             status = exc.code
             exc.close()
         else:
             response = exc  # 4xx/5xx: a response all the same
     except urllib.error.URLError as exc:
         error = _url_error(exc.reason)
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         error = f"timed out after {timeout:.0f} s"
     except (OSError, ValueError, ssl.SSLError) as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -499,13 +606,25 @@ def http_check(ctx: Context) -> Outcome:
             error = error or f"error while reading the body: {exc}"
         finally:
             response.close()
-        data.update({
-            "reason": getattr(response, "reason", "") or "",
-            "headers": {k: headers[k] for k in ("Content-Type", "Content-Length", "Server", "Location", "Cache-Control",
-                                                "Strict-Transport-Security") if headers.get(k)},
-            "body_bytes_read": body_bytes,
-            "body_clipped": body_bytes >= MAX_BODY,
-        })
+        data.update(
+            {
+                "reason": getattr(response, "reason", "") or "",
+                "headers": {
+                    k: headers[k]
+                    for k in (
+                        "Content-Type",
+                        "Content-Length",
+                        "Server",
+                        "Location",
+                        "Cache-Control",
+                        "Strict-Transport-Security",
+                    )
+                    if headers.get(k)
+                },
+                "body_bytes_read": body_bytes,
+                "body_clipped": body_bytes >= MAX_BODY,
+            }
+        )
     data["total_ms"] = _ms(t0)
     data.update({"status": status, "final_url": final_url, "redirects": redirects.chain})
     if status is not None and status >= 400 and not error:
@@ -521,28 +640,51 @@ def http_check(ctx: Context) -> Outcome:
         data["tls"] = None
     if error:
         data["error"] = error
-    lines = [f"GET {url}: " + (f"HTTP {status} {data.get('reason', '')}".strip() if status else "no response")
-             + (f" — {error}" if error and (status is None or status < 400) else "")]
+    lines = [
+        f"GET {url}: "
+        + (f"HTTP {status} {data.get('reason', '')}".strip() if status else "no response")
+        + (f" — {error}" if error and (status is None or status < 400) else "")
+    ]
     for r in redirects.chain:
         lines.append(f"  redirect {r['status']}: {r['from']} -> {r['to']}")
-    lines.append(kv([
-        ("Final URL", final_url),
-        ("Addresses", ", ".join(data.get("addresses", []))),
-        ("Timing", f"resolve {data['resolve_ms']} ms, response {data['response_ms']} ms, total {data['total_ms']} ms"),
-        ("Body", f"{data.get('body_bytes_read', 0)} bytes read" + (" (clipped)" if data.get("body_clipped") else "")),
-        ("Proxy", proxy or "none"),
-    ]))
+    lines.append(
+        kv(
+            [
+                ("Final URL", final_url),
+                ("Addresses", ", ".join(data.get("addresses", []))),
+                (
+                    "Timing",
+                    f"resolve {data['resolve_ms']} ms, response {data['response_ms']} ms, total {data['total_ms']} ms",
+                ),
+                (
+                    "Body",
+                    f"{data.get('body_bytes_read', 0)} bytes read" + (" (clipped)" if data.get("body_clipped") else ""),
+                ),
+                ("Proxy", proxy or "none"),
+            ]
+        )
+    )
     tls = data.get("tls")
     if tls:
         if tls.get("error"):
             lines.append(f"TLS: {tls['error']}")
         else:
-            lines.append(kv([
-                ("TLS", f"{tls.get('version')} {tls.get('cipher')}, verified: {fmt(tls.get('verified'))}"
-                        + (f" ({tls['verify_error']})" if tls.get("verify_error") else "")),
-                ("Certificate", f"{tls.get('subject')} issued by {tls.get('issuer')}"),
-                ("Valid", f"{tls.get('not_before')} to {tls.get('not_after')} ({fmt(tls.get('days_remaining'))} days left)"),
-            ]))
+            lines.append(
+                kv(
+                    [
+                        (
+                            "TLS",
+                            f"{tls.get('version')} {tls.get('cipher')}, verified: {fmt(tls.get('verified'))}"
+                            + (f" ({tls['verify_error']})" if tls.get("verify_error") else ""),
+                        ),
+                        ("Certificate", f"{tls.get('subject')} issued by {tls.get('issuer')}"),
+                        (
+                            "Valid",
+                            f"{tls.get('not_before')} to {tls.get('not_after')} ({fmt(tls.get('days_remaining'))} days left)",
+                        ),
+                    ]
+                )
+            )
     return Outcome(data=data, text="\n".join(lines), ok=not error, error=error)
 
 
@@ -567,13 +709,16 @@ def tls_certificate(host: str, port: int, timeout: float) -> dict:
                 info.update({"verified": True, "version": tls.version(), "cipher": (tls.cipher() or ("",))[0]})
                 not_after = ssl.cert_time_to_seconds(cert["notAfter"])
                 not_before = ssl.cert_time_to_seconds(cert["notBefore"])
-                info.update({
-                    "subject": _rdn(cert.get("subject", ())),
-                    "issuer": _rdn(cert.get("issuer", ())),
-                    "subject_alt_names": [v for _, v in cert.get("subjectAltName", ())],
-                    "not_before": iso(not_before), "not_after": iso(not_after),
-                    "days_remaining": round((not_after - time.time()) / 86400, 1),
-                })
+                info.update(
+                    {
+                        "subject": _rdn(cert.get("subject", ())),
+                        "issuer": _rdn(cert.get("issuer", ())),
+                        "subject_alt_names": [v for _, v in cert.get("subjectAltName", ())],
+                        "not_before": iso(not_before),
+                        "not_after": iso(not_after),
+                        "days_remaining": round((not_after - time.time()) / 86400, 1),
+                    }
+                )
                 return info
     except ssl.SSLCertVerificationError as exc:
         info.update({"verified": False, "verify_error": exc.verify_message or str(exc)})
@@ -596,11 +741,15 @@ def tls_certificate(host: str, port: int, timeout: float) -> dict:
         parsed = parse_der_certificate(der)
     except (ValueError, IndexError):
         return info
-    info.update({
-        "subject": parsed["subject"], "issuer": parsed["issuer"],
-        "not_before": iso(parsed["not_before"]), "not_after": iso(parsed["not_after"]),
-        "days_remaining": round((parsed["not_after"] - time.time()) / 86400, 1),
-    })
+    info.update(
+        {
+            "subject": parsed["subject"],
+            "issuer": parsed["issuer"],
+            "not_before": iso(parsed["not_before"]),
+            "not_after": iso(parsed["not_after"]),
+            "days_remaining": round((parsed["not_after"] - time.time()) / 86400, 1),
+        }
+    )
     return info
 
 
@@ -624,7 +773,7 @@ def _der(buf: bytes, i: int) -> tuple[int, int, int]:
     i += 2
     if length & 0x80:
         n = length & 0x7F
-        length = int.from_bytes(buf[i:i + n], "big")
+        length = int.from_bytes(buf[i : i + n], "big")
         i += n
     if i + length > len(buf):
         raise ValueError("truncated DER")
@@ -644,7 +793,7 @@ def _der_children(buf: bytes, start: int, end: int) -> list[tuple[int, int, int]
 def _der_time(tag: int, raw: bytes) -> float:
     text = raw.decode("ascii")
     fmt_ = "%y%m%d%H%M%SZ" if tag == 0x17 else "%Y%m%d%H%M%SZ"
-    return dt.datetime.strptime(text, fmt_).replace(tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime.strptime(text, fmt_).replace(tzinfo=dt.UTC).timestamp()
 
 
 def _der_name(buf: bytes, start: int, end: int) -> str:
@@ -652,9 +801,9 @@ def _der_name(buf: bytes, start: int, end: int) -> str:
     for _, s, e in _der_children(buf, start, end):  # SET
         for _, s2, e2 in _der_children(buf, s, e):  # SEQUENCE {oid, value}
             kids = _der_children(buf, s2, e2)
-            if len(kids) == 2 and buf[kids[0][1]:kids[0][2]] in _OIDS:
-                label = _OIDS[buf[kids[0][1]:kids[0][2]]]
-                parts.append(f"{label}={buf[kids[1][1]:kids[1][2]].decode('utf-8', 'replace')}")
+            if len(kids) == 2 and buf[kids[0][1] : kids[0][2]] in _OIDS:
+                label = _OIDS[buf[kids[0][1] : kids[0][2]]]
+                parts.append(f"{label}={buf[kids[1][1] : kids[1][2]].decode('utf-8', 'replace')}")
     return ", ".join(parts)
 
 
@@ -670,7 +819,6 @@ def parse_der_certificate(der: bytes) -> dict:
     return {
         "issuer": _der_name(der, issuer[1], issuer[2]),
         "subject": _der_name(der, subject[1], subject[2]),
-        "not_before": _der_time(times[0][0], der[times[0][1]:times[0][2]]),
-        "not_after": _der_time(times[1][0], der[times[1][1]:times[1][2]]),
+        "not_before": _der_time(times[0][0], der[times[0][1] : times[0][2]]),
+        "not_after": _der_time(times[1][0], der[times[1][1] : times[1][2]]),
     }
-

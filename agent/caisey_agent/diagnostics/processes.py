@@ -70,11 +70,25 @@ def top_processes(ctx: Context) -> Outcome:
         "memory_total": vm.total,
         "processes": top,
     }
-    text = (f"Top {len(top)} of {len(rows)} processes by {'CPU (sampled over %.1fs; 100%% = one core)' % CPU_SAMPLE_S if sort == 'cpu' else 'resident memory'}:\n\n"
-            + table(["pid", "user", "cpu%", "mem", "mem%", "status", "command"],
-                    [[r["pid"], r["username"], f"{r['cpu_percent']:.1f}", human_bytes(r["memory_rss"]),
-                      f"{r['memory_percent']:.1f}", r["status"], r["cmdline"] or r["name"]] for r in top],
-                    max_width=80))
+    text = (
+        f"Top {len(top)} of {len(rows)} processes by {'CPU (sampled over %.1fs; 100%% = one core)' % CPU_SAMPLE_S if sort == 'cpu' else 'resident memory'}:\n\n"
+        + table(
+            ["pid", "user", "cpu%", "mem", "mem%", "status", "command"],
+            [
+                [
+                    r["pid"],
+                    r["username"],
+                    f"{r['cpu_percent']:.1f}",
+                    human_bytes(r["memory_rss"]),
+                    f"{r['memory_percent']:.1f}",
+                    r["status"],
+                    r["cmdline"] or r["name"],
+                ]
+                for r in top
+            ],
+            max_width=80,
+        )
+    )
     if denied:
         text += f"\n\n{denied} process(es) could not be inspected (access denied)."
     return Outcome(data=data, text=text)
@@ -123,8 +137,17 @@ def listening_ports(ctx: Context) -> Outcome:
             name, user = names[c.pid]
         else:
             partial = partial or os.name != "nt" and os.geteuid() != 0
-        entries.append({"proto": proto, "family": family, "address": c.laddr.ip, "port": c.laddr.port,
-                        "pid": c.pid, "process": name, "username": user})
+        entries.append(
+            {
+                "proto": proto,
+                "family": family,
+                "address": c.laddr.ip,
+                "port": c.laddr.port,
+                "pid": c.pid,
+                "process": name,
+                "username": user,
+            }
+        )
     entries.sort(key=lambda e: (e["proto"], e["port"], e["family"], e["address"]))
     data = {"ports": entries, "count": len(entries), "partial": partial}
     text = f"{len(entries)} listening socket(s):\n\n" + table(
@@ -132,8 +155,10 @@ def listening_ports(ctx: Context) -> Outcome:
         [[e["proto"], e["address"], e["port"], e["pid"], e["process"], e["username"]] for e in entries],
     )
     if partial:
-        text += ("\n\nSome sockets' processes could not be identified (access denied); "
-                 "run the agent as root/Administrator for a complete list.")
+        text += (
+            "\n\nSome sockets' processes could not be identified (access denied); "
+            "run the agent as root/Administrator for a complete list."
+        )
     return Outcome(data=data, text=text)
 
 

@@ -15,9 +15,21 @@ from caisey_agent.diagnostics.render import kv, table
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9:_.@\\\- ]{0,199}$")
 
 SHOW_PROPERTIES = (
-    "Id", "Description", "LoadState", "ActiveState", "SubState", "UnitFileState", "MainPID",
-    "ExecMainStatus", "ExecMainStartTimestamp", "ActiveEnterTimestamp", "StateChangeTimestamp",
-    "NRestarts", "Result", "FragmentPath", "MemoryCurrent",
+    "Id",
+    "Description",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "MainPID",
+    "ExecMainStatus",
+    "ExecMainStartTimestamp",
+    "ActiveEnterTimestamp",
+    "StateChangeTimestamp",
+    "NRestarts",
+    "Result",
+    "FragmentPath",
+    "MemoryCurrent",
 )
 
 
@@ -46,8 +58,11 @@ def _pid1() -> str:
 
 
 def systemd_show(ctx: Context, unit: str) -> dict[str, str]:
-    done = ctx.run(["systemctl", "show", "--no-pager", "--property=" + ",".join(SHOW_PROPERTIES), "--", unit],
-                   timeout=30, what="systemctl")
+    done = ctx.run(
+        ["systemctl", "show", "--no-pager", "--property=" + ",".join(SHOW_PROPERTIES), "--", unit],
+        timeout=30,
+        what="systemctl",
+    )
     if done.returncode != 0:
         raise RuntimeError(f"systemctl show failed (exit code {done.returncode}): {done.stderr.strip()[:500]}")
     props: dict[str, str] = {}
@@ -83,15 +98,20 @@ def _unit_data(props: dict[str, str]) -> dict:
 
 
 def _render_unit(u: dict) -> str:
-    return kv([
-        ("Service", f"{u['unit']} — {u['description']}"),
-        ("State", f"{u['active_state']} ({u['sub_state']}), load {u['load_state']}, enabled: {u['unit_file_state'] or '-'}"),
-        ("Main PID", u["main_pid"]),
-        ("Since", u["active_since"] or u["state_changed_at"]),
-        ("Last result", f"{u['result']} (exit status {u['last_exit_status']})"),
-        ("Restarts", u["restarts"]),
-        ("Unit file", u["unit_file"]),
-    ])
+    return kv(
+        [
+            ("Service", f"{u['unit']} — {u['description']}"),
+            (
+                "State",
+                f"{u['active_state']} ({u['sub_state']}), load {u['load_state']}, enabled: {u['unit_file_state'] or '-'}",
+            ),
+            ("Main PID", u["main_pid"]),
+            ("Since", u["active_since"] or u["state_changed_at"]),
+            ("Last result", f"{u['result']} (exit status {u['last_exit_status']})"),
+            ("Restarts", u["restarts"]),
+            ("Unit file", u["unit_file"]),
+        ]
+    )
 
 
 def service_status(ctx: Context) -> Outcome:
@@ -105,8 +125,12 @@ def service_status(ctx: Context) -> Outcome:
         unit = systemd_show(ctx, check_name(name))
         data = _unit_data(unit)
         if data["load_state"] == "not-found":
-            return Outcome(data={"service": data}, text=f"Service {name} was not found.", ok=False,
-                           error=f"service {name!r} not found")
+            return Outcome(
+                data={"service": data},
+                text=f"Service {name} was not found.",
+                ok=False,
+                error=f"service {name!r} not found",
+            )
         return Outcome(data={"service": data}, text=_render_unit(data))
     failed = list_failed_units(ctx)
     data = {"failed_units": failed, "count": len(failed)}
@@ -124,8 +148,13 @@ def list_failed_units(ctx: Context) -> list[dict]:
     if done.returncode == 0 and done.stdout.lstrip().startswith("["):
         try:
             return [
-                {"unit": u.get("unit", ""), "load": u.get("load", ""), "active": u.get("active", ""),
-                 "sub": u.get("sub", ""), "description": u.get("description", "")}
+                {
+                    "unit": u.get("unit", ""),
+                    "load": u.get("load", ""),
+                    "active": u.get("active", ""),
+                    "sub": u.get("sub", ""),
+                    "description": u.get("description", ""),
+                }
                 for u in json.loads(done.stdout)
             ]
         except ValueError:
@@ -138,8 +167,15 @@ def list_failed_units(ctx: Context) -> list[dict]:
     for line in done.stdout.splitlines():
         parts = line.lstrip("● ").split(None, 4)
         if len(parts) >= 4:
-            units.append({"unit": parts[0], "load": parts[1], "active": parts[2], "sub": parts[3],
-                          "description": parts[4] if len(parts) > 4 else ""})
+            units.append(
+                {
+                    "unit": parts[0],
+                    "load": parts[1],
+                    "active": parts[2],
+                    "sub": parts[3],
+                    "description": parts[4] if len(parts) > 4 else "",
+                }
+            )
     return units
 
 
@@ -152,21 +188,43 @@ def service_restart(ctx: Context) -> Outcome:
     require_systemd(ctx)
     before = _unit_data(systemd_show(ctx, name))
     if before["load_state"] == "not-found":
-        return Outcome(data={"service": before}, text=f"Service {name} was not found; nothing restarted.", ok=False,
-                       error=f"service {name!r} not found")
+        return Outcome(
+            data={"service": before},
+            text=f"Service {name} was not found; nothing restarted.",
+            ok=False,
+            error=f"service {name!r} not found",
+        )
     done = ctx.run(["systemctl", "restart", "--no-ask-password", "--", name], timeout=max(5.0, ctx.remaining() - 5))
     after = _unit_data(systemd_show(ctx, name))
-    data = {"service": after, "before": {"active_state": before["active_state"], "sub_state": before["sub_state"],
-                                         "main_pid": before["main_pid"]},
-            "restart": {"exit_code": done.returncode, "stderr": done.stderr.strip()[:2000]}}
-    text = (f"systemctl restart {name}: exit code {done.returncode}"
-            + (f"\n{done.stderr.strip()}" if done.stderr.strip() else "")
-            + f"\n\nBefore: {before['active_state']} ({before['sub_state']}), PID {before['main_pid']}\n\n"
-            + _render_unit(after))
+    data = {
+        "service": after,
+        "before": {
+            "active_state": before["active_state"],
+            "sub_state": before["sub_state"],
+            "main_pid": before["main_pid"],
+        },
+        "restart": {"exit_code": done.returncode, "stderr": done.stderr.strip()[:2000]},
+    }
+    text = (
+        f"systemctl restart {name}: exit code {done.returncode}"
+        + (f"\n{done.stderr.strip()}" if done.stderr.strip() else "")
+        + f"\n\nBefore: {before['active_state']} ({before['sub_state']}), PID {before['main_pid']}\n\n"
+        + _render_unit(after)
+    )
     if done.returncode != 0:
-        return Outcome(data=data, text=text, ok=False, exit_code=done.returncode,
-                       error=f"systemctl restart failed (exit code {done.returncode}): {done.stderr.strip()[:500]}")
+        return Outcome(
+            data=data,
+            text=text,
+            ok=False,
+            exit_code=done.returncode,
+            error=f"systemctl restart failed (exit code {done.returncode}): {done.stderr.strip()[:500]}",
+        )
     if after["active_state"] != "active":
-        return Outcome(data=data, text=text, ok=False, exit_code=done.returncode,
-                       error=f"{name} is {after['active_state']} ({after['sub_state']}) after the restart")
+        return Outcome(
+            data=data,
+            text=text,
+            ok=False,
+            exit_code=done.returncode,
+            error=f"{name} is {after['active_state']} ({after['sub_state']}) after the restart",
+        )
     return Outcome(data=data, text=text, exit_code=0)

@@ -53,10 +53,21 @@ def system_summary(ctx: Context) -> Outcome:
             usage = psutil.disk_usage(part.mountpoint)
         except OSError:
             continue
-        disks.append({"mountpoint": part.mountpoint, "device": part.device, "fstype": part.fstype,
-                      "total": usage.total, "used": usage.used, "free": usage.free, "percent": usage.percent})
+        disks.append(
+            {
+                "mountpoint": part.mountpoint,
+                "device": part.device,
+                "fstype": part.fstype,
+                "total": usage.total,
+                "used": usage.used,
+                "free": usage.free,
+                "percent": usage.percent,
+            }
+        )
     try:
-        users = [{"name": u.name, "terminal": u.terminal, "host": u.host, "since": iso(u.started)} for u in psutil.users()]
+        users = [
+            {"name": u.name, "terminal": u.terminal, "host": u.host, "since": iso(u.started)} for u in psutil.users()
+        ]
     except (OSError, psutil.Error):
         users = []
     try:
@@ -89,23 +100,40 @@ def system_summary(ctx: Context) -> Outcome:
         "process_count": len(psutil.pids()),
         "agent": {"version": __version__, "python": platform.python_version(), "pid": os.getpid()},
     }
-    text = kv([
-        ("Host", data["hostname"]),
-        ("OS", f"{data['os']['name']} ({data['os']['system']} {data['os']['release']}, {data['os']['machine']})"),
-        ("Up", f"{human_duration(up)} (since {data['boot_time']})"),
-        ("CPU", f"{data['cpu']['logical']} logical / {data['cpu']['physical']} physical, {cpu_percent:.1f}% busy"
-                + (f", load {' '.join(str(x) for x in load)}" if load else "")),
-        ("Memory", f"{human_bytes(vm.used)} used of {human_bytes(vm.total)} ({vm.percent:.0f}%), "
-                   f"{human_bytes(vm.available)} available"),
-        ("Swap", f"{human_bytes(sw.used)} of {human_bytes(sw.total)} ({sw.percent:.0f}%)"),
-        ("Processes", data["process_count"]),
-        ("Users", ", ".join(sorted({u["name"] for u in users})) or "nobody logged in"),
-    ])
+    text = kv(
+        [
+            ("Host", data["hostname"]),
+            ("OS", f"{data['os']['name']} ({data['os']['system']} {data['os']['release']}, {data['os']['machine']})"),
+            ("Up", f"{human_duration(up)} (since {data['boot_time']})"),
+            (
+                "CPU",
+                f"{data['cpu']['logical']} logical / {data['cpu']['physical']} physical, {cpu_percent:.1f}% busy"
+                + (f", load {' '.join(str(x) for x in load)}" if load else ""),
+            ),
+            (
+                "Memory",
+                f"{human_bytes(vm.used)} used of {human_bytes(vm.total)} ({vm.percent:.0f}%), "
+                f"{human_bytes(vm.available)} available",
+            ),
+            ("Swap", f"{human_bytes(sw.used)} of {human_bytes(sw.total)} ({sw.percent:.0f}%)"),
+            ("Processes", data["process_count"]),
+            ("Users", ", ".join(sorted({u["name"] for u in users})) or "nobody logged in"),
+        ]
+    )
     if disks:
         text += "\n\n" + table(
             ["mount", "fs", "size", "used", "free", "use%"],
-            [[d["mountpoint"], d["fstype"], human_bytes(d["total"]), human_bytes(d["used"]), human_bytes(d["free"]),
-              f"{d['percent']:.0f}%"] for d in disks],
+            [
+                [
+                    d["mountpoint"],
+                    d["fstype"],
+                    human_bytes(d["total"]),
+                    human_bytes(d["used"]),
+                    human_bytes(d["free"]),
+                    f"{d['percent']:.0f}%",
+                ]
+                for d in disks
+            ],
         )
     return Outcome(data=data, text=text)
 
@@ -115,6 +143,7 @@ def _cpu_busy(ctx: Context, seconds: float) -> float:
     before = psutil.cpu_times()
     ctx.sleep(seconds)
     after = psutil.cpu_times()
+
     def _total(t) -> float:  # guest time is already counted in user time on Linux
         return sum(t) - getattr(t, "guest", 0) - getattr(t, "guest_nice", 0)
 
@@ -141,8 +170,9 @@ def pending_reboot(ctx: Context) -> Outcome:
     elif IS_LINUX:
         checks = _linux_checks(ctx)
     else:
-        checks = [{"check": "reboot-required checks", "available": False,
-                   "detail": f"no known method on {platform.system()}"}]
+        checks = [
+            {"check": "reboot-required checks", "available": False, "detail": f"no known method on {platform.system()}"}
+        ]
     usable = [c for c in checks if c["available"]]
     reasons = [c["detail"] for c in usable if c.get("pending")]
     if reasons:
@@ -152,8 +182,11 @@ def pending_reboot(ctx: Context) -> Outcome:
     else:
         pending = None
     data = {"pending": pending, "reasons": reasons, "checks": checks, "boot_time": iso(boot), "uptime_s": round(up)}
-    verdict = {True: "YES, a reboot is pending", False: "no reboot pending",
-               None: "unknown (no method to tell is available on this endpoint)"}[pending]
+    verdict = {
+        True: "YES, a reboot is pending",
+        False: "no reboot pending",
+        None: "unknown (no method to tell is available on this endpoint)",
+    }[pending]
     lines = [f"Pending reboot: {verdict}", f"Up {human_duration(up)} (since {iso(boot)})", ""]
     for c in checks:
         state = "n/a" if not c["available"] else ("pending" if c.get("pending") else "ok")
@@ -174,14 +207,21 @@ def _linux_checks(ctx: Context) -> list[dict]:
         except OSError:
             pass
         detail = f"{flag} exists" + (f" (packages: {', '.join(pkgs[:20])})" if pkgs else "")
-        checks.append({"check": "reboot-required flag", "available": True, "pending": True, "detail": detail,
-                       "packages": pkgs})
+        checks.append(
+            {"check": "reboot-required flag", "available": True, "pending": True, "detail": detail, "packages": pkgs}
+        )
     elif family & {"debian", "ubuntu"}:
-        checks.append({"check": "reboot-required flag", "available": True, "pending": False,
-                       "detail": f"{flag} does not exist"})
+        checks.append(
+            {"check": "reboot-required flag", "available": True, "pending": False, "detail": f"{flag} does not exist"}
+        )
     else:
-        checks.append({"check": "reboot-required flag", "available": False,
-                       "detail": f"{flag} is a Debian/Ubuntu convention; this is {release.get('ID', 'unknown')}"})
+        checks.append(
+            {
+                "check": "reboot-required flag",
+                "available": False,
+                "detail": f"{flag} is a Debian/Ubuntu convention; this is {release.get('ID', 'unknown')}",
+            }
+        )
     if shutil.which("needs-restarting"):
         try:
             done = ctx.run(["needs-restarting", "-r"], timeout=60)
@@ -190,14 +230,30 @@ def _linux_checks(ctx: Context) -> list[dict]:
         else:
             summary = (done.stdout.strip().splitlines() or [""])[0]
             if done.returncode in (0, 1):
-                checks.append({"check": "needs-restarting -r", "available": True, "pending": done.returncode == 1,
-                               "detail": summary or f"exit code {done.returncode}"})
+                checks.append(
+                    {
+                        "check": "needs-restarting -r",
+                        "available": True,
+                        "pending": done.returncode == 1,
+                        "detail": summary or f"exit code {done.returncode}",
+                    }
+                )
             else:
-                checks.append({"check": "needs-restarting -r", "available": False,
-                               "detail": f"exit code {done.returncode}: {done.stderr.strip()[:300]}"})
+                checks.append(
+                    {
+                        "check": "needs-restarting -r",
+                        "available": False,
+                        "detail": f"exit code {done.returncode}: {done.stderr.strip()[:300]}",
+                    }
+                )
     elif family & {"rhel", "fedora", "centos"}:
-        checks.append({"check": "needs-restarting -r", "available": False,
-                       "detail": "needs-restarting is not installed (dnf-utils / yum-utils)"})
+        checks.append(
+            {
+                "check": "needs-restarting -r",
+                "available": False,
+                "detail": "needs-restarting is not installed (dnf-utils / yum-utils)",
+            }
+        )
     # A kernel newer than the running one installed under /lib/modules is a strong hint too.
     running = platform.release()
     try:
@@ -206,9 +262,18 @@ def _linux_checks(ctx: Context) -> list[dict]:
         installed = []
     if installed and running in installed:
         newer = [k for k in installed if _kernel_key(k) > _kernel_key(running)]
-        checks.append({"check": "installed kernels", "available": True, "pending": bool(newer),
-                       "detail": (f"running {running}; newer installed: {', '.join(newer)}" if newer
-                                  else f"running {running}, the newest installed")})
+        checks.append(
+            {
+                "check": "installed kernels",
+                "available": True,
+                "pending": bool(newer),
+                "detail": (
+                    f"running {running}; newer installed: {', '.join(newer)}"
+                    if newer
+                    else f"running {running}, the newest installed"
+                ),
+            }
+        )
     return checks
 
 
@@ -217,4 +282,3 @@ def _kernel_key(version: str) -> tuple:
     for token in version.replace("-", ".").replace("_", ".").split("."):
         parts.append((0, int(token), "") if token.isdigit() else (1, 0, token))
     return tuple(parts)
-

@@ -25,8 +25,15 @@ def powershell_exe() -> str:
 
 def shell_argv(command: str) -> list[str]:
     """The argv that runs a technician's command line."""
-    return [powershell_exe(), "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command",
-            "[Console]::OutputEncoding = [System.Text.Encoding]::UTF8; " + command]
+    return [
+        powershell_exe(),
+        "-NoProfile",
+        "-NonInteractive",
+        "-ExecutionPolicy",
+        "Bypass",
+        "-Command",
+        "[Console]::OutputEncoding = [System.Text.Encoding]::UTF8; " + command,
+    ]
 
 
 def shell_popen_kwargs() -> dict[str, Any]:
@@ -36,8 +43,14 @@ def shell_popen_kwargs() -> dict[str, Any]:
 def kill_tree(pid: int) -> None:
     """Kill a process and every process it started."""
     try:
-        subprocess.run(["taskkill", "/T", "/F", "/PID", str(pid)], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=15, check=False)
+        subprocess.run(
+            ["taskkill", "/T", "/F", "/PID", str(pid)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=15,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         pass
 
@@ -49,8 +62,11 @@ def _quote(value: str) -> str:
 def ps_json(ctx: Context, script: str, *, timeout: float = 60) -> Any:
     if shutil.which("powershell") is None and shutil.which("pwsh") is None:
         raise NotAvailable("PowerShell is not installed")
-    done = ctx.run([powershell_exe(), "-NoProfile", "-NonInteractive", "-Command", _PRELUDE + script],
-                   timeout=timeout, what="PowerShell")
+    done = ctx.run(
+        [powershell_exe(), "-NoProfile", "-NonInteractive", "-Command", _PRELUDE + script],
+        timeout=timeout,
+        what="PowerShell",
+    )
     if done.returncode != 0:
         raise RuntimeError(f"PowerShell failed (exit code {done.returncode}): {done.stderr.strip()[:500]}")
     text = done.stdout.strip()
@@ -66,8 +82,15 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
-_STATUS = {1: "Stopped", 2: "StartPending", 3: "StopPending", 4: "Running", 5: "ContinuePending", 6: "PausePending",
-           7: "Paused"}
+_STATUS = {
+    1: "Stopped",
+    2: "StartPending",
+    3: "StopPending",
+    4: "Running",
+    5: "ContinuePending",
+    6: "PausePending",
+    7: "Paused",
+}
 _START = {0: "Boot", 1: "System", 2: "Automatic", 3: "Manual", 4: "Disabled"}
 
 
@@ -75,7 +98,8 @@ def _service_row(s: dict) -> dict:
     status = s.get("Status")
     start = s.get("StartType")
     return {
-        "name": s.get("Name"), "display_name": s.get("DisplayName"),
+        "name": s.get("Name"),
+        "display_name": s.get("DisplayName"),
         "status": _STATUS.get(status, status) if isinstance(status, int) else status,
         "start_type": _START.get(start, start) if isinstance(start, int) else start,
     }
@@ -83,29 +107,66 @@ def _service_row(s: dict) -> dict:
 
 def service_status(ctx: Context, name: str) -> Outcome:
     if name:
-        rows = _as_list(ps_json(ctx, f"Get-Service -Name {_quote(name)} | "
-                                     "Select-Object Name,DisplayName,Status,StartType | ConvertTo-Json -Compress"))
+        rows = _as_list(
+            ps_json(
+                ctx,
+                f"Get-Service -Name {_quote(name)} | "
+                "Select-Object Name,DisplayName,Status,StartType | ConvertTo-Json -Compress",
+            )
+        )
         if not rows:
-            return Outcome(data={"service": None}, text=f"Service {name} was not found.", ok=False,
-                           error=f"service {name!r} not found")
+            return Outcome(
+                data={"service": None},
+                text=f"Service {name} was not found.",
+                ok=False,
+                error=f"service {name!r} not found",
+            )
         svc = _service_row(rows[0])
-        return Outcome(data={"service": svc}, text=kv([("Service", f"{svc['name']} — {svc['display_name']}"),
-                                                       ("Status", svc["status"]), ("Start type", svc["start_type"])]))
-    rows = _as_list(ps_json(ctx, "Get-CimInstance Win32_Service -Filter \"StartMode='Auto' AND State<>'Running'\" | "
-                                 "Select-Object Name,DisplayName,State,StartMode,ExitCode | ConvertTo-Json -Compress"))
-    failed = [{"name": r.get("Name"), "display_name": r.get("DisplayName"), "status": r.get("State"),
-               "start_type": r.get("StartMode"), "exit_code": r.get("ExitCode")} for r in rows]
+        return Outcome(
+            data={"service": svc},
+            text=kv(
+                [
+                    ("Service", f"{svc['name']} — {svc['display_name']}"),
+                    ("Status", svc["status"]),
+                    ("Start type", svc["start_type"]),
+                ]
+            ),
+        )
+    rows = _as_list(
+        ps_json(
+            ctx,
+            "Get-CimInstance Win32_Service -Filter \"StartMode='Auto' AND State<>'Running'\" | "
+            "Select-Object Name,DisplayName,State,StartMode,ExitCode | ConvertTo-Json -Compress",
+        )
+    )
+    failed = [
+        {
+            "name": r.get("Name"),
+            "display_name": r.get("DisplayName"),
+            "status": r.get("State"),
+            "start_type": r.get("StartMode"),
+            "exit_code": r.get("ExitCode"),
+        }
+        for r in rows
+    ]
     data = {"failed_units": failed, "count": len(failed)}
     if not failed:
         return Outcome(data=data, text="No automatic service is stopped.")
-    return Outcome(data=data, text=f"{len(failed)} automatic service(s) not running:\n\n" + table(
-        ["name", "status", "exit", "display name"],
-        [[f["name"], f["status"], f["exit_code"], f["display_name"]] for f in failed]))
+    return Outcome(
+        data=data,
+        text=f"{len(failed)} automatic service(s) not running:\n\n"
+        + table(
+            ["name", "status", "exit", "display name"],
+            [[f["name"], f["status"], f["exit_code"], f["display_name"]] for f in failed],
+        ),
+    )
 
 
 def service_restart(ctx: Context, name: str) -> Outcome:
-    script = (f"Restart-Service -Name {_quote(name)} -Force; Start-Sleep -Seconds 1; "
-              f"Get-Service -Name {_quote(name)} | Select-Object Name,DisplayName,Status,StartType | ConvertTo-Json -Compress")
+    script = (
+        f"Restart-Service -Name {_quote(name)} -Force; Start-Sleep -Seconds 1; "
+        f"Get-Service -Name {_quote(name)} | Select-Object Name,DisplayName,Status,StartType | ConvertTo-Json -Compress"
+    )
     try:
         rows = _as_list(ps_json(ctx, script, timeout=max(5.0, ctx.remaining() - 5)))
     except RuntimeError as exc:
@@ -113,13 +174,18 @@ def service_restart(ctx: Context, name: str) -> Outcome:
     svc = _service_row(rows[0]) if rows else None
     text = kv([("Service", name), ("Status after restart", svc["status"] if svc else "unknown")])
     if not svc or svc["status"] != "Running":
-        return Outcome(data={"service": svc}, text=text, ok=False, exit_code=0,
-                       error=f"{name} is {svc['status'] if svc else 'unknown'} after the restart")
+        return Outcome(
+            data={"service": svc},
+            text=text,
+            ok=False,
+            exit_code=0,
+            error=f"{name} is {svc['status'] if svc else 'unknown'} after the restart",
+        )
     return Outcome(data={"service": svc}, text=text, exit_code=0)
 
 
 def event_log_errors(ctx: Context, minutes: int, limit: int) -> tuple[str, int, list[dict]]:
-    flt = ("@{LogName='System','Application'; Level=1,2; StartTime=(Get-Date).AddMinutes(-%d)}" % minutes)
+    flt = "@{LogName='System','Application'; Level=1,2; StartTime=(Get-Date).AddMinutes(-%d)}" % minutes
     script = (
         f"$all = @(Get-WinEvent -FilterHashtable {flt} -MaxEvents 10000 -ErrorAction SilentlyContinue); "
         f"$top = $all | Select-Object -First {limit} | ForEach-Object {{ [pscustomobject]@{{ "
@@ -128,10 +194,18 @@ def event_log_errors(ctx: Context, minutes: int, limit: int) -> tuple[str, int, 
         "[pscustomobject]@{ count = $all.Count; entries = @($top) } | ConvertTo-Json -Depth 4 -Compress"
     )
     result = ps_json(ctx, script, timeout=ctx.remaining())
-    entries = [{
-        "time": e.get("time"), "priority": (e.get("level") or "").lower(), "identifier": e.get("provider"),
-        "unit": e.get("log"), "event_id": e.get("id"), "pid": None, "message": (e.get("message") or "")[:2000],
-    } for e in _as_list(result.get("entries"))]
+    entries = [
+        {
+            "time": e.get("time"),
+            "priority": (e.get("level") or "").lower(),
+            "identifier": e.get("provider"),
+            "unit": e.get("log"),
+            "event_id": e.get("id"),
+            "pid": None,
+            "message": (e.get("message") or "")[:2000],
+        }
+        for e in _as_list(result.get("entries"))
+    ]
     return "Windows event log (System, Application; Critical and Error)", int(result.get("count") or 0), entries
 
 
@@ -142,7 +216,11 @@ def pending_reboot_checks() -> list[dict]:
         return [{"check": "registry", "available": False, "detail": "winreg is not available"}]
     checks = []
     keys = [
-        ("Component Based Servicing", r"SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending", None),
+        (
+            "Component Based Servicing",
+            r"SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending",
+            None,
+        ),
         ("Windows Update", r"SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired", None),
         ("Pending file renames", r"SYSTEM\CurrentControlSet\Control\Session Manager", "PendingFileRenameOperations"),
     ]
@@ -168,16 +246,34 @@ def pending_reboot_checks() -> list[dict]:
 
 
 def default_routes(ctx: Context) -> list[dict]:
-    rows = _as_list(ps_json(ctx, "Get-NetRoute -DestinationPrefix '0.0.0.0/0','::/0' -ErrorAction SilentlyContinue | "
-                                 "Select-Object InterfaceAlias,NextHop,RouteMetric,AddressFamily | ConvertTo-Json -Compress",
-                            timeout=30))
-    return [{"family": "ipv6" if str(r.get("AddressFamily")) in ("23", "IPv6") else "ipv4", "gateway": r.get("NextHop"),
-             "interface": r.get("InterfaceAlias"), "metric": r.get("RouteMetric")} for r in rows]
+    rows = _as_list(
+        ps_json(
+            ctx,
+            "Get-NetRoute -DestinationPrefix '0.0.0.0/0','::/0' -ErrorAction SilentlyContinue | "
+            "Select-Object InterfaceAlias,NextHop,RouteMetric,AddressFamily | ConvertTo-Json -Compress",
+            timeout=30,
+        )
+    )
+    return [
+        {
+            "family": "ipv6" if str(r.get("AddressFamily")) in ("23", "IPv6") else "ipv4",
+            "gateway": r.get("NextHop"),
+            "interface": r.get("InterfaceAlias"),
+            "metric": r.get("RouteMetric"),
+        }
+        for r in rows
+    ]
 
 
 def dns_config(ctx: Context) -> dict:
-    rows = _as_list(ps_json(ctx, "Get-DnsClientServerAddress | Where-Object { $_.ServerAddresses } | "
-                                 "Select-Object InterfaceAlias,ServerAddresses | ConvertTo-Json -Compress", timeout=30))
+    rows = _as_list(
+        ps_json(
+            ctx,
+            "Get-DnsClientServerAddress | Where-Object { $_.ServerAddresses } | "
+            "Select-Object InterfaceAlias,ServerAddresses | ConvertTo-Json -Compress",
+            timeout=30,
+        )
+    )
     servers: list[str] = []
     per_interface = {}
     for r in rows:

@@ -63,8 +63,13 @@ class Stack:
     def start(self, name: str, argv: list[str]) -> None:
         with open(self.log_path(name), "wb") as log:  # the child keeps its own copy of the fd
             self.children[name] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, cwd=settings.BASE_DIR, start_new_session=True,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=settings.BASE_DIR,
+                start_new_session=True,
             )
 
     def check(self) -> None:
@@ -164,10 +169,22 @@ class Command(BaseCommand):
             url = f"http://127.0.0.1:{port}"
             py = sys.executable
             stack.start("daphne", daphne_argv(py, host="127.0.0.1", port=port))
-            stack.start("celery", [
-                py, "-m", "celery", "-A", "caisey", "worker", "-B", "--loglevel=INFO", "--concurrency=2",
-                "--schedule", str(data_dir / "celerybeat-schedule"),
-            ])
+            stack.start(
+                "celery",
+                [
+                    py,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "caisey",
+                    "worker",
+                    "-B",
+                    "--loglevel=INFO",
+                    "--concurrency=2",
+                    "--schedule",
+                    str(data_dir / "celerybeat-schedule"),
+                ],
+            )
             self.stdout.write(f"Starting Daphne on {url} and the Celery worker ...")
             self._wait_healthy(stack, url)
 

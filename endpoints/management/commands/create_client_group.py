@@ -23,5 +23,7 @@ class Command(BaseCommand):
                 actor="cli", tenant=tenant, name=opts["name"], slug=opts["slug"], approver_email=opts["approver_email"]
             )
         except IntegrityError:
-            raise CommandError(f"client group {opts['slug'] or opts['name']!r} already exists in {tenant.slug}") from None
+            raise CommandError(
+                f"client group {opts['slug'] or opts['name']!r} already exists in {tenant.slug}"
+            ) from None
         self.stdout.write(f"client group {group.slug} ({group.pk}) created in {tenant.slug}")

@@ -17,8 +17,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="username of a tenant member (technician, admin or viewer)")
-        parser.add_argument("--days", type=int, default=None,
-                            help="days until the token expires (default: CAISEY_API_TOKEN_DAYS, 90)")
+        parser.add_argument(
+            "--days", type=int, default=None, help="days until the token expires (default: CAISEY_API_TOKEN_DAYS, 90)"
+        )
         parser.add_argument("--rotate", action="store_true", help="revoke the user's other tokens at once")
 
     def handle(self, *args, **opts):
