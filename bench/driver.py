@@ -35,8 +35,8 @@ from bridge.models import OutboxMessage, OutboxStatus
 from caisey import secrets
 from endpoints import services as endpoint_services
 from endpoints.models import Endpoint, Role, Tenant
-from sessions_app import services as session_services
 from sessions_app.models import ACTION_FINAL, Action, ActionStatus, SupportSession
+from sessions_app.services import actions as session_services
 
 TENANT_SLUG = os.environ.get("BENCH_TENANT", "bench")
 TECH = f"{TENANT_SLUG}-tech"

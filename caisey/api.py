@@ -30,6 +30,7 @@ from rest_framework.views import APIView, set_rollback
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from caisey import tenancy
+from caisey.errors import AppError, http_status
 
 # --- tenant binding ------------------------------------------------------------------------
 
@@ -171,13 +172,8 @@ def _malformed_id(exc: DjangoValidationError) -> bool:
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """One JSON error shape for every API failure. Unknown exceptions stay 500s."""
-    from caisey.state_machine import IllegalTransition, TransitionRace
-    from sessions_app.services import SessionError
-
-    if isinstance(exc, SessionError):
-        return error_response(status.HTTP_400_BAD_REQUEST, "rejected", str(exc))
-    if isinstance(exc, (IllegalTransition, TransitionRace)):
-        return error_response(status.HTTP_409_CONFLICT, "conflict", "the object changed state; reload and try again")
+    if isinstance(exc, AppError):
+        return error_response(http_status(exc), exc.code, str(exc) or exc.kind)
     if isinstance(exc, (ObjectDoesNotExist, Http404)):
         return error_response(status.HTTP_404_NOT_FOUND, "not_found", "not found")
     if isinstance(exc, DjangoValidationError):

@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "caisey.tenancy.TenantMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "caisey.console.AppErrorMiddleware",
 ]
 
 ROOT_URLCONF = "caisey.urls"
@@ -240,6 +241,10 @@ LOGGING = {
 }
 
 # --- Caisey behaviour -----------------------------------------------------------
+
+# Fail-closed writes (caisey/tenancy.py). Off only while the codebase is being moved onto it
+# (issue 9); the merge that completes the move removes this switch.
+TENANCY_WRITE_GUARD = env_bool("CAISEY_TENANCY_WRITE_GUARD", False)
 
 CAISEY = {
     # Heartbeat cadence the server asks of agents, per mode (seconds).

@@ -3,7 +3,10 @@
 ``transition`` checks the move against the model's table, then writes it with
 a conditional ``UPDATE ... WHERE status = current``: when another process got
 there first zero rows change and the caller learns of the race instead of
-overwriting it.
+overwriting it. Both failures are ``Conflict`` errors (caisey.errors):
+``IllegalTransition`` for a move the table does not allow, ``TransitionRace`` for
+a lost race. Callers that expect races (agents report, sweeps run, technicians
+click at once) use ``transition_if``, which answers False for a lost race.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ from typing import Any
 
 from django.db import models
 
+from caisey.errors import Conflict
 
-class IllegalTransition(Exception):
+
+class IllegalTransition(Conflict):
     def __init__(self, model: str, current: str, target: str) -> None:
         super().__init__(f"{model}: {current} -> {target} is not an allowed transition")
         self.current = current
         self.target = target
 
 
-class TransitionRace(Exception):
+class TransitionRace(Conflict):
     """The row was no longer in the expected state when the update ran."""
 
 
@@ -51,3 +56,21 @@ def transition(
         raise TransitionRace(f"{type(instance).__name__} {instance.pk} left {current} before -> {to}")
     for name, value in values.items():
         setattr(instance, name, value)
+
+
+def transition_if(
+    instance: models.Model,
+    *,
+    to: str,
+    table: Mapping[str, frozenset[str]],
+    field: str = "status",
+    updates: Mapping[str, Any] | None = None,
+) -> bool:
+    """``transition`` for callers that expect races: False (the instance reloaded, nothing
+    written) when another writer moved the row first. An illegal move still raises."""
+    try:
+        transition(instance, to=to, table=table, field=field, updates=updates)
+    except TransitionRace:
+        instance.refresh_from_db(fields=[field])
+        return False
+    return True

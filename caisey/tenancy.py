@@ -1,12 +1,26 @@
 """Tenant scoping: the one mechanism that keeps each MSP's data its own.
 
-Every tenant-owned model's default manager (``objects``) filters by the tenant
-bound to the current context and raises when none is bound: a request, socket
-message or task that forgot to say whose data it works on fails closed instead
-of seeing everybody's. ``TenantMiddleware`` binds the signed-in user's tenant
-for each request; consumers and services bind the tenant they act for;
-system code that must cross tenants (sweeps, the agent handshake before the
-endpoint is known, a superuser in the admin) says so with ``system()``.
+Reads: every tenant-owned model's default manager (``objects``) filters by the
+tenant bound to the current context and raises when none is bound: a request,
+socket message or task that forgot to say whose data it works on fails closed
+instead of seeing everybody's.
+
+Writes: saving (or bulk-creating) a tenant-owned row checks the row's tenant
+against the bound one, whichever manager loaded it; no tenant bound, or another
+tenant's row, raises. Binding a second, different tenant inside a bound one
+raises too: a request of tenant A can never act for tenant B by accident.
+
+Who binds: the entry points (the console middleware, the API's base view and the
+console socket, all through ``endpoints.access``), the agent socket (the
+endpoint's tenant), services acting for a technician (the technician's own tenant)
+and tasks (the row's tenant). System code that must cross tenants (sweeps, the
+agent handshake before the endpoint is known, public token links before the token
+is resolved, a superuser in the admin) says so at the call site with ``system()``;
+inside it, ``bind()`` narrows to one tenant again.
+
+The unscoped ``all_tenants`` manager exists for that system code only; a test
+(tests/caisey/test_unscoped_manager.py) keeps the places that use it on a short
+list, each with its reason.
 """
 
 from __future__ import annotations
@@ -16,21 +30,44 @@ import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
 
+from django.conf import settings
 from django.db import models
+from django.db.models import signals
 
 _SYSTEM = object()
 _bound: ContextVar[object | None] = ContextVar("caisey_tenant", default=None)
 
 
 class TenantScopeMissing(RuntimeError):
-    """A tenant-owned table was queried with no tenant bound."""
+    """A tenant-owned table was read or written with no tenant bound (a programming error)."""
+
+
+class TenantMismatch(RuntimeError):
+    """A tenant-owned row of another tenant was written, or another tenant bound, inside a
+    tenant's scope (a programming error, never a user's)."""
 
 
 @contextlib.contextmanager
 def bind(tenant_id: uuid.UUID | str) -> Iterator[None]:
+    """Act for one tenant. Inside ``system()`` this narrows the scope; inside the same
+    tenant's binding it is a no-op; inside another tenant's binding it raises."""
     if not tenant_id:
         raise TenantScopeMissing("bind() needs a tenant id")
-    token = _bound.set(uuid.UUID(str(tenant_id)))
+    wanted = uuid.UUID(str(tenant_id))
+    current = _bound.get()
+    if isinstance(current, uuid.UUID) and current != wanted:
+        raise TenantMismatch(f"tenant {wanted} bound inside the scope of tenant {current}")
+    token = _bound.set(wanted)
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+@contextlib.contextmanager
+def unbound() -> Iterator[None]:
+    """No tenant at all (tests of the fail-closed behaviour; code about to resolve one)."""
+    token = _bound.set(None)
     try:
         yield
     finally:
@@ -51,8 +88,42 @@ def current_tenant_id() -> uuid.UUID | None:
     return value if isinstance(value, uuid.UUID) else None
 
 
+def is_system() -> bool:
+    return _bound.get() is _SYSTEM
+
+
+def check_write(model: type[models.Model], tenant_id: object) -> None:
+    """Fail closed for writes: ``tenant_id`` (the row's tenant) must be the bound tenant."""
+    value = _bound.get()
+    if value is _SYSTEM or not settings.TENANCY_WRITE_GUARD:
+        return
+    if value is None:
+        raise TenantScopeMissing(
+            f"{model.__name__} written with no tenant bound; bind the tenant (tenancy.bind) "
+            "or use tenancy.system() for cross-tenant system work"
+        )
+    if tenant_id is None or uuid.UUID(str(tenant_id)) != value:
+        raise TenantMismatch(f"{model.__name__} of tenant {tenant_id} written in the scope of tenant {value}")
+
+
+def row_tenant_id(instance: models.Model, tenant_field: str) -> object:
+    """The tenant id of a row, following ``tenant_field`` ("tenant", "pk", "action__tenant")."""
+    if tenant_field == "pk":
+        return instance.pk
+    *path, last = tenant_field.split("__")
+    obj = instance
+    for name in path:
+        obj = getattr(obj, name)
+    return getattr(obj, f"{last}_id")
+
+
 class TenantScopedQuerySet(models.QuerySet):
-    pass
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        field = getattr(self.model._default_manager, "tenant_field", "tenant")
+        for obj in objs:
+            check_write(self.model, row_tenant_id(obj, field))
+        return super().bulk_create(objs, *args, **kwargs)
 
 
 class TenantScopedManager(models.Manager.from_queryset(TenantScopedQuerySet)):
@@ -73,6 +144,17 @@ class TenantScopedManager(models.Manager.from_queryset(TenantScopedQuerySet)):
                 "bind the tenant (tenancy.bind) or use tenancy.system() for cross-tenant system work"
             )
         return qs.filter(**{self.tenant_field: value})
+
+
+def _guard_save(sender, instance, raw=False, **kwargs) -> None:
+    manager = sender._default_manager
+    if raw or not isinstance(manager, TenantScopedManager):
+        return  # fixtures being loaded, or a model that is not tenant-owned
+    check_write(sender, row_tenant_id(instance, manager.tenant_field))
+
+
+# Every save of a tenant-owned row, whichever manager loaded it (kernel integrity, not domain logic).
+signals.pre_save.connect(_guard_save, dispatch_uid="caisey.tenancy.guard_save")
 
 
 class TenantMiddleware:

@@ -26,7 +26,6 @@ from caisey.api import Pagination, TenantScopedAPIMixin, TenantScopedAPIView, er
 from caisey_agent.protocol import ACTION_KINDS, CATEGORIES
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import Endpoint, EndpointStatus, Presence
-from sessions_app import selectors, services
 from sessions_app.models import (
     Action,
     ActionStatus,
@@ -36,6 +35,8 @@ from sessions_app.models import (
     SupportSession,
     TranscriptEntry,
 )
+from sessions_app.selectors import sessions as selectors
+from sessions_app.services import actions as services
 
 MAX_BATCH = 20
 MAX_BULK_ENDPOINTS = 1000

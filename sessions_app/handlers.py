@@ -6,8 +6,9 @@ from django.dispatch import receiver
 
 from bridge.registry import console_topic, handles, on_prompt_report
 from bridge.signals import outbox_delivered, outbox_failed
-from sessions_app import prompts, services
 from sessions_app.models import SupportSession
+from sessions_app.services import actions as services
+from sessions_app.services import approvals as prompts
 
 
 @handles("action.output")

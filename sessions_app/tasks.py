@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from sessions_app import services
+from sessions_app.services import actions as services
 
 
 @shared_task(ignore_result=True)
@@ -19,7 +19,7 @@ def idle_sessions_sweep() -> int:
 
 @shared_task(ignore_result=True)
 def prompt_deadline_sweep() -> int:
-    from sessions_app import prompts
+    from sessions_app.services import approvals as prompts
 
     return prompts.prompt_deadline_sweep()
 
@@ -31,6 +31,6 @@ def abandoned_sessions_sweep() -> int:
 
 @shared_task(ignore_result=True)
 def session_connectivity_sweep() -> int:
-    from sessions_app import connectivity
+    from sessions_app.services import connectivity
 
     return connectivity.session_connectivity_sweep()

@@ -72,7 +72,7 @@ def technician(tenant: Tenant):
 
 def support_session(enrolled: Endpoint, *, opened_by=None, reason: str = "ticket 1234"):
     """An open support session on an endpoint, opened by a technician of its tenant."""
-    from sessions_app import services as session_services
+    from sessions_app.services import actions as session_services
 
     actor = opened_by or member(enrolled.tenant, role=Role.TECHNICIAN).user
     return session_services.session_open(actor=actor, endpoint=enrolled, reason=reason)
@@ -80,7 +80,7 @@ def support_session(enrolled: Endpoint, *, opened_by=None, reason: str = "ticket
 
 def action(session, *, actor=None, kind: str = "system_summary", params: dict | None = None):
     """A queued action in a session (it waits in the outbox until the agent takes it)."""
-    from sessions_app import services as session_services
+    from sessions_app.services import actions as session_services
 
     actor = actor or session.opened_by
     return session_services.action_request(actor=actor, session=session, kind=kind, params=params or {})
@@ -88,7 +88,7 @@ def action(session, *, actor=None, kind: str = "system_summary", params: dict | 
 
 def bulk_run(endpoints: list[Endpoint], *, actor=None, kind: str = "system_summary", reason: str = "bulk check"):
     """One diagnostic across endpoints of one tenant: a session and an action per endpoint."""
-    from sessions_app import services as session_services
+    from sessions_app.services import actions as session_services
 
     actor = actor or member(endpoints[0].tenant, role=Role.TECHNICIAN).user
     return session_services.bulk_run_start(actor=actor, endpoints=endpoints, kind=kind, params={}, reason=reason)
@@ -110,7 +110,7 @@ def prompt(session, *, actor=None, title: str = "May we restart the print spoole
     """An approval prompt in a session, queued for the endpoint's user."""
     from django.db import transaction
 
-    from sessions_app import prompts as session_prompts
+    from sessions_app.services import approvals as session_prompts
 
     with transaction.atomic():
         return session_prompts.prompt_issue(
@@ -125,7 +125,7 @@ def prompt(session, *, actor=None, title: str = "May we restart the print spoole
 
 def incident(tenant: Tenant, *, actor=None, title: str = "ERP outage", sessions=(), client_group=None):
     """An incident of a tenant grouping support sessions."""
-    from sessions_app import incidents as session_incidents
+    from sessions_app.services import incidents as session_incidents
 
     actor = actor or member(tenant, role=Role.TECHNICIAN).user
     created = session_incidents.incident_create(
@@ -139,7 +139,7 @@ def incident(tenant: Tenant, *, actor=None, title: str = "ERP outage", sessions=
 def share_link(*, actor, session=None, incident=None, expires_in: timedelta = timedelta(days=1), label: str = ""):
     """A share link to a session's or an incident's record; returns (link, token)."""
     from caisey import tenancy
-    from sessions_app import sharing
+    from sessions_app.services import sharing
 
     with tenancy.bind((session or incident).tenant_id):  # as in the console request that creates it
         return sharing.share_link_create(

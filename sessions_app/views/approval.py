@@ -11,7 +11,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_protect
 
 from caisey import ratelimit, tenancy
-from sessions_app import prompts
+from sessions_app.services import approvals as prompts
 
 INVALID = "approval/invalid.html"
 

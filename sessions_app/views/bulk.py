@@ -12,7 +12,8 @@ from caisey.console import get_or_404, member_required, operator_required
 from caisey_agent.protocol import ACTION_KINDS
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import Endpoint, EndpointStatus
-from sessions_app import selectors, services
+from sessions_app.selectors import sessions as selectors
+from sessions_app.services import actions as services
 from sessions_app.views.sessions import _params_from
 
 

@@ -8,7 +8,7 @@ from bridge import health
 from caisey.console import get_or_404, member_required
 from caisey_agent.protocol import ACTION_KINDS
 from endpoints import selectors as endpoint_selectors
-from sessions_app import selectors
+from sessions_app.selectors import sessions as selectors
 
 CHART_W, CHART_H = 480, 120
 

@@ -14,9 +14,10 @@ from django.views.decorators.http import require_POST
 
 from caisey.console import get_or_404, member_required, operator_required
 from endpoints.models import ClientGroup
-from sessions_app import incidents, selectors, sharing
 from sessions_app.models import IncidentStatus
-from sessions_app.review import ReviewError
+from sessions_app.selectors import sessions as selectors
+from sessions_app.services import incidents, sharing
+from sessions_app.services.review import ReviewError
 from sessions_app.views.share import EXPIRY_CHOICES, expiry_from, render_link_created
 
 

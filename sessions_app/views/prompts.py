@@ -7,7 +7,9 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from caisey.console import get_or_404, operator_required, posted_datetime
-from sessions_app import prompts, selectors, services
+from sessions_app.selectors import sessions as selectors
+from sessions_app.services import actions as services
+from sessions_app.services import approvals as prompts
 
 
 def _prompt(session_id, prompt_id):

@@ -18,8 +18,9 @@ from caisey.console import get_or_404, member_required, operator_required, poste
 from caisey_agent.protocol import ACTION_KINDS, CATEGORIES
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import Presence
-from sessions_app import selectors, services
 from sessions_app.models import ACTION_LIVE, SessionStatus
+from sessions_app.selectors import sessions as selectors
+from sessions_app.services import actions as services
 
 
 def _back(session):

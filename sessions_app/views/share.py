@@ -21,8 +21,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from caisey import ratelimit, tenancy
 from caisey.console import get_or_404, member_required, operator_required
-from sessions_app import review, selectors, sharing
 from sessions_app.models import TranscriptEntry
+from sessions_app.selectors import sessions as selectors
+from sessions_app.services import review, sharing
 
 INVALID = "share/invalid.html"
 EXPIRY_CHOICES = [(1, "1 day"), (3, "3 days"), (7, "7 days"), (30, "30 days"), (90, "90 days")]
@@ -237,7 +238,7 @@ def share_view(request, token: str):
     if refusal is not None:
         return refusal
     ip, agent = _client(request)
-    with tenancy.bind(link.tenant_id):
+    with tenancy.system(), tenancy.bind(link.tenant_id):  # a public page: the link names the tenant
         record = sharing.shared_record(link=link)
         sharing.share_link_record_view(link=link, ip=ip, user_agent=agent, format="page")
         response = render(request, "share/record.html", {"record": record, "token": token, "preview": False})
@@ -251,7 +252,7 @@ def share_pdf(request, token: str):
     if refusal is not None:
         return refusal
     ip, agent = _client(request)
-    with tenancy.bind(link.tenant_id):
+    with tenancy.system(), tenancy.bind(link.tenant_id):  # a public page: the link names the tenant
         record = sharing.shared_record(link=link)
         pdf = sharing.record_pdf(record)
         sharing.share_link_record_view(link=link, ip=ip, user_agent=agent, format="pdf")

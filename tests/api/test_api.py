@@ -19,8 +19,8 @@ from bridge.models import OutboxMessage, OutboxStatus
 from caisey import tenancy
 from caisey.api import TenantScopedAPIMixin
 from endpoints.models import Endpoint, EndpointStatus, Role
-from sessions_app import services
 from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession, TranscriptEntry
+from sessions_app.services import actions as services
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -536,7 +536,7 @@ def test_the_tenant_binding_ends_with_every_request(world, monkeypatch):
     world.api.get(f"{V1}/sessions/{uuid.uuid4()}/")  # handled error
     assert tenancy.current_tenant_id() is None
 
-    from sessions_app import selectors
+    from sessions_app.selectors import sessions as selectors
 
     def boom(**kwargs):
         assert tenancy.current_tenant_id() == world.tenant.pk  # bound while the view runs

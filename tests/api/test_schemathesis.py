@@ -22,7 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from knox.models import AuthToken
 from schemathesis.checks import not_a_server_error
 
-from sessions_app import services
+from sessions_app.services import actions as services
 from tests import factories
 
 MAX_EXAMPLES = 15

@@ -157,7 +157,7 @@ def _session_with_redacted_secret(stack, hostname: str, key: str) -> str:
     action = stack.json(h.run(tech, session_id, "shell", {"command": f"echo {hostname}-ok; echo password={key}"}))
     wait_for(lambda: stack.json(h.action_state(action))["status"] == "succeeded", timeout=60, what="command done")
     stack.django(
-        h.PRELUDE.format(tech=tech) + "from sessions_app import review;"
+        h.PRELUDE.format(tech=tech) + "from sessions_app.services import review;"
         f"s = SupportSession.all_tenants.get(pk='{session_id}')\n"
         "with tenancy.bind(s.tenant_id):\n"
         f"    review.session_redact_fragment(actor=tech, session=s, text_fragment='{key}')"

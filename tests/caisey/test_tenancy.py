@@ -66,7 +66,12 @@ def test_bind_accepts_a_string_id_and_refuses_an_empty_one(two):
 def test_binding_is_restored_after_nesting_and_errors(two):
     a, b, *_ = two
     with tenancy.bind(a.pk):
-        with tenancy.bind(b.pk):
+        with pytest.raises(tenancy.TenantMismatch):  # acting for another tenant is never implicit
+            with tenancy.bind(b.pk):
+                pass
+        with tenancy.bind(a.pk):  # the same tenant again nests
+            assert tenancy.current_tenant_id() == a.pk
+        with tenancy.system(), tenancy.bind(b.pk):  # crossing is named: system, then narrowed
             assert list(Endpoint.objects.values_list("hostname", flat=True)) == ["rival-pc"]
         assert tenancy.current_tenant_id() == a.pk
         with pytest.raises(RuntimeError):

@@ -2,7 +2,7 @@
 
 PRELUDE = (
     "import json; from django.contrib.auth import get_user_model; from caisey import tenancy;"
-    "from endpoints.models import Endpoint; from sessions_app import services, prompts;"
+    "from endpoints.models import Endpoint; from sessions_app.services import actions as services, approvals as prompts;"
     "from sessions_app.models import Action, Prompt, SupportSession;"
     "tech = get_user_model().objects.get(username='{tech}'); "
 )

@@ -6,9 +6,9 @@ import pytest
 from channels.db import database_sync_to_async
 
 from caisey_agent import protocol as p
-from sessions_app import services
 from sessions_app.models import Action, ActionOutput, ActionStatus, TranscriptEntry
-from sessions_app.transcript import transcript_verify
+from sessions_app.services import actions as services
+from sessions_app.services.transcript import transcript_verify
 from tests import factories
 from tests.bridge.agent_client import FakeAgent
 

@@ -8,8 +8,8 @@ from django.utils import timezone
 from bridge.models import OutboxMessage
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint
-from sessions_app import services
 from sessions_app.models import Action, ActionStatus, SessionStatus, SupportSession, TranscriptEntry
+from sessions_app.services import actions as services
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,10 +9,10 @@ from django.utils import timezone
 
 from bridge.models import OutboxMessage
 from endpoints.models import Endpoint
-from sessions_app import services
-from sessions_app.connectivity import session_connectivity_sweep
 from sessions_app.models import TranscriptEntry
-from sessions_app.transcript import transcript_verify
+from sessions_app.services import actions as services
+from sessions_app.services.connectivity import session_connectivity_sweep
+from sessions_app.services.transcript import transcript_verify
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)

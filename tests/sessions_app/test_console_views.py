@@ -118,7 +118,7 @@ def test_another_tenants_session_is_not_found(client, world):
     other = factories.endpoint(factories.client_group(other_tenant), hostname="secret-host").endpoint
     other_tech = factories.technician(other_tenant)
     with tenancy.bind(other_tenant.pk):
-        from sessions_app import services
+        from sessions_app.services import actions as services
 
         session = services.session_open(actor=other_tech, endpoint=other)
     client.force_login(tech)

@@ -14,10 +14,11 @@ from django.utils import timezone
 from caisey import tenancy
 from caisey_agent import protocol as p
 from endpoints.models import Role
-from sessions_app import incidents, services
-from sessions_app.incidents import TimelineFilters
 from sessions_app.models import Incident, IncidentSession, IncidentStatus, TranscriptEntry
-from sessions_app.transcript import transcript_append, transcript_verify
+from sessions_app.services import actions as services
+from sessions_app.services import incidents
+from sessions_app.services.incidents import TimelineFilters
+from sessions_app.services.transcript import transcript_append, transcript_verify
 from tests import factories
 
 pytestmark = pytest.mark.django_db

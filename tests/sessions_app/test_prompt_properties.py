@@ -58,7 +58,6 @@ from bridge import services as bridge_services
 from bridge.models import OutboxMessage, OutboxStatus
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint
-from sessions_app import prompts, services
 from sessions_app.models import (
     PROMPT_OPEN,
     PROMPT_TRANSITIONS,
@@ -70,6 +69,8 @@ from sessions_app.models import (
     PromptTransition,
     TranscriptEntry,
 )
+from sessions_app.services import actions as services
+from sessions_app.services import approvals as prompts
 from tests import factories
 
 S = PromptState

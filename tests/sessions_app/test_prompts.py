@@ -15,7 +15,6 @@ from bridge import outbox
 from bridge.models import OutboxMessage
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint
-from sessions_app import prompts, services
 from sessions_app.models import (
     Action,
     ActionStatus,
@@ -25,6 +24,8 @@ from sessions_app.models import (
     PromptTransition,
     TranscriptEntry,
 )
+from sessions_app.services import actions as services
+from sessions_app.services import approvals as prompts
 from tests import factories
 from tests.bridge.agent_client import FakeAgent
 

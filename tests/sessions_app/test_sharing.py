@@ -18,9 +18,10 @@ from django.utils import timezone
 from caisey import tenancy
 from caisey_agent import protocol as p
 from endpoints.models import Role
-from sessions_app import incidents, review, services, sharing
 from sessions_app.models import ShareLink, ShareLinkView, TranscriptEntry
-from sessions_app.transcript import GENESIS, transcript_verify
+from sessions_app.services import actions as services
+from sessions_app.services import incidents, review, sharing
+from sessions_app.services.transcript import GENESIS, transcript_verify
 from tests import factories
 
 pytestmark = pytest.mark.django_db

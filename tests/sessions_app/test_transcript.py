@@ -9,9 +9,10 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from sessions_app import db_guards, services
+from sessions_app import db_guards
 from sessions_app.models import SessionStatus, SupportSession, TranscriptEntry
-from sessions_app.transcript import transcript_append
+from sessions_app.services import actions as services
+from sessions_app.services.transcript import transcript_append
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from sessions_app.models import SupportSession
-from sessions_app.transcript import transcript_verify
+from sessions_app.services.transcript import transcript_verify
 
 
 class Command(BaseCommand):

@@ -28,6 +28,7 @@ from django.utils import timezone
 from bridge import notify, outbox
 from bridge.models import OutboxMessage, OutboxStatus
 from caisey import secrets
+from caisey.errors import Rejected
 from caisey.state_machine import IllegalTransition, TransitionRace, transition
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint
@@ -46,13 +47,13 @@ from sessions_app.models import (
     PromptTransition,
     SupportSession,
 )
-from sessions_app.transcript import transcript_append
+from sessions_app.services.transcript import transcript_append
 
 log = logging.getLogger(__name__)
 S = PromptState
 
 
-class PromptError(Exception):
+class PromptError(Rejected):
     """A request about a prompt that cannot be honoured; the message is for the person asking."""
 
 
@@ -109,7 +110,7 @@ def _gated_actions(prompt: Prompt):
 
 
 def _consequences(prompt: Prompt, to: str) -> None:
-    from sessions_app import services
+    from sessions_app.services import actions as services
 
     if to in (S.APPROVED, S.DENIED):
         _stop_showing(prompt)

@@ -27,10 +27,10 @@ from django.utils import timezone
 
 from caisey import secrets, tenancy
 from endpoints.services import actor_label
-from sessions_app.incidents import TimelineFilters, incident_sessions, merged_timeline
 from sessions_app.models import Incident, ShareLink, ShareLinkView, SupportSession
-from sessions_app.review import REDACTED, ReviewedEntry, ReviewError, last_index
-from sessions_app.transcript import transcript_append, transcript_verify
+from sessions_app.services.incidents import TimelineFilters, incident_sessions, merged_timeline
+from sessions_app.services.review import REDACTED, ReviewedEntry, ReviewError, last_index
+from sessions_app.services.transcript import transcript_append, transcript_verify
 
 TOKEN_PREFIX = "shr_"
 MIN_EXPIRY = timedelta(minutes=5)

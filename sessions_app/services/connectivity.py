@@ -14,7 +14,7 @@ from django.utils import timezone
 from bridge import health
 from endpoints.models import Presence
 from sessions_app.models import SessionStatus, SupportSession
-from sessions_app.transcript import transcript_append
+from sessions_app.services.transcript import transcript_append
 
 # Lazy and active are both a working path (the endpoint merely sleeps between heartbeats):
 # going from one to the other is not a change of period worth a record entry.

@@ -17,6 +17,7 @@ from django.utils import timezone
 from bridge import notify, outbox
 from bridge.models import OutboxMessage, OutboxStatus
 from bridge.services import bridge_conditions, bridge_conditions_many, endpoint_set_mode
+from caisey.errors import Rejected
 from caisey.state_machine import IllegalTransition, TransitionRace, transition
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint, EndpointStatus, Presence
@@ -35,10 +36,10 @@ from sessions_app.models import (
     SessionStatus,
     SupportSession,
 )
-from sessions_app.transcript import transcript_append
+from sessions_app.services.transcript import transcript_append
 
 
-class SessionError(Exception):
+class SessionError(Rejected):
     """A request that cannot be honoured; the message is for the technician."""
 
 
@@ -326,7 +327,7 @@ def action_cancel(*, actor, action: Action) -> None:
     )
     _action_event(action, "action.status")
     if previous == ActionStatus.AWAITING_APPROVAL:
-        from sessions_app.prompts import prompt_cancel_covering  # prompts calls back into this module
+        from sessions_app.services.approvals import prompt_cancel_covering  # prompts calls back into this module
 
         prompt_cancel_covering(actor=actor, action=action)
     _continue_batch(action)
@@ -381,7 +382,7 @@ def _await_approval(
     actions: list[Action], *, actor, session: SupportSession, policy, batch: Batch | None = None
 ) -> None:
     """Hold the actions until the end user approves; one prompt covers a whole batch."""
-    from sessions_app import prompts
+    from sessions_app.services import approvals as prompts
 
     for action in actions:
         _set_status(action, ActionStatus.AWAITING_APPROVAL, by="policy")
@@ -734,7 +735,7 @@ def idle_sessions_sweep() -> int:
 @transaction.atomic
 def follow_up_request(*, actor, session: SupportSession, at: datetime, note: str = "") -> None:
     """Ask the end user to approve a follow-up session at a later time."""
-    from sessions_app import prompts
+    from sessions_app.services import approvals as prompts
 
     _require_operator(actor, session.tenant_id)
     if at <= timezone.now():

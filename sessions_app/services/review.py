@@ -20,9 +20,10 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
+from caisey.errors import Rejected
 from endpoints.services import actor_label
 from sessions_app.models import SupportSession, TranscriptEntry
-from sessions_app.transcript import transcript_append
+from sessions_app.services.transcript import transcript_append
 
 REDACTED = "[redacted]"
 REDACTION = "review.redaction"
@@ -56,7 +57,7 @@ PROSE_PATHS = frozenset({("text",), ("detail",)})
 LABELS = {("data",): "output", ("result", "text"): "result", ("text",): "note"}
 
 
-class ReviewError(Exception):
+class ReviewError(Rejected):
     """A review request that cannot be honoured; the message is for the technician."""
 
 

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from caisey.errors import Rejected
 from caisey.state_machine import IllegalTransition, TransitionRace, transition
 from endpoints.models import ClientGroup
 from endpoints.services import actor_label
@@ -25,11 +26,11 @@ from sessions_app.models import (
     IncidentStatus,
     SupportSession,
 )
-from sessions_app.review import ReviewedEntry, reviewed_entries
-from sessions_app.transcript import transcript_append
+from sessions_app.services.review import ReviewedEntry, reviewed_entries
+from sessions_app.services.transcript import transcript_append
 
 
-class IncidentError(Exception):
+class IncidentError(Rejected):
     """A request that cannot be honoured; the message is for the technician."""
 
 

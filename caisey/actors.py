@@ -1,0 +1,41 @@
+"""Who did it: the typed vocabulary of actors that services take and transcripts record.
+
+A service's ``actor`` is either a person (a Django user: technician, tenant admin, or an
+operator on the command line) or one of the system parties below. Nothing else: not a
+free string, not None. ``actor_label`` is how every record names them ("user:alice",
+"agent", "system").
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+
+class Party(StrEnum):
+    """Actors that are not a signed-in person."""
+
+    SYSTEM = "system"  # sweeps, deadlines, bookkeeping the product does on its own
+    AGENT = "agent"  # the endpoint's agent reported it
+    BRIDGE = "bridge"  # the transport decided it (delivered, failed to deliver)
+    POLICY = "policy"  # the approval policy decided it (gated, released)
+    APPROVER = "approver"  # the client's designated approver, through an e-mailed link
+    OPERATOR = "cli"  # an operator on the server's command line (management commands)
+
+
+Actor: TypeAlias = "AbstractBaseUser | Party"
+
+
+def actor_label(actor: Actor) -> str:
+    """How records name an actor: ``user:<username>`` for people, the party's name otherwise."""
+    if isinstance(actor, Party):
+        return actor.value
+    return f"user:{actor.get_username()}"
+
+
+def actor_user(actor: Actor) -> AbstractBaseUser | None:
+    """The person behind an actor, or None for a system party."""
+    return None if isinstance(actor, Party) else actor

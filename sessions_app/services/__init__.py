@@ -1,0 +1,1 @@
+"""Write services of sessions_app, one module per topic (see docs/architecture.md)."""
