@@ -1,0 +1,89 @@
+"""Who may act, and for which tenant: the one place a user's tenant and membership are resolved.
+
+``membership_resolve`` is used by every entry point (console middleware, the API's base
+view, the console socket). Services that act for a person check the person with
+``require_operator`` / ``require_member`` and bind the person's tenant with ``acting_for``:
+inside it the scoped managers see only that tenant, and writing another tenant's row raises
+(caisey/tenancy.py).
+
+The superuser fallback: a Django superuser without a membership is the server's operator,
+not a tenant's technician. The console middleware lets such a user through the Django admin
+under ``tenancy.system()`` (visibly cross-tenant); they get no console page and no API
+access, because every console view and API view requires a membership.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from caisey import tenancy
+from caisey.actors import Actor, Party
+from caisey.errors import Forbidden
+from endpoints.models import Membership
+
+
+@dataclass(frozen=True)
+class Access:
+    """What an authenticated user may reach: a tenant through a membership, or (superusers
+    without one) the whole server, for the Django admin only."""
+
+    membership: Membership | None
+    superuser: bool
+
+    @property
+    def tenant_id(self) -> uuid.UUID | None:
+        return self.membership.tenant_id if self.membership else None
+
+
+def membership_resolve(*, user) -> Access | None:
+    """The one resolution of a signed-in user's tenant. None: an anonymous or inactive user,
+    or one with neither a membership nor superuser rights (they reach nothing).
+
+    Crosses tenants by nature (it is how the tenant is found), hence ``all_tenants``."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return None
+    membership = Membership.all_tenants.select_related("tenant").filter(user=user).first()
+    if membership is not None:
+        return Access(membership=membership, superuser=user.is_superuser)
+    if user.is_superuser:
+        return Access(membership=None, superuser=True)
+    return None
+
+
+def _membership_of(actor: Actor) -> Membership | None:
+    if isinstance(actor, Party):
+        return None
+    try:
+        return actor.membership  # type: ignore[union-attr]  # the reverse one-to-one of Membership.user
+    except Membership.DoesNotExist:
+        return None
+
+
+def require_member(actor: Actor, tenant_id) -> Membership:
+    """``actor`` is a person with a membership of ``tenant_id`` (any role)."""
+    membership = _membership_of(actor)
+    if membership is None or str(membership.tenant_id) != str(tenant_id):
+        raise Forbidden("only members of this tenant can do this")
+    return membership
+
+
+def require_operator(actor: Actor, tenant_id) -> Membership:
+    """``actor`` is an admin or technician of ``tenant_id`` (viewers only read)."""
+    membership = _membership_of(actor)
+    if membership is None or str(membership.tenant_id) != str(tenant_id) or not membership.can_operate:
+        raise Forbidden("only the tenant's technicians and admins can do this")
+    return membership
+
+
+@contextlib.contextmanager
+def acting_for(actor: Actor, tenant_id) -> Iterator[Membership | None]:
+    """Check that ``actor`` may operate in ``tenant_id`` and bind that tenant for the block.
+
+    A system party (sweeps, the agent, the bridge) acts for the row's tenant it names; a
+    person must be an operator of it."""
+    membership = None if isinstance(actor, Party) else require_operator(actor, tenant_id)
+    with tenancy.bind(tenant_id):
+        yield membership
