@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 from django.core.exceptions import ImproperlyConfigured
 
+# Settings name their unit (``_S`` seconds, ``_MS`` milliseconds, ``_BYTES``, ``_DAYS``); the
+# variables renamed to say so are still read under their old names for one release, with a
+# warning. Old name -> new name; README.md lists them.
+RENAMED: dict[str, str] = {}
+
+
+def _raw(name: str) -> str | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        for old, new in RENAMED.items():
+            if new == name and os.environ.get(old) is not None:
+                warnings.warn(
+                    f"{old} is deprecated and will be ignored in the next release; set {name} instead",
+                    FutureWarning,  # shown by default: the operator must see it
+                    stacklevel=3,
+                )
+                return os.environ[old]
+    return raw
+
 
 def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
+    raw = _raw(name)
+    return default if raw is None else raw
 
 
 def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
+    raw = _raw(name)
     if raw is None or raw == "":
         return default
     value = raw.strip().lower()
@@ -24,7 +45,7 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 
 def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+    raw = _raw(name)
     if raw is None or raw == "":
         return default
     try:
@@ -38,7 +59,7 @@ def env_int(name: str, default: int) -> int:
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
+    raw = _raw(name)
     if raw is None or raw.strip() == "":
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
