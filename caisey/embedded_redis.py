@@ -3,7 +3,7 @@
 Started as a daemon on a unix socket inside the data folder, so every process
 of the stack (Daphne, Celery worker, management commands) finds the same one.
 It keeps nothing on disk: Redis only carries signals, the database is the
-record (DESIGN.md, Where truth lives).
+record (docs/architecture.md, Where truth lives).
 """
 
 from __future__ import annotations

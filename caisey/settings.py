@@ -114,7 +114,7 @@ if EMBEDDED_REDIS:
 # Several stacks may share one Redis (tests, staging): every key they write carries this.
 REDIS_PREFIX = env_str("CAISEY_REDIS_PREFIX", "caisey")
 
-# The channel layer is a doorbell (at-most-once): delivery never depends on it (DESIGN.md).
+# The channel layer is a doorbell (at-most-once): delivery never depends on it (docs/architecture.md).
 # Redis pub/sub by default: a group send is one PUBLISH, where the list-based layer
 # (CAISEY_CHANNEL_LAYER=core) makes several round trips and a script per send, which a
 # bulk run across a thousand endpoints pays thousands of times (bench/README.md).
