@@ -23,7 +23,7 @@ class IncidentCreateForm(RecordForm):
             "max_length": f"the title is limited to {TITLE_MAX_LENGTH} characters",
         },
     )
-    client_group = forms.ModelChoiceField(
+    client_group: forms.ModelChoiceField[ClientGroup] = forms.ModelChoiceField(
         queryset=None,  # set per form: the scoped manager needs the bound tenant
         required=False,
         error_messages={"invalid_choice": "no such client"},

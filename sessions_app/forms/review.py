@@ -21,7 +21,7 @@ class RecordForm(forms.Form):
     def cleaned(self) -> dict[str, Any]:
         if not self.is_valid():
             errors = [message for messages in self.errors.values() for message in messages]
-            raise Rejected(errors[0] if errors else "the form is not valid")
+            raise Rejected(str(errors[0]) if errors else "the form is not valid")
         return self.cleaned_data
 
 

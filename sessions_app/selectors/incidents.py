@@ -77,7 +77,7 @@ class Timeline:
         position = {s.pk: i for i, s in enumerate(self.sessions)}
         rows = []
         for item in self.items:
-            cells = [None] * len(self.sessions)
+            cells: list[ReviewedEntry | None] = [None] * len(self.sessions)
             cells[position[item.session.pk]] = item
             rows.append({"item": item, "cells": cells})
         return rows

@@ -41,6 +41,8 @@ def share_link_sessions(*, link: ShareLink) -> list[SupportSession]:
                 pk=link.session_id
             )
         ]
+    if link.incident is None:  # a link has exactly one subject (check constraint share_link_one_subject)
+        return []
     return [s for s in incident_sessions(incident=link.incident) if str(s.pk) in link.reviewed_upto]
 
 
@@ -89,7 +91,7 @@ def _record(
     timeline = merged_timeline(sessions=sessions, filters=TimelineFilters(), upto=upto, for_client=for_client)
     if incident is not None:
         title = incident.title
-        client = incident.client_group.name if incident.client_group_id else ""
+        client = incident.client_group.name if incident.client_group is not None else ""
     else:
         only = sessions[0]
         title = f"Support session on {only.endpoint.hostname}"
@@ -115,12 +117,13 @@ def shared_record(*, link: ShareLink) -> SharedRecord:
 
 def current_record(*, session: SupportSession | None = None, incident: Incident | None = None) -> SharedRecord:
     """What a link made now would show (the console's preview and its export)."""
-    sessions = (
-        incident_sessions(incident=incident)
-        if incident is not None
-        else [
+    if incident is not None:
+        sessions = incident_sessions(incident=incident)
+    elif session is not None:
+        sessions = [
             SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by").get(pk=session.pk)
         ]
-    )
+    else:
+        raise ValueError("a record of one session or one incident")  # a programming error, not a user's
     upto = {str(s.pk): last_index(session=s) for s in sessions}
     return _record(sessions=sessions, upto=upto, incident=incident)

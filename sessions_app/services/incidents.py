@@ -13,7 +13,7 @@ import uuid
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from caisey.actors import Actor, actor_label
+from caisey.actors import Actor, actor_label, actor_user
 from caisey.errors import Conflict, Forbidden, Rejected
 from caisey.state_machine import IllegalTransition, TransitionRace, transition
 from endpoints.access import acting_for
@@ -58,6 +58,9 @@ def incident_create(
     *, actor: Actor, tenant_id: uuid.UUID | str, title: str, client_group: ClientGroup | None = None
 ) -> Incident:
     with acting_for(actor, tenant_id):
+        creator = actor_user(actor)
+        if creator is None:
+            raise Forbidden("an incident is created by a technician")
         title = title.strip()
         if not title:
             raise IncidentError("an incident needs a title")
@@ -69,7 +72,7 @@ def incident_create(
             tenant_id=tenant_id,
             title=title,
             client_group=client_group,
-            created_by=actor,
+            created_by=creator,
             status_changed_by=actor_label(actor),
         )
 
@@ -78,6 +81,9 @@ def incident_create(
 def incident_add_session(*, actor: Actor, incident: Incident, session: SupportSession) -> IncidentSession:
     """Count a session as part of the incident; the session's record says so."""
     with acting_for(actor, incident.tenant_id):
+        adder = actor_user(actor)
+        if adder is None:
+            raise Forbidden("sessions are added to an incident by a technician")
         if session.tenant_id != incident.tenant_id:
             raise Forbidden("session of another tenant")
         incident = _locked(incident)
@@ -91,7 +97,7 @@ def incident_add_session(*, actor: Actor, incident: Incident, session: SupportSe
         try:
             with transaction.atomic():
                 membership = IncidentSession.objects.create(
-                    tenant_id=incident.tenant_id, incident=incident, session=session, added_by=actor
+                    tenant_id=incident.tenant_id, incident=incident, session=session, added_by=adder
                 )
         except IntegrityError:
             raise IncidentError("this session is already part of the incident") from None

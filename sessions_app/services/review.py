@@ -39,7 +39,8 @@ def _fragment_hash(entry: TranscriptEntry, fragment: str) -> str:
 
 
 def _find_all(text: str, fragment: str) -> list[list[int]]:
-    spans, start = [], 0
+    spans: list[list[int]] = []
+    start = 0
     while True:
         at = text.find(fragment, start)
         if at < 0:

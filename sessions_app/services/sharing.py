@@ -15,7 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from caisey import secrets
-from caisey.actors import Actor, actor_label
+from caisey.actors import Actor, actor_label, actor_user
+from caisey.errors import Forbidden
 from endpoints.access import acting_for
 from sessions_app.models import Incident, ShareLink, ShareLinkView, SupportSession
 from sessions_app.selectors.incidents import incident_sessions
@@ -55,6 +56,9 @@ def share_link_create(
     else:
         raise ValueError("share exactly one session or one incident")  # a programming error, not a user's
     with acting_for(actor, tenant_id):
+        creator = actor_user(actor)
+        if creator is None:
+            raise Forbidden("a share link is created by a technician")
         if not MIN_EXPIRY <= expires_in <= MAX_EXPIRY:
             raise ReviewError("a share link expires between 5 minutes and 90 days from now")
         if incident is not None:
@@ -77,7 +81,7 @@ def share_link_create(
             incident=incident,
             token_hash=secrets.digest(token),
             label=label.strip()[:LABEL_MAX_LENGTH],
-            created_by=actor,
+            created_by=creator,
             expires_at=timezone.now() + expires_in,
             reviewed_upto=upto,
         )
@@ -99,11 +103,11 @@ def share_link_create(
 @transaction.atomic
 def share_link_revoke(*, actor: Actor, link: ShareLink) -> ShareLink:
     with acting_for(actor, link.tenant_id):
-        now = timezone.now()
-        changed = ShareLink.objects.filter(pk=link.pk, revoked_at__isnull=True).update(revoked_at=now, revoked_by=actor)
+        now, by = timezone.now(), actor_user(actor)
+        changed = ShareLink.objects.filter(pk=link.pk, revoked_at__isnull=True).update(revoked_at=now, revoked_by=by)
         if not changed:
             raise ReviewError("this link was already revoked")
-        link.revoked_at, link.revoked_by = now, actor
+        link.refresh_from_db(fields=["revoked_at", "revoked_by"])
         for s in share_link_sessions(link=link):
             transcript_append(session=s, kind=LINK_REVOKED, actor=actor_label(actor), data={"link": str(link.pk)})
         return link

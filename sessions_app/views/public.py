@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import models
@@ -107,7 +107,7 @@ def rate_key(links: TokenLinks, ip: str, token: str) -> str:
 
 def allowed(links: TokenLinks, ip: str, token: str) -> bool:
     """Count this request; False when its address and token prefix, or its address, is over the limit."""
-    limit, window = settings.CAISEY[links.rate]
+    limit, window = cast(tuple[int, int], settings.CAISEY[links.rate])
     per_prefix = ratelimit.hit(links.name, rate_key(links, ip, token), limit=limit, window=window)
     per_address = ratelimit.hit(f"{links.name}:address", ip, limit=limit * ADDRESS_FACTOR, window=window)
     return per_prefix and per_address
