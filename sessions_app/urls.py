@@ -29,5 +29,6 @@ urlpatterns = [
     path("bulk/", bulk.bulk_start, name="bulk_start"),
     path("bulk/<uuid:run_id>/", bulk.bulk_detail, name="bulk_detail"),
 ]
+
 # Incidents, review and share links (sessions_app/urls_incidents.py).
 urlpatterns += incident_urlpatterns
