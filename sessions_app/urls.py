@@ -1,5 +1,6 @@
 from django.urls import path
 
+from sessions_app.urls_incidents import urlpatterns as incident_urlpatterns
 from sessions_app.views import bulk, endpoints, prompts, sessions
 
 app_name = "console"
@@ -30,6 +31,4 @@ urlpatterns = [
 ]
 
 # Incidents, review and share links (sessions_app/urls_incidents.py).
-from sessions_app.urls_incidents import urlpatterns as _incident_urlpatterns  # noqa: E402
-
-urlpatterns += _incident_urlpatterns
+urlpatterns += incident_urlpatterns

@@ -1,105 +1,36 @@
-"""Reviewing a session's record before it is shared: redactions and explanatory notes.
+"""Reviewing a session's record before it is shared: redactions and explanatory notes (the writes).
 
-The transcript is append-only, so review never changes an entry. A redaction is
-itself a transcript entry (``review.redaction``) that names the entry it covers and
-where: either the whole entry, or character ranges within the entry's text fields
-(each field addressed by its path in ``data``). The fragment itself is never
-stored; the redaction keeps its length and a hash salted with the entry's hash, so an
-auditor holding the original can check what was covered. Redactions are applied
-when the record is rendered: the console shows technicians the original with the
-redacted parts marked, the client's view shows ``[redacted]`` in their place.
+The transcript is append-only, so review never changes an entry: a redaction is itself a
+transcript entry (``review.redaction``) naming the entry it covers and where. The fragment
+itself is never stored; the redaction keeps its length and a hash salted with the entry's
+hash, so an auditor holding the original can check what was covered. How redactions are
+applied when the record is read is in sessions_app/selectors/review.py.
+
+Every service acts for a technician: ``acting_for`` checks the actor operates in the
+session's tenant and binds that tenant for the writes.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
-from caisey.errors import Rejected
-from endpoints.services import actor_label
+from caisey.actors import Actor, actor_label
+from caisey.errors import Forbidden, Rejected
+from endpoints.access import acting_for
 from sessions_app.models import SupportSession, TranscriptEntry
+from sessions_app.selectors.review import NOTE, REDACTION, Cover, leaf_text, leaves, redactions_for
 from sessions_app.services.transcript import transcript_append
 
-REDACTED = "[redacted]"
-REDACTION = "review.redaction"
-NOTE = "review.note"
-
-# Never shown (to technicians on review pages or to clients): delivery internals, the full machine
-# inventory, a diagnostic's structured duplicate of its text, and ids that mean nothing to a reader.
-HIDDEN_KEYS = frozenset(
-    {
-        "bridge",
-        "machine_context",
-        "prompt",
-        "batch",
-        "actions",
-        "incident",
-        "entry_id",
-        "about_entry",
-        "about_index",
-        "link",
-        "seq",
-        "ranges",
-        "fragment_sha256",
-        "content_sha256",
-    }
-)
-HIDDEN_PATHS = frozenset({("result", "data"), ("result", "result_clipped"), ("result", "discarded_bytes")})
-# Fields shown as blocks of preformatted text.
-BLOCK_PATHS = frozenset({("data",), ("result", "text"), ("detail",), ("text",), ("error",), ("params", "command")})
-# Of those, the ones people wrote (notes, prompt texts): prose, not program output.
-PROSE_PATHS = frozenset({("text",), ("detail",)})
-LABELS = {("data",): "output", ("result", "text"): "result", ("text",): "note"}
+#: Limits (characters); the console forms (sessions_app/forms/review.py) use the same.
+NOTE_MAX_LENGTH = 10_000
+FRAGMENT_MAX_LENGTH = 10_000  # a fragment is found in an entry's text: no longer than the longest note
 
 
 class ReviewError(Rejected):
     """A review request that cannot be honoured; the message is for the technician."""
-
-
-def _require_operator(actor, tenant_id) -> None:
-    membership = getattr(actor, "membership", None)
-    if membership is None or membership.tenant_id != tenant_id or not membership.can_operate:
-        raise PermissionDenied("only the tenant's technicians and admins can review a record")
-
-
-# --- the text fields of an entry -------------------------------------------------------------------
-
-Path = tuple  # of str keys and int list positions
-
-
-def leaves(data: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
-    """Every scalar in an entry's data with its path, in order."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            yield from leaves(value, path + (key,))
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            yield from leaves(value, path + (i,))
-    else:
-        yield path, data
-
-
-def leaf_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
-def shown(path: Path) -> bool:
-    if any(isinstance(part, str) and part in HIDDEN_KEYS for part in path):
-        return False
-    return not any(path[: len(hidden)] == hidden for hidden in HIDDEN_PATHS)
-
-
-def label_for(path: Path) -> str:
-    return LABELS.get(path) or ".".join(str(p) for p in path) or "value"
 
 
 def _fragment_hash(entry: TranscriptEntry, fragment: str) -> str:
@@ -108,7 +39,8 @@ def _fragment_hash(entry: TranscriptEntry, fragment: str) -> str:
 
 
 def _find_all(text: str, fragment: str) -> list[list[int]]:
-    spans, start = [], 0
+    spans: list[list[int]] = []
+    start = 0
     while True:
         at = text.find(fragment, start)
         if at < 0:
@@ -117,54 +49,9 @@ def _find_all(text: str, fragment: str) -> list[list[int]]:
         start = at + len(fragment)
 
 
-# --- what redactions cover -------------------------------------------------------------------------
-
-
-@dataclass
-class Cover:
-    """Everything redacted in one entry, merged over all the redactions that name it."""
-
-    whole: bool = False
-    spans: dict[Path, list[tuple[int, int]]] = field(default_factory=dict)
-    by: list[str] = field(default_factory=list)
-
-    def covers(self, path: Path, start: int, end: int) -> bool:
-        return self.whole or any(s <= start and end <= e for s, e in _merge(self.spans.get(path, [])))
-
-
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[list[int]] = []
-    for s, e in sorted(spans):
-        if merged and s <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], e)
-        else:
-            merged.append([s, e])
-    return [(s, e) for s, e in merged]
-
-
-def redactions_for(*, session: SupportSession) -> dict[str, Cover]:
-    """Entry id → what is redacted in it, from every redaction in the session (whenever made)."""
-    covers: dict[str, Cover] = {}
-    for redaction in TranscriptEntry.objects.filter(session=session, kind=REDACTION).order_by("index"):
-        data = redaction.data
-        cover = covers.setdefault(str(data.get("entry_id")), Cover())
-        cover.by.append(redaction.actor)
-        if data.get("whole"):
-            cover.whole = True
-        for item in data.get("ranges") or []:
-            path = tuple(item.get("path") or ())
-            for span in item.get("spans") or []:
-                if isinstance(span, list) and len(span) == 2 and all(isinstance(n, int) for n in span):
-                    cover.spans.setdefault(path, []).append((span[0], span[1]))
-    return covers
-
-
-# --- services --------------------------------------------------------------------------------------
-
-
 def _check_entry(session: SupportSession, entry: TranscriptEntry) -> None:
     if entry.session_id != session.pk or entry.tenant_id != session.tenant_id:
-        raise PermissionDenied("entry of another session")
+        raise Forbidden("entry of another session")
     if entry.kind == REDACTION:
         raise ReviewError("a redaction cannot itself be redacted")
 
@@ -172,7 +59,7 @@ def _check_entry(session: SupportSession, entry: TranscriptEntry) -> None:
 @transaction.atomic
 def entry_redact(
     *,
-    actor,
+    actor: Actor,
     session: SupportSession,
     entry: TranscriptEntry,
     text_fragment: str | None = None,
@@ -181,249 +68,85 @@ def entry_redact(
 
     Writes a ``review.redaction`` entry; the original entry is never touched.
     """
-    _require_operator(actor, session.tenant_id)
-    _check_entry(session, entry)
-    cover = redactions_for(session=session).get(str(entry.pk), Cover())
-    if cover.whole:
-        raise ReviewError(f"entry #{entry.index} is already redacted as a whole")
-    data: dict[str, Any] = {"entry_id": str(entry.pk), "index": entry.index, "entry_kind": entry.kind}
-    if text_fragment is None:
-        data.update({"whole": True, "content_sha256": entry.hash})
-    else:
-        if not text_fragment.strip():
-            raise ReviewError("give the text to redact")
-        ranges = []
-        for path, value in leaves(entry.data):
-            text = leaf_text(value)
-            if text is None:
-                continue
-            spans = _find_all(text, text_fragment)
-            if spans:
-                ranges.append({"path": list(path), "spans": spans})
-        if not ranges:
-            raise ReviewError(f"that text does not occur in entry #{entry.index}")
-        if all(cover.covers(tuple(r["path"]), s, e) for r in ranges for s, e in r["spans"]):
-            raise ReviewError(f"that text is already redacted in entry #{entry.index}")
-        data.update(
-            {
-                "whole": False,
-                "ranges": ranges,
-                "occurrences": sum(len(r["spans"]) for r in ranges),
-                "fragment_length": len(text_fragment),
-                "fragment_sha256": _fragment_hash(entry, text_fragment),
-            }
-        )
-    return transcript_append(session=session, kind=REDACTION, actor=actor_label(actor), data=data)
+    with acting_for(actor, session.tenant_id):
+        _check_entry(session, entry)
+        cover = redactions_for(session=session).get(str(entry.pk), Cover())
+        if cover.whole:
+            raise ReviewError(f"entry #{entry.index} is already redacted as a whole")
+        data: dict[str, Any] = {"entry_id": str(entry.pk), "index": entry.index, "entry_kind": entry.kind}
+        if text_fragment is None:
+            data.update({"whole": True, "content_sha256": entry.hash})
+        else:
+            if not text_fragment.strip():
+                raise ReviewError("give the text to redact")
+            ranges = []
+            for path, value in leaves(entry.data):
+                text = leaf_text(value)
+                if text is None:
+                    continue
+                spans = _find_all(text, text_fragment)
+                if spans:
+                    ranges.append({"path": list(path), "spans": spans})
+            if not ranges:
+                raise ReviewError(f"that text does not occur in entry #{entry.index}")
+            if all(cover.covers(tuple(r["path"]), s, e) for r in ranges for s, e in r["spans"]):
+                raise ReviewError(f"that text is already redacted in entry #{entry.index}")
+            data.update(
+                {
+                    "whole": False,
+                    "ranges": ranges,
+                    "occurrences": sum(len(r["spans"]) for r in ranges),
+                    "fragment_length": len(text_fragment),
+                    "fragment_sha256": _fragment_hash(entry, text_fragment),
+                }
+            )
+        return transcript_append(session=session, kind=REDACTION, actor=actor_label(actor), data=data)
 
 
 @transaction.atomic
-def session_redact_fragment(*, actor, session: SupportSession, text_fragment: str) -> list[TranscriptEntry]:
+def session_redact_fragment(*, actor: Actor, session: SupportSession, text_fragment: str) -> list[TranscriptEntry]:
     """Redact ``text_fragment`` wherever it occurs in the session's record (one redaction per entry)."""
-    _require_operator(actor, session.tenant_id)
-    if not text_fragment.strip():
-        raise ReviewError("give the text to redact")
-    covers = redactions_for(session=session)
-    written = []
-    candidates = TranscriptEntry.objects.filter(session=session).exclude(kind=REDACTION).order_by("index")
-    for entry in list(candidates):
-        cover = covers.get(str(entry.pk), Cover())
-        if cover.whole:
-            continue
-        hits = [
-            (path, span)
-            for path, value in leaves(entry.data)
-            if (text := leaf_text(value)) is not None
-            for span in _find_all(text, text_fragment)
-        ]
-        if hits and not all(cover.covers(path, s, e) for path, (s, e) in hits):
-            written.append(entry_redact(actor=actor, session=session, entry=entry, text_fragment=text_fragment))
-    if not written:
-        raise ReviewError("that text does not occur (unredacted) anywhere in this session's record")
-    return written
+    with acting_for(actor, session.tenant_id):
+        if not text_fragment.strip():
+            raise ReviewError("give the text to redact")
+        covers = redactions_for(session=session)
+        written = []
+        candidates = TranscriptEntry.objects.filter(session=session).exclude(kind=REDACTION).order_by("index")
+        for entry in list(candidates):
+            cover = covers.get(str(entry.pk), Cover())
+            if cover.whole:
+                continue
+            hits = [
+                (path, span)
+                for path, value in leaves(entry.data)
+                if (text := leaf_text(value)) is not None
+                for span in _find_all(text, text_fragment)
+            ]
+            if hits and not all(cover.covers(path, s, e) for path, (s, e) in hits):
+                written.append(entry_redact(actor=actor, session=session, entry=entry, text_fragment=text_fragment))
+        if not written:
+            raise ReviewError("that text does not occur (unredacted) anywhere in this session's record")
+        return written
 
 
 @transaction.atomic
 def review_note_add(
     *,
-    actor,
+    actor: Actor,
     session: SupportSession,
     text: str,
     about_entry: TranscriptEntry | None = None,
 ) -> TranscriptEntry:
     """An explanatory note for whoever reads the shared record, optionally about one entry."""
-    _require_operator(actor, session.tenant_id)
-    text = text.strip()
-    if not text:
-        raise ReviewError("a note needs some text")
-    if len(text) > 10_000:
-        raise ReviewError("a note is limited to 10,000 characters")
-    data: dict[str, Any] = {"text": text}
-    if about_entry is not None:
-        if about_entry.session_id != session.pk:
-            raise PermissionDenied("entry of another session")
-        data.update({"about_entry": str(about_entry.pk), "about_index": about_entry.index})
-    return transcript_append(session=session, kind=NOTE, actor=actor_label(actor), data=data)
-
-
-# --- reading the reviewed record -------------------------------------------------------------------
-
-
-@dataclass
-class Segment:
-    text: str
-    redacted: bool = False
-
-
-@dataclass
-class Field:
-    path: Path
-    label: str
-    segments: list[Segment]
-    block: bool = False
-
-    @property
-    def text(self) -> str:
-        return "".join(s.text for s in self.segments)
-
-    @property
-    def redacted(self) -> bool:
-        return any(s.redacted for s in self.segments)
-
-    @property
-    def prose(self) -> bool:
-        return self.path in PROSE_PATHS
-
-    @property
-    def long(self) -> bool:
-        text = self.text
-        return len(text) > 600 or text.count("\n") > 8
-
-
-@dataclass
-class ReviewedEntry:
-    """One entry as a reader sees it: its shown fields, with redactions applied or marked."""
-
-    entry: TranscriptEntry
-    session: SupportSession
-    fields: list[Field]
-    for_client: bool
-    whole_redacted: bool = False
-    part_redacted: bool = False
-    redacted_by: list[str] = field(default_factory=list)
-    notes: list[ReviewedEntry] = field(default_factory=list)
-    about_index: int | None = None
-
-    @property
-    def technician(self) -> str:
-        return self.session.opened_by.get_username()
-
-    @property
-    def endpoint(self) -> str:
-        return self.session.endpoint.hostname
-
-    @property
-    def action_kind(self) -> str:
-        return self.entry.action.kind if self.entry.action_id and self.entry.action else ""
-
-    @property
-    def is_output(self) -> bool:
-        return self.entry.kind == "action.output"
-
-    @property
-    def css_kind(self) -> str:
-        return self.entry.kind.replace(".", "-").replace("_", "-")
-
-    @property
-    def dom_id(self) -> str:
-        return f"e-{self.session.pk}-{self.entry.index}"
-
-
-def _segments(text: str, spans: list[tuple[int, int]], *, whole: bool, for_client: bool) -> list[Segment]:
-    if whole:
-        return [Segment(REDACTED if for_client else text, True)]
-    out: list[Segment] = []
-    cursor = 0
-    for s, e in _merge([(max(0, s), min(len(text), e)) for s, e in spans if s < e]):
-        if s >= len(text):
-            break
-        if s > cursor:
-            out.append(Segment(text[cursor:s]))
-        out.append(Segment(REDACTED if for_client else text[s:e], True))
-        cursor = e
-    if cursor < len(text) or not out:
-        out.append(Segment(text[cursor:]))
-    return out
-
-
-def _redaction_fields(entry: TranscriptEntry, *, for_client: bool) -> list[Field]:
-    data = entry.data
-    what = "the whole of" if data.get("whole") else "part of"
-    text = f"{what} entry #{data.get('index')} ({data.get('entry_kind', 'entry')}) was redacted"
-    if not for_client and not data.get("whole"):
-        text += (
-            f": {data.get('occurrences', '?')} occurrence(s) of a {data.get('fragment_length', '?')}-character fragment"
-        )
-    return [Field(("redaction",), "redaction", [Segment(text)])]
-
-
-def entry_fields(entry: TranscriptEntry, cover: Cover | None, *, for_client: bool) -> list[Field]:
-    if entry.kind == REDACTION:
-        return _redaction_fields(entry, for_client=for_client)
-    cover = cover or Cover()
-    if cover.whole and for_client:
-        return []
-    fields = []
-    for path, value in leaves(entry.data):
-        text = leaf_text(value)
-        if text is None or text == "" or not shown(path):
-            continue
-        segments = _segments(text, cover.spans.get(path, []), whole=cover.whole, for_client=for_client)
-        fields.append(Field(path, label_for(path), segments, block=path in BLOCK_PATHS or "\n" in text))
-    # Short facts first, then the blocks of text (outputs, results, notes).
-    return sorted(fields, key=lambda f: f.block)
-
-
-def reviewed_entries(
-    *,
-    session: SupportSession,
-    upto: int | None = None,
-    for_client: bool = True,
-) -> list[ReviewedEntry]:
-    """The session's record up to ``upto`` (inclusive; None for all), with every redaction applied.
-
-    Redactions apply whenever they were made, also after ``upto``: a secret noticed after a link
-    was shared disappears from it. For the client, whole-redacted entries keep only their time,
-    actor and kind, and review notes about an entry are shown with it.
-    """
-    session = SupportSession.objects.select_related("endpoint", "opened_by").get(pk=session.pk)
-    covers = redactions_for(session=session)
-    qs = TranscriptEntry.objects.filter(session=session).select_related("action").order_by("index")
-    if upto is not None:
-        qs = qs.filter(index__lte=upto)
-    result: list[ReviewedEntry] = []
-    by_id: dict[str, ReviewedEntry] = {}
-    for entry in qs:
-        cover = covers.get(str(entry.pk))
-        reviewed = ReviewedEntry(
-            entry=entry,
-            session=session,
-            fields=entry_fields(entry, cover, for_client=for_client),
-            for_client=for_client,
-            whole_redacted=bool(cover and cover.whole),
-            part_redacted=bool(cover and not cover.whole and cover.spans),
-            redacted_by=list(cover.by) if cover else [],
-        )
-        if entry.kind == NOTE and entry.data.get("about_index") is not None:
-            reviewed.about_index = entry.data.get("about_index")
-            target = by_id.get(str(entry.data.get("about_entry")))
-            if for_client and target is not None:
-                target.notes.append(reviewed)
-                continue
-        by_id[str(entry.pk)] = reviewed
-        result.append(reviewed)
-    return result
-
-
-def last_index(*, session: SupportSession) -> int:
-    last = TranscriptEntry.objects.filter(session=session).order_by("-index").values_list("index", flat=True).first()
-    return -1 if last is None else last
+    with acting_for(actor, session.tenant_id):
+        text = text.strip()
+        if not text:
+            raise ReviewError("a note needs some text")
+        if len(text) > NOTE_MAX_LENGTH:
+            raise ReviewError(f"a note is limited to {NOTE_MAX_LENGTH:,} characters")
+        data: dict[str, Any] = {"text": text}
+        if about_entry is not None:
+            if about_entry.session_id != session.pk:
+                raise Forbidden("entry of another session")
+            data.update({"about_entry": str(about_entry.pk), "about_index": about_entry.index})
+        return transcript_append(session=session, kind=NOTE, actor=actor_label(actor), data=data)

@@ -6,20 +6,22 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from caisey import tenancy
+from caisey.errors import Conflict, Forbidden
 from caisey_agent import protocol as p
 from endpoints.models import Role
 from sessions_app.models import Incident, IncidentSession, IncidentStatus, TranscriptEntry
+from sessions_app.selectors import incidents as selectors
+from sessions_app.selectors.incidents import TimelineFilters
 from sessions_app.services import actions as services
 from sessions_app.services import incidents
-from sessions_app.services.incidents import TimelineFilters
 from sessions_app.services.transcript import transcript_append, transcript_verify
 from tests import factories
+from tests.sessions_app.records_support import setup_as_system  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 
@@ -73,7 +75,7 @@ def outage():
 
 
 def note(session, text, *, actor, at=None):
-    with transaction.atomic():
+    with tenancy.system(), transaction.atomic():  # test setup: an entry written as it was at ``at``
         return transcript_append(
             session=session, kind="note", actor=f"user:{actor.username}", data={"text": text}, at=at
         )
@@ -120,7 +122,7 @@ def test_merged_timeline_orders_by_time_then_session_then_index_and_attributes_e
     note(outage.s_db, "db: same instant 2", actor=outage.lead, at=same)
 
     with outage.bind():
-        timeline = incidents.incident_timeline(incident=incident)
+        timeline = selectors.incident_timeline(incident=incident)
     items = timeline.items
     keys = [(i.entry.at, [outage.s_app.pk, outage.s_db.pk].index(i.session.pk), i.entry.index) for i in items]
     assert keys == sorted(keys)
@@ -149,7 +151,7 @@ def test_timeline_filters_by_technician_endpoint_and_kind(outage):
     with outage.bind():
 
         def shown(**filters):
-            return incidents.incident_timeline(incident=incident, filters=TimelineFilters(**filters)).items
+            return selectors.incident_timeline(incident=incident, filters=TimelineFilters(**filters)).items
 
         by_bob = shown(technician=str(outage.bob.pk))
         assert by_bob and {i.session.pk for i in by_bob} == {outage.s_db.pk}
@@ -255,7 +257,8 @@ def test_status_transitions_and_refused_ones(outage):
         incidents.incident_set_status(actor=outage.lead, incident=incident, status="open")  # it came back
         incident.refresh_from_db()
         assert incident.status == "open" and incident.resolved_at is None
-        with pytest.raises(incidents.IncidentError, match="cannot become open"):
+        # An illegal move is a conflict (409 in an API), no longer a plain rejection (deliberate, issue 9).
+        with pytest.raises(Conflict, match="cannot become open"):
             incidents.incident_set_status(actor=outage.lead, incident=incident, status="open")
         with pytest.raises(incidents.IncidentError, match="unknown status"):
             incidents.incident_set_status(actor=outage.lead, incident=incident, status="archived")
@@ -266,7 +269,7 @@ def test_status_transitions_and_refused_ones(outage):
         incident.refresh_from_db()
         assert incident.status == "closed" and incident.closed_at and incident.resolved_at
         for target in ("open", "resolved", "closed"):
-            with pytest.raises(incidents.IncidentError):
+            with pytest.raises(Conflict):
                 incidents.incident_set_status(actor=outage.lead, incident=incident, status=target)
         # Closed is final: no more sessions, no rewritten summary.
         with pytest.raises(incidents.IncidentError, match="closed"):
@@ -336,9 +339,9 @@ def test_another_tenant_cannot_see_or_change_an_incident(client, outage):
     client.force_login(outage.lead)
     response = client.post(reverse("console:incident_add_session", args=[i]), {"session": str(rival_session.pk)})
     assert response.status_code == 404
-    with outage.bind(), pytest.raises(PermissionDenied):
+    with outage.bind(), pytest.raises(Forbidden):
         incidents.incident_add_session(actor=outage.lead, incident=incident, session=rival_session)
-    with tenancy.bind(other_tenant.pk), pytest.raises(PermissionDenied):
+    with tenancy.bind(other_tenant.pk), pytest.raises(Forbidden):
         incidents.incident_add_session(actor=rival, incident=incident, session=rival_session)
     assert not IncidentSession.all_tenants.filter(session=rival_session).exists()
     assert not TranscriptEntry.all_tenants.filter(session=rival_session, kind="session.added_to_incident").exists()
