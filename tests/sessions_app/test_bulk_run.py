@@ -10,6 +10,7 @@ from caisey_agent import protocol as p
 from endpoints.models import Endpoint
 from sessions_app.models import Action, ActionStatus, SessionStatus, SupportSession, TranscriptEntry
 from sessions_app.services import actions as services
+from sessions_app.services import bulk
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,7 +33,7 @@ def finish(action: Action) -> None:
 
 def test_each_endpoint_gets_a_session_and_an_action_with_the_conditions_it_started_under(fleet):
     tech, endpoints = fleet
-    run = services.bulk_run_start(actor=tech, endpoints=endpoints, kind="system_summary", params={}, reason="outage")
+    run = bulk.bulk_run_start(actor=tech, endpoints=endpoints, kind="system_summary", params={}, reason="outage")
     actions = list(Action.all_tenants.filter(bulk_run=run).select_related("session"))
     assert len(actions) == 3 and all(a.status == ActionStatus.QUEUED for a in actions)
     assert {a.endpoint_id for a in actions} == {e.pk for e in endpoints}
@@ -46,7 +47,7 @@ def test_each_endpoint_gets_a_session_and_an_action_with_the_conditions_it_start
 
 def test_the_session_closes_and_the_endpoint_rests_once_its_action_ended(fleet):
     tech, endpoints = fleet
-    run = services.bulk_run_start(actor=tech, endpoints=endpoints[:2], kind="system_summary", params={})
+    run = bulk.bulk_run_start(actor=tech, endpoints=endpoints[:2], kind="system_summary", params={})
     first, second = Action.all_tenants.filter(bulk_run=run).select_related("endpoint").order_by("endpoint__hostname")
     # A technician goes on working in the second endpoint's session: that one stays open.
     services.action_request(actor=tech, session=second.session, kind="disk_usage", params={})

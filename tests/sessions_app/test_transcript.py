@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from sessions_app import db_guards
 from sessions_app.models import SessionStatus, SupportSession, TranscriptEntry
-from sessions_app.services import actions as services
+from sessions_app.services import sessions
 from sessions_app.services.transcript import transcript_append
 from tests import factories
 
@@ -23,9 +23,9 @@ def session():
     tenant = factories.tenant()
     endpoint = factories.endpoint(factories.client_group(tenant)).endpoint
     tech = factories.technician(tenant)
-    s = services.session_open(actor=tech, endpoint=endpoint, reason="T-1")
-    services.session_add_note(actor=tech, session=s, text="first")
-    services.session_add_note(actor=tech, session=s, text="second")
+    s = sessions.session_open(actor=tech, endpoint=endpoint, reason="T-1")
+    sessions.session_add_note(actor=tech, session=s, text="first")
+    sessions.session_add_note(actor=tech, session=s, text="second")
     return s
 
 
@@ -100,10 +100,10 @@ def test_verify_detects_that_the_last_entries_were_removed(session):
 
 def test_abandoned_sessions_are_closed_with_a_synthetic_entry(session):
     SupportSession.all_tenants.filter(pk=session.pk).update(last_activity_at=timezone.now() - timedelta(days=2))
-    assert services.abandoned_sessions_sweep() == 1
+    assert sessions.abandoned_sessions_sweep() == 1
     session.refresh_from_db()
     assert session.status == SessionStatus.CLOSED and session.status_changed_by == "system"
     last = TranscriptEntry.all_tenants.filter(session=session).order_by("-index").first()
     assert last.kind == "session.closed" and last.actor == "system" and last.data["synthetic"] is True
     assert "no activity since" in last.data["reason"]
-    assert services.abandoned_sessions_sweep() == 0
+    assert sessions.abandoned_sessions_sweep() == 0
