@@ -10,6 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from caisey import tenancy
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import Action, SupportSession, TranscriptEntry
 
@@ -47,28 +48,33 @@ def transcript_append(
     action: Action | None = None,
     at: datetime | None = None,
 ) -> TranscriptEntry:
-    """Append one entry; must run inside the transaction of the change it records, with the
-    session's tenant bound (or within ``tenancy.system()``). ``actor`` is the recorded label
+    """Append one entry; must run inside the transaction of the change it records. Binds the
+    session's tenant (refuses inside another tenant's scope). ``actor`` is the recorded label
     (``caisey.actors.actor_label``, or the prompt party that reported a move)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("transcript_append must run inside the transaction of the change it records")
-    # Serialise appends per session (a no-op lock on SQLite, whose writers are serialised anyway).
-    SupportSession.objects.select_for_update().filter(pk=session.pk).values_list("pk", flat=True).first()
-    last = TranscriptEntry.objects.filter(session_id=session.pk).order_by("-index").values("index", "hash").first()
-    entry = TranscriptEntry(
-        tenant_id=session.tenant_id,
-        session_id=session.pk,
-        index=(last["index"] + 1) if last else 0,
-        kind=str(kind),
-        actor=str(actor),
-        at=at or timezone.now(),
-        action=action,
-        data=json.loads(json.dumps(data or {}, default=str)),
-        prev_hash=last["hash"] if last else GENESIS,
-    )
-    entry.hash = entry_hash(entry.prev_hash, entry)
-    entry.save(force_insert=True)
-    SupportSession.objects.filter(pk=session.pk).update(transcript_length=entry.index + 1, transcript_head=entry.hash)
+    # The entry is the session's tenant's: bound here (a no-op inside that tenant's scope, a narrowing
+    # inside system(); inside another tenant's scope it raises).
+    with tenancy.bind(session.tenant_id):
+        # Serialise appends per session (a no-op lock on SQLite, whose writers are serialised anyway).
+        SupportSession.objects.select_for_update().filter(pk=session.pk).values_list("pk", flat=True).first()
+        last = TranscriptEntry.objects.filter(session_id=session.pk).order_by("-index").values("index", "hash").first()
+        entry = TranscriptEntry(
+            tenant_id=session.tenant_id,
+            session_id=session.pk,
+            index=(last["index"] + 1) if last else 0,
+            kind=str(kind),
+            actor=str(actor),
+            at=at or timezone.now(),
+            action=action,
+            data=json.loads(json.dumps(data or {}, default=str)),
+            prev_hash=last["hash"] if last else GENESIS,
+        )
+        entry.hash = entry_hash(entry.prev_hash, entry)
+        entry.save(force_insert=True)
+        SupportSession.objects.filter(pk=session.pk).update(
+            transcript_length=entry.index + 1, transcript_head=entry.hash
+        )
     return entry
 
 
