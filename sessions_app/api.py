@@ -2,8 +2,10 @@
 
 Token (or session) authenticated; every view derives from the shared tenant-scoped base
 in ``caisey.api``, so everything read here goes through the scoped managers with the
-caller's tenant bound. Reads use the selectors; every write calls a service, which
-writes the change, its transcript entry and any outbox message in one transaction.
+caller's tenant bound. Reads use the selectors, which return plain data shaped as the
+response serializers below (no model reaches a serializer); every write calls a service,
+which writes the change, its transcript entry and any outbox message in one transaction.
+Limits are the services' own (sessions_app/limits.py), shared with the console's forms.
 Another tenant's ids are simply not found (404); a bad body is a 400 and changes nothing.
 """
 
@@ -400,7 +402,8 @@ class APIViewSet(TenantScopedAPIMixin, GenericViewSet):
     model: type = None
 
     def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no tenant
+        if getattr(self, "swagger_fake_view", False):
+            # all_tenants: schema generation has no request and no tenant; the queryset is empty.
             return self.model.all_tenants.none()
         return self.scoped_queryset()
 

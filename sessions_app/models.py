@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -10,8 +12,22 @@ from django.db import models
 from caisey.tenancy import TenantScopedManager
 from endpoints.models import Endpoint, Presence, Tenant
 
+if TYPE_CHECKING:
+    # For the type checker (run without Django's plugin): a TextChoices member is a str, not the
+    # (value, label) tuple written in the class body. At run time these are Django's TextChoices.
 
-class SessionStatus(models.TextChoices):
+    class TextChoices(StrEnum):
+        choices: ClassVar[list[tuple[str, str]]]
+        values: ClassVar[list[str]]
+        labels: ClassVar[list[str]]
+
+        @property
+        def label(self) -> str: ...
+else:
+    TextChoices = models.TextChoices
+
+
+class SessionStatus(TextChoices):
     OPEN = "open", "Open"
     CLOSED = "closed", "Closed"
 
@@ -56,7 +72,7 @@ class SupportSession(models.Model):
         return f"{self.endpoint} by {self.opened_by} ({self.status})"
 
 
-class ActionStatus(models.TextChoices):
+class ActionStatus(TextChoices):
     QUEUED = "queued", "Queued"
     AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
     DISPATCHED = "dispatched", "Dispatched"
@@ -250,7 +266,7 @@ class TranscriptEntry(models.Model):
         raise PermissionError("transcript entries are append-only and are never deleted")
 
 
-class PromptState(models.TextChoices):
+class PromptState(TextChoices):
     PENDING = "pending", "Pending"
     DELIVERED = "delivered", "Delivered to the endpoint"
     ACKNOWLEDGED = "acknowledged", "Seen by the user"
@@ -293,7 +309,7 @@ PROMPT_OPEN = frozenset({_P.PENDING, _P.DELIVERED, _P.ACKNOWLEDGED, _P.FAILED_TO
 PROMPT_ENDED = frozenset({_P.APPROVED, _P.DENIED, _P.EXPIRED, _P.CANCELLED, _P.SUPERSEDED})
 
 
-class PromptParty(models.TextChoices):
+class PromptParty(TextChoices):
     CONSOLE = "console", "Console"
     BRIDGE = "bridge", "Bridge"
     RUNTIME = "runtime", "Endpoint runtime"
@@ -386,7 +402,7 @@ class ApprovalLinkVisit(models.Model):
 # --- incidents: several sessions on one outage --------------------------------------------------
 
 
-class IncidentStatus(models.TextChoices):
+class IncidentStatus(TextChoices):
     OPEN = "open", "Open"
     RESOLVED = "resolved", "Resolved"
     CLOSED = "closed", "Closed"
