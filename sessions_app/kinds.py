@@ -7,10 +7,13 @@ and stored records working unchanged.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import StrEnum, nonmember
 
 
 class TranscriptKind(StrEnum):
+    # Templates may name kinds (``K.NOTE``); Django would otherwise call the class.
+    do_not_call_in_templates = nonmember(True)
+
     # sessions
     SESSION_OPENED = "session.opened"
     SESSION_CLOSED = "session.closed"

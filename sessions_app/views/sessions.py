@@ -29,6 +29,7 @@ from sessions_app.forms.sessions import (
     SessionCloseForm,
     SessionOpenForm,
 )
+from sessions_app.kinds import TranscriptKind
 from sessions_app.models import ACTION_LIVE, SessionStatus
 from sessions_app.selectors import actions as action_selectors
 from sessions_app.selectors import approvals as approval_selectors
@@ -89,6 +90,7 @@ def session_detail(request, session_id):
             "categories": CATEGORIES,
             "is_open": session.status == SessionStatus.OPEN,
             "can_operate": request.membership.can_operate,
+            "K": TranscriptKind,
         },
     )
 

@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from bridge.models import OutboxMessage, OutboxStatus
 from caisey import tenancy
 from caisey.api import TenantScopedAPIMixin
-from endpoints.models import Endpoint, EndpointStatus, Role
+from endpoints.models import AgentMode, Endpoint, EndpointStatus, Role
 from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession, TranscriptEntry
 from sessions_app.services import actions as services
 from sessions_app.services import bulk, sessions
@@ -176,7 +176,7 @@ def test_endpoint_search_by_hostname_tag_and_client_group(world):
 def test_a_recently_seen_endpoint_is_not_offline(world):
     from django.utils import timezone
 
-    Endpoint.all_tenants.filter(pk=world.web.pk).update(last_seen_at=timezone.now(), mode="lazy")
+    Endpoint.all_tenants.filter(pk=world.web.pk).update(last_seen_at=timezone.now(), mode=AgentMode.LAZY)
     body = world.api.get(f"{V1}/endpoints/{world.web.pk}/").json()
     assert body["presence"] == "lazy" and body["last_seen_at"]
 

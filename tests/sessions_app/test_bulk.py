@@ -15,7 +15,7 @@ from bridge.models import OutboxMessage
 from caisey import tenancy
 from caisey.errors import Rejected
 from caisey_agent import protocol as p
-from endpoints.models import Endpoint, EndpointStatus
+from endpoints.models import AgentMode, Endpoint, EndpointStatus
 from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession, TranscriptEntry
 from sessions_app.selectors import bulk as bulk_selectors
 from sessions_app.services import actions as services
@@ -67,7 +67,7 @@ def test_the_session_closes_and_the_endpoint_rests_once_its_action_ended(fleet):
     assert Endpoint.all_tenants.get(pk=first.endpoint_id).mode == "lazy"
     assert OutboxMessage.all_tenants.filter(endpoint_id=first.endpoint_id, kind="mode.set", body__mode="lazy").exists()
     assert SupportSession.all_tenants.get(pk=second.session_id).status == SessionStatus.OPEN
-    assert Endpoint.all_tenants.get(pk=second.endpoint_id).mode == "active"
+    assert Endpoint.all_tenants.get(pk=second.endpoint_id).mode == AgentMode.ACTIVE
 
 
 # --- choosing the endpoints: one rule for the console and the API (selectors.bulk.bulk_run_endpoints) ----
