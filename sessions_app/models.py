@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -12,22 +10,8 @@ from django.db import models
 from caisey.tenancy import TenantScopedManager
 from endpoints.models import Endpoint, Presence, Tenant
 
-if TYPE_CHECKING:
-    # For the type checker (run without Django's plugin): a TextChoices member is a str, not the
-    # (value, label) tuple written in the class body. At run time these are Django's TextChoices.
 
-    class TextChoices(StrEnum):
-        choices: ClassVar[list[tuple[str, str]]]
-        values: ClassVar[list[str]]
-        labels: ClassVar[list[str]]
-
-        @property
-        def label(self) -> str: ...
-else:
-    TextChoices = models.TextChoices
-
-
-class SessionStatus(TextChoices):
+class SessionStatus(models.TextChoices):
     OPEN = "open", "Open"
     CLOSED = "closed", "Closed"
 
@@ -72,7 +56,7 @@ class SupportSession(models.Model):
         return f"{self.endpoint} by {self.opened_by} ({self.status})"
 
 
-class ActionStatus(TextChoices):
+class ActionStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
     DISPATCHED = "dispatched", "Dispatched"
@@ -266,7 +250,7 @@ class TranscriptEntry(models.Model):
         raise PermissionError("transcript entries are append-only and are never deleted")
 
 
-class PromptState(TextChoices):
+class PromptState(models.TextChoices):
     PENDING = "pending", "Pending"
     DELIVERED = "delivered", "Delivered to the endpoint"
     ACKNOWLEDGED = "acknowledged", "Seen by the user"
@@ -309,7 +293,7 @@ PROMPT_OPEN = frozenset({_P.PENDING, _P.DELIVERED, _P.ACKNOWLEDGED, _P.FAILED_TO
 PROMPT_ENDED = frozenset({_P.APPROVED, _P.DENIED, _P.EXPIRED, _P.CANCELLED, _P.SUPERSEDED})
 
 
-class PromptParty(TextChoices):
+class PromptParty(models.TextChoices):
     CONSOLE = "console", "Console"
     BRIDGE = "bridge", "Bridge"
     RUNTIME = "runtime", "Endpoint runtime"
@@ -402,7 +386,7 @@ class ApprovalLinkVisit(models.Model):
 # --- incidents: several sessions on one outage --------------------------------------------------
 
 
-class IncidentStatus(TextChoices):
+class IncidentStatus(models.TextChoices):
     OPEN = "open", "Open"
     RESOLVED = "resolved", "Resolved"
     CLOSED = "closed", "Closed"

@@ -34,7 +34,7 @@ from endpoints.models import AgentMode, Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
 from endpoints.selectors import approval_policy_for
 from sessions_app.kinds import TranscriptKind as K
-from sessions_app.limits import MAX_BATCH, MAX_EXPIRY
+from sessions_app.limits import MAX_BATCH, MAX_EXPIRY, configured_duration
 from sessions_app.models import (
     ACTION_FINAL,
     ACTION_TRANSITIONS,
@@ -123,7 +123,7 @@ def action_request(
         endpoint = Endpoint.objects.get(pk=session.endpoint_id)
         if endpoint.status != EndpointStatus.ENROLLED:
             raise SessionError("this endpoint was revoked; nothing more can run on it")
-        expires_at = timezone.now() + (expires_in or timedelta(seconds=cfg["ACTION_QUEUE_EXPIRY_S"]))
+        expires_at = timezone.now() + (expires_in or configured_duration("ACTION_QUEUE_EXPIRY_S"))
         action = Action.objects.create(
             tenant_id=session.tenant_id,
             session=session,
@@ -452,13 +452,13 @@ def action_delivered(*, message: OutboxMessage) -> None:
             return
         by = actor_label(Party.BRIDGE)
         now = timezone.now()
-        grace = settings.CAISEY["ACTION_DEADLINE_GRACE_S"]
+        grace = configured_duration("ACTION_DEADLINE_GRACE_S")
         if _move(
             action,
             ActionStatus.DISPATCHED,
             by=by,
             dispatched_at=now,
-            deadline_at=now + timedelta(seconds=action.timeout_s + grace),
+            deadline_at=now + timedelta(seconds=action.timeout_s) + grace,
         ):
             transcript_append(
                 session=action.session,

@@ -14,7 +14,6 @@ that reported it. Who wins (DESIGN.md):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -348,21 +347,17 @@ def prompt_deadline_sweep() -> int:
             with transaction.atomic(), tenancy.bind(tenant_id):
                 prompt = prompting.prompt_fresh(Prompt(pk=prompt_id))
                 if prompt.is_open and prompt.deadline_at <= now:
-                    why = {
+                    why: str = {
                         S.PENDING: "expired before the endpoint received it",
                         S.FAILED_TO_DELIVER: "expired: the endpoint could not be reached",
                         S.DELIVERED: "expired unanswered: delivered, never seen",
                         S.ACKNOWLEDGED: "expired unanswered: seen, not decided",
-                    }[prompt.state]
+                    }[S(prompt.state)]
                     count += prompt_transition(prompt, S.EXPIRED, party=PromptParty.SYSTEM, detail=why)
     return count
 
 
 # --- escalation to the client's designated approver --------------------------------------------
-
-
-def _link_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @transaction.atomic
@@ -379,7 +374,7 @@ def prompt_escalate(*, actor: Actor, prompt: Prompt, base_url: str) -> ApprovalL
             raise PromptError("the client group has no designated approver; set one in the admin")
         token = secrets.new_secret("apl_")
         link = ApprovalLink.objects.create(
-            tenant_id=prompt.tenant_id, prompt=prompt, token_hash=_link_hash(token), email=email
+            tenant_id=prompt.tenant_id, prompt=prompt, token_hash=secrets.digest(token), email=email
         )
         Prompt.objects.filter(pk=prompt.pk).update(escalated_at=timezone.now())
         url = base_url.rstrip("/") + reverse("approval_link", args=[token])
@@ -406,7 +401,7 @@ def approval_link_find(*, token: str) -> ApprovalLink | None:
     with tenancy.system():
         return (
             ApprovalLink.objects.select_related("prompt", "prompt__endpoint", "prompt__session", "prompt__tenant")
-            .filter(token_hash=_link_hash(token))
+            .filter(token_hash=secrets.digest(token))
             .first()
         )
 

@@ -171,9 +171,15 @@ def prompt_issue(
     return prompt
 
 
+def _display_name(actor: Actor) -> str:
+    if isinstance(actor, Party):
+        return actor.value
+    full_name = getattr(actor, "get_full_name", None)  # AbstractUser has one; AbstractBaseUser not
+    return (full_name() if full_name else "") or actor.get_username()
+
+
 def prompt_title(*, actor: Actor, session: SupportSession, what: str) -> str:
-    who = actor.get_full_name() or actor.get_username() if not isinstance(actor, Party) else actor.value
-    return f"{who} ({session.tenant.name}) asks to run: {what}"
+    return f"{_display_name(actor)} ({session.tenant.name}) asks to run: {what}"
 
 
 def prompt_fresh(prompt: Prompt) -> Prompt:

@@ -8,10 +8,9 @@ technician's tenant (``endpoints.access.acting_for``); sweeps cross tenants by n
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,7 +25,7 @@ from endpoints.models import AgentMode, Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
 from endpoints.selectors import approval_policy_for
 from sessions_app.kinds import TranscriptKind as K
-from sessions_app.limits import NOTE_MAX_CHARS, REASON_MAX_CHARS
+from sessions_app.limits import NOTE_MAX_CHARS, REASON_MAX_CHARS, configured_duration
 from sessions_app.models import SESSION_TRANSITIONS, Action, ActionStatus, SessionStatus, SupportSession
 from sessions_app.services import prompting
 from sessions_app.services.transcript import transcript_append
@@ -181,7 +180,7 @@ def endpoint_rest_if_idle(*, endpoint_id: Any) -> bool:
 
 def idle_sessions_sweep() -> int:
     """Let endpoints rest when their open sessions have been idle past the timeout."""
-    cutoff = timezone.now() - timedelta(seconds=settings.CAISEY["LAZY_AFTER_IDLE_S"])
+    cutoff = timezone.now() - configured_duration("LAZY_AFTER_IDLE_S")
     rested = 0
     with tenancy.system():
         active = list(Endpoint.objects.filter(mode=AgentMode.ACTIVE).values_list("pk", "tenant_id"))
@@ -204,7 +203,7 @@ def idle_sessions_sweep() -> int:
 def abandoned_sessions_sweep() -> int:
     """Close sessions nobody works on any more (technician gone, endpoint gone, or idle too long)
     with a synthetic closing entry that says why."""
-    cutoff = timezone.now() - timedelta(seconds=settings.CAISEY["SESSION_ABANDON_AFTER_S"])
+    cutoff = timezone.now() - configured_duration("SESSION_ABANDON_AFTER_S")
     closed = 0
     with tenancy.system():
         open_sessions = list(
