@@ -36,7 +36,8 @@ from caisey import secrets
 from endpoints import services as endpoint_services
 from endpoints.models import Endpoint, Role, Tenant
 from sessions_app.models import ACTION_FINAL, Action, ActionStatus, SupportSession
-from sessions_app.services import actions as session_services
+from sessions_app.services import bulk as session_bulk
+from sessions_app.services import sessions as session_services
 
 TENANT_SLUG = os.environ.get("BENCH_TENANT", "bench")
 TECH = f"{TENANT_SLUG}-tech"
@@ -97,7 +98,7 @@ def fanout(args) -> dict:
     # before the doorbells bulk_run_start registered.
     with transaction.atomic():
         transaction.on_commit(lambda: marks.setdefault("commit", time.perf_counter()))
-        run = session_services.bulk_run_start(
+        run = session_bulk.bulk_run_start(
             actor=actor, endpoints=endpoints, kind="system_summary", params={}, reason="bench fan-out"
         )
         marks["body"] = time.perf_counter()

@@ -2,8 +2,10 @@
 
 Token (or session) authenticated; every view derives from the shared tenant-scoped base
 in ``caisey.api``, so everything read here goes through the scoped managers with the
-caller's tenant bound. Reads use the selectors; every write calls a service, which
-writes the change, its transcript entry and any outbox message in one transaction.
+caller's tenant bound. Reads use the selectors, which return plain data shaped as the
+response serializers below (no model reaches a serializer); every write calls a service,
+which writes the change, its transcript entry and any outbox message in one transaction.
+Limits are the services' own (sessions_app/limits.py), shared with the console's forms.
 Another tenant's ids are simply not found (404); a bad body is a 400 and changes nothing.
 """
 
@@ -13,7 +15,6 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status
@@ -21,26 +22,18 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
-from bridge import health
 from caisey.api import Pagination, TenantScopedAPIMixin, TenantScopedAPIView, error_response, parse_uuid
 from caisey_agent.protocol import ACTION_KINDS, CATEGORIES
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import Endpoint, EndpointStatus, Presence
-from sessions_app.models import (
-    Action,
-    ActionStatus,
-    BulkRun,
-    Prompt,
-    SessionStatus,
-    SupportSession,
-    TranscriptEntry,
-)
+from sessions_app.limits import DEFAULT_BULK_EXPIRY, MAX_BATCH, MAX_BULK_ENDPOINTS, MAX_EXPIRY, MIN_BULK_EXPIRY
+from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession
+from sessions_app.selectors import actions as action_selectors
+from sessions_app.selectors import bulk as bulk_selectors
 from sessions_app.selectors import sessions as selectors
-from sessions_app.services import actions as services
+from sessions_app.services import actions, bulk, sessions
 
-MAX_BATCH = 20
-MAX_BULK_ENDPOINTS = 1000
-MAX_EXPIRY_S = 30 * 24 * 3600
+MAX_EXPIRY_S = int(MAX_EXPIRY.total_seconds())
 
 # --- response shapes ---------------------------------------------------------------------------
 
@@ -89,11 +82,10 @@ class EndpointOut(serializers.Serializer):
     id = serializers.UUIDField()
     hostname = serializers.CharField()
     client_group = ClientGroupRef()
-    tags = serializers.ListField(child=serializers.CharField(), source="tag_list")
+    tags = serializers.ListField(child=serializers.CharField())
     status = serializers.ChoiceField(choices=EndpointStatus.choices)
     presence = serializers.ChoiceField(
         choices=Presence.choices,
-        source="api_presence",
         help_text="connectivity now: active, lazy, degraded (connected but lagging) or offline",
     )
     last_seen_at = serializers.DateTimeField(allow_null=True)
@@ -105,18 +97,18 @@ class EndpointOut(serializers.Serializer):
     machine_context = serializers.JSONField(help_text="the last machine context the agent reported")
     context_updated_at = serializers.DateTimeField(allow_null=True)
     enrolled_at = serializers.DateTimeField()
-    health = HealthOut(source="api_health", help_text="bridge health figures")
+    health = HealthOut(help_text="bridge health figures")
 
 
 class OpenSessionOut(serializers.Serializer):
     id = serializers.UUIDField()
-    opened_by = serializers.CharField(source="opened_by.username")
+    opened_by = serializers.CharField()
     opened_at = serializers.DateTimeField()
     reason = serializers.CharField()
 
 
 class EndpointDetailOut(EndpointOut):
-    open_sessions = OpenSessionOut(many=True, source="api_open_sessions")
+    open_sessions = OpenSessionOut(many=True)
 
 
 class ParamOut(serializers.Serializer):
@@ -142,17 +134,17 @@ class ActionKindOut(serializers.Serializer):
 
 class ActionOut(serializers.Serializer):
     id = serializers.UUIDField()
-    session = serializers.UUIDField(source="session_id")
-    endpoint = serializers.UUIDField(source="endpoint_id")
-    batch = serializers.UUIDField(source="batch_id", allow_null=True)
+    session = serializers.UUIDField()
+    endpoint = serializers.UUIDField()
+    batch = serializers.UUIDField(allow_null=True)
     batch_position = serializers.IntegerField()
-    bulk_run = serializers.UUIDField(source="bulk_run_id", allow_null=True)
+    bulk_run = serializers.UUIDField(allow_null=True)
     kind = serializers.CharField()
     category = serializers.CharField()
     params = serializers.JSONField()
     status = serializers.ChoiceField(choices=ActionStatus.choices)
     status_changed_by = serializers.CharField()
-    requested_by = serializers.CharField(source="requested_by.username")
+    requested_by = serializers.CharField()
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True, help_text="queued for an away endpoint until then")
     timeout_s = serializers.FloatField()
@@ -165,7 +157,7 @@ class ActionOut(serializers.Serializer):
     result = serializers.JSONField(allow_null=True)
     error = serializers.CharField()
     output_bytes = serializers.IntegerField()
-    truncated = serializers.BooleanField(source="output_truncated")
+    truncated = serializers.BooleanField()
     conditions_at_dispatch = serializers.JSONField(allow_null=True, help_text="bridge conditions when it was sent")
     conditions_at_completion = serializers.JSONField(allow_null=True, help_text="bridge conditions when it ended")
 
@@ -181,9 +173,8 @@ class ApprovalOut(serializers.Serializer):
 
 
 class ActionDetailOut(ActionOut):
-    output = serializers.CharField(source="api_output", help_text="streamed output, in order")
+    output = serializers.CharField(help_text="streamed output, in order")
     approval = ApprovalOut(
-        source="api_approval",
         allow_null=True,
         help_text="the end user's approval prompt covering it, when its policy asks for one",
     )
@@ -192,7 +183,7 @@ class ActionDetailOut(ActionOut):
 class SessionOut(serializers.Serializer):
     id = serializers.UUIDField()
     endpoint = EndpointRef()
-    opened_by = serializers.CharField(source="opened_by.username")
+    opened_by = serializers.CharField()
     reason = serializers.CharField()
     status = serializers.ChoiceField(choices=SessionStatus.choices)
     status_changed_by = serializers.CharField()
@@ -210,7 +201,7 @@ class SessionListOut(SessionOut):
 
 
 class SessionDetailOut(SessionOut):
-    actions = ActionOut(many=True, source="api_actions")
+    actions = ActionOut(many=True)
 
 
 class TranscriptEntryOut(serializers.Serializer):
@@ -218,7 +209,7 @@ class TranscriptEntryOut(serializers.Serializer):
     kind = serializers.CharField()
     actor = serializers.CharField()
     at = serializers.DateTimeField()
-    action = serializers.UUIDField(source="action_id", allow_null=True)
+    action = serializers.UUIDField(allow_null=True)
     data = serializers.JSONField()
     prev_hash = serializers.CharField()
     hash = serializers.CharField()
@@ -226,8 +217,8 @@ class TranscriptEntryOut(serializers.Serializer):
 
 class BatchOut(serializers.Serializer):
     id = serializers.UUIDField()
-    session = serializers.UUIDField(source="session_id")
-    actions = ActionOut(many=True, source="api_actions")
+    session = serializers.UUIDField()
+    actions = ActionOut(many=True)
 
 
 class BulkProgressOut(serializers.Serializer):
@@ -238,14 +229,14 @@ class BulkProgressOut(serializers.Serializer):
 
 class BulkRowOut(serializers.Serializer):
     endpoint = EndpointRef()
-    session = serializers.UUIDField(source="session_id")
-    action = serializers.UUIDField(source="id")
+    session = serializers.UUIDField()
+    action = serializers.UUIDField()
     status = serializers.ChoiceField(choices=ActionStatus.choices)
     exit_code = serializers.IntegerField(allow_null=True)
     error = serializers.CharField()
     result = serializers.JSONField(allow_null=True)
-    output = serializers.CharField(source="api_output")
-    truncated = serializers.BooleanField(source="output_truncated")
+    output = serializers.CharField()
+    truncated = serializers.BooleanField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     duration_s = serializers.FloatField(allow_null=True)
@@ -256,14 +247,14 @@ class BulkRunOut(serializers.Serializer):
     kind = serializers.CharField()
     params = serializers.JSONField()
     reason = serializers.CharField()
-    created_by = serializers.CharField(source="created_by.username")
+    created_by = serializers.CharField()
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
-    progress = BulkProgressOut(source="api_progress")
+    progress = BulkProgressOut()
 
 
 class BulkRunDetailOut(BulkRunOut):
-    rows = BulkRowOut(many=True, source="api_rows")
+    rows = BulkRowOut(many=True)
 
 
 # --- request shapes -------------------------------------------------------------------------
@@ -367,7 +358,10 @@ class BulkRunIn(serializers.Serializer):
     )
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     expires_in_seconds = serializers.IntegerField(
-        required=False, min_value=60, max_value=MAX_EXPIRY_S, default=4 * 3600
+        required=False,
+        min_value=int(MIN_BULK_EXPIRY.total_seconds()),
+        max_value=MAX_EXPIRY_S,
+        default=int(DEFAULT_BULK_EXPIRY.total_seconds()),
     )
 
     def validate(self, attrs):
@@ -384,42 +378,6 @@ class SessionListQuery(serializers.Serializer):
 def _query_text(request, name: str) -> str:
     # NUL cannot be stored or compared by PostgreSQL; no real search contains one.
     return request.query_params.get(name, "").replace("\x00", "").strip()[:200]
-
-
-# --- annotating model objects for the serializers -------------------------------------------
-
-
-def _with_health(endpoints: list[Endpoint]) -> list[Endpoint]:
-    figures = health.health_for([e.pk for e in endpoints])
-    for endpoint in endpoints:
-        endpoint.api_health = figures[endpoint.pk]
-        endpoint.api_presence = health.connectivity(endpoint, figures[endpoint.pk]).value
-    return endpoints
-
-
-def _session_detail(session_id) -> SupportSession:
-    session = selectors.session_get(session_id=session_id)
-    session.api_actions = list(
-        Action.objects.filter(session=session).select_related("requested_by").order_by("created_at")
-    )
-    return session
-
-
-def _action_detail(action_id) -> Action:
-    action = selectors.action_get(action_id=action_id)
-    action.api_output = selectors.action_output_text(action=action)
-    covering = Q(action=action) | Q(batch_id=action.batch_id) if action.batch_id else Q(action=action)
-    action.api_approval = Prompt.objects.filter(covering).order_by("-created_at").first()
-    return action
-
-
-def _bulk_run(run: BulkRun, *, rows: bool) -> BulkRun:
-    run.api_progress = selectors.bulk_run_progress(run=run)
-    if rows:
-        run.api_rows = selectors.bulk_run_rows(run=run)
-        for row in run.api_rows:
-            row.api_output = selectors.action_output_text(action=row)
-    return run
 
 
 def _invalid(field: str, message: str) -> Response:
@@ -444,15 +402,17 @@ class APIViewSet(TenantScopedAPIMixin, GenericViewSet):
     model: type = None
 
     def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no tenant
+        if getattr(self, "swagger_fake_view", False):
+            # all_tenants: schema generation has no request and no tenant; the queryset is empty.
             return self.model.all_tenants.none()
         return self.scoped_queryset()
 
     def scoped_queryset(self):
         raise NotImplementedError
 
-    def paginated(self, items, serializer_class):
-        page = self.paginate_queryset(items)
+    def paginated(self, items, serializer_class, to_data):
+        """One page of ``items``, each turned into plain data by ``to_data`` (a selector)."""
+        page = [to_data(item) for item in self.paginate_queryset(items)]
         return self.get_paginated_response(serializer_class(page, many=True).data)
 
 
@@ -481,14 +441,12 @@ class EndpointViewSet(APIViewSet):
         )
 
     def list(self, request):
-        page = _with_health(list(self.paginate_queryset(self.get_queryset())))
+        page = selectors.endpoint_overview(self.paginate_queryset(self.get_queryset()))
         return self.get_paginated_response(EndpointOut(page, many=True).data)
 
     def retrieve(self, request, pk=None):
         endpoint = endpoint_selectors.endpoint_get(endpoint_id=parse_uuid(pk))
-        _with_health([endpoint])
-        endpoint.api_open_sessions = list(selectors.open_sessions_for_endpoint(endpoint_id=endpoint.pk))
-        return Response(EndpointDetailOut(endpoint).data)
+        return Response(EndpointDetailOut(selectors.endpoint_detail_data(endpoint=endpoint)).data)
 
 
 class CatalogueView(TenantScopedAPIView):
@@ -540,7 +498,7 @@ class SessionViewSet(APIViewSet):
         qs = selectors.session_list(
             status=query.validated_data.get("status", ""), endpoint_id=query.validated_data.get("endpoint")
         )
-        return self.paginated(qs, SessionListOut)
+        return self.paginated(qs, SessionListOut, selectors.session_data)
 
     def create(self, request):
         body = SessionOpenIn(data=request.data)
@@ -550,11 +508,12 @@ class SessionViewSet(APIViewSet):
             return _invalid("endpoint", "no such endpoint")
         if endpoint.status != EndpointStatus.ENROLLED:
             return _invalid("endpoint", "the endpoint is revoked")
-        session = services.session_open(actor=request.user, endpoint=endpoint, reason=body.validated_data["reason"])
-        return Response(SessionDetailOut(_session_detail(session.pk)).data, status=status.HTTP_201_CREATED)
+        session = sessions.session_open(actor=request.user, endpoint=endpoint, reason=body.validated_data["reason"])
+        detail = selectors.session_detail(session_id=session.pk)
+        return Response(SessionDetailOut(detail).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request, pk=None):
-        return Response(SessionDetailOut(_session_detail(parse_uuid(pk))).data)
+        return Response(SessionDetailOut(selectors.session_detail(session_id=parse_uuid(pk))).data)
 
     @extend_schema(
         summary="Close the session",
@@ -569,8 +528,8 @@ class SessionViewSet(APIViewSet):
         body.is_valid(raise_exception=True)
         if session.status != SessionStatus.OPEN:
             return error_response(status.HTTP_400_BAD_REQUEST, "rejected", "this session is already closed")
-        services.session_close(actor=request.user, session=session, reason=body.validated_data["reason"])
-        return Response(SessionDetailOut(_session_detail(session.pk)).data)
+        sessions.session_close(actor=request.user, session=session, reason=body.validated_data["reason"])
+        return Response(SessionDetailOut(selectors.session_detail(session_id=session.pk)).data)
 
     @extend_schema(
         summary="Add a note to the session record",
@@ -583,12 +542,9 @@ class SessionViewSet(APIViewSet):
         session = self._session(pk)
         body = NoteIn(data=request.data)
         body.is_valid(raise_exception=True)
-        services.session_add_note(actor=request.user, session=session, text=body.validated_data["text"])
-        entry = TranscriptEntry.objects.filter(session=session, kind="note").order_by("-index").first()
-        return Response(
-            {"index": entry.index, "actor": entry.actor, "at": entry.at, "text": entry.data["text"]},
-            status=status.HTTP_201_CREATED,
-        )
+        sessions.session_add_note(actor=request.user, session=session, text=body.validated_data["text"])
+        note = selectors.session_last_note(session=session)
+        return Response(NoteOut(note).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="The session record: transcript entries in order, hash-chained",
@@ -598,7 +554,9 @@ class SessionViewSet(APIViewSet):
     @action(detail=True, methods=["get"])
     def transcript(self, request, pk=None):
         session = self._session(pk)
-        return self.paginated(selectors.session_transcript(session=session), TranscriptEntryOut)
+        return self.paginated(
+            selectors.session_transcript(session=session), TranscriptEntryOut, selectors.transcript_entry_data
+        )
 
     @extend_schema(
         methods=["GET"],
@@ -617,19 +575,20 @@ class SessionViewSet(APIViewSet):
     def actions(self, request, pk=None):
         session = self._session(pk)
         if request.method == "GET":
-            qs = Action.objects.filter(session=session).select_related("requested_by").order_by("created_at")
-            return self.paginated(qs, ActionOut)
+            qs = action_selectors.session_actions_list(session=session)
+            return self.paginated(qs, ActionOut, action_selectors.action_data)
         body = ActionIn(data=request.data)
         body.is_valid(raise_exception=True)
         seconds = body.validated_data.get("expires_in_seconds")
-        created = services.action_request(
+        created = actions.action_request(
             actor=request.user,
             session=session,
             kind=body.validated_data["kind"],
             params=body.validated_data["params"],
             expires_in=timedelta(seconds=seconds) if seconds else None,
         )
-        return Response(ActionDetailOut(_action_detail(created.pk)).data, status=status.HTTP_201_CREATED)
+        detail = action_selectors.action_detail(action_id=created.pk)
+        return Response(ActionDetailOut(detail).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="Run several actions in order",
@@ -643,11 +602,8 @@ class SessionViewSet(APIViewSet):
         body = BatchIn(data=request.data)
         body.is_valid(raise_exception=True)
         items = [(item["kind"], item["params"]) for item in body.validated_data["actions"]]
-        batch = services.batch_request(actor=request.user, session=session, items=items)
-        batch.api_actions = list(
-            Action.objects.filter(batch=batch).select_related("requested_by").order_by("batch_position")
-        )
-        return Response(BatchOut(batch).data, status=status.HTTP_201_CREATED)
+        batch = actions.batch_request(actor=request.user, session=session, items=items)
+        return Response(BatchOut(action_selectors.batch_data(batch=batch)).data, status=status.HTTP_201_CREATED)
 
 
 @extend_schema_view(
@@ -667,10 +623,13 @@ class ActionViewSet(APIViewSet):
         return Action.objects.all()
 
     def _action(self, pk) -> Action:
-        return selectors.action_get(action_id=parse_uuid(pk))
+        return action_selectors.action_get(action_id=parse_uuid(pk))
+
+    def _detail(self, pk) -> Response:
+        return Response(ActionDetailOut(action_selectors.action_detail(action_id=parse_uuid(pk))).data)
 
     def retrieve(self, request, pk=None):
-        return Response(ActionDetailOut(_action_detail(parse_uuid(pk))).data)
+        return self._detail(pk)
 
     @extend_schema(
         summary="Cancel the action (a running process is told to stop)",
@@ -680,8 +639,8 @@ class ActionViewSet(APIViewSet):
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        services.action_cancel(actor=request.user, action=self._action(pk))
-        return Response(ActionDetailOut(_action_detail(parse_uuid(pk))).data)
+        actions.action_cancel(actor=request.user, action=self._action(pk))
+        return self._detail(pk)
 
     @extend_schema(
         summary="Resend an action that could not be delivered",
@@ -691,8 +650,8 @@ class ActionViewSet(APIViewSet):
     )
     @action(detail=True, methods=["post"])
     def resend(self, request, pk=None):
-        services.action_resend(actor=request.user, action=self._action(pk))
-        return Response(ActionDetailOut(_action_detail(parse_uuid(pk))).data)
+        actions.action_resend(actor=request.user, action=self._action(pk))
+        return self._detail(pk)
 
 
 @extend_schema_view(
@@ -715,42 +674,27 @@ class BulkRunViewSet(APIViewSet):
     serializer_class = BulkRunOut
 
     def scoped_queryset(self):
-        return BulkRun.objects.select_related("created_by").order_by("-created_at")
+        return bulk_selectors.bulk_run_list()
 
     def list(self, request):
-        page = [_bulk_run(run, rows=False) for run in self.paginate_queryset(self.get_queryset())]
+        page = [bulk_selectors.bulk_run_data(run, rows=False) for run in self.paginate_queryset(self.get_queryset())]
         return self.get_paginated_response(BulkRunOut(page, many=True).data)
 
     def retrieve(self, request, pk=None):
-        run = selectors.bulk_run_get(run_id=parse_uuid(pk))
-        return Response(BulkRunDetailOut(_bulk_run(run, rows=True)).data)
+        run = bulk_selectors.bulk_run_get(run_id=parse_uuid(pk))
+        return Response(BulkRunDetailOut(bulk_selectors.bulk_run_data(run, rows=True)).data)
 
     def create(self, request):
         body = BulkRunIn(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        if "client_group" in data:
-            slug = data["client_group"]
-            if not endpoint_selectors.client_group_list().filter(slug=slug).exists():
-                return _invalid("client_group", "no such client group")
-            endpoints = list(
-                Endpoint.objects.select_related("client_group")
-                .filter(client_group__slug=slug, status=EndpointStatus.ENROLLED)
-                .order_by("hostname")
+        try:
+            endpoints = bulk_selectors.bulk_run_endpoints(
+                endpoint_ids=data.get("endpoints", ()), client_group=data.get("client_group", "")
             )
-            if not endpoints:
-                return _invalid("client_group", "the client group has no enrolled endpoints")
-        else:
-            wanted = list(dict.fromkeys(data["endpoints"]))
-            found = {e.pk: e for e in Endpoint.objects.select_related("client_group").filter(pk__in=wanted)}
-            missing = [str(pk) for pk in wanted if pk not in found]
-            if missing:
-                return _invalid("endpoints", f"no such endpoint: {', '.join(missing[:10])}")
-            endpoints = [found[pk] for pk in wanted]
-            revoked = [e.hostname for e in endpoints if e.status != EndpointStatus.ENROLLED]
-            if revoked:
-                return _invalid("endpoints", f"revoked: {', '.join(revoked[:10])}")
-        run = services.bulk_run_start(
+        except bulk_selectors.BulkChoiceRejected as exc:
+            return _invalid(exc.field, str(exc))
+        run = bulk.bulk_run_start(
             actor=request.user,
             endpoints=endpoints,
             kind=data["kind"],
@@ -758,5 +702,6 @@ class BulkRunViewSet(APIViewSet):
             reason=data["reason"],
             expires_in=timedelta(seconds=data["expires_in_seconds"]),
         )
-        run = selectors.bulk_run_get(run_id=run.pk)
-        return Response(BulkRunDetailOut(_bulk_run(run, rows=True)).data, status=status.HTTP_201_CREATED)
+        run = bulk_selectors.bulk_run_get(run_id=run.pk)
+        detail = bulk_selectors.bulk_run_data(run, rows=True)
+        return Response(BulkRunDetailOut(detail).data, status=status.HTTP_201_CREATED)

@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass
 from datetime import timedelta
 
-from caisey import secrets
+from caisey import secrets, tenancy
 from endpoints import services
 from endpoints.models import ClientGroup, Endpoint, EnrollmentToken, Membership, Role, Tenant
 
@@ -15,6 +15,11 @@ _seq = itertools.count(1)
 PASSWORD = "correct-horse-battery"
 
 
+# Tenants, people, client groups and enrolled endpoints are set up as the operator's command and
+# the enrolment endpoint would: across tenants, by name (tenancy.system()).
+
+
+@tenancy.system()
 def tenant(name: str | None = None) -> Tenant:
     n = next(_seq)
     name = name or f"MSP {n}"
@@ -26,12 +31,14 @@ def tenant(name: str | None = None) -> Tenant:
     )
 
 
+@tenancy.system()
 def member(tenant: Tenant, role: str = Role.TECHNICIAN, username: str | None = None) -> Membership:
     return services.membership_create(
         tenant=tenant, username=username or f"user{next(_seq)}-{secrets.new_secret()[:6]}", password=PASSWORD, role=role
     )
 
 
+@tenancy.system()
 def client_group(tenant: Tenant, name: str | None = None, **kwargs) -> ClientGroup:
     n = next(_seq)
     return services.client_group_create(
@@ -39,6 +46,7 @@ def client_group(tenant: Tenant, name: str | None = None, **kwargs) -> ClientGro
     )
 
 
+@tenancy.system()
 def token(
     group: ClientGroup, *, max_uses: int = 1, expires_in: timedelta = timedelta(hours=1)
 ) -> tuple[EnrollmentToken, str]:
@@ -51,6 +59,7 @@ class EnrolledEndpoint:
     credential: str
 
 
+@tenancy.system()
 def endpoint(group: ClientGroup, *, hostname: str | None = None, tags: str = "") -> EnrolledEndpoint:
     _, secret = token(group)
     n = next(_seq)
@@ -72,7 +81,7 @@ def technician(tenant: Tenant):
 
 def support_session(enrolled: Endpoint, *, opened_by=None, reason: str = "ticket 1234"):
     """An open support session on an endpoint, opened by a technician of its tenant."""
-    from sessions_app.services import actions as session_services
+    from sessions_app.services import sessions as session_services
 
     actor = opened_by or member(enrolled.tenant, role=Role.TECHNICIAN).user
     return session_services.session_open(actor=actor, endpoint=enrolled, reason=reason)
@@ -88,12 +97,13 @@ def action(session, *, actor=None, kind: str = "system_summary", params: dict | 
 
 def bulk_run(endpoints: list[Endpoint], *, actor=None, kind: str = "system_summary", reason: str = "bulk check"):
     """One diagnostic across endpoints of one tenant: a session and an action per endpoint."""
-    from sessions_app.services import actions as session_services
+    from sessions_app.services import bulk as session_bulk
 
     actor = actor or member(endpoints[0].tenant, role=Role.TECHNICIAN).user
-    return session_services.bulk_run_start(actor=actor, endpoints=endpoints, kind=kind, params={}, reason=reason)
+    return session_bulk.bulk_run_start(actor=actor, endpoints=endpoints, kind=kind, params={}, reason=reason)
 
 
+@tenancy.system()
 def policy(group: ClientGroup, *, requires: str = "shell", deadline_s: int = 300, allow_escalation: bool = True):
     from endpoints.models import ApprovalPolicy
 
@@ -110,10 +120,11 @@ def prompt(session, *, actor=None, title: str = "May we restart the print spoole
     """An approval prompt in a session, queued for the endpoint's user."""
     from django.db import transaction
 
-    from sessions_app.services import approvals as session_prompts
+    from caisey import tenancy
+    from sessions_app.services import prompting
 
-    with transaction.atomic():
-        return session_prompts.prompt_issue(
+    with transaction.atomic(), tenancy.bind(session.tenant_id):  # as the requesting service would
+        return prompting.prompt_issue(
             actor=actor or session.opened_by,
             session=session,
             title=title,

@@ -1,28 +1,25 @@
-"""Reads for sessions, actions and transcripts. Tenant-scoped through the default managers."""
+"""Reads for sessions and their records. Tenant-scoped through the default managers.
+
+Console pages get models or querysets (templates walk them); the API gets plain data
+(``*_data`` functions: dicts keyed as its response shapes), so its serializers read no
+model and no attribute hung on one.
+"""
 
 from __future__ import annotations
 
-import statistics
-from datetime import timedelta
+from collections.abc import Iterable
+from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet
-from django.utils import timezone
+from django.db.models import Count, QuerySet
 
-from sessions_app.models import (
-    Action,
-    ActionOutput,
-    ActionStatus,
-    BulkRun,
-    Prompt,
-    PromptState,
-    PromptTransition,
-    SessionStatus,
-    SupportSession,
-    TranscriptEntry,
-)
+from bridge import health
+from endpoints.models import Endpoint
+from sessions_app.kinds import TranscriptKind
+from sessions_app.models import SessionStatus, SupportSession, TranscriptEntry
+from sessions_app.selectors.actions import action_data, session_actions_list
 
 
-def session_list(*, status: str = "", endpoint_id=None, opened_by=None) -> QuerySet[SupportSession]:
+def session_list(*, status: str = "", endpoint_id: Any = None, opened_by: Any = None) -> QuerySet[SupportSession]:
     qs = SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by")
     if status:
         qs = qs.filter(status=status)
@@ -33,120 +30,109 @@ def session_list(*, status: str = "", endpoint_id=None, opened_by=None) -> Query
     return qs.annotate(action_count=Count("actions")).order_by("-opened_at")
 
 
-def session_get(*, session_id) -> SupportSession:
+def session_get(*, session_id: Any) -> SupportSession:
     return SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by").get(pk=session_id)
-
-
-def session_actions(*, session: SupportSession) -> QuerySet[Action]:
-    return (
-        Action.objects.filter(session=session)
-        .select_related("requested_by")
-        .prefetch_related(Prefetch("chunks", queryset=ActionOutput.objects.order_by("seq")))
-        .order_by("created_at")
-    )
-
-
-def action_get(*, action_id, session_id=None) -> Action:
-    qs = Action.objects.select_related("session", "endpoint", "requested_by")
-    if session_id is not None:
-        qs = qs.filter(session_id=session_id)
-    return qs.prefetch_related(Prefetch("chunks", queryset=ActionOutput.objects.order_by("seq"))).get(pk=action_id)
-
-
-def action_output_text(*, action: Action) -> str:
-    return "".join(chunk.data for chunk in action.chunks.all())
 
 
 def session_transcript(*, session: SupportSession) -> QuerySet[TranscriptEntry]:
     return TranscriptEntry.objects.filter(session=session).order_by("index")
 
 
-def open_sessions_for_endpoint(*, endpoint_id) -> QuerySet[SupportSession]:
+def open_sessions_for_endpoint(*, endpoint_id: Any) -> QuerySet[SupportSession]:
     return session_list(status=SessionStatus.OPEN, endpoint_id=endpoint_id)
 
 
-def bulk_run_get(*, run_id) -> BulkRun:
-    return BulkRun.objects.select_related("created_by").get(pk=run_id)
+# --- plain data for the API -----------------------------------------------------------------------
 
 
-def bulk_run_rows(*, run: BulkRun) -> list[Action]:
-    return list(
-        Action.objects.filter(bulk_run=run)
-        .select_related("endpoint", "endpoint__client_group", "session")
-        .prefetch_related(Prefetch("chunks", queryset=ActionOutput.objects.order_by("seq")))
-        .order_by("endpoint__hostname")
-    )
+def client_group_ref(endpoint: Endpoint) -> dict[str, Any]:
+    group = endpoint.client_group
+    return {"id": group.pk, "name": group.name, "slug": group.slug}
 
 
-def bulk_run_progress(*, run: BulkRun) -> dict[str, int]:
-    counts = Action.objects.filter(bulk_run=run).aggregate(
-        total=Count("id"),
-        done=Count(
-            "id",
-            filter=Q(
-                status__in=[
-                    ActionStatus.SUCCEEDED,
-                    ActionStatus.FAILED,
-                    ActionStatus.TIMED_OUT,
-                    ActionStatus.CANCELLED,
-                    ActionStatus.EXPIRED,
-                ]
-            ),
-        ),
-        waiting=Count("id", filter=Q(status__in=[ActionStatus.QUEUED, ActionStatus.FAILED_TO_DELIVER])),
-    )
-    return counts
+def endpoint_ref(endpoint: Endpoint) -> dict[str, Any]:
+    return {"id": endpoint.pk, "hostname": endpoint.hostname, "client_group": client_group_ref(endpoint)}
 
 
-def prompt_get(*, prompt_id, session_id=None) -> Prompt:
-    qs = Prompt.objects.select_related("session", "endpoint", "endpoint__client_group", "tenant", "requested_by")
-    if session_id is not None:
-        qs = qs.filter(session_id=session_id)
-    return qs.get(pk=prompt_id)
-
-
-def session_prompts(*, session: SupportSession) -> QuerySet[Prompt]:
-    return (
-        Prompt.objects.filter(session=session)
-        .select_related("requested_by", "action")
-        .prefetch_related(Prefetch("history", queryset=PromptTransition.objects.order_by("at", "id")))
-        .order_by("-created_at")
-    )
-
-
-def prompt_stats_for_group(*, client_group_id, days: int = 30) -> dict:
-    """How long this client's users take to decide, and how many prompts expire."""
-    since = timezone.now() - timedelta(days=days)
-    ended = Prompt.objects.filter(
-        endpoint__client_group_id=client_group_id,
-        created_at__gte=since,
-        state__in=[PromptState.APPROVED, PromptState.DENIED, PromptState.EXPIRED],
-    )
-    decided = [
-        (p.decided_at - p.created_at).total_seconds()
-        for p in ended.filter(state__in=[PromptState.APPROVED, PromptState.DENIED]).only("created_at", "decided_at")
-        if p.decided_at
+def endpoint_overview(endpoints: Iterable[Endpoint]) -> list[dict[str, Any]]:
+    """Endpoints with their connectivity now and bridge health figures (the API's endpoint shape)."""
+    endpoints = list(endpoints)
+    figures = health.health_for([e.pk for e in endpoints])
+    return [
+        {
+            **endpoint_ref(e),
+            "tags": e.tag_list,
+            "status": e.status,
+            "presence": health.connectivity(e, figures[e.pk]).value,
+            "last_seen_at": e.last_seen_at,
+            "connected_at": e.connected_at,
+            "disconnected_at": e.disconnected_at,
+            "mode": e.mode,
+            "heartbeat_interval": e.heartbeat_interval,
+            "agent_version": e.agent_version,
+            "machine_context": e.machine_context,
+            "context_updated_at": e.context_updated_at,
+            "enrolled_at": e.enrolled_at,
+            "health": figures[e.pk].as_dict(),
+        }
+        for e in endpoints
     ]
-    total = ended.count()
-    expired = ended.filter(state=PromptState.EXPIRED).count()
+
+
+def endpoint_detail_data(*, endpoint: Endpoint) -> dict[str, Any]:
+    """One endpoint (API shape) with its open sessions."""
+    (data,) = endpoint_overview([endpoint])
+    data["open_sessions"] = [
+        {"id": s.pk, "opened_by": s.opened_by.username, "opened_at": s.opened_at, "reason": s.reason}
+        for s in open_sessions_for_endpoint(endpoint_id=endpoint.pk)
+    ]
+    return data
+
+
+def session_data(session: SupportSession) -> dict[str, Any]:
+    """A session (API shape); ``action_count`` when the row came from ``session_list``."""
+    data = {
+        "id": session.pk,
+        "endpoint": endpoint_ref(session.endpoint),
+        "opened_by": session.opened_by.username,
+        "reason": session.reason,
+        "status": session.status,
+        "status_changed_by": session.status_changed_by,
+        "opened_at": session.opened_at,
+        "opened_offline": session.opened_offline,
+        "closed_at": session.closed_at,
+        "close_reason": session.close_reason,
+        "last_activity_at": session.last_activity_at,
+        "follow_up_at": session.follow_up_at,
+        "follow_up_note": session.follow_up_note,
+    }
+    if hasattr(session, "action_count"):
+        data["action_count"] = session.action_count
+    return data
+
+
+def session_detail(*, session_id: Any) -> dict[str, Any]:
+    """A session with its actions (API shape)."""
+    session = session_get(session_id=session_id)
+    return {**session_data(session), "actions": [action_data(a) for a in session_actions_list(session=session)]}
+
+
+def transcript_entry_data(entry: TranscriptEntry) -> dict[str, Any]:
     return {
-        "decided": len(decided),
-        "median_s": statistics.median(decided) if decided else None,
-        "p90_s": statistics.quantiles(decided, n=10, method="inclusive")[8]
-        if len(decided) >= 2
-        else (decided[0] if decided else None),
-        "expired": expired,
-        "expired_share": (expired / total) if total else None,
-        "days": days,
+        "index": entry.index,
+        "kind": entry.kind,
+        "actor": entry.actor,
+        "at": entry.at,
+        "action": entry.action_id,
+        "data": entry.data,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
     }
 
 
-def unanswered_by_hour(*, endpoint_id, days: int = 30) -> list[int]:
-    """Prompts that expired unanswered on this endpoint, by hour of day (server time zone)."""
-    since = timezone.now() - timedelta(days=days)
-    hours = [0] * 24
-    for created in Prompt.objects.filter(
-        endpoint_id=endpoint_id, state=PromptState.EXPIRED, created_at__gte=since
-    ).values_list("created_at", flat=True):
-        hours[timezone.localtime(created).hour] += 1
-    return hours
+def session_last_note(*, session: SupportSession) -> dict[str, Any]:
+    """The session's latest note (what adding a note answers)."""
+    entry = TranscriptEntry.objects.filter(session=session, kind=TranscriptKind.NOTE).order_by("-index").first()
+    if entry is None:
+        raise TranscriptEntry.DoesNotExist("the session has no note")
+    return {"index": entry.index, "actor": entry.actor, "at": entry.at, "text": entry.data["text"]}

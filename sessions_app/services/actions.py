@@ -1,184 +1,76 @@
-"""The write path for support sessions and actions.
+"""The write path for actions: request, cancel, resend, batches, what agents and the bridge
+report about them, and the deadline sweep.
 
-Every function writes the change, its transcript entry and any outbox message
-in one transaction, and tells console pages only after commit.
+Every function writes the change, its transcript entry and any outbox message in one
+transaction, and tells console pages only after commit. Technicians' requests bind the
+technician's tenant (``acting_for``); agent and bridge reports bind the endpoint's tenant;
+the sweep crosses tenants by name and binds each row's tenant for its write.
+
+Below: ``sessions`` (the session an action runs in) and ``prompting`` (the approval ledger's
+primitives). Above: ``approvals`` (which releases or stops the actions a prompt held) and
+``bulk``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from bridge import notify, outbox
 from bridge.models import OutboxMessage, OutboxStatus
-from bridge.services import bridge_conditions, bridge_conditions_many, endpoint_set_mode
-from caisey.errors import Rejected
-from caisey.state_machine import IllegalTransition, TransitionRace, transition
+from bridge.services import bridge_conditions, endpoint_set_mode
+from caisey import tenancy
+from caisey.actors import Actor, Party, actor_label
+from caisey.state_machine import IllegalTransition, transition_if
 from caisey_agent import protocol as p
-from endpoints.models import Endpoint, EndpointStatus, Presence
+from endpoints.access import acting_for
+from endpoints.models import AgentMode, Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
 from endpoints.selectors import approval_policy_for
-from endpoints.services import actor_label
+from sessions_app.kinds import TranscriptKind as K
+from sessions_app.limits import MAX_BATCH, MAX_EXPIRY, configured_duration
 from sessions_app.models import (
     ACTION_FINAL,
     ACTION_TRANSITIONS,
-    SESSION_TRANSITIONS,
     Action,
     ActionOutput,
     ActionStatus,
     Batch,
     BulkRun,
+    Prompt,
+    PromptParty,
+    PromptState,
     SessionStatus,
     SupportSession,
+)
+from sessions_app.services import prompting
+from sessions_app.services.sessions import (  # noqa: F401  (re-exported until callers import services.sessions)
+    SessionError,
+    follow_up_request,
+    session_add_note,
+    session_close,
+    session_end,
+    session_open,
+    session_schedule_follow_up,
+    session_touch,
 )
 from sessions_app.services.transcript import transcript_append
 
 
-class SessionError(Rejected):
-    """A request that cannot be honoured; the message is for the technician."""
-
-
-def _require_operator(actor, tenant_id) -> None:
-    membership = getattr(actor, "membership", None)
-    if membership is None or membership.tenant_id != tenant_id or not membership.can_operate:
-        raise PermissionDenied("only the tenant's technicians and admins can do this")
-
-
-def _session_event(session: SupportSession, event: str, payload: dict[str, Any]) -> None:
-    notify.console_event(
-        tenant_id=session.tenant_id,
-        event=event,
-        payload={"session_id": str(session.pk), **payload},
-        topics={"session": session.pk},
-        tenant_wide=False,
-    )
-
-
-def _touch(session: SupportSession) -> None:
-    SupportSession.all_tenants.filter(pk=session.pk).update(last_activity_at=timezone.now())
-
-
-# --- sessions ----------------------------------------------------------------------
-
-
-@transaction.atomic
-def session_open(*, actor, endpoint: Endpoint, reason: str = "", conditions: dict | None = None) -> SupportSession:
-    """Open a session; wakes the endpoint. Offline endpoints open read-only (queue, notes, follow-up).
-    ``conditions``: the bridge conditions, when the caller read them for many endpoints at once."""
-    _require_operator(actor, endpoint.tenant_id)
-    endpoint.refresh_from_db()
-    if endpoint.status != EndpointStatus.ENROLLED:
-        raise SessionError("this endpoint was revoked; it cannot be worked on")
-    offline = presence_of(endpoint) == Presence.OFFLINE
-    conditions = conditions or bridge_conditions(endpoint=endpoint)
-    session = SupportSession.all_tenants.create(
-        tenant_id=endpoint.tenant_id,
-        endpoint=endpoint,
-        opened_by=actor,
-        reason=reason[:500],
-        opened_offline=offline,
-        connectivity=conditions["connectivity"],
-    )
-    transcript_append(
-        session=session,
-        kind="session.opened",
-        actor=actor_label(actor),
-        data={
-            "reason": session.reason,
-            "endpoint": endpoint.hostname,
-            "offline": offline,
-            "bridge": conditions,
-            "machine_context": endpoint.machine_context,
-        },
-    )
-    endpoint_set_mode(endpoint=endpoint, mode="active", reason="session opened")
-    return session
-
-
-@transaction.atomic
-def session_close(*, actor, session: SupportSession, reason: str = "") -> None:
-    _require_operator(actor, session.tenant_id)
-    session = SupportSession.all_tenants.select_for_update().get(pk=session.pk)
-    if session.status != SessionStatus.OPEN:
-        raise SessionError("the session is already closed")
-    _close(session, by=actor_label(actor), reason=reason)
-
-
-def _close(session: SupportSession, *, by: str, reason: str, synthetic: bool = False) -> None:
-    """How every session closes (by its technician, a bulk run, the abandoned sweep): the
-    transition, the closing entry, the live event, and the endpoint rests if nothing else is open
-    on it. Raises TransitionRace when the session moved meanwhile."""
-    transition(
-        session,
-        to=SessionStatus.CLOSED,
-        table=SESSION_TRANSITIONS,
-        updates={"closed_at": timezone.now(), "close_reason": reason[:500], "status_changed_by": by},
-    )
-    transcript_append(
-        session=session,
-        kind="session.closed",
-        actor=by,
-        data={"reason": reason, **({"synthetic": True} if synthetic else {})},
-    )
-    _session_event(session, "session.closed", {"reason": reason})
-    endpoint_rest_if_idle(endpoint_id=session.endpoint_id)
-
-
-@transaction.atomic
-def session_add_note(*, actor, session: SupportSession, text: str) -> None:
-    _require_operator(actor, session.tenant_id)
-    text = text.strip()
-    if not text:
-        raise SessionError("a note needs some text")
-    if len(text) > 10_000:
-        raise SessionError("a note is limited to 10,000 characters")
-    entry = transcript_append(session=session, kind="note", actor=actor_label(actor), data={"text": text})
-    _touch(session)
-    _session_event(session, "session.note", {"index": entry.index, "text": text, "actor": entry.actor})
-
-
-@transaction.atomic
-def session_schedule_follow_up(*, actor, session: SupportSession, at: datetime, note: str = "") -> None:
-    if at <= timezone.now():
-        raise SessionError("a follow-up must be in the future")
-    SupportSession.all_tenants.filter(pk=session.pk).update(follow_up_at=at, follow_up_note=note[:500])
-    transcript_append(
-        session=session,
-        kind="session.follow_up_scheduled",
-        actor=actor_label(actor),
-        data={"at": at.isoformat(), "note": note},
-    )
-
-
-def endpoint_rest_if_idle(*, endpoint_id) -> bool:
-    """Return an endpoint to lazy when no open session remains on it."""
-    if SupportSession.all_tenants.filter(endpoint_id=endpoint_id, status=SessionStatus.OPEN).exists():
-        return False
-    endpoint = Endpoint.all_tenants.get(pk=endpoint_id)
-    return endpoint_set_mode(endpoint=endpoint, mode="lazy", reason="no open session")
-
-
-# --- actions -------------------------------------------------------------------------------
-
-
 def _fresh(action: Action) -> Action:
     """The caller's copy may be stale: transitions start from the row as it is now, locked."""
-    return Action.all_tenants.select_for_update().select_related("session", "endpoint").get(pk=action.pk)
+    return Action.objects.select_for_update().select_related("session", "endpoint").get(pk=action.pk)
 
 
-def _set_status(action: Action, to: str, *, by: str, **updates) -> bool:
+def _move(action: Action, to: str, *, by: str, **updates: Any) -> bool:
     """Apply a transition; False (and nothing written) when a concurrent change got there first."""
-    try:
-        transition(action, to=to, table=ACTION_TRANSITIONS, updates={"status_changed_by": by, **updates})
-    except TransitionRace:
-        action.refresh_from_db()
-        return False
-    return True
+    return transition_if(action, to=to, table=ACTION_TRANSITIONS, updates={"status_changed_by": by, **updates})
 
 
 def _action_event(action: Action, event: str, extra: dict[str, Any] | None = None) -> None:
@@ -196,10 +88,18 @@ def _action_event(action: Action, event: str, extra: dict[str, Any] | None = Non
     )
 
 
+def action_params_clean(*, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters checked against the catalogue (console, API and bulk runs alike)."""
+    try:
+        return p.validate_params(kind, params)
+    except p.ProtocolError as exc:
+        raise SessionError(exc.detail) from None
+
+
 @transaction.atomic
 def action_request(
     *,
-    actor,
+    actor: Actor,
     session: SupportSession,
     kind: str,
     params: dict[str, Any],
@@ -208,71 +108,70 @@ def action_request(
     position: int = 0,
     bulk_run: BulkRun | None = None,
     hold: bool = False,
-    conditions: dict | None = None,
+    conditions: dict[str, Any] | None = None,
 ) -> Action:
     """Queue an action on the session's endpoint. It waits in the outbox while the endpoint is away,
     until ``expires_in`` (default from settings). ``hold`` queues it without sending (batches)."""
-    _require_operator(actor, session.tenant_id)
-    if session.status != SessionStatus.OPEN:
-        raise SessionError("this session is closed")
-    try:
-        clean = p.validate_params(kind, params)
-    except p.ProtocolError as exc:
-        raise SessionError(exc.detail) from None
-    spec = p.ACTION_KINDS[kind]
-    cfg = settings.CAISEY
-    endpoint = Endpoint.all_tenants.get(pk=session.endpoint_id)
-    if endpoint.status != EndpointStatus.ENROLLED:
-        raise SessionError("this endpoint was revoked; nothing more can run on it")
-    expires_at = timezone.now() + (expires_in or timedelta(seconds=cfg["ACTION_QUEUE_EXPIRY_S"]))
-    action = Action.all_tenants.create(
-        tenant_id=session.tenant_id,
-        session=session,
-        endpoint=endpoint,
-        batch=batch,
-        batch_position=position,
-        bulk_run=bulk_run,
-        kind=kind,
-        category=spec.category,
-        params=clean,
-        requested_by=actor,
-        timeout_s=spec.default_timeout,
-        output_limit=cfg["ACTION_OUTPUT_LIMIT"],
-        expires_at=expires_at,
-    )
-    transcript_append(
-        session=session,
-        kind="action.queued",
-        actor=actor_label(actor),
-        action=action,
-        data={
-            "kind": kind,
-            "category": spec.category,
-            "params": clean,
-            "expires_at": expires_at.isoformat(),
-            "batch": str(batch.pk) if batch else None,
-            "offline": presence_of(endpoint) == Presence.OFFLINE,
-        },
-    )
-    if not hold:
-        policy = approval_policy_for(endpoint=endpoint)
-        if policy.gates(spec.category):
-            _await_approval([action], actor=actor, session=session, policy=policy)
-        else:
-            _dispatch(action, conditions=conditions)
-    _touch(session)
-    _action_event(action, "action.queued", {"kind": kind})
-    return action
+    with acting_for(actor, session.tenant_id):
+        if session.status != SessionStatus.OPEN:
+            raise SessionError("this session is closed")
+        clean = action_params_clean(kind=kind, params=params)
+        if expires_in is not None and not timedelta(0) < expires_in <= MAX_EXPIRY:
+            raise SessionError(f"the expiry must be between a second and {MAX_EXPIRY.days} days")
+        spec = p.ACTION_KINDS[kind]
+        cfg = settings.CAISEY
+        endpoint = Endpoint.objects.get(pk=session.endpoint_id)
+        if endpoint.status != EndpointStatus.ENROLLED:
+            raise SessionError("this endpoint was revoked; nothing more can run on it")
+        expires_at = timezone.now() + (expires_in or configured_duration("ACTION_QUEUE_EXPIRY_S"))
+        action = Action.objects.create(
+            tenant_id=session.tenant_id,
+            session=session,
+            endpoint=endpoint,
+            batch=batch,
+            batch_position=position,
+            bulk_run=bulk_run,
+            kind=kind,
+            category=spec.category,
+            params=clean,
+            requested_by=actor,
+            timeout_s=spec.default_timeout,
+            output_limit=cfg["ACTION_OUTPUT_LIMIT"],
+            expires_at=expires_at,
+        )
+        transcript_append(
+            session=session,
+            kind=K.ACTION_QUEUED,
+            actor=actor_label(actor),
+            action=action,
+            data={
+                "kind": kind,
+                "category": spec.category,
+                "params": clean,
+                "expires_at": expires_at.isoformat(),
+                "batch": str(batch.pk) if batch else None,
+                "offline": presence_of(endpoint) == Presence.OFFLINE,
+            },
+        )
+        if not hold:
+            policy = approval_policy_for(endpoint=endpoint)
+            if policy.gates(spec.category):
+                _await_approval([action], actor=actor, session=session, policy=policy)
+            else:
+                _dispatch(action, conditions=conditions)
+        session_touch(session_id=session.pk)
+        _action_event(action, "action.queued", {"kind": kind})
+        return action
 
 
-def _dispatch(action: Action, *, conditions: dict | None = None) -> None:
+def _dispatch(action: Action, *, conditions: dict[str, Any] | None = None) -> None:
     """Put the action.run in the outbox; it stays queued until the agent acknowledges it.
 
     Asked of an online endpoint, it gets the normal retry budget and ends failed_to_deliver
     when the path is broken; queued for an offline endpoint, it waits for its return
     until the action's expiry.
     """
-    endpoint = Endpoint.all_tenants.get(pk=action.endpoint_id)
+    endpoint = Endpoint.objects.get(pk=action.endpoint_id)
     waits_for_return = presence_of(endpoint) == Presence.OFFLINE
     message = outbox.outbox_enqueue(
         endpoint=endpoint,
@@ -290,109 +189,122 @@ def _dispatch(action: Action, *, conditions: dict | None = None) -> None:
         expires_at=action.expires_at,
         max_attempts=100_000 if waits_for_return else None,
     )
-    Action.all_tenants.filter(pk=action.pk).update(
+    Action.objects.filter(pk=action.pk).update(
         outbox_id=message.pk, conditions_at_dispatch=conditions or bridge_conditions(endpoint=endpoint)
     )
     action.outbox_id = message.pk
-    endpoint_set_mode(endpoint=endpoint, mode="active", reason="action queued")
+    endpoint_set_mode(endpoint=endpoint, mode=AgentMode.ACTIVE, reason="action queued")
 
 
 @transaction.atomic
-def action_cancel(*, actor, action: Action) -> None:
+def action_cancel(*, actor: Actor, action: Action) -> None:
     """Console wins: the action is cancelled now; a running process is told to stop."""
-    _require_operator(actor, action.tenant_id)
-    action = _fresh(action)
-    previous = action.status
-    try:
-        if not _set_status(action, ActionStatus.CANCELLED, by=actor_label(actor), finished_at=timezone.now()):
+    with acting_for(actor, action.tenant_id):
+        action = _fresh(action)
+        previous = action.status
+        try:
+            moved = _move(action, ActionStatus.CANCELLED, by=actor_label(actor), finished_at=timezone.now())
+        except IllegalTransition:
+            raise SessionError(f"the action is already {action.get_status_display().lower()}") from None
+        if not moved:
             raise SessionError(f"the action is already {action.status}")
-    except IllegalTransition:
-        raise SessionError(f"the action is already {action.get_status_display().lower()}") from None
-    message = OutboxMessage.all_tenants.filter(pk=action.outbox_id).first() if action.outbox_id else None
-    if message is not None and message.status in (OutboxStatus.QUEUED, OutboxStatus.FAILED_TO_DELIVER):
-        outbox.outbox_cancel(actor=actor, message=message)
-    elif previous in (ActionStatus.DISPATCHED, ActionStatus.RUNNING, ActionStatus.QUEUED):
-        outbox.outbox_enqueue(
-            endpoint=action.endpoint,
-            body=p.ActionCancel(action_id=str(action.pk)),
-            ref_type="action.cancel",
-            ref_id=str(action.pk),
+        message = OutboxMessage.objects.filter(pk=action.outbox_id).first() if action.outbox_id else None
+        if message is not None and message.status in (OutboxStatus.QUEUED, OutboxStatus.FAILED_TO_DELIVER):
+            outbox.outbox_cancel(actor=actor, message=message)
+        elif previous in (ActionStatus.DISPATCHED, ActionStatus.RUNNING, ActionStatus.QUEUED):
+            outbox.outbox_enqueue(
+                endpoint=action.endpoint,
+                body=p.ActionCancel(action_id=str(action.pk)),
+                ref_type="action.cancel",
+                ref_id=str(action.pk),
+            )
+        transcript_append(
+            session=action.session,
+            kind=K.ACTION_CANCELLED,
+            actor=actor_label(actor),
+            action=action,
+            data={"was": previous},
         )
-    transcript_append(
-        session=action.session,
-        kind="action.cancelled",
-        actor=actor_label(actor),
-        action=action,
-        data={"was": previous},
-    )
-    _action_event(action, "action.status")
-    if previous == ActionStatus.AWAITING_APPROVAL:
-        from sessions_app.services.approvals import prompt_cancel_covering  # prompts calls back into this module
+        _action_event(action, "action.status")
+        if previous == ActionStatus.AWAITING_APPROVAL:
+            _cancel_covering_prompts(actor=actor, action=action)
+        _continue_batch(action)
 
-        prompt_cancel_covering(actor=actor, action=action)
-    _continue_batch(action)
+
+def _cancel_covering_prompts(*, actor: Actor, action: Action) -> None:
+    """The technician cancelled an action that was waiting for approval: the question it asked
+    (for a batch, the one prompt covering every step) is withdrawn, and held steps never run."""
+    for prompt in prompting.prompts_open_covering(action=action):
+        if prompting.prompt_record(
+            prompt,
+            PromptState.CANCELLED,
+            party=PromptParty.CONSOLE,
+            detail=f"its action was cancelled by {actor_label(actor)}",
+        ):
+            actions_stop_held(prompt=prompt, prompt_state=PromptState.CANCELLED)
+            prompting.prompt_withdraw(prompt, reason=PromptState.CANCELLED)
 
 
 @transaction.atomic
-def action_resend(*, actor, action: Action) -> None:
+def action_resend(*, actor: Actor, action: Action) -> None:
     """After failed_to_deliver: the same action.run (same event id) gets a fresh retry budget."""
-    _require_operator(actor, action.tenant_id)
-    action = _fresh(action)
-    if action.status != ActionStatus.FAILED_TO_DELIVER:
-        raise SessionError("only an action that could not be delivered can be resent")
-    message = OutboxMessage.all_tenants.get(pk=action.outbox_id)
-    outbox.outbox_resend(actor=actor, message=message)
-    _set_status(action, ActionStatus.QUEUED, by=actor_label(actor))
-    transcript_append(
-        session=action.session,
-        kind="action.resent",
-        actor=actor_label(actor),
-        action=action,
-        data={"attempts_so_far": message.attempts},
-    )
-    _action_event(action, "action.status")
+    with acting_for(actor, action.tenant_id):
+        action = _fresh(action)
+        if action.status != ActionStatus.FAILED_TO_DELIVER:
+            raise SessionError("only an action that could not be delivered can be resent")
+        message = OutboxMessage.objects.get(pk=action.outbox_id)
+        outbox.outbox_resend(actor=actor, message=message)
+        _move(action, ActionStatus.QUEUED, by=actor_label(actor))
+        transcript_append(
+            session=action.session,
+            kind=K.ACTION_RESENT,
+            actor=actor_label(actor),
+            action=action,
+            data={"attempts_so_far": message.attempts},
+        )
+        _action_event(action, "action.status")
 
 
 @transaction.atomic
-def batch_request(*, actor, session: SupportSession, items: list[tuple[str, dict[str, Any]]]) -> Batch:
+def batch_request(*, actor: Actor, session: SupportSession, items: list[tuple[str, dict[str, Any]]]) -> Batch:
     """Queue several actions to run in order; the next is sent when the previous one ends."""
-    _require_operator(actor, session.tenant_id)
-    if not items:
-        raise SessionError("a batch needs at least one action")
-    batch = Batch.all_tenants.create(tenant_id=session.tenant_id, session=session, created_by=actor)
-    actions = [
-        action_request(actor=actor, session=session, kind=kind, params=params, batch=batch, position=i, hold=True)
-        for i, (kind, params) in enumerate(items)
-    ]
-    transcript_append(
-        session=session,
-        kind="batch.queued",
-        actor=actor_label(actor),
-        data={"batch": str(batch.pk), "actions": [str(a.pk) for a in actions]},
-    )
-    policy = approval_policy_for(endpoint=session.endpoint)
-    if any(policy.gates(a.category) for a in actions):
-        _await_approval(actions, actor=actor, session=session, policy=policy, batch=batch)
-    else:
-        _dispatch(actions[0])
-    return batch
+    with acting_for(actor, session.tenant_id):
+        if not items:
+            raise SessionError("a batch needs at least one action")
+        if len(items) > MAX_BATCH:
+            raise SessionError(f"a batch holds at most {MAX_BATCH} actions")
+        batch = Batch.objects.create(tenant_id=session.tenant_id, session=session, created_by=actor)
+        actions = [
+            action_request(actor=actor, session=session, kind=kind, params=params, batch=batch, position=i, hold=True)
+            for i, (kind, params) in enumerate(items)
+        ]
+        transcript_append(
+            session=session,
+            kind=K.BATCH_QUEUED,
+            actor=actor_label(actor),
+            data={"batch": str(batch.pk), "actions": [str(a.pk) for a in actions]},
+        )
+        policy = approval_policy_for(endpoint=session.endpoint)
+        if any(policy.gates(a.category) for a in actions):
+            _await_approval(actions, actor=actor, session=session, policy=policy, batch=batch)
+        else:
+            _dispatch(actions[0])
+        return batch
 
 
 def _await_approval(
-    actions: list[Action], *, actor, session: SupportSession, policy, batch: Batch | None = None
+    actions: list[Action], *, actor: Actor, session: SupportSession, policy: Any, batch: Batch | None = None
 ) -> None:
     """Hold the actions until the end user approves; one prompt covers a whole batch."""
-    from sessions_app.services import approvals as prompts
-
     for action in actions:
-        _set_status(action, ActionStatus.AWAITING_APPROVAL, by="policy")
+        _move(action, ActionStatus.AWAITING_APPROVAL, by=actor_label(Party.POLICY))
     what = "; ".join(_describe(a) for a in actions)
-    prompts.prompt_issue(
+    prompting.prompt_issue(
         actor=actor,
         session=session,
         action=actions[0],
         batch=batch,
-        title=prompts.prompt_title(
+        title=prompting.prompt_title(
             actor=actor, session=session, what=actions[0].kind if len(actions) == 1 else f"{len(actions)} steps"
         ),
         detail=what,
@@ -408,13 +320,38 @@ def _describe(action: Action) -> str:
     return f"{p.ACTION_KINDS[action.kind].title}{' (' + params + ')' if params else ''}"
 
 
-def action_release(*, action: Action, prompt) -> None:
+# --- what a prompt's outcome does to the actions it held (called by approvals) --------------------
+
+
+def _held_by(prompt: Prompt) -> Iterable[Action]:
+    if prompt.batch_id:
+        return Action.objects.filter(batch_id=prompt.batch_id, status=ActionStatus.AWAITING_APPROVAL).order_by(
+            "batch_position"
+        )
+    if prompt.action_id:
+        return Action.objects.filter(pk=prompt.action_id, status=ActionStatus.AWAITING_APPROVAL)
+    return Action.objects.none()
+
+
+def actions_release_held(*, prompt: Prompt) -> None:
+    """The prompt was approved: the actions it held go out (a batch's first step now, the rest in turn)."""
+    for action in list(_held_by(prompt)):
+        action_release(action=action, prompt=prompt)
+
+
+def actions_stop_held(*, prompt: Prompt, prompt_state: str) -> None:
+    """The prompt was denied, cancelled or expired: the actions it held never run."""
+    for action in list(_held_by(prompt)):
+        action_stop_unapproved(action=action, prompt_state=prompt_state)
+
+
+def action_release(*, action: Action, prompt: Prompt) -> None:
     """The prompt was approved: the action (or the first step of its batch) goes out now."""
-    if not _set_status(action, ActionStatus.QUEUED, by=prompt.state_changed_by):
+    if not _move(action, ActionStatus.QUEUED, by=prompt.state_changed_by):
         return
     transcript_append(
         session=action.session,
-        kind="action.approved",
+        kind=K.ACTION_APPROVED,
         actor=prompt.state_changed_by,
         action=action,
         data={"prompt": str(prompt.pk), "decided_by": prompt.decided_by},
@@ -422,7 +359,7 @@ def action_release(*, action: Action, prompt) -> None:
     _action_event(action, "action.status")
     first_waiting = (
         action.batch_id is None
-        or not Action.all_tenants.filter(batch_id=action.batch_id, batch_position__lt=action.batch_position)
+        or not Action.objects.filter(batch_id=action.batch_id, batch_position__lt=action.batch_position)
         .exclude(status__in=ACTION_FINAL)
         .exists()
     )
@@ -432,12 +369,13 @@ def action_release(*, action: Action, prompt) -> None:
 
 def action_stop_unapproved(*, action: Action, prompt_state: str) -> None:
     """Denied, cancelled or expired: the action never runs."""
-    to = ActionStatus.EXPIRED if prompt_state == "expired" else ActionStatus.CANCELLED
-    if _set_status(action, to, by="policy", finished_at=timezone.now()):
+    to = ActionStatus.EXPIRED if prompt_state == PromptState.EXPIRED else ActionStatus.CANCELLED
+    by = actor_label(Party.POLICY)
+    if _move(action, to, by=by, finished_at=timezone.now()):
         transcript_append(
             session=action.session,
-            kind=f"action.{to}",
-            actor="policy",
+            kind=K.of_action_status(to),
+            actor=by,
             action=action,
             data={"why": f"approval prompt {prompt_state}"},
         )
@@ -457,20 +395,17 @@ def _bulk_session_finish(action: Action) -> None:
     10 s until the idle sweep). A session a technician went on working in stays open."""
     if action.bulk_run_id is None:
         return
-    session = SupportSession.all_tenants.select_for_update().get(pk=action.session_id)
-    if (
-        session.status != SessionStatus.OPEN
-        or Action.all_tenants.filter(session=session).exclude(pk=action.pk).exists()
-    ):
+    session = SupportSession.objects.select_for_update().get(pk=action.session_id)
+    if session.status != SessionStatus.OPEN or Action.objects.filter(session=session).exclude(pk=action.pk).exists():
         return
-    _close(session, by="system", reason="the bulk run's action on this endpoint ended")
+    session_end(session=session, actor=Party.SYSTEM, reason="the bulk run's action on this endpoint ended")
 
 
 def _continue_batch(action: Action) -> None:
     if action.batch_id is None:
         return
     following = (
-        Action.all_tenants.filter(
+        Action.objects.filter(
             batch_id=action.batch_id, batch_position__gt=action.batch_position, status=ActionStatus.QUEUED, outbox_id=""
         )
         .order_by("batch_position")
@@ -480,12 +415,13 @@ def _continue_batch(action: Action) -> None:
         return
     if action.status == ActionStatus.CANCELLED:
         # Stopping one step of a batch stops the rest: they were meant to run in order.
-        for rest in Action.all_tenants.filter(batch_id=action.batch_id, status=ActionStatus.QUEUED, outbox_id=""):
-            _set_status(rest, ActionStatus.CANCELLED, by="system", finished_at=timezone.now())
+        by = actor_label(Party.SYSTEM)
+        for rest in Action.objects.filter(batch_id=action.batch_id, status=ActionStatus.QUEUED, outbox_id=""):
+            _move(rest, ActionStatus.CANCELLED, by=by, finished_at=timezone.now())
             transcript_append(
                 session=rest.session,
-                kind="action.cancelled",
-                actor="system",
+                kind=K.ACTION_CANCELLED,
+                actor=by,
                 action=rest,
                 data={"why": "an earlier step of its batch was cancelled"},
             )
@@ -493,120 +429,87 @@ def _continue_batch(action: Action) -> None:
     _dispatch(following)
 
 
-@transaction.atomic
-def bulk_run_start(
-    *,
-    actor,
-    endpoints: list[Endpoint],
-    kind: str,
-    params: dict[str, Any],
-    reason: str = "",
-    expires_in: timedelta = timedelta(hours=4),
-) -> BulkRun:
-    """One diagnostic across many endpoints: a session per endpoint, offline ones stay queued."""
-    membership = getattr(actor, "membership", None)
-    if membership is None:
-        raise PermissionDenied("only the tenant's technicians and admins can do this")
-    if not endpoints:
-        raise SessionError("choose at least one endpoint")
-    tenant_id = endpoints[0].tenant_id
-    _require_operator(actor, tenant_id)
-    if any(e.tenant_id != tenant_id for e in endpoints):
-        raise PermissionDenied("endpoints of another tenant")
-    try:
-        clean = p.validate_params(kind, params)
-    except p.ProtocolError as exc:
-        raise SessionError(exc.detail) from None
-    run = BulkRun.all_tenants.create(
-        tenant_id=tenant_id,
-        created_by=actor,
-        kind=kind,
-        params=clean,
-        reason=reason[:500],
-        expires_at=timezone.now() + expires_in,
-    )
-    conditions = bridge_conditions_many(endpoint_ids=[e.pk for e in endpoints])
-    for endpoint in endpoints:
-        session = session_open(
-            actor=actor, endpoint=endpoint, reason=f"bulk run: {reason or kind}", conditions=conditions[endpoint.pk]
-        )
-        action_request(
-            actor=actor,
-            session=session,
-            kind=kind,
-            params=clean,
-            expires_in=expires_in,
-            bulk_run=run,
-            conditions=conditions[endpoint.pk],
-        )
-    return run
-
-
-# --- what the agent and the bridge report ------------------------------------------------------
+# --- what the agent and the bridge report (the endpoint's tenant bound) ---------------------------
 
 
 def _agent_action(endpoint: Endpoint, action_id: str) -> Action | None:
     """The action an agent reports on; only its own endpoint's actions are reachable."""
     try:
-        return Action.all_tenants.select_related("session").get(pk=action_id, endpoint_id=endpoint.pk)
+        return Action.objects.select_related("session").get(pk=action_id, endpoint_id=endpoint.pk)
     except (Action.DoesNotExist, ValueError, ValidationError):
         return None
 
 
+def _reported_action(message: OutboxMessage) -> Action | None:
+    return Action.objects.select_related("session").filter(pk=message.ref_id).first()
+
+
 @transaction.atomic
 def action_delivered(*, message: OutboxMessage) -> None:
-    action = Action.all_tenants.select_related("session").filter(pk=message.ref_id).first()
-    if action is None or action.status not in (ActionStatus.QUEUED, ActionStatus.FAILED_TO_DELIVER):
-        return
-    if _set_status(
-        action,
-        ActionStatus.DISPATCHED,
-        by="bridge",
-        dispatched_at=timezone.now(),
-        deadline_at=timezone.now() + timedelta(seconds=action.timeout_s + settings.CAISEY["ACTION_DEADLINE_GRACE_S"]),
-    ):
-        transcript_append(
-            session=action.session,
-            kind="action.dispatched",
-            actor="bridge",
-            action=action,
-            data={"attempts": message.attempts, "latency_ms": message.latency_ms},
-        )
-        _action_event(action, "action.status")
+    with tenancy.bind(message.endpoint.tenant_id):
+        action = _reported_action(message)
+        if action is None or action.status not in (ActionStatus.QUEUED, ActionStatus.FAILED_TO_DELIVER):
+            return
+        by = actor_label(Party.BRIDGE)
+        now = timezone.now()
+        grace = configured_duration("ACTION_DEADLINE_GRACE_S")
+        if _move(
+            action,
+            ActionStatus.DISPATCHED,
+            by=by,
+            dispatched_at=now,
+            deadline_at=now + timedelta(seconds=action.timeout_s) + grace,
+        ):
+            transcript_append(
+                session=action.session,
+                kind=K.ACTION_DISPATCHED,
+                actor=by,
+                action=action,
+                data={"attempts": message.attempts, "latency_ms": message.latency_ms},
+            )
+            _action_event(action, "action.status")
 
 
 @transaction.atomic
 def action_undeliverable(*, message: OutboxMessage) -> None:
-    action = Action.all_tenants.select_related("session").filter(pk=message.ref_id).first()
-    if action is None or action.status != ActionStatus.QUEUED:
-        return
-    expired = action.expires_at is not None and action.expires_at <= timezone.now()
-    to = ActionStatus.EXPIRED if expired else ActionStatus.FAILED_TO_DELIVER
-    if _set_status(action, to, by="bridge", finished_at=timezone.now() if expired else None):
-        transcript_append(
-            session=action.session,
-            kind=f"action.{to}",
-            actor="bridge",
-            action=action,
-            data={"attempts": message.attempts, "last_error": message.last_error},
-        )
-        _action_event(action, "action.status", {"attempts": message.attempts, "last_error": message.last_error})
-        if expired:
-            _action_ended(action)
+    with tenancy.bind(message.endpoint.tenant_id):
+        action = _reported_action(message)
+        if action is None or action.status != ActionStatus.QUEUED:
+            return
+        expired = action.expires_at is not None and action.expires_at <= timezone.now()
+        to = ActionStatus.EXPIRED if expired else ActionStatus.FAILED_TO_DELIVER
+        by = actor_label(Party.BRIDGE)
+        if _move(action, to, by=by, finished_at=timezone.now() if expired else None):
+            transcript_append(
+                session=action.session,
+                kind=K.of_action_status(to),
+                actor=by,
+                action=action,
+                data={"attempts": message.attempts, "last_error": message.last_error},
+            )
+            _action_event(action, "action.status", {"attempts": message.attempts, "last_error": message.last_error})
+            if expired:
+                _action_ended(action)
 
 
 @transaction.atomic
 def action_output_receive(*, endpoint: Endpoint, body: p.ActionOutput) -> None:
+    with tenancy.bind(endpoint.tenant_id):
+        _output_receive(endpoint, body)
+
+
+def _output_receive(endpoint: Endpoint, body: p.ActionOutput) -> None:
     action = _agent_action(endpoint, body.action_id)
     if action is None:
         return
+    by = actor_label(Party.AGENT)
     if body.stream == "status" and body.seq == 0:
         if action.status in (ActionStatus.QUEUED, ActionStatus.DISPATCHED, ActionStatus.FAILED_TO_DELIVER):
-            if _set_status(action, ActionStatus.RUNNING, by="agent", started_at=timezone.now()):
-                transcript_append(session=action.session, kind="action.running", actor="agent", action=action)
+            if _move(action, ActionStatus.RUNNING, by=by, started_at=timezone.now()):
+                transcript_append(session=action.session, kind=K.ACTION_RUNNING, actor=by, action=action)
                 _action_event(action, "action.status")
         return
-    if ActionOutput.all_tenants.filter(action=action, seq=body.seq).exists():
+    if ActionOutput.objects.filter(action=action, seq=body.seq).exists():
         return
     data = body.data
     room = action.output_limit - action.output_bytes
@@ -618,14 +521,14 @@ def action_output_receive(*, endpoint: Endpoint, body: p.ActionOutput) -> None:
         return  # past the cap: the marker is already stored
     if truncated:
         data += f"\n[output truncated: limit of {action.output_limit} bytes reached]"
-    ActionOutput.all_tenants.create(action=action, seq=body.seq, stream=body.stream, data=data)
-    Action.all_tenants.filter(pk=action.pk).update(
+    ActionOutput.objects.create(action=action, seq=body.seq, stream=body.stream, data=data)
+    Action.objects.filter(pk=action.pk).update(
         output_bytes=action.output_bytes + len(data.encode()), output_truncated=truncated or action.output_truncated
     )
     transcript_append(
         session=action.session,
-        kind="action.output",
-        actor="agent",
+        kind=K.ACTION_OUTPUT,
+        actor=by,
         action=action,
         data={"seq": body.seq, "stream": body.stream, "data": data},
     )
@@ -643,17 +546,23 @@ _RESULT_STATUS = {
 
 @transaction.atomic
 def action_result_receive(*, endpoint: Endpoint, body: p.ActionResult) -> None:
+    with tenancy.bind(endpoint.tenant_id):
+        _result_receive(endpoint, body)
+
+
+def _result_receive(endpoint: Endpoint, body: p.ActionResult) -> None:
     action = _agent_action(endpoint, body.action_id)
     if action is None or body.status not in _RESULT_STATUS:
         return
+    by = actor_label(Party.AGENT)
     conditions = bridge_conditions(endpoint=endpoint)
     data = {"status": body.status, "exit_code": body.exit_code, "error": body.error, "result": body.result}
     if action.is_final:
         # Console wins for cancellation: a late result is recorded, the status stays.
         transcript_append(
             session=action.session,
-            kind="action.result_ignored",
-            actor="agent",
+            kind=K.ACTION_RESULT_IGNORED,
+            actor=by,
             action=action,
             data={**data, "why": f"the action was already {action.status}"},
         )
@@ -664,10 +573,10 @@ def action_result_receive(*, endpoint: Endpoint, body: p.ActionResult) -> None:
     started = datetime.fromtimestamp(body.started_at, tz=UTC) if body.started_at else action.started_at
     finished = datetime.fromtimestamp(body.finished_at, tz=UTC) if body.finished_at else timezone.now()
     to = _RESULT_STATUS[body.status]
-    if not _set_status(
+    if not _move(
         action,
         to,
-        by="agent",
+        by=by,
         exit_code=body.exit_code,
         result=body.result,
         error=error[:10_000],
@@ -678,8 +587,8 @@ def action_result_receive(*, endpoint: Endpoint, body: p.ActionResult) -> None:
         return
     transcript_append(
         session=action.session,
-        kind="action.result",
-        actor="agent",
+        kind=K.ACTION_RESULT,
+        actor=by,
         action=action,
         data={**data, "error": error, "bridge": conditions},
     )
@@ -691,85 +600,26 @@ def action_deadline_sweep() -> int:
     """Actions that should have finished long ago on an endpoint that is online: timed out."""
     now = timezone.now()
     count = 0
-    overdue = Action.all_tenants.filter(
-        status__in=[ActionStatus.DISPATCHED, ActionStatus.RUNNING], deadline_at__lt=now
-    ).select_related("endpoint", "session")
-    for action in overdue:
-        if presence_of(action.endpoint, now) == Presence.OFFLINE:
-            continue  # its result may be waiting on the endpoint: replayed when it returns
-        with transaction.atomic():
-            if _set_status(action, ActionStatus.TIMED_OUT, by="system", finished_at=now):
-                transcript_append(
-                    session=action.session,
-                    kind="action.timed_out",
-                    actor="system",
-                    action=action,
-                    data={"why": "no result by the deadline while the endpoint was online"},
-                )
-                _action_event(action, "action.status")
-                _action_ended(action)
-                count += 1
+    by = actor_label(Party.SYSTEM)
+    with tenancy.system():
+        overdue = list(
+            Action.objects.filter(
+                status__in=[ActionStatus.DISPATCHED, ActionStatus.RUNNING], deadline_at__lt=now
+            ).select_related("endpoint", "session")
+        )
+        for action in overdue:
+            if presence_of(action.endpoint, now) == Presence.OFFLINE:
+                continue  # its result may be waiting on the endpoint: replayed when it returns
+            with transaction.atomic(), tenancy.bind(action.tenant_id):
+                if _move(action, ActionStatus.TIMED_OUT, by=by, finished_at=now):
+                    transcript_append(
+                        session=action.session,
+                        kind=K.ACTION_TIMED_OUT,
+                        actor=by,
+                        action=action,
+                        data={"why": "no result by the deadline while the endpoint was online"},
+                    )
+                    _action_event(action, "action.status")
+                    _action_ended(action)
+                    count += 1
     return count
-
-
-def idle_sessions_sweep() -> int:
-    """Let endpoints rest when their open sessions have been idle past the timeout."""
-    cutoff = timezone.now() - timedelta(seconds=settings.CAISEY["LAZY_AFTER_IDLE_S"])
-    active = Endpoint.all_tenants.filter(mode="active").values_list("pk", flat=True)
-    rested = 0
-    for endpoint_id in active:
-        busy = SupportSession.all_tenants.filter(
-            endpoint_id=endpoint_id, status=SessionStatus.OPEN, last_activity_at__gte=cutoff
-        ).exists()
-        running = Action.all_tenants.filter(
-            endpoint_id=endpoint_id, status__in=[ActionStatus.QUEUED, ActionStatus.DISPATCHED, ActionStatus.RUNNING]
-        ).exists()
-        if not busy and not running:
-            with transaction.atomic():
-                rested += endpoint_set_mode(
-                    endpoint=Endpoint.all_tenants.get(pk=endpoint_id), mode="lazy", reason="sessions idle"
-                )
-    return rested
-
-
-@transaction.atomic
-def follow_up_request(*, actor, session: SupportSession, at: datetime, note: str = "") -> None:
-    """Ask the end user to approve a follow-up session at a later time."""
-    from sessions_app.services import approvals as prompts
-
-    _require_operator(actor, session.tenant_id)
-    if at <= timezone.now():
-        raise SessionError("a follow-up must be in the future")
-    policy = approval_policy_for(endpoint=session.endpoint)
-    prompts.prompt_issue(
-        actor=actor,
-        session=session,
-        follow_up_at=at,
-        title=prompts.prompt_title(actor=actor, session=session, what=f"a follow-up session at {at:%Y-%m-%d %H:%M}"),
-        detail=note or "A technician would like to continue this support session later.",
-        deadline_s=max(policy.response_deadline_s, 3600),
-        allow_escalation=policy.allow_escalation,
-    )
-
-
-def abandoned_sessions_sweep() -> int:
-    """Close sessions nobody works on any more (technician gone, endpoint gone, or idle too long)
-    with a synthetic closing entry that says why."""
-    cutoff = timezone.now() - timedelta(seconds=settings.CAISEY["SESSION_ABANDON_AFTER_S"])
-    closed = 0
-    for session in SupportSession.all_tenants.filter(status=SessionStatus.OPEN).select_related("opened_by", "endpoint"):
-        if not session.opened_by.is_active:
-            why = "the technician's account was deactivated"
-        elif session.endpoint.status == "revoked":
-            why = "the endpoint was revoked"
-        elif session.last_activity_at < cutoff:
-            why = f"no activity since {session.last_activity_at:%Y-%m-%d %H:%M %Z}"
-        else:
-            continue
-        with transaction.atomic():
-            try:
-                _close(session, by="system", reason=f"abandoned: {why}", synthetic=True)
-            except TransitionRace:
-                continue
-            closed += 1
-    return closed

@@ -12,7 +12,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from bridge import health
+from caisey import tenancy
+from caisey.actors import Party, actor_label
 from endpoints.models import Presence
+from sessions_app.kinds import TranscriptKind as K
 from sessions_app.models import SessionStatus, SupportSession
 from sessions_app.services.transcript import transcript_append
 
@@ -22,39 +25,42 @@ _PERIOD = {Presence.ACTIVE: "up", Presence.LAZY: "up", Presence.DEGRADED: "degra
 
 
 def session_connectivity_sweep() -> int:
-    """Append a `bridge.connectivity` entry to each open session whose endpoint's period changed."""
-    sessions = list(SupportSession.all_tenants.filter(status=SessionStatus.OPEN).select_related("endpoint"))
-    if not sessions:
-        return 0
-    now = timezone.now()
-    figures = health.health_for({s.endpoint_id for s in sessions}, now)
-    appended = 0
-    for session in sessions:
-        h = figures[session.endpoint_id]
-        current = health.connectivity(session.endpoint, h, now)
-        # A session opened before this was recorded counts as up: nothing to report until it changes.
-        recorded = _PERIOD[Presence(session.connectivity)] if session.connectivity else "up"
-        if recorded == _PERIOD[current]:
-            continue
-        with transaction.atomic():
-            # Conditional: two sweeps running at once record the change once.
-            if not SupportSession.all_tenants.filter(
-                pk=session.pk, status=SessionStatus.OPEN, connectivity=session.connectivity
-            ).update(connectivity=current):
+    """Append a `bridge.connectivity` entry to each open session whose endpoint's period changed
+    (every tenant, by name; each entry written in its session's tenant)."""
+    with tenancy.system():
+        sessions = list(SupportSession.objects.filter(status=SessionStatus.OPEN).select_related("endpoint"))
+        if not sessions:
+            return 0
+        now = timezone.now()
+        figures = health.health_for({s.endpoint_id for s in sessions}, now)
+        appended = 0
+        for session in sessions:
+            h = figures[session.endpoint_id]
+            current = health.connectivity(session.endpoint, h, now)
+            # A session opened before this was recorded counts as up: nothing to report until it changes.
+            recorded = _PERIOD[Presence(session.connectivity)] if session.connectivity else "up"
+            if recorded == _PERIOD[current]:
                 continue
-            transcript_append(
-                session=session,
-                kind="bridge.connectivity",
-                actor="bridge",
-                data={
-                    "from": session.connectivity or None,
-                    "to": current.value,
-                    "why": h.degraded_reasons,
-                    "queue_depth": h.queue_depth,
-                    "latency_p95_ms": h.latency_p95_ms,
-                    "reconnects_1h": h.reconnects_1h,
-                    "last_seen": session.endpoint.last_seen_at.isoformat() if session.endpoint.last_seen_at else None,
-                },
-            )
-            appended += 1
-    return appended
+            with transaction.atomic(), tenancy.bind(session.tenant_id):
+                # Conditional: two sweeps running at once record the change once.
+                if not SupportSession.objects.filter(
+                    pk=session.pk, status=SessionStatus.OPEN, connectivity=session.connectivity
+                ).update(connectivity=current):
+                    continue
+                last_seen = session.endpoint.last_seen_at
+                transcript_append(
+                    session=session,
+                    kind=K.BRIDGE_CONNECTIVITY,
+                    actor=actor_label(Party.BRIDGE),
+                    data={
+                        "from": session.connectivity or None,
+                        "to": current.value,
+                        "why": h.degraded_reasons,
+                        "queue_depth": h.queue_depth,
+                        "latency_p95_ms": h.latency_p95_ms,
+                        "reconnects_1h": h.reconnects_1h,
+                        "last_seen": last_seen.isoformat() if last_seen else None,
+                    },
+                )
+                appended += 1
+        return appended

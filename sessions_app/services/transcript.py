@@ -10,6 +10,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from caisey import tenancy
+from sessions_app.kinds import TranscriptKind
 from sessions_app.models import Action, SupportSession, TranscriptEntry
 
 GENESIS = "0" * 64
@@ -40,42 +42,49 @@ def entry_hash(prev_hash: str, entry: TranscriptEntry) -> str:
 def transcript_append(
     *,
     session: SupportSession,
-    kind: str,
+    kind: TranscriptKind,
     actor: str,
     data: dict[str, Any] | None = None,
     action: Action | None = None,
     at: datetime | None = None,
 ) -> TranscriptEntry:
-    """Append one entry; must run inside the transaction of the change it records."""
+    """Append one entry; must run inside the transaction of the change it records. Binds the
+    session's tenant (refuses inside another tenant's scope). ``actor`` is the recorded label
+    (``caisey.actors.actor_label``, or the prompt party that reported a move)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("transcript_append must run inside the transaction of the change it records")
-    # Serialise appends per session (a no-op lock on SQLite, whose writers are serialised anyway).
-    SupportSession.all_tenants.select_for_update().filter(pk=session.pk).values_list("pk", flat=True).first()
-    last = TranscriptEntry.all_tenants.filter(session_id=session.pk).order_by("-index").values("index", "hash").first()
-    entry = TranscriptEntry(
-        tenant_id=session.tenant_id,
-        session_id=session.pk,
-        index=(last["index"] + 1) if last else 0,
-        kind=kind,
-        actor=actor,
-        at=at or timezone.now(),
-        action=action,
-        data=json.loads(json.dumps(data or {}, default=str)),
-        prev_hash=last["hash"] if last else GENESIS,
-    )
-    entry.hash = entry_hash(entry.prev_hash, entry)
-    entry.save(force_insert=True)
-    SupportSession.all_tenants.filter(pk=session.pk).update(
-        transcript_length=entry.index + 1, transcript_head=entry.hash
-    )
+    # The entry is the session's tenant's: bound here (a no-op inside that tenant's scope, a narrowing
+    # inside system(); inside another tenant's scope it raises).
+    with tenancy.bind(session.tenant_id):
+        # Serialise appends per session (a no-op lock on SQLite, whose writers are serialised anyway).
+        SupportSession.objects.select_for_update().filter(pk=session.pk).values_list("pk", flat=True).first()
+        last = TranscriptEntry.objects.filter(session_id=session.pk).order_by("-index").values("index", "hash").first()
+        entry = TranscriptEntry(
+            tenant_id=session.tenant_id,
+            session_id=session.pk,
+            index=(last["index"] + 1) if last else 0,
+            kind=str(kind),
+            actor=str(actor),
+            at=at or timezone.now(),
+            action=action,
+            data=json.loads(json.dumps(data or {}, default=str)),
+            prev_hash=last["hash"] if last else GENESIS,
+        )
+        entry.hash = entry_hash(entry.prev_hash, entry)
+        entry.save(force_insert=True)
+        SupportSession.objects.filter(pk=session.pk).update(
+            transcript_length=entry.index + 1, transcript_head=entry.hash
+        )
     return entry
 
 
-def transcript_verify(*, session_id) -> tuple[bool, TranscriptEntry | None, str]:
-    """Walk the chain; returns (ok, first bad entry, why)."""
+def transcript_verify(*, session_id: Any) -> tuple[bool, TranscriptEntry | None, str]:
+    """Walk the chain; returns (ok, first bad entry, why). Reads only, by session id, from any
+    scope (the operator's command, exports, tests): hence the unscoped manager."""
     prev = GENESIS
     expected_index = 0
     last = None
+    # all_tenants: a read-only integrity check by id, called from any scope.
     for entry in TranscriptEntry.all_tenants.filter(session_id=session_id).order_by("index"):
         if entry.index != expected_index:
             return False, entry, f"index {entry.index} where {expected_index} was expected (an entry is missing)"
@@ -86,6 +95,7 @@ def transcript_verify(*, session_id) -> tuple[bool, TranscriptEntry | None, str]
         prev = entry.hash
         expected_index += 1
         last = entry
+    # all_tenants: as above.
     session = SupportSession.all_tenants.only("transcript_length", "transcript_head").get(pk=session_id)
     if (expected_index, prev if expected_index else "") != (session.transcript_length, session.transcript_head):
         return (

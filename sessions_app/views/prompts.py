@@ -6,14 +6,17 @@ from django.contrib import messages
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
-from caisey.console import get_or_404, operator_required, posted_datetime
+from caisey.console import get_or_404, operator_required
+from sessions_app.forms.sessions import FollowUpForm
+from sessions_app.selectors import approvals as approval_selectors
 from sessions_app.selectors import sessions as selectors
-from sessions_app.services import actions as services
 from sessions_app.services import approvals as prompts
+from sessions_app.services import sessions
+from sessions_app.views.sessions import refused
 
 
 def _prompt(session_id, prompt_id):
-    return get_or_404(selectors.prompt_get, prompt_id=prompt_id, session_id=session_id)
+    return get_or_404(approval_selectors.prompt_get, prompt_id=prompt_id, session_id=session_id)
 
 
 def _back(session_id):
@@ -22,11 +25,9 @@ def _back(session_id):
 
 def _prompt_action(request, session_id, prompt_id, func, done: str, **kwargs):
     prompt = _prompt(session_id, prompt_id)
-    try:
+    with refused(request):
         func(actor=request.user, prompt=prompt, **kwargs)
         messages.success(request, done)
-    except prompts.PromptError as exc:
-        messages.error(request, str(exc))
     return _back(session_id)
 
 
@@ -72,13 +73,8 @@ def prompt_escalate(request, session_id, prompt_id):
 def follow_up_request(request, session_id):
     """Ask the user to approve a follow-up session later (when the endpoint is away or degraded)."""
     session = get_or_404(selectors.session_get, session_id=session_id)
-    at = posted_datetime(request)
-    if at is None:
-        messages.error(request, "Give a date and time for the follow-up.")
-        return _back(session_id)
-    try:
-        services.follow_up_request(actor=request.user, session=session, at=at, note=request.POST.get("note", ""))
+    with refused(request, "Follow-up not requested"):
+        data = FollowUpForm(request.POST).valid_data()
+        sessions.follow_up_request(actor=request.user, session=session, at=data["at"], note=data["note"])
         messages.success(request, "Follow-up approval requested from the user.")
-    except services.SessionError as exc:
-        messages.error(request, str(exc))
     return _back(session_id)

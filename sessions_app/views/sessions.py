@@ -1,42 +1,68 @@
 """Console pages for support sessions: open, run, watch, cancel, notes, follow-up, close.
 
-Views parse and authorise, then call a service; every POST redirects back (PRG), and
-errors come back as messages on the page, never as a changed state.
+Views validate with the forms of sessions_app/forms (the API's limits), then call a service;
+every POST redirects back to the session (PRG). A refused request (any ``AppError``) comes
+back as a message on the session page, prefixed with what was refused; nothing changed.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import contextlib
+from collections.abc import Iterator
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from bridge import health
-from caisey.console import get_or_404, member_required, operator_required, posted_datetime
+from caisey.console import get_or_404, member_required, operator_required
+from caisey.errors import AppError, Rejected
 from caisey_agent.protocol import ACTION_KINDS, CATEGORIES
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import Presence
+from sessions_app.forms.sessions import (
+    ActionRunForm,
+    BatchForm,
+    FollowUpForm,
+    NoteForm,
+    SessionCloseForm,
+    SessionOpenForm,
+)
+from sessions_app.kinds import TranscriptKind
 from sessions_app.models import ACTION_LIVE, SessionStatus
+from sessions_app.selectors import actions as action_selectors
+from sessions_app.selectors import approvals as approval_selectors
 from sessions_app.selectors import sessions as selectors
-from sessions_app.services import actions as services
+from sessions_app.services import actions, sessions
 
 
-def _back(session):
-    return redirect("console:session_detail", session_id=session.pk)
+def _back(session_id) -> HttpResponse:
+    return redirect("console:session_detail", session_id=session_id)
+
+
+@contextlib.contextmanager
+def refused(request: HttpRequest, what: str = "") -> Iterator[None]:
+    """A refusal becomes a message saying what was refused ("Not queued: ..."); the view then
+    redirects where it wants (the session page) instead of the generic way back that
+    ``caisey.console.AppErrorMiddleware`` would take."""
+    try:
+        yield
+    except AppError as exc:
+        messages.error(request, f"{what}: {exc}" if what else str(exc))
 
 
 @require_POST
 @operator_required
 def session_open(request, endpoint_id):
     endpoint = get_or_404(endpoint_selectors.endpoint_get, endpoint_id=endpoint_id)
-    try:
-        session = services.session_open(actor=request.user, endpoint=endpoint, reason=request.POST.get("reason", ""))
-    except services.SessionError as exc:
-        messages.error(request, f"Not opened: {exc}")
+    session = None
+    with refused(request, "Not opened"):
+        form = SessionOpenForm(request.POST)
+        session = sessions.session_open(actor=request.user, endpoint=endpoint, reason=form.valid_data()["reason"])
+    if session is None:
         return redirect("console:endpoint_detail", endpoint_id=endpoint.pk)
-    return _back(session)
+    return _back(session.pk)
 
 
 @member_required
@@ -45,7 +71,6 @@ def session_detail(request, session_id):
     endpoint = session.endpoint
     figures = health.health_for([endpoint.pk])[endpoint.pk]
     connectivity = health.connectivity(endpoint, figures)
-    actions = list(selectors.session_actions(session=session))
     return render(
         request,
         "console/session_detail.html",
@@ -55,56 +80,35 @@ def session_detail(request, session_id):
             "presence": connectivity.value,
             "offline": connectivity == Presence.OFFLINE,
             "health": figures,
-            "actions": actions,
+            "actions": list(action_selectors.session_actions(session=session)),
             "live_statuses": [s.value for s in ACTION_LIVE],
             "transcript": selectors.session_transcript(session=session),
-            "prompts": selectors.session_prompts(session=session),
-            "prompt_stats": selectors.prompt_stats_for_group(client_group_id=endpoint.client_group_id),
-            "unanswered_by_hour": selectors.unanswered_by_hour(endpoint_id=endpoint.pk),
+            "prompts": approval_selectors.session_prompts(session=session),
+            "prompt_stats": approval_selectors.prompt_stats_for_group(client_group_id=endpoint.client_group_id),
+            "unanswered_by_hour": approval_selectors.unanswered_by_hour(endpoint_id=endpoint.pk),
             "kinds": ACTION_KINDS.values(),
             "categories": CATEGORIES,
             "is_open": session.status == SessionStatus.OPEN,
             "can_operate": request.membership.can_operate,
+            "K": TranscriptKind,
         },
     )
-
-
-def _params_from(post, kind_name: str) -> dict:
-    spec = ACTION_KINDS.get(kind_name)
-    if spec is None:
-        return {}
-    return {p.name: post.get(f"{kind_name}__{p.name}", "") for p in spec.params}
-
-
-def _expiry_from(post) -> timedelta | None:
-    hours = post.get("expires_hours", "").strip()
-    if not hours:
-        return None
-    try:
-        value = float(hours)
-    except ValueError:
-        raise services.SessionError("the expiry must be a number of hours") from None
-    if not 0 < value <= 24 * 14:
-        raise services.SessionError("the expiry must be between a minute and 14 days")
-    return timedelta(hours=value)
 
 
 @require_POST
 @operator_required
 def action_run(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
-    kind = request.POST.get("kind", "")
-    try:
-        services.action_request(
+    with refused(request, "Not queued"):
+        form = ActionRunForm(request.POST)
+        actions.action_request(
             actor=request.user,
             session=session,
-            kind=kind,
-            params=_params_from(request.POST, kind),
-            expires_in=_expiry_from(request.POST),
+            kind=form.valid_data()["kind"],
+            params=form.params(),
+            expires_in=form.expires_in(),
         )
-    except services.SessionError as exc:
-        messages.error(request, f"Not queued: {exc}")
-    return _back(session)
+    return _back(session.pk)
 
 
 @require_POST
@@ -112,51 +116,33 @@ def action_run(request, session_id):
 def batch_run(request, session_id):
     """A batch from the queued-steps form: lines of `kind key=value ...`."""
     session = get_or_404(selectors.session_get, session_id=session_id)
-    items = []
-    try:
-        for line in request.POST.get("steps", "").splitlines():
-            if not line.strip():
-                continue
-            kind, *pairs = line.split()
-            params = {}
-            for pair in pairs:
-                if "=" not in pair:
-                    raise services.SessionError(f"expected key=value, got {pair!r}")
-                key, value = pair.split("=", 1)
-                params[key] = value
-            items.append((kind, params))
-        services.batch_request(actor=request.user, session=session, items=items)
-    except services.SessionError as exc:
-        messages.error(request, f"Batch not queued: {exc}")
-    return _back(session)
+    with refused(request, "Batch not queued"):
+        actions.batch_request(actor=request.user, session=session, items=BatchForm(request.POST).items())
+    return _back(session.pk)
 
 
 @require_POST
 @operator_required
 def action_cancel(request, session_id, action_id):
-    action = get_or_404(selectors.action_get, action_id=action_id, session_id=session_id)
-    try:
-        services.action_cancel(actor=request.user, action=action)
-    except services.SessionError as exc:
-        messages.error(request, f"Not cancelled: {exc}")
-    return _back(action.session)
+    action = get_or_404(action_selectors.action_get, action_id=action_id, session_id=session_id)
+    with refused(request, "Not cancelled"):
+        actions.action_cancel(actor=request.user, action=action)
+    return _back(session_id)
 
 
 @require_POST
 @operator_required
 def action_resend(request, session_id, action_id):
-    action = get_or_404(selectors.action_get, action_id=action_id, session_id=session_id)
-    try:
-        services.action_resend(actor=request.user, action=action)
-    except services.SessionError as exc:
-        messages.error(request, f"Not resent: {exc}")
-    return _back(action.session)
+    action = get_or_404(action_selectors.action_get, action_id=action_id, session_id=session_id)
+    with refused(request, "Not resent"):
+        actions.action_resend(actor=request.user, action=action)
+    return _back(session_id)
 
 
 @member_required
 def action_fragment(request, session_id, action_id):
     """One action's card, re-rendered when the console socket says its status changed."""
-    action = get_or_404(selectors.action_get, action_id=action_id, session_id=session_id)
+    action = get_or_404(action_selectors.action_get, action_id=action_id, session_id=session_id)
     return render(
         request,
         "console/_action.html",
@@ -173,28 +159,20 @@ def action_fragment(request, session_id, action_id):
 @operator_required
 def note_add(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
-    try:
-        services.session_add_note(actor=request.user, session=session, text=request.POST.get("text", ""))
-    except services.SessionError as exc:
-        messages.error(request, f"Note not saved: {exc}")
-    return _back(session)
+    with refused(request, "Note not saved"):
+        text = NoteForm(request.POST).valid_data()["text"]
+        sessions.session_add_note(actor=request.user, session=session, text=text)
+    return _back(session.pk)
 
 
 @require_POST
 @operator_required
 def follow_up(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
-    at = posted_datetime(request)
-    if at is None:
-        messages.error(request, "Follow-up not scheduled: give a date and time")
-        return _back(session)
-    try:
-        services.session_schedule_follow_up(
-            actor=request.user, session=session, at=at, note=request.POST.get("note", "")
-        )
-    except services.SessionError as exc:
-        messages.error(request, f"Follow-up not scheduled: {exc}")
-    return _back(session)
+    with refused(request, "Follow-up not scheduled"):
+        data = FollowUpForm(request.POST).valid_data()
+        sessions.session_schedule_follow_up(actor=request.user, session=session, at=data["at"], note=data["note"])
+    return _back(session.pk)
 
 
 @require_POST
@@ -203,18 +181,17 @@ def session_close(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
     if session.status == SessionStatus.CLOSED:
         messages.info(request, "The session was already closed.")
-        return _back(session)
-    try:
-        services.session_close(actor=request.user, session=session, reason=request.POST.get("reason", ""))
-    except services.SessionError as exc:
-        messages.error(request, str(exc))
-    return _back(session)
+        return _back(session.pk)
+    with refused(request, "Not closed"):
+        reason = SessionCloseForm(request.POST).valid_data()["reason"]
+        sessions.session_close(actor=request.user, session=session, reason=reason)
+    return _back(session.pk)
 
 
 @member_required
 def session_list(request):
     status = request.GET.get("status", SessionStatus.OPEN)
     if status not in SessionStatus.values and status != "all":
-        raise PermissionDenied("unknown status filter")
-    sessions = selectors.session_list(status="" if status == "all" else status)[:200]
-    return render(request, "console/session_list.html", {"sessions": sessions, "status": status})
+        raise Rejected("unknown status filter")
+    session_rows = selectors.session_list(status="" if status == "all" else status)[:200]
+    return render(request, "console/session_list.html", {"sessions": session_rows, "status": status})

@@ -18,9 +18,10 @@ from rest_framework.test import APIClient
 from bridge.models import OutboxMessage, OutboxStatus
 from caisey import tenancy
 from caisey.api import TenantScopedAPIMixin
-from endpoints.models import Endpoint, EndpointStatus, Role
+from endpoints.models import AgentMode, Endpoint, EndpointStatus, Role
 from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession, TranscriptEntry
 from sessions_app.services import actions as services
+from sessions_app.services import bulk, sessions
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -61,11 +62,11 @@ class World:
         self.rival_group = factories.client_group(self.rival, name="Rival Client")
         self.rival_endpoint = factories.endpoint(self.rival_group, hostname="rival01", tags="erp").endpoint
         self.rival_tech = factories.technician(self.rival)
-        self.rival_session = services.session_open(actor=self.rival_tech, endpoint=self.rival_endpoint, reason="R-1")
+        self.rival_session = sessions.session_open(actor=self.rival_tech, endpoint=self.rival_endpoint, reason="R-1")
         self.rival_action = services.action_request(
             actor=self.rival_tech, session=self.rival_session, kind="system_summary", params={}
         )
-        self.rival_run = services.bulk_run_start(
+        self.rival_run = bulk.bulk_run_start(
             actor=self.rival_tech, endpoints=[self.rival_endpoint], kind="disk_usage", params={}, reason="rival"
         )
 
@@ -175,7 +176,7 @@ def test_endpoint_search_by_hostname_tag_and_client_group(world):
 def test_a_recently_seen_endpoint_is_not_offline(world):
     from django.utils import timezone
 
-    Endpoint.all_tenants.filter(pk=world.web.pk).update(last_seen_at=timezone.now(), mode="lazy")
+    Endpoint.all_tenants.filter(pk=world.web.pk).update(last_seen_at=timezone.now(), mode=AgentMode.LAZY)
     body = world.api.get(f"{V1}/endpoints/{world.web.pk}/").json()
     assert body["presence"] == "lazy" and body["last_seen_at"]
 
@@ -684,7 +685,7 @@ def test_the_exception_handler_maps_domain_errors():
         response = exception_handler(exc, {})
         return response.status_code, response.data["error"], response.data["detail"]
 
-    assert handled(services.SessionError("this session is closed")) == (400, "rejected", "this session is closed")
+    assert handled(sessions.SessionError("this session is closed")) == (400, "rejected", "this session is closed")
     assert handled(PermissionDenied("only technicians")) == (403, "forbidden", "only technicians")
     assert handled(ObjectDoesNotExist()) == (404, "not_found", "not found")
     bad_uuid = ValidationError("“%(value)s” is not a valid UUID.", code="invalid", params={"value": "x"})

@@ -23,6 +23,7 @@ from knox.models import AuthToken
 from schemathesis.checks import not_a_server_error
 
 from sessions_app.services import actions as services
+from sessions_app.services import bulk, sessions
 from tests import factories
 
 MAX_EXAMPLES = 15
@@ -36,10 +37,10 @@ def world(db, settings):
     endpoint = factories.endpoint(group, hostname="app01", tags="dc erp").endpoint
     factories.endpoint(group, hostname="web01")
     tech = factories.technician(tenant)
-    session = services.session_open(actor=tech, endpoint=endpoint, reason="T-1")
+    session = sessions.session_open(actor=tech, endpoint=endpoint, reason="T-1")
     action = services.action_request(actor=tech, session=session, kind="tcp_connect", params={"host": "db", "port": 1})
-    services.session_add_note(actor=tech, session=session, text="a note")
-    run = services.bulk_run_start(actor=tech, endpoints=[endpoint], kind="disk_usage", params={}, reason="bulk")
+    sessions.session_add_note(actor=tech, session=session, text="a note")
+    run = bulk.bulk_run_start(actor=tech, endpoints=[endpoint], kind="disk_usage", params={}, reason="bulk")
     # Ids of real objects, by the collection their path starts with.
     ids = {"endpoints": endpoint.pk, "sessions": session.pk, "actions": action.pk, "bulk-runs": run.pk}
     # Django's test client does the same: the request signals would otherwise close the

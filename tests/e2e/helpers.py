@@ -2,7 +2,7 @@
 
 PRELUDE = (
     "import json; from django.contrib.auth import get_user_model; from caisey import tenancy;"
-    "from endpoints.models import Endpoint; from sessions_app.services import actions as services, approvals as prompts;"
+    "from endpoints.models import Endpoint; from sessions_app.services import actions as services, approvals as prompts, sessions;"
     "from sessions_app.models import Action, Prompt, SupportSession;"
     "tech = get_user_model().objects.get(username='{tech}'); "
 )
@@ -10,7 +10,7 @@ PRELUDE = (
 
 def open_session(tech: str, endpoint_id: str) -> str:
     return PRELUDE.format(tech=tech) + (
-        f"s = services.session_open(actor=tech, endpoint=Endpoint.all_tenants.get(pk='{endpoint_id}'), reason='e2e');"
+        f"s = sessions.session_open(actor=tech, endpoint=Endpoint.all_tenants.get(pk='{endpoint_id}'), reason='e2e');"
         "print(json.dumps(str(s.pk)))"
     )
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from bridge.models import OutboxMessage
 from endpoints.models import Endpoint
 from sessions_app.models import TranscriptEntry
-from sessions_app.services import actions as services
+from sessions_app.services import sessions
 from sessions_app.services.connectivity import session_connectivity_sweep
 from sessions_app.services.transcript import transcript_verify
 from tests import factories
@@ -34,10 +34,10 @@ def test_degraded_offline_and_back_are_each_recorded_once_in_every_open_session(
     endpoint = factories.endpoint(factories.client_group(tenant)).endpoint
     seen(endpoint)
     tech = factories.technician(tenant)
-    session = services.session_open(actor=tech, endpoint=endpoint, reason="ERP down")
-    other = services.session_open(actor=factories.technician(tenant), endpoint=endpoint, reason="second pair of eyes")
-    closed = services.session_open(actor=tech, endpoint=endpoint, reason="done already")
-    services.session_close(actor=tech, session=closed)
+    session = sessions.session_open(actor=tech, endpoint=endpoint, reason="ERP down")
+    other = sessions.session_open(actor=factories.technician(tenant), endpoint=endpoint, reason="second pair of eyes")
+    closed = sessions.session_open(actor=tech, endpoint=endpoint, reason="done already")
+    sessions.session_close(actor=tech, session=closed)
     assert session_connectivity_sweep() == 0  # working path: nothing to say
 
     # The agent stops acknowledging: its oldest message waits past the threshold.

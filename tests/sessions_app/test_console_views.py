@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from caisey import tenancy
-from endpoints.models import Endpoint, Role
+from endpoints.models import AgentMode, Endpoint, Role
 from sessions_app.models import Action, ActionStatus, SessionStatus, SupportSession, TranscriptEntry
 from tests import factories
 
@@ -25,7 +25,7 @@ def world():
 
 
 def online(endpoint):
-    Endpoint.all_tenants.filter(pk=endpoint.pk).update(last_seen_at=timezone.now(), mode="active")
+    Endpoint.all_tenants.filter(pk=endpoint.pk).update(last_seen_at=timezone.now(), mode=AgentMode.ACTIVE)
 
 
 def test_technician_opens_a_session_and_runs_a_diagnostic(client, world):
@@ -83,6 +83,8 @@ def test_offline_endpoint_session_is_read_only_but_queues_notes_and_follow_ups(c
     assert session.follow_up_at is not None and session.follow_up_note == "retry tomorrow"
     kinds = list(TranscriptEntry.all_tenants.filter(session=session).values_list("kind", flat=True))
     assert kinds == ["session.opened", "action.queued", "note", "session.follow_up_scheduled"]
+    page = client.get(reverse("console:session_detail", args=[session.pk])).content.decode()
+    assert "<q>user says it sleeps at lunch</q>" in page  # the record names kinds by TranscriptKind
 
 
 def test_cancel_and_close(client, world):

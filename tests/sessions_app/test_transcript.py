@@ -1,17 +1,14 @@
-"""The transcript is append-only and tamper-evident; abandoned sessions are closed with a reason."""
+"""The transcript is append-only and tamper-evident."""
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
-from django.utils import timezone
 
 from sessions_app import db_guards
-from sessions_app.models import SessionStatus, SupportSession, TranscriptEntry
-from sessions_app.services import actions as services
+from sessions_app.models import TranscriptEntry
+from sessions_app.services import sessions
 from sessions_app.services.transcript import transcript_append
 from tests import factories
 
@@ -23,9 +20,9 @@ def session():
     tenant = factories.tenant()
     endpoint = factories.endpoint(factories.client_group(tenant)).endpoint
     tech = factories.technician(tenant)
-    s = services.session_open(actor=tech, endpoint=endpoint, reason="T-1")
-    services.session_add_note(actor=tech, session=s, text="first")
-    services.session_add_note(actor=tech, session=s, text="second")
+    s = sessions.session_open(actor=tech, endpoint=endpoint, reason="T-1")
+    sessions.session_add_note(actor=tech, session=s, text="first")
+    sessions.session_add_note(actor=tech, session=s, text="second")
     return s
 
 
@@ -96,14 +93,3 @@ def test_verify_detects_that_the_last_entries_were_removed(session):
         cursor.execute(f"DELETE FROM {table} WHERE id = %s", [last._meta.pk.get_db_prep_value(last.pk, connection)])
     with pytest.raises(CommandError, match=r"entry #1 .* is bad: the record ends at entry #1 but held 3 entries"):
         call_command("verify_transcripts")
-
-
-def test_abandoned_sessions_are_closed_with_a_synthetic_entry(session):
-    SupportSession.all_tenants.filter(pk=session.pk).update(last_activity_at=timezone.now() - timedelta(days=2))
-    assert services.abandoned_sessions_sweep() == 1
-    session.refresh_from_db()
-    assert session.status == SessionStatus.CLOSED and session.status_changed_by == "system"
-    last = TranscriptEntry.all_tenants.filter(session=session).order_by("-index").first()
-    assert last.kind == "session.closed" and last.actor == "system" and last.data["synthetic"] is True
-    assert "no activity since" in last.data["reason"]
-    assert services.abandoned_sessions_sweep() == 0

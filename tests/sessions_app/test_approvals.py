@@ -26,6 +26,7 @@ from sessions_app.models import (
 )
 from sessions_app.services import actions as services
 from sessions_app.services import approvals as prompts
+from sessions_app.services import sessions
 from tests import factories
 from tests.bridge.agent_client import FakeAgent
 
@@ -39,7 +40,7 @@ def world(requires="shell", deadline_s=300, approver="boss@client.example"):
     enrolled = factories.endpoint(group, hostname="fin-laptop")
     Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(last_seen_at=timezone.now())
     tech = factories.technician(tenant)
-    session = services.session_open(actor=tech, endpoint=enrolled.endpoint, reason="T-9")
+    session = sessions.session_open(actor=tech, endpoint=enrolled.endpoint, reason="T-9")
     return enrolled, tech, session
 
 

@@ -71,6 +71,7 @@ from sessions_app.models import (
 )
 from sessions_app.services import actions as services
 from sessions_app.services import approvals as prompts
+from sessions_app.services import sessions
 from tests import factories
 
 S = PromptState
@@ -251,7 +252,7 @@ class PromptMachine(RuleBasedStateMachine):
         self.enrolled = factories.endpoint(group)
         self.endpoint = self.enrolled.endpoint
         self.tech = factories.technician(tenant)
-        self.session = services.session_open(actor=self.tech, endpoint=self.endpoint, reason="property test")
+        self.session = sessions.session_open(actor=self.tech, endpoint=self.endpoint, reason="property test")
         self.tenant = tenant
         self.ready = True
         self.runtime_connects()
@@ -352,7 +353,7 @@ class PromptMachine(RuleBasedStateMachine):
                 {"cancel": prompts.prompt_cancel, "reissue": prompts.prompt_reissue, "resend": prompts.prompt_resend}[
                     act
                 ](actor=self.tech, prompt=prompt)
-        except (prompts.PromptError, services.SessionError):
+        except (prompts.PromptError, sessions.SessionError):
             pass  # not allowed from where it is now: the console refuses, nothing changes
         self._track_new_prompts()
         self._doorbell()

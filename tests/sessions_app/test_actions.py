@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from caisey_agent import protocol as p
 from sessions_app.models import Action, ActionOutput, ActionStatus, TranscriptEntry
 from sessions_app.services import actions as services
+from sessions_app.services import sessions
 from sessions_app.services.transcript import transcript_verify
 from tests import factories
 from tests.bridge.agent_client import FakeAgent
@@ -40,7 +41,7 @@ async def recv_type(agent, type_: str) -> p.Envelope:
 async def test_action_runs_and_every_step_is_in_the_transcript():
     enrolled, tech = await database_sync_to_async(setup_world)()
     agent = await connected(enrolled)
-    session = await database_sync_to_async(services.session_open)(actor=tech, endpoint=enrolled.endpoint, reason="T-1")
+    session = await database_sync_to_async(sessions.session_open)(actor=tech, endpoint=enrolled.endpoint, reason="T-1")
     wake = await recv_type(agent, "mode.set")
     assert wake.body.mode == "active"
     await agent.send(p.Ack(ref=wake.id))
@@ -90,7 +91,7 @@ async def test_action_runs_and_every_step_is_in_the_transcript():
 async def test_cancel_reaches_the_agent_and_a_late_result_is_ignored():
     enrolled, tech = await database_sync_to_async(setup_world)()
     agent = await connected(enrolled)
-    session = await database_sync_to_async(services.session_open)(actor=tech, endpoint=enrolled.endpoint)
+    session = await database_sync_to_async(sessions.session_open)(actor=tech, endpoint=enrolled.endpoint)
     action = await database_sync_to_async(services.action_request)(
         actor=tech, session=session, kind="shell", params={"command": "sleep 60"}
     )
@@ -116,7 +117,7 @@ async def test_cancel_reaches_the_agent_and_a_late_result_is_ignored():
 async def test_an_agent_cannot_report_on_another_endpoints_action():
     enrolled, tech = await database_sync_to_async(setup_world)()
     other, other_tech = await database_sync_to_async(setup_world)()
-    session = await database_sync_to_async(services.session_open)(actor=other_tech, endpoint=other.endpoint)
+    session = await database_sync_to_async(sessions.session_open)(actor=other_tech, endpoint=other.endpoint)
     theirs = await database_sync_to_async(services.action_request)(
         actor=other_tech, session=session, kind="system_summary", params={}
     )
