@@ -17,14 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sessions_app.kinds import TranscriptKind
 from sessions_app.models import SupportSession, TranscriptEntry
 
 REDACTED = "[redacted]"
-# Transcript kinds matched here. H-B's TranscriptKind StrEnum has the same values: switching is
-# this one block (``REDACTION = TranscriptKind.REVIEW_REDACTION`` ...), the matching below is unchanged.
-REDACTION = "review.redaction"
-NOTE = "review.note"
-ACTION_OUTPUT = "action.output"
+# Transcript kinds matched here.
+REDACTION = TranscriptKind.REVIEW_REDACTION
+NOTE = TranscriptKind.REVIEW_NOTE
+ACTION_OUTPUT = TranscriptKind.ACTION_OUTPUT
 
 # Never shown (to technicians on review pages or to clients): delivery internals, the full machine
 # inventory, a diagnostic's structured duplicate of its text, and ids that mean nothing to a reader.

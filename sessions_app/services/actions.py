@@ -50,16 +50,7 @@ from sessions_app.models import (
     SupportSession,
 )
 from sessions_app.services import prompting
-from sessions_app.services.sessions import (  # noqa: F401  (re-exported until callers import services.sessions)
-    SessionError,
-    follow_up_request,
-    session_add_note,
-    session_close,
-    session_end,
-    session_open,
-    session_schedule_follow_up,
-    session_touch,
-)
+from sessions_app.services.sessions import SessionError, session_end, session_touch
 from sessions_app.services.transcript import transcript_append
 
 

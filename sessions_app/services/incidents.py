@@ -18,6 +18,7 @@ from caisey.errors import Conflict, Forbidden, Rejected
 from caisey.state_machine import IllegalTransition, TransitionRace, transition
 from endpoints.access import acting_for
 from endpoints.models import ClientGroup
+from sessions_app.kinds import TranscriptKind
 from sessions_app.models import (
     INCIDENT_TRANSITIONS,
     Incident,
@@ -31,9 +32,9 @@ from sessions_app.services.transcript import transcript_append
 TITLE_MAX_LENGTH = 200
 SUMMARY_MAX_LENGTH = 50_000
 
-# Transcript kinds written here (values of H-B's TranscriptKind once it is on main).
-ADDED_TO_INCIDENT = "session.added_to_incident"
-REMOVED_FROM_INCIDENT = "session.removed_from_incident"
+# Transcript kinds written here.
+ADDED_TO_INCIDENT = TranscriptKind.SESSION_ADDED_TO_INCIDENT
+REMOVED_FROM_INCIDENT = TranscriptKind.SESSION_REMOVED_FROM_INCIDENT
 
 
 class IncidentError(Rejected):

@@ -18,6 +18,7 @@ from caisey import secrets
 from caisey.actors import Actor, actor_label, actor_user
 from caisey.errors import Forbidden
 from endpoints.access import acting_for
+from sessions_app.kinds import TranscriptKind
 from sessions_app.models import Incident, ShareLink, ShareLinkView, SupportSession
 from sessions_app.selectors.incidents import incident_sessions
 from sessions_app.selectors.review import last_index
@@ -31,9 +32,9 @@ MIN_EXPIRY = timedelta(minutes=5)
 MAX_EXPIRY = timedelta(days=90)
 LABEL_MAX_LENGTH = 200
 
-# Transcript kinds written here (values of H-B's TranscriptKind once it is on main).
-LINK_CREATED = "share.link_created"
-LINK_REVOKED = "share.link_revoked"
+# Transcript kinds written here.
+LINK_CREATED = TranscriptKind.SHARE_LINK_CREATED
+LINK_REVOKED = TranscriptKind.SHARE_LINK_REVOKED
 
 
 @transaction.atomic

@@ -120,9 +120,9 @@ def test_another_tenants_session_is_not_found(client, world):
     other = factories.endpoint(factories.client_group(other_tenant), hostname="secret-host").endpoint
     other_tech = factories.technician(other_tenant)
     with tenancy.bind(other_tenant.pk):
-        from sessions_app.services import actions as services
+        from sessions_app.services import sessions as session_services
 
-        session = services.session_open(actor=other_tech, endpoint=other)
+        session = session_services.session_open(actor=other_tech, endpoint=other)
     client.force_login(tech)
     assert client.get(reverse("console:session_detail", args=[session.pk])).status_code == 404
     assert client.post(reverse("console:note_add", args=[session.pk]), {"text": "x"}).status_code == 404

@@ -18,6 +18,7 @@ from endpoints.models import Endpoint
 from sessions_app.models import ApprovalLink, ApprovalLinkVisit, Prompt, PromptState, ShareLinkView
 from sessions_app.services import actions as services
 from sessions_app.services import approvals
+from sessions_app.services import sessions as session_services
 from sessions_app.views import public
 from sessions_app.views.approval import APPROVAL_LINKS
 from sessions_app.views.share import SHARE_LINKS
@@ -38,7 +39,7 @@ class World:
         Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(last_seen_at=timezone.now())
         self.tech = factories.technician(self.tenant)
         with tenancy.bind(self.tenant.pk):
-            self.session = services.session_open(actor=self.tech, endpoint=enrolled.endpoint, reason="T-1")
+            self.session = session_services.session_open(actor=self.tech, endpoint=enrolled.endpoint, reason="T-1")
             action = services.action_request(
                 actor=self.tech, session=self.session, kind="shell", params={"command": "ipconfig"}
             )

@@ -16,7 +16,8 @@ from sessions_app.models import IncidentStatus
 from sessions_app.selectors import incidents as incident_selectors
 from sessions_app.selectors import review as review_selectors
 from sessions_app.selectors import sharing as sharing_selectors
-from sessions_app.services import actions, incidents, review, sharing
+from sessions_app.services import incidents, review, sharing
+from sessions_app.services import sessions as session_services
 from tests import factories
 from tests.sessions_app.records_support import setup_as_system  # noqa: F401  (autouse)
 from tests.sessions_app.test_sharing import SECRET, World, pdf_text
@@ -70,7 +71,7 @@ def test_reviewed_entries_mark_for_technicians_and_hide_for_clients(world):
 def test_a_shared_record_shows_what_was_reviewed_the_current_one_everything(world):
     link, _ = world.link()
     with world.bind():
-        actions.session_add_note(actor=world.tech, session=world.session, text="after the link")
+        session_services.session_add_note(actor=world.tech, session=world.session, text="after the link")
         shown = sharing_selectors.shared_record(link=link)
         now = sharing_selectors.current_record(session=world.session)
     upto = link.reviewed_upto[str(world.session.pk)]

@@ -22,6 +22,7 @@ from sessions_app.exports import json as json_export
 from sessions_app.models import ShareLink, ShareLinkView, TranscriptEntry
 from sessions_app.services import actions as services
 from sessions_app.services import incidents, review, sharing
+from sessions_app.services import sessions as session_services
 from sessions_app.services.transcript import GENESIS, transcript_verify
 from sessions_app.views import public
 from sessions_app.views.share import SHARE_LINKS
@@ -158,7 +159,7 @@ def test_redacting_part_of_an_output_hides_it_everywhere_the_client_looks(client
 
 def test_withholding_a_whole_entry(client, world):
     with world.bind():
-        services.session_add_note(actor=world.tech, session=world.session, text="VPN pin is 471193")
+        session_services.session_add_note(actor=world.tech, session=world.session, text="VPN pin is 471193")
         note = world.entry("note")
         redaction = review.entry_redact(actor=world.tech, session=world.session, entry=note)
     assert redaction.data["whole"] is True and redaction.data["index"] == note.index
@@ -349,10 +350,12 @@ def test_guessing_tokens_is_rate_limited_per_address_and_token_prefix(client, wo
 
 def test_a_link_shows_what_was_reviewed_and_later_redactions_still_apply(client, world):
     with world.bind():
-        services.session_add_note(actor=world.tech, session=world.session, text="reviewed note: before the link")
+        session_services.session_add_note(
+            actor=world.tech, session=world.session, text="reviewed note: before the link"
+        )
     link, token = world.link()
     with world.bind():
-        services.session_add_note(actor=world.tech, session=world.session, text="late note: after the link")
+        session_services.session_add_note(actor=world.tech, session=world.session, text="late note: after the link")
         review.review_note_add(actor=world.tech, session=world.session, text="late review note")
     html = client.get(reverse("share_view", args=[token])).content.decode()
     assert "reviewed note: before the link" in html
