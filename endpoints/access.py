@@ -42,10 +42,11 @@ def membership_resolve(*, user) -> Access | None:
     """The one resolution of a signed-in user's tenant. None: an anonymous or inactive user,
     or one with neither a membership nor superuser rights (they reach nothing).
 
-    Crosses tenants by nature (it is how the tenant is found), hence ``all_tenants``."""
+    Crosses tenants by nature (it is how the tenant is found): a named ``tenancy.system()`` read."""
     if user is None or not user.is_authenticated or not user.is_active:
         return None
-    membership = Membership.all_tenants.select_related("tenant").filter(user=user).first()
+    with tenancy.system():
+        membership = Membership.objects.select_related("tenant").filter(user=user).first()
     if membership is not None:
         return Access(membership=membership, superuser=user.is_superuser)
     if user.is_superuser:

@@ -18,7 +18,9 @@ from django.conf import settings
 
 from bridge import gc_pacing, last_seen, metrics, notify, outbox, services
 from bridge.groups import agent_group
+from caisey import tenancy
 from caisey_agent import protocol as p
+from endpoints.models import AgentMode
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,11 @@ def _endpoint_uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except (ValueError, TypeError, AttributeError):
         return None
+
+
+def _claim_due(endpoint) -> list[str]:
+    with tenancy.bind(endpoint.tenant_id):  # the socket acts in its endpoint's tenant
+        return outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=True)
 
 
 class AgentConsumer(AsyncWebsocketConsumer):
@@ -60,7 +67,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         last_seen.buffer.forget(self.endpoint.pk)
         await database_sync_to_async(services.agent_disconnected)(
-            endpoint_id=self.endpoint.pk, connection_id=self.connection_id, close_code=code
+            endpoint=self.endpoint, connection_id=self.connection_id, close_code=code
         )
 
     # --- frames from the agent ------------------------------------------------------
@@ -141,7 +148,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         # a safety net, not on every beat of every active endpoint (a bulk run wakes thousands).
         changed = beat.prompts != self.last_reports
         due = time.monotonic() - self.reconciled_at > settings.CAISEY["PROMPT_RECONCILE_EVERY"]
-        if changed or (due and (beat.prompts or beat.mode == "active")):
+        if changed or (due and (beat.prompts or beat.mode == AgentMode.ACTIVE)):
             self.last_reports = beat.prompts
             self.reconciled_at = time.monotonic()
             await self.reconcile_prompts(beat.prompts)
@@ -188,7 +195,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def deliver(self) -> None:
         """What is due now (the hello sent everything waiting at once)."""
-        frames = await database_sync_to_async(outbox.outbox_claim)(endpoint_id=self.endpoint.pk, due_only=True)
+        frames = await database_sync_to_async(_claim_due)(self.endpoint)
         for frame in frames:
             await self.send(text_data=frame)
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from bridge import outbox, signals
 from bridge.models import OutboxMessage, OutboxStatus
+from caisey.actors import Party
 from caisey_agent import protocol as p
 from tests import factories
 from tests.bridge.agent_client import FakeAgent
@@ -105,7 +106,7 @@ def test_unreachable_endpoint_uses_up_its_budget_then_fails_visibly(enrolled, se
         assert row.last_error == "endpoint offline"
         assert failures == [message.pk]
         # Nothing is deleted: the row stays, with its attempts, and an explicit resend queues it again.
-        outbox.outbox_resend(actor="test", message=row)
+        outbox.outbox_resend(actor=Party.SYSTEM, message=row)
         row = reload(message)
         assert row.status == OutboxStatus.QUEUED and row.max_attempts == 6 and row.id == message.pk
     finally:
