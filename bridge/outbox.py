@@ -31,6 +31,14 @@ from endpoints.models import Endpoint, Presence
 from endpoints.presence import presence_of
 
 
+def _label(actor: Actor) -> str:
+    # sessions_app still passes "bridge"/"system" as strings until its part of issue 9 lands:
+    # a party's own name is taken as that party; anything else must be a typed Actor.
+    if isinstance(actor, str) and not isinstance(actor, Party):
+        actor = Party(actor)
+    return actor_label(actor)
+
+
 def retry_policy(kind: str) -> dict[str, float]:
     policies = settings.CAISEY["OUTBOX_RETRY"]
     return {**policies["default"], **policies.get(kind, {})}
@@ -60,7 +68,22 @@ def outbox_enqueue(
     if body.TYPE not in p.SERVER_TO_AGENT:
         raise ValueError(f"{body.TYPE!r} is not a server -> agent message")
     now = timezone.now()
-    message = OutboxMessage.objects.create(
+    with tenancy.bind(endpoint.tenant_id):  # the endpoint's tenant (a caller bound to another raises)
+        message = _create(
+            endpoint=endpoint,
+            body=body,
+            ref_type=ref_type,
+            ref_id=ref_id,
+            expires_at=expires_at,
+            max_attempts=max_attempts,
+            now=now,
+        )
+    notify.agent_doorbell(endpoint_id=endpoint.pk, reason="queued")
+    return message
+
+
+def _create(*, endpoint, body, ref_type, ref_id, expires_at, max_attempts, now) -> OutboxMessage:
+    return OutboxMessage.objects.create(
         id=p.new_id(),
         endpoint=endpoint,
         kind=body.TYPE,
@@ -72,8 +95,6 @@ def outbox_enqueue(
         expires_at=expires_at,
         created_at=now,
     )
-    notify.agent_doorbell(endpoint_id=endpoint.pk, reason="queued")
-    return message
 
 
 def frame_of(message: OutboxMessage) -> str:
@@ -84,12 +105,20 @@ def frame_of(message: OutboxMessage) -> str:
 @transaction.atomic  # one commit for the whole claim, not one per row
 def outbox_claim(*, endpoint_id, due_only: bool = True, limit: int = 500) -> list[str]:
     """Claim this endpoint's sendable messages, oldest first; each claim counts one attempt.
-    The caller (the agent socket) has the endpoint's tenant bound.
+
+    Transport for one authenticated endpoint: every row read or written is pinned to
+    ``endpoint_id``, so the claim is named cross-tenant work (``tenancy.system()``) that can
+    reach no other endpoint's row, whoever calls it (the socket's hello, its doorbells, tests).
 
     The conditional update makes two processes claiming the same row at once
     send it once (and a double send would be harmless: the agent deduplicates).
     """
     now = timezone.now()
+    with tenancy.system():
+        return _claim(endpoint_id=endpoint_id, due_only=due_only, limit=limit, now=now)
+
+
+def _claim(*, endpoint_id, due_only: bool, limit: int, now: datetime) -> list[str]:
     ack_timeout = timedelta(seconds=settings.CAISEY["OUTBOX_ACK_TIMEOUT_S"])
     rows = OutboxMessage.objects.filter(endpoint_id=endpoint_id, status=OutboxStatus.QUEUED)
     if due_only:
@@ -174,7 +203,7 @@ def outbox_resend(*, actor: Actor, message: OutboxMessage) -> OutboxMessage:
             "next_attempt_at": timezone.now(),
             "max_attempts": message.attempts + int(retry_policy(message.kind)["max_attempts"]),
             "expires_at": None,
-            "status_changed_by": actor_label(actor),
+            "status_changed_by": _label(actor),
         },
     )
     notify.agent_doorbell(endpoint_id=message.endpoint_id, reason="resend")
@@ -184,7 +213,7 @@ def outbox_resend(*, actor: Actor, message: OutboxMessage) -> OutboxMessage:
 @transaction.atomic
 def outbox_cancel(*, actor: Actor, message: OutboxMessage) -> None:
     transition(
-        message, to=OutboxStatus.CANCELLED, table=OUTBOX_TRANSITIONS, updates={"status_changed_by": actor_label(actor)}
+        message, to=OutboxStatus.CANCELLED, table=OUTBOX_TRANSITIONS, updates={"status_changed_by": _label(actor)}
     )
 
 

@@ -18,7 +18,6 @@ from django.conf import settings
 
 from bridge import gc_pacing, last_seen, metrics, notify, outbox, services
 from bridge.groups import agent_group
-from caisey import tenancy
 from caisey_agent import protocol as p
 from endpoints.models import AgentMode
 
@@ -30,11 +29,6 @@ def _endpoint_uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except (ValueError, TypeError, AttributeError):
         return None
-
-
-def _claim_due(endpoint) -> list[str]:
-    with tenancy.bind(endpoint.tenant_id):  # the socket acts in its endpoint's tenant
-        return outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=True)
 
 
 class AgentConsumer(AsyncWebsocketConsumer):
@@ -195,7 +189,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def deliver(self) -> None:
         """What is due now (the hello sent everything waiting at once)."""
-        frames = await database_sync_to_async(_claim_due)(self.endpoint)
+        frames = await database_sync_to_async(outbox.outbox_claim)(endpoint_id=self.endpoint.pk, due_only=True)
         for frame in frames:
             await self.send(text_data=frame)
 
