@@ -134,14 +134,17 @@ def agent_connection_record(*, endpoint: Endpoint, hello: Hello, connection_id: 
     return Handshake(endpoint=endpoint, mode=endpoint.mode, interval=interval)
 
 
-def agent_disconnected(*, endpoint: Endpoint, connection_id: str, close_code: int | None) -> None:
-    """The agent's socket closed (``endpoint`` as the socket keeps it: id and tenant)."""
-    with tenancy.bind(endpoint.tenant_id), transaction.atomic():
+def agent_disconnected(*, endpoint_id, connection_id: str, close_code: int | None) -> None:
+    """The agent's socket closed. An agent frame of sorts: the endpoint (by the id the socket
+    authenticated) is found across tenants, and the rest runs in its tenant."""
+    with tenancy.system():
+        tenant_id = Endpoint.objects.values_list("tenant_id", flat=True).get(pk=endpoint_id)
+    with tenancy.bind(tenant_id), transaction.atomic():
         AgentConnection.objects.filter(connection_id=connection_id).update(
             closed_at=timezone.now(), close_code=close_code
         )
-        if endpoint_services.endpoint_record_disconnect(endpoint_id=endpoint.pk, connection_id=connection_id):
-            presence_announce(endpoint=Endpoint.objects.get(pk=endpoint.pk))
+        if endpoint_services.endpoint_record_disconnect(endpoint_id=endpoint_id, connection_id=connection_id):
+            presence_announce(endpoint=Endpoint.objects.get(pk=endpoint_id))
 
 
 class UnsupportedMessage(Rejected):

@@ -61,7 +61,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         last_seen.buffer.forget(self.endpoint.pk)
         await database_sync_to_async(services.agent_disconnected)(
-            endpoint=self.endpoint, connection_id=self.connection_id, close_code=code
+            endpoint_id=self.endpoint.pk, connection_id=self.connection_id, close_code=code
         )
 
     # --- frames from the agent ------------------------------------------------------
