@@ -57,6 +57,8 @@ def membership_resolve(*, user) -> Access | None:
 def _membership_of(actor: Actor) -> Membership | None:
     if isinstance(actor, Party):
         return None
+    if isinstance(actor, str) or actor is None:
+        raise TypeError(f"actor must be a user or a caisey.actors.Party, not {actor!r}")
     try:
         return actor.membership  # type: ignore[union-attr]  # the reverse one-to-one of Membership.user
     except Membership.DoesNotExist:

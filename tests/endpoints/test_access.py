@@ -132,3 +132,9 @@ def test_acting_for_checks_the_person_and_binds_their_tenant(tenant):
     with acting_for(Party.SYSTEM, other.pk) as membership:  # a system party names the row's tenant
         assert membership is None and tenancy.current_tenant_id() == other.pk
     assert tenancy.current_tenant_id() is None
+
+
+def test_an_untyped_actor_is_a_programming_error(tenant):
+    for actor in ("test", None):
+        with pytest.raises(TypeError, match="caisey.actors.Party"):
+            require_operator(actor, tenant.pk)
