@@ -33,6 +33,7 @@ from django.db.models import Count
 
 from bridge.models import OutboxMessage, OutboxStatus
 from caisey import secrets
+from caisey.actors import Party
 from endpoints import services as endpoint_services
 from endpoints.models import Endpoint, Role, Tenant
 from sessions_app.models import ACTION_FINAL, Action, ActionStatus, SupportSession
@@ -66,7 +67,9 @@ def seed(args) -> dict:
         name=f"Bench {TENANT_SLUG}", slug=TENANT_SLUG, admin_username=f"{TENANT_SLUG}-admin", admin_password=password
     )
     endpoint_services.membership_create(tenant=ten, username=TECH, password=password, role=Role.TECHNICIAN)
-    group = endpoint_services.client_group_create(actor=None, tenant=ten, name="Bench client", slug="bench-client")
+    group = endpoint_services.client_group_create(
+        actor=Party.OPERATOR, tenant=ten, name="Bench client", slug="bench-client"
+    )
     agents, rows = [], []
     for i in range(args.agents):
         credential = secrets.new_secret()

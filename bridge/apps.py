@@ -6,4 +6,4 @@ class BridgeConfig(AppConfig):
     verbose_name = "Bridge"
 
     def ready(self) -> None:
-        from bridge import receivers  # noqa: F401
+        from bridge import handlers  # noqa: F401  (the bridge's own registry entries and hooks)

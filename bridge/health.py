@@ -5,6 +5,9 @@ acked) p50/p95 over the last hour, reconnects in the last hour, last error.
 Connectivity adds ``degraded`` to the heartbeat-derived presence when a
 connected endpoint lags or keeps reconnecting. Everything is read from the
 database, so every server process tells the same story.
+
+Reads go through the scoped managers: a page or service sees its own tenant's figures;
+``overall`` (and /metrics) run under ``tenancy.system()``, named by their caller.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
     if not ids:
         return result
     since = now - HOUR
-    rows = OutboxMessage.all_tenants.filter(endpoint_id__in=ids)
+    rows = OutboxMessage.objects.filter(endpoint_id__in=ids)
     for row in (
         rows.filter(status=OutboxStatus.QUEUED).values("endpoint_id").annotate(n=Count("id"), oldest=Min("created_at"))
     ):
@@ -100,7 +103,7 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
         h.latency_p95_ms = percentile(values, 95)
         h.recent_p95_ms = percentile(recent[endpoint_id], 95)
     connects = (
-        AgentConnection.all_tenants.filter(endpoint_id__in=ids)
+        AgentConnection.objects.filter(endpoint_id__in=ids)
         .values("endpoint_id")
         .annotate(
             recent=Count("id", filter=Q(opened_at__gte=since)),
@@ -147,7 +150,7 @@ def latency_series(endpoint_id, *, now: datetime | None = None, buckets: int = 1
     width = HOUR / buckets
     start = now - HOUR
     values: list[list[float]] = [[] for _ in range(buckets)]
-    acked = OutboxMessage.all_tenants.filter(endpoint_id=endpoint_id, acked_at__gte=start).values_list(
+    acked = OutboxMessage.objects.filter(endpoint_id=endpoint_id, acked_at__gte=start).values_list(
         "acked_at", "latency_ms"
     )
     for acked_at, latency in acked:
@@ -159,9 +162,9 @@ def latency_series(endpoint_id, *, now: datetime | None = None, buckets: int = 1
 
 
 def overall(now: datetime | None = None) -> dict:
-    """Aggregate figures for the whole bridge (all tenants: used by /metrics only)."""
+    """Aggregate figures for the whole bridge (all tenants: /metrics calls it under ``tenancy.system()``)."""
     now = now or timezone.now()
-    rows = OutboxMessage.all_tenants
+    rows = OutboxMessage.objects
     queued = rows.filter(status=OutboxStatus.QUEUED)
     latencies = list(rows.filter(acked_at__gte=now - HOUR).values_list("latency_ms", flat=True))
     return {
@@ -170,5 +173,5 @@ def overall(now: datetime | None = None) -> dict:
         "latency_p50_ms": percentile(latencies, 50),
         "latency_p95_ms": percentile(latencies, 95),
         "messages_per_second": rows.filter(acked_at__gte=now - timedelta(seconds=60)).count() / 60.0,
-        "reconnects_1h": AgentConnection.all_tenants.filter(opened_at__gte=now - HOUR).count(),
+        "reconnects_1h": AgentConnection.objects.filter(opened_at__gte=now - HOUR).count(),
     }

@@ -9,6 +9,7 @@ last-seen, which presence tolerates by design (missed beats plus grace).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from datetime import datetime
 
@@ -16,9 +17,15 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from caisey import tenancy
 from endpoints.services import endpoint_touch_many
 
 log = logging.getLogger(__name__)
+
+
+def _touch_many(batch: dict) -> None:
+    with tenancy.system():  # this process's agents, of every tenant: system work, named
+        endpoint_touch_many(seen=batch)
 
 
 class LastSeenBuffer:
@@ -38,7 +45,7 @@ class LastSeenBuffer:
         if not batch:
             return
         try:
-            await database_sync_to_async(endpoint_touch_many)(seen=batch)
+            await database_sync_to_async(_touch_many)(batch)
         except Exception:
             for endpoint_id, seen_at in batch.items():  # keep them for the next flush
                 self._seen.setdefault(endpoint_id, seen_at)
@@ -47,7 +54,8 @@ class LastSeenBuffer:
     def _ensure_flusher(self) -> None:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._run())
+            # Its own, empty context: the process-wide flusher inherits no socket's state.
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
 
     async def _run(self) -> None:
         interval = settings.CAISEY["LAST_SEEN_FLUSH_INTERVAL"]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import threading
+import weakref
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -45,7 +48,7 @@ class _LoopSender:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.task = loop.create_task(self._run())
+        self.task = loop.create_task(self._run(), context=contextvars.Context())  # process-wide: no caller's state
 
     async def _run(self) -> None:
         while True:
@@ -85,29 +88,45 @@ def _send_many(items: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 class _Doorbells:
-    """The doorbells of one transaction (or savepoint), rung together once it commits."""
+    """The doorbells of one transaction (or of one stretch of a savepoint in it), rung together,
+    in the order they were rung, by the one ``transaction.on_commit`` hook this object is."""
 
-    def __init__(self) -> None:
+    def __init__(self, savepoints: tuple) -> None:
+        self.savepoints = savepoints  # connection.savepoint_ids when it was opened
         self.items: list[tuple[str, dict[str, Any]]] = []
+        self.rung = False
 
     def __call__(self) -> None:
+        self.rung = True
         _send_many(self.items)
 
 
+# Per thread (Django's connections are) and per database alias: a weak reference to the batch
+# opened last. It is our own record, not Django's list of hooks. Django holds the only strong
+# reference, as the registered on_commit hook: it calls the batch once after the outermost
+# commit, or drops it with a rolled-back transaction or savepoint, and with it goes the batch
+# (CPython frees it at once; it holds no reference cycle). So a rolled-back batch is never
+# rung, never appended to again, and nothing is kept for it: no leak, however many rollbacks.
+_open = threading.local()
+
+
 def _after_commit(group: str, message: dict[str, Any]) -> None:
-    """Ring after the transaction commits; never for one that rolls back. Doorbells queued in the
-    same savepoint join one batch (Django drops a rolled-back savepoint's hooks, batch included)."""
+    """Ring after the transaction commits; never for one that rolls back. Doorbells rung in one
+    transaction join one batch, unless a savepoint starts or ends in between (then a new batch
+    follows, to keep the order they were rung in and to drop only a rolled-back savepoint's own)."""
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         _send(group, message)
         return
-    hooks = connection.run_on_commit
-    if hooks and isinstance(hooks[-1][1], _Doorbells) and hooks[-1][0] == set(connection.savepoint_ids):
-        hooks[-1][1].items.append((group, message))
-        return
-    batch = _Doorbells()
+    savepoints = tuple(connection.savepoint_ids)
+    last: dict[str, weakref.ref] = _open.__dict__.setdefault("last", {})
+    ref = last.get(connection.alias)
+    batch = ref() if ref is not None else None
+    if batch is None or batch.rung or batch.savepoints != savepoints:
+        batch = _Doorbells(savepoints)
+        last[connection.alias] = weakref.ref(batch)
+        transaction.on_commit(batch, using=connection.alias)
     batch.items.append((group, message))
-    transaction.on_commit(batch)
 
 
 def console_event(
@@ -138,3 +157,8 @@ def agent_doorbell(*, endpoint_id, reason: str) -> None:
 
 def ring_agent_now(*, endpoint_id, reason: str) -> None:
     _send(agent_group(endpoint_id), {"type": "agent.doorbell", "reason": reason})
+
+
+def agent_revoked_now(*, endpoint_id) -> None:
+    """Close the connection serving a revoked agent, wherever it is (rung after the revocation's commit)."""
+    _send(agent_group(endpoint_id), {"type": "agent.revoked"})

@@ -20,13 +20,23 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from bridge import notify, signals
+from bridge import notify
 from bridge.models import OUTBOX_TRANSITIONS, OutboxMessage, OutboxStatus
-from caisey.state_machine import TransitionRace, transition
+from bridge.registry import delivered_handler, failed_handler
+from caisey import tenancy
+from caisey.actors import Actor, Party, actor_label
+from caisey.state_machine import transition, transition_if
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint, Presence
 from endpoints.presence import presence_of
-from endpoints.services import actor_label
+
+
+def _label(actor: Actor) -> str:
+    # sessions_app still passes "bridge"/"system" as strings until its part of issue 9 lands:
+    # a party's own name is taken as that party; anything else must be a typed Actor.
+    if isinstance(actor, str) and not isinstance(actor, Party):
+        actor = Party(actor)
+    return actor_label(actor)
 
 
 def retry_policy(kind: str) -> dict[str, float]:
@@ -58,7 +68,22 @@ def outbox_enqueue(
     if body.TYPE not in p.SERVER_TO_AGENT:
         raise ValueError(f"{body.TYPE!r} is not a server -> agent message")
     now = timezone.now()
-    message = OutboxMessage.all_tenants.create(
+    with tenancy.bind(endpoint.tenant_id):  # the endpoint's tenant (a caller bound to another raises)
+        message = _create(
+            endpoint=endpoint,
+            body=body,
+            ref_type=ref_type,
+            ref_id=ref_id,
+            expires_at=expires_at,
+            max_attempts=max_attempts,
+            now=now,
+        )
+    notify.agent_doorbell(endpoint_id=endpoint.pk, reason="queued")
+    return message
+
+
+def _create(*, endpoint, body, ref_type, ref_id, expires_at, max_attempts, now) -> OutboxMessage:
+    return OutboxMessage.objects.create(
         id=p.new_id(),
         endpoint=endpoint,
         kind=body.TYPE,
@@ -70,8 +95,6 @@ def outbox_enqueue(
         expires_at=expires_at,
         created_at=now,
     )
-    notify.agent_doorbell(endpoint_id=endpoint.pk, reason="queued")
-    return message
 
 
 def frame_of(message: OutboxMessage) -> str:
@@ -83,19 +106,28 @@ def frame_of(message: OutboxMessage) -> str:
 def outbox_claim(*, endpoint_id, due_only: bool = True, limit: int = 500) -> list[str]:
     """Claim this endpoint's sendable messages, oldest first; each claim counts one attempt.
 
+    Transport for one authenticated endpoint: every row read or written is pinned to
+    ``endpoint_id``, so the claim is named cross-tenant work (``tenancy.system()``) that can
+    reach no other endpoint's row, whoever calls it (the socket's hello, its doorbells, tests).
+
     The conditional update makes two processes claiming the same row at once
     send it once (and a double send would be harmless: the agent deduplicates).
     """
     now = timezone.now()
+    with tenancy.system():
+        return _claim(endpoint_id=endpoint_id, due_only=due_only, limit=limit, now=now)
+
+
+def _claim(*, endpoint_id, due_only: bool, limit: int, now: datetime) -> list[str]:
     ack_timeout = timedelta(seconds=settings.CAISEY["OUTBOX_ACK_TIMEOUT_S"])
-    rows = OutboxMessage.all_tenants.filter(endpoint_id=endpoint_id, status=OutboxStatus.QUEUED)
+    rows = OutboxMessage.objects.filter(endpoint_id=endpoint_id, status=OutboxStatus.QUEUED)
     if due_only:
         rows = rows.filter(next_attempt_at__lte=now)
     frames = []
     for message in rows.order_by("created_at")[:limit]:
         if message.expires_at and message.expires_at <= now:
             continue  # the sweep ends it as failed_to_deliver
-        claimed = OutboxMessage.all_tenants.filter(
+        claimed = OutboxMessage.objects.filter(
             pk=message.pk, status=OutboxStatus.QUEUED, attempts=message.attempts
         ).update(
             attempts=F("attempts") + 1,
@@ -109,46 +141,59 @@ def outbox_claim(*, endpoint_id, due_only: bool = True, limit: int = 500) -> lis
     return frames
 
 
-@transaction.atomic
 def outbox_ack(*, endpoint_id, message_id: str) -> OutboxMessage | None:
-    """The agent acknowledged a message: it is delivered. Only that agent's own rows can be acked."""
-    message = OutboxMessage.all_tenants.filter(pk=message_id, endpoint_id=endpoint_id).first()
+    """The agent acknowledged a message: it is delivered, and its owner is told (the handler
+    registered for its ``ref_type`` with ``bridge.registry.on_delivered``), in one transaction.
+    Only that agent's own rows can be acked.
+
+    An agent frame: the row is found across tenants (by id and the agent's own endpoint, so an
+    agent reaches only its rows) and everything after runs in the row's tenant."""
+    with tenancy.system():
+        message = (
+            OutboxMessage.objects.filter(pk=message_id, endpoint_id=endpoint_id)
+            .annotate(tenant_id=F("endpoint__tenant_id"))
+            .first()
+        )
     if message is None or message.status in (OutboxStatus.ACKED, OutboxStatus.CANCELLED):
         return None
     now = timezone.now()
-    try:
-        transition(
+    with tenancy.bind(message.tenant_id), transaction.atomic():
+        if not transition_if(
             message,
             to=OutboxStatus.ACKED,
             table=OUTBOX_TRANSITIONS,
             updates={
                 "acked_at": now,
                 "latency_ms": (now - message.created_at).total_seconds() * 1000,
-                "status_changed_by": "agent",
+                "status_changed_by": actor_label(Party.AGENT),
             },
-        )
-    except TransitionRace:
-        return None
-    signals.outbox_delivered.send(sender=OutboxMessage, message=message)
+        ):
+            return None
+        handler = delivered_handler(message.ref_type)
+        if handler is not None:
+            handler(message)
     return message
 
 
-def _fail(message: OutboxMessage, *, reason: str, now: datetime) -> bool:
-    try:
-        transition(
+def _fail(message: OutboxMessage, *, reason: str) -> bool:
+    """Give up on a message and tell its owner (``bridge.registry.on_failed``), in one
+    transaction, in the row's tenant."""
+    with tenancy.bind(message.endpoint.tenant_id), transaction.atomic():
+        if not transition_if(
             message,
             to=OutboxStatus.FAILED_TO_DELIVER,
             table=OUTBOX_TRANSITIONS,
-            updates={"last_error": reason[:500], "status_changed_by": "bridge"},
-        )
-    except TransitionRace:
-        return False
-    signals.outbox_failed.send(sender=OutboxMessage, message=message)
+            updates={"last_error": reason[:500], "status_changed_by": actor_label(Party.BRIDGE)},
+        ):
+            return False
+        handler = failed_handler(message.ref_type)
+        if handler is not None:
+            handler(message)
     return True
 
 
 @transaction.atomic
-def outbox_resend(*, actor, message: OutboxMessage) -> OutboxMessage:
+def outbox_resend(*, actor: Actor, message: OutboxMessage) -> OutboxMessage:
     """A technician's explicit resend of a message that failed: a fresh retry budget, same event id."""
     transition(
         message,
@@ -158,7 +203,7 @@ def outbox_resend(*, actor, message: OutboxMessage) -> OutboxMessage:
             "next_attempt_at": timezone.now(),
             "max_attempts": message.attempts + int(retry_policy(message.kind)["max_attempts"]),
             "expires_at": None,
-            "status_changed_by": actor_label(actor),
+            "status_changed_by": _label(actor),
         },
     )
     notify.agent_doorbell(endpoint_id=message.endpoint_id, reason="resend")
@@ -166,17 +211,23 @@ def outbox_resend(*, actor, message: OutboxMessage) -> OutboxMessage:
 
 
 @transaction.atomic
-def outbox_cancel(*, actor, message: OutboxMessage) -> None:
+def outbox_cancel(*, actor: Actor, message: OutboxMessage) -> None:
     transition(
-        message, to=OutboxStatus.CANCELLED, table=OUTBOX_TRANSITIONS, updates={"status_changed_by": actor_label(actor)}
+        message, to=OutboxStatus.CANCELLED, table=OUTBOX_TRANSITIONS, updates={"status_changed_by": _label(actor)}
     )
 
 
 def outbox_sweep(*, limit: int = 5000) -> dict[str, int]:
-    """Move every due message along: doorbell, counted attempt, or failed_to_deliver."""
-    now = timezone.now()
+    """Move every due message along: doorbell, counted attempt, or failed_to_deliver.
+    A sweep over every tenant: named so (``tenancy.system()``); each failure is then
+    handled in its row's tenant."""
+    with tenancy.system():
+        return _sweep(limit=limit, now=timezone.now())
+
+
+def _sweep(*, limit: int, now: datetime) -> dict[str, int]:
     due = (
-        OutboxMessage.all_tenants.filter(status=OutboxStatus.QUEUED, next_attempt_at__lte=now)
+        OutboxMessage.objects.filter(status=OutboxStatus.QUEUED, next_attempt_at__lte=now)
         .select_related("endpoint")
         .order_by("next_attempt_at")[:limit]
     )
@@ -184,22 +235,18 @@ def outbox_sweep(*, limit: int = 5000) -> dict[str, int]:
     ring: set = set()
     for message in due:
         if message.expires_at and message.expires_at <= now:
-            with transaction.atomic():
-                stats["failed"] += _fail(message, reason="expired before the endpoint could be reached", now=now)
+            stats["failed"] += _fail(message, reason="expired before the endpoint could be reached")
             continue
         if message.attempts >= message.max_attempts:
-            with transaction.atomic():
-                stats["failed"] += _fail(
-                    message,
-                    reason=message.last_error or f"no acknowledgement after {message.attempts} attempts",
-                    now=now,
-                )
+            stats["failed"] += _fail(
+                message, reason=message.last_error or f"no acknowledgement after {message.attempts} attempts"
+            )
             continue
         if presence_of(message.endpoint, now) != Presence.OFFLINE:
             ring.add(message.endpoint_id)
             continue
         # Unreachable: the attempt is counted, so the retry budget runs out while it stays away.
-        stats["unreachable"] += OutboxMessage.all_tenants.filter(
+        stats["unreachable"] += OutboxMessage.objects.filter(
             pk=message.pk, status=OutboxStatus.QUEUED, attempts=message.attempts
         ).update(
             attempts=F("attempts") + 1,

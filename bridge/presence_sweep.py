@@ -8,14 +8,22 @@ from django.db import transaction
 from django.utils import timezone
 
 from bridge.services import presence_announce
+from caisey import tenancy
 from endpoints.models import Endpoint, Presence
 from endpoints.presence import offline_after, presence_of
+from endpoints.services import endpoint_presence_record
 
 
 def run() -> int:
-    now = timezone.now()
+    """A sweep over every tenant (named: ``tenancy.system()``); each change is recorded in its
+    endpoint's tenant by endpoints' service, and announced after its commit."""
+    with tenancy.system():
+        return _sweep(timezone.now())
+
+
+def _sweep(now) -> int:
     shortest = min(settings.CAISEY["HEARTBEAT_ACTIVE"], settings.CAISEY["HEARTBEAT_LAZY"])
-    candidates = Endpoint.all_tenants.exclude(presence_announced=Presence.OFFLINE).filter(
+    candidates = Endpoint.objects.exclude(presence_announced=Presence.OFFLINE).filter(
         last_seen_at__lt=now - offline_after(shortest)
     )
     changed = 0
@@ -23,12 +31,8 @@ def run() -> int:
         presence = presence_of(endpoint, now)
         if presence == endpoint.presence_announced:
             continue
-        with transaction.atomic():
-            updated = Endpoint.all_tenants.filter(
-                pk=endpoint.pk, presence_announced=endpoint.presence_announced
-            ).update(presence_announced=presence)
-            if updated:
-                endpoint.presence_announced = presence
+        with tenancy.bind(endpoint.tenant_id), transaction.atomic():
+            if endpoint_presence_record(endpoint=endpoint, presence=presence):
                 presence_announce(endpoint=endpoint)
                 changed += 1
     return changed

@@ -1,10 +1,19 @@
-"""Handlers for agent message types, registered by the domain apps that own them.
+"""The one way to plug into the bridge: decorators, registered by the apps that own the meaning.
 
 The bridge is transport: it authenticates, deduplicates by envelope id and
 acknowledges; what an ``action.result`` or ``prompt.update`` means is for the
-app that registered the handler (sessions_app registers its own in ready()).
-A handler is a plain synchronous function ``(endpoint, envelope) -> None``
-called inside one database transaction with the endpoint's tenant bound.
+app that registered the handler (sessions_app registers its own in ready(); the
+bridge registers its own for ``mode`` rows in ``bridge/handlers.py``).
+
+- ``@handles(message_type)``: an agent frame, ``(endpoint, envelope) -> None``.
+- ``@on_delivered(ref_type)`` / ``@on_failed(ref_type)``: an outbox row whose ``ref_type``
+  is that was acknowledged by its agent / given up on, ``(message) -> None``.
+- ``@on_prompt_report``: the prompts a runtime reports holding, ``(endpoint, reports) -> None``.
+- ``@console_topic(topic)``: what a console page may subscribe to.
+
+Every handler is a plain synchronous function called inside the database transaction of
+the change, with the endpoint's tenant bound. No Django signals: each plug is explicit,
+typed, and registered once (a second, different handler for the same key raises).
 """
 
 from __future__ import annotations
@@ -30,6 +39,41 @@ def handles(message_type: str) -> Callable[[Handler], Handler]:
 
 def handler_for(message_type: str) -> Handler | None:
     return _handlers.get(message_type)
+
+
+# Outbox rows that reached their end: ref_type -> handler(message). Called in the transaction
+# that acknowledged (delivered) or gave up on (failed) the row, its endpoint's tenant bound.
+OutboxHandler = Callable[[Any], None]
+_delivered: dict[str, OutboxHandler] = {}
+_failed: dict[str, OutboxHandler] = {}
+
+
+def _register_outbox(table: dict[str, OutboxHandler], what: str, ref_type: str):
+    def register(func: OutboxHandler) -> OutboxHandler:
+        if ref_type in table and table[ref_type] is not func:
+            raise RuntimeError(f"a {what} handler for ref_type {ref_type!r} is already registered")
+        table[ref_type] = func
+        return func
+
+    return register
+
+
+def on_delivered(ref_type: str) -> Callable[[OutboxHandler], OutboxHandler]:
+    """Register what happens when an outbox row of ``ref_type`` is acknowledged by its agent."""
+    return _register_outbox(_delivered, "delivered", ref_type)
+
+
+def on_failed(ref_type: str) -> Callable[[OutboxHandler], OutboxHandler]:
+    """Register what happens when an outbox row of ``ref_type`` is given up on (failed_to_deliver)."""
+    return _register_outbox(_failed, "failed", ref_type)
+
+
+def delivered_handler(ref_type: str) -> OutboxHandler | None:
+    return _delivered.get(ref_type)
+
+
+def failed_handler(ref_type: str) -> OutboxHandler | None:
+    return _failed.get(ref_type)
 
 
 # Console subscription topics: topic -> check(tenant_id, object_id) -> bool. The endpoint

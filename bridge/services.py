@@ -1,4 +1,11 @@
-"""The bridge's write path: agent handshakes, connection records, applying agent frames once."""
+"""The bridge's write path: agent handshakes, connection records, applying agent frames once,
+and the one public entry for waking an endpoint or letting it rest (``endpoint_set_mode``).
+
+Tenancy: the agent's hello is authenticated by a named cross-tenant read (the endpoint is not
+known yet); from then on everything runs in the endpoint's tenant (``tenancy.bind``). Entries
+that take an endpoint bind its tenant themselves: a no-op for a caller that already bound it,
+an error (``TenantMismatch``) for one bound to another tenant.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from bridge import health, notify, outbox
 from bridge.models import AgentConnection, InboundReceipt
 from bridge.registry import handler_for, prompt_report_listeners
 from caisey import ratelimit, tenancy
+from caisey.errors import Rejected
 from caisey_agent.protocol import (
     CLOSE_RATE_LIMITED,
     CLOSE_REVOKED,
@@ -22,15 +30,15 @@ from caisey_agent.protocol import (
     ModeSet,
 )
 from endpoints import services as endpoint_services
-from endpoints.models import Endpoint
+from endpoints.models import AgentMode, Endpoint
 from endpoints.presence import presence_of
 
 log = logging.getLogger(__name__)
 
 
-def heartbeat_interval_for(mode: str) -> float:
+def heartbeat_interval_for(mode: AgentMode | str) -> float:
     cfg = settings.CAISEY
-    return cfg["HEARTBEAT_ACTIVE"] if mode == "active" else cfg["HEARTBEAT_LAZY"]
+    return cfg["HEARTBEAT_ACTIVE"] if mode == AgentMode.ACTIVE else cfg["HEARTBEAT_LAZY"]
 
 
 def presence_payload(endpoint: Endpoint) -> dict:
@@ -60,7 +68,9 @@ class Handshake:
     frames: list[str] = field(default_factory=list)
 
 
-class HandshakeRefused(Exception):
+class HandshakeRefused(Rejected):
+    """A hello that is not accepted; the socket tells the agent ``code`` and closes with ``close_code``."""
+
     def __init__(self, *, code: str, reason: str, detail: str, close_code: int) -> None:
         super().__init__(detail)
         self.code = code  # what the agent is told
@@ -91,15 +101,17 @@ def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str) -> Hand
             close_code=CLOSE_RATE_LIMITED,
             detail="too many connects for this endpoint; back off",
         )
-    handshake = agent_connection_record(
-        endpoint=endpoint, hello=hello, connection_id=connection_id, remote_ip=remote_ip
-    )
-    try:
-        agent_prompts_report(endpoint=handshake.endpoint, reports=hello.prompts)
-    except Exception:  # reconciliation runs again at the next heartbeat; the connection must not fail
-        log.exception("reconciling prompts of %s at hello failed", endpoint.pk)
-    # Everything waiting for this agent goes now, oldest first, not at the next sweep.
-    handshake.frames = outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=False)
+    # The credential is verified: from here on, the endpoint's tenant.
+    with tenancy.bind(endpoint.tenant_id):
+        handshake = agent_connection_record(
+            endpoint=endpoint, hello=hello, connection_id=connection_id, remote_ip=remote_ip
+        )
+        try:
+            agent_prompts_report(endpoint=handshake.endpoint, reports=hello.prompts)
+        except Exception:  # reconciliation runs again at the next heartbeat; the connection must not fail
+            log.exception("reconciling prompts of %s at hello failed", endpoint.pk)
+        # Everything waiting for this agent goes now, oldest first, not at the next sweep.
+        handshake.frames = outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=False)
     # The socket keeps this for as long as the agent stays connected (thousands of them): its id
     # and tenant only; any other field is loaded when a service reads it (deferred).
     handshake.endpoint = Endpoint.from_db(endpoint._state.db, ["id", "tenant_id"], [endpoint.pk, endpoint.tenant_id])
@@ -108,7 +120,7 @@ def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str) -> Hand
 
 @transaction.atomic
 def agent_connection_record(*, endpoint: Endpoint, hello: Hello, connection_id: str, remote_ip: str) -> Handshake:
-    """Record an authenticated connection."""
+    """Record an authenticated connection (in the endpoint's tenant, bound by the caller)."""
     interval = heartbeat_interval_for(endpoint.mode)
     endpoint = endpoint_services.endpoint_record_connect(
         endpoint=endpoint,
@@ -117,22 +129,28 @@ def agent_connection_record(*, endpoint: Endpoint, hello: Hello, connection_id: 
         machine=hello.machine,
         interval=interval,
     )
-    AgentConnection.all_tenants.create(endpoint=endpoint, connection_id=connection_id, remote_ip=remote_ip)
+    AgentConnection.objects.create(endpoint=endpoint, connection_id=connection_id, remote_ip=remote_ip)
     presence_announce(endpoint=endpoint)
     return Handshake(endpoint=endpoint, mode=endpoint.mode, interval=interval)
 
 
-@transaction.atomic
 def agent_disconnected(*, endpoint_id, connection_id: str, close_code: int | None) -> None:
-    AgentConnection.all_tenants.filter(connection_id=connection_id).update(
-        closed_at=timezone.now(), close_code=close_code
-    )
-    if endpoint_services.endpoint_record_disconnect(endpoint_id=endpoint_id, connection_id=connection_id):
-        presence_announce(endpoint=Endpoint.all_tenants.get(pk=endpoint_id))
+    """The agent's socket closed. An agent frame of sorts: the endpoint (by the id the socket
+    authenticated) is found across tenants, and the rest runs in its tenant."""
+    with tenancy.system():
+        tenant_id = Endpoint.objects.values_list("tenant_id", flat=True).get(pk=endpoint_id)
+    with tenancy.bind(tenant_id), transaction.atomic():
+        AgentConnection.objects.filter(connection_id=connection_id).update(
+            closed_at=timezone.now(), close_code=close_code
+        )
+        if endpoint_services.endpoint_record_disconnect(endpoint_id=endpoint_id, connection_id=connection_id):
+            presence_announce(endpoint=Endpoint.objects.get(pk=endpoint_id))
 
 
-class UnsupportedMessage(Exception):
-    pass
+class UnsupportedMessage(Rejected):
+    """An agent frame of a type no app registered a handler for."""
+
+    code = "unsupported"
 
 
 def agent_frame_apply(*, endpoint: Endpoint, envelope: Envelope) -> bool:
@@ -143,37 +161,43 @@ def agent_frame_apply(*, endpoint: Endpoint, envelope: Envelope) -> bool:
     with tenancy.bind(endpoint.tenant_id), transaction.atomic():
         try:
             with transaction.atomic():
-                InboundReceipt.all_tenants.create(endpoint=endpoint, message_id=envelope.id, message_type=envelope.type)
+                InboundReceipt.objects.create(endpoint=endpoint, message_id=envelope.id, message_type=envelope.type)
         except IntegrityError:
             return False
         handler(endpoint, envelope)
     return True
 
 
-def endpoint_set_mode(*, endpoint: Endpoint, mode: str, reason: str) -> bool:
-    """Wake an endpoint (active) or let it rest (lazy). The mode.set waits in the outbox
-    until the agent is reachable. Returns False when it already was in that mode."""
-    changed = Endpoint.all_tenants.filter(pk=endpoint.pk).exclude(mode=mode).update(mode=mode)
-    if not changed:
-        return False
-    endpoint.mode = mode
-    outbox.outbox_enqueue(
-        endpoint=endpoint,
-        body=ModeSet(mode=mode, heartbeat_interval=heartbeat_interval_for(mode)),
-        ref_type="mode",
-        ref_id=reason[:64],
-    )
-    presence_announce(endpoint=endpoint)
+def endpoint_set_mode(*, endpoint: Endpoint, mode: AgentMode | str, reason: str) -> bool:
+    """The one public entry for waking an endpoint (active) or letting it rest (lazy).
+
+    The row is endpoints' (``endpoint_mode_change``); the bridge's part is the ``mode.set``
+    that waits in the outbox until the agent is reachable (its acknowledgement records the new
+    cadence: ``bridge/handlers.py``) and the presence announced to consoles. In the endpoint's
+    tenant, in one transaction. Returns False when it already was in that mode."""
+    mode = AgentMode(mode)
+    with tenancy.bind(endpoint.tenant_id), transaction.atomic():
+        if not endpoint_services.endpoint_mode_change(endpoint=endpoint, mode=mode):
+            return False
+        outbox.outbox_enqueue(
+            endpoint=endpoint,
+            body=ModeSet(mode=mode.value, heartbeat_interval=heartbeat_interval_for(mode)),
+            ref_type="mode",
+            ref_id=reason[:64],
+        )
+        presence_announce(endpoint=endpoint)
     return True
 
 
 def bridge_conditions(*, endpoint: Endpoint) -> dict:
     """The bridge conditions an action runs under, recorded with it (read fresh, not from the caller's copy)."""
-    return bridge_conditions_many(endpoint_ids=[endpoint.pk])[endpoint.pk]
+    with tenancy.bind(endpoint.tenant_id):
+        return bridge_conditions_many(endpoint_ids=[endpoint.pk])[endpoint.pk]
 
 
 def bridge_conditions_many(*, endpoint_ids: list) -> dict:
-    """bridge_conditions of many endpoints in a fixed number of queries (a bulk run asks for thousands)."""
+    """bridge_conditions of many endpoints in a fixed number of queries (a bulk run asks for thousands).
+    In the caller's tenant: ids of another tenant are not found."""
     figures = health.health_for(endpoint_ids)
     now = timezone.now().isoformat()
 
@@ -187,7 +211,7 @@ def bridge_conditions_many(*, endpoint_ids: list) -> dict:
             "at": now,
         }
 
-    return {e.pk: conditions(e, figures[e.pk]) for e in Endpoint.all_tenants.filter(pk__in=endpoint_ids)}
+    return {e.pk: conditions(e, figures[e.pk]) for e in Endpoint.objects.filter(pk__in=endpoint_ids)}
 
 
 def agent_prompts_report(*, endpoint: Endpoint, reports: list) -> None:

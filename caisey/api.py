@@ -1,12 +1,7 @@
-"""The shared base of the versioned REST API: tenant binding, roles, errors, pagination.
+"""The app-free parts of the versioned REST API: JSON parsing, ids, pagination, errors, schema.
 
-DRF authenticates inside the view (a token is read after every middleware has
-run), so ``TenantMiddleware`` cannot bind the tenant for token requests. Every
-API view derives from ``TenantScopedAPIMixin`` instead: right after DRF has
-authenticated the request it finds the user's membership, refuses users
-without one, and binds their tenant for the rest of the request; ``dispatch``
-unbinds it whatever happens. A view that forgot the mixin has no tenant bound,
-and the scoped managers raise: the API fails closed.
+The kernel imports no app: the tenant-binding base view (``TenantScopedAPIMixin``, which
+resolves a user's membership) lives in ``endpoints/api_base.py``.
 
 Errors all have one JSON shape, ``{"error": <code>, "detail": <message>}``
 (plus ``field_errors`` for per-field validation messages).
@@ -23,16 +18,13 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, parsers, status
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
-from rest_framework.views import APIView, set_rollback
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
-from caisey import tenancy
 from caisey.errors import AppError, http_status
 
-# --- tenant binding ------------------------------------------------------------------------
+# --- parsing -------------------------------------------------------------------------------
 
 
 class JSONParser(parsers.JSONParser):
@@ -43,70 +35,6 @@ class JSONParser(parsers.JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - nested too deeply") from None
-
-
-class IsOperator(BasePermission):
-    """Anyone with a membership may read; only admins and technicians may change anything."""
-
-    message = "viewers can read but not change anything"
-
-    def has_permission(self, request, view) -> bool:
-        if request.method in SAFE_METHODS:
-            return True
-        membership = getattr(request, "membership", None)
-        return membership is not None and membership.can_operate
-
-
-class TenantScopedAPIMixin:
-    """Binds the authenticated user's tenant for the whole request; refuses users without one.
-
-    The binding is made in ``perform_authentication`` (part of DRF's ``initial``, right
-    before permissions are checked) and always undone in ``dispatch``. JSON only: the
-    browsable API's HTML renderer would render after the tenant is unbound.
-    """
-
-    permission_classes = [IsAuthenticated, IsOperator]
-    renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser]
-
-    def dispatch(self, request, *args, **kwargs):
-        self._tenant_binding = None
-        try:
-            return super().dispatch(request, *args, **kwargs)
-        finally:
-            self._unbind_tenant()
-
-    def perform_authentication(self, request) -> None:
-        super().perform_authentication(request)
-        self._bind_tenant(request)
-
-    def _bind_tenant(self, request) -> None:
-        from endpoints.selectors import membership_for_user
-
-        request.membership = None
-        request.tenant = None
-        user = request.user
-        if user is None or not user.is_authenticated:
-            return  # IsAuthenticated answers 401 next
-        membership = membership_for_user(user=user)
-        if membership is None or not user.is_active:
-            raise exceptions.PermissionDenied("your account is not a member of any tenant")
-        request.membership = membership
-        request.tenant = membership.tenant
-        binding = tenancy.bind(membership.tenant_id)
-        binding.__enter__()
-        self._tenant_binding = binding
-
-    def _unbind_tenant(self) -> None:
-        binding, self._tenant_binding = getattr(self, "_tenant_binding", None), None
-        if binding is not None:
-            binding.__exit__(None, None, None)
-
-
-# For view sets, mix TenantScopedAPIMixin in first. (rest_framework.viewsets is not imported
-# here: DRF imports this module, as DEFAULT_PAGINATION_CLASS, while it defines them.)
-class TenantScopedAPIView(TenantScopedAPIMixin, APIView):
-    pass
 
 
 def parse_uuid(value: Any) -> uuid.UUID:

@@ -157,31 +157,5 @@ def _guard_save(sender, instance, raw=False, **kwargs) -> None:
 signals.pre_save.connect(_guard_save, dispatch_uid="caisey.tenancy.guard_save")
 
 
-class TenantMiddleware:
-    """Binds the signed-in user's tenant for the whole request."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        from endpoints.selectors import membership_for_user
-
-        request.membership = None
-        request.tenant = None
-        user = getattr(request, "user", None)
-        if user is None or not user.is_authenticated:
-            return self.get_response(request)
-        membership = membership_for_user(user=user)
-        if membership is not None:
-            request.membership = membership
-            request.tenant = membership.tenant
-            with bind(membership.tenant_id):
-                return self.get_response(request)
-        if user.is_superuser:
-            with system():
-                return self.get_response(request)
-        return self.get_response(request)
-
-
 def tenant_context(request) -> dict:
     return {"tenant": getattr(request, "tenant", None), "membership": getattr(request, "membership", None)}

@@ -42,10 +42,11 @@ def membership_resolve(*, user) -> Access | None:
     """The one resolution of a signed-in user's tenant. None: an anonymous or inactive user,
     or one with neither a membership nor superuser rights (they reach nothing).
 
-    Crosses tenants by nature (it is how the tenant is found), hence ``all_tenants``."""
+    Crosses tenants by nature (it is how the tenant is found): a named ``tenancy.system()`` read."""
     if user is None or not user.is_authenticated or not user.is_active:
         return None
-    membership = Membership.all_tenants.select_related("tenant").filter(user=user).first()
+    with tenancy.system():
+        membership = Membership.objects.select_related("tenant").filter(user=user).first()
     if membership is not None:
         return Access(membership=membership, superuser=user.is_superuser)
     if user.is_superuser:
@@ -56,6 +57,8 @@ def membership_resolve(*, user) -> Access | None:
 def _membership_of(actor: Actor) -> Membership | None:
     if isinstance(actor, Party):
         return None
+    if isinstance(actor, str) or actor is None:
+        raise TypeError(f"actor must be a user or a caisey.actors.Party, not {actor!r}")
     try:
         return actor.membership  # type: ignore[union-attr]  # the reverse one-to-one of Membership.user
     except Membership.DoesNotExist:

@@ -8,8 +8,17 @@ from datetime import timedelta
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from caisey.actors import Actor, Party
 from endpoints import services
 from endpoints.models import ApprovalPolicy, ClientGroup, Endpoint, EnrollmentToken, Membership, Tenant
+
+
+def admin_actor(request) -> Actor:
+    """Who acts in the admin: the signed-in member, or, for a superuser without a membership
+    (the superuser fallback of endpoints.middleware), the server's operator."""
+    if getattr(request, "membership", None) is None and request.user.is_superuser:
+        return Party.OPERATOR
+    return request.user
 
 
 class TenantOwnedAdmin(admin.ModelAdmin):
@@ -110,7 +119,7 @@ class EnrollmentTokenAdmin(TenantOwnedAdmin):
         if change:
             return super().save_model(request, obj, form, change)
         token, secret = services.enrollment_token_issue(
-            actor=request.user,
+            actor=admin_actor(request),
             client_group=obj.client_group,
             expires_in=obj.expires_at - timezone.now(),
             max_uses=obj.max_uses,
@@ -123,7 +132,7 @@ class EnrollmentTokenAdmin(TenantOwnedAdmin):
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):
         for token in queryset:
-            services.enrollment_token_revoke(actor=request.user, token=token)
+            services.enrollment_token_revoke(actor=admin_actor(request), token=token)
 
 
 @admin.register(Endpoint)
@@ -153,7 +162,7 @@ class EndpointAdmin(TenantOwnedAdmin):
     @admin.action(description="Revoke selected endpoints (their agents are refused and stop)")
     def revoke(self, request, queryset):
         for endpoint in queryset.filter(status="enrolled"):
-            services.endpoint_revoke(actor=request.user, endpoint=endpoint, reason="revoked in admin")
+            services.endpoint_revoke(actor=admin_actor(request), endpoint=endpoint, reason="revoked in admin")
         messages.success(request, "Revoked.")
 
 

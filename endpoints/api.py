@@ -45,15 +45,14 @@ class EnrollView(APIView):
         form = EnrollRequest(data=request.data)
         if not form.is_valid():
             return Response({"error": "invalid_request", "detail": form.errors}, status=status.HTTP_400_BAD_REQUEST)
-        try:
-            result = services.endpoint_enroll(
-                token_secret=form.validated_data["token"],
-                machine_id=form.validated_data["machine_id"],
-                hostname=form.validated_data["hostname"],
-                replace=form.validated_data["replace"],
-            )
-        except services.EnrollmentError as exc:
-            return Response({"error": exc.code, "detail": exc.message}, status=exc.status)
+        # A refused enrollment (EnrollmentError, a Rejected) is answered by the API's one error
+        # mapping (caisey.api.exception_handler): {"error": code, "detail": message}, its status.
+        result = services.endpoint_enroll(
+            token_secret=form.validated_data["token"],
+            machine_id=form.validated_data["machine_id"],
+            hostname=form.validated_data["hostname"],
+            replace=form.validated_data["replace"],
+        )
         endpoint = result.endpoint
         body = EnrollResponse(
             {

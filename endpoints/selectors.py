@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from endpoints.models import ClientGroup, Endpoint, Membership
-
-
-def membership_for_user(*, user) -> Membership | None:
-    # Runs before any tenant is bound: it is how the tenant is found.
-    return Membership.all_tenants.select_related("tenant").filter(user=user).first()
+from caisey import tenancy
+from endpoints.models import ApprovalPolicy, ClientGroup, Endpoint
 
 
 def endpoint_list(*, query: str = "", client_group: str = "") -> QuerySet[Endpoint]:
@@ -38,11 +34,11 @@ DEFAULT_POLICY = {
 
 
 def approval_policy_for(*, endpoint: Endpoint):
-    """The endpoint's own policy, else its client group's, else none required (an unsaved default)."""
-    from endpoints.models import ApprovalPolicy
-
-    policy = (
-        ApprovalPolicy.all_tenants.filter(endpoint_id=endpoint.pk).first()
-        or ApprovalPolicy.all_tenants.filter(client_group_id=endpoint.client_group_id).first()
-    )
+    """The endpoint's own policy, else its client group's, else none required (an unsaved default).
+    Read in the endpoint's tenant (a caller bound to another tenant gets TenantMismatch)."""
+    with tenancy.bind(endpoint.tenant_id):
+        policy = (
+            ApprovalPolicy.objects.filter(endpoint_id=endpoint.pk).first()
+            or ApprovalPolicy.objects.filter(client_group_id=endpoint.client_group_id).first()
+        )
     return policy or ApprovalPolicy(tenant_id=endpoint.tenant_id, **DEFAULT_POLICY)

@@ -1,4 +1,13 @@
-"""The write path for tenants, client groups, enrollment and endpoint identity."""
+"""The write path for tenants, client groups, enrollment and endpoint identity, and the one
+owner of an endpoint's mode, heartbeat interval and announced presence (the bridge calls
+these; it writes none of those columns itself).
+
+Tenancy: creating a tenant is system work (``tenancy.system()``, named here); services acting
+for a person bind that person's tenant with ``endpoints.access.acting_for``; the agent's
+enrollment and authentication find their tenant through a named cross-tenant lookup of the
+token or endpoint, then act in that tenant; the connection records run in the endpoint's
+tenant, bound by the bridge.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +22,15 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from caisey import secrets, tenancy
+from caisey import actors, secrets, tenancy
+from caisey.actors import Actor, Party
+from caisey.errors import Forbidden, Rejected
 from caisey.state_machine import transition
-from endpoints import signals
+from endpoints.access import acting_for
+from endpoints.hooks import endpoint_revoked_hooks
 from endpoints.models import (
     ENDPOINT_TRANSITIONS,
+    AgentMode,
     ClientGroup,
     Endpoint,
     EndpointStatus,
@@ -32,11 +45,13 @@ User = get_user_model()
 
 
 def actor_label(actor) -> str:
+    """Deprecated: a thin alias of ``caisey.actors.actor_label`` for callers not migrated yet
+    (removed at the merge of issue 9). Still takes their old free strings and None."""
     if actor is None:
-        return "system"
-    if isinstance(actor, str):
+        return Party.SYSTEM.value
+    if isinstance(actor, str) and not isinstance(actor, Party):
         return actor
-    return f"user:{actor.get_username()}"
+    return actors.actor_label(actor)
 
 
 # --- tenants and people -----------------------------------------------------------
@@ -46,10 +61,12 @@ def actor_label(actor) -> str:
 def tenant_create(
     *, name: str, slug: str = "", admin_username: str, admin_email: str = "", admin_password: str
 ) -> Tenant:
-    tenant = Tenant.all_tenants.create(name=name, slug=slug or slugify(name))
-    membership_create(
-        tenant=tenant, username=admin_username, email=admin_email, password=admin_password, role=Role.ADMIN
-    )
+    """A new tenant with its first admin (operators: the create_tenant command, the demo)."""
+    with tenancy.system():  # creating a tenant is system work: no tenant exists to bind yet
+        tenant = Tenant.objects.create(name=name, slug=slug or slugify(name))
+        membership_create(
+            tenant=tenant, username=admin_username, email=admin_email, password=admin_password, role=Role.ADMIN
+        )
     return tenant
 
 
@@ -57,11 +74,13 @@ def tenant_create(
 def membership_create(
     *, tenant: Tenant, username: str, password: str, email: str = "", role: str = Role.TECHNICIAN
 ) -> Membership:
+    """A new person in ``tenant`` (operators' work; tenant admins use the Django admin)."""
     # Tenant admins manage their own tenant in the Django admin, so they are staff.
     user = User.objects.create_user(username=username, email=email, password=password, is_staff=role == Role.ADMIN)
     if role == Role.ADMIN:
         _grant_admin_permissions(user)
-    return Membership.all_tenants.create(user=user, tenant=tenant, role=role)
+    with tenancy.bind(tenant.pk):
+        return Membership.objects.create(user=user, tenant=tenant, role=role)
 
 
 def _grant_admin_permissions(user) -> None:
@@ -75,25 +94,43 @@ def _grant_admin_permissions(user) -> None:
 
 
 @transaction.atomic
-def client_group_create(*, actor, tenant: Tenant, name: str, slug: str = "", approver_email: str = "") -> ClientGroup:
-    return ClientGroup.all_tenants.create(
-        tenant=tenant, name=name, slug=slug or slugify(name), approver_email=approver_email
-    )
+def client_group_create(
+    *, actor: Actor, tenant: Tenant, name: str, slug: str = "", approver_email: str = ""
+) -> ClientGroup:
+    with acting_for(actor, tenant.pk):
+        return ClientGroup.objects.create(
+            tenant=tenant, name=name, slug=slug or slugify(name), approver_email=approver_email
+        )
 
 
 # --- enrollment tokens -------------------------------------------------------------
 
 
+class EnrollmentTokenInvalid(Rejected):
+    """An enrollment token asked for with impossible limits."""
+
+    code = "invalid_request"
+
+
 def enrollment_token_issue(
-    *, actor, client_group: ClientGroup, expires_in: timedelta, max_uses: int = 1, note: str = ""
+    *, actor: Actor, client_group: ClientGroup, expires_in: timedelta, max_uses: int = 1, note: str = ""
 ) -> tuple[EnrollmentToken, str]:
     """Create a token; returns it with the secret, which is never stored and never shown again."""
     if max_uses < 1:
-        raise ValueError("max_uses must be at least 1")
+        raise EnrollmentTokenInvalid("max_uses must be at least 1")
     if expires_in <= timedelta(0):
-        raise ValueError("expires_in must be positive")
+        raise EnrollmentTokenInvalid("expires_in must be positive")
+    with acting_for(actor, client_group.tenant_id):
+        return _token_create(
+            actor=actor, client_group=client_group, expires_in=expires_in, max_uses=max_uses, note=note
+        )
+
+
+def _token_create(
+    *, actor: Actor, client_group: ClientGroup, expires_in: timedelta, max_uses: int, note: str
+) -> tuple[EnrollmentToken, str]:
     secret = secrets.new_secret("cet_")
-    token = EnrollmentToken.all_tenants.create(
+    token = EnrollmentToken.objects.create(
         tenant_id=client_group.tenant_id,
         client_group=client_group,
         token_hash=secrets.digest(secret),
@@ -101,23 +138,25 @@ def enrollment_token_issue(
         expires_at=timezone.now() + expires_in,
         max_uses=max_uses,
         note=note,
-        created_by=actor if isinstance(actor, User) else None,
+        created_by=actors.actor_user(actor),
     )
     return token, secret
 
 
-def enrollment_token_revoke(*, actor, token: EnrollmentToken) -> None:
-    EnrollmentToken.all_tenants.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def enrollment_token_revoke(*, actor: Actor, token: EnrollmentToken) -> None:
+    with acting_for(actor, token.tenant_id):
+        EnrollmentToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
 # --- enrollment ----------------------------------------------------------------------
 
 
-class EnrollmentError(Exception):
+class EnrollmentError(Rejected):
+    """An enrollment refused; ``code`` and ``status`` are what the enrolling agent is answered."""
+
     def __init__(self, code: str, message: str, status: int) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
         self.status = status
 
 
@@ -135,28 +174,33 @@ def endpoint_enroll(*, token_secret: str, machine_id: str, hostname: str, replac
     The same machine enrolling again is refused unless ``replace`` is asked for,
     which keeps the endpoint (and its history) and rotates its credential.
     """
-    with tenancy.system():
+    with tenancy.system():  # the token is how the tenant is found: a named cross-tenant lookup
         token = (
-            EnrollmentToken.all_tenants.select_related("client_group")
+            EnrollmentToken.objects.select_related("client_group")
             .filter(token_hash=secrets.digest(token_secret))
             .first()
         )
     if token is None:
         raise EnrollmentError("invalid_token", "enrollment token is not valid", 401)
+    with tenancy.bind(token.tenant_id):
+        return _enroll(token=token, machine_id=machine_id, hostname=hostname, replace=replace)
+
+
+def _enroll(*, token: EnrollmentToken, machine_id: str, hostname: str, replace: bool) -> Enrollment:
     now = timezone.now()
     if token.revoked_at is not None:
         raise EnrollmentError("token_revoked", "enrollment token was revoked", 401)
     if token.expires_at <= now:
         raise EnrollmentError("token_expired", "enrollment token has expired", 401)
     # Conditional increment: two installers racing for the last use cannot both win.
-    claimed = EnrollmentToken.all_tenants.filter(
+    claimed = EnrollmentToken.objects.filter(
         pk=token.pk, uses__lt=F("max_uses"), revoked_at__isnull=True, expires_at__gt=now
     ).update(uses=F("uses") + 1)
     if not claimed:
         raise EnrollmentError("token_exhausted", "enrollment token has no uses left", 401)
 
     credential = secrets.new_secret()
-    existing = Endpoint.all_tenants.select_for_update().filter(tenant_id=token.tenant_id, machine_id=machine_id).first()
+    existing = Endpoint.objects.select_for_update().filter(machine_id=machine_id).first()
     if existing is not None:
         if not replace:
             raise EnrollmentError(
@@ -166,7 +210,7 @@ def endpoint_enroll(*, token_secret: str, machine_id: str, hostname: str, replac
             )
         if existing.status == EndpointStatus.REVOKED:
             raise EnrollmentError("endpoint_revoked", "this machine's endpoint was revoked by the MSP", 403)
-        Endpoint.all_tenants.filter(pk=existing.pk).update(
+        Endpoint.objects.filter(pk=existing.pk).update(
             credential_hash=secrets.digest(credential),
             credential_rotated_at=now,
             hostname=hostname,
@@ -177,7 +221,7 @@ def endpoint_enroll(*, token_secret: str, machine_id: str, hostname: str, replac
         return Enrollment(endpoint=existing, credential=credential, replaced=True)
     try:
         with transaction.atomic():
-            endpoint = Endpoint.all_tenants.create(
+            endpoint = Endpoint.objects.create(
                 tenant_id=token.tenant_id,
                 client_group=token.client_group,
                 hostname=hostname,
@@ -190,25 +234,36 @@ def endpoint_enroll(*, token_secret: str, machine_id: str, hostname: str, replac
     return Enrollment(endpoint=endpoint, credential=credential, replaced=False)
 
 
-def endpoint_revoke(*, actor, endpoint: Endpoint, reason: str = "") -> None:
-    """Revoke an endpoint's identity: its agent is refused from now on and stops retrying."""
-    transition(
-        endpoint,
-        to=EndpointStatus.REVOKED,
-        table=ENDPOINT_TRANSITIONS,
-        updates={"status_changed_by": actor_label(actor), "status_reason": reason[:500]},
-    )
-    transaction.on_commit(lambda: signals.endpoint_revoked.send(sender=Endpoint, endpoint_id=endpoint.pk))
+@transaction.atomic
+def endpoint_revoke(*, actor: Actor, endpoint: Endpoint, reason: str = "") -> None:
+    """Revoke an endpoint's identity: its agent is refused from now on and stops retrying.
+    After the commit, the hooks registered with ``endpoints.hooks.on_endpoint_revoked`` run
+    (the bridge closes the live connection)."""
+    with acting_for(actor, endpoint.tenant_id):
+        transition(
+            endpoint,
+            to=EndpointStatus.REVOKED,
+            table=ENDPOINT_TRANSITIONS,
+            updates={"status_changed_by": actors.actor_label(actor), "status_reason": reason[:500]},
+        )
+    endpoint_id = endpoint.pk
+
+    def tell_hooks() -> None:
+        for hook in endpoint_revoked_hooks():
+            hook(endpoint_id)
+
+    transaction.on_commit(tell_hooks)
 
 
 # --- agent identity and presence ----------------------------------------------------------
 
 
-class AgentAuthError(Exception):
+class AgentAuthError(Forbidden):
+    """An agent's credential refused (``code``: unauthenticated or revoked)."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
 
 
 def endpoint_authenticate(*, endpoint_id: str, credential: str) -> Endpoint:
@@ -216,7 +271,8 @@ def endpoint_authenticate(*, endpoint_id: str, credential: str) -> Endpoint:
         pk = uuid.UUID(endpoint_id)
     except (ValueError, TypeError):
         raise AgentAuthError("unauthenticated", "unknown endpoint or wrong credential") from None
-    endpoint = Endpoint.all_tenants.select_related("tenant", "client_group").filter(pk=pk).first()
+    with tenancy.system():  # before the credential is verified no tenant is known: a named lookup
+        endpoint = Endpoint.objects.select_related("tenant", "client_group").filter(pk=pk).first()
     if endpoint is None or not secrets.matches(credential, endpoint.credential_hash):
         raise AgentAuthError("unauthenticated", "unknown endpoint or wrong credential")
     if endpoint.status == EndpointStatus.REVOKED:
@@ -227,10 +283,11 @@ def endpoint_authenticate(*, endpoint_id: str, credential: str) -> Endpoint:
 def endpoint_record_connect(
     *, endpoint: Endpoint, connection_id: str, agent_version: str, machine: dict[str, Any], interval: float
 ) -> Endpoint:
-    """Record a new authenticated connection. The mode stays the server's choice (endpoint.mode)."""
+    """Record a new authenticated connection (in the endpoint's tenant, bound by the bridge).
+    The mode stays the server's choice (endpoint.mode)."""
     now = timezone.now()
     hostname = str(machine.get("hostname") or endpoint.hostname)[:255]
-    Endpoint.all_tenants.filter(pk=endpoint.pk).update(
+    Endpoint.objects.filter(pk=endpoint.pk).update(
         connection_id=connection_id,
         connected_at=now,
         last_seen_at=now,
@@ -248,22 +305,40 @@ def endpoint_record_connect(
 def endpoint_record_disconnect(*, endpoint_id, connection_id: str) -> bool:
     """Mark the connection gone; a newer connection of the same endpoint is left alone."""
     return bool(
-        Endpoint.all_tenants.filter(pk=endpoint_id, connection_id=connection_id).update(
+        Endpoint.objects.filter(pk=endpoint_id, connection_id=connection_id).update(
             disconnected_at=timezone.now(), presence_announced=Presence.OFFLINE
         )
     )
 
 
-def endpoint_set_mode(*, endpoint_id, mode: str, interval: float) -> None:
-    Endpoint.all_tenants.filter(pk=endpoint_id).update(mode=mode, heartbeat_interval=interval)
+def endpoint_mode_change(*, endpoint: Endpoint, mode: AgentMode) -> bool:
+    """Set the mode the server wants the agent in (the bridge tells the agent: bridge.services.
+    endpoint_set_mode is the public entry). False when it already was in that mode."""
+    changed = Endpoint.objects.filter(pk=endpoint.pk).exclude(mode=mode).update(mode=mode)
+    if changed:
+        endpoint.mode = mode
+    return bool(changed)
 
 
-def endpoint_update_context(*, endpoint_id, machine: dict[str, Any]) -> None:
-    Endpoint.all_tenants.filter(pk=endpoint_id).update(machine_context=machine, context_updated_at=timezone.now())
+def endpoint_interval_record(*, endpoint_id, interval: float) -> None:
+    """The agent applied a new cadence (its mode.set was acknowledged): presence expects it now."""
+    Endpoint.objects.filter(pk=endpoint_id).update(heartbeat_interval=interval)
+
+
+def endpoint_presence_record(*, endpoint: Endpoint, presence: Presence) -> bool:
+    """Record the presence consoles are told about, once per change: False when another process
+    recorded a change first (the row no longer holds what ``endpoint`` says was announced)."""
+    updated = Endpoint.objects.filter(pk=endpoint.pk, presence_announced=endpoint.presence_announced).update(
+        presence_announced=presence
+    )
+    if updated:
+        endpoint.presence_announced = presence
+    return bool(updated)
 
 
 def endpoint_touch_many(*, seen: dict[Any, Any]) -> None:
-    """Write coalesced last-seen times in one statement batch: heartbeats never cost a write each."""
+    """Write coalesced last-seen times in one statement batch: heartbeats never cost a write each.
+    System work (one process's agents, of every tenant): raw SQL by primary key, no manager."""
     from django.db import connection
 
     if not seen:

@@ -22,9 +22,10 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
-from caisey.api import Pagination, TenantScopedAPIMixin, TenantScopedAPIView, error_response, parse_uuid
+from caisey.api import Pagination, error_response, parse_uuid
 from caisey_agent.protocol import ACTION_KINDS, CATEGORIES
 from endpoints import selectors as endpoint_selectors
+from endpoints.api_base import TenantScopedAPIMixin, TenantScopedAPIView
 from endpoints.models import Endpoint, EndpointStatus, Presence
 from sessions_app.limits import DEFAULT_BULK_EXPIRY, MAX_BATCH, MAX_BULK_ENDPOINTS, MAX_EXPIRY, MIN_BULK_EXPIRY
 from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession

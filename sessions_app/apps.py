@@ -6,4 +6,4 @@ class SessionsAppConfig(AppConfig):
     verbose_name = "Support sessions"
 
     def ready(self) -> None:
-        from sessions_app import handlers  # noqa: F401  (registers agent handlers and receivers)
+        from sessions_app import handlers  # noqa: F401  (registers its bridge handlers)

@@ -1,11 +1,8 @@
-"""What sessions_app does with agent frames and bridge delivery signals it owns."""
+"""What sessions_app does with the agent frames and outbox rows it owns (bridge/registry.py)."""
 
 from __future__ import annotations
 
-from django.dispatch import receiver
-
-from bridge.registry import console_topic, handles, on_prompt_report
-from bridge.signals import outbox_delivered, outbox_failed
+from bridge.registry import console_topic, handles, on_delivered, on_failed, on_prompt_report
 from sessions_app.models import SupportSession
 from sessions_app.services import actions as services
 from sessions_app.services import approvals as prompts
@@ -31,20 +28,24 @@ def on_report(endpoint, reports) -> None:
     prompts.prompt_runtime_report(endpoint=endpoint, reports=reports)
 
 
-@receiver(outbox_delivered)
-def on_delivered(sender, message, **kwargs) -> None:
-    if message.ref_type == "action":
-        services.action_delivered(message=message)
-    elif message.ref_type == "prompt":
-        prompts.prompt_delivered(message=message)
+@on_delivered("action")
+def on_action_delivered(message) -> None:
+    services.action_delivered(message=message)
 
 
-@receiver(outbox_failed)
-def on_failed(sender, message, **kwargs) -> None:
-    if message.ref_type == "action":
-        services.action_undeliverable(message=message)
-    elif message.ref_type == "prompt":
-        prompts.prompt_undeliverable(message=message)
+@on_failed("action")
+def on_action_failed(message) -> None:
+    services.action_undeliverable(message=message)
+
+
+@on_delivered("prompt")
+def on_prompt_delivered(message) -> None:
+    prompts.prompt_delivered(message=message)
+
+
+@on_failed("prompt")
+def on_prompt_failed(message) -> None:
+    prompts.prompt_undeliverable(message=message)
 
 
 @console_topic("session")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from caisey import secrets, tenancy
+from caisey.actors import Party
 from endpoints import services
 from endpoints.models import ClientGroup, Endpoint, EnrollmentToken, Membership, Role, Tenant
 
@@ -42,7 +43,7 @@ def member(tenant: Tenant, role: str = Role.TECHNICIAN, username: str | None = N
 def client_group(tenant: Tenant, name: str | None = None, **kwargs) -> ClientGroup:
     n = next(_seq)
     return services.client_group_create(
-        actor="test", tenant=tenant, name=name or f"Client {n}", slug=f"client-{n}", **kwargs
+        actor=Party.SYSTEM, tenant=tenant, name=name or f"Client {n}", slug=f"client-{n}", **kwargs
     )
 
 
@@ -50,7 +51,9 @@ def client_group(tenant: Tenant, name: str | None = None, **kwargs) -> ClientGro
 def token(
     group: ClientGroup, *, max_uses: int = 1, expires_in: timedelta = timedelta(hours=1)
 ) -> tuple[EnrollmentToken, str]:
-    return services.enrollment_token_issue(actor="test", client_group=group, expires_in=expires_in, max_uses=max_uses)
+    return services.enrollment_token_issue(
+        actor=Party.SYSTEM, client_group=group, expires_in=expires_in, max_uses=max_uses
+    )
 
 
 @dataclass

@@ -19,6 +19,7 @@ from django.conf import settings
 from bridge import gc_pacing, last_seen, metrics, notify, outbox, services
 from bridge.groups import agent_group
 from caisey_agent import protocol as p
+from endpoints.models import AgentMode
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         # a safety net, not on every beat of every active endpoint (a bulk run wakes thousands).
         changed = beat.prompts != self.last_reports
         due = time.monotonic() - self.reconciled_at > settings.CAISEY["PROMPT_RECONCILE_EVERY"]
-        if changed or (due and (beat.prompts or beat.mode == "active")):
+        if changed or (due and (beat.prompts or beat.mode == AgentMode.ACTIVE)):
             self.last_reports = beat.prompts
             self.reconciled_at = time.monotonic()
             await self.reconcile_prompts(beat.prompts)

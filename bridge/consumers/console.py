@@ -12,8 +12,8 @@ from bridge import notify
 from bridge.groups import console_tenant_group, console_topic_group
 from bridge.registry import console_topic, topic_check
 from caisey import tenancy
+from endpoints.access import membership_resolve
 from endpoints.models import Endpoint
-from endpoints.selectors import membership_for_user
 
 OBJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CLOSE_UNAUTHENTICATED = 4401
@@ -21,8 +21,11 @@ CLOSE_FORBIDDEN = 4403
 
 
 @database_sync_to_async
-def _membership(user):
-    return membership_for_user(user=user)
+def _tenant_of(user):
+    """The user's tenant through the one resolution (endpoints.access). A superuser without a
+    membership gets no socket: console pages are for a tenant's members only."""
+    access = membership_resolve(user=user)
+    return access.tenant_id if access is not None else None
 
 
 @console_topic("endpoint")
@@ -48,11 +51,11 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        membership = await _membership(user)
-        if membership is None:
+        tenant_id = await _tenant_of(user)
+        if tenant_id is None:
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.tenant_id = membership.tenant_id
+        self.tenant_id = tenant_id
         self.groups_joined = [console_tenant_group(self.tenant_id)]
         await self.channel_layer.group_add(self.groups_joined[0], self.channel_name)
         notify.attach_to_running_loop()

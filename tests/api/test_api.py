@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from bridge.models import OutboxMessage, OutboxStatus
 from caisey import tenancy
-from caisey.api import TenantScopedAPIMixin
+from endpoints.api_base import TenantScopedAPIMixin
 from endpoints.models import AgentMode, Endpoint, EndpointStatus, Role
 from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession, TranscriptEntry
 from sessions_app.services import actions as services

@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 
 from bridge import last_seen
 from bridge.models import AgentConnection
+from caisey.actors import Party
 from caisey_agent import protocol as p
 from endpoints import services
 from endpoints.models import Endpoint
@@ -68,7 +69,7 @@ async def test_unknown_endpoint_id_is_refused(enrolled):
 
 async def test_revoked_endpoint_is_refused_with_reason(enrolled):
     await database_sync_to_async(services.endpoint_revoke)(
-        actor="test", endpoint=enrolled.endpoint, reason="laptop stolen"
+        actor=Party.SYSTEM, endpoint=enrolled.endpoint, reason="laptop stolen"
     )
     agent = FakeAgent()
     await agent.connect()
@@ -84,7 +85,7 @@ async def test_revoking_closes_a_live_connection(enrolled):
     assert (await agent.hello(enrolled.endpoint.pk, enrolled.credential)).type == "welcome"
     await agent.recv()  # ack
     await database_sync_to_async(services.endpoint_revoke)(
-        actor="test", endpoint=enrolled.endpoint, reason="offboarded"
+        actor=Party.SYSTEM, endpoint=enrolled.endpoint, reason="offboarded"
     )
     err = await agent.recv()
     assert err.type == "error" and err.body.code == "revoked"

@@ -49,6 +49,49 @@ def test_a_rolled_back_transaction_rings_nothing(rung):
     assert rung == []
 
 
+def test_after_a_rolled_back_transaction_the_next_one_rings_its_own(rung):
+    """The rolled-back transaction's batch is gone: the next transaction does not append to it."""
+    with pytest.raises(RuntimeError), transaction.atomic():
+        notify.agent_doorbell(endpoint_id="undone", reason="queued")
+        raise RuntimeError("rolled back")
+    with transaction.atomic():
+        notify.agent_doorbell(endpoint_id="next", reason="queued")
+    assert [[group for group, _ in batch] for batch in rung] == [["agent.next"]]
+
+
+def test_a_rolled_back_savepoint_alone_drops_only_its_own_and_order_is_kept(rung):
+    with transaction.atomic():
+        notify.agent_doorbell(endpoint_id="1", reason="queued")
+        with transaction.atomic():  # released: its doorbells ring with the transaction
+            notify.agent_doorbell(endpoint_id="2", reason="queued")
+        notify.agent_doorbell(endpoint_id="3", reason="queued")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            notify.agent_doorbell(endpoint_id="undone", reason="queued")
+            raise RuntimeError("rolled back")
+        with transaction.atomic():  # a new savepoint after the rolled-back one
+            notify.agent_doorbell(endpoint_id="4", reason="queued")
+        notify.agent_doorbell(endpoint_id="5", reason="queued")
+        assert rung == []
+    assert [group for batch in rung for group, _ in batch] == ["agent.1", "agent.2", "agent.3", "agent.4", "agent.5"]
+
+
+def test_rollbacks_leave_nothing_behind(rung):
+    """No memory kept for rolled-back work: the collector holds one weak reference per database."""
+    import gc
+    import weakref
+
+    batches = []
+    for n in range(50):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            notify.agent_doorbell(endpoint_id=str(n), reason="queued")
+            batches.append(weakref.ref(notify._open.last["default"]()))
+            raise RuntimeError("rolled back")
+    gc.collect()
+    assert [ref for ref in batches if ref() is not None] == []
+    assert len(notify._open.last) == 1 and notify._open.last["default"]() is None
+    assert rung == []
+
+
 def test_outside_a_transaction_it_rings_at_once(rung):
     notify.agent_doorbell(endpoint_id="e1", reason="queued")
     assert rung == [[("agent.e1", {"type": "agent.doorbell", "reason": "queued"})]]

@@ -9,8 +9,10 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from bridge import outbox, signals
+from bridge import outbox, registry
 from bridge.models import OutboxMessage, OutboxStatus
+from caisey import tenancy
+from caisey.actors import Party
 from caisey_agent import protocol as p
 from tests import factories
 from tests.bridge.agent_client import FakeAgent
@@ -24,7 +26,7 @@ def enrolled(db):
 
 
 def enqueue(endpoint, mode="active", **kwargs) -> OutboxMessage:
-    with transaction.atomic():
+    with tenancy.bind(endpoint.tenant_id), transaction.atomic():  # as the service that queues it
         return outbox.outbox_enqueue(endpoint=endpoint, body=p.ModeSet(mode=mode, heartbeat_interval=10), **kwargs)
 
 
@@ -86,30 +88,24 @@ async def test_an_agent_cannot_ack_another_endpoints_message(enrolled):
     await agent.close()
 
 
-def test_unreachable_endpoint_uses_up_its_budget_then_fails_visibly(enrolled, settings):
+def test_unreachable_endpoint_uses_up_its_budget_then_fails_visibly(enrolled, settings, monkeypatch):
     settings.CAISEY = {**settings.CAISEY, "OUTBOX_RETRY": {"default": {"max_attempts": 3, "base": 1, "cap": 2}}}
     failures = []
-    signals.outbox_failed.connect(
-        lambda sender, message, **kw: failures.append(message.pk), weak=False, dispatch_uid="t"
-    )
-    try:
-        message = enqueue(enrolled.endpoint)
-        for _ in range(4):
-            OutboxMessage.all_tenants.filter(pk=message.pk).update(
-                next_attempt_at=timezone.now() - timedelta(seconds=1)
-            )
-            outbox.outbox_sweep()
-        row = reload(message)
-        assert row.status == OutboxStatus.FAILED_TO_DELIVER
-        assert row.attempts == 3
-        assert row.last_error == "endpoint offline"
-        assert failures == [message.pk]
-        # Nothing is deleted: the row stays, with its attempts, and an explicit resend queues it again.
-        outbox.outbox_resend(actor="test", message=row)
-        row = reload(message)
-        assert row.status == OutboxStatus.QUEUED and row.max_attempts == 6 and row.id == message.pk
-    finally:
-        signals.outbox_failed.disconnect(dispatch_uid="t")
+    monkeypatch.setitem(registry._failed, "test", lambda message: failures.append(message.pk))
+    message = enqueue(enrolled.endpoint, ref_type="test")
+    for _ in range(4):
+        OutboxMessage.all_tenants.filter(pk=message.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+        outbox.outbox_sweep()
+    row = reload(message)
+    assert row.status == OutboxStatus.FAILED_TO_DELIVER
+    assert row.attempts == 3
+    assert row.last_error == "endpoint offline"
+    assert failures == [message.pk]
+    # Nothing is deleted: the row stays, with its attempts, and an explicit resend queues it again.
+    with tenancy.bind(enrolled.endpoint.tenant_id):
+        outbox.outbox_resend(actor=Party.SYSTEM, message=row)
+    row = reload(message)
+    assert row.status == OutboxStatus.QUEUED and row.max_attempts == 6 and row.id == message.pk
 
 
 def test_expired_message_fails_instead_of_disappearing(enrolled):

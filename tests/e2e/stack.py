@@ -291,10 +291,10 @@ class Stack:
     def seed(self, *, tenant: str = "acme", group: str = "erp", password: str = "e2e-password-1") -> dict:
         """A tenant with an admin and a technician, and one client group (through the services)."""
         self.django(
-            "from endpoints import services; from endpoints.models import Role;"
+            "from caisey.actors import Party; from endpoints import services; from endpoints.models import Role;"
             f"t = services.tenant_create(name='{tenant} MSP', slug='{tenant}', admin_username='{tenant}-admin',"
             f" admin_password='{password}');"
-            f"services.client_group_create(actor='e2e', tenant=t, name='{group} client', slug='{group}');"
+            f"services.client_group_create(actor=Party.OPERATOR, tenant=t, name='{group} client', slug='{group}');"
             f"services.membership_create(tenant=t, username='{tenant}-tech', password='{password}',"
             " role=Role.TECHNICIAN)"
         )
@@ -331,9 +331,10 @@ class Stack:
 
     def token(self, tenant: str, group: str, max_uses: int = 1) -> str:
         return self.django(
-            "from datetime import timedelta; from endpoints import services; from endpoints.models import ClientGroup;"
+            "from datetime import timedelta; from caisey.actors import Party; from endpoints import services;"
+            " from endpoints.models import ClientGroup;"
             f"g = ClientGroup.all_tenants.get(tenant__slug='{tenant}', slug='{group}');"
-            f"print(services.enrollment_token_issue(actor='e2e', client_group=g, expires_in=timedelta(hours=1),"
+            f"print(services.enrollment_token_issue(actor=Party.OPERATOR, client_group=g, expires_in=timedelta(hours=1),"
             f" max_uses={max_uses})[1])"
         ).strip()
 

@@ -62,8 +62,8 @@ def test_revoked_agent_is_refused_and_stops_retrying(stack):
     agent = stack.enroll_agent(stack.port, stack.token("acme", "erp"), name="stolen").start()
     wait_for(lambda: "connected as" in agent.log_text(), timeout=30, what="agent connected")
     stack.django(
-        "from endpoints import services; from endpoints.models import Endpoint;"
-        f"services.endpoint_revoke(actor='test', endpoint=Endpoint.all_tenants.get(pk='{agent.endpoint_id}'), reason='stolen laptop')"
+        "from caisey.actors import Party; from endpoints import services; from endpoints.models import Endpoint;"
+        f"services.endpoint_revoke(actor=Party.OPERATOR, endpoint=Endpoint.all_tenants.get(pk='{agent.endpoint_id}'), reason='stolen laptop')"
     )
     assert agent.proc.wait(timeout=30) == 3
     assert "revoked" in agent.log_text()

@@ -31,7 +31,7 @@ def test_agent_stays_connected_over_the_redis_layer_for_over_a_minute(stack):
     assert connections.endswith("1")
     # The consumer's channel-layer receive loop is still alive: a group message reaches it.
     stack.django(
-        "from endpoints import services; from endpoints.models import Endpoint;"
-        f"services.endpoint_revoke(actor='test', endpoint=Endpoint.all_tenants.get(pk='{agent.endpoint_id}'), reason='end of drill')"
+        "from caisey.actors import Party; from endpoints import services; from endpoints.models import Endpoint;"
+        f"services.endpoint_revoke(actor=Party.OPERATOR, endpoint=Endpoint.all_tenants.get(pk='{agent.endpoint_id}'), reason='end of drill')"
     )
     assert agent.proc.wait(timeout=20) == 3

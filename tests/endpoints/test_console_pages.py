@@ -7,8 +7,9 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 
+from caisey import tenancy
 from endpoints import services
-from endpoints.models import ClientGroup, Endpoint, Membership, Role
+from endpoints.models import AgentMode, ClientGroup, Endpoint, Membership, Role
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -34,12 +35,14 @@ def listed_hostnames(html: str, *endpoints: Endpoint) -> set[str]:
 
 def connect(endpoint: Endpoint, machine: dict | None = None, mode: str = "lazy") -> Endpoint:
     """Record a live agent connection, as the bridge does on a valid hello."""
-    if mode != "lazy":
-        services.endpoint_set_mode(endpoint_id=endpoint.pk, mode=mode, interval=10.0)
-        endpoint.refresh_from_db()
-    return services.endpoint_record_connect(
-        endpoint=endpoint, connection_id="c" * 32, agent_version="1.2.3", machine=machine or {}, interval=10.0
-    )
+    with tenancy.bind(endpoint.tenant_id):  # as the agent socket does once the credential is verified
+        if mode != "lazy":
+            services.endpoint_mode_change(endpoint=endpoint, mode=AgentMode(mode))
+            services.endpoint_interval_record(endpoint_id=endpoint.pk, interval=10.0)
+            endpoint.refresh_from_db()
+        return services.endpoint_record_connect(
+            endpoint=endpoint, connection_id="c" * 32, agent_version="1.2.3", machine=machine or {}, interval=10.0
+        )
 
 
 @pytest.fixture

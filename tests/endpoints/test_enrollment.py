@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from caisey import secrets
+from caisey.actors import Party
 from endpoints import services
 from endpoints.models import Endpoint, EnrollmentToken
 from tests import factories
@@ -107,7 +108,7 @@ def test_two_installers_racing_for_the_last_use_cannot_both_win(client, group):
 
 def test_revoked_token_is_refused(client, group):
     token, secret = factories.token(group, max_uses=5)
-    services.enrollment_token_revoke(actor="test", token=token)
+    services.enrollment_token_revoke(actor=Party.SYSTEM, token=token)
     response = enroll(client, secret)
     assert response.status_code == 401
     assert response.json()["error"] == "token_revoked"
@@ -202,7 +203,9 @@ def test_same_machine_with_replace_rotates_the_credential_and_keeps_the_endpoint
 def test_replace_of_a_revoked_endpoint_is_refused(client, group):
     _, first_secret = factories.token(group)
     first = enroll(client, first_secret).json()
-    services.endpoint_revoke(actor="test", endpoint=Endpoint.all_tenants.get(pk=first["endpoint_id"]), reason="stolen")
+    services.endpoint_revoke(
+        actor=Party.SYSTEM, endpoint=Endpoint.all_tenants.get(pk=first["endpoint_id"]), reason="stolen"
+    )
     _, secret = factories.token(group)
     response = enroll(client, secret, replace=True)
     assert response.status_code == 403

@@ -25,7 +25,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError, transaction
 
-from caisey import embedded_redis
+from caisey import embedded_redis, tenancy
+from caisey.actors import Party
 from caisey.daphne import daphne_argv
 from caisey.env import env_str
 from endpoints import services
@@ -233,9 +234,14 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def _seed(self, password: str) -> Tenant:
-        """The demo tenant, its two users and client groups: created once, reused after."""
+        """The demo tenant, its two users and client groups: created once, reused after.
+        Setting up a tenant is system work, named so (``tenancy.system()``)."""
+        with tenancy.system():
+            return self._seed_tenant(password)
+
+    def _seed_tenant(self, password: str) -> Tenant:
         User = get_user_model()
-        tenant = Tenant.all_tenants.filter(slug=TENANT_SLUG).first()
+        tenant = Tenant.objects.filter(slug=TENANT_SLUG).first()
         try:
             if tenant is None:
                 tenant = services.tenant_create(
@@ -246,14 +252,14 @@ class Command(BaseCommand):
                 if user is None:
                     services.membership_create(tenant=tenant, username=username, password=password, role=role)
                     continue
-                if not Membership.all_tenants.filter(user=user, tenant=tenant).exists():
+                if not Membership.objects.filter(user=user, tenant=tenant).exists():
                     raise CommandError(f"user {username!r} exists outside the demo tenant")
                 # Set on every run, so that the password the banner shows is the one that works.
                 user.set_password(password)
                 user.save(update_fields=["password"])
             for slug, name in CLIENT_GROUPS:
-                if not ClientGroup.all_tenants.filter(tenant=tenant, slug=slug).exists():
-                    services.client_group_create(actor="demo", tenant=tenant, name=name, slug=slug)
+                if not ClientGroup.objects.filter(tenant=tenant, slug=slug).exists():
+                    services.client_group_create(actor=Party.OPERATOR, tenant=tenant, name=name, slug=slug)
         except (IntegrityError, CommandError) as exc:
             raise CommandError(
                 f"cannot set up the demo tenant in this database ({exc}); "
@@ -289,15 +295,14 @@ class Command(BaseCommand):
         elif current["server"] != url:
             # The agent connects to the address it enrolled with; the port may differ this time.
             reason = f"Re-enrolling the local agent (server moved from {current['server']} to {url})"
-        elif not Endpoint.all_tenants.filter(
-            pk=current["endpoint_id"], tenant=tenant, status=EndpointStatus.ENROLLED
-        ).exists():
+        elif not self._knows_endpoint(tenant, current["endpoint_id"]):
             reason = "Re-enrolling the local agent (this database does not know its endpoint)"
         else:
             return
-        group = ClientGroup.all_tenants.get(tenant=tenant, slug=AGENT_GROUP)
+        with tenancy.bind(tenant.pk):
+            group = ClientGroup.objects.get(slug=AGENT_GROUP)
         _, token = services.enrollment_token_issue(
-            actor="demo", client_group=group, expires_in=timedelta(minutes=10), note="demo launcher"
+            actor=Party.OPERATOR, client_group=group, expires_in=timedelta(minutes=10), note="demo launcher"
         )
         self.stdout.write(f"{reason} into {group.name} ...")
         argv = [*agent, "enroll", "--server", url, "--token", token, "--state-dir", str(state_dir)]
@@ -310,6 +315,11 @@ class Command(BaseCommand):
                 f"(to start over with a new agent identity, delete {state_dir})"
             )
         self.stdout.write(result.stdout.strip())
+
+    @staticmethod
+    def _knows_endpoint(tenant: Tenant, endpoint_id: str) -> bool:
+        with tenancy.bind(tenant.pk):
+            return Endpoint.objects.filter(pk=endpoint_id, status=EndpointStatus.ENROLLED).exists()
 
     def _banner(self, url: str, password: str, data_dir: Path, log_dir: Path) -> None:
         rule = "-" * 72

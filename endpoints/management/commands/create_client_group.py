@@ -1,6 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
+from caisey import tenancy
+from caisey.actors import Party
 from endpoints import services
 from endpoints.models import Tenant
 
@@ -15,12 +17,17 @@ class Command(BaseCommand):
         parser.add_argument("--approver-email", default="")
 
     def handle(self, *args, **opts):
-        tenant = Tenant.all_tenants.filter(slug=opts["tenant"]).first()
+        with tenancy.system():  # an operator names the tenant by its slug: a cross-tenant lookup
+            tenant = Tenant.objects.filter(slug=opts["tenant"]).first()
         if tenant is None:
             raise CommandError(f"no tenant with slug {opts['tenant']!r}")
         try:
             group = services.client_group_create(
-                actor="cli", tenant=tenant, name=opts["name"], slug=opts["slug"], approver_email=opts["approver_email"]
+                actor=Party.OPERATOR,
+                tenant=tenant,
+                name=opts["name"],
+                slug=opts["slug"],
+                approver_email=opts["approver_email"],
             )
         except IntegrityError:
             raise CommandError(

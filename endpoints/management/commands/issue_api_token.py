@@ -6,7 +6,7 @@ from django.db import transaction
 from knox.models import AuthToken
 from knox.settings import knox_settings
 
-from endpoints.selectors import membership_for_user
+from endpoints.access import membership_resolve
 
 
 class Command(BaseCommand):
@@ -30,7 +30,8 @@ class Command(BaseCommand):
             raise CommandError(f"no user {name!r}")
         if not user.is_active:
             raise CommandError(f"user {name!r} is inactive")
-        if membership_for_user(user=user) is None:
+        access = membership_resolve(user=user)
+        if access is None or access.membership is None:
             raise CommandError(f"user {name!r} is not a member of any tenant; API tokens are for tenant members")
         if opts["days"] is not None and not 1 <= opts["days"] <= 3650:
             raise CommandError("--days must be between 1 and 3650")

@@ -2,6 +2,9 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
+from caisey import tenancy
+from caisey.actors import Party
+from caisey.errors import Rejected
 from endpoints import services
 from endpoints.models import ClientGroup
 
@@ -17,17 +20,18 @@ class Command(BaseCommand):
         parser.add_argument("--note", default="")
 
     def handle(self, *args, **opts):
-        group = ClientGroup.all_tenants.filter(tenant__slug=opts["tenant"], slug=opts["client_group"]).first()
+        with tenancy.system():  # an operator names the tenant by its slug: a cross-tenant lookup
+            group = ClientGroup.objects.filter(tenant__slug=opts["tenant"], slug=opts["client_group"]).first()
         if group is None:
             raise CommandError(f"no client group {opts['client_group']!r} in tenant {opts['tenant']!r}")
         try:
             _, secret = services.enrollment_token_issue(
-                actor="cli",
+                actor=Party.OPERATOR,
                 client_group=group,
                 expires_in=timedelta(hours=opts["expires_hours"]),
                 max_uses=opts["max_uses"],
                 note=opts["note"],
             )
-        except ValueError as exc:
+        except Rejected as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(secret)

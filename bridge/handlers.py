@@ -1,0 +1,26 @@
+"""The bridge's own plugs: its ``mode`` outbox rows, and endpoints' revocation hook.
+
+Registered through the same registries the domain apps use (bridge/registry.py,
+endpoints/hooks.py), imported by ``BridgeConfig.ready``.
+"""
+
+from __future__ import annotations
+
+from bridge import notify
+from bridge.registry import on_delivered
+from endpoints import services as endpoint_services
+from endpoints.hooks import on_endpoint_revoked
+
+
+@on_endpoint_revoked
+def close_revoked_agent(endpoint_id) -> None:
+    """Its live connection, wherever it is, closes (the agent is refused from now on anyway)."""
+    notify.agent_revoked_now(endpoint_id=endpoint_id)
+
+
+@on_delivered("mode")
+def mode_applied(message) -> None:
+    """The agent now beats at the new cadence: presence must expect that cadence."""
+    endpoint_services.endpoint_interval_record(
+        endpoint_id=message.endpoint_id, interval=message.body["heartbeat_interval"]
+    )

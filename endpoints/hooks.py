@@ -1,0 +1,30 @@
+"""Typed hooks endpoints offers to the layers above it.
+
+endpoints imports neither bridge nor sessions_app, yet revoking an endpoint must close its
+live agent connection, which only the bridge can do. Two ways were possible: every caller
+of ``endpoint_revoke`` rings the bridge itself, or endpoints offers a hook the bridge
+registers once. The hook it is: ``endpoint_revoke`` is called from endpoints' own admin
+(which may not import the bridge) as well as from console views, and a caller that forgot
+to ring would leave a revoked agent connected. A hook registered in the bridge's
+``ready()`` cannot be forgotten, and unlike a Django signal it is typed, explicit and
+registered once per function.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+RevokedHook = Callable[[uuid.UUID], None]
+_revoked: list[RevokedHook] = []
+
+
+def on_endpoint_revoked(func: RevokedHook) -> RevokedHook:
+    """Register ``func(endpoint_id)``, called after the commit that revoked the endpoint."""
+    if func not in _revoked:
+        _revoked.append(func)
+    return func
+
+
+def endpoint_revoked_hooks() -> list[RevokedHook]:
+    return list(_revoked)
