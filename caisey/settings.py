@@ -242,10 +242,6 @@ LOGGING = {
 
 # --- Caisey behaviour -----------------------------------------------------------
 
-# Fail-closed writes (caisey/tenancy.py). Off only while the codebase is being moved onto it
-# (issue 9); the merge that completes the move removes this switch.
-TENANCY_WRITE_GUARD = env_bool("CAISEY_TENANCY_WRITE_GUARD", False)
-
 CAISEY = {
     # Heartbeat cadence the server asks of agents, per mode (seconds).
     "HEARTBEAT_ACTIVE": env_float("CAISEY_HEARTBEAT_ACTIVE", 10.0),

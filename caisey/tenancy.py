@@ -30,7 +30,6 @@ import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-from django.conf import settings
 from django.db import models
 from django.db.models import signals
 
@@ -95,7 +94,7 @@ def is_system() -> bool:
 def check_write(model: type[models.Model], tenant_id: object) -> None:
     """Fail closed for writes: ``tenant_id`` (the row's tenant) must be the bound tenant."""
     value = _bound.get()
-    if value is _SYSTEM or not settings.TENANCY_WRITE_GUARD:
+    if value is _SYSTEM:
         return
     if value is None:
         raise TenantScopeMissing(

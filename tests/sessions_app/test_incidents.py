@@ -21,7 +21,6 @@ from sessions_app.services import actions as services
 from sessions_app.services import incidents
 from sessions_app.services.transcript import transcript_append, transcript_verify
 from tests import factories
-from tests.sessions_app.records_support import setup_as_system  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

@@ -23,7 +23,6 @@ from sessions_app.views import public
 from sessions_app.views.approval import APPROVAL_LINKS
 from sessions_app.views.share import SHARE_LINKS
 from tests import factories
-from tests.sessions_app.records_support import setup_as_system  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

@@ -19,7 +19,6 @@ from sessions_app.selectors import sharing as sharing_selectors
 from sessions_app.services import incidents, review, sharing
 from sessions_app.services import sessions as session_services
 from tests import factories
-from tests.sessions_app.records_support import setup_as_system  # noqa: F401  (autouse)
 from tests.sessions_app.test_sharing import SECRET, World, pdf_text
 
 pytestmark = pytest.mark.django_db
