@@ -31,14 +31,6 @@ from endpoints.models import Endpoint, Presence
 from endpoints.presence import presence_of
 
 
-def _label(actor: Actor) -> str:
-    # sessions_app still passes "bridge"/"system" as strings until its part of issue 9 lands:
-    # a party's own name is taken as that party; anything else must be a typed Actor.
-    if isinstance(actor, str) and not isinstance(actor, Party):
-        actor = Party(actor)
-    return actor_label(actor)
-
-
 def retry_policy(kind: str) -> dict[str, float]:
     policies = settings.CAISEY["OUTBOX_RETRY"]
     return {**policies["default"], **policies.get(kind, {})}
@@ -203,7 +195,7 @@ def outbox_resend(*, actor: Actor, message: OutboxMessage) -> OutboxMessage:
             "next_attempt_at": timezone.now(),
             "max_attempts": message.attempts + int(retry_policy(message.kind)["max_attempts"]),
             "expires_at": None,
-            "status_changed_by": _label(actor),
+            "status_changed_by": actor_label(actor),
         },
     )
     notify.agent_doorbell(endpoint_id=message.endpoint_id, reason="resend")
@@ -213,7 +205,7 @@ def outbox_resend(*, actor: Actor, message: OutboxMessage) -> OutboxMessage:
 @transaction.atomic
 def outbox_cancel(*, actor: Actor, message: OutboxMessage) -> None:
     transition(
-        message, to=OutboxStatus.CANCELLED, table=OUTBOX_TRANSITIONS, updates={"status_changed_by": _label(actor)}
+        message, to=OutboxStatus.CANCELLED, table=OUTBOX_TRANSITIONS, updates={"status_changed_by": actor_label(actor)}
     )
 
 

@@ -25,9 +25,10 @@ class AppError(Exception):
     """Base of every error the application raises on purpose."""
 
     kind: ClassVar[ErrorKind]
-    #: Machine-readable code in the API's ``{"error": code, "detail": message}``.
-    code: ClassVar[str] = "error"
-    status: ClassVar[int] = 400
+    #: Machine-readable code in the API's ``{"error": code, "detail": message}``; a subclass may
+    #: set it (and the status) per instance where one error class carries several codes.
+    code: str = "error"
+    status: int = 400
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)

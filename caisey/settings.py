@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -242,7 +243,7 @@ LOGGING = {
 
 # --- Caisey behaviour -----------------------------------------------------------
 
-CAISEY = {
+CAISEY: dict[str, Any] = {
     # Heartbeat cadence the server asks of agents, per mode (seconds).
     "HEARTBEAT_ACTIVE": env_float("CAISEY_HEARTBEAT_ACTIVE", 10.0),
     "HEARTBEAT_LAZY": env_float("CAISEY_HEARTBEAT_LAZY", 60.0),

@@ -125,7 +125,10 @@ class TenantScopedQuerySet(models.QuerySet):
         return super().bulk_create(objs, *args, **kwargs)
 
 
-class TenantScopedManager(models.Manager.from_queryset(TenantScopedQuerySet)):
+_TenantScopedManagerBase = models.Manager.from_queryset(TenantScopedQuerySet)
+
+
+class TenantScopedManager(_TenantScopedManagerBase):
     """Default manager of tenant-owned models. ``tenant_field`` is the lookup to the tenant id."""
 
     def __init__(self, tenant_field: str = "tenant") -> None:

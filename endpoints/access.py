@@ -60,7 +60,7 @@ def _membership_of(actor: Actor) -> Membership | None:
     if isinstance(actor, str) or actor is None:
         raise TypeError(f"actor must be a user or a caisey.actors.Party, not {actor!r}")
     try:
-        return actor.membership  # type: ignore[union-attr]  # the reverse one-to-one of Membership.user
+        return actor.membership  # the reverse one-to-one of Membership.user
     except Membership.DoesNotExist:
         return None
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from caisey import actors, secrets, tenancy
-from caisey.actors import Actor, Party
+from caisey.actors import Actor
 from caisey.errors import Forbidden, Rejected
 from caisey.state_machine import transition
 from endpoints.access import acting_for
@@ -42,16 +42,6 @@ from endpoints.models import (
 )
 
 User = get_user_model()
-
-
-def actor_label(actor) -> str:
-    """Deprecated: a thin alias of ``caisey.actors.actor_label`` for callers not migrated yet
-    (removed at the merge of issue 9). Still takes their old free strings and None."""
-    if actor is None:
-        return Party.SYSTEM.value
-    if isinstance(actor, str) and not isinstance(actor, Party):
-        return actor
-    return actors.actor_label(actor)
 
 
 # --- tenants and people -----------------------------------------------------------

@@ -223,7 +223,7 @@ def decode(raw: str | bytes, *, accept: dict[str, type], max_bytes: int = MAX_FR
     if body_type is None:
         raise ProtocolError("unknown_type", f"unknown message type {env.type!r}")
     try:
-        body = msgspec.convert(env.body, type=body_type)
+        body: Any = msgspec.convert(env.body, type=body_type)
     except msgspec.ValidationError as exc:
         raise ProtocolError("invalid_body", f"{env.type}: {exc}") from None
     return Envelope(type=env.type, id=env.id, ts=env.ts, body=body)

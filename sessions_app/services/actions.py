@@ -26,7 +26,7 @@ from bridge import notify, outbox
 from bridge.models import OutboxMessage, OutboxStatus
 from bridge.services import bridge_conditions, endpoint_set_mode
 from caisey import tenancy
-from caisey.actors import Actor, Party, actor_label
+from caisey.actors import Actor, Party, actor_label, actor_person
 from caisey.state_machine import IllegalTransition, transition_if
 from caisey_agent import protocol as p
 from endpoints.access import acting_for
@@ -125,7 +125,7 @@ def action_request(
             kind=kind,
             category=spec.category,
             params=clean,
-            requested_by=actor,
+            requested_by=actor_person(actor, doing="request an action"),
             timeout_s=spec.default_timeout,
             output_limit=cfg["ACTION_OUTPUT_LIMIT"],
             expires_at=expires_at,
@@ -264,7 +264,9 @@ def batch_request(*, actor: Actor, session: SupportSession, items: list[tuple[st
             raise SessionError("a batch needs at least one action")
         if len(items) > MAX_BATCH:
             raise SessionError(f"a batch holds at most {MAX_BATCH} actions")
-        batch = Batch.objects.create(tenant_id=session.tenant_id, session=session, created_by=actor)
+        batch = Batch.objects.create(
+            tenant_id=session.tenant_id, session=session, created_by=actor_person(actor, doing="queue a batch")
+        )
         actions = [
             action_request(actor=actor, session=session, kind=kind, params=params, batch=batch, position=i, hold=True)
             for i, (kind, params) in enumerate(items)

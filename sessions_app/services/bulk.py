@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from bridge.services import bridge_conditions_many
-from caisey.actors import Actor
+from caisey.actors import Actor, actor_person
 from caisey.errors import Forbidden
 from endpoints.access import acting_for
 from endpoints.models import Endpoint
@@ -53,7 +53,7 @@ def bulk_run_start(
         clean = action_params_clean(kind=kind, params=params)
         run = BulkRun.objects.create(
             tenant_id=tenant_id,
-            created_by=actor,
+            created_by=actor_person(actor, doing="start a bulk run"),
             kind=kind,
             params=clean,
             reason=reason[:REASON_MAX_CHARS],

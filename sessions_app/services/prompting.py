@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from bridge import notify, outbox
 from bridge.models import OutboxMessage, OutboxStatus
-from caisey.actors import Actor, Party, actor_label
+from caisey.actors import Actor, Party, actor_label, actor_person
 from caisey.errors import Rejected
 from caisey.state_machine import IllegalTransition, TransitionRace, transition_if
 from caisey_agent import protocol as p
@@ -150,7 +150,7 @@ def prompt_issue(
         follow_up_at=follow_up_at,
         title=title[:TITLE_MAX_CHARS],
         detail=detail,
-        requested_by=actor,
+        requested_by=actor_person(actor, doing="ask for approval"),
         deadline_at=timezone.now() + timedelta(seconds=deadline_s),
         allow_escalation=allow_escalation,
     )

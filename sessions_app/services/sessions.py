@@ -17,7 +17,7 @@ from django.utils import timezone
 from bridge import notify
 from bridge.services import bridge_conditions, endpoint_set_mode
 from caisey import tenancy
-from caisey.actors import Actor, Party, actor_label
+from caisey.actors import Actor, Party, actor_label, actor_person
 from caisey.errors import Rejected
 from caisey.state_machine import transition_if
 from endpoints.access import acting_for
@@ -66,7 +66,7 @@ def session_open(
         session = SupportSession.objects.create(
             tenant_id=endpoint.tenant_id,
             endpoint=endpoint,
-            opened_by=actor,
+            opened_by=actor_person(actor, doing="open a session"),
             reason=reason[:REASON_MAX_CHARS],
             opened_offline=offline,
             connectivity=conditions["connectivity"],

@@ -152,3 +152,13 @@ def test_middleware_binds_the_members_tenant(client, two):
     html = client.get("/").content.decode()
     assert "acme-pc" in html and "rival-pc" not in html
     assert tenancy.current_tenant_id() is None  # the binding ended with the request
+
+
+def test_actor_labels_are_typed():
+    from caisey.actors import Party, actor_label
+
+    assert actor_label(Party.AGENT) == "agent"
+    with pytest.raises(TypeError, match="Party"):
+        actor_label("bridge")  # a free string is not an actor
+    with pytest.raises(TypeError):
+        actor_label(None)
