@@ -21,9 +21,9 @@ _task: asyncio.Task | None = None
 
 
 def ensure_started() -> None:
-    """Start the pacer on this event loop (once); CAISEY_GC_FREEZE_EVERY=0 turns it off."""
+    """Start the pacer on this event loop (once); CAISEY_GC_FREEZE_EVERY_S=0 turns it off."""
     global _task
-    every = settings.CAISEY["GC_FREEZE_EVERY"]
+    every = settings.CAISEY["GC_FREEZE_EVERY_S"]
     if every <= 0:
         return
     loop = asyncio.get_running_loop()

@@ -58,7 +58,7 @@ class LastSeenBuffer:
             self._task = loop.create_task(self._run(), context=contextvars.Context())
 
     async def _run(self) -> None:
-        interval = settings.CAISEY["LAST_SEEN_FLUSH_INTERVAL"]
+        interval = settings.CAISEY["LAST_SEEN_FLUSH_S"]
         while True:
             await asyncio.sleep(interval)
             try:

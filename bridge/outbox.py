@@ -39,8 +39,8 @@ def retry_policy(kind: str) -> dict[str, float]:
 def backoff(kind: str, attempts: int) -> timedelta:
     """Capped exponential backoff with full jitter, per message kind."""
     policy = retry_policy(kind)
-    ceiling = min(policy["cap"], policy["base"] * 2 ** min(attempts, 30))
-    return timedelta(seconds=random.uniform(policy["base"] / 2, max(policy["base"] / 2, ceiling)))
+    ceiling = min(policy["cap_s"], policy["base_s"] * 2 ** min(attempts, 30))
+    return timedelta(seconds=random.uniform(policy["base_s"] / 2, max(policy["base_s"] / 2, ceiling)))
 
 
 def outbox_enqueue(

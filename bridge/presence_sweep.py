@@ -22,7 +22,7 @@ def run() -> int:
 
 
 def _sweep(now) -> int:
-    shortest = min(settings.CAISEY["HEARTBEAT_ACTIVE"], settings.CAISEY["HEARTBEAT_LAZY"])
+    shortest = min(settings.CAISEY["HEARTBEAT_ACTIVE_S"], settings.CAISEY["HEARTBEAT_LAZY_S"])
     candidates = Endpoint.objects.exclude(presence_announced=Presence.OFFLINE).filter(
         last_seen_at__lt=now - offline_after(shortest)
     )

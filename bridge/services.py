@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def heartbeat_interval_for(mode: AgentMode | str) -> float:
     cfg = settings.CAISEY
-    return cfg["HEARTBEAT_ACTIVE"] if mode == AgentMode.ACTIVE else cfg["HEARTBEAT_LAZY"]
+    return cfg["HEARTBEAT_ACTIVE_S"] if mode == AgentMode.ACTIVE else cfg["HEARTBEAT_LAZY_S"]
 
 
 def presence_payload(endpoint: Endpoint) -> dict:

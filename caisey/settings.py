@@ -91,7 +91,7 @@ TEMPLATES = [
 DATABASE_URL = env_str("CAISEY_DATABASE_URL", f"sqlite:///{DATA_DIR / 'caisey.sqlite3'}")
 DATABASES = {
     "default": dj_database_url.parse(
-        DATABASE_URL, conn_max_age=env_int("CAISEY_DB_CONN_MAX_AGE", 600), conn_health_checks=True
+        DATABASE_URL, conn_max_age=env_int("CAISEY_DB_CONN_MAX_AGE_S", 600), conn_health_checks=True
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -149,7 +149,7 @@ CHANNEL_LAYERS = {
             # The default of 100 silently drops fan-out beyond it per process.
             "capacity": env_int("CAISEY_CHANNEL_CAPACITY", 10000),
             "expiry": 60,
-            "group_expiry": env_int("CAISEY_GROUP_EXPIRY", 86400),
+            "group_expiry": env_int("CAISEY_GROUP_EXPIRY_S", 86400),
         },
     }
 }
@@ -245,19 +245,19 @@ LOGGING = {
 
 CAISEY: dict[str, Any] = {
     # Heartbeat cadence the server asks of agents, per mode (seconds).
-    "HEARTBEAT_ACTIVE": env_float("CAISEY_HEARTBEAT_ACTIVE", 10.0),
-    "HEARTBEAT_LAZY": env_float("CAISEY_HEARTBEAT_LAZY", 60.0),
+    "HEARTBEAT_ACTIVE_S": env_float("CAISEY_HEARTBEAT_ACTIVE_S", 10.0),
+    "HEARTBEAT_LAZY_S": env_float("CAISEY_HEARTBEAT_LAZY_S", 60.0),
     # An endpoint is offline when no heartbeat arrived for this many intervals plus the grace.
     "PRESENCE_MISSED_BEATS": env_float("CAISEY_PRESENCE_MISSED_BEATS", 2.0),
-    "PRESENCE_GRACE": env_float("CAISEY_PRESENCE_GRACE", 10.0),
+    "PRESENCE_GRACE_S": env_float("CAISEY_PRESENCE_GRACE_S", 10.0),
     # Seconds between flushes of coalesced last-seen times to the database.
-    "LAST_SEEN_FLUSH_INTERVAL": env_float("CAISEY_LAST_SEEN_FLUSH", 1.0),
+    "LAST_SEEN_FLUSH_S": env_float("CAISEY_LAST_SEEN_FLUSH_S", 1.0),
     # Generous: after a server restart thousands of hellos arrive at once and queue behind each other.
-    "HELLO_TIMEOUT": env_float("CAISEY_HELLO_TIMEOUT", 30.0),
+    "HELLO_TIMEOUT_S": env_float("CAISEY_HELLO_TIMEOUT_S", 30.0),
     # Seconds between gc.freeze() calls in the ASGI process (bridge/gc_pacing.py); 0 turns it off.
-    "GC_FREEZE_EVERY": env_float("CAISEY_GC_FREEZE_EVERY", 300.0),
+    "GC_FREEZE_EVERY_S": env_float("CAISEY_GC_FREEZE_EVERY_S", 300.0),
     # Heartbeats reconcile prompts when the runtime's list changed, else at most this often.
-    "PROMPT_RECONCILE_EVERY": env_float("CAISEY_PROMPT_RECONCILE_EVERY", 120.0),
+    "PROMPT_RECONCILE_EVERY_S": env_float("CAISEY_PROMPT_RECONCILE_EVERY_S", 120.0),
     "MAX_FRAME_BYTES": env_int("CAISEY_MAX_FRAME_BYTES", 256 * 1024),
     "ENROLLMENT_TOKEN_DAYS": env_int("CAISEY_ENROLLMENT_TOKEN_DAYS", 7),
     # Rate limits: (attempts, window seconds).
@@ -266,44 +266,44 @@ CAISEY: dict[str, Any] = {
     "RATE_CONNECTS_PER_ENDPOINT": (env_int("CAISEY_RATE_CONNECTS", 30), 60),
     "RATE_LINK_PER_IP": (env_int("CAISEY_RATE_LINKS", 30), 60),
     "RATE_SHARE_PER_IP": (env_int("CAISEY_RATE_SHARE", 60), 60),
-    "PRESENCE_SWEEP_SECONDS": env_float("CAISEY_PRESENCE_SWEEP", 5.0),
-    "OUTBOX_SWEEP_SECONDS": env_float("CAISEY_OUTBOX_SWEEP", 2.0),
+    "PRESENCE_SWEEP_S": env_float("CAISEY_PRESENCE_SWEEP_S", 5.0),
+    "OUTBOX_SWEEP_S": env_float("CAISEY_OUTBOX_SWEEP_S", 2.0),
     # How long a sent message waits for its ack before a retry is due (the backoff comes on top).
-    "OUTBOX_ACK_TIMEOUT_S": env_float("CAISEY_OUTBOX_ACK_TIMEOUT", 10.0),
+    "OUTBOX_ACK_TIMEOUT_S": env_float("CAISEY_OUTBOX_ACK_TIMEOUT_S", 10.0),
     # Retry budget per message kind: attempts, then backoff base and cap (seconds, full jitter).
     "OUTBOX_RETRY": {
         "default": {
             "max_attempts": env_int("CAISEY_OUTBOX_MAX_ATTEMPTS", 8),
-            "base": env_float("CAISEY_OUTBOX_BACKOFF_BASE", 2.0),
-            "cap": env_float("CAISEY_OUTBOX_BACKOFF_CAP", 120.0),
+            "base_s": env_float("CAISEY_OUTBOX_BACKOFF_BASE_S", 2.0),
+            "cap_s": env_float("CAISEY_OUTBOX_BACKOFF_CAP_S", 120.0),
         },
-        "mode.set": {"max_attempts": 1000, "base": 5.0, "cap": 300.0},
+        "mode.set": {"max_attempts": 1000, "base_s": 5.0, "cap_s": 300.0},
     },
     # Degraded: connected, but deliveries lag or the connection keeps dropping.
-    "DEGRADED_OLDEST_UNACKED_S": env_float("CAISEY_DEGRADED_OLDEST_UNACKED", 30.0),
+    "DEGRADED_OLDEST_UNACKED_S": env_float("CAISEY_DEGRADED_OLDEST_UNACKED_S", 30.0),
     "DEGRADED_P95_LATENCY_MS": env_float("CAISEY_DEGRADED_P95_MS", 5000.0),
     "DEGRADED_RECONNECTS": env_int("CAISEY_DEGRADED_RECONNECTS", 4),
-    "DEGRADED_WINDOW_S": env_float("CAISEY_DEGRADED_WINDOW", 600.0),
+    "DEGRADED_WINDOW_S": env_float("CAISEY_DEGRADED_WINDOW_S", 600.0),
     # A session-less endpoint returns to lazy after this long without activity.
-    "LAZY_AFTER_IDLE_S": env_float("CAISEY_LAZY_AFTER_IDLE", 300.0),
+    "LAZY_AFTER_IDLE_S": env_float("CAISEY_LAZY_AFTER_IDLE_S", 300.0),
     "METRICS_TOKEN": env_str("CAISEY_METRICS_TOKEN", ""),
     # Actions: how long one waits for an away endpoint, output kept per action, and the
     # grace past its own timeout before the server calls an online endpoint's action timed out.
-    "ACTION_QUEUE_EXPIRY_S": env_float("CAISEY_ACTION_QUEUE_EXPIRY", 24 * 3600.0),
-    "ACTION_OUTPUT_LIMIT": env_int("CAISEY_ACTION_OUTPUT_LIMIT", 1024 * 1024),
-    "ACTION_DEADLINE_GRACE_S": env_float("CAISEY_ACTION_DEADLINE_GRACE", 30.0),
-    "SESSION_ABANDON_AFTER_S": env_float("CAISEY_SESSION_ABANDON_AFTER", 12 * 3600.0),
+    "ACTION_QUEUE_EXPIRY_S": env_float("CAISEY_ACTION_QUEUE_EXPIRY_S", 24 * 3600.0),
+    "ACTION_OUTPUT_LIMIT_BYTES": env_int("CAISEY_ACTION_OUTPUT_LIMIT_BYTES", 1024 * 1024),
+    "ACTION_DEADLINE_GRACE_S": env_float("CAISEY_ACTION_DEADLINE_GRACE_S", 30.0),
+    "SESSION_ABANDON_AFTER_S": env_float("CAISEY_SESSION_ABANDON_AFTER_S", 12 * 3600.0),
 }
 RATELIMIT_NAMESPACE = "rl"
 
 CELERY_BEAT_SCHEDULE = {
     "presence-sweep": {
         "task": "bridge.tasks.presence_sweep",
-        "schedule": CAISEY["PRESENCE_SWEEP_SECONDS"],
+        "schedule": CAISEY["PRESENCE_SWEEP_S"],
     },
     "outbox-sweep": {
         "task": "bridge.tasks.outbox_sweep",
-        "schedule": CAISEY["OUTBOX_SWEEP_SECONDS"],
+        "schedule": CAISEY["OUTBOX_SWEEP_S"],
     },
     "action-deadlines": {"task": "sessions_app.tasks.action_deadline_sweep", "schedule": 5.0},
     "prompt-deadlines": {"task": "sessions_app.tasks.prompt_deadline_sweep", "schedule": 2.0},

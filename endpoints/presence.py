@@ -12,7 +12,7 @@ from endpoints.models import Endpoint, EndpointStatus, Presence
 
 def offline_after(interval: float) -> timedelta:
     cfg = settings.CAISEY
-    return timedelta(seconds=interval * cfg["PRESENCE_MISSED_BEATS"] + cfg["PRESENCE_GRACE"])
+    return timedelta(seconds=interval * cfg["PRESENCE_MISSED_BEATS"] + cfg["PRESENCE_GRACE_S"])
 
 
 def presence_of(endpoint: Endpoint, now: datetime | None = None) -> Presence:

@@ -39,7 +39,7 @@ def _isolated_rate_limits(settings):
     # Hashing passwords for real costs about half a second per user; tests make many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # The GC pacer of the agent socket (bridge/gc_pacing.py) has its own test.
-    settings.CAISEY = {**settings.CAISEY, "GC_FREEZE_EVERY": 0}
+    settings.CAISEY = {**settings.CAISEY, "GC_FREEZE_EVERY_S": 0}
 
 
 @pytest.fixture(autouse=True)

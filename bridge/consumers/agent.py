@@ -47,7 +47,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.hello_deadline = asyncio.get_running_loop().create_task(self._close_without_hello())
 
     async def _close_without_hello(self) -> None:
-        await asyncio.sleep(settings.CAISEY["HELLO_TIMEOUT"])
+        await asyncio.sleep(settings.CAISEY["HELLO_TIMEOUT_S"])
         if self.endpoint is None:
             await self.send_error("hello_timeout", "no hello received in time")
             await self.close(code=p.CLOSE_HELLO_TIMEOUT)
@@ -141,7 +141,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         # Reconciling is a transaction: done when the runtime's list changed, and now and then as
         # a safety net, not on every beat of every active endpoint (a bulk run wakes thousands).
         changed = beat.prompts != self.last_reports
-        due = time.monotonic() - self.reconciled_at > settings.CAISEY["PROMPT_RECONCILE_EVERY"]
+        due = time.monotonic() - self.reconciled_at > settings.CAISEY["PROMPT_RECONCILE_EVERY_S"]
         if changed or (due and (beat.prompts or beat.mode == AgentMode.ACTIVE)):
             self.last_reports = beat.prompts
             self.reconciled_at = time.monotonic()

@@ -127,7 +127,7 @@ def action_request(
             params=clean,
             requested_by=actor_person(actor, doing="request an action"),
             timeout_s=spec.default_timeout,
-            output_limit=cfg["ACTION_OUTPUT_LIMIT"],
+            output_limit=cfg["ACTION_OUTPUT_LIMIT_BYTES"],
             expires_at=expires_at,
         )
         transcript_append(

@@ -12,7 +12,7 @@ from bridge import gc_pacing
 
 @pytest.mark.asyncio
 async def test_pacer_freezes_then_thaws_and_collects(settings, monkeypatch):
-    settings.CAISEY = {**settings.CAISEY, "GC_FREEZE_EVERY": 0.01}
+    settings.CAISEY = {**settings.CAISEY, "GC_FREEZE_EVERY_S": 0.01}
     monkeypatch.setattr(gc_pacing, "THAW_EVERY", 3)
     calls = []
     monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
@@ -34,7 +34,7 @@ async def test_pacer_freezes_then_thaws_and_collects(settings, monkeypatch):
 
 @pytest.mark.asyncio
 async def test_pacer_off_when_configured_so(settings):
-    settings.CAISEY = {**settings.CAISEY, "GC_FREEZE_EVERY": 0}
+    settings.CAISEY = {**settings.CAISEY, "GC_FREEZE_EVERY_S": 0}
     gc_pacing._task = None
     gc_pacing.ensure_started()
     assert gc_pacing._task is None

@@ -89,7 +89,7 @@ async def test_an_agent_cannot_ack_another_endpoints_message(enrolled):
 
 
 def test_unreachable_endpoint_uses_up_its_budget_then_fails_visibly(enrolled, settings, monkeypatch):
-    settings.CAISEY = {**settings.CAISEY, "OUTBOX_RETRY": {"default": {"max_attempts": 3, "base": 1, "cap": 2}}}
+    settings.CAISEY = {**settings.CAISEY, "OUTBOX_RETRY": {"default": {"max_attempts": 3, "base_s": 1, "cap_s": 2}}}
     failures = []
     monkeypatch.setitem(registry._failed, "test", lambda message: failures.append(message.pk))
     message = enqueue(enrolled.endpoint, ref_type="test")
@@ -122,7 +122,7 @@ def test_enqueue_refuses_agent_to_server_types(enrolled):
 
 
 def test_backoff_is_capped_and_jittered(settings):
-    settings.CAISEY = {**settings.CAISEY, "OUTBOX_RETRY": {"default": {"max_attempts": 3, "base": 2, "cap": 30}}}
+    settings.CAISEY = {**settings.CAISEY, "OUTBOX_RETRY": {"default": {"max_attempts": 3, "base_s": 2, "cap_s": 30}}}
     delays = [outbox.backoff("x", n).total_seconds() for n in range(1, 12) for _ in range(20)]
     assert max(delays) <= 30 and min(delays) >= 1
     assert len({round(d, 3) for d in delays}) > 50  # jittered, not a fixed schedule

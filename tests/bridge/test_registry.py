@@ -98,4 +98,4 @@ def test_an_acknowledged_mode_set_records_the_new_cadence(endpoint, settings):
     assert row.mode == "active" and row.heartbeat_interval == 60.0  # not applied until the agent acks
     message = OutboxMessage.all_tenants.get(endpoint=endpoint, ref_type="mode")
     outbox.outbox_ack(endpoint_id=endpoint.pk, message_id=message.pk)
-    assert Endpoint.all_tenants.get(pk=endpoint.pk).heartbeat_interval == settings.CAISEY["HEARTBEAT_ACTIVE"]
+    assert Endpoint.all_tenants.get(pk=endpoint.pk).heartbeat_interval == settings.CAISEY["HEARTBEAT_ACTIVE_S"]

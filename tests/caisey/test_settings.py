@@ -141,3 +141,26 @@ def test_embedded_redis_by_default_and_external_when_configured(tmp_path):
     assert s["REDIS_URL"] == f"unix://{(tmp_path / 'data').resolve()}/redis.sock"
     s = settings_with(tmp_path, CAISEY_REDIS_URL="redis://redis.example.com:6379/2")
     assert s["EMBEDDED_REDIS"] is False and s["REDIS_URL"] == "redis://redis.example.com:6379/2"
+
+
+def test_renamed_variables_are_read_under_their_old_names_with_a_warning(monkeypatch):
+    from caisey import env
+
+    assert env.RENAMED["CAISEY_HEARTBEAT_ACTIVE"] == "CAISEY_HEARTBEAT_ACTIVE_S"
+    monkeypatch.delenv("CAISEY_HEARTBEAT_ACTIVE_S", raising=False)
+    monkeypatch.setenv("CAISEY_HEARTBEAT_ACTIVE", "7")
+    with pytest.warns(FutureWarning, match="CAISEY_HEARTBEAT_ACTIVE is deprecated.*CAISEY_HEARTBEAT_ACTIVE_S"):
+        assert env.env_float("CAISEY_HEARTBEAT_ACTIVE_S", 10.0) == 7.0
+    monkeypatch.setenv("CAISEY_HEARTBEAT_ACTIVE_S", "3")  # the new name wins, silently
+    assert env.env_float("CAISEY_HEARTBEAT_ACTIVE_S", 10.0) == 3.0
+
+
+def test_every_duration_setting_names_its_unit():
+    from django.conf import settings
+
+    unitless = [
+        key
+        for key, value in settings.CAISEY.items()
+        if isinstance(value, float) and not key.endswith(("_S", "_MS")) and key != "PRESENCE_MISSED_BEATS"
+    ]
+    assert not unitless, f"durations must end in _S or _MS: {unitless}"

@@ -188,7 +188,7 @@ class Stack:
             "CAISEY_DATABASE_URL": self.db.url,
             "CAISEY_REDIS_URL": redis_url,
             "CAISEY_REDIS_PREFIX": self.prefix,
-            "CAISEY_PRESENCE_SWEEP": "1",
+            "CAISEY_PRESENCE_SWEEP_S": "1",
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }

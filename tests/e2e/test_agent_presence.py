@@ -11,7 +11,7 @@ from tests.e2e.stack import run_async, wait_for
 
 pytestmark = pytest.mark.e2e
 
-FAST_PRESENCE = {"CAISEY_HEARTBEAT_LAZY": "2", "CAISEY_PRESENCE_GRACE": "2"}
+FAST_PRESENCE = {"CAISEY_HEARTBEAT_LAZY_S": "2", "CAISEY_PRESENCE_GRACE_S": "2"}
 
 
 def test_enrolled_agent_shows_online_then_offline_when_killed(stack):

@@ -95,14 +95,14 @@ def test_kill_daphne_with_200_messages_to_20_agents_in_flight(stack):
 
 
 FAST_RETRY = {
-    "CAISEY_HEARTBEAT_LAZY": "2",
-    "CAISEY_HEARTBEAT_ACTIVE": "2",
-    "CAISEY_PRESENCE_GRACE": "2",
-    "CAISEY_OUTBOX_SWEEP": "0.5",
+    "CAISEY_HEARTBEAT_LAZY_S": "2",
+    "CAISEY_HEARTBEAT_ACTIVE_S": "2",
+    "CAISEY_PRESENCE_GRACE_S": "2",
+    "CAISEY_OUTBOX_SWEEP_S": "0.5",
     "CAISEY_OUTBOX_MAX_ATTEMPTS": "3",
-    "CAISEY_OUTBOX_BACKOFF_BASE": "0.3",
-    "CAISEY_OUTBOX_BACKOFF_CAP": "0.6",
-    "CAISEY_OUTBOX_ACK_TIMEOUT": "0.3",
+    "CAISEY_OUTBOX_BACKOFF_BASE_S": "0.3",
+    "CAISEY_OUTBOX_BACKOFF_CAP_S": "0.6",
+    "CAISEY_OUTBOX_ACK_TIMEOUT_S": "0.3",
 }
 
 
@@ -161,11 +161,11 @@ def test_agent_away_past_the_budget_fails_visibly_and_a_resend_delivers(stack):
 
 
 DEGRADE = {
-    "CAISEY_HEARTBEAT_LAZY": "2",
-    "CAISEY_HEARTBEAT_ACTIVE": "2",
-    "CAISEY_PRESENCE_GRACE": "3",
+    "CAISEY_HEARTBEAT_LAZY_S": "2",
+    "CAISEY_HEARTBEAT_ACTIVE_S": "2",
+    "CAISEY_PRESENCE_GRACE_S": "3",
     "CAISEY_DEGRADED_P95_MS": "600",
-    "CAISEY_DEGRADED_WINDOW": "20",
+    "CAISEY_DEGRADED_WINDOW_S": "20",
     "CAISEY_DEGRADED_RECONNECTS": "3",
 }
 
@@ -199,7 +199,7 @@ def test_slow_flaky_network_makes_the_endpoint_degraded_then_active_again(stack)
         )
 
 
-@pytest.mark.parametrize("stack", [{"own_redis": True, "CAISEY_OUTBOX_SWEEP": "1"}], indirect=True)
+@pytest.mark.parametrize("stack", [{"own_redis": True, "CAISEY_OUTBOX_SWEEP_S": "1"}], indirect=True)
 def test_redis_restart_during_live_traffic_loses_nothing(stack):
     from tests.e2e.console_socket import next_event, open_console_socket
 

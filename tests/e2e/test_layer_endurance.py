@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 HOLD_SECONDS = 75
 
 
-@pytest.mark.parametrize("stack", [{"CAISEY_HEARTBEAT_LAZY": "5"}], indirect=True)
+@pytest.mark.parametrize("stack", [{"CAISEY_HEARTBEAT_LAZY_S": "5"}], indirect=True)
 def test_agent_stays_connected_over_the_redis_layer_for_over_a_minute(stack):
     stack.seed()
     agent = stack.enroll_agent(stack.port, stack.token("acme", "erp"), name="longhaul").start()
