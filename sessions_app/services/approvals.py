@@ -2,7 +2,7 @@
 
 The database is the ledger. Every change goes through ``prompt_transition``,
 which checks the table, applies a conditional update, and records the party
-that reported it. Who wins (DESIGN.md):
+that reported it. Who wins (docs/architecture.md, State machines):
 - the runtime, for the end user's own actions: acknowledged, approved, denied;
   a decision made before the deadline is honoured even when it arrives late;
 - the bridge, for delivery: pending, delivered, failed_to_deliver; a runtime

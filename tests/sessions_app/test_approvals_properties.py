@@ -1,4 +1,4 @@
-"""Approval prompts under a hostile network: a Hypothesis stateful test of DESIGN.md's
+"""Approval prompts under a hostile network: a Hypothesis stateful test of the prompt rules
 "Approval prompts: one state machine, three views".
 
 The model
@@ -102,7 +102,7 @@ NEVER_AUTHORISES = {S.CANCELLED, S.SUPERSEDED, S.DENIED, S.EXPIRED}
 
 
 class Violation(AssertionError):
-    """A rule of DESIGN.md's "Approval prompts" section does not hold."""
+    """A rule of the approval prompt state machine (docs/architecture.md) does not hold."""
 
 
 class Clock:
