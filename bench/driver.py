@@ -37,6 +37,7 @@ from caisey.actors import Party
 from endpoints import services as endpoint_services
 from endpoints.models import Endpoint, Role, Tenant
 from sessions_app.models import ACTION_FINAL, Action, ActionStatus, SupportSession
+from sessions_app.services import actions as action_services
 from sessions_app.services import bulk as session_bulk
 from sessions_app.services import sessions as session_services
 
@@ -158,7 +159,7 @@ def rtt(args) -> dict:
     samples, timeouts = [], 0
     for _ in range(args.samples):
         t0 = time.perf_counter()
-        action = session_services.action_request(actor=actor, session=session, kind="system_summary", params={})
+        action = action_services.action_request(actor=actor, session=session, kind="system_summary", params={})
         while True:
             if Action.all_tenants.filter(pk=action.pk, status__in=FINAL).exists():
                 samples.append(time.perf_counter() - t0)

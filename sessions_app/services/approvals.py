@@ -191,42 +191,31 @@ def _ts(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, tz=UTC) if value else None
 
 
+def _decision_ignored(prompt: Prompt, decision: str, **why: Any) -> None:
+    """A decision the record does not take (console won, or the prompt was decided already):
+    recorded as ignored, and the runtime is told to take its copy down."""
+    transcript_append(
+        session=prompt.session,
+        kind=K.PROMPT_LATE_DECISION_IGNORED,
+        actor=PromptParty.RUNTIME,
+        action=prompt.action,
+        data={"prompt": str(prompt.pk), "decision": decision, "state": prompt.state, **why},
+    )
+    prompting.prompt_withdraw(prompt, reason=prompt.state)
+
+
 def _runtime_says(prompt: Prompt, state: str, decided_at: datetime | None, decided_by: str) -> None:
     """Apply what the runtime reports about one prompt, by the reconciliation rules."""
     if state in (S.APPROVED, S.DENIED):
         if prompt.state in (S.CANCELLED, S.SUPERSEDED):
-            transcript_append(
-                session=prompt.session,
-                kind=K.PROMPT_LATE_DECISION_IGNORED,
-                actor=PromptParty.RUNTIME,
-                action=prompt.action,
-                data={
-                    "prompt": str(prompt.pk),
-                    "decision": state,
-                    "state": prompt.state,
-                    "decided_at": decided_at.isoformat() if decided_at else None,
-                },
-            )
-            prompting.prompt_withdraw(prompt, reason=prompt.state)
+            _decision_ignored(prompt, state, decided_at=decided_at.isoformat() if decided_at else None)
             return
         if prompt.state == state:
             return  # already applied (a replay)
         if prompt.state in (S.APPROVED, S.DENIED):
             # The runtime lost its state and asked again (a reinstall, a replayed show); the first
             # decision is the record, so the runtime is told to take its copy down.
-            transcript_append(
-                session=prompt.session,
-                kind=K.PROMPT_LATE_DECISION_IGNORED,
-                actor=PromptParty.RUNTIME,
-                action=prompt.action,
-                data={
-                    "prompt": str(prompt.pk),
-                    "decision": state,
-                    "state": prompt.state,
-                    "why": "the prompt was already decided",
-                },
-            )
-            prompting.prompt_withdraw(prompt, reason=prompt.state)
+            _decision_ignored(prompt, state, why="the prompt was already decided")
             return
         if prompt.state == S.EXPIRED and not (decided_at and decided_at <= prompt.deadline_at):
             transcript_append(

@@ -84,8 +84,8 @@ def stack(redis_server, browser):
         s.worker = s.start_worker()
         s.login = s.seed()
         s.django(
-            "from endpoints import services; from endpoints.models import Tenant;"
-            "services.client_group_create(actor='e2e', tenant=Tenant.all_tenants.get(slug='acme'),"
+            "from caisey.actors import Party; from endpoints import services; from endpoints.models import Tenant;"
+            "services.client_group_create(actor=Party.OPERATOR, tenant=Tenant.all_tenants.get(slug='acme'),"
             " name='retail client', slug='retail')"
         )
         s.django(h.set_policy("erp", "shell", deadline_s=600))

@@ -25,8 +25,8 @@ LINK = re.compile(r"https?://\S+/approve/[A-Za-z0-9_-]+/")
 def escalating_group(stack) -> str:
     """A client group whose policy gates shell commands, allows escalation, and has an approver."""
     stack.django(
-        "from endpoints import services; from endpoints.models import Tenant;"
-        "services.client_group_create(actor='e2e', tenant=Tenant.all_tenants.get(slug='acme'),"
+        "from caisey.actors import Party; from endpoints import services; from endpoints.models import Tenant;"
+        "services.client_group_create(actor=Party.OPERATOR, tenant=Tenant.all_tenants.get(slug='acme'),"
         f" name='warehouse client', slug='warehouse', approver_email='{APPROVER}')"
     )
     stack.django(

@@ -17,12 +17,16 @@ import django  # noqa: E402
 django.setup()
 from django.db import connections  # noqa: E402
 
+from caisey import tenancy  # noqa: E402
+
 for line in sys.stdin:
     code = json.loads(line)
     out = io.StringIO()
     ok, err = True, ""
     try:
-        with contextlib.redirect_stdout(out):
+        # An operator's shell on the server: cross-tenant system work, named (services the
+        # snippet calls still bind their own tenant inside it).
+        with contextlib.redirect_stdout(out), tenancy.system():
             exec(code, {})
     except BaseException:  # report everything, keep serving
         ok, err = False, traceback.format_exc()

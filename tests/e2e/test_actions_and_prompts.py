@@ -105,7 +105,7 @@ def test_bridge_restart_during_a_storm_of_200_prompts_across_20_agents_converges
         + (
             "ids = [];\n"
             f"for eid in {[a.endpoint_id for a in agents]!r}:\n"
-            "    s = services.session_open(actor=tech, endpoint=Endpoint.all_tenants.get(pk=eid), reason='storm')\n"
+            "    s = sessions.session_open(actor=tech, endpoint=Endpoint.all_tenants.get(pk=eid), reason='storm')\n"
             "    for n in range(10):\n"
             "        ids.append(str(services.action_request(actor=tech, session=s, kind='shell',"
             " params={'command': 'echo storm'}).pk))\n"

@@ -39,7 +39,7 @@ def queue_effects(stack, tech: str, endpoint_ids: list[str], per_endpoint: int, 
     code = h.PRELUDE.format(tech=tech) + (
         "ids = [];\n"
         f"for eid in {endpoint_ids!r}:\n"
-        "    s = services.session_open(actor=tech, endpoint=Endpoint.all_tenants.get(pk=eid), reason='drill')\n"
+        "    s = sessions.session_open(actor=tech, endpoint=Endpoint.all_tenants.get(pk=eid), reason='drill')\n"
         f"    for n in range({per_endpoint}):\n"
         "        a = services.action_request(actor=tech, session=s, kind='shell',"
         f" params={{'command': 'echo $CAISEY_ACTION_ID >> {effects_dir}/' + eid + '.log'}})\n"
