@@ -6,11 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from caisey_agent import __version__
+from caisey_agent import __version__, platforms
 from caisey_agent.enroll import EnrollError, enroll
 from caisey_agent.prompts import PromptRefused, PromptStore, render
 from caisey_agent.runner import Agent, AgentStopped
@@ -20,11 +20,11 @@ EXIT_STOPPED = 3  # the server refused this endpoint for good; systemd must not 
 
 
 def default_state_dir() -> Path:
+    """$CAISEY_AGENT_STATE_DIR, else /var/lib/caisey-agent (root), ~/.local/state/caisey-agent, or
+    %ProgramData%\\Caisey on Windows."""
     if os.environ.get("CAISEY_AGENT_STATE_DIR"):
         return Path(os.environ["CAISEY_AGENT_STATE_DIR"])
-    if os.geteuid() == 0:
-        return Path("/var/lib/caisey-agent")
-    return Path.home() / ".local" / "state" / "caisey-agent"
+    return platforms.current().default_state_dir()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,15 +91,29 @@ def main(argv: list[str] | None = None) -> int:
         state.close()
 
 
-def run(state: AgentState, *, backoff_cap: float = 60.0) -> int:
+def run(
+    state: AgentState,
+    *,
+    backoff_cap: float = 60.0,
+    on_started: Callable[[Callable[[], None]], None] | None = None,
+    console_signals: bool = True,
+) -> int:
+    """Run the agent until stopped. ``on_started`` receives a stop function callable from any thread
+    (the Windows service's stop request uses it); ``console_signals`` installs the platform's
+    Ctrl-C/SIGTERM handling (off in the service, whose thread is not the main thread)."""
     from caisey_agent.handlers import default_handlers
 
     async def main_loop() -> None:
         agent = Agent(state, backoff_cap=backoff_cap, handlers=default_handlers())
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, agent.stop)
-        await agent.run_forever()
+        undo = platforms.current().install_stop_handlers(loop, agent.stop) if console_signals else None
+        if on_started is not None:
+            on_started(lambda: loop.call_soon_threadsafe(agent.stop))
+        try:
+            await agent.run_forever()
+        finally:
+            if undo is not None:
+                undo()
 
     try:
         asyncio.run(main_loop())

@@ -1,0 +1,212 @@
+"""The Windows-only catalogue entries: event logs, Windows Update, Defender, BitLocker, the registry and
+domain controller health. Each refuses plainly (NotAvailable) off Windows; the platform calls are in
+:mod:`windows`, the parsing in :mod:`winparse`."""
+
+from __future__ import annotations
+
+import time
+
+from caisey_agent import platforms
+from caisey_agent.diagnostics import Context, NotAvailable, Outcome
+from caisey_agent.diagnostics import winparse as wp
+from caisey_agent.diagnostics.render import fmt, kv, table
+
+
+def _require_windows(what: str) -> None:
+    if not platforms.is_windows():
+        raise NotAvailable(f"{what} exists on Windows endpoints only")
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    out = []
+    for part in (text or "").replace(" ", "").split(","):
+        if not part:
+            continue
+        if not part.isdigit():
+            raise ValueError(f"{name}: {part!r} is not a number")
+        out.append(int(part))
+    return out
+
+
+def event_log_query(params: dict) -> tuple[str, str, int]:
+    """(channel, XPath query, limit) from the action's parameters; ValueError on a bad one."""
+    channel = params.get("channel") or "System"
+    if not wp.CHANNEL.match(channel):
+        raise ValueError(f"{channel!r} is not a valid event log channel name")
+    levels = []
+    for word in (params.get("levels") or "").replace(" ", "").lower().split(","):
+        if not word:
+            continue
+        if word not in wp.LEVEL_NUMBERS:
+            raise ValueError(f"levels: {word!r} is not one of {', '.join(wp.LEVEL_NUMBERS)}")
+        levels.append(wp.LEVEL_NUMBERS[word])
+    providers = [p.strip() for p in (params.get("provider") or "").split(",") if p.strip()]
+    since = int(params.get("since_minutes") or 60)
+    until = int(params.get("until_minutes_ago") or 0)
+    if until and until >= since:
+        raise ValueError("until_minutes_ago must be smaller than since_minutes")
+    query = wp.event_query(
+        levels=levels,
+        providers=providers,
+        event_ids=_int_list(params.get("event_ids", ""), "event_ids"),
+        since_ms=since * 60_000,
+        until_ms_ago=until * 60_000 if until else None,
+    )
+    return channel, query, int(params.get("limit") or 50)
+
+
+def event_log(ctx: Context) -> Outcome:
+    _require_windows("the Windows event log")
+    from caisey_agent.diagnostics import windows
+
+    channel, query, limit = event_log_query(ctx.params)
+    events = windows.wevtutil_query(ctx, channel, query, limit)
+    return event_log_outcome(channel, query, limit, events)
+
+
+def event_log_outcome(channel: str, query: str, limit: int, events: list[dict]) -> Outcome:
+    data = {"channel": channel, "query": query, "limit": limit, "returned": len(events), "events": events}
+    if not events:
+        return Outcome(data=data, text=f"No event in {channel} matches {query}.")
+    return Outcome(
+        data=data,
+        text=f"{len(events)} event(s) from {channel} (newest first):\n\n"
+        + "\n".join(f"{e['time']} {e['level_name']} {e['provider']} [{e['event_id']}]: {e['message']}" for e in events),
+    )
+
+
+def windows_update(ctx: Context) -> Outcome:
+    _require_windows("Windows Update")
+    from caisey_agent.diagnostics import windows
+
+    return windows_update_outcome(windows.windows_update(ctx))
+
+
+def windows_update_outcome(data: dict) -> Outcome:
+    text = kv(
+        [
+            ("Last installed", f"{fmt(data['last_installed'])} ({fmt(data['last_installed_days_ago'])} days ago)"),
+            ("Last successful install", fmt(data["last_install_success"])),
+            ("Last successful search", fmt(data["last_search_success"])),
+            ("Pending", f"{data['pending_count']} ({data['pending_security']} critical/important)"),
+        ]
+    )
+    if data["pending"]:
+        text += "\n\n" + table(
+            ["update", "severity", "reboot"],
+            [[u["title"], u["severity"] or "-", "yes" if u["reboot_required"] else "no"] for u in data["pending"]],
+            max_width=100,
+        )
+    if data["search_error"]:
+        text += f"\n\nThe search for pending updates failed: {data['search_error']}"
+        return Outcome(data=data, text=text, ok=False, error=f"Windows Update search failed: {data['search_error']}")
+    return Outcome(data=data, text=text)
+
+
+def defender_status(ctx: Context) -> Outcome:
+    _require_windows("Microsoft Defender")
+    from caisey_agent.diagnostics import windows
+
+    return defender_outcome(windows.defender(ctx))
+
+
+def defender_outcome(data: dict) -> Outcome:
+    problems = wp.defender_problems(data)
+    data = {**data, "problems": problems}
+    text = kv(
+        [
+            ("Antivirus", "enabled" if data["antivirus_enabled"] else "DISABLED"),
+            ("Real-time protection", "on" if data["real_time_protection"] else "OFF"),
+            ("Mode", data["running_mode"]),
+            ("Signatures", f"{data['signature_version']} ({fmt(data['signature_age_days'])} days old)"),
+            ("Last scan", f"{fmt(data['last_scan'])} ({fmt(data['last_scan_days_ago'])} days ago)"),
+            ("Tamper protection", fmt(data["tamper_protected"])),
+        ]
+    )
+    if problems:
+        return Outcome(data=data, text=text, ok=False, error="Defender: " + "; ".join(problems))
+    return Outcome(data=data, text=text)
+
+
+def bitlocker_status(ctx: Context) -> Outcome:
+    _require_windows("BitLocker")
+    from caisey_agent.diagnostics import windows
+
+    return bitlocker_outcome(windows.bitlocker(ctx))
+
+
+def bitlocker_outcome(volumes: list[dict]) -> Outcome:
+    data = {"volumes": volumes, "unprotected": [v["mount_point"] for v in volumes if v["protection"] != "On"]}
+    text = table(
+        ["volume", "type", "protection", "status", "encrypted", "protectors"],
+        [
+            [
+                v["mount_point"],
+                v["volume_type"],
+                v["protection"],
+                v["status"],
+                f"{v['encryption_percentage']}%",
+                ", ".join(str(k) for k in v["key_protectors"]) or "-",
+            ]
+            for v in volumes
+        ],
+    )
+    return Outcome(data=data, text=text or "No BitLocker-capable volume.")
+
+
+def registry_read(ctx: Context) -> Outcome:
+    allow = tuple(getattr(ctx.policy, "allowed_registry_paths", ()) or wp.DEFAULT_REGISTRY_ALLOW)
+    hive, subkey = wp.registry_path(ctx.params["path"], allow)  # checked before the platform is: a clear refusal
+    _require_windows("the registry")
+    from caisey_agent.diagnostics import windows
+
+    value = ctx.params.get("value") or None
+    found = windows.registry_read(hive, subkey, value)
+    return registry_outcome(f"{hive}\\{subkey}", value, found)
+
+
+def registry_outcome(path: str, value: str | None, found: dict) -> Outcome:
+    data = {"path": path, **found}
+    if not found["exists"]:
+        return Outcome(data=data, text=f"{path} does not exist.", ok=False, error=f"registry key {path} does not exist")
+    if value is not None:
+        if not found.get("value_exists"):
+            return Outcome(
+                data=data, text=f"{path} has no value {value!r}.", ok=False, error=f"no value {value!r} in {path}"
+            )
+        v = found["value"]
+        return Outcome(data=data, text=f"{path}\\{v['name']} ({v['type']}) = {v['data']!r}")
+    text = f"{path}: {found['values_total']} value(s), {found['subkeys_total']} subkey(s)\n\n" + table(
+        ["name", "type", "data"], [[v["name"] or "(Default)", v["type"], repr(v["data"])] for v in found["values"]]
+    )
+    if found["subkeys"]:
+        text += "\n\nSubkeys: " + ", ".join(found["subkeys"])
+    return Outcome(data=data, text=text)
+
+
+def dc_health(ctx: Context) -> Outcome:
+    _require_windows("domain controller health (dcdiag, repadmin)")
+    done = ctx.run(["dcdiag"], timeout=ctx.remaining(240), what="dcdiag (the AD DS tools)")
+    if not done.stdout.strip():
+        raise RuntimeError(f"dcdiag printed nothing (exit code {done.returncode}): {done.stderr.strip()[:300]}")
+    repl = ctx.run(["repadmin", "/replsummary"], timeout=ctx.remaining(120), what="repadmin (the AD DS tools)")
+    if not repl.stdout.strip():
+        raise RuntimeError(f"repadmin printed nothing (exit code {repl.returncode}): {repl.stderr.strip()[:300]}")
+    return dc_health_outcome(wp.parse_dcdiag(done.stdout), wp.parse_replsummary(repl.stdout))
+
+
+def dc_health_outcome(diag: dict, repl: dict) -> Outcome:
+    data = {"dcdiag": diag, "replication": repl, "checked_at": time.time()}
+    if not diag["tests"]:
+        return Outcome(
+            data=data, text="dcdiag ran no test that could be read.", ok=False, error="dcdiag: no test result"
+        )
+    problems = [f"dcdiag failed {f}" for f in diag["failed"]] + [f"replication failing on {d}" for d in repl["failing"]]
+    text = kv(
+        [
+            ("dcdiag", f"{diag['passed']} passed, {len(diag['failed'])} failed"),
+            ("Failed tests", ", ".join(diag["failed"]) or "none"),
+            ("Replication", "failing: " + ", ".join(repl["failing"]) if repl["failing"] else "no failures"),
+        ]
+    )
+    return Outcome(data=data, text=text, ok=not problems, error="; ".join(problems))
