@@ -93,8 +93,11 @@ def windows_update_outcome(data: dict) -> Outcome:
     )
     if data["pending"]:
         text += "\n\n" + table(
-            ["update", "severity", "reboot"],
-            [[u["title"], u["severity"] or "-", "yes" if u["reboot_required"] else "no"] for u in data["pending"]],
+            ["kb", "severity", "reboot", "update"],
+            [
+                [", ".join(u["kb"]) or "-", u["severity"] or "-", "yes" if u["reboot_required"] else "no", u["title"]]
+                for u in data["pending"]
+            ],
             max_width=100,
         )
     if data["search_error"]:
