@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_prompts = sub.add_parser("prompts", parents=[common], help="list, approve or deny approval requests")
     p_prompts.add_argument("verb", nargs="?", choices=["list", "approve", "deny"], default="list")
     p_prompts.add_argument("prompt_id", nargs="?", help="the request's id (its first characters are enough)")
+    p_service = sub.add_parser("service", parents=[common], help="the Windows service: install, remove, status")
+    p_service.add_argument("verb", choices=["install", "remove", "status", "run"])
     return parser
 
 
@@ -69,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.command == "service":
+        from caisey_agent import winservice
+
+        return winservice.main(args.verb)
     state = AgentState(_state_dir_arg(args))
     try:
         if args.command == "enroll":
