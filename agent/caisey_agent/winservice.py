@@ -111,6 +111,44 @@ def set_recovery(handle) -> None:
         pass
 
 
+def quote_own_path(handle) -> None:
+    """An unquoted program path with spaces ("C:\\Program Files\\...") lets C:\\Program.exe run as SYSTEM.
+    Some installers (Wine's msiexec at least) register it unquoted: the service corrects its own."""
+    import win32service
+
+    current = win32service.QueryServiceConfig(handle)[3]
+    fixed = quoted_command(current)
+    if fixed != current:
+        win32service.ChangeServiceConfig(
+            handle,
+            win32service.SERVICE_NO_CHANGE,
+            win32service.SERVICE_NO_CHANGE,
+            win32service.SERVICE_NO_CHANGE,
+            fixed,
+            None,
+            0,
+            None,
+            None,
+            None,
+            None,
+        )
+        log.warning("service program path was unquoted; corrected to %s", fixed)
+
+
+def quoted_command(command: str) -> str:
+    """Quote the program part of a service command line that has a space in its path."""
+    if command.startswith('"'):
+        return command
+    low = command.lower()
+    end = low.find(".exe")
+    if end < 0:
+        return command
+    program = command[: end + 4]
+    if " " not in program:
+        return command
+    return f'"{program}"{command[end + 4 :]}'
+
+
 def remove() -> str:
     require_windows()
     import win32service
@@ -324,6 +362,7 @@ def run_service() -> None:
                 scm = win32service.OpenSCManager(None, None, win32service.SC_MANAGER_CONNECT)
                 handle = win32service.OpenService(scm, SERVICE_NAME, win32service.SERVICE_CHANGE_CONFIG)
                 set_recovery(handle)
+                quote_own_path(handle)
                 win32service.CloseServiceHandle(handle)
                 win32service.CloseServiceHandle(scm)
             except Exception as exc:  # noqa: BLE001

@@ -50,3 +50,12 @@ def test_ca_bundle_is_trusted_for_the_agents_connections(monkeypatch):
     import os
 
     assert os.environ["SSL_CERT_FILE"] == r"C:\ProgramData\Caisey\ca.pem"
+
+
+def test_unquoted_service_path_is_quoted():
+    assert winservice.quoted_command(r"C:\Program Files\Caisey\python\python.exe -m caisey_agent service run") == (
+        r'"C:\Program Files\Caisey\python\python.exe" -m caisey_agent service run'
+    )
+    already = r'"C:\Program Files\Caisey\python\python.exe" -m caisey_agent service run'
+    assert winservice.quoted_command(already) == already
+    assert winservice.quoted_command(r"C:\Caisey\python.exe -m x") == r"C:\Caisey\python.exe -m x"

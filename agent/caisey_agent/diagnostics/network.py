@@ -21,8 +21,6 @@ import urllib.parse
 import urllib.request
 
 import psutil
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from caisey_agent import __version__
 from caisey_agent.diagnostics import IS_WINDOWS, Context, NotAvailable, Outcome
@@ -749,15 +747,16 @@ def tls_certificate(host: str, port: int, timeout: float) -> dict:
 
 # --- X.509 fields, read with the cryptography package ------------------------------------------
 
-_NAME_LABELS = {NameOID.COMMON_NAME: "CN", NameOID.ORGANIZATION_NAME: "O"}
 
-
-def _name(name: x509.Name) -> str:
+def _name(name) -> str:
     """'CN=..., O=...' in the certificate's order (the two attributes a technician recognises)."""
+    from cryptography.x509.oid import NameOID
+
+    labels = {NameOID.COMMON_NAME: "CN", NameOID.ORGANIZATION_NAME: "O"}
     parts = []
     for rdn in name.rdns:
         for attr in rdn:
-            label = _NAME_LABELS.get(attr.oid)
+            label = labels.get(attr.oid)
             if label:
                 value = attr.value if isinstance(attr.value, str) else attr.value.decode("utf-8", "replace")
                 parts.append(f"{label}={value}")
@@ -765,7 +764,14 @@ def _name(name: x509.Name) -> str:
 
 
 def certificate_fields(der: bytes) -> dict:
-    """Subject, issuer, subject alternative names (DNS names and IP addresses) and validity of a DER certificate."""
+    """Subject, issuer, subject alternative names (DNS names and IP addresses) and validity of a DER certificate.
+
+    cryptography is imported here, not with the module: its Rust extension does not load under Wine
+    (which lacks ProcessPrng), and the other network diagnostics must not depend on it."""
+    try:
+        from cryptography import x509
+    except ImportError as exc:
+        raise ValueError(f"the cryptography package cannot be loaded: {exc}") from None
     cert = x509.load_der_x509_certificate(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
