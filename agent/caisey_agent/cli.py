@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_prompts.add_argument("prompt_id", nargs="?", help="the request's id (its first characters are enough)")
     p_service = sub.add_parser("service", parents=[common], help="the Windows service: install, remove, status")
     p_service.add_argument("verb", choices=["install", "remove", "status", "run"])
+    p_helper = sub.add_parser("desktop-helper", help="(started by the Windows service in a user's session)")
+    p_helper.add_argument("--session", type=int, required=True)
     return parser
 
 
@@ -71,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.command == "desktop-helper":
+        from caisey_agent import desktop
+
+        return desktop.helper_main(args.session)
     if args.command == "service":
         from caisey_agent import winservice
 
