@@ -67,6 +67,7 @@ def _state_dir_arg(args) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    platforms.current().prepare_process()
     args = build_parser().parse_args(argv)
     args.state_dir = args.state_dir_sub or args.state_dir
     args.log_level = args.log_level_sub or args.log_level

@@ -53,10 +53,10 @@ def main(stage: Path, version: str, out: Path) -> None:
                 continue
             cid = ident("c", rel)
             components.append(cid)
-            lines.append(f"{indent}<Component Id={quoteattr(cid)} Guid={quoteattr(guid(rel))} Win64=\"yes\">")
+            lines.append(f'{indent}<Component Id={quoteattr(cid)} Guid={quoteattr(guid(rel))} Win64="yes">')
             lines.append(
                 f"{indent}  <File Id={quoteattr(ident('f', rel))} Name={quoteattr(child.name)} "
-                f"Source={quoteattr(rel)} KeyPath=\"yes\"/>"
+                f'Source={quoteattr(rel)} KeyPath="yes"/>'
             )
             if rel == "python/python.exe":
                 lines.append(

@@ -204,3 +204,23 @@ def test_plaintext_credential_from_before_dpapi_is_still_read(tmp_path, windows_
 def test_credential_from_another_machine_says_so(windows_platform):
     with pytest.raises(SecretUnavailable, match="re-enroll with --replace"):
         windows_platform.unprotect_secret(DPAPI_PREFIX + "bm90LW91cnM=")
+
+
+def test_platform_module_never_asks_wmi_on_windows(monkeypatch):
+    """platform.machine() crashed the agent under Wine (WMI); the agent turns WMI off for it."""
+    import platform
+
+    from caisey_agent.platforms import windows as win
+
+    monkeypatch.setattr(platform, "_wmi_query", lambda *keys: pytest.fail("WMI queried"), raising=False)
+    win.WindowsPlatform().prepare_process()
+    with pytest.raises(OSError, match="WMI is not used"):
+        platform._wmi_query("OS", "Version")
+
+
+def test_state_dir_from_the_shell_not_the_service_environment(monkeypatch):
+    from caisey_agent.platforms import windows as win
+
+    monkeypatch.setattr(win, "common_app_data", lambda: r"C:\ProgramData")
+    monkeypatch.setenv("ProgramData", r"C:\users\Public")  # what a Wine service sees
+    assert str(win.WindowsPlatform().default_state_dir()).replace("/", "\\") == r"C:\ProgramData\Caisey"

@@ -13,6 +13,9 @@ class Platform:
     def default_state_dir(self) -> Path:
         raise NotImplementedError
 
+    def prepare_process(self) -> None:
+        """Once, before anything else runs: process-wide adjustments the platform needs."""
+
     def secure_dir(self, path: Path) -> None:
         """Restrict the state folder to the agent (and administrators)."""
         raise NotImplementedError

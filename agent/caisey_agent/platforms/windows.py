@@ -32,8 +32,10 @@ class WindowsPlatform(Platform):
     name = "windows"
 
     def default_state_dir(self) -> Path:
-        programdata = os.environ.get("ProgramData") or os.environ.get("ALLUSERSPROFILE") or r"C:\ProgramData"
-        return Path(programdata) / "Caisey"
+        return Path(common_app_data()) / "Caisey"
+
+    def prepare_process(self) -> None:
+        disable_platform_wmi()
 
     # --- the state folder's ACL ------------------------------------------------------------
 
@@ -125,3 +127,30 @@ class WindowsPlatform(Platform):
                 signal.signal(sig, handler)
 
         return undo
+
+
+def common_app_data() -> str:
+    """The ProgramData folder as the shell knows it (a service's environment may say otherwise: under
+    Wine, a service sees ProgramData=C:\\users\\Public), falling back to the environment."""
+    try:
+        import ctypes
+
+        buf = ctypes.create_unicode_buffer(260)
+        if ctypes.windll.shell32.SHGetFolderPathW(None, 0x23, None, 0, buf) == 0 and buf.value:  # CSIDL_COMMON_APPDATA
+            return buf.value
+    except (AttributeError, OSError):
+        pass
+    return os.environ.get("ProgramData") or os.environ.get("ALLUSERSPROFILE") or r"C:\ProgramData"
+
+
+def disable_platform_wmi() -> None:
+    """The standard library's platform module asks WMI first (Python 3.12+) for the OS version and
+    machine; a broken WMI crashes the process instead of raising (seen under Wine: platform.machine()
+    aborts in propsys). Without WMI it uses sys.getwindowsversion() and the environment, as before 3.12."""
+    import platform
+
+    def no_wmi(*keys):
+        raise OSError("WMI is not used by the Caisey agent")
+
+    if hasattr(platform, "_wmi_query"):
+        platform._wmi_query = no_wmi
