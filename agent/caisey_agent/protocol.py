@@ -431,6 +431,23 @@ ACTION_KINDS: dict[str, ActionKind] = {
             (_p("path", required=True, max_length=1024), _p("value", max_length=255)),
         ),
         ActionKind(
+            "iis_status",
+            "IIS sites and application pools",
+            CATEGORY_DIAGNOSTIC,
+            "State and bindings of every IIS site, state of every application pool (appcmd). Windows only.",
+        ),
+        ActionKind(
+            "sql_server_check",
+            "SQL Server reachability",
+            CATEGORY_DIAGNOSTIC,
+            "The SQL Server service's state (local instance) and a TDS pre-login to host:port (version, encryption).",
+            (
+                _p("host", default="127.0.0.1", max_length=255),
+                _p("port", "int", default=1433, minimum=1, maximum=65535),
+                _p("instance", default="MSSQLSERVER", max_length=100),
+            ),
+        ),
+        ActionKind(
             "dc_health",
             "Domain controller health",
             CATEGORY_DIAGNOSTIC,

@@ -366,3 +366,81 @@ def test_windows_only_kinds_off_windows(fn):
 
     with pytest.raises(NotAvailable, match="Windows endpoints only"):
         fn(Context(params={}, policy=LocalPolicy()))
+
+
+# --- IIS and SQL Server -------------------------------------------------------------------------------
+
+
+def test_iis_sites_and_pools():
+    sites = wp.parse_appcmd_sites(fixture("appcmd_sites.xml"))
+    assert sites[0] == {
+        "name": "Default Web Site",
+        "id": 1,
+        "state": "Started",
+        "bindings": [
+            {"protocol": "http", "binding": "*:80:"},
+            {"protocol": "https", "binding": "*:443:"},
+            {"protocol": "net.tcp", "binding": "808:*"},
+        ],
+    }
+    pools = wp.parse_appcmd_pools(fixture("appcmd_apppools.xml"))
+    assert pools[1] == {
+        "name": "IntranetPool",
+        "state": "Stopped",
+        "pipeline_mode": "Integrated",
+        "runtime_version": None,
+    }
+    out = windiag.iis_outcome(sites, pools)
+    assert not out.ok and out.error == "not started: Intranet, app pool IntranetPool"
+
+
+def test_tds_prelogin_request_and_answer():
+    request = wp.tds_prelogin_packet()
+    assert request[0] == 0x12 and int.from_bytes(request[2:4], "big") == len(request)
+    answer = wp.parse_tds_prelogin(bytes.fromhex(fixture("tds_prelogin_response.hex").strip()))
+    assert answer == {"version": "16.0.2000", "major": 16, "encryption": "off"}
+    with pytest.raises(ValueError, match="not a TDS response"):
+        wp.parse_tds_prelogin(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+def test_sql_server_check_against_a_fake_server():
+    """A listener that answers the recorded-format PRELOGIN response, as a SQL Server would."""
+    import socket
+    import threading
+
+    from caisey_agent.diagnostics import Context
+    from caisey_agent.policy import LocalPolicy
+
+    response = bytes.fromhex(fixture("tds_prelogin_response.hex").strip())
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    got = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            got.append(conn.recv(4096))
+            conn.sendall(response)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        out = windiag.sql_server_check(Context(params={"host": "127.0.0.1", "port": port}, policy=LocalPolicy()))
+    finally:
+        thread.join(5)
+        server.close()
+    assert got and got[0] == wp.tds_prelogin_packet()
+    assert out.ok, out.error
+    assert out.data["tds"]["product"] == "SQL Server 2022" and "16.0.2000" in out.text
+
+
+def test_sql_server_check_when_nothing_answers():
+    import socket
+
+    from caisey_agent.diagnostics import Context
+    from caisey_agent.policy import LocalPolicy
+
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    out = windiag.sql_server_check(Context(params={"host": "127.0.0.1", "port": port}, policy=LocalPolicy()))
+    assert not out.ok and f"no SQL Server answer on 127.0.0.1:{port}" in out.error

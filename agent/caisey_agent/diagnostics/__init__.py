@@ -196,4 +196,6 @@ def registry() -> dict[str, Diagnostic]:
         "bitlocker_status": windiag.bitlocker_status,
         "registry_read": windiag.registry_read,
         "dc_health": windiag.dc_health,
+        "iis_status": windiag.iis_status,
+        "sql_server_check": windiag.sql_server_check,
     }

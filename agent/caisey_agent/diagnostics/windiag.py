@@ -213,3 +213,127 @@ def dc_health_outcome(diag: dict, repl: dict) -> Outcome:
         ]
     )
     return Outcome(data=data, text=text, ok=not problems, error="; ".join(problems))
+
+
+# --- IIS -----------------------------------------------------------------------------------------
+
+
+def iis_status(ctx: Context) -> Outcome:
+    _require_windows("IIS")
+    import os
+
+    appcmd = os.path.join(os.environ.get("SystemRoot", r"C:\Windows"), "System32", "inetsrv", "appcmd.exe")
+    if not os.path.exists(appcmd):
+        raise NotAvailable("IIS is not installed (no inetsrv\\appcmd.exe)")
+    sites = ctx.run([appcmd, "list", "site", "/xml"], timeout=60, what="appcmd")
+    pools = ctx.run([appcmd, "list", "apppool", "/xml"], timeout=60, what="appcmd")
+    for done in (sites, pools):
+        if done.returncode != 0 or not done.stdout.strip():
+            raise RuntimeError(
+                f"appcmd failed (exit code {done.returncode}): {(done.stderr or done.stdout).strip()[:300]}"
+            )
+    return iis_outcome(wp.parse_appcmd_sites(sites.stdout), wp.parse_appcmd_pools(pools.stdout))
+
+
+def iis_outcome(sites: list[dict], pools: list[dict]) -> Outcome:
+    stopped = [s["name"] for s in sites if s["state"] != "Started"] + [
+        f"app pool {p['name']}" for p in pools if p["state"] != "Started"
+    ]
+    data = {"sites": sites, "app_pools": pools, "not_started": stopped}
+    text = table(
+        ["site", "id", "state", "bindings"],
+        [
+            [s["name"], s["id"], s["state"], ", ".join(f"{b['protocol']} {b['binding']}" for b in s["bindings"])]
+            for s in sites
+        ],
+    )
+    text += "\n\n" + table(
+        ["app pool", "state", "pipeline", "runtime"],
+        [[p["name"], p["state"], p["pipeline_mode"], p["runtime_version"] or "none"] for p in pools],
+    )
+    if stopped:
+        return Outcome(data=data, text=text, ok=False, error="not started: " + ", ".join(stopped))
+    return Outcome(data=data, text=text)
+
+
+# --- SQL Server ------------------------------------------------------------------------------------
+
+
+def sql_prelogin(host: str, port: int, timeout: float) -> dict:
+    """Connect and exchange the TDS pre-login messages: proves a SQL Server answers on host:port."""
+    import socket
+
+    start = time.perf_counter()
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        connected = round((time.perf_counter() - start) * 1000, 2)
+        sock.settimeout(timeout)
+        sock.sendall(wp.tds_prelogin_packet())
+        head = _recv_exactly(sock, 8)
+        length = int.from_bytes(head[2:4], "big")
+        if length < 8 or length > 4096:
+            raise ValueError("not a TDS response (is this port a SQL Server?)")
+        packet = head + _recv_exactly(sock, length - 8)
+    answer = wp.parse_tds_prelogin(packet)
+    return {**answer, "product": wp.SQL_MAJOR.get(answer["major"]), "connect_ms": connected}
+
+
+def _recv_exactly(sock, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ValueError("the server closed the connection during the TDS pre-login")
+        data += chunk
+    return data
+
+
+def sql_server_check(ctx: Context) -> Outcome:
+    """The SQL Server service's state (on this machine) and whether a SQL Server answers on host:port."""
+    host = ctx.params.get("host") or "127.0.0.1"
+    port = int(ctx.params.get("port") or 1433)
+    instance = ctx.params.get("instance") or "MSSQLSERVER"
+    data: dict = {"host": host, "port": port, "instance": instance}
+    if platforms.is_windows() and host in ("127.0.0.1", "localhost", "::1"):
+        from caisey_agent.diagnostics import windows
+
+        name = "MSSQLSERVER" if instance.upper() == "MSSQLSERVER" else f"MSSQL${instance}"
+        try:
+            rows = [wp.service_row(r) for r in windows._scm_services(name)]
+            data["service"] = rows[0] if rows else None
+        except NotAvailable as exc:
+            data["service_error"] = str(exc)
+    try:
+        data["tds"] = sql_prelogin(host, port, ctx.remaining(10))
+    except (OSError, ValueError) as exc:
+        data["tds_error"] = str(exc) or type(exc).__name__
+    return sql_outcome(data)
+
+
+def sql_outcome(data: dict) -> Outcome:
+    problems = []
+    svc = data.get("service")
+    if "service" in data and svc is None:
+        problems.append(f"no SQL Server service for instance {data['instance']}")
+    elif svc and svc["status"] != "Running":
+        problems.append(f"{svc['name']} is {svc['status']}")
+    if "tds_error" in data:
+        problems.append(f"no SQL Server answer on {data['host']}:{data['port']}: {data['tds_error']}")
+    tds = data.get("tds") or {}
+    text = kv(
+        [
+            ("Instance", data["instance"]),
+            (
+                "Service",
+                f"{svc['status']} ({svc['start_type']})" if svc else data.get("service_error", "not checked (remote)"),
+            ),
+            ("Endpoint", f"{data['host']}:{data['port']}"),
+            (
+                "Answer",
+                f"{tds.get('product') or 'SQL Server'} {tds['version']}, encryption {tds['encryption']}, "
+                f"connected in {tds['connect_ms']} ms"
+                if tds
+                else data.get("tds_error"),
+            ),
+        ]
+    )
+    return Outcome(data=data, text=text, ok=not problems, error="; ".join(problems))

@@ -613,3 +613,106 @@ def parse_tasklist_csv(text: str) -> list[dict]:
             }
         )
     return rows
+
+
+# --- IIS (appcmd list site|apppool /xml) ------------------------------------------------------------
+
+
+def parse_appcmd_sites(xml_text: str) -> list[dict]:
+    """``appcmd list site /xml``: <appcmd><SITE SITE.NAME=".." SITE.ID=".." bindings=".." state=".."/></appcmd>."""
+    root = ET.fromstring(xml_text.strip().lstrip("\ufeff"))
+    sites = []
+    for site in root.iter("SITE"):
+        bindings = []
+        for b in (site.get("bindings") or "").split(","):
+            if not b:
+                continue
+            proto, _, info = b.partition("/")
+            bindings.append({"protocol": proto, "binding": info})
+        sites.append(
+            {
+                "name": site.get("SITE.NAME"),
+                "id": int(site.get("SITE.ID") or 0),
+                "state": site.get("state"),
+                "bindings": bindings,
+            }
+        )
+    return sites
+
+
+def parse_appcmd_pools(xml_text: str) -> list[dict]:
+    """``appcmd list apppool /xml``: <APPPOOL APPPOOL.NAME=".." PipelineMode=".." RuntimeVersion=".." state=".."/>."""
+    root = ET.fromstring(xml_text.strip().lstrip("\ufeff"))
+    return [
+        {
+            "name": pool.get("APPPOOL.NAME"),
+            "state": pool.get("state"),
+            "pipeline_mode": pool.get("PipelineMode"),
+            "runtime_version": pool.get("RuntimeVersion") or None,
+        }
+        for pool in root.iter("APPPOOL")
+    ]
+
+
+# --- SQL Server: the TDS pre-login handshake ----------------------------------------------------------
+
+TDS_PRELOGIN = 0x12
+TDS_RESPONSE = 0x04
+ENCRYPTION = {0: "off", 1: "on", 2: "not supported", 3: "required"}
+
+
+def tds_prelogin_packet() -> bytes:
+    """A TDS 7.x PRELOGIN request (MS-TDS 2.2.6.5): VERSION, ENCRYPTION (off), INSTOPT, THREADID, MARS."""
+    options = [
+        (0x00, b"\x00\x00\x00\x00\x00\x00"),
+        (0x01, b"\x00"),
+        (0x02, b"\x00"),
+        (0x03, b"\x00\x00\x00\x00"),
+        (0x04, b"\x00"),
+    ]
+    header_len = 5 * len(options) + 1
+    table, data = b"", b""
+    for token, value in options:
+        table += bytes([token]) + (header_len + len(data)).to_bytes(2, "big") + len(value).to_bytes(2, "big")
+        data += value
+    payload = table + b"\xff" + data
+    return bytes([TDS_PRELOGIN, 0x01]) + (8 + len(payload)).to_bytes(2, "big") + b"\x00\x00\x01\x00" + payload
+
+
+def parse_tds_prelogin(packet: bytes) -> dict:
+    """The server's PRELOGIN answer: its version (major.minor.build) and encryption setting."""
+    if len(packet) < 8 or packet[0] != TDS_RESPONSE:
+        raise ValueError("not a TDS response (is this port a SQL Server?)")
+    payload = packet[8:]
+    options = {}
+    i = 0
+    while i < len(payload) and payload[i] != 0xFF:
+        if i + 5 > len(payload):
+            raise ValueError("truncated PRELOGIN option table")
+        token, offset, length = (
+            payload[i],
+            int.from_bytes(payload[i + 1 : i + 3], "big"),
+            int.from_bytes(payload[i + 3 : i + 5], "big"),
+        )
+        options[token] = payload[offset : offset + length]
+        i += 5
+    version = options.get(0x00, b"")
+    if len(version) < 4:
+        raise ValueError("PRELOGIN answer without a version")
+    build = int.from_bytes(version[2:4], "big")
+    encryption = options.get(0x01, b"\x02")
+    return {
+        "version": f"{version[0]}.{version[1]}.{build}",
+        "major": version[0],
+        "encryption": ENCRYPTION.get(encryption[0], str(encryption[0])) if encryption else None,
+    }
+
+
+SQL_MAJOR = {
+    16: "SQL Server 2022",
+    15: "SQL Server 2019",
+    14: "SQL Server 2017",
+    13: "SQL Server 2016",
+    12: "SQL Server 2014",
+    11: "SQL Server 2012",
+}
