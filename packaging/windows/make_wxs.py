@@ -76,7 +76,8 @@ def main(stage: Path, version: str, out: Path) -> None:
     # MajorUpgrade writes SecureCustomProperties itself (a second row breaks the build): they reach the
     # install when it runs as SYSTEM or an administrator (GPO, Intune, msiexec from an elevated prompt),
     # not from a non-administrator's elevated install. Documented in docs/windows.md.
-    props = "    <!-- properties: " + ", ".join(p for p, _ in PROPERTIES) + " -->"
+    # Windows Installer logs property values (msiexec /l*v) unless they are listed as hidden.
+    props = '    <Property Id="MsiHiddenProperties" Value="ENROLL_TOKEN"/>'
 
     keypath = ' KeyPath="yes"'
     regs = "\n".join(

@@ -151,7 +151,26 @@ def fresh_prefix() -> subprocess.Popen:
     services when its last ordinary process exits)."""
     shutil.rmtree(PREFIX, ignore_errors=True)
     PREFIX.mkdir(parents=True)
-    subprocess.run(["wineboot", "-i"], env=wine_env(), capture_output=True, timeout=300, check=False)
+    # wineserver first, detached from our pipes: a wineserver started by a captured `wine` call would
+    # inherit its stdout and keep that call waiting until the server exits.
+    subprocess.run(
+        ["wineserver", "-p"],
+        env=wine_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    subprocess.run(
+        ["wineboot", "-i"],
+        env=wine_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
     for drive in (PREFIX / "dosdevices").glob("z:"):
         drive.unlink()
     return subprocess.Popen(
@@ -215,13 +234,14 @@ def main() -> int:
             r"C:\install.log",
             timeout=300,
         )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (INSTALL_DIR / "python" / "python.exe").exists():
-            time.sleep(1)
+        # Wine's msiexec returns before the install is done (the MSI server goes on): wait for the files.
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and not (INSTALL_DIR / "caisey-agent.cmd").exists():
+            time.sleep(2)
         say(f"  msiexec /i ... /qn SERVER_URL=... ENROLL_TOKEN=...: {time.monotonic() - t0:.0f} s")
 
         svc = {}
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             svc = service_state()
             if svc.get("state") == "Running":
@@ -294,9 +314,9 @@ def main() -> int:
         say("")
         say("Uninstalling (msiexec /x ... /qn) ...")
         wine("msiexec", "/x", r"C:\caisey-agent.msi", "/qn", "/l*v", r"C:\uninstall.log", timeout=300)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline and (INSTALL_DIR / "python" / "python.exe").exists():
-            time.sleep(1)
+            time.sleep(2)
         left = sorted(str(p.relative_to(INSTALL_DIR)) for p in INSTALL_DIR.rglob("*")) if INSTALL_DIR.exists() else []
         svc_after = wine("sc", "query", "CaiseyAgent", timeout=60)
         service_gone = "1060" in svc_after.stdout + svc_after.stderr or "does not exist" in svc_after.stdout.lower()
