@@ -448,6 +448,18 @@ ACTION_KINDS: dict[str, ActionKind] = {
             ),
         ),
         ActionKind(
+            "ldap_check",
+            "LDAP bind and search",
+            CATEGORY_DIAGNOSTIC,
+            "Anonymous bind and a read of the RootDSE (naming contexts, DC name, time); optionally checks a base DN.",
+            (
+                _p("host", required=True, max_length=255),
+                _p("port", "int", minimum=1, maximum=65535),
+                _p("tls", "bool", default=False),
+                _p("base_dn", max_length=500),
+            ),
+        ),
+        ActionKind(
             "dc_health",
             "Domain controller health",
             CATEGORY_DIAGNOSTIC,

@@ -174,7 +174,7 @@ Diagnostic = Callable[[Context], Outcome]
 
 
 def registry() -> dict[str, Diagnostic]:
-    from caisey_agent.diagnostics import disks, logs, network, processes, services, system, windiag
+    from caisey_agent.diagnostics import disks, ldap, logs, network, processes, services, system, windiag
 
     return {
         "system_summary": system.system_summary,
@@ -198,4 +198,5 @@ def registry() -> dict[str, Diagnostic]:
         "dc_health": windiag.dc_health,
         "iis_status": windiag.iis_status,
         "sql_server_check": windiag.sql_server_check,
+        "ldap_check": ldap.ldap_check,
     }
