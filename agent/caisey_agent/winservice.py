@@ -88,7 +88,12 @@ def install(start: bool = True) -> str:
             win32service.ChangeServiceConfig2(handle, win32service.SERVICE_CONFIG_DESCRIPTION, DESCRIPTION)
             set_recovery(handle)
             if start:
-                win32service.StartService(handle, None)
+                try:
+                    win32service.StartService(handle, None)
+                except win32service.error as exc:
+                    if exc.winerror != 1053:  # ERROR_SERVICE_REQUEST_TIMEOUT: slow start (seen under Wine)
+                        raise
+                    return f"installed {SERVICE_NAME}; it was slow to start ({exc.strerror}): check `service status`"
         finally:
             win32service.CloseServiceHandle(handle)
     finally:

@@ -274,12 +274,18 @@ def main() -> int:
         say(f"  service: {json.dumps(svc)}")
 
         endpoint = None
-        deadline = time.monotonic() + 120
+        seen: list = []
+        deadline = time.monotonic() + 240
+        log = STATE_DIR / "logs" / "agent.log"
         while time.monotonic() < deadline and endpoint is None:
-            for e in api.call("GET", "/api/v1/endpoints/?page_size=100").get("results", []):
-                if (e.get("machine_context") or {}).get("os") == "Windows" and e["presence"] != "offline":
-                    endpoint = e
-            time.sleep(2)
+            m = re.search(r"enrolled as endpoint ([0-9a-f-]{36})", log.read_text() if log.exists() else "")
+            connected = log.exists() and "connected as" in log.read_text()
+            if m and connected:
+                seen = api.call("GET", "/api/v1/endpoints/?page_size=100").get("results", [])
+                endpoint = next((e for e in seen if e["id"] == m.group(1)), None)
+            time.sleep(3)
+        if endpoint is None and seen:
+            say("  endpoints the server lists: " + json.dumps([(e["id"], e["hostname"], e["presence"]) for e in seen]))
         result["enrolled"] = endpoint is not None
         if endpoint is None:
             log = STATE_DIR / "logs" / "agent.log"
