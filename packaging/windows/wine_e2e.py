@@ -196,6 +196,7 @@ def service_state() -> dict:
 
 def main() -> int:
     server = keeper = None
+    keepers: list[subprocess.Popen] = []
     try:
         verify = subprocess.run(
             ["osslsigncode", "verify", "-CAfile", str(BUILD / "testca" / "ca.pem"), "-in", str(MSI)],
@@ -237,7 +238,7 @@ def main() -> int:
             timeout=300,
         )
         # Wine's msiexec returns before the install is done (the MSI server goes on): wait for the files.
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not (INSTALL_DIR / "caisey-agent.cmd").exists():
             time.sleep(2)
         say(f"  msiexec /i ... /qn SERVER_URL=... ENROLL_TOKEN=...: {time.monotonic() - t0:.0f} s")
@@ -260,9 +261,32 @@ def main() -> int:
             key = r"HKLM\SOFTWARE\Caisey\Agent"
             for name, value in (("ServerUrl", url), ("EnrollToken", token), ("ClientGroup", "acme")):
                 wine("reg", "add", key, "/v", name, "/t", "REG_SZ", "/d", value, "/f", timeout=60)
+            keepers.append(
+                subprocess.Popen(
+                    ["wine", PYEXE, "-c", "import time; time.sleep(10**6)"],
+                    env=wine_env(),
+                    cwd=PREFIX / "drive_c",
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
             installed = agent_cli("service", "install", timeout=120)
             say(f"  caisey-agent service install: {(installed.stdout or installed.stderr).strip()[-200:]}")
             result["install_path"] = "msiextract + reg add + caisey-agent service install (Wine fallback)"
+        # Wine stops services when its last ordinary process exits: keep a Windows process running.
+        keepers.append(
+            subprocess.Popen(
+                ["wine", PYEXE, "-c", "import time; time.sleep(10**6)"],
+                env=wine_env(),
+                cwd=PREFIX / "drive_c",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         svc = {}
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -364,8 +388,9 @@ def main() -> int:
         say(f"ERROR: {type(exc).__name__}: {exc}")
         return finish(error=str(exc))
     finally:
-        if keeper is not None:
-            keeper.kill()
+        for proc in [keeper, *keepers]:
+            if proc is not None:
+                proc.kill()
         subprocess.run(["wineserver", "-k"], env=wine_env(), capture_output=True, check=False)
         if server is not None:
             os.killpg(server.pid, signal.SIGINT)
