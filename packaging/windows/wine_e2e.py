@@ -175,6 +175,41 @@ def fresh_prefix() -> subprocess.Popen:
     )
     for drive in (PREFIX / "dosdevices").glob("z:"):
         drive.unlink()
+    # Wine's services.exe gives a service 10 s to reach its dispatcher (Windows: 30 s), then kills it;
+    # the interpreter's start under Wine on a loaded machine takes longer. ServicesPipeTimeout is the
+    # Windows setting for that; services.exe reads it when it starts, hence the restart.
+    subprocess.run(
+        [
+            "wine",
+            "reg",
+            "add",
+            r"HKLM\System\CurrentControlSet\Control",
+            "/v",
+            "ServicesPipeTimeout",
+            "/t",
+            "REG_DWORD",
+            "/d",
+            "180000",
+            "/f",
+        ],
+        env=wine_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+    subprocess.run(["wineserver", "-k"], env=wine_env(), capture_output=True, timeout=60, check=False)
+    subprocess.run(["wineserver", "-w"], env=wine_env(), capture_output=True, timeout=60, check=False)
+    subprocess.run(
+        ["wineserver", "-p"],
+        env=wine_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
     return subprocess.Popen(
         ["wine", "cmd.exe"],
         env=wine_env(),
