@@ -62,7 +62,10 @@ def network_config(ctx: Context) -> Outcome:
                     }
                 )
         interfaces.append(entry)
-    routes, route_source = default_routes(ctx)
+    try:
+        routes, route_source = default_routes(ctx)
+    except (RuntimeError, NotAvailable) as exc:  # Windows without a working Get-NetRoute: say so, keep the rest
+        routes, route_source = [], f"unavailable: {exc}"
     dns = dns_config(ctx)
     data = {"interfaces": interfaces, "default_routes": routes, "route_source": route_source, "dns": dns}
     text = [
@@ -85,7 +88,12 @@ def network_config(ctx: Context) -> Outcome:
         )
     ]
     text.append(
-        "Default route(s): "
+        (
+            "Default route(s) unknown: " + route_source[len("unavailable: ") :] + "\n"
+            if not routes and route_source.startswith("unavailable")
+            else ""
+        )
+        + "Default route(s): "
         + (
             ", ".join(
                 f"via {r['gateway']} dev {r['interface']}"

@@ -17,6 +17,16 @@ _Conn = namedtuple("_Conn", "family type laddr raddr status pid")
 
 
 def top_processes(ctx: Context) -> Outcome:
+    limit = int(ctx.params.get("limit", 15))
+    try:
+        return _top_processes(ctx)
+    except OSError as exc:  # psutil's process list API failing as a whole (Wine: NtQuerySystemInformation)
+        if not platforms.is_windows():
+            raise
+        return tasklist_fallback(ctx, limit, f"{type(exc).__name__}: {exc}")
+
+
+def _top_processes(ctx: Context) -> Outcome:
     sort = ctx.params.get("sort", "cpu")
     limit = int(ctx.params.get("limit", 15))
     procs: dict[int, psutil.Process] = {}

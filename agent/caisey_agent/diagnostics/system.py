@@ -41,7 +41,7 @@ def system_summary(ctx: Context) -> Outcome:
     cpu_percent = _cpu_busy(ctx, 0.5)
     try:
         load = [round(x, 2) for x in psutil.getloadavg()]
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, RuntimeError):  # Windows: PDH counters, missing under Wine
         load = None
     vm = psutil.virtual_memory()
     swap, swap_error = swap_memory()
@@ -97,7 +97,7 @@ def system_summary(ctx: Context) -> Outcome:
         "swap": swap,
         "disks": disks,
         "users": users,
-        "process_count": len(psutil.pids()),
+        "process_count": _process_count(),
         "agent": {"version": __version__, "python": platform.python_version(), "pid": os.getpid()},
     }
     text = kv(
@@ -163,6 +163,13 @@ def _windows_name() -> str:
     from caisey_agent.diagnostics import windows
 
     return windows.os_name()  # never platform.platform(): it queries WMI, which crashes under Wine
+
+
+def _process_count() -> int | None:
+    try:
+        return len(psutil.pids())
+    except OSError:  # Wine: NtQuerySystemInformation(SystemProcessInformation) refused
+        return None
 
 
 def swap_memory() -> tuple[dict | None, str]:
