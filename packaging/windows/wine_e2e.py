@@ -400,6 +400,8 @@ def main() -> int:
         )
 
         say("")
+        for proc in keepers:  # our own python.exe keepers hold the program files open
+            proc.kill()
         if result["msi_installed"]:
             say("Uninstalling (msiexec /x ... /qn) ...")
             wine("msiexec", "/x", r"C:\caisey-agent.msi", "/qn", "/l*v", r"C:\uninstall.log", timeout=300)
@@ -408,7 +410,7 @@ def main() -> int:
             removed = agent_cli("service", "remove", timeout=120)
             say(f"  caisey-agent service remove: {(removed.stdout or removed.stderr).strip()[-200:]}")
             shutil.rmtree(INSTALL_DIR, ignore_errors=True)
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 150
         while time.monotonic() < deadline and (INSTALL_DIR / "python" / "python.exe").exists():
             time.sleep(2)
         left = sorted(str(p.relative_to(INSTALL_DIR)) for p in INSTALL_DIR.rglob("*")) if INSTALL_DIR.exists() else []
