@@ -57,7 +57,7 @@ def service_command() -> str:
     exe = sys.executable
     if exe.lower().endswith("pythonw.exe"):
         exe = exe[: -len("pythonw.exe")] + "python.exe"
-    return f'"{exe}" -m caisey_agent service run'
+    return f'"{exe}" -B -m caisey_agent service run'
 
 
 # --- install / remove / status (hands-on use; the MSI does the same with ServiceInstall) ---------

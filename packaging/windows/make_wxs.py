@@ -8,7 +8,8 @@ with the agent and its dependencies in Lib\\site-packages) and caisey-agent.cmd.
 gets its own component with a GUID derived from its path (stable across builds, which is
 what lets a major upgrade replace the files and keep the service's registration sane).
 python.exe's component carries the ServiceInstall/ServiceControl: the service's program
-is python.exe -m caisey_agent service run.
+is python.exe -B -m caisey_agent service run (-B: no .pyc files
+written under Program Files, which an uninstall would leave behind).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main(stage: Path, version: str, out: Path) -> None:
                     f'{indent}  <ServiceInstall Id="CaiseyAgentService" Name="CaiseyAgent" DisplayName="Caisey Agent" '
                     'Description="Caisey remote support agent: runs the diagnostics and commands your IT provider '
                     'asks for." Type="ownProcess" Start="auto" ErrorControl="normal" Account="LocalSystem" '
-                    'Arguments="-m caisey_agent service run" Vital="yes"/>'
+                    'Arguments="-B -m caisey_agent service run" Vital="yes"/>'
                 )
                 lines.append(
                     f'{indent}  <ServiceControl Id="CaiseyAgentControl" Name="CaiseyAgent" Start="install" '

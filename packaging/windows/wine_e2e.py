@@ -414,8 +414,8 @@ def main() -> int:
         while time.monotonic() < deadline and (INSTALL_DIR / "python" / "python.exe").exists():
             time.sleep(2)
         left = sorted(str(p.relative_to(INSTALL_DIR)) for p in INSTALL_DIR.rglob("*")) if INSTALL_DIR.exists() else []
-        svc_after = wine("sc", "query", "CaiseyAgent", timeout=60)
-        service_gone = "1060" in svc_after.stdout + svc_after.stderr or "does not exist" in svc_after.stdout.lower()
+        svc_after = wine("reg", "query", r"HKLM\System\CurrentControlSet\Services\CaiseyAgent", timeout=60)
+        service_gone = svc_after.returncode != 0
         result["uninstalled"] = not left and service_gone
         result["state_kept"] = (STATE_DIR / "agent.sqlite3").exists()
         say(f"  program files left: {left[:5] or 'none'}; service removed: {service_gone}")
@@ -447,6 +447,8 @@ def finish(error: str = "") -> int:
         and result["shell_ok"]
         and result["diagnostics_total"] >= 8
         and result["diagnostics_ok"] >= 8
+        and result["uninstalled"]
+        and result["state_kept"]
         and not error
     )
     result["ok"] = bool(ok)

@@ -17,7 +17,7 @@ def test_service_cli_refuses_off_windows(capsys):
 
 def test_service_command_runs_this_python_not_a_launcher(monkeypatch):
     monkeypatch.setattr(sys, "executable", r"C:\Program Files\Caisey\python\pythonw.exe")
-    assert winservice.service_command() == r'"C:\Program Files\Caisey\python\python.exe" -m caisey_agent service run'
+    assert winservice.service_command() == r'"C:\Program Files\Caisey\python\python.exe" -B -m caisey_agent service run'
 
 
 def test_server_pin():
