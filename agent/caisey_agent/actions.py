@@ -33,7 +33,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -43,14 +42,13 @@ from typing import Any
 import msgspec
 import psutil
 
-from caisey_agent import __version__
+from caisey_agent import __version__, platforms
 from caisey_agent import protocol as p
 from caisey_agent.diagnostics import Cancelled, Context, NotAvailable, Outcome, kill_process_tree, registry
 from caisey_agent.policy import LocalPolicy, load_policy
 
 log = logging.getLogger("caisey_agent.actions")
 
-IS_WINDOWS = sys.platform == "win32"
 
 # Identifies this agent process in the actions table: rows it started are not "interrupted".
 RUN_TOKEN = uuid.uuid4().hex
@@ -336,7 +334,7 @@ class ActionManager:
         try:
             await sink.started()
             if ra.kind == "shell":
-                fin = await self._run_shell(ra, params["command"], sink, timeout)
+                fin = await self._run_shell(ra, params["command"], sink, timeout, shell=params.get("shell", ""))
             else:
                 fin = await self._run_diagnostic(ra, params, policy, sink, timeout)
         except asyncio.CancelledError:
@@ -438,25 +436,54 @@ class ActionManager:
 
     # --- shell --------------------------------------------------------------------------------
 
-    async def _run_shell(self, ra: RunningAction, command: str, sink: OutputSink, timeout: float) -> Finished:
-        if IS_WINDOWS:
-            from caisey_agent.diagnostics import windows
-
-            argv = windows.shell_argv(command)
-            kwargs = windows.shell_popen_kwargs()
-        else:
-            argv = ["/bin/sh", "-c", command]
-            kwargs = {"start_new_session": True}
+    async def _run_shell(
+        self, ra: RunningAction, command: str, sink: OutputSink, timeout: float, *, shell: str = ""
+    ) -> Finished:
+        shell = shell or default_shell()
         began = time.monotonic()
         # The command may name its own action (for logs or idempotency keys of its own).
         env = {**os.environ, "CAISEY_ACTION_ID": ra.action_id}
+        marker = ""
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kwargs
-            )
+            if shell == "sh":
+                argv = ["/bin/sh", "-c", command]
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
+            else:
+                from caisey_agent.diagnostics import windows
+
+                kwargs = windows.shell_popen_kwargs() if platforms.is_windows() else {"start_new_session": True}
+                if shell == "cmd":
+                    # %ComSpec% /c "command": cmd's own quoting rules, not argv quoting.
+                    argv = [os.environ.get("ComSpec", "cmd.exe"), "/c", command]
+                    proc = await asyncio.create_subprocess_shell(
+                        command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        env=env,
+                        **kwargs,
+                    )
+                else:
+                    marker = _marker_path(ra.action_id)
+                    argv = windows.shell_argv(command, "powershell", marker=marker)
+                    proc = await asyncio.create_subprocess_exec(
+                        *argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        env=env,
+                        **kwargs,
+                    )
         except OSError as exc:
-            message = f"cannot start the shell {argv[0]}: {exc.strerror or exc}"
-            return Finished("failed", error=message, text=message)
+            message = f"cannot start the shell {shell}: {exc.strerror or exc}"
+            return Finished("failed", error=message, text=message, data={"command": command, "shell": shell})
         ra.pid = proc.pid
         self.agent.state.action_set_process(ra.action_id, proc.pid, _create_time(proc.pid))
         counts = {"stdout": 0, "stderr": 0}
@@ -497,9 +524,11 @@ class ActionManager:
                 transport.close()
         rc = proc.returncode
         duration = round(time.monotonic() - began, 3)
+        ran = _marker_seen(marker) if marker else True
         data = {
             "command": command,
-            "shell": argv[0],
+            "shell": shell,
+            "shell_program": argv[0],
             "exit_code": rc,
             "signal": _signal_name(-rc) if rc is not None and rc < 0 else None,
             "duration_s": duration,
@@ -527,6 +556,16 @@ class ActionManager:
             f"exit code {rc} after {duration:g} s; {counts['stdout']} bytes on stdout, "
             f"{counts['stderr']} bytes on stderr"
         )
+        if not ran:
+            # Wine's powershell.exe (and any broken install) exits 0 without running anything.
+            return Finished(
+                "failed",
+                exit_code=rc,
+                data={**data, "shell_ran_command": False},
+                text=summary,
+                error=f"PowerShell exited {rc} without running the command (an empty answer is not a result); "
+                "try shell=cmd or check the PowerShell installation",
+            )
         if rc == 0:
             return Finished("succeeded", exit_code=0, data=data, text=summary)
         why = f"killed by signal {data['signal']}" if data["signal"] else f"exit code {rc}"
@@ -534,7 +573,7 @@ class ActionManager:
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
         """Stop the shell and everything in its process group: SIGTERM, then SIGKILL after a grace period."""
-        if IS_WINDOWS:
+        if platforms.is_windows():
             kill_process_tree(proc.pid)
             return
         try:
@@ -550,6 +589,41 @@ class ActionManager:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def default_shell() -> str:
+    return "powershell" if platforms.is_windows() else "sh"
+
+
+def shell_refusal(shell: str) -> str:
+    """Why this endpoint cannot run the shell a technician chose, or ""."""
+    if not shell:
+        return ""
+    if platforms.is_windows():
+        if shell == "sh":
+            return "shell 'sh' is not available on this Windows endpoint: choose powershell or cmd"
+        return ""
+    if shell == "cmd":
+        return "shell 'cmd' is only available on Windows endpoints; this one runs /bin/sh"
+    if shell == "powershell":
+        return "shell 'powershell' is only available on Windows endpoints; this one runs /bin/sh"
+    return ""
+
+
+def _marker_path(action_id: str) -> str:
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"caisey-ps-{action_id}-{uuid.uuid4().hex[:8]}.started")
+
+
+def _marker_seen(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # there but not removable: PowerShell did write it
 
 
 def _group_alive(pgid: int) -> bool:
@@ -621,6 +695,10 @@ def check_request(body: p.ActionRun, policy: LocalPolicy) -> tuple[str, dict]:
     refusal = policy.refusal(body.kind, kind.category)
     if refusal:
         return refusal, {}
+    if body.kind == "shell":
+        refusal = shell_refusal(params.get("shell", ""))
+        if refusal:
+            return refusal, {}
     if body.kind == "file_tail":
         allowed, resolved = policy.tail_path_allowed(params["path"])
         if not allowed:

@@ -6,11 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from caisey_agent import __version__
+from caisey_agent import __version__, platforms
 from caisey_agent.enroll import EnrollError, enroll
 from caisey_agent.prompts import PromptRefused, PromptStore, render
 from caisey_agent.runner import Agent, AgentStopped
@@ -20,11 +20,11 @@ EXIT_STOPPED = 3  # the server refused this endpoint for good; systemd must not 
 
 
 def default_state_dir() -> Path:
+    """$CAISEY_AGENT_STATE_DIR, else /var/lib/caisey-agent (root), ~/.local/state/caisey-agent, or
+    %ProgramData%\\Caisey on Windows."""
     if os.environ.get("CAISEY_AGENT_STATE_DIR"):
         return Path(os.environ["CAISEY_AGENT_STATE_DIR"])
-    if os.geteuid() == 0:
-        return Path("/var/lib/caisey-agent")
-    return Path.home() / ".local" / "state" / "caisey-agent"
+    return platforms.current().default_state_dir()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_prompts = sub.add_parser("prompts", parents=[common], help="list, approve or deny approval requests")
     p_prompts.add_argument("verb", nargs="?", choices=["list", "approve", "deny"], default="list")
     p_prompts.add_argument("prompt_id", nargs="?", help="the request's id (its first characters are enough)")
+    p_service = sub.add_parser("service", parents=[common], help="the Windows service: install, remove, status")
+    p_service.add_argument("verb", choices=["install", "remove", "status", "run"])
+    p_helper = sub.add_parser("desktop-helper", help="(started by the Windows service in a user's session)")
+    p_helper.add_argument("--session", type=int, required=True)
     return parser
 
 
@@ -63,12 +67,21 @@ def _state_dir_arg(args) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    platforms.current().prepare_process()
     args = build_parser().parse_args(argv)
     args.state_dir = args.state_dir_sub or args.state_dir
     args.log_level = args.log_level_sub or args.log_level
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.command == "desktop-helper":
+        from caisey_agent import desktop
+
+        return desktop.helper_main(args.session)
+    if args.command == "service":
+        from caisey_agent import winservice
+
+        return winservice.main(args.verb)
     state = AgentState(_state_dir_arg(args))
     try:
         if args.command == "enroll":
@@ -91,15 +104,29 @@ def main(argv: list[str] | None = None) -> int:
         state.close()
 
 
-def run(state: AgentState, *, backoff_cap: float = 60.0) -> int:
+def run(
+    state: AgentState,
+    *,
+    backoff_cap: float = 60.0,
+    on_started: Callable[[Callable[[], None]], None] | None = None,
+    console_signals: bool = True,
+) -> int:
+    """Run the agent until stopped. ``on_started`` receives a stop function callable from any thread
+    (the Windows service's stop request uses it); ``console_signals`` installs the platform's
+    Ctrl-C/SIGTERM handling (off in the service, whose thread is not the main thread)."""
     from caisey_agent.handlers import default_handlers
 
     async def main_loop() -> None:
         agent = Agent(state, backoff_cap=backoff_cap, handlers=default_handlers())
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, agent.stop)
-        await agent.run_forever()
+        undo = platforms.current().install_stop_handlers(loop, agent.stop) if console_signals else None
+        if on_started is not None:
+            on_started(lambda: loop.call_soon_threadsafe(agent.stop))
+        try:
+            await agent.run_forever()
+        finally:
+            if undo is not None:
+                undo()
 
     try:
         asyncio.run(main_loop())

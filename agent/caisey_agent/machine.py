@@ -80,7 +80,20 @@ def context(hostname: str = "") -> dict[str, Any]:
         "disks": _disks(),
         "agent_version": __version__,
         "python": sys.version.split()[0],
+        **_presence(),
     }
+
+
+def _presence() -> dict[str, Any]:
+    """Whether a user is logged in (what an approval policy's allow_without_user decides on)."""
+    if sys.platform == "win32":
+        from caisey_agent import desktop
+
+        return desktop.presence()
+    try:
+        return {"user_logged_in": bool(psutil.users())}
+    except (OSError, psutil.Error):
+        return {"user_logged_in": None}
 
 
 def metrics() -> dict[str, Any]:

@@ -49,7 +49,7 @@ def default_tail_paths() -> tuple[str, ...]:
         return (
             os.path.join(windir, "Logs", "*"),
             os.path.join(windir, "System32", "LogFiles", "*"),
-            os.path.join(programdata, "caisey-agent", "logs", "*"),
+            os.path.join(programdata, "Caisey", "logs", "*"),
         )
     if sys.platform == "darwin":
         return ("/var/log/*", "/Library/Logs/*")

@@ -252,6 +252,10 @@ CATEGORIES = (CATEGORY_DIAGNOSTIC, CATEGORY_COMMAND, CATEGORY_SHELL)
 # Final statuses an agent reports in action.result.
 RESULT_STATUSES = ("succeeded", "failed", "timed_out", "cancelled", "refused")
 
+# The shell kind's ``shell`` parameter. Empty: the endpoint's default (sh on POSIX, PowerShell
+# on Windows); the agent refuses a shell its platform does not have (cmd off Windows, sh on Windows).
+SHELL_CHOICES = ("sh", "powershell", "cmd")
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -385,11 +389,94 @@ ACTION_KINDS: dict[str, ActionKind] = {
             default_timeout=120.0,
         ),
         ActionKind(
+            "event_log",
+            "Windows event log",
+            CATEGORY_DIAGNOSTIC,
+            "Events of any channel (System, Application, Security, Microsoft-Windows-.../Operational), "
+            "filtered by provider, level, event ids and time range. Windows only.",
+            (
+                _p("channel", default="System", max_length=255),
+                _p("provider", help="provider name(s), comma-separated", max_length=500),
+                _p("levels", help="comma-separated: critical, error, warning, information, verbose", max_length=100),
+                _p("event_ids", help="comma-separated event ids", max_length=200),
+                _p("since_minutes", "int", default=60, minimum=1, maximum=43200),
+                _p("until_minutes_ago", "int", default=0, minimum=0, maximum=43200),
+                _p("limit", "int", default=50, minimum=1, maximum=1000),
+            ),
+        ),
+        ActionKind(
+            "windows_update",
+            "Windows Update",
+            CATEGORY_DIAGNOSTIC,
+            "Last installed update and the updates waiting to install. Windows only.",
+            default_timeout=180.0,
+        ),
+        ActionKind(
+            "defender_status",
+            "Microsoft Defender",
+            CATEGORY_DIAGNOSTIC,
+            "Whether Defender is enabled, how old its signatures are, when it last scanned. Windows only.",
+        ),
+        ActionKind(
+            "bitlocker_status",
+            "BitLocker",
+            CATEGORY_DIAGNOSTIC,
+            "Protection and encryption state of every volume. Windows only.",
+        ),
+        ActionKind(
+            "registry_read",
+            "Registry value or key",
+            CATEGORY_DIAGNOSTIC,
+            "One value, or the values and subkeys of a key, under the allowed registry paths. Windows only.",
+            (_p("path", required=True, max_length=1024), _p("value", max_length=255)),
+        ),
+        ActionKind(
+            "iis_status",
+            "IIS sites and application pools",
+            CATEGORY_DIAGNOSTIC,
+            "State and bindings of every IIS site, state of every application pool (appcmd). Windows only.",
+        ),
+        ActionKind(
+            "sql_server_check",
+            "SQL Server reachability",
+            CATEGORY_DIAGNOSTIC,
+            "The SQL Server service's state (local instance) and a TDS pre-login to host:port (version, encryption).",
+            (
+                _p("host", default="127.0.0.1", max_length=255),
+                _p("port", "int", default=1433, minimum=1, maximum=65535),
+                _p("instance", default="MSSQLSERVER", max_length=100),
+            ),
+        ),
+        ActionKind(
+            "ldap_check",
+            "LDAP bind and search",
+            CATEGORY_DIAGNOSTIC,
+            "Anonymous bind and a read of the RootDSE (naming contexts, DC name, time); optionally checks a base DN.",
+            (
+                _p("host", required=True, max_length=255),
+                _p("port", "int", minimum=1, maximum=65535),
+                _p("tls", "bool", default=False),
+                _p("base_dn", max_length=500),
+            ),
+        ),
+        ActionKind(
+            "dc_health",
+            "Domain controller health",
+            CATEGORY_DIAGNOSTIC,
+            "dcdiag's tests and repadmin's replication summary, parsed. Windows domain controllers only.",
+            default_timeout=300.0,
+        ),
+        ActionKind(
             "shell",
             "Shell command",
             CATEGORY_SHELL,
-            "Run a command line with the system shell.",
-            (_p("command", required=True, max_length=8000),),
+            "Run a command line with the system shell: /bin/sh on Linux and macOS, PowerShell on Windows "
+            "(or cmd when asked).",
+            (
+                _p("command", required=True, max_length=8000),
+                # "" first: the console's picker shows it as the default choice (the endpoint's own shell).
+                _p("shell", choices=("", *SHELL_CHOICES), help="empty: the endpoint's default shell", max_length=20),
+            ),
             default_timeout=300.0,
         ),
     )

@@ -1,5 +1,9 @@
 """The agent's own durable state: one SQLite file, readable by its owner only.
 
+How the folder is protected is the platform's business (:mod:`caisey_agent.platforms`):
+mode bits on POSIX; on Windows a protected DACL (SYSTEM and Administrators) on the
+folder, inherited by the files SQLite creates, and the credential encrypted with DPAPI.
+
 It holds the endpoint identity, the ids of server events already acted on (so
 a replayed ``action.run`` never runs twice), frames not yet acknowledged by the
 server (replayed on reconnect), and the prompts the runtime holds.
@@ -14,6 +18,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from caisey_agent import platforms
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS identity (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,16 +55,17 @@ class AgentState:
 
     FILENAME = "agent.sqlite3"
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, platform: platforms.Platform | None = None) -> None:
+        self.platform = platform or platforms.current()
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.dir, 0o700)
+        self.platform.secure_dir(self.dir)
         self.path = self.dir / self.FILENAME
         fresh = not self.path.exists()
         # Create the file owner-only before SQLite opens it: the credential lives here.
         if fresh:
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(self.path, 0o600)
+        self.platform.secure_file(self.path)
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -67,7 +74,7 @@ class AgentState:
         for suffix in ("-wal", "-shm"):
             side = Path(str(self.path) + suffix)
             if side.exists():
-                os.chmod(side, 0o600)
+                self.platform.secure_file(side)
 
     def close(self) -> None:
         self.db.close()
@@ -93,7 +100,7 @@ class AgentState:
         return Identity(
             server=values["server"],
             endpoint_id=values["endpoint_id"],
-            credential=values["credential"],
+            credential=self.platform.unprotect_secret(values["credential"]),
             machine_id=values["machine_id"],
             tenant=values.get("tenant", ""),
             client_group=values.get("client_group", ""),
@@ -104,6 +111,8 @@ class AgentState:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             for key, value in identity.__dict__.items():
+                if key == "credential":
+                    value = self.platform.protect_secret(value)
                 self.db.execute("INSERT OR REPLACE INTO identity (key, value) VALUES (?, ?)", (key, value))
 
     # --- events acted on --------------------------------------------------------------

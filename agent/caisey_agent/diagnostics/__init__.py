@@ -174,7 +174,7 @@ Diagnostic = Callable[[Context], Outcome]
 
 
 def registry() -> dict[str, Diagnostic]:
-    from caisey_agent.diagnostics import disks, logs, network, processes, services, system
+    from caisey_agent.diagnostics import disks, ldap, logs, network, processes, services, system, windiag
 
     return {
         "system_summary": system.system_summary,
@@ -190,4 +190,13 @@ def registry() -> dict[str, Diagnostic]:
         "dns_resolve": network.dns_resolve,
         "tcp_connect": network.tcp_connect,
         "http_check": network.http_check,
+        "event_log": windiag.event_log,
+        "windows_update": windiag.windows_update,
+        "defender_status": windiag.defender_status,
+        "bitlocker_status": windiag.bitlocker_status,
+        "registry_read": windiag.registry_read,
+        "dc_health": windiag.dc_health,
+        "iis_status": windiag.iis_status,
+        "sql_server_check": windiag.sql_server_check,
+        "ldap_check": ldap.ldap_check,
     }

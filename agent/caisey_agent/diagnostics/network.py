@@ -8,7 +8,6 @@ red line in the console means "this did not work from the endpoint".
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import os
 import re
@@ -63,7 +62,10 @@ def network_config(ctx: Context) -> Outcome:
                     }
                 )
         interfaces.append(entry)
-    routes, route_source = default_routes(ctx)
+    try:
+        routes, route_source = default_routes(ctx)
+    except (RuntimeError, NotAvailable) as exc:  # Windows without a working Get-NetRoute: say so, keep the rest
+        routes, route_source = [], f"unavailable: {exc}"
     dns = dns_config(ctx)
     data = {"interfaces": interfaces, "default_routes": routes, "route_source": route_source, "dns": dns}
     text = [
@@ -86,7 +88,12 @@ def network_config(ctx: Context) -> Outcome:
         )
     ]
     text.append(
-        "Default route(s): "
+        (
+            "Default route(s) unknown: " + route_source[len("unavailable: ") :] + "\n"
+            if not routes and route_source.startswith("unavailable")
+            else ""
+        )
+        + "Default route(s): "
         + (
             ", ".join(
                 f"via {r['gateway']} dev {r['interface']}"
@@ -705,46 +712,39 @@ def tls_certificate(host: str, port: int, timeout: float) -> dict:
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
             with context.wrap_socket(raw, server_hostname=host) as tls:
-                cert = tls.getpeercert()
+                der = tls.getpeercert(binary_form=True)
                 info.update({"verified": True, "version": tls.version(), "cipher": (tls.cipher() or ("",))[0]})
-                not_after = ssl.cert_time_to_seconds(cert["notAfter"])
-                not_before = ssl.cert_time_to_seconds(cert["notBefore"])
-                info.update(
-                    {
-                        "subject": _rdn(cert.get("subject", ())),
-                        "issuer": _rdn(cert.get("issuer", ())),
-                        "subject_alt_names": [v for _, v in cert.get("subjectAltName", ())],
-                        "not_before": iso(not_before),
-                        "not_after": iso(not_after),
-                        "days_remaining": round((not_after - time.time()) / 86400, 1),
-                    }
-                )
-                return info
     except ssl.SSLCertVerificationError as exc:
         info.update({"verified": False, "verify_error": exc.verify_message or str(exc)})
+        der = None
     except (OSError, ssl.SSLError) as exc:
         info["error"] = f"TLS handshake with {host}:{port} failed: {exc}"
         return info
-    # Unverified: read the certificate anyway to report its dates.
-    insecure = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    insecure.check_hostname = False
-    insecure.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with insecure.wrap_socket(raw, server_hostname=host) as tls:
-                der = tls.getpeercert(binary_form=True)
-                info.update({"version": tls.version(), "cipher": (tls.cipher() or ("",))[0]})
-    except (OSError, ssl.SSLError) as exc:
-        info["error"] = f"TLS handshake with {host}:{port} failed: {exc}"
+    if der is None:
+        # Unverified: read the certificate anyway to report its names and dates.
+        insecure = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as raw:
+                with insecure.wrap_socket(raw, server_hostname=host) as tls:
+                    der = tls.getpeercert(binary_form=True)
+                    info.update({"version": tls.version(), "cipher": (tls.cipher() or ("",))[0]})
+        except (OSError, ssl.SSLError) as exc:
+            info["error"] = f"TLS handshake with {host}:{port} failed: {exc}"
+            return info
+    if not der:
         return info
     try:
-        parsed = parse_der_certificate(der)
-    except (ValueError, IndexError):
+        parsed = certificate_fields(der)
+    except ValueError as exc:
+        info["certificate_error"] = f"the certificate could not be parsed: {exc}"
         return info
     info.update(
         {
             "subject": parsed["subject"],
             "issuer": parsed["issuer"],
+            "subject_alt_names": parsed["subject_alt_names"],
             "not_before": iso(parsed["not_before"]),
             "not_after": iso(parsed["not_after"]),
             "days_remaining": round((parsed["not_after"] - time.time()) / 86400, 1),
@@ -753,72 +753,45 @@ def tls_certificate(host: str, port: int, timeout: float) -> dict:
     return info
 
 
-def _rdn(name) -> str:
+# --- X.509 fields, read with the cryptography package ------------------------------------------
+
+
+def _name(name) -> str:
+    """'CN=..., O=...' in the certificate's order (the two attributes a technician recognises)."""
+    from cryptography.x509.oid import NameOID
+
+    labels = {NameOID.COMMON_NAME: "CN", NameOID.ORGANIZATION_NAME: "O"}
     parts = []
-    for rdn in name:
-        for key, value in rdn:
-            if key in ("commonName", "organizationName"):
-                parts.append(f"{'CN' if key == 'commonName' else 'O'}={value}")
+    for rdn in name.rdns:
+        for attr in rdn:
+            label = labels.get(attr.oid)
+            if label:
+                value = attr.value if isinstance(attr.value, str) else attr.value.decode("utf-8", "replace")
+                parts.append(f"{label}={value}")
     return ", ".join(parts)
 
 
-# --- minimal DER reading: validity and names of an X.509 certificate ---------------------------
+def certificate_fields(der: bytes) -> dict:
+    """Subject, issuer, subject alternative names (DNS names and IP addresses) and validity of a DER certificate.
 
-_OIDS = {b"\x55\x04\x03": "CN", b"\x55\x04\x0a": "O"}
-
-
-def _der(buf: bytes, i: int) -> tuple[int, int, int]:
-    tag = buf[i]
-    length = buf[i + 1]
-    i += 2
-    if length & 0x80:
-        n = length & 0x7F
-        length = int.from_bytes(buf[i : i + n], "big")
-        i += n
-    if i + length > len(buf):
-        raise ValueError("truncated DER")
-    return tag, i, i + length
-
-
-def _der_children(buf: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
-    out = []
-    i = start
-    while i < end:
-        tag, s, e = _der(buf, i)
-        out.append((tag, s, e))
-        i = e
-    return out
-
-
-def _der_time(tag: int, raw: bytes) -> float:
-    text = raw.decode("ascii")
-    fmt_ = "%y%m%d%H%M%SZ" if tag == 0x17 else "%Y%m%d%H%M%SZ"
-    return dt.datetime.strptime(text, fmt_).replace(tzinfo=dt.UTC).timestamp()
-
-
-def _der_name(buf: bytes, start: int, end: int) -> str:
-    parts = []
-    for _, s, e in _der_children(buf, start, end):  # SET
-        for _, s2, e2 in _der_children(buf, s, e):  # SEQUENCE {oid, value}
-            kids = _der_children(buf, s2, e2)
-            if len(kids) == 2 and buf[kids[0][1] : kids[0][2]] in _OIDS:
-                label = _OIDS[buf[kids[0][1] : kids[0][2]]]
-                parts.append(f"{label}={buf[kids[1][1] : kids[1][2]].decode('utf-8', 'replace')}")
-    return ", ".join(parts)
-
-
-def parse_der_certificate(der: bytes) -> dict:
-    _, s, e = _der(der, 0)  # Certificate
-    _, ts, te = _der(der, s)  # tbsCertificate
-    fields = _der_children(der, ts, te)
-    if fields and fields[0][0] == 0xA0:  # explicit version
-        fields = fields[1:]
-    # serialNumber, signature, issuer, validity, subject
-    issuer, validity, subject = fields[2], fields[3], fields[4]
-    times = _der_children(der, validity[1], validity[2])
+    cryptography is imported here, not with the module: its Rust extension does not load under Wine
+    (which lacks ProcessPrng), and the other network diagnostics must not depend on it."""
+    try:
+        from cryptography import x509
+    except ImportError as exc:
+        raise ValueError(f"the cryptography package cannot be loaded: {exc}") from None
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        alt_names = [str(g.value) for g in san if isinstance(g, (x509.DNSName, x509.IPAddress))]
+    except x509.ExtensionNotFound:
+        alt_names = []
+    except ValueError:  # a malformed extension: report the rest
+        alt_names = []
     return {
-        "issuer": _der_name(der, issuer[1], issuer[2]),
-        "subject": _der_name(der, subject[1], subject[2]),
-        "not_before": _der_time(times[0][0], der[times[0][1] : times[0][2]]),
-        "not_after": _der_time(times[1][0], der[times[1][1] : times[1][2]]),
+        "subject": _name(cert.subject),
+        "issuer": _name(cert.issuer),
+        "subject_alt_names": alt_names,
+        "not_before": cert.not_valid_before_utc.timestamp(),
+        "not_after": cert.not_valid_after_utc.timestamp(),
     }

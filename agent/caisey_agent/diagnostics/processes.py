@@ -8,6 +8,7 @@ from collections import namedtuple
 
 import psutil
 
+from caisey_agent import platforms
 from caisey_agent.diagnostics import Context, Outcome
 from caisey_agent.diagnostics.render import human_bytes, iso, table
 
@@ -16,15 +17,30 @@ _Conn = namedtuple("_Conn", "family type laddr raddr status pid")
 
 
 def top_processes(ctx: Context) -> Outcome:
+    limit = int(ctx.params.get("limit", 15))
+    try:
+        return _top_processes(ctx)
+    except OSError as exc:  # psutil's process list API failing as a whole (Wine: NtQuerySystemInformation)
+        if not platforms.is_windows():
+            raise
+        return tasklist_fallback(ctx, limit, f"{type(exc).__name__}: {exc}")
+
+
+def _top_processes(ctx: Context) -> Outcome:
     sort = ctx.params.get("sort", "cpu")
     limit = int(ctx.params.get("limit", 15))
     procs: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter():
-        try:
-            proc.cpu_percent(None)  # prime the per-process CPU counter
-            procs[proc.pid] = proc
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
+    try:
+        for proc in psutil.process_iter():
+            try:
+                proc.cpu_percent(None)  # prime the per-process CPU counter
+                procs[proc.pid] = proc
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+    except (OSError, psutil.Error) as exc:
+        if not platforms.is_windows():
+            raise
+        return tasklist_fallback(ctx, limit, f"{type(exc).__name__}: {exc}")
     ctx.sleep(CPU_SAMPLE_S)
     rows = []
     denied = 0
@@ -173,3 +189,33 @@ def _process_name(pid: int) -> tuple[str | None, str | None]:
     except (psutil.AccessDenied, KeyError):
         user = None
     return name, user
+
+
+def tasklist_fallback(ctx: Context, limit: int, why: str) -> Outcome:
+    """Windows without a usable process list API (Wine): tasklist's names, pids and memory, no CPU."""
+    from caisey_agent.diagnostics import windows
+
+    rows = windows.tasklist(ctx)
+    if not rows:
+        raise RuntimeError(f"the process list cannot be read ({why}) and tasklist listed no process")
+    return tasklist_outcome(rows, limit, why)
+
+
+def tasklist_outcome(rows: list[dict], limit: int, why: str) -> Outcome:
+    rows = sorted(rows, key=lambda r: r["memory_rss"] or 0, reverse=True)
+    top = rows[:limit]
+    data = {
+        "sort": "memory",
+        "source": "tasklist",
+        "cpu_unavailable": why,
+        "process_count": len(rows),
+        "processes": top,
+    }
+    text = (
+        f"Top {len(top)} of {len(rows)} processes by memory (from tasklist; CPU use is unavailable: {why}):\n\n"
+        + table(
+            ["pid", "mem", "session", "name"],
+            [[r["pid"], human_bytes(r["memory_rss"] or 0), r["session"], r["name"]] for r in top],
+        )
+    )
+    return Outcome(data=data, text=text)

@@ -41,10 +41,10 @@ def system_summary(ctx: Context) -> Outcome:
     cpu_percent = _cpu_busy(ctx, 0.5)
     try:
         load = [round(x, 2) for x in psutil.getloadavg()]
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, RuntimeError):  # Windows: PDH counters, missing under Wine
         load = None
     vm = psutil.virtual_memory()
-    sw = psutil.swap_memory()
+    swap, swap_error = swap_memory()
     disks = []
     for part in psutil.disk_partitions(all=False):
         if part.fstype in ("squashfs", "iso9660") or part.mountpoint.startswith("/snap/"):
@@ -94,10 +94,10 @@ def system_summary(ctx: Context) -> Outcome:
             "mhz": mhz,
         },
         "memory": {"total": vm.total, "available": vm.available, "used": vm.used, "percent": vm.percent},
-        "swap": {"total": sw.total, "used": sw.used, "percent": sw.percent},
+        "swap": swap,
         "disks": disks,
         "users": users,
-        "process_count": len(psutil.pids()),
+        "process_count": _process_count(),
         "agent": {"version": __version__, "python": platform.python_version(), "pid": os.getpid()},
     }
     text = kv(
@@ -115,7 +115,12 @@ def system_summary(ctx: Context) -> Outcome:
                 f"{human_bytes(vm.used)} used of {human_bytes(vm.total)} ({vm.percent:.0f}%), "
                 f"{human_bytes(vm.available)} available",
             ),
-            ("Swap", f"{human_bytes(sw.used)} of {human_bytes(sw.total)} ({sw.percent:.0f}%)"),
+            (
+                "Swap",
+                f"{human_bytes(swap['used'])} of {human_bytes(swap['total'])} ({swap['percent']:.0f}%)"
+                if swap
+                else f"unknown ({swap_error})",
+            ),
             ("Processes", data["process_count"]),
             ("Users", ", ".join(sorted({u["name"] for u in users})) or "nobody logged in"),
         ]
@@ -155,7 +160,25 @@ def _cpu_busy(ctx: Context, seconds: float) -> float:
 def _windows_name() -> str:
     if not IS_WINDOWS:
         return ""
-    return f"Windows {platform.release()} ({platform.version()})"
+    from caisey_agent.diagnostics import windows
+
+    return windows.os_name()  # never platform.platform(): it queries WMI, which crashes under Wine
+
+
+def _process_count() -> int | None:
+    try:
+        return len(psutil.pids())
+    except OSError:  # Wine: NtQuerySystemInformation(SystemProcessInformation) refused
+        return None
+
+
+def swap_memory() -> tuple[dict | None, str]:
+    """(swap counters or None, why not). psutil reads the page file counters on Windows, which Wine lacks."""
+    try:
+        sw = psutil.swap_memory()
+    except (OSError, RuntimeError, psutil.Error, AttributeError) as exc:
+        return None, f"the swap counters cannot be read: {type(exc).__name__}: {exc}"
+    return {"total": sw.total, "used": sw.used, "percent": sw.percent}, ""
 
 
 # --- pending reboot -------------------------------------------------------------------

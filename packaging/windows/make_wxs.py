@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Write the WiX source (for msitools' wixl) of the Caisey agent MSI from a staged folder.
+
+Usage: make_wxs.py STAGE_DIR VERSION OUT.wxs
+
+Sources are relative to STAGE_DIR: run wixl from there. STAGE_DIR holds what goes under "C:\\Program Files\\Caisey": python\\ (the embeddable CPython
+with the agent and its dependencies in Lib\\site-packages) and caisey-agent.cmd. Every file
+gets its own component with a GUID derived from its path (stable across builds, which is
+what lets a major upgrade replace the files and keep the service's registration sane).
+python.exe's component carries the ServiceInstall/ServiceControl: the service's program
+is python.exe -B -m caisey_agent service run (-B: no .pyc files
+written under Program Files, which an uninstall would leave behind).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import uuid
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+# Fixed for the product's whole life: MSI upgrades find the installed product by it.
+UPGRADE_CODE = "6C1B0E64-5C2B-4E8A-9A73-3B9E1D2C7A41"
+NAMESPACE = uuid.UUID("0f0b6a1e-2d7c-4f5a-9a5e-7c3d1b2a9e10")
+PROPERTIES = (
+    ("SERVER_URL", "ServerUrl"),
+    ("ENROLL_TOKEN", "EnrollToken"),
+    ("CLIENT_GROUP", "ClientGroup"),
+    ("CA_BUNDLE", "CaBundle"),
+    ("SERVER_PIN", "ServerPin"),
+)
+
+
+def ident(prefix: str, rel: str) -> str:
+    return prefix + hashlib.sha1(rel.encode()).hexdigest()[:20]
+
+
+def guid(rel: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, rel)).upper()
+
+
+def main(stage: Path, version: str, out: Path) -> None:
+    lines: list[str] = []
+    components: list[str] = []
+
+    def directory(path: Path, indent: str) -> None:
+        for child in sorted(path.iterdir()):
+            rel = child.relative_to(stage).as_posix()
+            if child.is_dir():
+                lines.append(f"{indent}<Directory Id={quoteattr(ident('d', rel))} Name={quoteattr(child.name)}>")
+                directory(child, indent + "  ")
+                lines.append(f"{indent}</Directory>")
+                continue
+            cid = ident("c", rel)
+            components.append(cid)
+            lines.append(f'{indent}<Component Id={quoteattr(cid)} Guid={quoteattr(guid(rel))} Win64="yes">')
+            lines.append(
+                f"{indent}  <File Id={quoteattr(ident('f', rel))} Name={quoteattr(child.name)} "
+                f'Source={quoteattr(rel)} KeyPath="yes"/>'
+            )
+            if rel == "python/python.exe":
+                lines.append(
+                    f'{indent}  <ServiceInstall Id="CaiseyAgentService" Name="CaiseyAgent" DisplayName="Caisey Agent" '
+                    'Description="Caisey remote support agent: runs the diagnostics and commands your IT provider '
+                    'asks for." Type="ownProcess" Start="auto" ErrorControl="normal" Account="LocalSystem" '
+                    'Arguments="-B -m caisey_agent service run" Vital="yes"/>'
+                )
+                lines.append(
+                    f'{indent}  <ServiceControl Id="CaiseyAgentControl" Name="CaiseyAgent" Start="install" '
+                    'Stop="both" Remove="uninstall" Wait="yes"/>'
+                )
+            lines.append(f"{indent}</Component>")
+
+    directory(stage, "          ")
+    # Public properties, given on msiexec's command line. wixl has no Property/@Secure, and its
+    # MajorUpgrade writes SecureCustomProperties itself (a second row breaks the build): they reach the
+    # install when it runs as SYSTEM or an administrator (GPO, Intune, msiexec from an elevated prompt),
+    # not from a non-administrator's elevated install. Documented in docs/windows.md.
+    # Windows Installer logs property values (msiexec /l*v) unless they are listed as hidden.
+    props = '    <Property Id="MsiHiddenProperties" Value="ENROLL_TOKEN"/>'
+
+    keypath = ' KeyPath="yes"'
+    regs = "\n".join(
+        f'          <RegistryValue Root="HKLM" Key="SOFTWARE\\Caisey\\Agent" Name="{name}" Type="string" '
+        f'Value="[{prop}]"{keypath if i == 0 else ""}/>'
+        for i, (prop, name) in enumerate(PROPERTIES)
+    )
+    refs = "\n".join(f'      <ComponentRef Id="{c}"/>' for c in components)
+    wxs = f"""<?xml version="1.0" encoding="utf-8"?>
+<Wix xmlns="http://schemas.microsoft.com/wix/2006/wi">
+  <Product Id="*" Name="Caisey Agent" Language="1033" Version="{version}" Manufacturer="Caisey"
+           UpgradeCode="{UPGRADE_CODE}">
+    <Package InstallerVersion="500" Compressed="yes" InstallScope="perMachine"
+             Description="Caisey Agent {version}" Comments="Caisey remote support agent"/>
+    <Media Id="1" Cabinet="agent.cab" EmbedCab="yes"/>
+    <MajorUpgrade DowngradeErrorMessage="A newer Caisey Agent is already installed."/>
+{props}
+    <Directory Id="TARGETDIR" Name="SourceDir">
+      <Directory Id="ProgramFiles64Folder">
+        <Directory Id="INSTALLDIR" Name="Caisey">
+{chr(10).join(lines)}
+        </Directory>
+      </Directory>
+      <Directory Id="CommonAppDataFolder">
+        <Directory Id="STATEDIR" Name="Caisey">
+          <Component Id="StateFolder" Guid="{guid("state-folder")}" Win64="yes">
+            <CreateFolder/>
+          </Component>
+        </Directory>
+      </Directory>
+      <Component Id="InstallSettings" Guid="{guid("install-settings")}" Win64="yes">
+{regs}
+      </Component>
+    </Directory>
+    <Feature Id="Agent" Title="Caisey Agent" Level="1">
+      <ComponentRef Id="StateFolder"/>
+      <ComponentRef Id="InstallSettings"/>
+{refs}
+    </Feature>
+  </Product>
+</Wix>
+"""
+    out.write_text(wxs, encoding="utf-8")
+    print(f"{out}: {len(components)} files", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]).resolve(), sys.argv[2], Path(sys.argv[3]))
