@@ -305,11 +305,11 @@ def agent_main(stop_requested: threading.Event, set_stop) -> int:
     Not enrolled (yet): waits, retrying the enrollment every minute, so a service installed
     before its token arrives (or while the server is unreachable) needs no restart.
     """
-    from caisey_agent import cli
+    from caisey_agent import main
     from caisey_agent.runner import AgentStopped
     from caisey_agent.state import AgentState
 
-    state_dir = cli.default_state_dir()
+    state_dir = main.default_state_dir()
     state = AgentState(state_dir)
     try:
         setup_logging(state_dir)
@@ -325,7 +325,7 @@ def agent_main(stop_requested: threading.Event, set_stop) -> int:
         if state.identity() is None:
             return 0
         try:
-            return cli.run(state, on_started=set_stop, console_signals=False)
+            return main.run(state, on_started=set_stop, console_signals=False)
         except AgentStopped as exc:
             log.error("stopping: %s", exc.reason)
             return EXIT_STOPPED

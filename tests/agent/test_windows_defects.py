@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from caisey_agent import cli, platforms
+from caisey_agent import main, platforms
 from caisey_agent.diagnostics import Context, logs, windows, winparse
 from caisey_agent.platforms.posix import PosixPlatform
 from caisey_agent.platforms.windows import DPAPI_PREFIX, SecretUnavailable, WindowsPlatform
@@ -56,17 +56,17 @@ def test_default_state_dir_on_windows_needs_no_geteuid(monkeypatch):
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.delenv("CAISEY_AGENT_STATE_DIR", raising=False)
     monkeypatch.setenv("ProgramData", r"C:\ProgramData")
-    assert str(cli.default_state_dir()).replace("/", "\\") == r"C:\ProgramData\Caisey"
+    assert str(main.default_state_dir()).replace("/", "\\") == r"C:\ProgramData\Caisey"
     monkeypatch.setenv("CAISEY_AGENT_STATE_DIR", "/elsewhere")
-    assert str(cli.default_state_dir()) == "/elsewhere"
+    assert str(main.default_state_dir()) == "/elsewhere"
 
 
 def test_posix_default_state_dir_still_by_uid(monkeypatch):
     monkeypatch.delenv("CAISEY_AGENT_STATE_DIR", raising=False)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert str(cli.default_state_dir()) == "/var/lib/caisey-agent"
+    assert str(main.default_state_dir()) == "/var/lib/caisey-agent"
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert cli.default_state_dir().parts[-3:] == (".local", "state", "caisey-agent")
+    assert main.default_state_dir().parts[-3:] == (".local", "state", "caisey-agent")
 
 
 # --- 2. loop.add_signal_handler ---------------------------------------------------------
@@ -108,7 +108,7 @@ def _run_with_loop(loop_factory, fn):
 
 
 def test_run_stops_on_ctrl_c_without_add_signal_handler(tmp_path, monkeypatch, windows_platform):
-    monkeypatch.setattr(cli, "Agent", FakeAgent)
+    monkeypatch.setattr(main, "Agent", FakeAgent)
     state = AgentState(tmp_path / "state", platform=windows_platform)
     # Ctrl-C in a console arrives as SIGINT on Windows; sent to the main thread once the agent runs
     # (Windows' proactor loop wakes on it through its wakeup fd; here the signal interrupts select()).
@@ -117,7 +117,7 @@ def test_run_stops_on_ctrl_c_without_add_signal_handler(tmp_path, monkeypatch, w
     timer = threading.Thread(target=lambda: (started.wait(10), signal.pthread_kill(main, signal.SIGINT)))
     timer.start()
     try:
-        rc = _run_with_loop(NoSignalsLoop, lambda: cli.run(state, on_started=lambda stop: started.set()))
+        rc = _run_with_loop(NoSignalsLoop, lambda: main.run(state, on_started=lambda stop: started.set()))
     finally:
         timer.join()
         state.close()
@@ -128,14 +128,14 @@ def test_run_stops_on_ctrl_c_without_add_signal_handler(tmp_path, monkeypatch, w
 
 def test_service_stop_from_another_thread(tmp_path, monkeypatch, windows_platform):
     """What the Windows service's SvcStop does: call the stop function from its own thread."""
-    monkeypatch.setattr(cli, "Agent", FakeAgent)
+    monkeypatch.setattr(main, "Agent", FakeAgent)
     state = AgentState(tmp_path / "state", platform=windows_platform)
 
     def on_started(stop):
         threading.Timer(0.2, stop).start()
 
     try:
-        rc = _run_with_loop(NoSignalsLoop, lambda: cli.run(state, on_started=on_started, console_signals=False))
+        rc = _run_with_loop(NoSignalsLoop, lambda: main.run(state, on_started=on_started, console_signals=False))
     finally:
         state.close()
     assert rc == 0 and FakeAgent.instances[-1].stopping.is_set()
