@@ -113,8 +113,8 @@ def test_run_stops_on_ctrl_c_without_add_signal_handler(tmp_path, monkeypatch, w
     # Ctrl-C in a console arrives as SIGINT on Windows; sent to the main thread once the agent runs
     # (Windows' proactor loop wakes on it through its wakeup fd; here the signal interrupts select()).
     started = threading.Event()
-    main = threading.main_thread().ident
-    timer = threading.Thread(target=lambda: (started.wait(10), signal.pthread_kill(main, signal.SIGINT)))
+    main_thread = threading.main_thread().ident
+    timer = threading.Thread(target=lambda: (started.wait(10), signal.pthread_kill(main_thread, signal.SIGINT)))
     timer.start()
     try:
         rc = _run_with_loop(NoSignalsLoop, lambda: main.run(state, on_started=lambda stop: started.set()))
