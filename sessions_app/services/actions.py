@@ -308,7 +308,9 @@ def _await_approval(
 
 def _describe(action: Action) -> str:
     if action.kind == "shell":
-        return f"shell command: {action.params.get('command', '')}"
+        # The exact command and the shell that will run it (PowerShell and cmd read it differently).
+        shell = action.params.get("shell") or "the endpoint's default shell"
+        return f"shell command ({shell}): {action.params.get('command', '')}"
     params = ", ".join(f"{k}={v}" for k, v in action.params.items())
     return f"{p.ACTION_KINDS[action.kind].title}{' (' + params + ')' if params else ''}"
 

@@ -328,3 +328,13 @@ def test_escalation_refused_without_approver():
     prompt = prompt_of(shell(tech, session))
     with pytest.raises(prompts.PromptError, match="designated approver"):
         prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
+
+
+def test_the_prompt_names_the_shell_that_will_run_the_command():
+    enrolled, tech, session = world()
+    default = shell(tech, session)
+    assert prompt_of(default).detail == "shell command (the endpoint's default shell): ipconfig /flushdns"
+    chosen = services.action_request(
+        actor=tech, session=session, kind="shell", params={"command": "net stop spooler", "shell": "cmd"}
+    )
+    assert prompt_of(chosen).detail == "shell command (cmd): net stop spooler"
