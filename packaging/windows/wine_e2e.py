@@ -66,6 +66,20 @@ def wine_env() -> dict:
     return {**os.environ, "WINEPREFIX": str(PREFIX), "WINEARCH": "win64", "WINEDEBUG": "-all", "DISPLAY": ""}
 
 
+def windows_process_keeper() -> subprocess.Popen:
+    """A Windows process that only sleeps: Wine stops services when its last ordinary process
+    exits, so one of these runs for as long as the service must."""
+    return subprocess.Popen(
+        ["wine", PYEXE, "-c", "import time; time.sleep(10**6)"],
+        env=wine_env(),
+        cwd=PREFIX / "drive_c",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def wine(*argv: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
     # Output of Windows programs must be piped under Wine (redirecting to a file fails).
     done = subprocess.run(
@@ -296,32 +310,12 @@ def main() -> int:
             key = r"HKLM\SOFTWARE\Caisey\Agent"
             for name, value in (("ServerUrl", url), ("EnrollToken", token), ("ClientGroup", "acme")):
                 wine("reg", "add", key, "/v", name, "/t", "REG_SZ", "/d", value, "/f", timeout=60)
-            keepers.append(
-                subprocess.Popen(
-                    ["wine", PYEXE, "-c", "import time; time.sleep(10**6)"],
-                    env=wine_env(),
-                    cwd=PREFIX / "drive_c",
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
+            keepers.append(windows_process_keeper())
             installed = agent_cli("service", "install", timeout=120)
             say(f"  caisey-agent service install: {(installed.stdout or installed.stderr).strip()[-200:]}")
             result["install_path"] = "msiextract + reg add + caisey-agent service install (Wine fallback)"
         # Wine stops services when its last ordinary process exits: keep a Windows process running.
-        keepers.append(
-            subprocess.Popen(
-                ["wine", PYEXE, "-c", "import time; time.sleep(10**6)"],
-                env=wine_env(),
-                cwd=PREFIX / "drive_c",
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        )
+        keepers.append(windows_process_keeper())
         svc = {}
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
