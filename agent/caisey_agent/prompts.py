@@ -127,7 +127,10 @@ class PromptStore:
     def reports(self) -> list[p.PromptReport]:
         """Everything held that the server may still need to hear about."""
         rows = self._rows("state IN (?, ?) OR (state IN (?, ?) AND update_acked = 0)", (*OPEN, *DECIDED))
-        return [p.PromptReport(prompt_id=r.prompt_id, state=r.state, decided_at=r.decided_at) for r in rows]
+        return [
+            p.PromptReport(prompt_id=r.prompt_id, state=r.state, decided_at=r.decided_at, decided_by=r.decided_by)
+            for r in rows
+        ]
 
     def unsent_updates(self) -> list[HeldPrompt]:
         """States the user changed (here or through the CLI) that no prompt.update carried yet."""

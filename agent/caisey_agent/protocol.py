@@ -45,6 +45,9 @@ class PromptReport:
     prompt_id: str
     state: str
     decided_at: float | None = None
+    # Who decided, as the runtime recorded it: a heartbeat's report may reach the server before
+    # the prompt.update that carries the same decision, and the record must name the person either way.
+    decided_by: str = ""
 
 
 @dataclass

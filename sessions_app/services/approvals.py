@@ -292,7 +292,7 @@ def _runtime_report(endpoint: Endpoint, reports: list[p.PromptReport]) -> dict[s
             continue
         held.add(prompt.pk)
         if report.state in PromptState.values:
-            _runtime_says(prompt, report.state, _ts(report.decided_at), "")
+            _runtime_says(prompt, report.state, _ts(report.decided_at), report.decided_by)
     replayed = 0
     # The server thinks these were delivered, yet the runtime does not hold them: replay.
     missing = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -338,3 +339,15 @@ def test_the_prompt_names_the_shell_that_will_run_the_command():
         actor=tech, session=session, kind="shell", params={"command": "net stop spooler", "shell": "cmd"}
     )
     assert prompt_of(chosen).detail == "shell command (cmd): net stop spooler"
+
+
+def test_a_decision_first_seen_in_a_heartbeat_report_names_who_decided():
+    """The report (hello, heartbeat) can reach the server before the prompt.update of the same
+    decision: the record names the person either way (it used to say "by the user")."""
+    enrolled, tech, session = world()
+    prompt = prompt_of(shell(tech, session))
+    ack(prompt)
+    report = p.PromptReport(prompt_id=str(prompt.pk), state="approved", decided_at=time.time(), decided_by="alice")
+    prompts.prompt_runtime_report(endpoint=enrolled.endpoint, reports=[report])
+    prompt.refresh_from_db()
+    assert prompt.state == PromptState.APPROVED and prompt.decided_by == "alice"
