@@ -335,9 +335,11 @@ def endpoint_touch_many(*, seen: dict[Any, Any]) -> None:
         return
     pk_field = Endpoint._meta.pk
     seen_field = Endpoint._meta.get_field("last_seen_at")
+    # In primary-key order: psycopg may send the batch as one implicit transaction, and every
+    # writer that locks several endpoint rows (a bulk run) takes them in this order too.
     rows = [
         (seen_field.get_db_prep_value(ts, connection), pk_field.get_db_prep_value(pk, connection))
-        for pk, ts in seen.items()
+        for pk, ts in sorted(seen.items(), key=lambda item: item[0])
     ]
     table = connection.ops.quote_name(Endpoint._meta.db_table)
     with connection.cursor() as cursor:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from bridge.services import bridge_conditions_many
 from caisey.actors import Actor, actor_person
 from caisey.errors import Forbidden
+from caisey.transactions import retrying_atomic
 from endpoints.access import acting_for
 from endpoints.models import Endpoint
 from sessions_app.limits import (
@@ -29,7 +29,7 @@ from sessions_app.services.actions import action_params_clean, action_request
 from sessions_app.services.sessions import SessionError, session_open
 
 
-@transaction.atomic
+@retrying_atomic()
 def bulk_run_start(
     *,
     actor: Actor,
@@ -60,7 +60,9 @@ def bulk_run_start(
             expires_at=timezone.now() + expires_in,
         )
         conditions = bridge_conditions_many(endpoint_ids=[e.pk for e in endpoints])
-        for endpoint in endpoints:
+        # Endpoint rows are locked in primary-key order, as the last-seen flush takes them
+        # (endpoints/services.py endpoint_touch_many): two writers in one order cannot deadlock.
+        for endpoint in sorted(endpoints, key=lambda e: e.pk):
             session = session_open(
                 actor=actor, endpoint=endpoint, reason=f"bulk run: {reason or kind}", conditions=conditions[endpoint.pk]
             )
