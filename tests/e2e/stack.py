@@ -32,6 +32,7 @@ from django.conf import settings
 
 from caisey import embedded_redis
 from caisey.daphne import daphne_argv
+from caisey.worker import celery_worker_argv
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_BIN = [sys.executable, "-m", "caisey_agent"]
@@ -238,19 +239,7 @@ class Stack:
 
     def start_worker(self) -> subprocess.Popen:
         return self.spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "caisey",
-                "worker",
-                "-B",
-                "--loglevel=INFO",
-                "--concurrency=1",
-                "--schedule",
-                str(self.workdir / "beat-schedule"),
-            ],
+            celery_worker_argv(sys.executable, schedule=self.workdir / "beat-schedule", concurrency=1),
             self.workdir / "celery.log",
         )
 

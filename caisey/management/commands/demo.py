@@ -29,6 +29,7 @@ from caisey import embedded_redis, tenancy
 from caisey.actors import Party
 from caisey.daphne import daphne_argv
 from caisey.env import env_str
+from caisey.worker import celery_worker_argv
 from endpoints import services
 from endpoints.models import ClientGroup, Endpoint, EndpointStatus, Membership, Role, Tenant
 
@@ -170,22 +171,7 @@ class Command(BaseCommand):
             url = f"http://127.0.0.1:{port}"
             py = sys.executable
             stack.start("daphne", daphne_argv(py, host="127.0.0.1", port=port))
-            stack.start(
-                "celery",
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "caisey",
-                    "worker",
-                    "-B",
-                    "--loglevel=INFO",
-                    "--concurrency=2",
-                    "--schedule",
-                    str(data_dir / "celerybeat-schedule"),
-                ],
-            )
+            stack.start("celery", celery_worker_argv(py, schedule=data_dir / "celerybeat-schedule", concurrency=2))
             self.stdout.write(f"Starting Daphne on {url} and the Celery worker ...")
             self._wait_healthy(stack, url)
 
