@@ -127,8 +127,8 @@ class Step:
     what: str
     endpoint: str
     outcome: str = ""
-    found: str = ""  # a check's result, as the computer summarised it
-    output: str = ""  # a check's output
+    found: str = ""  # a diagnostic's result as the computer summarised it; a command's output
+    output: str = ""  # a diagnostic's output
     notes: list[Note] = field(default_factory=list)
     details: list[tuple[str, str]] = field(default_factory=list)  # (label, value), formatted
     withheld: bool = False
@@ -189,8 +189,13 @@ def _action_step(step: Step, item: ReviewedEntry, names: dict[str, str]) -> None
     kind = item.entry.kind
     if item.whole_redacted:
         return
+    shell = item.action_kind == "shell"
     if kind == K.ACTION_OUTPUT:
-        step.output += _text(item, "data")
+        # A command's output is what it found; a diagnostic's result summarises its output.
+        if shell:
+            step.found += _text(item, "data")
+        else:
+            step.output += _text(item, "data")
     elif kind == K.ACTION_RESULT:
         status = _text(item, "status")
         outcome = OUTCOMES.get(status, status.replace("_", " ").capitalize())
@@ -202,7 +207,8 @@ def _action_step(step: Step, item: ReviewedEntry, names: dict[str, str]) -> None
             outcome += f" (exit code {exit_code})"
         error = _text(item, "error")
         step.outcome = outcome + (f": {error}" if error else "")
-        step.found = _text(item, "result", "text")
+        if not shell:  # a command's result text repeats its exit code and byte counts: the outcome says it
+            step.found = _text(item, "result", "text")
     elif kind in (K.ACTION_CANCELLED, K.ACTION_EXPIRED, K.ACTION_FAILED_TO_DELIVER, K.ACTION_TIMED_OUT):
         outcome = OUTCOMES[kind]
         if kind == K.ACTION_CANCELLED and item.entry.actor.startswith("user:"):

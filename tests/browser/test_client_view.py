@@ -29,15 +29,15 @@ def test_client_reads_a_reviewed_story_with_the_event_log_folded(stack, page, ou
     session_id = open_session(page, agent.endpoint_id, "Receipt printer stopped printing")
     card = run_shell(page, "echo spooler-running")
     expect(card.locator("[data-field=status]")).to_have_text("Succeeded")
-    page.get_by_label("Note", exact=True).fill("Cleared the print queue; the printer prints again.")
+    page.locator("#note-text").fill("Cleared the print queue; the printer prints again.")
     page.get_by_role("button", name="Add note").click()
     expect(page.locator("main")).to_contain_text("Cleared the print queue")
     # A connectivity change with a noisy p95, written as the connectivity sweep writes it.
     stack.django(
         "from caisey import tenancy; from sessions_app.models import SupportSession;"
-        "from sessions_app.services.transcript import transcript_append;"
+        "from sessions_app.services.transcript import transcript_append; from django.db import transaction;"
         f"s = SupportSession.all_tenants.get(pk='{session_id}')\n"
-        "with tenancy.bind(s.tenant_id):\n"
+        "with transaction.atomic(), tenancy.bind(s.tenant_id):\n"
         "    transcript_append(session=s, kind='bridge.connectivity', actor='bridge',"
         f" data={{'from': 'active', 'to': 'degraded', 'why': ['slow deliveries'], 'latency_p95_ms': {NOISE!r}}})"
     )
@@ -77,8 +77,7 @@ def test_client_reads_a_reviewed_story_with_the_event_log_folded(stack, page, ou
     expect(check).to_contain_text("Ran a command: echo spooler-running")
     expect(check).to_contain_text("Requested by acme-tech")
     expect(check.locator(".outcome")).to_have_text(re.compile(r"^Outcome: Completed in [\d.]+ (ms|s)$"))
-    check.locator("details.output summary").click()
-    expect(check.locator("details.output pre")).to_contain_text("spooler-running")
+    expect(check.locator("pre.found")).to_have_text("spooler-running\n")  # what the command found: its output
     expect(steps.filter(has_text="wrote a note")).to_contain_text("Cleared the print queue; the printer prints again.")
     expect(steps.last).to_contain_text("acme-tech reviewed the record")
     texts = steps.all_inner_texts()
