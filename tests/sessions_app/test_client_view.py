@@ -249,3 +249,43 @@ def test_another_tenants_record_is_not_found_for_the_review_step(client, world):
     viewer = factories.member(world.tenant, role=Role.VIEWER).user
     client.force_login(viewer)
     assert client.post(reverse("console:review_complete", args=[world.session.pk])).status_code == 403
+
+
+# --- the API -------------------------------------------------------------------------------------
+
+
+def test_the_api_rejects_a_link_to_an_unreviewed_record_and_offers_the_review_step(world):
+    from tests.api.test_api import V1, client_for
+
+    api = client_for(world.tech)
+    sid = world.session.pk
+    response = api.post(f"{V1}/sessions/{sid}/share-links/", {"expires_in_days": 3}, format="json")
+    assert response.status_code == 400 and response.json()["error"] == "rejected"
+    assert response.json()["detail"].startswith("this record has not been reviewed. Review the record")
+    assert not ShareLink.all_tenants.exists()
+    response = api.post(f"{V1}/sessions/{sid}/review/", format="json")
+    assert response.status_code == 201 and response.json()["reviewed_by"] == "Dana Reyes"
+    again = api.post(f"{V1}/sessions/{sid}/review/", format="json")
+    assert again.status_code == 400 and "already reviewed" in again.json()["detail"]
+    response = api.post(f"{V1}/sessions/{sid}/share-links/", {"expires_in_days": 3, "label": "Dana"}, format="json")
+    assert response.status_code == 201 and re.search(r"/share/shr_[A-Za-z0-9_-]+/$", response.json()["url"])
+    assert ShareLink.all_tenants.get(pk=response.json()["id"]).label == "Dana"
+    bad = api.post(f"{V1}/sessions/{sid}/share-links/", {"expires_in_days": 400}, format="json")
+    assert bad.status_code == 400 and ShareLink.all_tenants.count() == 1
+
+
+def test_the_api_follows_the_tenant_setting_and_tenancy(world):
+    from tests.api.test_api import V1, client_for
+
+    sid = world.session.pk
+    viewer = client_for(factories.member(world.tenant, role=Role.VIEWER).user)
+    assert viewer.post(f"{V1}/sessions/{sid}/review/", format="json").status_code == 403
+    outsider = client_for(factories.technician(factories.tenant("Other MSP")))
+    assert outsider.post(f"{V1}/sessions/{sid}/review/", format="json").status_code == 404
+    assert outsider.post(f"{V1}/sessions/{sid}/share-links/", {}, format="json").status_code == 404
+    admin = factories.member(world.tenant, role=Role.ADMIN).user
+    tenant_share_review_set(actor=admin, tenant_id=world.tenant.pk, required=False)
+    response = client_for(world.tech).post(f"{V1}/sessions/{sid}/share-links/", {}, format="json")
+    assert response.status_code == 201 and ShareLink.all_tenants.count() == 1
+    with world.bind():
+        assert review_status(session=world.session).index is None  # shared without a review, as the tenant chose
