@@ -289,3 +289,27 @@ def test_the_api_follows_the_tenant_setting_and_tenancy(world):
     assert response.status_code == 201 and ShareLink.all_tenants.count() == 1
     with world.bind():
         assert review_status(session=world.session).index is None  # shared without a review, as the tenant chose
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_story_says_who_gave_permission_and_who_cancelled():
+    from tests.sessions_app.test_approvals import ack, prompt_of, runtime, shell
+    from tests.sessions_app.test_approvals import world as approval_world
+
+    enrolled, tech, session = approval_world()
+    approved = shell(tech, session, "ipconfig /flushdns")
+    prompt = prompt_of(approved)
+    ack(prompt)
+    runtime(enrolled, prompt, "approved")
+    cancelled = shell(tech, session, "ipconfig /release")
+    with tenancy.bind(session.tenant_id):
+        from sessions_app.services import actions as action_services
+
+        action_services.action_cancel(actor=tech, action=cancelled)
+        story = record_story(sharing_selectors.current_record(session=session))
+    first, second = (s for s in story.steps if s.kind == "check")
+    assert first.what == "Ran a command: ipconfig /flushdns" and first.who == tech.username
+    assert ("Approval", "Permission given by alice") in first.details
+    assert second.what == "Ran a command: ipconfig /release"
+    assert second.outcome == f"Cancelled by {tech.username}"
+    assert ("Approval", "The request for permission was withdrawn") in second.details

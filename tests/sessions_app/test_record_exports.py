@@ -94,6 +94,13 @@ def test_json_export_is_plain_data_with_a_checkable_manifest(world):
     assert data["sessions"][0]["chain"]["verified"] is True
     assert SECRET not in json.dumps(data["entries"])
     assert any(e["redacted"] == "part" for e in data["entries"])
+    # The story the client reads, in the same export: steps in words, redactions applied.
+    steps = data["story"]["steps"]
+    assert [s["what"] for s in steps][:2] == [
+        f"{world.tech.username} started a support session on acme-app01: ERP down",
+        "Checked: System summary",
+    ]
+    assert steps[1]["outcome"].startswith("Completed") and SECRET not in json.dumps(data["story"])
 
 
 def test_pdf_export_renders_the_record_as_the_client_sees_it(world):
