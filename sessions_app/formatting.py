@@ -184,7 +184,7 @@ def value(path: tuple | str, text: str) -> str:
     if key in ("bytes", "size") or key.endswith("_bytes"):
         n = _as_number(stripped)
         return size(n) if n is not None else text
-    if key == "deadline" or key.endswith("_at"):
+    if key in ("at", "deadline") or key.endswith("_at"):
         moment = parse_datetime(stripped)
         return when(moment) if moment is not None else text
     n = _as_number(stripped)

@@ -313,3 +313,18 @@ def test_the_story_says_who_gave_permission_and_who_cancelled():
     assert second.what == "Ran a command: ipconfig /release"
     assert second.outcome == f"Cancelled by {tech.username}"
     assert ("Approval", "The request for permission was withdrawn") in second.details
+
+
+def test_a_follow_up_reads_with_its_time(world):
+    from datetime import UTC, datetime
+
+    with world.bind():
+        session_services.session_schedule_follow_up(
+            actor=world.tech, session=world.session, at=datetime(2031, 5, 6, 9, 30, tzinfo=UTC), note="Check the backup"
+        )
+        story = record_story(sharing_selectors.current_record(session=world.session))
+    step = story.steps[-1]
+    assert (
+        step.what == "Dana Reyes scheduled a follow-up for 6 May 2031, 09:30:00 UTC"
+        and step.found == "Check the backup"
+    )

@@ -107,6 +107,7 @@ def test_field_names_lose_their_json_keys(path, text):
         ("output_bytes", "1200000", "1.2 MB"),
         ("expires_at", "2026-12-04T14:20:16+00:00", "4 Dec 2026, 14:20:16 UTC"),
         ("deadline", "2026-12-04T14:20:16.123456+00:00", "4 Dec 2026, 14:20:16 UTC"),
+        ("at", "2026-12-05T09:00:00+00:00", "5 Dec 2026, 09:00:00 UTC"),
         ("ratio", "0.30000000000000004", "0.3"),
         ("port", "443", "443"),
         ("status", "timed_out", "Timed out"),
