@@ -130,7 +130,7 @@ def record_pdf(record: SharedRecord) -> bytes:
     def entry_flowables(item: ReviewedEntry, *, is_note: bool = False) -> list[Flowable]:
         e = item.entry
         line = (
-            f"<b>{_pdf_text(fmt.when(e.at))}</b> &nbsp; {_pdf_text(sentence(e.kind, fmt.who(e.actor)))} &nbsp; "
+            f"<b>{_pdf_text(fmt.when(e.at))}</b> &nbsp; {_pdf_text(sentence(e.kind, fmt.who(e.actor, story_.names)))} &nbsp; "
             f"<font color='#5b6475'>{_pdf_text(item.endpoint)} (#{e.index})</font>"
         )
         out = [Paragraph(line, head)]

@@ -147,6 +147,7 @@ class Story:
     valid_until: str = ""
     generated: str = ""
     redacted: bool = False
+    names: dict[str, str] = field(default_factory=dict)  # username → name, for the event log's actors
 
 
 def _text(item: ReviewedEntry, *path: str | int) -> str:
@@ -298,4 +299,5 @@ def record_story(record: SharedRecord) -> Story:
         valid_until=fmt.when(record.link.expires_at) if record.link is not None else "",
         generated=fmt.when(record.generated_at),
         redacted=record.redaction_count > 0,
+        names=names,
     )

@@ -36,10 +36,11 @@ def field_value(f: Field) -> str:
 
 
 @register.filter
-def entry_sentence(item: ReviewedEntry) -> str:
-    return sentence(item.entry.kind, fmt.who(item.entry.actor))
+def entry_sentence(item: ReviewedEntry, names: dict[str, str] | None = None) -> str:
+    """``{{ item|entry_sentence:story.names }}``: the entry's kind as a sentence naming its actor."""
+    return sentence(item.entry.kind, fmt.who(item.entry.actor, names))
 
 
 @register.filter
-def who(actor: str) -> str:
-    return fmt.who(actor)
+def who(actor: str, names: dict[str, str] | None = None) -> str:
+    return fmt.who(actor, names)

@@ -131,6 +131,7 @@ def test_the_share_page_tells_the_story_and_folds_the_event_log(client, world):
     story, log = html.split('<section aria-labelledby="log-h"', 1)
     assert '<details class="event-log">' in log and '<details class="event-log" open' not in log
     assert "Delivery time" in log and "48 ms" in log  # formatted, in the folded log
+    assert "Dana Reyes asked for a check to run" in log  # people by name there too
     assert NOISE not in html and not re.search(r"\d\.\d{5,}", html)
     for key in ("latency_ms", "exit_code", ">action.queued<", "result.text"):
         assert key not in html, key
