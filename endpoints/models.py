@@ -17,6 +17,9 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A share link only from a record a technician marked reviewed (review.completed); a tenant
+    # admin may turn this off (endpoints/services.py tenant_share_review_set).
+    share_requires_review = models.BooleanField(default=True)
 
     objects = TenantScopedManager(tenant_field="pk")
     all_tenants = models.Manager()

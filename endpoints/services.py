@@ -26,7 +26,7 @@ from caisey import actors, secrets, tenancy
 from caisey.actors import Actor
 from caisey.errors import Forbidden, Rejected
 from caisey.state_machine import transition
-from endpoints.access import acting_for
+from endpoints.access import acting_for, require_member
 from endpoints.hooks import endpoint_revoked_hooks
 from endpoints.models import (
     ENDPOINT_TRANSITIONS,
@@ -81,6 +81,17 @@ def _grant_admin_permissions(user) -> None:
         content_type__model__in=["clientgroup", "enrollmenttoken", "endpoint", "membership", "approvalpolicy"],
     )
     user.user_permissions.add(*perms)
+
+
+@transaction.atomic
+def tenant_share_review_set(*, actor: Actor, tenant_id: uuid.UUID | str, required: bool) -> Tenant:
+    """Whether a share link needs a reviewed record (sessions_app/services/sharing.py): a tenant admin's choice."""
+    membership = require_member(actor, tenant_id)
+    if membership.role != Role.ADMIN:
+        raise Forbidden("only a tenant admin can change whether a record must be reviewed before it is shared")
+    with tenancy.bind(tenant_id):
+        Tenant.objects.filter(pk=tenant_id).update(share_requires_review=required)
+        return Tenant.objects.get(pk=tenant_id)
 
 
 @transaction.atomic

@@ -3,13 +3,14 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from sessions_app import api
+from sessions_app import api, api_sharing
 
 app_name = "api"
 
 router = SimpleRouter(trailing_slash=True)
 router.register("endpoints", api.EndpointViewSet, basename="endpoint")
 router.register("sessions", api.SessionViewSet, basename="session")
+router.register("sessions", api_sharing.SessionSharingViewSet, basename="session-sharing")
 router.register("actions", api.ActionViewSet, basename="action")
 router.register("bulk-runs", api.BulkRunViewSet, basename="bulk-run")
 

@@ -55,6 +55,7 @@ class TranscriptKind(StrEnum):
     SHARE_LINK_REVOKED = "share.link_revoked"
     REVIEW_REDACTION = "review.redaction"
     REVIEW_NOTE = "review.note"
+    REVIEW_COMPLETED = "review.completed"
 
     @property
     def family(self) -> str:

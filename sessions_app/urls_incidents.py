@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from sessions_app.views import incidents, share
+from sessions_app.views import incidents, share, tenant_settings
 
 urlpatterns = [
     path("incidents/", incidents.incident_list, name="incident_list"),
@@ -22,9 +22,11 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/review/", share.session_review, name="session_review"),
     path("sessions/<uuid:session_id>/review/redact", share.review_redact, name="review_redact"),
     path("sessions/<uuid:session_id>/review/note", share.review_note, name="review_note"),
+    path("sessions/<uuid:session_id>/review/complete", share.review_complete, name="review_complete"),
     path("sessions/<uuid:session_id>/review/share", share.session_share, name="session_share"),
     path("sessions/<uuid:session_id>/review/preview", share.session_preview, name="session_preview"),
     path("sessions/<uuid:session_id>/review/export.json", share.session_export, name="session_export"),
     path("share-links/<uuid:link_id>/revoke", share.link_revoke, name="share_link_revoke"),
     path("share-links/<uuid:link_id>/export.json", share.link_export, name="share_link_export"),
+    path("settings/", tenant_settings.tenant_settings, name="tenant_settings"),
 ]

@@ -150,12 +150,26 @@ def incident(tenant: Tenant, *, actor=None, title: str = "ERP outage", sessions=
     return created
 
 
-def share_link(*, actor, session=None, incident=None, expires_in: timedelta = timedelta(days=1), label: str = ""):
-    """A share link to a session's or an incident's record; returns (link, token)."""
+def mark_reviewed(actor, *sessions) -> None:
+    """The review step (review.completed) for each session whose record has no current review."""
     from caisey import tenancy
+    from sessions_app.selectors.review import review_status
+    from sessions_app.services import review
+
+    for session in sessions:
+        with tenancy.bind(session.tenant_id):
+            if not review_status(session=session).current:
+                review.record_review_complete(actor=actor, session=session)
+
+
+def share_link(*, actor, session=None, incident=None, expires_in: timedelta = timedelta(days=1), label: str = ""):
+    """A share link to a session's or an incident's reviewed record (reviewed first); returns (link, token)."""
+    from caisey import tenancy
+    from sessions_app.selectors.incidents import incident_sessions
     from sessions_app.services import sharing
 
     with tenancy.bind((session or incident).tenant_id):  # as in the console request that creates it
+        mark_reviewed(actor, *([session] if session is not None else incident_sessions(incident=incident)))
         return sharing.share_link_create(
             actor=actor, session=session, incident=incident, expires_in=expires_in, label=label
         )

@@ -1,8 +1,8 @@
 """The MSP's JSON export of a reviewed record, with a manifest of each entry's chain hash.
 
 The export is exactly what the client is shown (or, for the console's export, what a link made
-now would show), plus each session's chain verification, so an auditor can check the entries
-against the original transcript chain.
+now would show): the story in words and every entry, plus each session's chain verification,
+so an auditor can check the entries against the original transcript chain.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from sessions_app.selectors.review import ReviewedEntry
 from sessions_app.selectors.sharing import SharedRecord
+from sessions_app.selectors.story import Story, record_story
 from sessions_app.services.transcript import transcript_verify
 
 FORMAT = "caisey.reviewed-record/1"
@@ -40,6 +41,29 @@ def _export_entry(item: ReviewedEntry) -> dict[str, Any]:
         "redacted": "whole" if item.whole_redacted else ("part" if item.part_redacted else None),
         "about_index": item.about_index,
         "fields": [{"label": f.label, "path": list(f.path), "text": f.text} for f in item.fields],
+    }
+
+
+def _export_story(story: Story) -> dict[str, Any]:
+    """The story as the client reads it (sessions_app/selectors/story.py), times in ISO."""
+    return {
+        "reviews": story.reviews,
+        "steps": [
+            {
+                "at": _iso(s.at),
+                "kind": s.kind,
+                "who": s.who,
+                "what": s.what,
+                "endpoint": s.endpoint,
+                "outcome": s.outcome,
+                "found": s.found,
+                "output": s.output,
+                "details": [{"label": name, "value": value} for name, value in s.details],
+                "notes": [{"by": n.by, "at": _iso(n.at), "text": n.text} for n in s.notes],
+                "withheld": s.withheld,
+            }
+            for s in story.steps
+        ],
     }
 
 
@@ -113,6 +137,7 @@ def record_json(record: SharedRecord) -> dict[str, Any]:
             }
             for s in record.sessions
         ],
+        "story": _export_story(record_story(record)),
         "entries": [_export_entry(i) for i in flat],
         "manifest": {"algorithm": "sha256", "entries": manifest, "sha256": manifest_digest(manifest)},
     }

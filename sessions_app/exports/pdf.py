@@ -1,25 +1,28 @@
-"""The client's PDF of a reviewed record: title, client, endpoints, then every entry as shown.
+"""The client's PDF of a reviewed record: title, client, computers, who reviewed it, the story
+(what was done, in order: sessions_app/selectors/story.py, the same as the share page), then the
+full event log as an appendix.
 
 Plain and readable: reportlab's standard fonts (Windows-1252; other characters print as '?'),
-the same redactions as the client's page, a footer with the page number.
+the same redactions as the client's page, figures formatted by sessions_app/formatting.py, a
+footer with the page number.
 """
 
 from __future__ import annotations
 
 import io
-from datetime import datetime
 from xml.sax.saxutils import escape
 
-from django.utils import timezone
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import Flowable, KeepTogether, Paragraph, SimpleDocTemplate, Spacer
+from reportlab.platypus import Flowable, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer
 
+from sessions_app import formatting as fmt
 from sessions_app.selectors.review import REDACTED, ReviewedEntry
 from sessions_app.selectors.sharing import SharedRecord
+from sessions_app.selectors.story import record_story, sentence
 
 
 def _cp1252(value: str) -> str:
@@ -36,7 +39,7 @@ def _pdf_block(value: str) -> str:
 
 
 def record_pdf(record: SharedRecord) -> bytes:
-    """The reviewed record as a plain, readable PDF: title, client, endpoints, then every entry."""
+    """The reviewed record as a plain, readable PDF: the facts, the story, then the event log."""
     styles = getSampleStyleSheet()
     body = styles["BodyText"]
     meta = ParagraphStyle("meta", parent=body, fontSize=8.5, textColor=colors.HexColor("#5b6475"), spaceAfter=1)
@@ -62,45 +65,73 @@ def record_pdf(record: SharedRecord) -> bytes:
         borderPadding=3,
     )
 
-    def stamp(value: datetime) -> str:
-        return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-    story: list[Flowable] = [Paragraph(_pdf_text(record.title), styles["Title"])]
+    story_ = record_story(record)
+    story: list[Flowable] = [Paragraph(_pdf_text(story_.title), styles["Title"])]
     facts = [
-        ("Client", record.client or "–"),
-        ("Endpoints", ", ".join(record.endpoints)),
-        ("Technicians", ", ".join(record.technicians)),
+        ("Client", story_.client or "–"),
+        ("Computers", ", ".join(story_.endpoints)),
+        ("Technicians", ", ".join(story_.technicians)),
+        ("Reviewed by", "; ".join(story_.reviews) or "Not reviewed"),
     ]
-    if record.incident is not None:
-        facts.insert(1, ("Status", record.incident.get_status_display()))
-    if record.link is not None:
-        facts.append(("Link expires", stamp(record.link.expires_at)))
-    facts.append(("Generated", stamp(record.generated_at)))
+    if story_.status:
+        facts.insert(1, ("Status", story_.status))
+    if story_.valid_until:
+        facts.append(("Link valid until", story_.valid_until))
+    facts.append(("Generated", story_.generated))
     for name, value in facts:
         story.append(Paragraph(f"<b>{_pdf_text(name)}:</b> {_pdf_text(value)}", body))
-    if record.incident is not None and record.incident.summary:
+    if story_.summary:
         story += [
             Spacer(1, 4 * mm),
             Paragraph("Summary", styles["Heading2"]),
-            Paragraph(_pdf_block(record.incident.summary), body),
+            Paragraph(_pdf_block(story_.summary), body),
         ]
-    if record.redaction_count:
+    if story_.redacted:
         story.append(
             Paragraph(
-                f"{record.redaction_count} entr{'y has' if record.redaction_count == 1 else 'ies have'} been reviewed and "
-                f"redacted; removed text is shown as {REDACTED}.",
+                f"Some content was removed after review, for example passwords; removed text is shown as {REDACTED}.",
                 meta,
             )
         )
-    story += [Spacer(1, 4 * mm), Paragraph("Record", styles["Heading2"])]
+
+    # The story: what was done, in order.
+    story += [Spacer(1, 4 * mm), Paragraph("What was done, in order", styles["Heading2"])]
+    for n, step in enumerate(story_.steps, start=1):
+        where = f" · on {step.endpoint}" if len(story_.endpoints) > 1 else ""
+        flow: list[Flowable] = [
+            Paragraph(f"<b>{n}. {_pdf_text(step.what)}</b>", head),
+            Paragraph(_pdf_text(fmt.when(step.at) + where), meta),
+        ]
+        if step.kind == "check":
+            flow.append(Paragraph(f"Requested by {_pdf_text(step.who)}", body))
+        if step.withheld:
+            flow.append(Paragraph(f"<i>{REDACTED}</i> (this entry was withheld after review)", body))
+        for name, value in step.details:
+            flow.append(Paragraph(f"<font color='#5b6475'>{_pdf_text(name)}:</font> {_pdf_text(value)}", body))
+        if step.outcome:
+            flow.append(Paragraph(f"<b>Outcome:</b> {_pdf_text(step.outcome)}", body))
+        if step.found:
+            if step.kind == "check":
+                flow += [Paragraph("What was found:", meta), Paragraph(_pdf_block(step.found), mono)]
+            else:
+                flow.append(Paragraph(_pdf_block(step.found), note if step.kind == "note" else body))
+        if step.output:
+            flow += [Paragraph("Output from the computer:", meta), Paragraph(_pdf_block(step.output), mono)]
+        for nt in step.notes:
+            flow.append(Paragraph(f"<b>Note from {_pdf_text(nt.by)}:</b> {_pdf_block(nt.text)}", note))
+        size = len(step.found) + len(step.output)
+        story.extend([KeepTogether(flow)] if size < 1500 else flow)
+    if not story_.steps:
+        story.append(Paragraph("Nothing was recorded.", body))
+
+    # Appendix: the full event log, every entry as recorded, figures formatted for people.
+    story += [PageBreak(), Paragraph("Appendix: full event log", styles["Heading2"])]
 
     def entry_flowables(item: ReviewedEntry, *, is_note: bool = False) -> list[Flowable]:
         e = item.entry
-        what = f"{e.kind}{' · ' + item.action_kind if item.action_kind else ''}"
         line = (
-            f"<b>{_pdf_text(stamp(e.at))}</b> &nbsp; {_pdf_text(what)} &nbsp; "
-            f"<font color='#5b6475'>by {_pdf_text(e.actor)} · {_pdf_text(item.endpoint)} "
-            f"(#{e.index})</font>"
+            f"<b>{_pdf_text(fmt.when(e.at))}</b> &nbsp; {_pdf_text(sentence(e.kind, fmt.who(e.actor, story_.names)))} &nbsp; "
+            f"<font color='#5b6475'>{_pdf_text(item.endpoint)} (#{e.index})</font>"
         )
         out = [Paragraph(line, head)]
         if item.whole_redacted:
@@ -108,16 +139,18 @@ def record_pdf(record: SharedRecord) -> bytes:
                 Paragraph(f"<i>{REDACTED}</i> (this entry was withheld after review)", note if is_note else body)
             )
         for f in item.fields:
-            text = "".join(s.text for s in f.segments)
+            text = f.text
+            shown = text if (f.redacted or f.block) else fmt.value(f.path, text)
+            name = fmt.label(f.path)
             if f.prose:
                 out.append(Paragraph(_pdf_block(text), note if is_note else body))
             elif f.block:
-                out.append(Paragraph(f"<font color='#5b6475'>{_pdf_text(f.label)}</font>", meta))
-                out.append(Paragraph(_pdf_block(text), note if is_note else mono))
+                out.append(Paragraph(f"<font color='#5b6475'>{_pdf_text(name)}</font>", meta))
+                out.append(Paragraph(_pdf_block(shown), note if is_note else mono))
             else:
                 out.append(
                     Paragraph(
-                        f"<font color='#5b6475'>{_pdf_text(f.label)}:</font> {_pdf_text(text)}",
+                        f"<font color='#5b6475'>{_pdf_text(name)}:</font> {_pdf_text(shown)}",
                         note if is_note else body,
                     )
                 )
@@ -125,11 +158,12 @@ def record_pdf(record: SharedRecord) -> bytes:
 
     for item in record.items:
         flowables = entry_flowables(item)
-        for n in item.notes:
-            flowables += [Paragraph("Reviewer's note:", meta)] + entry_flowables(n, is_note=True)
-        story.append(KeepTogether(flowables) if sum(len(f.text) for f in item.fields) < 1500 else flowables[0])
-        if sum(len(f.text) for f in item.fields) >= 1500:
-            story.extend(flowables[1:])
+        for n_ in item.notes:
+            flowables += [Paragraph("Reviewer's note:", meta)] + entry_flowables(n_, is_note=True)
+        if sum(len(f.text) for f in item.fields) < 1500:
+            story.append(KeepTogether(flowables))
+        else:
+            story.extend(flowables)
     if not record.items:
         story.append(Paragraph("No entries.", body))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sessions_app.kinds import TranscriptKind
@@ -224,7 +225,9 @@ def _segments(text: str, spans: list[tuple[int, int]], *, whole: bool, for_clien
 def _redaction_fields(entry: TranscriptEntry, *, for_client: bool) -> list[Field]:
     data = entry.data
     what = "the whole of" if data.get("whole") else "part of"
-    text = f"{what} entry #{data.get('index')} ({data.get('entry_kind', 'entry')}) was redacted"
+    # The client reads no kind names; technicians see which kind of entry it was.
+    kind = "" if for_client else f" ({data.get('entry_kind', 'entry')})"
+    text = f"{what} entry #{data.get('index')}{kind} was redacted"
     if not for_client and not data.get("whole"):
         text += (
             f": {data.get('occurrences', '?')} occurrence(s) of a {data.get('fragment_length', '?')}-character fragment"
@@ -293,3 +296,54 @@ def reviewed_entries(
 def last_index(*, session: SupportSession) -> int:
     last = TranscriptEntry.objects.filter(session=session).order_by("-index").values_list("index", flat=True).first()
     return -1 if last is None else last
+
+
+# --- whether the record was reviewed ---------------------------------------------------------------
+
+REVIEWED = TranscriptKind.REVIEW_COMPLETED
+#: Entries written after a review that do not make it stale: review itself (notes, redactions,
+#: another review) and bookkeeping of sharing and incidents, which adds nothing the client reads
+#: as the session's work. Anything else (a command, a result, a technician's note) needs a new review.
+REVIEW_NEUTRAL_KINDS = frozenset(
+    {
+        TranscriptKind.REVIEW_NOTE,
+        TranscriptKind.REVIEW_REDACTION,
+        TranscriptKind.REVIEW_COMPLETED,
+        TranscriptKind.SHARE_LINK_CREATED,
+        TranscriptKind.SHARE_LINK_REVOKED,
+        TranscriptKind.SESSION_ADDED_TO_INCIDENT,
+        TranscriptKind.SESSION_REMOVED_FROM_INCIDENT,
+    }
+)
+
+
+@dataclass(frozen=True)
+class ReviewStatus:
+    """The last review of a session's record: by whom, when, and whether the record changed since."""
+
+    reviewed_by: str = ""
+    reviewed_at: datetime | None = None
+    index: int | None = None
+    changed_since: int = 0  # entries written after the review that are not review or sharing bookkeeping
+
+    @property
+    def current(self) -> bool:
+        """Reviewed, and nothing the client would read was added since."""
+        return self.index is not None and self.changed_since == 0
+
+
+def review_status(*, session: SupportSession) -> ReviewStatus:
+    last = TranscriptEntry.objects.filter(session=session, kind=REVIEWED).order_by("-index").first()
+    if last is None:
+        return ReviewStatus()
+    changed = (
+        TranscriptEntry.objects.filter(session=session, index__gt=last.index)
+        .exclude(kind__in=REVIEW_NEUTRAL_KINDS)
+        .count()
+    )
+    return ReviewStatus(
+        reviewed_by=str(last.data.get("reviewer") or last.actor),
+        reviewed_at=last.at,
+        index=last.index,
+        changed_since=changed,
+    )

@@ -16,9 +16,10 @@ from datetime import datetime
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from endpoints.models import Tenant
 from sessions_app.models import Incident, ShareLink, ShareLinkView, SupportSession
 from sessions_app.selectors.incidents import TimelineFilters, incident_sessions, merged_timeline
-from sessions_app.selectors.review import ReviewedEntry, last_index
+from sessions_app.selectors.review import ReviewedEntry, ReviewStatus, last_index, review_status
 
 
 def share_links_for(*, session: SupportSession | None = None, incident: Incident | None = None) -> QuerySet[ShareLink]:
@@ -127,3 +128,27 @@ def current_record(*, session: SupportSession | None = None, incident: Incident 
         raise ValueError("a record of one session or one incident")  # a programming error, not a user's
     upto = {str(s.pk): last_index(session=s) for s in sessions}
     return _record(sessions=sessions, upto=upto, incident=incident)
+
+
+@dataclass
+class ShareGate:
+    """Whether a link may be made now: the tenant's rule and each session's last review."""
+
+    required: bool
+    reviews: list[tuple[SupportSession, ReviewStatus]]
+
+    @property
+    def unreviewed(self) -> list[tuple[SupportSession, ReviewStatus]]:
+        return [(s, r) for s, r in self.reviews if not r.current]
+
+    @property
+    def open(self) -> bool:
+        return not self.required or not self.unreviewed
+
+
+def share_gate(*, tenant_id: uuid.UUID | str, sessions: list[SupportSession]) -> ShareGate:
+    """Call with the tenant bound; the tenant's setting is read, never assumed."""
+    return ShareGate(
+        required=Tenant.objects.get(pk=tenant_id).share_requires_review,
+        reviews=[(s, review_status(session=s)) for s in sessions],
+    )

@@ -15,13 +15,24 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from django.contrib.auth.models import AbstractUser
 from django.db import transaction
 
-from caisey.actors import Actor, actor_label
+from caisey.actors import Actor, actor_label, actor_person
 from caisey.errors import Forbidden, Rejected
 from endpoints.access import acting_for
 from sessions_app.models import SupportSession, TranscriptEntry
-from sessions_app.selectors.review import NOTE, REDACTION, Cover, leaf_text, leaves, redactions_for
+from sessions_app.selectors.review import (
+    NOTE,
+    REDACTION,
+    REVIEWED,
+    Cover,
+    last_index,
+    leaf_text,
+    leaves,
+    redactions_for,
+    review_status,
+)
 from sessions_app.services.transcript import transcript_append
 
 #: Limits (characters); the console forms (sessions_app/forms/review.py) use the same.
@@ -150,3 +161,27 @@ def review_note_add(
                 raise Forbidden("entry of another session")
             data.update({"about_entry": str(about_entry.pk), "about_index": about_entry.index})
         return transcript_append(session=session, kind=NOTE, actor=actor_label(actor), data=data)
+
+
+def reviewer_name(user: AbstractUser) -> str:
+    """How the record names a reviewer for the client: the full name, else the username."""
+    return user.get_full_name().strip() or user.get_username()
+
+
+@transaction.atomic
+def record_review_complete(*, actor: Actor, session: SupportSession) -> TranscriptEntry:
+    """The technician has read the record as the client will see it: a ``review.completed`` entry
+    names the reviewer and the last entry reviewed. Share links need a current review unless the
+    tenant turned that off (sessions_app/services/sharing.py)."""
+    with acting_for(actor, session.tenant_id):
+        person = actor_person(actor, doing="review a record")
+        session = SupportSession.objects.select_for_update().get(pk=session.pk)
+        status = review_status(session=session)
+        if status.current:
+            raise ReviewError(f"{status.reviewed_by} already reviewed this record; nothing was added since")
+        return transcript_append(
+            session=session,
+            kind=REVIEWED,
+            actor=actor_label(actor),
+            data={"reviewer": reviewer_name(person), "upto": last_index(session=session)},
+        )

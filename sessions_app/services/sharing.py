@@ -22,7 +22,7 @@ from sessions_app.kinds import TranscriptKind
 from sessions_app.models import Incident, ShareLink, ShareLinkView, SupportSession
 from sessions_app.selectors.incidents import incident_sessions
 from sessions_app.selectors.review import last_index
-from sessions_app.selectors.sharing import share_link_sessions
+from sessions_app.selectors.sharing import share_gate, share_link_sessions
 from sessions_app.services.review import ReviewError
 from sessions_app.services.transcript import transcript_append
 
@@ -73,6 +73,7 @@ def share_link_create(
         else:
             assert session is not None
             sessions = [SupportSession.objects.select_related("endpoint").get(pk=session.pk)]
+        _require_review(tenant_id, sessions, incident=incident is not None)
         # What was reviewed: each session's record as it stands now, before this link's own entries.
         upto = {str(s.pk): last_index(session=s) for s in sessions}
         token = secrets.new_secret(TOKEN_PREFIX)
@@ -99,6 +100,27 @@ def share_link_create(
                 },
             )
         return link, token
+
+
+def _require_review(tenant_id: object, sessions: list[SupportSession], *, incident: bool) -> None:
+    """Unless the tenant turned it off, every session shared must have a current review."""
+    gate = share_gate(tenant_id=str(tenant_id), sessions=sessions)
+    if gate.open:
+        return
+    problems = []
+    for s, status in gate.unreviewed:
+        where = f"the session on {s.endpoint.hostname}" if incident else "this record"
+        if status.index is None:
+            problems.append(f"{where} has not been reviewed")
+        else:
+            n = status.changed_since
+            problems.append(
+                f"{where} changed after {status.reviewed_by} reviewed it ({n} new entr{'y' if n == 1 else 'ies'})"
+            )
+    raise ReviewError(
+        "; ".join(problems) + ". Review the record and mark it reviewed before sharing it "
+        "(your tenant requires a review before a record is shared)"
+    )
 
 
 @transaction.atomic

@@ -21,7 +21,8 @@ from sessions_app.forms.sharing import EXPIRY_CHOICES, ShareLinkForm
 from sessions_app.models import Incident, IncidentStatus
 from sessions_app.selectors import incidents as selectors
 from sessions_app.selectors.sessions import session_get
-from sessions_app.selectors.sharing import current_record, share_links_for
+from sessions_app.selectors.sharing import current_record, share_gate, share_links_for
+from sessions_app.selectors.story import record_story
 from sessions_app.services import incidents, sharing
 from sessions_app.views.share import json_download, refused, render_link_created
 
@@ -85,6 +86,7 @@ def incident_detail(request, incident_id):
             "sessions": timeline.sessions,
             "candidates": selectors.sessions_to_add(incident=incident) if can_operate else [],
             "links": share_links_for(incident=incident),
+            "gate": share_gate(tenant_id=incident.tenant_id, sessions=timeline.sessions),
             "expiry_choices": EXPIRY_CHOICES,
             "next_statuses": selectors.incident_next_statuses(incident=incident),
             "is_closed": incident.status == IncidentStatus.CLOSED,
@@ -152,7 +154,8 @@ def incident_share(request, incident_id):
 def incident_preview(request, incident_id):
     incident = get_or_404(selectors.incident_get, incident_id=incident_id)
     record = current_record(incident=incident)
-    return render(request, "share/record.html", {"record": record, "preview": True, "back": _back(incident).url})
+    context = {"record": record, "story": record_story(record), "preview": True, "back": _back(incident).url}
+    return render(request, "share/record.html", context)
 
 
 @member_required

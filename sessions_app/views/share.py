@@ -31,6 +31,7 @@ from sessions_app.models import ShareLink, SupportSession, TranscriptEntry
 from sessions_app.selectors import review as review_selectors
 from sessions_app.selectors import sharing as sharing_selectors
 from sessions_app.selectors.sessions import session_get
+from sessions_app.selectors.story import record_story
 from sessions_app.services import review, sharing
 from sessions_app.views import public
 
@@ -97,6 +98,8 @@ def session_review(request, session_id):
             "entries": entries,
             "redacted_count": sum(1 for e in entries if e.whole_redacted or e.part_redacted),
             "links": sharing_selectors.share_links_for(session=session),
+            "gate": sharing_selectors.share_gate(tenant_id=session.tenant_id, sessions=[session]),
+            "review": review_selectors.review_status(session=session),
             "expiry_choices": EXPIRY_CHOICES,
             "can_operate": request.membership.can_operate,
         },
@@ -140,6 +143,17 @@ def review_note(request, session_id):
 
 @require_POST
 @operator_required
+def review_complete(request, session_id):
+    """The review step: the technician has read the record as the client will; their name is recorded."""
+    session = get_or_404(session_get, session_id=session_id)
+    with refused(request, "Not marked reviewed"):
+        review.record_review_complete(actor=request.user, session=session)
+        messages.success(request, "Marked reviewed: you can share the record now.")
+    return _back(session)
+
+
+@require_POST
+@operator_required
 def session_share(request, session_id):
     session = get_or_404(session_get, session_id=session_id)
     with refused(request, "Not shared"):
@@ -160,10 +174,11 @@ def session_share(request, session_id):
 @member_required
 def session_preview(request, session_id):
     session = get_or_404(session_get, session_id=session_id)
+    record = sharing_selectors.current_record(session=session)
     return render(
         request,
         "share/record.html",
-        {"record": sharing_selectors.current_record(session=session), "preview": True, "back": _back(session).url},
+        {"record": record, "story": record_story(record), "preview": True, "back": _back(session).url},
     )
 
 
@@ -224,7 +239,8 @@ def share_view(visit: public.Visit) -> HttpResponse:
         return visit.refuse(404)
     record = sharing_selectors.shared_record(link=visit.link)
     visit.log("page")
-    return render(visit.request, "share/record.html", {"record": record, "token": visit.token, "preview": False})
+    context = {"record": record, "story": record_story(record), "token": visit.token, "preview": False}
+    return render(visit.request, "share/record.html", context)
 
 
 @require_GET

@@ -714,6 +714,8 @@ ROUTES = {
     "/api/v1/sessions/{id}/transcript/": {"get"},
     "/api/v1/sessions/{id}/actions/": {"get", "post"},
     "/api/v1/sessions/{id}/batches/": {"post"},
+    "/api/v1/sessions/{id}/review/": {"post"},
+    "/api/v1/sessions/{id}/share-links/": {"post"},
     "/api/v1/actions/{id}/": {"get"},
     "/api/v1/actions/{id}/cancel/": {"post"},
     "/api/v1/actions/{id}/resend/": {"post"},

@@ -129,8 +129,19 @@ def test_incident_groups_two_sessions_and_review_redacts(stack, page, outsider, 
     assert key not in page.content()
     shots(page, "review-preview")
 
-    # Shared from the incident page, the client sees both sessions; till01's secret stays redacted.
+    # The tenant requires a review before sharing: the incident page offers the review step for
+    # each session instead of the share form; each is marked reviewed (the reviewer's name is recorded).
     page.goto(incident_url)
+    expect(page.get_by_role("button", name="Create share link")).to_have_count(0)
+    for name in agents:
+        page.get_by_role("link", name=f"Review the session on {name}").click()
+        expect(page.locator("#review-step")).to_contain_text("Not reviewed yet.")
+        page.get_by_role("button", name="Mark as reviewed").click()
+        expect(page.locator(".messages")).to_contain_text("Marked reviewed")
+        expect(page.locator("#review-step")).to_contain_text("Reviewed by acme-tech")
+        page.goto(incident_url)
+
+    # Shared from the incident page, the client sees both sessions; till01's secret stays redacted.
     page.get_by_label("For (optional)").fill("Store manager")
     page.get_by_role("button", name="Create share link").click()
     expect(page.get_by_role("heading", name="Share link created", level=1)).to_be_visible()
@@ -140,8 +151,9 @@ def test_incident_groups_two_sessions_and_review_redacts(stack, page, outsider, 
     assert client.goto(url).status == 200
     expect(client.get_by_role("heading", name="Tills offline at the retail client", level=1)).to_be_visible()
     expect(client.locator("dl.facts")).to_contain_text("till01, till02")
-    expect(client.locator("ol.record")).to_contain_text("till01-pos-ok")
-    expect(client.locator("ol.record")).to_contain_text("till02-pos-ok")
+    expect(client.locator("ol.story")).to_contain_text("till01-pos-ok")
+    expect(client.locator("ol.story")).to_contain_text("till02-pos-ok")
+    expect(client.locator("ol.story")).to_contain_text("api_key=[redacted]")
     expect(client.locator("ol.record mark.redacted").first).to_have_text("[redacted]")
     expect(client.locator("ol.record")).to_contain_text("api_key=[redacted]")
     expect(client.locator("ol.record")).to_contain_text("This entry was withheld after review.")
@@ -165,7 +177,16 @@ def _session_with_redacted_secret(stack, hostname: str, key: str) -> str:
     return session_id
 
 
+def _mark_reviewed(page) -> None:
+    """The review step on a session's review page, when the record has no current review."""
+    button = page.get_by_role("button", name="Mark as reviewed")
+    if button.count():
+        button.click()
+        support.expect()(page.locator(".messages")).to_contain_text("Marked reviewed")
+
+
 def _create_link(page, label: str) -> str:
+    _mark_reviewed(page)
     page.get_by_label("For (optional)").fill(label)
     page.get_by_label("Expires after").select_option(label="1 day")
     page.get_by_role("button", name="Create share link").click()

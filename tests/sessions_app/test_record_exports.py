@@ -5,6 +5,7 @@ record (sessions_app/exports/json.py, sessions_app/exports/pdf.py), called direc
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -93,6 +94,13 @@ def test_json_export_is_plain_data_with_a_checkable_manifest(world):
     assert data["sessions"][0]["chain"]["verified"] is True
     assert SECRET not in json.dumps(data["entries"])
     assert any(e["redacted"] == "part" for e in data["entries"])
+    # The story the client reads, in the same export: steps in words, redactions applied.
+    steps = data["story"]["steps"]
+    assert [s["what"] for s in steps][:2] == [
+        f"{world.tech.username} started a support session on acme-app01: ERP down",
+        "Checked: System summary",
+    ]
+    assert steps[1]["outcome"].startswith("Completed") and SECRET not in json.dumps(data["story"])
 
 
 def test_pdf_export_renders_the_record_as_the_client_sees_it(world):
@@ -104,14 +112,23 @@ def test_pdf_export_renders_the_record_as_the_client_sees_it(world):
         )
         incidents.incident_add_session(actor=world.tech, incident=incident, session=world.session)
         incidents.incident_write_summary(actor=world.tech, incident=incident, summary="Pool exhausted.")
+        factories.mark_reviewed(world.tech, world.session)
         link, _ = sharing.share_link_create(actor=world.tech, incident=incident, expires_in=timedelta(days=1))
         link = sharing_selectors.share_link_get(link_id=link.pk)  # as the page reads it
         pdf = record_pdf(sharing_selectors.shared_record(link=link))
     text = pdf_text(pdf)
     assert "Pool exhausted." in text and world.endpoint.hostname in text and "Acme Client" in text
-    assert "Open" in text and "Link expires" in text and SECRET not in text and "[redacted]" in text
-    assert "Z\\374rich" in text or "Zürich" in text  # Windows-1252 covers it
-    assert "?" in text  # the snowman is outside Windows-1252: printed as '?', not dropped
+    assert "Open" in text and "Link valid until" in text and SECRET not in text and "[redacted]" in text
+    assert "Outage – Zürich ?" in text  # Windows-1252 covers the rest; the snowman prints as '?', not dropped
+    # The story first (who reviewed it, what was done, in words), the event log as an appendix.
+    story, appendix = text.split("Appendix: full event log")
+    assert "Reviewed by:" in story and world.tech.username in story.split("Reviewed by:")[1].splitlines()[0]
+    assert "What was done, in order" in story and "Checked: System summary" in story
+    assert f"Requested by {world.tech.username}" in story and "Outcome: Completed" in story
+    assert "What was found:" in story and "summary done" in story
+    assert "action.queued" not in story and "latency_ms" not in text and "exit_code" not in text
+    assert f"{world.tech.username} asked for a check to run" in appendix
+    assert not re.search(r"\d\.\d{5,}", text)  # no float noise anywhere
 
 
 def test_a_link_of_an_incident_shows_only_sessions_it_reviewed(world):
@@ -119,6 +136,7 @@ def test_a_link_of_an_incident_shows_only_sessions_it_reviewed(world):
     with world.bind():
         incident = incidents.incident_create(actor=world.tech, tenant_id=world.tenant.pk, title="ERP")
         incidents.incident_add_session(actor=world.tech, incident=incident, session=world.session)
+        factories.mark_reviewed(world.tech, world.session)
         link, _ = sharing.share_link_create(actor=world.tech, incident=incident, expires_in=timedelta(days=1))
         incidents.incident_add_session(actor=world.tech, incident=incident, session=other)
         assert sharing_selectors.share_link_sessions(link=link) == [world.session]
