@@ -28,7 +28,7 @@ from endpoints import selectors as endpoint_selectors
 from endpoints.api_base import TenantScopedAPIMixin, TenantScopedAPIView
 from endpoints.models import Endpoint, EndpointStatus, Presence
 from sessions_app.limits import DEFAULT_BULK_EXPIRY, MAX_BATCH, MAX_BULK_ENDPOINTS, MAX_EXPIRY, MIN_BULK_EXPIRY
-from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession
+from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession, WakeChoice
 from sessions_app.selectors import actions as action_selectors
 from sessions_app.selectors import bulk as bulk_selectors
 from sessions_app.selectors import sessions as selectors
@@ -161,6 +161,12 @@ class ActionOut(serializers.Serializer):
     truncated = serializers.BooleanField()
     conditions_at_dispatch = serializers.JSONField(allow_null=True, help_text="bridge conditions when it was sent")
     conditions_at_completion = serializers.JSONField(allow_null=True, help_text="bridge conditions when it ended")
+    wake = serializers.ChoiceField(
+        choices=WakeChoice.choices,
+        help_text="now: it woke the endpoint (active cadence) and was sent at once; "
+        "wait: sent at the endpoint's next check-in, the endpoint left in its mode",
+    )
+    woken_at = serializers.DateTimeField(allow_null=True, help_text="when a technician woke the endpoint for it")
 
 
 class ApprovalOut(serializers.Serializer):
@@ -302,6 +308,9 @@ class SessionOpenIn(serializers.Serializer):
     reason = serializers.CharField(
         max_length=500, required=False, allow_blank=True, default="", help_text="why: a ticket number, the symptom"
     )
+    wake = serializers.BooleanField(
+        required=False, default=True, help_text="false: the endpoint keeps its lazy cadence (default: it is woken)"
+    )
 
 
 class SessionCloseIn(serializers.Serializer):
@@ -327,6 +336,12 @@ class ActionIn(serializers.Serializer):
         min_value=1,
         max_value=MAX_EXPIRY_S,
         help_text="how long it may wait for an away endpoint (default: the server's queue expiry)",
+    )
+    wake = serializers.ChoiceField(
+        choices=WakeChoice.choices,
+        required=False,
+        default=WakeChoice.NOW,
+        help_text="now (default): wake the endpoint and send at once; wait: send at its next check-in without waking it",
     )
 
 
@@ -509,7 +524,12 @@ class SessionViewSet(APIViewSet):
             return _invalid("endpoint", "no such endpoint")
         if endpoint.status != EndpointStatus.ENROLLED:
             return _invalid("endpoint", "the endpoint is revoked")
-        session = sessions.session_open(actor=request.user, endpoint=endpoint, reason=body.validated_data["reason"])
+        session = sessions.session_open(
+            actor=request.user,
+            endpoint=endpoint,
+            reason=body.validated_data["reason"],
+            wake=body.validated_data["wake"],
+        )
         detail = selectors.session_detail(session_id=session.pk)
         return Response(SessionDetailOut(detail).data, status=status.HTTP_201_CREATED)
 
@@ -587,6 +607,7 @@ class SessionViewSet(APIViewSet):
             kind=body.validated_data["kind"],
             params=body.validated_data["params"],
             expires_in=timedelta(seconds=seconds) if seconds else None,
+            wake=body.validated_data["wake"],
         )
         detail = action_selectors.action_detail(action_id=created.pk)
         return Response(ActionDetailOut(detail).data, status=status.HTTP_201_CREATED)
@@ -652,6 +673,17 @@ class ActionViewSet(APIViewSet):
     @action(detail=True, methods=["post"])
     def resend(self, request, pk=None):
         actions.action_resend(actor=request.user, action=self._action(pk))
+        return self._detail(pk)
+
+    @extend_schema(
+        summary="Wake the endpoint now for an action that waits for its next check-in",
+        parameters=[ACTION_ID],
+        request=None,
+        responses={200: ActionDetailOut, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def wake(self, request, pk=None):
+        actions.action_wake(actor=request.user, action=self._action(pk))
         return self._detail(pk)
 
 

@@ -28,6 +28,7 @@ class TranscriptKind(StrEnum):
     ACTION_RESULT = "action.result"
     ACTION_RESULT_IGNORED = "action.result_ignored"
     ACTION_RESENT = "action.resent"
+    ACTION_WOKEN = "action.woken"
     ACTION_CANCELLED = "action.cancelled"
     ACTION_EXPIRED = "action.expired"
     ACTION_FAILED_TO_DELIVER = "action.failed_to_deliver"

@@ -101,6 +101,14 @@ ACTION_FINAL = frozenset({_S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED, _
 ACTION_LIVE = frozenset({_S.QUEUED, _S.DISPATCHED, _S.RUNNING})
 
 
+class WakeChoice(models.TextChoices):
+    """Whether an action wakes its endpoint (active cadence, sent at once) or waits for the
+    endpoint's next check-in at the cadence it has (lazy: every HEARTBEAT_LAZY_S), leaving it resting."""
+
+    NOW = "now", "Wake the endpoint now"
+    WAIT = "wait", "Run at the endpoint's next check-in, without waking it"
+
+
 class Batch(models.Model):
     """Several actions sent together, run in order, covered by one approval where needed."""
 
@@ -165,6 +173,9 @@ class Action(models.Model):
     output_truncated = models.BooleanField(default=False)
     conditions_at_dispatch = models.JSONField(null=True, blank=True)
     conditions_at_completion = models.JSONField(null=True, blank=True)
+    # Wake or wait (WakeChoice); woken_at: when a technician woke the endpoint for a waiting action.
+    wake = models.CharField(max_length=10, choices=WakeChoice.choices, default=WakeChoice.NOW)
+    woken_at = models.DateTimeField(null=True, blank=True)
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()

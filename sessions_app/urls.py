@@ -19,6 +19,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/", sessions.action_fragment, name="action_fragment"),
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/cancel", sessions.action_cancel, name="action_cancel"),
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/resend", sessions.action_resend, name="action_resend"),
+    path("sessions/<uuid:session_id>/actions/<uuid:action_id>/wake", sessions.action_wake, name="action_wake"),
     path("sessions/<uuid:session_id>/follow-up/request", prompts.follow_up_request, name="follow_up_request"),
     path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/cancel", prompts.prompt_cancel, name="prompt_cancel"),
     path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/reissue", prompts.prompt_reissue, name="prompt_reissue"),

@@ -53,10 +53,17 @@ def session_touch(*, session_id: Any) -> None:
 
 @transaction.atomic
 def session_open(
-    *, actor: Actor, endpoint: Endpoint, reason: str = "", conditions: dict[str, Any] | None = None
+    *,
+    actor: Actor,
+    endpoint: Endpoint,
+    reason: str = "",
+    conditions: dict[str, Any] | None = None,
+    wake: bool = True,
 ) -> SupportSession:
-    """Open a session; wakes the endpoint. Offline endpoints open read-only (queue, notes, follow-up).
-    ``conditions``: the bridge conditions, when the caller read them for many endpoints at once."""
+    """Open a session; wakes the endpoint unless ``wake`` is off (work that can wait for its lazy
+    check-ins, e.g. slow diagnostics queued with WakeChoice.WAIT). Offline endpoints open
+    read-only (queue, notes, follow-up). ``conditions``: the bridge conditions, when the caller
+    read them for many endpoints at once."""
     with acting_for(actor, endpoint.tenant_id):
         endpoint.refresh_from_db()
         if endpoint.status != EndpointStatus.ENROLLED:
@@ -81,9 +88,11 @@ def session_open(
                 "offline": offline,
                 "bridge": conditions,
                 "machine_context": endpoint.machine_context,
+                "wake": wake,
             },
         )
-        endpoint_set_mode(endpoint=endpoint, mode=AgentMode.ACTIVE, reason="session opened")
+        if wake:
+            endpoint_set_mode(endpoint=endpoint, mode=AgentMode.ACTIVE, reason="session opened")
         return session
 
 

@@ -717,6 +717,7 @@ ROUTES = {
     "/api/v1/actions/{id}/": {"get"},
     "/api/v1/actions/{id}/cancel/": {"post"},
     "/api/v1/actions/{id}/resend/": {"post"},
+    "/api/v1/actions/{id}/wake/": {"post"},
     "/api/v1/bulk-runs/": {"get", "post"},
     "/api/v1/bulk-runs/{id}/": {"get"},
 }
