@@ -31,6 +31,7 @@ from sessions_app.limits import DEFAULT_BULK_EXPIRY, MAX_BATCH, MAX_BULK_ENDPOIN
 from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession, WakeChoice
 from sessions_app.selectors import actions as action_selectors
 from sessions_app.selectors import bulk as bulk_selectors
+from sessions_app.selectors import patterns as pattern_selectors
 from sessions_app.selectors import sessions as selectors
 from sessions_app.services import actions, bulk, sessions
 
@@ -167,6 +168,37 @@ class ActionOut(serializers.Serializer):
         "wait: sent at the endpoint's next check-in, the endpoint left in its mode",
     )
     woken_at = serializers.DateTimeField(allow_null=True, help_text="when a technician woke the endpoint for it")
+
+
+class PromptShareOut(serializers.Serializer):
+    asked = serializers.IntegerField()
+    missed = serializers.IntegerField(help_text="expired unanswered")
+    miss_rate = serializers.FloatField(allow_null=True)
+
+
+class PromptPatternOut(serializers.Serializer):
+    asked = serializers.IntegerField(help_text="prompts answered (approved, denied) or missed (expired)")
+    answered = serializers.IntegerField()
+    missed = serializers.IntegerField()
+    miss_rate = serializers.FloatField(allow_null=True)
+    asked_by_hour = serializers.ListField(child=serializers.IntegerField(), help_text="24 counts, hour of day 0-23")
+    missed_by_hour = serializers.ListField(child=serializers.IntegerField(), help_text="24 counts, hour of day 0-23")
+    first_prompt = PromptShareOut(help_text="the first prompt of each session")
+    later_prompts = PromptShareOut(help_text="every prompt after a session's first")
+    median_decision_s = serializers.FloatField(allow_null=True, help_text="from asking to the user's decision")
+
+
+class UserPromptPatternOut(PromptPatternOut):
+    user = serializers.CharField(
+        help_text="the account that decided (reported by the endpoint), else the users logged in when the session opened"
+    )
+
+
+class PromptPatternsOut(serializers.Serializer):
+    days = serializers.IntegerField()
+    time_zone = serializers.CharField(help_text="the time zone of the hours")
+    endpoint = PromptPatternOut()
+    users = UserPromptPatternOut(many=True, help_text="each user seen on this endpoint, over the client's endpoints")
 
 
 class ApprovalOut(serializers.Serializer):
@@ -463,6 +495,17 @@ class EndpointViewSet(APIViewSet):
     def retrieve(self, request, pk=None):
         endpoint = endpoint_selectors.endpoint_get(endpoint_id=parse_uuid(pk))
         return Response(EndpointDetailOut(selectors.endpoint_detail_data(endpoint=endpoint)).data)
+
+    @extend_schema(
+        summary="How this endpoint's users answer approval prompts (last 30 days)",
+        parameters=[ENDPOINT_ID],
+        responses={200: PromptPatternsOut, **READ_ERRORS},
+    )
+    @action(detail=True, methods=["get"], url_path="prompt-patterns")
+    def prompt_patterns(self, request, pk=None):
+        endpoint = endpoint_selectors.endpoint_get(endpoint_id=parse_uuid(pk))
+        data = pattern_selectors.prompt_patterns(endpoint_id=endpoint.pk, client_group_id=endpoint.client_group_id)
+        return Response(PromptPatternsOut(data).data)
 
 
 class CatalogueView(TenantScopedAPIView):

@@ -34,6 +34,7 @@ from sessions_app.kinds import TranscriptKind
 from sessions_app.models import ACTION_LIVE, SessionStatus
 from sessions_app.selectors import actions as action_selectors
 from sessions_app.selectors import approvals as approval_selectors
+from sessions_app.selectors import patterns as pattern_selectors
 from sessions_app.selectors import sessions as selectors
 from sessions_app.services import actions, sessions
 
@@ -89,7 +90,9 @@ def session_detail(request, session_id):
             "transcript": selectors.session_transcript(session=session),
             "prompts": approval_selectors.session_prompts(session=session),
             "prompt_stats": approval_selectors.prompt_stats_for_group(client_group_id=endpoint.client_group_id),
-            "unanswered_by_hour": approval_selectors.unanswered_by_hour(endpoint_id=endpoint.pk),
+            "patterns": pattern_selectors.prompt_patterns(
+                endpoint_id=endpoint.pk, client_group_id=endpoint.client_group_id
+            ),
             "kinds": ACTION_KINDS.values(),
             "lazy_interval_s": settings.CAISEY["HEARTBEAT_LAZY_S"],
             "categories": CATEGORIES,

@@ -706,6 +706,7 @@ def test_methods_not_allowed_get_a_json_405(world):
 ROUTES = {
     "/api/v1/endpoints/": {"get"},
     "/api/v1/endpoints/{id}/": {"get"},
+    "/api/v1/endpoints/{id}/prompt-patterns/": {"get"},
     "/api/v1/catalogue/": {"get"},
     "/api/v1/sessions/": {"get", "post"},
     "/api/v1/sessions/{id}/": {"get"},
