@@ -28,12 +28,23 @@ from endpoints import selectors as endpoint_selectors
 from endpoints.api_base import TenantScopedAPIMixin, TenantScopedAPIView
 from endpoints.models import Endpoint, EndpointStatus, Presence
 from sessions_app.limits import DEFAULT_BULK_EXPIRY, MAX_BATCH, MAX_BULK_ENDPOINTS, MAX_EXPIRY, MIN_BULK_EXPIRY
-from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession, WakeChoice
+from sessions_app.models import (
+    Action,
+    ActionStatus,
+    BulkRun,
+    FollowUp,
+    FollowUpStatus,
+    SessionStatus,
+    SupportSession,
+    WakeChoice,
+)
 from sessions_app.selectors import actions as action_selectors
 from sessions_app.selectors import bulk as bulk_selectors
+from sessions_app.selectors import followups as followup_selectors
 from sessions_app.selectors import patterns as pattern_selectors
 from sessions_app.selectors import sessions as selectors
-from sessions_app.services import actions, bulk, sessions
+from sessions_app.selectors.followups import FOLLOW_UP_STATUS_FILTERS
+from sessions_app.services import actions, bulk, followups, sessions
 
 MAX_EXPIRY_S = int(MAX_EXPIRY.total_seconds())
 
@@ -418,6 +429,32 @@ class BulkRunIn(serializers.Serializer):
         return attrs
 
 
+class FollowUpEndpointOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    hostname = serializers.CharField()
+
+
+class FollowUpOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    session = serializers.UUIDField(help_text="the session it follows up")
+    endpoint = FollowUpEndpointOut()
+    assigned_to = serializers.CharField(help_text="the technician it reminds")
+    due_at = serializers.DateTimeField()
+    due = serializers.BooleanField(help_text="scheduled and its time has come")
+    note = serializers.CharField()
+    approved_by_user = serializers.BooleanField(help_text="the end user approved it at the endpoint")
+    status = serializers.ChoiceField(choices=FollowUpStatus.choices)
+    reminded_at = serializers.DateTimeField(allow_null=True, help_text="when the due reminder went out (once)")
+    opened_session = serializers.UUIDField(allow_null=True, help_text="the session it was opened as")
+    opened_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class FollowUpListQuery(serializers.Serializer):
+    assigned_to = serializers.ChoiceField(choices=["me", "all"], required=False, default="me")
+    status = serializers.ChoiceField(choices=list(FOLLOW_UP_STATUS_FILTERS), required=False, default="scheduled")
+
+
 class SessionListQuery(serializers.Serializer):
     status = serializers.ChoiceField(choices=SessionStatus.choices, required=False)
     endpoint = serializers.UUIDField(required=False)
@@ -439,6 +476,7 @@ def _invalid(field: str, message: str) -> Response:
 ENDPOINT_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="endpoint id")
 SESSION_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="session id")
 ACTION_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="action id")
+FOLLOW_UP_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="follow-up id")
 RUN_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="bulk run id")
 
 
@@ -781,3 +819,53 @@ class BulkRunViewSet(APIViewSet):
         run = bulk_selectors.bulk_run_get(run_id=run.pk)
         detail = bulk_selectors.bulk_run_data(run, rows=True)
         return Response(BulkRunDetailOut(detail).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List follow-ups (yours by default, or the tenant's)",
+        parameters=[
+            OpenApiParameter("assigned_to", str, enum=["me", "all"], description="yours (default) or everyone's"),
+            OpenApiParameter("status", str, enum=list(FOLLOW_UP_STATUS_FILTERS), description="default: scheduled"),
+        ],
+        responses={200: FollowUpOut(many=True), 400: ERRORS[400], **LIST_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="One follow-up", parameters=[FOLLOW_UP_ID], responses={200: FollowUpOut, **READ_ERRORS}
+    ),
+)
+class FollowUpViewSet(APIViewSet):
+    """Follow-up sessions scheduled by technicians or approved by end users: list, and open one."""
+
+    model = FollowUp
+    serializer_class = FollowUpOut
+
+    def scoped_queryset(self):
+        return followup_selectors.follow_up_list(status="all")
+
+    def list(self, request):
+        query = FollowUpListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        mine = query.validated_data["assigned_to"] == "me"
+        qs = followup_selectors.follow_up_list(
+            assigned_to_id=request.user.pk if mine else None, status=query.validated_data["status"]
+        )
+        return self.paginated(qs, FollowUpOut, followup_selectors.follow_up_data)
+
+    def retrieve(self, request, pk=None):
+        follow_up = followup_selectors.follow_up_get(follow_up_id=parse_uuid(pk))
+        return Response(FollowUpOut(followup_selectors.follow_up_data(follow_up)).data)
+
+    @extend_schema(
+        summary="Open the follow-up: a new session on its endpoint, linked to the earlier one",
+        parameters=[FOLLOW_UP_ID],
+        request=None,
+        responses={201: SessionDetailOut, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def open(self, request, pk=None):
+        follow_up = followup_selectors.follow_up_get(follow_up_id=parse_uuid(pk))
+        session = followups.follow_up_open(actor=request.user, follow_up=follow_up)
+        return Response(
+            SessionDetailOut(selectors.session_detail(session_id=session.pk)).data, status=status.HTTP_201_CREATED
+        )

@@ -143,20 +143,6 @@ def session_add_note(*, actor: Actor, session: SupportSession, text: str) -> Non
 
 
 @transaction.atomic
-def session_schedule_follow_up(*, actor: Actor, session: SupportSession, at: datetime, note: str = "") -> None:
-    with acting_for(actor, session.tenant_id):
-        if at <= timezone.now():
-            raise SessionError("a follow-up must be in the future")
-        SupportSession.objects.filter(pk=session.pk).update(follow_up_at=at, follow_up_note=note[:REASON_MAX_CHARS])
-        transcript_append(
-            session=session,
-            kind=K.SESSION_FOLLOW_UP_SCHEDULED,
-            actor=actor_label(actor),
-            data={"at": at.isoformat(), "note": note},
-        )
-
-
-@transaction.atomic
 def follow_up_request(*, actor: Actor, session: SupportSession, at: datetime, note: str = "") -> None:
     """Ask the end user to approve a follow-up session at a later time."""
     with acting_for(actor, session.tenant_id):

@@ -34,9 +34,10 @@ from sessions_app.kinds import TranscriptKind
 from sessions_app.models import ACTION_LIVE, SessionStatus
 from sessions_app.selectors import actions as action_selectors
 from sessions_app.selectors import approvals as approval_selectors
+from sessions_app.selectors import followups as followup_selectors
 from sessions_app.selectors import patterns as pattern_selectors
 from sessions_app.selectors import sessions as selectors
-from sessions_app.services import actions, sessions
+from sessions_app.services import actions, followups, sessions
 
 
 def _back(session_id) -> HttpResponse:
@@ -90,6 +91,7 @@ def session_detail(request, session_id):
             "transcript": selectors.session_transcript(session=session),
             "prompts": approval_selectors.session_prompts(session=session),
             "prompt_stats": approval_selectors.prompt_stats_for_group(client_group_id=endpoint.client_group_id),
+            "follow_ups": followup_selectors.session_follow_ups(session=session),
             "patterns": pattern_selectors.prompt_patterns(
                 endpoint_id=endpoint.pk, client_group_id=endpoint.client_group_id
             ),
@@ -189,7 +191,7 @@ def follow_up(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
     with refused(request, "Follow-up not scheduled"):
         data = FollowUpForm(request.POST).valid_data()
-        sessions.session_schedule_follow_up(actor=request.user, session=session, at=data["at"], note=data["note"])
+        followups.follow_up_schedule(actor=request.user, session=session, at=data["at"], note=data["note"])
     return _back(session.pk)
 
 

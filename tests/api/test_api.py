@@ -721,6 +721,9 @@ ROUTES = {
     "/api/v1/actions/{id}/wake/": {"post"},
     "/api/v1/bulk-runs/": {"get", "post"},
     "/api/v1/bulk-runs/{id}/": {"get"},
+    "/api/v1/follow-ups/": {"get"},
+    "/api/v1/follow-ups/{id}/": {"get"},
+    "/api/v1/follow-ups/{id}/open/": {"post"},
 }
 
 
