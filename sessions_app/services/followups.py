@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 def _announce(follow_up: FollowUp, event: str) -> None:
-    """Console pages of the tenant (the follow-ups list, the nav's count) re-read after commit."""
+    """Tell the tenant's console pages after commit (``follow_up.due`` raises the assigned
+    technician's count in the nav: caisey/static/console/followups.js)."""
     notify.console_event(
         tenant_id=follow_up.tenant_id,
         event=event,
@@ -52,6 +53,9 @@ def _announce(follow_up: FollowUp, event: str) -> None:
             "session_id": str(follow_up.session_id),
             "due_at": follow_up.due_at.isoformat(),
             "status": follow_up.status,
+            "assigned_to": follow_up.assigned_to.get_username(),
+            "hostname": follow_up.endpoint.hostname,
+            "note": follow_up.note,
         },
     )
 

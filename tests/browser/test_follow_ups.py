@@ -11,7 +11,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.browser import support
-from tests.browser.support import SESSION_URL, log_in, mail_to, open_session, start_agent
+from tests.browser.support import (
+    SESSION_URL,
+    assert_not_reloaded,
+    log_in,
+    mail_to,
+    mark_page,
+    open_session,
+    start_agent,
+)
 from tests.e2e.stack import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -42,12 +50,19 @@ def test_a_due_follow_up_is_listed_reminded_and_opens_a_linked_session(stack, pa
     expect(page.locator("[data-field=follow-ups-due]")).to_have_count(0)
     shots(page, "follow-ups-scheduled")
 
-    # Time passes: the follow-up falls due; the beat sweep reminds the technician, once.
+    # Time passes: the follow-up falls due; the beat sweep reminds the technician, once: live on
+    # the open page (no reload), by e-mail, and on the follow-ups page.
+    page.goto("/")
+    expect(page.locator("body")).to_have_attribute("data-live", "connected")
+    mark_page(page)
     stack.django(
         "from datetime import timedelta; from django.utils import timezone; from sessions_app.models import FollowUp;"
         f"FollowUp.all_tenants.filter(session_id='{earlier}').update(due_at=timezone.now() - timedelta(seconds=1))"
     )
-    mails = mail_to(stack, TECH_EMAIL, subject_contains="Follow-up due: fu01", timeout=120)
+    expect(page.locator("[data-field=follow-ups-due]")).to_have_text("1 due", timeout=120_000)
+    expect(page.locator("#live-status")).to_contain_text("Follow-up due on fu01: check the nightly backup ran")
+    assert_not_reloaded(page)
+    mails = mail_to(stack, TECH_EMAIL, subject_contains="Follow-up due: fu01", timeout=60)
     assert "check the nightly backup ran" in mails[0].get_body().get_content()
 
     page.goto("/follow-ups/?status=due")

@@ -194,6 +194,11 @@ def test_console_form_card_and_wake_button(client, world):
     assert "endpoint woken for it at" in card and wake_url not in card
     bad = client.post(reverse("console:action_run", args=[session.pk]), {"kind": "system_summary", "wake": "x"})
     assert bad.status_code == 302 and Action.all_tenants.filter(session=session).count() == 1
+    client.post(reverse("console:action_run", args=[session.pk]), {"kind": "system_summary"})
+    default = Action.all_tenants.filter(session=session).latest("created_at")
+    assert default.wake == WakeChoice.NOW
+    card = client.get(reverse("console:action_fragment", args=[session.pk, default.pk])).content.decode()
+    assert "chosen: wake the endpoint now" in card and "Wake now</button>" not in card
 
 
 def _api(user) -> APIClient:
