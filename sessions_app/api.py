@@ -422,6 +422,12 @@ class BulkRunIn(serializers.Serializer):
         max_value=MAX_EXPIRY_S,
         default=int(DEFAULT_BULK_EXPIRY.total_seconds()),
     )
+    wake = serializers.ChoiceField(
+        choices=WakeChoice.choices,
+        required=False,
+        default=WakeChoice.NOW,
+        help_text="now (default): wake every endpoint; wait: each runs it at its next check-in, left resting",
+    )
 
     def validate(self, attrs):
         if ("client_group" in attrs) == ("endpoints" in attrs):
@@ -815,6 +821,7 @@ class BulkRunViewSet(APIViewSet):
             params=data["params"],
             reason=data["reason"],
             expires_in=timedelta(seconds=data["expires_in_seconds"]),
+            wake=data["wake"],
         )
         run = bulk_selectors.bulk_run_get(run_id=run.pk)
         detail = bulk_selectors.bulk_run_data(run, rows=True)

@@ -239,3 +239,36 @@ def test_api_queues_waiting_actions_wakes_them_and_hides_other_tenants(world):
     assert default.json()["wake"] == "now"
     woken_row = OutboxMessage.all_tenants.get(pk=Action.all_tenants.get(pk=body["id"]).outbox_id)
     assert woken_row.status == OutboxStatus.QUEUED and woken_row.next_attempt_at <= timezone.now()
+
+
+def test_a_bulk_run_can_leave_every_endpoint_resting(world, client):
+    other = factories.endpoint(world.group, hostname="lap02").endpoint
+    Endpoint.all_tenants.filter(pk=other.pk).update(last_seen_at=world.last_beat, mode=AgentMode.LAZY)
+    client.force_login(world.tech)
+    page = client.get(reverse("console:endpoint_list")).content.decode()
+    assert 'name="wake" value="wait"' in page and "about every 60 s" in page
+    client.post(
+        reverse("console:bulk_start"),
+        {"endpoint": [str(world.endpoint.pk), str(other.pk)], "kind": "system_summary", "wake": "wait"},
+    )
+    queued = list(Action.all_tenants.filter(bulk_run__isnull=False))
+    assert len(queued) == 2 and {a.wake for a in queued} == {WakeChoice.WAIT}
+    assert set(Endpoint.all_tenants.filter(pk__in=[world.endpoint.pk, other.pk]).values_list("mode", flat=True)) == {
+        AgentMode.LAZY
+    }
+    assert not OutboxMessage.all_tenants.filter(kind="mode.set").exists()
+    api = _api(world.tech)
+    body = {"kind": "system_summary", "params": {}, "endpoints": [str(other.pk)], "wake": "wait"}
+    assert api.post("/api/v1/bulk-runs/", body, format="json").status_code == 201
+    assert api.post("/api/v1/bulk-runs/", {**body, "wake": "x"}, format="json").status_code == 400
+    assert Endpoint.all_tenants.get(pk=other.pk).mode == AgentMode.LAZY
+
+
+def test_the_outbox_sweep_rings_for_a_waiting_action_only_once_it_is_due(world):
+    session = world.open(wake=False)
+    action = actions.action_request(
+        actor=world.tech, session=session, kind="system_summary", params={}, wake=WakeChoice.WAIT
+    )
+    assert outbox.outbox_sweep()["doorbells"] == 0  # held until the check-in
+    OutboxMessage.all_tenants.filter(pk=action.outbox_id).update(next_attempt_at=timezone.now())
+    assert outbox.outbox_sweep()["doorbells"] == 1  # due: the connection serving it is rung
