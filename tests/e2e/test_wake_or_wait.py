@@ -31,7 +31,8 @@ def queue_waiting(tech: str, session_id: str) -> str:
         f"s = SupportSession.all_tenants.get(pk='{session_id}');"
         "a = services.action_request(actor=tech, session=s, kind='system_summary', params={}, wake='wait');"
         "row = OutboxMessage.all_tenants.get(pk=a.outbox_id);"
-        "print(json.dumps({'id': str(a.pk), 'held_until': row.next_attempt_at.isoformat()}))"
+        "print(json.dumps({'id': str(a.pk), 'held_until': row.next_attempt_at.isoformat(),"
+        " 'queued_at': a.created_at.isoformat()}))"
     )
 
 
@@ -77,6 +78,8 @@ def test_waiting_diagnostic_runs_at_the_lazy_check_in_and_wake_now_wakes(stack):
     assert at(done["dispatched_at"]) >= at(queued["held_until"])  # not sent before the check-in
     assert "action.woken" not in done["kinds"]
     assert "mode set to active" not in agent.log_text()  # the agent was never woken
+    waited = (at(done["dispatched_at"]) - at(queued["queued_at"])).total_seconds()
+    held = (at(queued["held_until"]) - at(queued["queued_at"])).total_seconds()
 
     # 2. Wake now: the endpoint goes active and the action goes out before its check-in.
     urgent = stack.json(queue_waiting(tech, session))
@@ -89,6 +92,12 @@ def test_waiting_diagnostic_runs_at_the_lazy_check_in_and_wake_now_wakes(stack):
     )
     assert woken["wake"] == "now" and woken["mode"] == "active" and "action.woken" in woken["kinds"]
     assert at(woken["dispatched_at"]) < at(urgent["held_until"])  # sent before the check-in it waited for
+    print(
+        f"\nwake or wait (lazy {LAZY_S} s): the waiting action was held {held:.1f} s and sent {waited:.1f} s"
+        f" after it was queued; the woken one was sent"
+        f" {(at(woken['dispatched_at']) - at(urgent['queued_at'])).total_seconds():.1f} s after it was queued"
+        f" ({(at(urgent['held_until']) - at(woken['dispatched_at'])).total_seconds():.1f} s before its check-in)"
+    )
     wait_for(lambda: "mode set to active" in agent.log_text(), timeout=30, what="the agent to switch to active")
     wait_for(
         lambda: stack.json(facts(urgent["id"]))["interval"] < LAZY_S,
