@@ -90,7 +90,10 @@ def _create(*, endpoint, body, ref_type, ref_id, expires_at, max_attempts, now, 
         max_attempts=max_attempts or int(retry_policy(body.TYPE)["max_attempts"]),
         next_attempt_at=due,
         expires_at=expires_at,
-        created_at=now,
+        # A held message enters the queue when it is due: its age (oldest unacknowledged) and its
+        # delivery latency measure the path from then, not the hold (an action waiting for a lazy
+        # check-in made a healthy endpoint look degraded: a 60 s "latency", seen in the browser test).
+        created_at=due,
     )
 
 

@@ -124,10 +124,12 @@ def prompt_patterns(*, endpoint_id: Any, client_group_id: Any, days: int = PATTE
     (their pattern over the client group's endpoints), over the last ``days`` days."""
     since = timezone.now() - timedelta(days=days)
     in_group = Prompt.objects.filter(endpoint__client_group_id=client_group_id, created_at__gte=since)
-    # The first prompt of each session, whatever became of it: what the user saw first.
+    # The first prompt of each session, whatever became of it (and however long ago): what the
+    # user saw first.
     first_ids: set[Any] = set()
     seen_sessions: set[Any] = set()
-    for prompt_id, session_id in in_group.order_by("session_id", "created_at", "id").values_list("id", "session_id"):
+    of_sessions = Prompt.objects.filter(session_id__in=in_group.values("session_id"))
+    for prompt_id, session_id in of_sessions.order_by("session_id", "created_at", "id").values_list("id", "session_id"):
         if session_id not in seen_sessions:
             seen_sessions.add(session_id)
             first_ids.add(prompt_id)

@@ -127,6 +127,14 @@ def test_what_says_nothing_about_the_user_is_left_out(world):
     assert ann["asked"] == 1 and ann["missed"] == 1
 
 
+def test_a_sessions_first_prompt_older_than_the_window_still_makes_the_recent_one_later(world):
+    long_session = world.session()
+    world.prompt(long_session, state=PromptState.APPROVED, at=NINE - timedelta(days=31), decided_after_s=5, by="ann")
+    world.prompt(long_session, state=PromptState.EXPIRED, at=NINE)
+    recent = world.patterns()["endpoint"]
+    assert recent["asked"] == 1 and recent["first_prompt"]["asked"] == 0 and recent["later_prompts"]["missed"] == 1
+
+
 def test_old_prompts_and_other_tenants_are_not_counted(world):
     world.prompt(world.session(), state=PromptState.EXPIRED, at=NINE - timedelta(days=40))
     other = World()

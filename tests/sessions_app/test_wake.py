@@ -13,7 +13,7 @@ from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from bridge import outbox
+from bridge import health, outbox
 from bridge.models import OutboxMessage, OutboxStatus
 from caisey import tenancy
 from caisey.errors import Forbidden
@@ -98,6 +98,19 @@ def test_waiting_action_is_held_until_the_next_check_in_and_never_wakes(world):
     assert len(outbox.outbox_claim(endpoint_id=world.endpoint.pk, due_only=True)) == 1
     assert entries(session, K.ACTION_QUEUED)[0].data["wake"] == "wait"
     assert world.mode() == AgentMode.LAZY
+
+
+def test_a_held_action_does_not_make_the_endpoint_look_degraded(world):
+    """The hold is by design: the queue shows it waiting, but its age and latency start when due."""
+    session = world.open(wake=False)
+    action = actions.action_request(
+        actor=world.tech, session=session, kind="system_summary", params={}, wake=WakeChoice.WAIT
+    )
+    row = OutboxMessage.all_tenants.get(pk=action.outbox_id)
+    assert row.created_at == row.next_attempt_at > timezone.now()
+    with tenancy.bind(world.tenant.pk):
+        figures = health.health_for([world.endpoint.pk])[world.endpoint.pk]
+    assert figures.queue_depth == 1 and figures.oldest_unacked_s == 0.0 and not figures.degraded_reasons
 
 
 def test_an_overdue_endpoint_gets_a_waiting_action_at_once(world):
