@@ -573,7 +573,7 @@ class CatalogueView(TenantScopedAPIView):
         responses={200: SessionListOut(many=True), 400: ERRORS[400], **LIST_ERRORS},
     ),
     create=extend_schema(
-        summary="Open a session on an endpoint (wakes it)",
+        summary="Open a session on an endpoint (wakes it unless wake is false)",
         request=SessionOpenIn,
         responses={201: SessionDetailOut, **ERRORS},
     ),
