@@ -83,7 +83,8 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
     ):
         h = result[row["endpoint_id"]]
         h.queue_depth = row["n"]
-        h.oldest_unacked_s = (now - row["oldest"]).total_seconds()
+        # Not below 0: a message held for a check-in (outbox_enqueue not_before) is queued from then.
+        h.oldest_unacked_s = max(0.0, (now - row["oldest"]).total_seconds())
     for row in rows.filter(status=OutboxStatus.FAILED_TO_DELIVER).values("endpoint_id").annotate(n=Count("id")):
         result[row["endpoint_id"]].failed_to_deliver = row["n"]
     cfg = settings.CAISEY

@@ -51,11 +51,14 @@ def outbox_enqueue(
     ref_id: str = "",
     expires_at: datetime | None = None,
     max_attempts: int | None = None,
+    not_before: datetime | None = None,
 ) -> OutboxMessage:
     """Persist a message for an agent; call inside the transaction of the change that caused it.
 
     ``max_attempts`` overrides the kind's retry budget, for messages that should wait for
     an away endpoint until ``expires_at`` rather than give up after a few minutes.
+    ``not_before`` holds it until then (an endpoint's next check-in): no doorbell now; the
+    outbox sweep rings for it once it is due, and a reconnecting agent's hello takes it at once.
     """
     if body.TYPE not in p.SERVER_TO_AGENT:
         raise ValueError(f"{body.TYPE!r} is not a server -> agent message")
@@ -69,12 +72,14 @@ def outbox_enqueue(
             expires_at=expires_at,
             max_attempts=max_attempts,
             now=now,
+            due=max(now, not_before) if not_before else now,
         )
-    notify.agent_doorbell(endpoint_id=endpoint.pk, reason="queued")
+    if not_before is None or not_before <= now:
+        notify.agent_doorbell(endpoint_id=endpoint.pk, reason="queued")
     return message
 
 
-def _create(*, endpoint, body, ref_type, ref_id, expires_at, max_attempts, now) -> OutboxMessage:
+def _create(*, endpoint, body, ref_type, ref_id, expires_at, max_attempts, now, due) -> OutboxMessage:
     return OutboxMessage.objects.create(
         id=p.new_id(),
         endpoint=endpoint,
@@ -83,9 +88,12 @@ def _create(*, endpoint, body, ref_type, ref_id, expires_at, max_attempts, now) 
         ref_type=ref_type,
         ref_id=str(ref_id),
         max_attempts=max_attempts or int(retry_policy(body.TYPE)["max_attempts"]),
-        next_attempt_at=now,
+        next_attempt_at=due,
         expires_at=expires_at,
-        created_at=now,
+        # A held message enters the queue when it is due: its age (oldest unacknowledged) and its
+        # delivery latency measure the path from then, not the hold (an action waiting for a lazy
+        # check-in made a healthy endpoint look degraded: a 60 s "latency", seen in the browser test).
+        created_at=due,
     )
 
 
@@ -200,6 +208,19 @@ def outbox_resend(*, actor: Actor, message: OutboxMessage) -> OutboxMessage:
     )
     notify.agent_doorbell(endpoint_id=message.endpoint_id, reason="resend")
     return message
+
+
+@transaction.atomic
+def outbox_hurry(*, message: OutboxMessage) -> bool:
+    """A queued message held for later (``not_before``) is due now: the agent's doorbell rings
+    after commit. False when it is no longer queued."""
+    with tenancy.bind(message.endpoint.tenant_id):
+        hurried = OutboxMessage.objects.filter(pk=message.pk, status=OutboxStatus.QUEUED).update(
+            next_attempt_at=timezone.now()
+        )
+    if hurried:
+        notify.agent_doorbell(endpoint_id=message.endpoint_id, reason="woken")
+    return bool(hurried)
 
 
 @transaction.atomic

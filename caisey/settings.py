@@ -81,6 +81,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "caisey.tenancy.tenant_context",
+                "sessions_app.context.follow_ups_due",
             ],
         },
     },
@@ -310,6 +311,10 @@ CELERY_BEAT_SCHEDULE = {
     "idle-sessions": {"task": "sessions_app.tasks.idle_sessions_sweep", "schedule": 30.0},
     "abandoned-sessions": {"task": "sessions_app.tasks.abandoned_sessions_sweep", "schedule": 300.0},
     "session-connectivity": {"task": "sessions_app.tasks.session_connectivity_sweep", "schedule": 10.0},
+    "follow-up-reminders": {
+        "task": "sessions_app.tasks.follow_up_reminder_sweep",
+        "schedule": env_float("CAISEY_FOLLOW_UP_SWEEP_S", 30.0),
+    },
 }
 
 # Embedded default: approval emails land as files in the data folder (the demo prints where).

@@ -28,11 +28,23 @@ from endpoints import selectors as endpoint_selectors
 from endpoints.api_base import TenantScopedAPIMixin, TenantScopedAPIView
 from endpoints.models import Endpoint, EndpointStatus, Presence
 from sessions_app.limits import DEFAULT_BULK_EXPIRY, MAX_BATCH, MAX_BULK_ENDPOINTS, MAX_EXPIRY, MIN_BULK_EXPIRY
-from sessions_app.models import Action, ActionStatus, BulkRun, SessionStatus, SupportSession
+from sessions_app.models import (
+    Action,
+    ActionStatus,
+    BulkRun,
+    FollowUp,
+    FollowUpStatus,
+    SessionStatus,
+    SupportSession,
+    WakeChoice,
+)
 from sessions_app.selectors import actions as action_selectors
 from sessions_app.selectors import bulk as bulk_selectors
+from sessions_app.selectors import followups as followup_selectors
+from sessions_app.selectors import patterns as pattern_selectors
 from sessions_app.selectors import sessions as selectors
-from sessions_app.services import actions, bulk, sessions
+from sessions_app.selectors.followups import FOLLOW_UP_STATUS_FILTERS
+from sessions_app.services import actions, bulk, followups, sessions
 
 MAX_EXPIRY_S = int(MAX_EXPIRY.total_seconds())
 
@@ -161,6 +173,43 @@ class ActionOut(serializers.Serializer):
     truncated = serializers.BooleanField()
     conditions_at_dispatch = serializers.JSONField(allow_null=True, help_text="bridge conditions when it was sent")
     conditions_at_completion = serializers.JSONField(allow_null=True, help_text="bridge conditions when it ended")
+    wake = serializers.ChoiceField(
+        choices=WakeChoice.choices,
+        help_text="now: it woke the endpoint (active cadence) and was sent at once; "
+        "wait: sent at the endpoint's next check-in, the endpoint left in its mode",
+    )
+    woken_at = serializers.DateTimeField(allow_null=True, help_text="when a technician woke the endpoint for it")
+
+
+class PromptShareOut(serializers.Serializer):
+    asked = serializers.IntegerField()
+    missed = serializers.IntegerField(help_text="expired unanswered")
+    miss_rate = serializers.FloatField(allow_null=True)
+
+
+class PromptPatternOut(serializers.Serializer):
+    asked = serializers.IntegerField(help_text="prompts answered (approved, denied) or missed (expired)")
+    answered = serializers.IntegerField()
+    missed = serializers.IntegerField()
+    miss_rate = serializers.FloatField(allow_null=True)
+    asked_by_hour = serializers.ListField(child=serializers.IntegerField(), help_text="24 counts, hour of day 0-23")
+    missed_by_hour = serializers.ListField(child=serializers.IntegerField(), help_text="24 counts, hour of day 0-23")
+    first_prompt = PromptShareOut(help_text="the first prompt of each session")
+    later_prompts = PromptShareOut(help_text="every prompt after a session's first")
+    median_decision_s = serializers.FloatField(allow_null=True, help_text="from asking to the user's decision")
+
+
+class UserPromptPatternOut(PromptPatternOut):
+    user = serializers.CharField(
+        help_text="the account that decided (reported by the endpoint), else the users logged in when the session opened"
+    )
+
+
+class PromptPatternsOut(serializers.Serializer):
+    days = serializers.IntegerField()
+    time_zone = serializers.CharField(help_text="the time zone of the hours")
+    endpoint = PromptPatternOut()
+    users = UserPromptPatternOut(many=True, help_text="each user seen on this endpoint, over the client's endpoints")
 
 
 class ApprovalOut(serializers.Serializer):
@@ -302,6 +351,9 @@ class SessionOpenIn(serializers.Serializer):
     reason = serializers.CharField(
         max_length=500, required=False, allow_blank=True, default="", help_text="why: a ticket number, the symptom"
     )
+    wake = serializers.BooleanField(
+        required=False, default=True, help_text="false: the endpoint keeps its lazy cadence (default: it is woken)"
+    )
 
 
 class SessionCloseIn(serializers.Serializer):
@@ -327,6 +379,12 @@ class ActionIn(serializers.Serializer):
         min_value=1,
         max_value=MAX_EXPIRY_S,
         help_text="how long it may wait for an away endpoint (default: the server's queue expiry)",
+    )
+    wake = serializers.ChoiceField(
+        choices=WakeChoice.choices,
+        required=False,
+        default=WakeChoice.NOW,
+        help_text="now (default): wake the endpoint and send at once; wait: send at its next check-in without waking it",
     )
 
 
@@ -364,11 +422,43 @@ class BulkRunIn(serializers.Serializer):
         max_value=MAX_EXPIRY_S,
         default=int(DEFAULT_BULK_EXPIRY.total_seconds()),
     )
+    wake = serializers.ChoiceField(
+        choices=WakeChoice.choices,
+        required=False,
+        default=WakeChoice.NOW,
+        help_text="now (default): wake every endpoint; wait: each runs it at its next check-in, left resting",
+    )
 
     def validate(self, attrs):
         if ("client_group" in attrs) == ("endpoints" in attrs):
             raise serializers.ValidationError("give either client_group or endpoints")
         return attrs
+
+
+class FollowUpEndpointOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    hostname = serializers.CharField()
+
+
+class FollowUpOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    session = serializers.UUIDField(help_text="the session it follows up")
+    endpoint = FollowUpEndpointOut()
+    assigned_to = serializers.CharField(help_text="the technician it reminds")
+    due_at = serializers.DateTimeField()
+    due = serializers.BooleanField(help_text="scheduled and its time has come")
+    note = serializers.CharField()
+    approved_by_user = serializers.BooleanField(help_text="the end user approved it at the endpoint")
+    status = serializers.ChoiceField(choices=FollowUpStatus.choices)
+    reminded_at = serializers.DateTimeField(allow_null=True, help_text="when the due reminder went out (once)")
+    opened_session = serializers.UUIDField(allow_null=True, help_text="the session it was opened as")
+    opened_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class FollowUpListQuery(serializers.Serializer):
+    assigned_to = serializers.ChoiceField(choices=["me", "all"], required=False, default="me")
+    status = serializers.ChoiceField(choices=list(FOLLOW_UP_STATUS_FILTERS), required=False, default="scheduled")
 
 
 class SessionListQuery(serializers.Serializer):
@@ -392,6 +482,7 @@ def _invalid(field: str, message: str) -> Response:
 ENDPOINT_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="endpoint id")
 SESSION_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="session id")
 ACTION_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="action id")
+FOLLOW_UP_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="follow-up id")
 RUN_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="bulk run id")
 
 
@@ -449,6 +540,17 @@ class EndpointViewSet(APIViewSet):
         endpoint = endpoint_selectors.endpoint_get(endpoint_id=parse_uuid(pk))
         return Response(EndpointDetailOut(selectors.endpoint_detail_data(endpoint=endpoint)).data)
 
+    @extend_schema(
+        summary="How this endpoint's users answer approval prompts (last 30 days)",
+        parameters=[ENDPOINT_ID],
+        responses={200: PromptPatternsOut, **READ_ERRORS},
+    )
+    @action(detail=True, methods=["get"], url_path="prompt-patterns")
+    def prompt_patterns(self, request, pk=None):
+        endpoint = endpoint_selectors.endpoint_get(endpoint_id=parse_uuid(pk))
+        data = pattern_selectors.prompt_patterns(endpoint_id=endpoint.pk, client_group_id=endpoint.client_group_id)
+        return Response(PromptPatternsOut(data).data)
+
 
 class CatalogueView(TenantScopedAPIView):
     """What an action may be: each kind, its category (what approval policies decide on) and parameters."""
@@ -471,7 +573,7 @@ class CatalogueView(TenantScopedAPIView):
         responses={200: SessionListOut(many=True), 400: ERRORS[400], **LIST_ERRORS},
     ),
     create=extend_schema(
-        summary="Open a session on an endpoint (wakes it)",
+        summary="Open a session on an endpoint (wakes it unless wake is false)",
         request=SessionOpenIn,
         responses={201: SessionDetailOut, **ERRORS},
     ),
@@ -509,7 +611,12 @@ class SessionViewSet(APIViewSet):
             return _invalid("endpoint", "no such endpoint")
         if endpoint.status != EndpointStatus.ENROLLED:
             return _invalid("endpoint", "the endpoint is revoked")
-        session = sessions.session_open(actor=request.user, endpoint=endpoint, reason=body.validated_data["reason"])
+        session = sessions.session_open(
+            actor=request.user,
+            endpoint=endpoint,
+            reason=body.validated_data["reason"],
+            wake=body.validated_data["wake"],
+        )
         detail = selectors.session_detail(session_id=session.pk)
         return Response(SessionDetailOut(detail).data, status=status.HTTP_201_CREATED)
 
@@ -587,6 +694,7 @@ class SessionViewSet(APIViewSet):
             kind=body.validated_data["kind"],
             params=body.validated_data["params"],
             expires_in=timedelta(seconds=seconds) if seconds else None,
+            wake=body.validated_data["wake"],
         )
         detail = action_selectors.action_detail(action_id=created.pk)
         return Response(ActionDetailOut(detail).data, status=status.HTTP_201_CREATED)
@@ -654,6 +762,17 @@ class ActionViewSet(APIViewSet):
         actions.action_resend(actor=request.user, action=self._action(pk))
         return self._detail(pk)
 
+    @extend_schema(
+        summary="Wake the endpoint now for an action that waits for its next check-in",
+        parameters=[ACTION_ID],
+        request=None,
+        responses={200: ActionDetailOut, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def wake(self, request, pk=None):
+        actions.action_wake(actor=request.user, action=self._action(pk))
+        return self._detail(pk)
+
 
 @extend_schema_view(
     list=extend_schema(summary="List bulk runs", responses={200: BulkRunOut(many=True), **LIST_ERRORS}),
@@ -702,7 +821,58 @@ class BulkRunViewSet(APIViewSet):
             params=data["params"],
             reason=data["reason"],
             expires_in=timedelta(seconds=data["expires_in_seconds"]),
+            wake=data["wake"],
         )
         run = bulk_selectors.bulk_run_get(run_id=run.pk)
         detail = bulk_selectors.bulk_run_data(run, rows=True)
         return Response(BulkRunDetailOut(detail).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List follow-ups (yours by default, or the tenant's)",
+        parameters=[
+            OpenApiParameter("assigned_to", str, enum=["me", "all"], description="yours (default) or everyone's"),
+            OpenApiParameter("status", str, enum=list(FOLLOW_UP_STATUS_FILTERS), description="default: scheduled"),
+        ],
+        responses={200: FollowUpOut(many=True), 400: ERRORS[400], **LIST_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="One follow-up", parameters=[FOLLOW_UP_ID], responses={200: FollowUpOut, **READ_ERRORS}
+    ),
+)
+class FollowUpViewSet(APIViewSet):
+    """Follow-up sessions scheduled by technicians or approved by end users: list, and open one."""
+
+    model = FollowUp
+    serializer_class = FollowUpOut
+
+    def scoped_queryset(self):
+        return followup_selectors.follow_up_list(status="all")
+
+    def list(self, request):
+        query = FollowUpListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        mine = query.validated_data["assigned_to"] == "me"
+        qs = followup_selectors.follow_up_list(
+            assigned_to_id=request.user.pk if mine else None, status=query.validated_data["status"]
+        )
+        return self.paginated(qs, FollowUpOut, followup_selectors.follow_up_data)
+
+    def retrieve(self, request, pk=None):
+        follow_up = followup_selectors.follow_up_get(follow_up_id=parse_uuid(pk))
+        return Response(FollowUpOut(followup_selectors.follow_up_data(follow_up)).data)
+
+    @extend_schema(
+        summary="Open the follow-up: a new session on its endpoint, linked to the earlier one",
+        parameters=[FOLLOW_UP_ID],
+        request=None,
+        responses={201: SessionDetailOut, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def open(self, request, pk=None):
+        follow_up = followup_selectors.follow_up_get(follow_up_id=parse_uuid(pk))
+        session = followups.follow_up_open(actor=request.user, follow_up=follow_up)
+        return Response(
+            SessionDetailOut(selectors.session_detail(session_id=session.pk)).data, status=status.HTTP_201_CREATED
+        )

@@ -13,6 +13,7 @@ router.register("sessions", api.SessionViewSet, basename="session")
 router.register("sessions", api_sharing.SessionSharingViewSet, basename="session-sharing")
 router.register("actions", api.ActionViewSet, basename="action")
 router.register("bulk-runs", api.BulkRunViewSet, basename="bulk-run")
+router.register("follow-ups", api.FollowUpViewSet, basename="follow-up")
 
 urlpatterns = [
     path("catalogue/", api.CatalogueView.as_view(), name="catalogue"),

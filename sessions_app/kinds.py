@@ -18,6 +18,9 @@ class TranscriptKind(StrEnum):
     SESSION_OPENED = "session.opened"
     SESSION_CLOSED = "session.closed"
     SESSION_FOLLOW_UP_SCHEDULED = "session.follow_up_scheduled"
+    SESSION_FOLLOW_UP_DUE = "session.follow_up_due"
+    SESSION_FOLLOW_UP_OPENED = "session.follow_up_opened"
+    SESSION_FOLLOW_UP_OF = "session.follow_up_of"
     NOTE = "note"
     # actions and batches
     ACTION_QUEUED = "action.queued"
@@ -28,6 +31,7 @@ class TranscriptKind(StrEnum):
     ACTION_RESULT = "action.result"
     ACTION_RESULT_IGNORED = "action.result_ignored"
     ACTION_RESENT = "action.resent"
+    ACTION_WOKEN = "action.woken"
     ACTION_CANCELLED = "action.cancelled"
     ACTION_EXPIRED = "action.expired"
     ACTION_FAILED_TO_DELIVER = "action.failed_to_deliver"

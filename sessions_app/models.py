@@ -101,6 +101,14 @@ ACTION_FINAL = frozenset({_S.SUCCEEDED, _S.FAILED, _S.TIMED_OUT, _S.CANCELLED, _
 ACTION_LIVE = frozenset({_S.QUEUED, _S.DISPATCHED, _S.RUNNING})
 
 
+class WakeChoice(models.TextChoices):
+    """Whether an action wakes its endpoint (active cadence, sent at once) or waits for the
+    endpoint's next check-in at the cadence it has (lazy: every HEARTBEAT_LAZY_S), leaving it resting."""
+
+    NOW = "now", "Wake the endpoint now"
+    WAIT = "wait", "Run at the endpoint's next check-in, without waking it"
+
+
 class Batch(models.Model):
     """Several actions sent together, run in order, covered by one approval where needed."""
 
@@ -165,6 +173,9 @@ class Action(models.Model):
     output_truncated = models.BooleanField(default=False)
     conditions_at_dispatch = models.JSONField(null=True, blank=True)
     conditions_at_completion = models.JSONField(null=True, blank=True)
+    # Wake or wait (WakeChoice); woken_at: when a technician woke the endpoint for a waiting action.
+    wake = models.CharField(max_length=10, choices=WakeChoice.choices, default=WakeChoice.NOW)
+    woken_at = models.DateTimeField(null=True, blank=True)
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()
@@ -528,3 +539,61 @@ class ShareLinkView(models.Model):
 
     class Meta:
         ordering = ["-at", "-id"]
+
+
+# --- follow-ups: a later session on the same endpoint, scheduled and reminded ------------------------
+
+
+class FollowUpStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    OPENED = "opened", "Opened"
+
+
+FOLLOW_UP_TRANSITIONS: dict[str, frozenset[str]] = {
+    FollowUpStatus.SCHEDULED: frozenset({FollowUpStatus.OPENED}),
+    FollowUpStatus.OPENED: frozenset(),
+}
+
+
+class FollowUp(models.Model):
+    """A follow-up session scheduled from a session, by its technician or approved by the end user.
+
+    ``due_at`` is the deadline the reminder sweep enforces: once due, the technician it is
+    assigned to is reminded once (``reminded_at``, console and e-mail). Opening it opens a session
+    on the same endpoint, linked both ways (``opened_session``) and recorded in both transcripts.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(SupportSession, on_delete=models.CASCADE, related_name="follow_ups")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="follow_ups")
+    assigned_to = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    due_at = models.DateTimeField()
+    note = models.CharField(max_length=500, blank=True)
+    approved_prompt = models.OneToOneField(
+        "Prompt", null=True, blank=True, on_delete=models.SET_NULL, related_name="follow_up"
+    )
+    status = models.CharField(max_length=10, choices=FollowUpStatus.choices, default=FollowUpStatus.SCHEDULED)
+    status_changed_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    reminded_at = models.DateTimeField(null=True, blank=True)
+    opened_session = models.OneToOneField(
+        SupportSession, null=True, blank=True, on_delete=models.SET_NULL, related_name="opened_from_follow_up"
+    )
+    opened_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["due_at"]
+        indexes = [
+            models.Index(fields=["status", "reminded_at", "due_at"]),
+            models.Index(fields=["tenant", "assigned_to", "status", "due_at"]),
+        ]
+
+    @property
+    def is_due(self) -> bool:
+        from django.utils import timezone
+
+        return self.status == FollowUpStatus.SCHEDULED and self.due_at <= timezone.now()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from sessions_app.services import actions, approvals, connectivity, sessions
+from sessions_app.services import actions, approvals, connectivity, followups, sessions
 
 
 @shared_task(ignore_result=True)
@@ -31,3 +31,8 @@ def abandoned_sessions_sweep() -> int:
 @shared_task(ignore_result=True)
 def session_connectivity_sweep() -> int:
     return connectivity.session_connectivity_sweep()
+
+
+@shared_task(ignore_result=True)
+def follow_up_reminder_sweep() -> int:
+    return followups.follow_up_reminder_sweep()

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from sessions_app.urls_incidents import urlpatterns as incident_urlpatterns
-from sessions_app.views import bulk, endpoints, prompts, sessions
+from sessions_app.views import bulk, endpoints, followups, prompts, sessions
 
 app_name = "console"
 
@@ -19,6 +19,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/", sessions.action_fragment, name="action_fragment"),
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/cancel", sessions.action_cancel, name="action_cancel"),
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/resend", sessions.action_resend, name="action_resend"),
+    path("sessions/<uuid:session_id>/actions/<uuid:action_id>/wake", sessions.action_wake, name="action_wake"),
     path("sessions/<uuid:session_id>/follow-up/request", prompts.follow_up_request, name="follow_up_request"),
     path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/cancel", prompts.prompt_cancel, name="prompt_cancel"),
     path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/reissue", prompts.prompt_reissue, name="prompt_reissue"),
@@ -26,6 +27,8 @@ urlpatterns = [
     path(
         "sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/escalate", prompts.prompt_escalate, name="prompt_escalate"
     ),
+    path("follow-ups/", followups.follow_up_list, name="follow_up_list"),
+    path("follow-ups/<uuid:follow_up_id>/open", followups.follow_up_open, name="follow_up_open"),
     path("bulk/", bulk.bulk_start, name="bulk_start"),
     path("bulk/<uuid:run_id>/", bulk.bulk_detail, name="bulk_detail"),
 ]

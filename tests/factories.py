@@ -173,3 +173,18 @@ def share_link(*, actor, session=None, incident=None, expires_in: timedelta = ti
         return sharing.share_link_create(
             actor=actor, session=session, incident=incident, expires_in=expires_in, label=label
         )
+
+
+def follow_up(session, *, actor=None, note: str = "check the backup ran", due: bool = False):
+    """A follow-up scheduled from a session (in an hour; or already due, as the reminder sweep finds it)."""
+    from django.utils import timezone
+
+    from sessions_app.models import FollowUp
+    from sessions_app.services import followups
+
+    at = timezone.now() + timedelta(hours=1)
+    scheduled = followups.follow_up_schedule(actor=actor or session.opened_by, session=session, at=at, note=note)
+    if due:
+        FollowUp.all_tenants.filter(pk=scheduled.pk).update(due_at=timezone.now() - timedelta(minutes=1))
+        scheduled.refresh_from_db()
+    return scheduled

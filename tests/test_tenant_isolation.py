@@ -57,6 +57,7 @@ class TenantWorld:
     prompt: Any  # sessions_app.models.Prompt, in ``session``
     incident: Any  # sessions_app.models.Incident, with ``session`` in it
     share_link: Any  # sessions_app.models.ShareLink, to ``session``
+    follow_up: Any  # sessions_app.models.FollowUp, of ``session``, already due
 
     @property
     def secret_names(self) -> list[str]:
@@ -119,6 +120,7 @@ def build_world(label: str) -> TenantWorld:
         prompt=factories.prompt(session, actor=member.user, title=f"{label} secret prompt"),
         incident=factories.incident(tenant, actor=member.user, title=f"{label} secret incident", sessions=[session]),
         share_link=factories.share_link(actor=member.user, session=session, label=f"{label} secret share")[0],
+        follow_up=factories.follow_up(session, actor=member.user, note=f"{label} secret follow-up", due=True),
     )
 
 
@@ -181,6 +183,7 @@ URL_PARAMETERS: dict[str, Callable[[TenantWorld], Any]] = {
     "prompt_id": lambda w: w.prompt.pk,  # a prompt of the session above
     "incident_id": lambda w: w.incident.pk,
     "link_id": lambda w: w.share_link.pk,  # a share link
+    "follow_up_id": lambda w: w.follow_up.pk,  # a follow-up of the session above
 }
 
 # REST routers name their id parameter "pk"; what it points at follows from the route's name,
@@ -193,6 +196,7 @@ PK_BY_BASENAME: dict[str, Callable[[TenantWorld], Any]] = {
     "prompt": lambda w: w.prompt.pk,
     "incident": lambda w: w.incident.pk,
     "share-link": lambda w: w.share_link.pk,
+    "follow-up": lambda w: w.follow_up.pk,
     "client-group": lambda w: w.client_group.pk,
 }
 

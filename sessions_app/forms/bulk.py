@@ -6,6 +6,7 @@ from django import forms
 
 from sessions_app.forms.sessions import ConsoleForm, action_params_from
 from sessions_app.limits import REASON_MAX_CHARS
+from sessions_app.models import WakeChoice
 
 
 class BulkRunForm(ConsoleForm):
@@ -16,6 +17,14 @@ class BulkRunForm(ConsoleForm):
     kind = forms.CharField(max_length=64, required=False)
     group = forms.CharField(max_length=200, required=False)
     reason = forms.CharField(max_length=REASON_MAX_CHARS, required=False)
+    wake = forms.ChoiceField(
+        choices=WakeChoice.choices,
+        required=False,
+        error_messages={"invalid_choice": f"wake must be one of: {', '.join(WakeChoice.values)}"},
+    )
+
+    def wake_choice(self) -> str:
+        return self.valid_data()["wake"] or WakeChoice.NOW
 
     def endpoint_ids(self) -> list[str]:
         return self.data.getlist("endpoint")

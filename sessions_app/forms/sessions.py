@@ -13,6 +13,7 @@ from django.utils import timezone
 from caisey.errors import Rejected
 from caisey_agent.protocol import ACTION_KINDS
 from sessions_app.limits import MAX_BATCH, MAX_EXPIRY, NOTE_MAX_CHARS, REASON_MAX_CHARS
+from sessions_app.models import WakeChoice
 
 #: The console asks for the expiry in hours; the API in seconds. Same bound.
 MAX_EXPIRY_HOURS = MAX_EXPIRY / timedelta(hours=1)
@@ -40,6 +41,8 @@ def action_params_from(post: QueryDict, kind: str) -> dict[str, Any]:
 
 class SessionOpenForm(ConsoleForm):
     reason = forms.CharField(max_length=REASON_MAX_CHARS, required=False)
+    # Ticked: the endpoint keeps its lazy cadence (work queued to wait for its check-ins).
+    no_wake = forms.BooleanField(required=False)
 
 
 class SessionCloseForm(ConsoleForm):
@@ -57,6 +60,14 @@ class NoteForm(ConsoleForm):
 class ActionRunForm(ConsoleForm):
     kind = forms.CharField(max_length=64, required=False)
     expires_hours = forms.FloatField(required=False, error_messages={"invalid": "the expiry must be a number of hours"})
+    wake = forms.ChoiceField(
+        choices=WakeChoice.choices,
+        required=False,
+        error_messages={"invalid_choice": f"wake must be one of: {', '.join(WakeChoice.values)}"},
+    )
+
+    def wake_choice(self) -> str:
+        return self.valid_data()["wake"] or WakeChoice.NOW
 
     def clean_expires_hours(self) -> float | None:
         hours = self.cleaned_data.get("expires_hours")

@@ -69,6 +69,8 @@ def action_data(action: Action) -> dict[str, Any]:
         "truncated": action.output_truncated,
         "conditions_at_dispatch": action.conditions_at_dispatch,
         "conditions_at_completion": action.conditions_at_completion,
+        "wake": action.wake,
+        "woken_at": action.woken_at,
     }
 
 

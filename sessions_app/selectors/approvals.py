@@ -72,14 +72,3 @@ def prompt_stats_for_group(*, client_group_id: Any, days: int = 30) -> dict[str,
         "expired_share": (expired / total) if total else None,
         "days": days,
     }
-
-
-def unanswered_by_hour(*, endpoint_id: Any, days: int = 30) -> list[int]:
-    """Prompts that expired unanswered on this endpoint, by hour of day (server time zone)."""
-    since = timezone.now() - timedelta(days=days)
-    hours = [0] * 24
-    for created in Prompt.objects.filter(
-        endpoint_id=endpoint_id, state=PromptState.EXPIRED, created_at__gte=since
-    ).values_list("created_at", flat=True):
-        hours[timezone.localtime(created).hour] += 1
-    return hours

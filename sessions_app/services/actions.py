@@ -48,6 +48,7 @@ from sessions_app.models import (
     PromptState,
     SessionStatus,
     SupportSession,
+    WakeChoice,
 )
 from sessions_app.services import prompting
 from sessions_app.services.sessions import SessionError, session_end, session_touch
@@ -100,12 +101,17 @@ def action_request(
     bulk_run: BulkRun | None = None,
     hold: bool = False,
     conditions: dict[str, Any] | None = None,
+    wake: str = WakeChoice.NOW,
 ) -> Action:
     """Queue an action on the session's endpoint. It waits in the outbox while the endpoint is away,
-    until ``expires_in`` (default from settings). ``hold`` queues it without sending (batches)."""
+    until ``expires_in`` (default from settings). ``hold`` queues it without sending (batches).
+    ``wake``: NOW wakes the endpoint and sends at once; WAIT leaves its mode alone and sends at
+    its next check-in (``action_wake`` turns a waiting action into NOW)."""
     with acting_for(actor, session.tenant_id):
         if session.status != SessionStatus.OPEN:
             raise SessionError("this session is closed")
+        if wake not in WakeChoice.values:
+            raise SessionError(f"wake must be one of: {', '.join(WakeChoice.values)}")
         clean = action_params_clean(kind=kind, params=params)
         if expires_in is not None and not timedelta(0) < expires_in <= MAX_EXPIRY:
             raise SessionError(f"the expiry must be between a second and {MAX_EXPIRY.days} days")
@@ -129,6 +135,7 @@ def action_request(
             timeout_s=spec.default_timeout,
             output_limit=cfg["ACTION_OUTPUT_LIMIT_BYTES"],
             expires_at=expires_at,
+            wake=wake,
         )
         transcript_append(
             session=session,
@@ -142,6 +149,7 @@ def action_request(
                 "expires_at": expires_at.isoformat(),
                 "batch": str(batch.pk) if batch else None,
                 "offline": presence_of(endpoint) == Presence.OFFLINE,
+                "wake": wake,
             },
         )
         if not hold:
@@ -164,6 +172,7 @@ def _dispatch(action: Action, *, conditions: dict[str, Any] | None = None) -> No
     """
     endpoint = Endpoint.objects.get(pk=action.endpoint_id)
     waits_for_return = presence_of(endpoint) == Presence.OFFLINE
+    wait = action.wake == WakeChoice.WAIT
     message = outbox.outbox_enqueue(
         endpoint=endpoint,
         body=p.ActionRun(
@@ -178,13 +187,56 @@ def _dispatch(action: Action, *, conditions: dict[str, Any] | None = None) -> No
         ref_type="action",
         ref_id=str(action.pk),
         expires_at=action.expires_at,
-        max_attempts=100_000 if waits_for_return else None,
+        # Waiting for the next check-in may take a lazy interval or more: it keeps the budget of
+        # an action that waits for an away endpoint (until the action's expiry).
+        max_attempts=100_000 if waits_for_return or wait else None,
+        not_before=next_check_in(endpoint) if wait else None,
     )
     Action.objects.filter(pk=action.pk).update(
         outbox_id=message.pk, conditions_at_dispatch=conditions or bridge_conditions(endpoint=endpoint)
     )
     action.outbox_id = message.pk
-    endpoint_set_mode(endpoint=endpoint, mode=AgentMode.ACTIVE, reason="action queued")
+    if not wait:
+        endpoint_set_mode(endpoint=endpoint, mode=AgentMode.ACTIVE, reason="action queued")
+
+
+def next_check_in(endpoint: Endpoint) -> datetime:
+    """When the endpoint is next expected to beat, at the cadence it has now (its last beat plus
+    its heartbeat interval); now when it is overdue or never seen (it takes the action at its
+    next connect then: the hello claims everything waiting)."""
+    now = timezone.now()
+    if endpoint.last_seen_at is None:
+        return now
+    return max(now, endpoint.last_seen_at + timedelta(seconds=endpoint.heartbeat_interval))
+
+
+@transaction.atomic
+def action_wake(*, actor: Actor, action: Action) -> None:
+    """Wake now, for an action that was waiting for the endpoint's next check-in: the endpoint
+    goes active and the action is sent at once (or as soon as it is approved)."""
+    with acting_for(actor, action.tenant_id):
+        action = _fresh(action)
+        if action.wake != WakeChoice.WAIT:
+            raise SessionError("this action already wakes its endpoint")
+        if action.status not in (ActionStatus.QUEUED, ActionStatus.AWAITING_APPROVAL) or (
+            action.status == ActionStatus.QUEUED and action.dispatched_at is not None
+        ):
+            raise SessionError(f"the action is already {action.get_status_display().lower()}")
+        now = timezone.now()
+        Action.objects.filter(pk=action.pk).update(wake=WakeChoice.NOW, woken_at=now)
+        action.wake, action.woken_at = WakeChoice.NOW, now
+        message = OutboxMessage.objects.filter(pk=action.outbox_id).first() if action.outbox_id else None
+        sent_now = message is not None and outbox.outbox_hurry(message=message)
+        endpoint_set_mode(endpoint=action.endpoint, mode=AgentMode.ACTIVE, reason="woken for an action")
+        transcript_append(
+            session=action.session,
+            kind=K.ACTION_WOKEN,
+            actor=actor_label(actor),
+            action=action,
+            data={"was": WakeChoice.WAIT.value, "status": action.status, "sent_now": sent_now},
+        )
+        session_touch(session_id=action.session_id)
+        _action_event(action, "action.status", {"wake": WakeChoice.NOW.value})
 
 
 @transaction.atomic

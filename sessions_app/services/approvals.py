@@ -42,9 +42,8 @@ from sessions_app.models import (
     Prompt,
     PromptParty,
     PromptState,
-    SupportSession,
 )
-from sessions_app.services import actions, prompting
+from sessions_app.services import actions, followups, prompting
 from sessions_app.services.prompting import (  # noqa: F401  (part of this module's interface)
     PromptError,
     prompt_issue,
@@ -74,13 +73,7 @@ def _consequences(prompt: Prompt, to: str) -> None:
     if to == S.APPROVED:
         actions.actions_release_held(prompt=prompt)
         if prompt.follow_up_at:
-            SupportSession.objects.filter(pk=prompt.session_id).update(follow_up_at=prompt.follow_up_at)
-            transcript_append(
-                session=prompt.session,
-                kind=K.SESSION_FOLLOW_UP_SCHEDULED,
-                actor=PromptParty.RUNTIME,
-                data={"at": prompt.follow_up_at.isoformat(), "approved_prompt": str(prompt.pk)},
-            )
+            followups.follow_up_from_approval(prompt=prompt)
     elif to in (S.DENIED, S.EXPIRED, S.CANCELLED):
         actions.actions_stop_held(prompt=prompt, prompt_state=to)
     if to in (S.CANCELLED, S.SUPERSEDED, S.EXPIRED):

@@ -24,7 +24,7 @@ from sessions_app.limits import (
     MIN_BULK_EXPIRY,
     REASON_MAX_CHARS,
 )
-from sessions_app.models import BulkRun
+from sessions_app.models import BulkRun, WakeChoice
 from sessions_app.services.actions import action_params_clean, action_request
 from sessions_app.services.sessions import SessionError, session_open
 
@@ -38,12 +38,16 @@ def bulk_run_start(
     params: dict[str, Any],
     reason: str = "",
     expires_in: timedelta = DEFAULT_BULK_EXPIRY,
+    wake: str = WakeChoice.NOW,
 ) -> BulkRun:
-    """One diagnostic across many endpoints: a session per endpoint, offline ones stay queued."""
+    """One diagnostic across many endpoints: a session per endpoint, offline ones stay queued.
+    ``wake``=WAIT leaves every endpoint resting: each runs it at its next lazy check-in."""
     if not endpoints:
         raise SessionError("choose at least one endpoint")
     if len(endpoints) > MAX_BULK_ENDPOINTS:
         raise SessionError(f"a bulk run reaches at most {MAX_BULK_ENDPOINTS} endpoints")
+    if wake not in WakeChoice.values:
+        raise SessionError(f"wake must be one of: {', '.join(WakeChoice.values)}")
     if not MIN_BULK_EXPIRY <= expires_in <= MAX_EXPIRY:
         raise SessionError(f"the expiry must be between a minute and {MAX_EXPIRY.days} days")
     tenant_id = endpoints[0].tenant_id
@@ -64,7 +68,11 @@ def bulk_run_start(
         # (endpoints/services.py endpoint_touch_many): two writers in one order cannot deadlock.
         for endpoint in sorted(endpoints, key=lambda e: e.pk):
             session = session_open(
-                actor=actor, endpoint=endpoint, reason=f"bulk run: {reason or kind}", conditions=conditions[endpoint.pk]
+                actor=actor,
+                endpoint=endpoint,
+                reason=f"bulk run: {reason or kind}",
+                conditions=conditions[endpoint.pk],
+                wake=wake == WakeChoice.NOW,
             )
             action_request(
                 actor=actor,
@@ -74,5 +82,6 @@ def bulk_run_start(
                 expires_in=expires_in,
                 bulk_run=run,
                 conditions=conditions[endpoint.pk],
+                wake=wake,
             )
         return run

@@ -53,10 +53,17 @@ def session_touch(*, session_id: Any) -> None:
 
 @transaction.atomic
 def session_open(
-    *, actor: Actor, endpoint: Endpoint, reason: str = "", conditions: dict[str, Any] | None = None
+    *,
+    actor: Actor,
+    endpoint: Endpoint,
+    reason: str = "",
+    conditions: dict[str, Any] | None = None,
+    wake: bool = True,
 ) -> SupportSession:
-    """Open a session; wakes the endpoint. Offline endpoints open read-only (queue, notes, follow-up).
-    ``conditions``: the bridge conditions, when the caller read them for many endpoints at once."""
+    """Open a session; wakes the endpoint unless ``wake`` is off (work that can wait for its lazy
+    check-ins, e.g. slow diagnostics queued with WakeChoice.WAIT). Offline endpoints open
+    read-only (queue, notes, follow-up). ``conditions``: the bridge conditions, when the caller
+    read them for many endpoints at once."""
     with acting_for(actor, endpoint.tenant_id):
         endpoint.refresh_from_db()
         if endpoint.status != EndpointStatus.ENROLLED:
@@ -81,9 +88,11 @@ def session_open(
                 "offline": offline,
                 "bridge": conditions,
                 "machine_context": endpoint.machine_context,
+                "wake": wake,
             },
         )
-        endpoint_set_mode(endpoint=endpoint, mode=AgentMode.ACTIVE, reason="session opened")
+        if wake:
+            endpoint_set_mode(endpoint=endpoint, mode=AgentMode.ACTIVE, reason="session opened")
         return session
 
 
@@ -131,20 +140,6 @@ def session_add_note(*, actor: Actor, session: SupportSession, text: str) -> Non
         entry = transcript_append(session=session, kind=K.NOTE, actor=actor_label(actor), data={"text": text})
         session_touch(session_id=session.pk)
         session_event(session, "session.note", {"index": entry.index, "text": text, "actor": entry.actor})
-
-
-@transaction.atomic
-def session_schedule_follow_up(*, actor: Actor, session: SupportSession, at: datetime, note: str = "") -> None:
-    with acting_for(actor, session.tenant_id):
-        if at <= timezone.now():
-            raise SessionError("a follow-up must be in the future")
-        SupportSession.objects.filter(pk=session.pk).update(follow_up_at=at, follow_up_note=note[:REASON_MAX_CHARS])
-        transcript_append(
-            session=session,
-            kind=K.SESSION_FOLLOW_UP_SCHEDULED,
-            actor=actor_label(actor),
-            data={"at": at.isoformat(), "note": note},
-        )
 
 
 @transaction.atomic

@@ -26,7 +26,12 @@ def bulk_start(request):
         data = form.valid_data()
         endpoints = selectors.bulk_run_endpoints(endpoint_ids=form.endpoint_ids(), client_group=data["group"])
         run = bulk.bulk_run_start(
-            actor=request.user, endpoints=endpoints, kind=data["kind"], params=form.params(), reason=data["reason"]
+            actor=request.user,
+            endpoints=endpoints,
+            kind=data["kind"],
+            params=form.params(),
+            reason=data["reason"],
+            wake=form.wake_choice(),
         )
     if run is None:
         return redirect("console:endpoint_list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.shortcuts import render
 
 from bridge import health
@@ -32,6 +33,7 @@ def endpoint_list(request):
             "group": group,
             "groups": endpoint_selectors.client_group_list(),
             "kinds": ACTION_KINDS.values(),
+            "lazy_interval_s": settings.CAISEY["HEARTBEAT_LAZY_S"],
         },
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -33,8 +34,10 @@ from sessions_app.kinds import TranscriptKind
 from sessions_app.models import ACTION_LIVE, SessionStatus
 from sessions_app.selectors import actions as action_selectors
 from sessions_app.selectors import approvals as approval_selectors
+from sessions_app.selectors import followups as followup_selectors
+from sessions_app.selectors import patterns as pattern_selectors
 from sessions_app.selectors import sessions as selectors
-from sessions_app.services import actions, sessions
+from sessions_app.services import actions, followups, sessions
 
 
 def _back(session_id) -> HttpResponse:
@@ -59,7 +62,10 @@ def session_open(request, endpoint_id):
     session = None
     with refused(request, "Not opened"):
         form = SessionOpenForm(request.POST)
-        session = sessions.session_open(actor=request.user, endpoint=endpoint, reason=form.valid_data()["reason"])
+        data = form.valid_data()
+        session = sessions.session_open(
+            actor=request.user, endpoint=endpoint, reason=data["reason"], wake=not data["no_wake"]
+        )
     if session is None:
         return redirect("console:endpoint_detail", endpoint_id=endpoint.pk)
     return _back(session.pk)
@@ -85,8 +91,12 @@ def session_detail(request, session_id):
             "transcript": selectors.session_transcript(session=session),
             "prompts": approval_selectors.session_prompts(session=session),
             "prompt_stats": approval_selectors.prompt_stats_for_group(client_group_id=endpoint.client_group_id),
-            "unanswered_by_hour": approval_selectors.unanswered_by_hour(endpoint_id=endpoint.pk),
+            "follow_ups": followup_selectors.session_follow_ups(session=session),
+            "patterns": pattern_selectors.prompt_patterns(
+                endpoint_id=endpoint.pk, client_group_id=endpoint.client_group_id
+            ),
             "kinds": ACTION_KINDS.values(),
+            "lazy_interval_s": settings.CAISEY["HEARTBEAT_LAZY_S"],
             "categories": CATEGORIES,
             "is_open": session.status == SessionStatus.OPEN,
             "can_operate": request.membership.can_operate,
@@ -107,6 +117,7 @@ def action_run(request, session_id):
             kind=form.valid_data()["kind"],
             params=form.params(),
             expires_in=form.expires_in(),
+            wake=form.wake_choice(),
         )
     return _back(session.pk)
 
@@ -136,6 +147,15 @@ def action_resend(request, session_id, action_id):
     action = get_or_404(action_selectors.action_get, action_id=action_id, session_id=session_id)
     with refused(request, "Not resent"):
         actions.action_resend(actor=request.user, action=action)
+    return _back(session_id)
+
+
+@require_POST
+@operator_required
+def action_wake(request, session_id, action_id):
+    action = get_or_404(action_selectors.action_get, action_id=action_id, session_id=session_id)
+    with refused(request, "Not woken"):
+        actions.action_wake(actor=request.user, action=action)
     return _back(session_id)
 
 
@@ -171,7 +191,7 @@ def follow_up(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
     with refused(request, "Follow-up not scheduled"):
         data = FollowUpForm(request.POST).valid_data()
-        sessions.session_schedule_follow_up(actor=request.user, session=session, at=data["at"], note=data["note"])
+        followups.follow_up_schedule(actor=request.user, session=session, at=data["at"], note=data["note"])
     return _back(session.pk)
 
 

@@ -706,6 +706,7 @@ def test_methods_not_allowed_get_a_json_405(world):
 ROUTES = {
     "/api/v1/endpoints/": {"get"},
     "/api/v1/endpoints/{id}/": {"get"},
+    "/api/v1/endpoints/{id}/prompt-patterns/": {"get"},
     "/api/v1/catalogue/": {"get"},
     "/api/v1/sessions/": {"get", "post"},
     "/api/v1/sessions/{id}/": {"get"},
@@ -719,8 +720,12 @@ ROUTES = {
     "/api/v1/actions/{id}/": {"get"},
     "/api/v1/actions/{id}/cancel/": {"post"},
     "/api/v1/actions/{id}/resend/": {"post"},
+    "/api/v1/actions/{id}/wake/": {"post"},
     "/api/v1/bulk-runs/": {"get", "post"},
     "/api/v1/bulk-runs/{id}/": {"get"},
+    "/api/v1/follow-ups/": {"get"},
+    "/api/v1/follow-ups/{id}/": {"get"},
+    "/api/v1/follow-ups/{id}/open/": {"post"},
 }
 
 

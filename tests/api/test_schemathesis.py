@@ -42,7 +42,14 @@ def world(db, settings):
     sessions.session_add_note(actor=tech, session=session, text="a note")
     run = bulk.bulk_run_start(actor=tech, endpoints=[endpoint], kind="disk_usage", params={}, reason="bulk")
     # Ids of real objects, by the collection their path starts with.
-    ids = {"endpoints": endpoint.pk, "sessions": session.pk, "actions": action.pk, "bulk-runs": run.pk}
+    follow_up = factories.follow_up(session, actor=tech, due=True)
+    ids = {
+        "endpoints": endpoint.pk,
+        "sessions": session.pk,
+        "actions": action.pk,
+        "bulk-runs": run.pk,
+        "follow-ups": follow_up.pk,
+    }
     # Django's test client does the same: the request signals would otherwise close the
     # test's database connection (and its transaction) between two requests.
     request_started.disconnect(close_old_connections)

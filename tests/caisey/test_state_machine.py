@@ -12,9 +12,11 @@ from caisey.state_machine import IllegalTransition, TransitionRace, transition
 from endpoints.models import ENDPOINT_TRANSITIONS, EndpointStatus
 from sessions_app.models import (
     ACTION_TRANSITIONS,
+    FOLLOW_UP_TRANSITIONS,
     PROMPT_TRANSITIONS,
     SESSION_TRANSITIONS,
     ActionStatus,
+    FollowUpStatus,
     PromptState,
     SessionStatus,
 )
@@ -41,6 +43,10 @@ def _outbox():
     return OutboxMessage.all_tenants.filter(endpoint=_session().endpoint).first()
 
 
+def _follow_up():
+    return factories.follow_up(_session())
+
+
 def _endpoint():
     tenant = factories.tenant()
     return factories.endpoint(factories.client_group(tenant)).endpoint
@@ -52,6 +58,7 @@ MACHINES = {
     "outbox": (_outbox, OUTBOX_TRANSITIONS, "status", OutboxStatus),
     "session": (_session, SESSION_TRANSITIONS, "status", SessionStatus),
     "endpoint": (_endpoint, ENDPOINT_TRANSITIONS, "status", EndpointStatus),
+    "follow_up": (_follow_up, FOLLOW_UP_TRANSITIONS, "status", FollowUpStatus),
 }
 CASES = [
     pytest.param(name, current, target, id=f"{name}:{current}->{target}")

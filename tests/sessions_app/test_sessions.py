@@ -12,7 +12,7 @@ from caisey.errors import Forbidden
 from endpoints.models import AgentMode, Endpoint, Role
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import SessionStatus, SupportSession, TranscriptEntry
-from sessions_app.services import sessions
+from sessions_app.services import followups, sessions
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -56,9 +56,7 @@ def test_only_the_tenants_operators_may_write(session, role):
     for write in (
         lambda: sessions.session_add_note(actor=actor, session=session, text="x"),
         lambda: sessions.session_close(actor=actor, session=session),
-        lambda: sessions.session_schedule_follow_up(
-            actor=actor, session=session, at=timezone.now() + timedelta(days=1)
-        ),
+        lambda: followups.follow_up_schedule(actor=actor, session=session, at=timezone.now() + timedelta(days=1)),
         lambda: sessions.session_open(actor=actor, endpoint=session.endpoint),
     ):
         with pytest.raises(Forbidden):
@@ -83,6 +81,4 @@ def test_note_and_close_are_recorded_with_typed_kinds(session):
 
 def test_a_follow_up_in_the_past_is_refused(session):
     with pytest.raises(sessions.SessionError, match="in the future"):
-        sessions.session_schedule_follow_up(
-            actor=session.opened_by, session=session, at=timezone.now() - timedelta(minutes=1)
-        )
+        followups.follow_up_schedule(actor=session.opened_by, session=session, at=timezone.now() - timedelta(minutes=1))
