@@ -26,6 +26,12 @@ urlpatterns = [
     path(
         "sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/escalate", prompts.prompt_escalate, name="prompt_escalate"
     ),
+    path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/", prompts.prompt_fragment, name="prompt_fragment"),
+    path(
+        "sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/run-approved",
+        prompts.prompt_run_approved,
+        name="prompt_run_approved",
+    ),
     path("bulk/", bulk.bulk_start, name="bulk_start"),
     path("bulk/<uuid:run_id>/", bulk.bulk_detail, name="bulk_detail"),
 ]
