@@ -419,6 +419,9 @@ def _runtime_report(endpoint: Endpoint, reports: list[p.PromptReport]) -> dict[s
         held.add(prompt.pk)
         if report.state in PromptState.values:
             _runtime_says(prompt, report.state, _ts(report.decided_at), report.decided_by)
+        if prompt.is_open:
+            # The runtime holds it and can be reached: a card that said "asleep" shows the live state.
+            prompting.prompt_announce(prompt)
     replayed = 0
     # The server thinks these were delivered, yet the runtime does not hold them: replay.
     missing = (

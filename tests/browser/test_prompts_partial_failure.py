@@ -34,7 +34,7 @@ from tests.e2e.stack import Stack, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-DEADLINE_S = 30
+DEADLINE_S = 40
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +165,25 @@ def test_prompt_held_by_a_sleeping_laptop_and_its_late_approval_is_honoured(stac
     for kind in ("prompt.expired", "prompt.approved", "prompt.late_decision_honoured", "prompt.recorded_approval_used"):
         assert kind in kinds, kind
     wait_for(lambda: "action.result" in record(), timeout=10, what="the rerun's result in the transcript")
+
+
+def test_prompt_held_asleep_shows_its_live_state_again_when_the_runtime_reconnects(stack, page):
+    expect = support.expect()
+    agent = start_agent(stack, "nap01", "late")
+    log_in(page, stack)
+    open_session(page, agent.endpoint_id, "INC-5 mapped drive missing")
+    run_shell(page, "echo after-the-nap")
+    prompt = prompt_card(page)
+    state = prompt.locator("[data-field=state]")
+    expect(state).to_have_class(re.compile(r"\bstatus-delivered\b"))
+    expect(page.locator("body")).to_have_attribute("data-live", "connected")
+    mark_page(page)
+
+    agent.proc.send_signal(signal.SIGSTOP)
+    expect(state).to_have_text("Held on the endpoint (asleep)", timeout=DEADLINE_S * 1000)
+    # It never wakes from this sleep: it reboots, and its agent says hello with what it holds.
+    agent.kill(signal.SIGKILL)
+    agent.start()
+    expect(state).to_have_text("Delivered to the endpoint", timeout=20_000)
+    expect(prompt.locator("[data-field=condition]")).to_have_count(0)
+    assert_not_reloaded(page)

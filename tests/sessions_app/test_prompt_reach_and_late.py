@@ -384,3 +384,20 @@ def test_run_now_of_an_unknown_or_other_sessions_prompt_is_not_found(client):
     response = client.post(reverse("console:prompt_run_approved", args=[other_session.pk, prompt.pk]))
     assert response.status_code == 404
     assert SessionStatus.OPEN == session.status and not Action.all_tenants.filter(rerun_of=action).exists()
+
+
+def test_a_runtime_report_of_a_held_prompt_rings_its_card(monkeypatch):
+    """Back from sleep, the runtime's hello lists what it holds: the card re-renders its live state."""
+    from sessions_app.services import prompting
+
+    enrolled, tech, session = world()
+    prompt = prompt_of(shell(tech, session))
+    ack(prompt)
+    rung = []
+    monkeypatch.setattr(
+        prompting.notify, "console_event", lambda **kw: rung.append((kw["event"], kw["payload"]["prompt_id"]))
+    )
+    prompts.prompt_runtime_report(
+        endpoint=enrolled.endpoint, reports=[p.PromptReport(prompt_id=str(prompt.pk), state="delivered")]
+    )
+    assert ("prompt.state", str(prompt.pk)) in rung
