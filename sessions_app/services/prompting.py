@@ -203,7 +203,9 @@ def prompt_unreachable_why(prompt: Prompt, *, now: datetime) -> str:
     if not prompt.outbox_id:
         return ""
     show = OutboxMessage.objects.filter(pk=prompt.outbox_id, status=OutboxStatus.QUEUED).first()
-    waited = (now - prompt_pending_since(prompt)).total_seconds()
+    # A (re)connecting agent is sent everything waiting with its hello: the wait counts from then.
+    since = max(filter(None, (prompt_pending_since(prompt), endpoint.connected_at)))
+    waited = (now - since).total_seconds()
     if show is not None and show.attempts >= 1 and waited >= settings.CAISEY["OUTBOX_ACK_TIMEOUT_S"]:
         return f"could not reach endpoint: sent {show.attempts} time(s), no acknowledgement in {waited:.0f} s"
     return ""

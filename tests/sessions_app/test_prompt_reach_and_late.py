@@ -401,3 +401,15 @@ def test_a_runtime_report_of_a_held_prompt_rings_its_card(monkeypatch):
         endpoint=enrolled.endpoint, reports=[p.PromptReport(prompt_id=str(prompt.pk), state="delivered")]
     )
     assert ("prompt.state", str(prompt.pk)) in rung
+
+
+def test_an_agent_that_just_reconnected_gets_the_ack_timeout_before_delivery_counts_as_failing():
+    """After a server restart the shows go out again with each agent's hello: not 'could not reach'."""
+    enrolled, tech, session = world()
+    prompt = prompt_of(shell(tech, session))
+    assert outbox.outbox_claim(endpoint_id=enrolled.endpoint.pk)
+    Prompt.all_tenants.filter(pk=prompt.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+    Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(connected_at=timezone.now())
+    assert prompts.prompt_reach_sweep() == 0
+    Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(connected_at=timezone.now() - timedelta(seconds=11))
+    assert prompts.prompt_reach_sweep() == 1
