@@ -55,6 +55,10 @@ def approval_covering(*, action_id: Any, batch_id: Any = None) -> dict[str, Any]
         "deadline_at": prompt.deadline_at,
         "decided_at": prompt.decided_at,
         "decided_by": prompt.decided_by,
+        "reported_at": prompt.reported_at,
+        "late_decision": prompt.late_decision,
+        "late_not_run": prompt.late_not_run,
+        "approval_used_by": prompt.approval_used_by,
     }
 
 

@@ -240,6 +240,11 @@ def test_an_approval_made_in_time_but_reported_late_runs_the_request_again():
     assert approved.data["recorded_approval"] and approved.data["rerun_of"] == str(action.pk)
     c = card(session, prompt)
     assert c.honoured_late and c.reruns == [rerun] and not c.can_run_now
+    from caisey import tenancy
+
+    with tenancy.bind(session.tenant_id):  # as the API shows it
+        shown = selectors.approval_covering(action_id=action.pk)
+    assert shown["reported_at"] == prompt.reported_at and shown["approval_used_by"] == "runtime"
     # The same decision reported again (a heartbeat) changes nothing.
     runtime(enrolled, prompt, "approved", prompt.deadline_at - timedelta(seconds=5))
     assert Action.all_tenants.filter(rerun_of=action).count() == 1
