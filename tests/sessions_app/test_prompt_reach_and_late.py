@@ -216,7 +216,7 @@ def test_after_the_deadline_a_prompt_still_held_asleep_is_not_shown_as_final():
 # --- 4. late approvals honoured ------------------------------------------------------------------
 
 
-def test_an_approval_made_in_time_but_reported_late_runs_the_request_again():
+def test_an_approval_made_in_time_but_reported_late_runs_the_request_again(client):
     enrolled, tech, session = world()
     action = shell(tech, session)
     prompt = prompt_of(action)
@@ -240,6 +240,10 @@ def test_an_approval_made_in_time_but_reported_late_runs_the_request_again():
     assert approved.data["recorded_approval"] and approved.data["rerun_of"] == str(action.pk)
     c = card(session, prompt)
     assert c.honoured_late and c.reruns == [rerun] and not c.can_run_now
+    client.force_login(tech)
+    fragment = client.get(reverse("console:prompt_fragment", args=[session.pk, prompt.pk])).content.decode()
+    assert "after the prompt had expired here: honoured" in fragment
+    assert f'href="#action-{rerun.pk}"' in fragment and "as soon as it arrived" in fragment
     from caisey import tenancy
 
     with tenancy.bind(session.tenant_id):  # as the API shows it
@@ -310,7 +314,7 @@ def test_a_late_approval_for_a_closed_session_says_why_and_runs_nothing():
         prompts.prompt_run_with_recorded_approval(actor=tech, prompt=prompt)
 
 
-def test_a_decision_made_after_the_deadline_stays_refused_as_late_and_says_so():
+def test_a_decision_made_after_the_deadline_stays_refused_as_late_and_says_so(client):
     enrolled, tech, session = world()
     action = shell(tech, session)
     prompt = prompt_of(action)
@@ -325,6 +329,9 @@ def test_a_decision_made_after_the_deadline_stays_refused_as_late_and_says_so():
     assert kinds(session).count("prompt.late_decision_ignored") == 1
     ignored = TranscriptEntry.all_tenants.get(session=session, kind="prompt.late_decision_ignored")
     assert ignored.data["why"] == "decided after the deadline"
+    client.force_login(tech)
+    fragment = client.get(reverse("console:prompt_fragment", args=[session.pk, prompt.pk])).content.decode()
+    assert "A decision (approved) made on the endpoint at" in fragment and "was refused as late" in fragment
 
 
 def test_a_decision_after_the_deadline_is_refused_even_before_the_sweep_expired_the_prompt():
