@@ -210,6 +210,17 @@ def outbox_resend(*, actor: Actor, message: OutboxMessage) -> OutboxMessage:
     return message
 
 
+def outbox_retry_now(*, actor: Actor, message: OutboxMessage) -> bool:
+    """A technician's resend of a message still waiting for its endpoint: due now (same event id,
+    same budget), and the doorbell rung. False when it is no longer waiting."""
+    due = OutboxMessage.objects.filter(pk=message.pk, status=OutboxStatus.QUEUED).update(
+        next_attempt_at=timezone.now(), status_changed_by=actor_label(actor)
+    )
+    if due:
+        notify.agent_doorbell(endpoint_id=message.endpoint_id, reason="resend")
+    return bool(due)
+
+
 @transaction.atomic
 def outbox_hurry(*, message: OutboxMessage) -> bool:
     """A queued message held for later (``not_before``) is due now: the agent's doorbell rings

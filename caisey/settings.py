@@ -308,6 +308,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     "action-deadlines": {"task": "sessions_app.tasks.action_deadline_sweep", "schedule": 5.0},
     "prompt-deadlines": {"task": "sessions_app.tasks.prompt_deadline_sweep", "schedule": 2.0},
+    # Pending prompts of endpoints known to be away say so at once, not at their deadline.
+    "prompt-reach": {"task": "sessions_app.tasks.prompt_reach_sweep", "schedule": 2.0},
     "idle-sessions": {"task": "sessions_app.tasks.idle_sessions_sweep", "schedule": 30.0},
     "abandoned-sessions": {"task": "sessions_app.tasks.abandoned_sessions_sweep", "schedule": 300.0},
     "session-connectivity": {"task": "sessions_app.tasks.session_connectivity_sweep", "schedule": 10.0},

@@ -220,6 +220,16 @@ class ApprovalOut(serializers.Serializer):
     deadline_at = serializers.DateTimeField()
     decided_at = serializers.DateTimeField(allow_null=True)
     decided_by = serializers.CharField()
+    reported_at = serializers.DateTimeField(
+        allow_null=True, help_text="when the decision reached the server (decided_at is the endpoint's clock)"
+    )
+    late_decision = serializers.CharField(help_text="a decision made after the deadline, refused as late")
+    late_not_run = serializers.CharField(
+        help_text="why a decision honoured late did not run its request again by itself"
+    )
+    approval_used_by = serializers.CharField(
+        help_text="who ran the expired request again with an approval honoured late"
+    )
 
 
 class ActionDetailOut(ActionOut):

@@ -50,6 +50,10 @@ class TranscriptKind(StrEnum):
     PROMPT_LATE_DECISION_IGNORED = "prompt.late_decision_ignored"
     PROMPT_REPLAYED = "prompt.replayed"
     PROMPT_ESCALATED = "prompt.escalated"
+    # a decision made on the endpoint before the deadline that reached the server after it
+    PROMPT_LATE_DECISION_HONOURED = "prompt.late_decision_honoured"
+    PROMPT_LATE_APPROVAL_NOT_RUN = "prompt.late_approval_not_run"
+    PROMPT_RECORDED_APPROVAL_USED = "prompt.recorded_approval_used"
     # the bridge
     BRIDGE_CONNECTIVITY = "bridge.connectivity"
     # incidents, sharing and review (written by their own services)

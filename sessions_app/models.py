@@ -176,6 +176,9 @@ class Action(models.Model):
     # Wake or wait (WakeChoice); woken_at: when a technician woke the endpoint for a waiting action.
     wake = models.CharField(max_length=10, choices=WakeChoice.choices, default=WakeChoice.NOW)
     woken_at = models.DateTimeField(null=True, blank=True)
+    # The expired request this one runs again, with the approval recorded for it (a decision made
+    # on the endpoint before the deadline that reached the server after it).
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()
@@ -338,6 +341,16 @@ class Prompt(models.Model):
     superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     escalated_at = models.DateTimeField(null=True, blank=True)
     allow_escalation = models.BooleanField(default=False)
+    # When the runtime's decision reached the server (decided_at is the runtime's own clock).
+    reported_at = models.DateTimeField(null=True, blank=True)
+    # A decision the runtime made after the deadline: refused as late, kept to say so.
+    late_decision = models.CharField(max_length=20, blank=True)
+    late_decision_at = models.DateTimeField(null=True, blank=True)
+    # An approval honoured late whose request could not run again by itself: why not.
+    late_not_run = models.CharField(max_length=300, blank=True)
+    # Who ran the expired request again with the approval recorded late (used once).
+    approval_used_at = models.DateTimeField(null=True, blank=True)
+    approval_used_by = models.CharField(max_length=200, blank=True)
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()

@@ -24,6 +24,11 @@ def prompt_deadline_sweep() -> int:
 
 
 @shared_task(ignore_result=True)
+def prompt_reach_sweep() -> int:
+    return approvals.prompt_reach_sweep()
+
+
+@shared_task(ignore_result=True)
 def abandoned_sessions_sweep() -> int:
     return sessions.abandoned_sessions_sweep()
 

@@ -29,6 +29,12 @@ urlpatterns = [
     ),
     path("follow-ups/", followups.follow_up_list, name="follow_up_list"),
     path("follow-ups/<uuid:follow_up_id>/open", followups.follow_up_open, name="follow_up_open"),
+    path("sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/", prompts.prompt_fragment, name="prompt_fragment"),
+    path(
+        "sessions/<uuid:session_id>/prompts/<uuid:prompt_id>/run-approved",
+        prompts.prompt_run_approved,
+        name="prompt_run_approved",
+    ),
     path("bulk/", bulk.bulk_start, name="bulk_start"),
     path("bulk/<uuid:run_id>/", bulk.bulk_detail, name="bulk_detail"),
 ]

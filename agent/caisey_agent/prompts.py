@@ -86,7 +86,12 @@ class PromptStore:
         return cur.rowcount == 1
 
     def withdraw(self, prompt_id: str) -> None:
-        self.db.execute("UPDATE prompts SET state = 'withdrawn' WHERE prompt_id = ?", (prompt_id,))
+        """Take an undecided prompt down. A decision already made stays, to be reported: the
+        server judges it (a decision made before the deadline is honoured even when the withdraw
+        of an expired prompt reached a waking laptop first)."""
+        self.db.execute(
+            "UPDATE prompts SET state = 'withdrawn' WHERE prompt_id = ? AND state NOT IN (?, ?)", (prompt_id, *DECIDED)
+        )
 
     # --- from the user ---------------------------------------------------------------------
 

@@ -4,13 +4,24 @@ Tenant-scoped through the default managers."""
 from __future__ import annotations
 
 import statistics
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from sessions_app.models import Prompt, PromptState, PromptTransition, SupportSession
+from endpoints.models import Endpoint, EndpointStatus, Presence
+from endpoints.presence import presence_of
+from sessions_app.models import (
+    Action,
+    ActionStatus,
+    Prompt,
+    PromptState,
+    PromptTransition,
+    SessionStatus,
+    SupportSession,
+)
 
 
 def prompt_get(*, prompt_id: Any, session_id: Any = None) -> Prompt:
@@ -44,6 +55,10 @@ def approval_covering(*, action_id: Any, batch_id: Any = None) -> dict[str, Any]
         "deadline_at": prompt.deadline_at,
         "decided_at": prompt.decided_at,
         "decided_by": prompt.decided_by,
+        "reported_at": prompt.reported_at,
+        "late_decision": prompt.late_decision,
+        "late_not_run": prompt.late_not_run,
+        "approval_used_by": prompt.approval_used_by,
     }
 
 
@@ -72,3 +87,150 @@ def prompt_stats_for_group(*, client_group_id: Any, days: int = 30) -> dict[str,
         "expired_share": (expired / total) if total else None,
         "days": days,
     }
+
+
+# --- a prompt as the console shows it: the ledger's state, and what the endpoint's presence adds --
+
+
+def endpoint_away_since(endpoint: Endpoint) -> datetime | None:
+    """When an away endpoint was last heard from: its socket's close, or its last heartbeat."""
+    if endpoint.disconnected_at and (
+        endpoint.last_seen_at is None or endpoint.disconnected_at >= endpoint.last_seen_at
+    ):
+        return endpoint.disconnected_at
+    return endpoint.last_seen_at
+
+
+def prompt_honoured_late(prompt: Prompt) -> bool:
+    """A decision made on the endpoint before the deadline that reached the server after it."""
+    return (
+        prompt.state in (PromptState.APPROVED, PromptState.DENIED)
+        and prompt.reported_at is not None
+        and prompt.reported_at > prompt.deadline_at
+    )
+
+
+def actions_stopped_by_expiry(*, prompt: Prompt) -> list[Action]:
+    """The requests a prompt held that its expiry stopped before they were ever sent."""
+    if prompt.batch_id:
+        scope: dict[str, Any] = {"batch_id": prompt.batch_id}
+    elif prompt.action_id:
+        scope = {"pk": prompt.action_id}
+    else:
+        return []
+    return list(
+        Action.objects.filter(status=ActionStatus.EXPIRED, outbox_id="", **scope).order_by("batch_position", "pk")
+    )
+
+
+def late_rerun_blocker(prompt: Prompt, *, automatic: bool, now: datetime | None = None) -> str:
+    """Why the requests an approval honoured late would not run again now ("" when they can).
+
+    Reachability is not asked here: an automatic rerun follows the runtime's own report over
+    its live connection, and a technician's rerun of an away endpoint waits for its return like
+    any request queued for it (until the request's expiry). ``automatic`` also respects the
+    queue expiry the technician set on the request; a technician choosing to run it now
+    gives it a fresh one."""
+    now = now or timezone.now()
+    session = SupportSession.objects.get(pk=prompt.session_id)
+    if session.status != SessionStatus.OPEN:
+        return "the session was closed"
+    if Endpoint.objects.get(pk=prompt.endpoint_id).status != EndpointStatus.ENROLLED:
+        return "the endpoint was revoked"
+    stopped = actions_stopped_by_expiry(prompt=prompt)
+    if not stopped:
+        return "nothing is left to run (the request was cancelled or ran meanwhile)"
+    if automatic:
+        lapsed = [a for a in stopped if a.expires_at and a.expires_at <= now]
+        if lapsed:
+            return f"its queue expiry passed at {timezone.localtime(lapsed[0].expires_at):%H:%M:%S}"
+    return ""
+
+
+@dataclass
+class PromptCard:
+    """One prompt for the session page: the ledger, plus what the endpoint's presence says about it."""
+
+    prompt: Prompt
+    # "" (nothing to add), "unreachable" (could not reach the endpoint), "asleep" (held by an
+    # endpoint that went away), "expired_held" (expired here, still held by an endpoint asleep
+    # since before the deadline: a decision made there in time is honoured when it wakes).
+    condition: str = ""
+    note: str = ""
+    away_since: datetime | None = None
+    honoured_late: bool = False
+    reruns: list[Action] = field(default_factory=list)
+    can_run_now: bool = False
+    watch_presence: bool = False
+
+
+def _last_move_into(prompt: Prompt, state: str) -> PromptTransition | None:
+    moves = [t for t in prompt.history.all() if t.to_state == state]
+    return moves[-1] if moves else None
+
+
+def prompt_card(prompt: Prompt, *, endpoint: Endpoint, presence: Presence, now: datetime) -> PromptCard:
+    card = PromptCard(prompt=prompt)
+    away = presence == Presence.OFFLINE
+    card.away_since = endpoint_away_since(endpoint) if away else None
+    since = f" since {timezone.localtime(card.away_since):%H:%M:%S}" if card.away_since else ""
+    state = prompt.state
+    card.watch_presence = prompt.is_open or state == PromptState.EXPIRED
+    if state == PromptState.FAILED_TO_DELIVER:
+        card.condition = "unreachable"
+        move = _last_move_into(prompt, state)
+        card.note = (move.detail if move and move.detail else "could not reach endpoint") + (
+            " · it goes out when the endpoint returns, until the deadline"
+        )
+    elif state == PromptState.PENDING and away:
+        card.condition = "unreachable"
+        card.note = f"could not reach endpoint: offline{since}"
+    elif state in (PromptState.DELIVERED, PromptState.ACKNOWLEDGED) and away:
+        card.condition = "asleep"
+        card.note = (
+            f"held on the endpoint, endpoint asleep{since}. A decision made there before the deadline is "
+            "honoured when it wakes: wait, or cancel and reissue."
+        )
+    elif state == PromptState.EXPIRED and away:
+        expiry = _last_move_into(prompt, PromptState.EXPIRED)
+        held = expiry is not None and expiry.from_state in (PromptState.DELIVERED, PromptState.ACKNOWLEDGED)
+        unseen_since_deadline = endpoint.last_seen_at is None or endpoint.last_seen_at <= prompt.deadline_at
+        if held and unseen_since_deadline:
+            card.condition = "expired_held"
+            card.note = (
+                f"still held on the endpoint, endpoint asleep{since}: a decision made there before the "
+                "deadline is honoured when it wakes."
+            )
+    if prompt_honoured_late(prompt):
+        card.honoured_late = True
+        card.reruns = list(Action.objects.filter(rerun_of__in=_gated_ids(prompt)).order_by("created_at"))
+        card.can_run_now = (
+            state == PromptState.APPROVED
+            and not prompt.approval_used_at
+            and bool(prompt.late_not_run)
+            and not late_rerun_blocker(prompt, automatic=False, now=now)
+        )
+    return card
+
+
+def _gated_ids(prompt: Prompt) -> list[Any]:
+    if prompt.batch_id:
+        return list(Action.objects.filter(batch_id=prompt.batch_id).values_list("pk", flat=True))
+    return [prompt.action_id] if prompt.action_id else []
+
+
+def session_prompt_cards(*, session: SupportSession) -> list[PromptCard]:
+    endpoint = Endpoint.objects.get(pk=session.endpoint_id)
+    now = timezone.now()
+    presence = presence_of(endpoint, now)
+    return [
+        prompt_card(prompt, endpoint=endpoint, presence=presence, now=now)
+        for prompt in session_prompts(session=session)
+    ]
+
+
+def session_prompt_card(*, session_id: Any, prompt_id: Any) -> PromptCard:
+    prompt = session_prompts(session=SupportSession.objects.get(pk=session_id)).get(pk=prompt_id)
+    endpoint = Endpoint.objects.get(pk=prompt.endpoint_id)
+    now = timezone.now()
+    return prompt_card(prompt, endpoint=endpoint, presence=presence_of(endpoint, now), now=now)

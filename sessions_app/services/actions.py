@@ -50,6 +50,7 @@ from sessions_app.models import (
     SupportSession,
     WakeChoice,
 )
+from sessions_app.selectors.approvals import actions_stopped_by_expiry
 from sessions_app.services import prompting
 from sessions_app.services.sessions import SessionError, session_end, session_touch
 from sessions_app.services.transcript import transcript_append
@@ -427,6 +428,67 @@ def action_stop_unapproved(*, action: Action, prompt_state: str) -> None:
             data={"why": f"approval prompt {prompt_state}"},
         )
         _action_event(action, "action.status")
+
+
+def actions_rerun_approved(*, prompt: Prompt, by: str) -> list[Action]:
+    """An approval honoured late (decided on the endpoint before the deadline, reported after it):
+    the requests the prompt's expiry stopped run again as new actions linked to them (an expired
+    action stays expired: a final state never reopens), a batch's steps in order."""
+    stopped = actions_stopped_by_expiry(prompt=prompt)
+    if not stopped:
+        return []
+    batch = None
+    if prompt.batch_id:
+        first = Batch.objects.get(pk=prompt.batch_id)
+        batch = Batch.objects.create(
+            tenant_id=prompt.tenant_id, session_id=prompt.session_id, created_by=first.created_by
+        )
+    now = timezone.now()
+    reruns = []
+    for old in stopped:
+        expires_at = now + (old.expires_at - old.created_at) if old.expires_at else None
+        action = Action.objects.create(
+            tenant_id=old.tenant_id,
+            session_id=old.session_id,
+            endpoint_id=old.endpoint_id,
+            batch=batch,
+            batch_position=old.batch_position,
+            kind=old.kind,
+            category=old.category,
+            params=old.params,
+            requested_by_id=old.requested_by_id,
+            timeout_s=old.timeout_s,
+            output_limit=old.output_limit,
+            expires_at=expires_at,
+            rerun_of=old,
+        )
+        common = {"rerun_of": str(old.pk), "prompt": str(prompt.pk)}
+        transcript_append(
+            session=prompt.session,
+            kind=K.ACTION_QUEUED,
+            actor=by,
+            action=action,
+            data={
+                "kind": action.kind,
+                "category": action.category,
+                "params": action.params,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+                "batch": str(batch.pk) if batch else None,
+                **common,
+            },
+        )
+        transcript_append(
+            session=prompt.session,
+            kind=K.ACTION_APPROVED,
+            actor=by,
+            action=action,
+            data={"decided_by": prompt.decided_by, "recorded_approval": True, **common},
+        )
+        _action_event(action, "action.queued", {"kind": action.kind})
+        reruns.append(action)
+    _dispatch(reruns[0])
+    session_touch(session_id=prompt.session_id)
+    return reruns
 
 
 def _action_ended(action: Action) -> None:

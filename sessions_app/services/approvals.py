@@ -30,6 +30,7 @@ from bridge import outbox
 from bridge.models import OutboxMessage, OutboxStatus
 from caisey import secrets, tenancy
 from caisey.actors import Actor, actor_label
+from caisey.errors import Conflict
 from caisey_agent import protocol as p
 from endpoints.access import acting_for
 from endpoints.models import Endpoint
@@ -37,12 +38,14 @@ from sessions_app.kinds import TranscriptKind as K
 from sessions_app.models import (
     PROMPT_ENDED,
     PROMPT_OPEN,
+    Action,
     ApprovalLink,
     ApprovalLinkVisit,
     Prompt,
     PromptParty,
     PromptState,
 )
+from sessions_app.selectors import approvals as approval_selectors
 from sessions_app.services import actions, followups, prompting
 from sessions_app.services.prompting import (  # noqa: F401  (part of this module's interface)
     PromptError,
@@ -125,16 +128,22 @@ def prompt_reissue(*, actor: Actor, prompt: Prompt) -> Prompt:
 
 @transaction.atomic
 def prompt_resend(*, actor: Actor, prompt: Prompt) -> None:
-    """After failed_to_deliver: queue the same prompt again with a fresh retry budget."""
+    """After failed_to_deliver: send the same prompt again now. A show still waiting for the
+    endpoint is made due at once; one the outbox gave up on gets a fresh retry budget."""
     with acting_for(actor, prompt.tenant_id):
         prompt = prompting.prompt_fresh(prompt)
         if prompt.state != S.FAILED_TO_DELIVER:
             raise PromptError("only a prompt that could not be delivered can be resent")
         if prompt.deadline_at <= timezone.now():
             raise PromptError("the prompt's deadline has passed; reissue it instead")
-        message = OutboxMessage.objects.get(pk=prompt.outbox_id)
-        outbox.outbox_resend(actor=actor, message=message)
-        OutboxMessage.objects.filter(pk=message.pk).update(expires_at=prompt.deadline_at)
+        message = OutboxMessage.objects.filter(pk=prompt.outbox_id).first() if prompt.outbox_id else None
+        if message is None or message.status not in (OutboxStatus.QUEUED, OutboxStatus.FAILED_TO_DELIVER):
+            prompting.prompt_show(prompt)
+        elif message.status == OutboxStatus.QUEUED:
+            outbox.outbox_retry_now(actor=actor, message=message)
+        else:
+            outbox.outbox_resend(actor=actor, message=message)
+            OutboxMessage.objects.filter(pk=message.pk).update(expires_at=prompt.deadline_at)
         prompt_transition(prompt, S.PENDING, party=PromptParty.CONSOLE, detail=f"resent by {actor_label(actor)}")
 
 
@@ -210,28 +219,32 @@ def _runtime_says(prompt: Prompt, state: str, decided_at: datetime | None, decid
             # decision is the record, so the runtime is told to take its copy down.
             _decision_ignored(prompt, state, why="the prompt was already decided")
             return
-        if prompt.state == S.EXPIRED and not (decided_at and decided_at <= prompt.deadline_at):
-            transcript_append(
-                session=prompt.session,
-                kind=K.PROMPT_LATE_DECISION_IGNORED,
-                actor=PromptParty.RUNTIME,
-                action=prompt.action,
-                data={
-                    "prompt": str(prompt.pk),
-                    "decision": state,
-                    "state": prompt.state,
-                    "why": "decided after the deadline",
-                },
-            )
+        now = timezone.now()
+        made_at = decided_at or now  # an agent that did not say when: when it reached us
+        if made_at > prompt.deadline_at:
+            _decision_too_late(prompt, state, made_at)
             return
-        prompt_transition(
-            prompt,
-            state,
-            party=PromptParty.RUNTIME,
-            decided_at=decided_at or timezone.now(),
-            decided_by=decided_by[:200],
-            detail=f"{state} on the endpoint by {decided_by or 'the user'}",
-        )
+        late = prompt.state == S.EXPIRED
+        who = decided_by or "the user"
+        detail = f"{state} on the endpoint by {who}"
+        if late:
+            detail += (
+                f" at {_hms(made_at)}, before the deadline {_hms(prompt.deadline_at)}; reported at {_hms(now)},"
+                " after the prompt had expired here: honoured"
+            )
+        if (
+            prompt_transition(
+                prompt,
+                state,
+                party=PromptParty.RUNTIME,
+                decided_at=made_at,
+                decided_by=decided_by[:200],
+                reported_at=now,
+                detail=detail,
+            )
+            and late
+        ):
+            _late_decision_honoured(prompt, state)
         return
     if state in (S.DELIVERED, S.ACKNOWLEDGED):
         if prompt.state in PROMPT_ENDED:
@@ -249,6 +262,119 @@ def _runtime_says(prompt: Prompt, state: str, decided_at: datetime | None, decid
             prompt_transition(
                 prompt, S.ACKNOWLEDGED, party=PromptParty.RUNTIME, seen_at=timezone.now(), detail="seen by the user"
             )
+
+
+def _hms(at: datetime) -> str:
+    return f"{timezone.localtime(at):%H:%M:%S}"
+
+
+def _decision_too_late(prompt: Prompt, decision: str, made_at: datetime) -> None:
+    """A decision the runtime made after the deadline: refused, recorded once, said on the card.
+    A prompt the deadline sweep has not reached yet expires now."""
+    if prompt.is_open:
+        prompt_transition(
+            prompt, S.EXPIRED, party=PromptParty.SYSTEM, detail="expired: the only decision came after the deadline"
+        )
+    if prompt.late_decision:
+        return  # already recorded (the same decision reported again by a heartbeat)
+    Prompt.objects.filter(pk=prompt.pk).update(late_decision=decision, late_decision_at=made_at)
+    prompt.late_decision, prompt.late_decision_at = decision, made_at
+    transcript_append(
+        session=prompt.session,
+        kind=K.PROMPT_LATE_DECISION_IGNORED,
+        actor=PromptParty.RUNTIME,
+        action=prompt.action,
+        data={
+            "prompt": str(prompt.pk),
+            "decision": decision,
+            "state": prompt.state,
+            "why": "decided after the deadline",
+            "decided_at": made_at.isoformat(),
+            "deadline": prompt.deadline_at.isoformat(),
+        },
+    )
+    prompting.prompt_announce(prompt)
+
+
+def _late_decision_honoured(prompt: Prompt, decision: str) -> None:
+    """A decision made before the deadline reached the server after the prompt expired here:
+    honoured. An approval runs its request again (the expiry stopped it) if it still can;
+    otherwise the card says why, and a technician may run it with the recorded approval."""
+    transcript_append(
+        session=prompt.session,
+        kind=K.PROMPT_LATE_DECISION_HONOURED,
+        actor=PromptParty.RUNTIME,
+        action=prompt.action,
+        data={
+            "prompt": str(prompt.pk),
+            "decision": decision,
+            "decided_at": prompt.decided_at.isoformat() if prompt.decided_at else None,
+            "decided_by": prompt.decided_by or None,
+            "deadline": prompt.deadline_at.isoformat(),
+            "reported_at": prompt.reported_at.isoformat() if prompt.reported_at else None,
+        },
+    )
+    if decision != S.APPROVED or not (prompt.action_id or prompt.batch_id):
+        return
+    why = approval_selectors.late_rerun_blocker(prompt, automatic=True)
+    if why:
+        Prompt.objects.filter(pk=prompt.pk).update(late_not_run=why[:300])
+        prompt.late_not_run = why[:300]
+        transcript_append(
+            session=prompt.session,
+            kind=K.PROMPT_LATE_APPROVAL_NOT_RUN,
+            actor=PromptParty.SYSTEM,
+            action=prompt.action,
+            data={"prompt": str(prompt.pk), "why": why},
+        )
+        prompting.prompt_announce(prompt)
+        return
+    # The report came over the endpoint's live connection: it is reachable now (its presence,
+    # computed from coalesced last-seen times, may lag a second behind a resumed agent).
+    _use_recorded_approval(prompt, by=PromptParty.RUNTIME)
+
+
+def _use_recorded_approval(prompt: Prompt, *, by: str) -> list[Action]:
+    """Run the requests the prompt's expiry stopped, once: a second use is a Conflict."""
+    now = timezone.now()
+    if not Prompt.objects.filter(pk=prompt.pk, approval_used_at__isnull=True).update(
+        approval_used_at=now, approval_used_by=by[:200]
+    ):
+        used = Prompt.objects.values_list("approval_used_by", flat=True).get(pk=prompt.pk)
+        raise Conflict(f"the recorded approval was already used (by {used})")
+    prompt.approval_used_at, prompt.approval_used_by = now, by[:200]
+    reruns = actions.actions_rerun_approved(prompt=prompt, by=by)
+    transcript_append(
+        session=prompt.session,
+        kind=K.PROMPT_RECORDED_APPROVAL_USED,
+        actor=by,
+        action=prompt.action,
+        data={
+            "prompt": str(prompt.pk),
+            "decided_at": prompt.decided_at.isoformat() if prompt.decided_at else None,
+            "decided_by": prompt.decided_by or None,
+            "actions": [str(a.pk) for a in reruns],
+            "rerun_of": [str(a.rerun_of_id) for a in reruns],
+        },
+    )
+    prompting.prompt_announce(prompt)
+    return reruns
+
+
+@transaction.atomic
+def prompt_run_with_recorded_approval(*, actor: Actor, prompt: Prompt) -> list[Action]:
+    """A technician runs the request an approval honoured late could not run by itself, with that
+    recorded approval (once; the transcript names who used it)."""
+    with acting_for(actor, prompt.tenant_id):
+        prompt = prompting.prompt_fresh(prompt)
+        if prompt.state != S.APPROVED or not approval_selectors.prompt_honoured_late(prompt):
+            raise PromptError("only an approval that reached the server after its prompt expired can be used this way")
+        if prompt.approval_used_at:
+            raise Conflict(f"the recorded approval was already used (by {prompt.approval_used_by})")
+        why = approval_selectors.late_rerun_blocker(prompt, automatic=False)
+        if why:
+            raise PromptError(f"it cannot run: {why}")
+        return _use_recorded_approval(prompt, by=actor_label(actor))
 
 
 def _own_prompt(endpoint: Endpoint, prompt_id: str) -> Prompt | None:
@@ -286,6 +412,9 @@ def _runtime_report(endpoint: Endpoint, reports: list[p.PromptReport]) -> dict[s
         held.add(prompt.pk)
         if report.state in PromptState.values:
             _runtime_says(prompt, report.state, _ts(report.decided_at), report.decided_by)
+        if prompt.is_open:
+            # The runtime holds it and can be reached: a card that said "asleep" shows the live state.
+            prompting.prompt_announce(prompt)
     replayed = 0
     # The server thinks these were delivered, yet the runtime does not hold them: replay.
     missing = (
@@ -308,6 +437,21 @@ def _runtime_report(endpoint: Endpoint, reports: list[p.PromptReport]) -> dict[s
             )
             replayed += 1
     return {"held": len(held), "replayed": replayed}
+
+
+def prompt_reach_sweep() -> int:
+    """Pending prompts whose endpoint is known to be away, in every tenant: failed_to_deliver
+    now rather than pending until the deadline (each moved in its own tenant's scope)."""
+    now = timezone.now()
+    count = 0
+    with tenancy.system():
+        pending = list(Prompt.objects.filter(state=S.PENDING, deadline_at__gt=now).select_related("endpoint"))
+        for candidate in pending:
+            if not prompting.prompt_unreachable_why(candidate, now=now):
+                continue
+            with transaction.atomic(), tenancy.bind(candidate.tenant_id):
+                count += prompting.prompt_reach_check(prompting.prompt_fresh(candidate), now=now)
+    return count
 
 
 def endpoint_has_open_prompts(*, endpoint_id: Any) -> bool:

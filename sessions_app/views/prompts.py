@@ -1,12 +1,13 @@
-"""Console actions on approval prompts: cancel, cancel-and-reissue, resend, escalate, follow-up."""
+"""Console actions on approval prompts: cancel, cancel-and-reissue, resend, escalate, run with a
+recorded approval, follow-up; and one prompt's card, re-rendered live."""
 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from caisey.console import get_or_404, operator_required
+from caisey.console import get_or_404, member_required, operator_required
 from sessions_app.forms.sessions import FollowUpForm
 from sessions_app.selectors import approvals as approval_selectors
 from sessions_app.selectors import sessions as selectors
@@ -65,6 +66,34 @@ def prompt_escalate(request, session_id, prompt_id):
         prompts.prompt_escalate,
         "Approval link sent to the client's designated approver.",
         base_url=prompts.public_base_url(request),
+    )
+
+
+@require_POST
+@operator_required
+def prompt_run_approved(request, session_id, prompt_id):
+    return _prompt_action(
+        request,
+        session_id,
+        prompt_id,
+        prompts.prompt_run_with_recorded_approval,
+        "Running it now with the approval recorded on the endpoint.",
+    )
+
+
+@member_required
+def prompt_fragment(request, session_id, prompt_id):
+    """One prompt's card, re-rendered when its state or its endpoint's presence changes."""
+    card = get_or_404(approval_selectors.session_prompt_card, session_id=session_id, prompt_id=prompt_id)
+    return render(
+        request,
+        "console/_prompt.html",
+        {
+            "card": card,
+            "session": card.prompt.session,
+            "is_open": card.prompt.session.status == "open",
+            "can_operate": request.membership.can_operate,
+        },
     )
 
 

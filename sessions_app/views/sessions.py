@@ -89,7 +89,7 @@ def session_detail(request, session_id):
             "actions": list(action_selectors.session_actions(session=session)),
             "live_statuses": [s.value for s in ACTION_LIVE],
             "transcript": selectors.session_transcript(session=session),
-            "prompts": approval_selectors.session_prompts(session=session),
+            "prompt_cards": approval_selectors.session_prompt_cards(session=session),
             "prompt_stats": approval_selectors.prompt_stats_for_group(client_group_id=endpoint.client_group_id),
             "follow_ups": followup_selectors.session_follow_ups(session=session),
             "patterns": pattern_selectors.prompt_patterns(

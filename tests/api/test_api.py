@@ -332,8 +332,11 @@ def test_an_action_gated_by_approval_shows_its_prompt(world):
     assert world.run(sid, kind="system_summary", params={})["approval"] is None  # diagnostics need no approval
     gated = world.run(sid, kind="shell", params={"command": "systemctl restart spooler"})
     assert gated["status"] == "awaiting_approval"
-    assert gated["approval"]["state"] in ("pending", "delivered") and gated["approval"]["deadline_at"]
-    assert world.api.get(f"{V1}/actions/{gated['id']}/").json()["approval"]["id"] == gated["approval"]["id"]
+    # The endpoint never connected: its prompt says at once that it could not reach it.
+    assert gated["approval"]["state"] == "failed_to_deliver" and gated["approval"]["deadline_at"]
+    approval = world.api.get(f"{V1}/actions/{gated['id']}/").json()["approval"]
+    assert approval["id"] == gated["approval"]["id"]
+    assert approval["reported_at"] is None and approval["late_decision"] == approval["approval_used_by"] == ""
 
 
 def test_resend_an_action_that_could_not_be_delivered(world):

@@ -158,9 +158,12 @@ def test_decision_made_before_the_deadline_is_honoured_when_it_arrives_late():
     assert prompt_of(action).state == PromptState.EXPIRED and action.status == ActionStatus.EXPIRED
     runtime(enrolled, prompt, "approved", decided_in_time)
     assert prompt_of(action).state == PromptState.APPROVED
-    # The action had expired with the prompt: an honoured late approval does not revive it.
+    # The action expired with the prompt and stays so (a final state never reopens); the honoured
+    # approval runs the request again as a new action linked to it.
     action.refresh_from_db()
     assert action.status == ActionStatus.EXPIRED and not action_run_queued(action)
+    rerun = Action.all_tenants.get(rerun_of=action)
+    assert action_run_queued(rerun)
 
 
 def test_decision_after_the_deadline_is_ignored():

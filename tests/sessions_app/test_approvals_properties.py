@@ -512,6 +512,7 @@ class PromptMachine(RuleBasedStateMachine):
             self.clock.offset += timedelta(seconds=step)
         if sweep:
             prompts.prompt_deadline_sweep()
+            prompts.prompt_reach_sweep()
             self._doorbell()
 
     # --- invariants -------------------------------------------------------------------------------------
@@ -567,7 +568,9 @@ class PromptMachine(RuleBasedStateMachine):
             )
         )
         prompt_rows = list(
-            Prompt.all_tenants.filter(session=self.session).values("pk", "state", "action_id", "batch_id")
+            Prompt.all_tenants.filter(session=self.session).values(
+                "pk", "state", "action_id", "batch_id", "decided_at", "deadline_at"
+            )
         )
         approved_from = dict(
             PromptTransition.all_tenants.filter(prompt__session=self.session, to_state=S.APPROVED).values_list(
@@ -579,12 +582,18 @@ class PromptMachine(RuleBasedStateMachine):
             "action_id", "data"
         ):
             released_by.setdefault(str(aid), []).append(data["prompt"])
-        for action in Action.all_tenants.filter(session=self.session).values("pk", "status", "batch_id"):
+        for action in Action.all_tenants.filter(session=self.session).values(
+            "pk", "status", "batch_id", "rerun_of_id", "rerun_of__batch_id"
+        ):
             aid = str(action["pk"])
+            # A rerun runs the request an expired prompt held, with the approval recorded late.
+            rerun = action["rerun_of_id"] is not None
+            asked_pk = action["rerun_of_id"] if rerun else action["pk"]
+            asked_batch = action["rerun_of__batch_id"] if rerun else action["batch_id"]
             gating = [
                 row
                 for row in prompt_rows
-                if (row["batch_id"] == action["batch_id"] if action["batch_id"] else row["action_id"] == action["pk"])
+                if (row["batch_id"] == asked_batch if asked_batch else row["action_id"] == asked_pk)
             ]
             states = sorted({row["state"] for row in gating})
             if action["status"] == ActionStatus.AWAITING_APPROVAL and not set(states) & PROMPT_OPEN:
@@ -605,8 +614,18 @@ class PromptMachine(RuleBasedStateMachine):
                     f"releasing it; its prompts are {states}"
                 )
             for pid in released_by[aid]:
-                state = next((row["state"] for row in gating if str(row["pk"]) == pid), None)
-                if state != S.APPROVED or approved_from.get(uuid.UUID(pid)) not in PROMPT_OPEN:
+                row = next((row for row in gating if str(row["pk"]) == pid), None)
+                state = row["state"] if row else None
+                # DESIGN: a decision made before the deadline is honoured even when it arrives after
+                # the prompt expired; its request then runs again as a rerun of the expired action.
+                late_in_time = (
+                    rerun
+                    and row is not None
+                    and approved_from.get(uuid.UUID(pid)) == S.EXPIRED
+                    and row["decided_at"] is not None
+                    and row["decided_at"] <= row["deadline_at"]
+                )
+                if state != S.APPROVED or not (approved_from.get(uuid.UUID(pid)) in PROMPT_OPEN or late_in_time):
                     raise Violation(
                         f"action {aid} was released by a prompt that is not validly approved "
                         "(DESIGN: an action runs only after approved, never after the prompt was "

@@ -34,23 +34,37 @@
     if (!c) { refresh(p.action_id); return; }
     c.querySelector("[data-field=output]").textContent += p.data;
   });
-  var reloadSoon = null;
-  function reload() {
-    if (!reloadSoon) reloadSoon = setTimeout(function () { location.reload(); }, 400);
+  // Prompt cards (templates/console/_prompt.html) are re-rendered from the ledger one by one,
+  // like action cards: on their own doorbell, and when the endpoint's presence changes (a
+  // prompt held by an endpoint that went to sleep says so; back again, its live state).
+  function promptCard(id) { return document.getElementById("prompt-" + id); }
+  var promptRequested = {};
+  function refreshPrompt(id) {
+    var n = promptRequested[id] = (promptRequested[id] || 0) + 1;
+    fetch(location.pathname + "prompts/" + id + "/", {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html || n !== promptRequested[id]) return;
+        var holder = document.createElement("div");
+        holder.innerHTML = html.trim();
+        var fresh = holder.firstElementChild;
+        var old = promptCard(id);
+        if (old) { old.replaceWith(fresh); } else {
+          var none = document.getElementById("no-prompts");
+          if (none) none.remove();
+          document.getElementById("prompt-list").prepend(fresh);
+        }
+      });
   }
-  document.addEventListener("caisey:prompt.state", function () {
-    // Prompt cards carry their whole history: re-render the page from the ledger.
-    reload();
+  document.addEventListener("caisey:prompt.state", function (e) { refreshPrompt(e.detail.payload.prompt_id); });
+  document.addEventListener("caisey:endpoint.presence", function () {
+    document.querySelectorAll("#prompt-list [data-watch-presence]").forEach(function (p) {
+      refreshPrompt(p.dataset.prompt);
+    });
   });
   // Doorbells rung between rendering this page and subscribing to the session are not
   // replayed (an action that finished in that gap would stay "Queued"). Once subscribed,
-  // compare with a fresh render: refresh the action cards that differ, reload for prompts.
-  function promptStates(doc) {
-    return Array.prototype.map.call(doc.querySelectorAll("#prompts [data-prompt]"), function (p) {
-      var state = p.querySelector("[data-field=state]");
-      return p.dataset.prompt + ":" + (state ? state.className : "");
-    }).join(" ");
-  }
+  // compare with a fresh render and refresh the cards that differ.
   document.addEventListener("caisey:message", function (e) {
     if (!e.detail || e.detail.subscribed !== "session") return;
     fetch(location.pathname, {credentials: "same-origin"})
@@ -58,7 +72,12 @@
       .then(function (html) {
         if (!html) return;
         var fresh = new DOMParser().parseFromString(html, "text/html");
-        if (promptStates(fresh) !== promptStates(document)) { reload(); return; }
+        fresh.querySelectorAll("#prompt-list [data-prompt]").forEach(function (c) {
+          var old = promptCard(c.dataset.prompt);
+          if (!old || old.dataset.state !== c.dataset.state || old.dataset.condition !== c.dataset.condition) {
+            refreshPrompt(c.dataset.prompt);
+          }
+        });
         fresh.querySelectorAll("#actions [data-action]").forEach(function (c) {
           var old = card(c.dataset.action);
           if (!old || old.dataset.status !== c.dataset.status) refresh(c.dataset.action);
