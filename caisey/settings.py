@@ -2,7 +2,8 @@
 
 Embedded default (nothing set): SQLite in WAL mode and the embedded Redis, both
 inside CAISEY_DATA_DIR. Production: CAISEY_DATABASE_URL, CAISEY_REDIS_URL,
-CAISEY_SECRET_KEY, CAISEY_ALLOWED_HOSTS and CAISEY_DEBUG=false.
+CAISEY_SECRET_KEY and CAISEY_ALLOWED_HOSTS. The demo and the tests set CAISEY_DEVELOPMENT=true:
+DEBUG on, a built-in secret key, plain http.
 """
 
 from __future__ import annotations
@@ -22,20 +23,39 @@ DATA_DIR = Path(env_str("CAISEY_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 INSECURE_DEFAULT_SECRET_KEY = "caisey-insecure-development-key-do-not-use-in-production"
-DEBUG = env_bool("CAISEY_DEBUG", True)
-SECRET_KEY = env_str("CAISEY_SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY)
+# Development mode: `manage.py demo` and the tests (pyproject's pytest env) turn it on. It is what
+# allows DEBUG by default, the built-in secret key and plain http; anything else is production.
+DEVELOPMENT = env_bool("CAISEY_DEVELOPMENT", False)
+DEBUG = env_bool("CAISEY_DEBUG", DEVELOPMENT)
+SECRET_KEY = env_str("CAISEY_SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY if DEVELOPMENT else "")
 ALLOWED_HOSTS = env_list("CAISEY_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CAISEY_CSRF_TRUSTED_ORIGINS", [])
 
-if not DEBUG:
-    if SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY or len(SECRET_KEY) < 32:
-        raise ImproperlyConfigured(
-            "CAISEY_DEBUG is off but CAISEY_SECRET_KEY is unset, the default, or shorter than 32 characters"
-        )
-    SESSION_COOKIE_SECURE = env_bool("CAISEY_SECURE_COOKIES", True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-elif env_bool("CAISEY_PRODUCTION", False):
-    raise ImproperlyConfigured("CAISEY_PRODUCTION is set: refusing to start with CAISEY_DEBUG on")
+if not DEVELOPMENT and (SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY or len(SECRET_KEY) < 32):
+    raise ImproperlyConfigured(
+        "CAISEY_SECRET_KEY is unset, the default, or shorter than 32 characters: set it to a long random "
+        "string (python3 -c 'import secrets; print(secrets.token_urlsafe(50))'); "
+        "for a local trial, CAISEY_DEVELOPMENT=true uses a built-in key"
+    )
+if env_bool("CAISEY_PRODUCTION", False) and (DEBUG or DEVELOPMENT):
+    raise ImproperlyConfigured("CAISEY_PRODUCTION is set: refusing to start with CAISEY_DEBUG or CAISEY_DEVELOPMENT on")
+
+# HTTPS only (production): secure cookies, http redirected to https, HSTS. The demo and the tests
+# run over plain http on localhost. Behind a TLS proxy, the scheme comes from its
+# X-Forwarded-Proto, trusted from CAISEY_TRUSTED_PROXIES only (caisey/asgi.py).
+HTTPS = env_bool("CAISEY_HTTPS", not DEVELOPMENT)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+# Health checks and scrapers talk to the server directly, over http, from inside.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("CAISEY_HSTS_S", 365 * 24 * 3600) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("CAISEY_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("CAISEY_HSTS_PRELOAD", True)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 
 INSTALLED_APPS = [
     "daphne",
@@ -53,10 +73,12 @@ INSTALLED_APPS = [
     "bridge",
     "sessions_app",
     "caisey",
+    "csp",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -66,6 +88,18 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "caisey.console.AppErrorMiddleware",
 ]
+
+# Content-Security-Policy (django-csp): every script and style is a static file of this site;
+# no inline script, style or event handler in the templates (tests/caisey/test_security.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "caisey.urls"
 ASGI_APPLICATION = "caisey.asgi.application"
