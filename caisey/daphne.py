@@ -11,6 +11,8 @@ DAPHNE_OPTIONS = [
     # default (5 s) would refuse them and start their backoff over. Waiting is cheaper.
     "--websocket_connect_timeout",
     "30",
+    # No --proxy-headers: Daphne would believe X-Forwarded-For from anyone. The trusted proxies'
+    # headers are read by caisey/proxies.py instead.
 ]
 
 

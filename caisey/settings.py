@@ -8,6 +8,7 @@ DEBUG on, a built-in secret key, plain http.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,14 @@ DEBUG = env_bool("CAISEY_DEBUG", DEVELOPMENT)
 SECRET_KEY = env_str("CAISEY_SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY if DEVELOPMENT else "")
 ALLOWED_HOSTS = env_list("CAISEY_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CAISEY_CSRF_TRUSTED_ORIGINS", [])
+# Addresses or networks (10.0.0.0/8) of the TLS proxies in front: only their X-Forwarded-For and
+# X-Forwarded-Proto are believed (caisey/proxies.py). Empty: the peer is the client.
+TRUSTED_PROXIES = env_list("CAISEY_TRUSTED_PROXIES", [])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"CAISEY_TRUSTED_PROXIES: {_proxy!r} is not an IP address or network") from None
 
 if not DEVELOPMENT and (SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY or len(SECRET_KEY) < 32):
     raise ImproperlyConfigured(
