@@ -16,12 +16,12 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from caisey import embedded_redis
+from caisey import datadir, embedded_redis
 from caisey.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("CAISEY_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+datadir.make_private(DATA_DIR)  # owner-only, and so is every file created in it
 
 INSECURE_DEFAULT_SECRET_KEY = "caisey-insecure-development-key-do-not-use-in-production"
 # Development mode: `manage.py demo` and the tests (pyproject's pytest env) turn it on. It is what
@@ -279,9 +279,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # No bearer token in a log line (caisey/redact.py); Daphne's access log: caisey/daphne.py.
+    "filters": {"redact_tokens": {"()": "caisey.redact.RedactTokens"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_tokens"]}},
     "root": {"handlers": ["console"], "level": env_str("CAISEY_LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own DEBUG-only console handler would print records unfiltered: they go to ours.
+        "django": {"handlers": []},
+        "django.channels.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
 }
 
 # --- Caisey behaviour -----------------------------------------------------------
@@ -355,13 +362,22 @@ CELERY_BEAT_SCHEDULE = {
     "session-connectivity": {"task": "sessions_app.tasks.session_connectivity_sweep", "schedule": 10.0},
 }
 
-# Embedded default: approval emails land as files in the data folder (the demo prints where).
-EMAIL_BACKEND = env_str("CAISEY_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+# Production sends e-mail by SMTP (CAISEY_EMAIL_HOST and the rest); in development (the demo, the
+# tests) approval e-mails land as files in the data folder (the demo prints where).
+EMAIL_BACKEND = env_str(
+    "CAISEY_EMAIL_BACKEND",
+    "django.core.mail.backends.filebased.EmailBackend"
+    if DEVELOPMENT
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
 EMAIL_FILE_PATH = str(DATA_DIR / "outbox-mail")
 EMAIL_HOST = env_str("CAISEY_EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("CAISEY_EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("CAISEY_EMAIL_USER", "")
 EMAIL_HOST_PASSWORD = env_str("CAISEY_EMAIL_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("CAISEY_EMAIL_TLS", False)
+EMAIL_USE_SSL = env_bool("CAISEY_EMAIL_SSL", False)
+# A mail server that does not answer must not hold a worker for ever (Django's default: no timeout).
+EMAIL_TIMEOUT = env_int("CAISEY_EMAIL_TIMEOUT_S", 30)
 DEFAULT_FROM_EMAIL = env_str("CAISEY_EMAIL_FROM", "caisey@localhost")
 CAISEY_PUBLIC_URL = env_str("CAISEY_PUBLIC_URL", "")
