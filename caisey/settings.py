@@ -309,6 +309,10 @@ CAISEY: dict[str, Any] = {
     # Heartbeats reconcile prompts when the runtime's list changed, else at most this often.
     "PROMPT_RECONCILE_EVERY_S": env_float("CAISEY_PROMPT_RECONCILE_EVERY_S", 120.0),
     "MAX_FRAME_BYTES": env_int("CAISEY_MAX_FRAME_BYTES", 256 * 1024),
+    # Frames one agent socket may send: sustained rate and burst (bridge/framerate.py); past them
+    # the socket is closed with 4429.
+    "AGENT_FRAMES_PER_S": env_float("CAISEY_AGENT_FRAMES_PER_S", 50.0),
+    "AGENT_FRAME_BURST": env_int("CAISEY_AGENT_FRAME_BURST", 500),
     "ENROLLMENT_TOKEN_DAYS": env_int("CAISEY_ENROLLMENT_TOKEN_DAYS", 7),
     # Rate limits: (attempts, window seconds).
     "RATE_ENROLL_PER_IP": (env_int("CAISEY_RATE_ENROLL", 30), 60),

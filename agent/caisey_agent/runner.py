@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,28 @@ from caisey_agent import protocol as p
 from caisey_agent.state import AgentState, Identity
 
 log = logging.getLogger("caisey_agent")
+
+# The server names the heartbeat cadence; the agent keeps it within these bounds whatever it is
+# told: 0 would spin the loop and flood the server, hours would leave it looking offline. The
+# server's own defaults are 10 s (active) and 60 s (lazy).
+MIN_HEARTBEAT_S = 1.0
+MAX_HEARTBEAT_S = 3600.0
+DEFAULT_HEARTBEAT_S = 60.0
+
+
+def sane_interval(asked: float) -> float:
+    """The heartbeat interval to use when the server asks for ``asked`` seconds."""
+    interval = DEFAULT_HEARTBEAT_S if math.isnan(asked) else min(max(asked, MIN_HEARTBEAT_S), MAX_HEARTBEAT_S)
+    if interval != asked:
+        log.warning(
+            "the server asked for a heartbeat every %ss; using %ss (allowed: %s..%s s)",
+            asked,
+            interval,
+            MIN_HEARTBEAT_S,
+            MAX_HEARTBEAT_S,
+        )
+    return interval
+
 
 # Above the lazy heartbeat (60 s): the heartbeat's ack already proves the path, and Daphne
 # (run with --ping-interval 90) then never needs to ping a healthy agent either.
@@ -78,7 +101,7 @@ class Agent:
         self.backoff_cap = backoff_cap
         self.handlers: dict[str, Handler] = handlers or {}
         self.mode = "lazy"
-        self.interval = 60.0
+        self.interval = DEFAULT_HEARTBEAT_S
         self.ws: ClientConnection | None = None
         self.prompt_store = None
         self.stopping = asyncio.Event()
@@ -163,7 +186,7 @@ class Agent:
             env = p.decode(await asyncio.wait_for(ws.recv(), timeout=HELLO_WAIT), accept=p.SERVER_TO_AGENT)
             if env.type == p.Welcome.TYPE:
                 self.mode = env.body.mode
-                self.interval = env.body.heartbeat_interval
+                self.interval = sane_interval(env.body.heartbeat_interval)
                 log.info(
                     "connected as %s, mode %s, heartbeat every %ss", self.identity.endpoint_id, self.mode, self.interval
                 )
@@ -245,7 +268,7 @@ class Agent:
     async def _dispatch(self, env: p.Envelope) -> None:
         if env.type == p.ModeSet.TYPE:
             self.mode = env.body.mode
-            self.interval = env.body.heartbeat_interval
+            self.interval = sane_interval(env.body.heartbeat_interval)
             log.info("mode set to %s, heartbeat every %ss", self.mode, self.interval)
             # The server expects the new cadence from now: a session just opened must not see the
             # endpoint offline while the old, longer sleep runs out.
