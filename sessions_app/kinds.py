@@ -48,6 +48,8 @@ class TranscriptKind(StrEnum):
     PROMPT_ESCALATED = "prompt.escalated"
     # the bridge
     BRIDGE_CONNECTIVITY = "bridge.connectivity"
+    # the endpoint
+    ENDPOINT_REENROLLED = "endpoint.reenrolled"
     # incidents, sharing and review (written by their own services)
     SESSION_ADDED_TO_INCIDENT = "session.added_to_incident"
     SESSION_REMOVED_FROM_INCIDENT = "session.removed_from_incident"
