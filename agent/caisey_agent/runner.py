@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from caisey_agent import __version__, actions, machine, prompt_handlers
+from caisey_agent import __version__, actions, machine, prompt_handlers, transport
 from caisey_agent import protocol as p
 from caisey_agent.state import AgentState, Identity
 
@@ -113,13 +113,24 @@ class Agent:
     async def run_forever(self) -> None:
         attempt = 0
         url = bridge_url(self.identity.server)
+        try:
+            transport.check_server(url, insecure=self.identity.insecure)
+        except transport.TransportError as exc:
+            raise AgentStopped(f"{exc} (enroll again with --replace)") from None
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
                 await self._session(url)
             except AgentStopped:
                 raise
-            except (TimeoutError, OSError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                InvalidHandshake,
+                InvalidURI,
+                ConnectionClosed,
+                transport.TransportError,
+            ) as exc:
                 log.warning("connection to %s lost: %s", url, _describe(exc))
             if self.stopping.is_set():
                 break
@@ -139,13 +150,17 @@ class Agent:
             asyncio.ensure_future(self.ws.close())
 
     async def _session(self, url: str) -> None:
+        tls = urlsplit(url).scheme == "wss"
         async with connect(
             url,
             open_timeout=OPEN_TIMEOUT,
             max_size=p.MAX_FRAME_BYTES * 4,
             ping_interval=KEEPALIVE_PING,
             ping_timeout=30,
+            ssl=transport.ssl_context(self.identity.ca_bundle) if tls else None,
         ) as ws:
+            if tls and self.identity.key_pin:  # before the hello: it carries the credential
+                transport.check_pin(ws.transport.get_extra_info("ssl_object"), self.identity.key_pin)
             self.ws = ws
             try:
                 await self._handshake(ws)
