@@ -264,17 +264,31 @@ def test_same_machine_id_in_another_tenant_is_a_separate_endpoint(client, group)
     assert Endpoint.all_tenants.get(pk=b.json()["endpoint_id"]).tenant_id == other.tenant_id
 
 
-def test_enrollment_attempts_are_rate_limited_per_ip(client, group, settings):
+def test_enrollment_attempts_are_rate_limited_per_address_and_token_prefix(client, group, settings):
     settings.CAISEY = {**settings.CAISEY, "RATE_ENROLL_PER_IP": (3, 60)}
     token, secret = factories.token(group, max_uses=10)
     statuses = [
-        enroll(client, "cet_wrong", machine_id=f"machine-000{i}-aaaa", REMOTE_ADDR="203.0.113.7").status_code
+        enroll(client, secret[:8] + "wrong", machine_id=f"machine-000{i}-aaaa", REMOTE_ADDR="203.0.113.7").status_code
         for i in range(3)
     ]
     assert statuses == [401, 401, 401]
-    limited = enroll(client, secret, REMOTE_ADDR="203.0.113.7")
+    limited = enroll(client, secret, REMOTE_ADDR="203.0.113.7")  # the same address and token prefix
     assert limited.status_code == 429
     assert limited.json()["error"] == "rate_limited"
     assert endpoint_count() == 0 and token_uses(token) == 0
     # Another address is counted on its own.
     assert enroll(client, secret, REMOTE_ADDR="198.51.100.9").status_code == 201
+
+
+def test_guessing_enrollment_tokens_does_not_lock_out_a_real_token_from_the_same_address(client, group, settings):
+    """One client guessing tokens behind a shared address exhausts only its own guesses' prefixes;
+    the address as a whole has ten times the budget."""
+    settings.CAISEY = {**settings.CAISEY, "RATE_ENROLL_PER_IP": (3, 60)}
+    _, secret = factories.token(group)
+    guesses = [
+        enroll(client, f"cet_{i:04d}guess", machine_id=f"machine-{i:04d}-bbbb", REMOTE_ADDR="203.0.113.7").status_code
+        for i in range(29)
+    ]
+    assert set(guesses) == {401}
+    assert enroll(client, secret, REMOTE_ADDR="203.0.113.7").status_code == 201  # the 30th attempt of the address
+    assert enroll(client, "cet_9999guess", REMOTE_ADDR="203.0.113.7").status_code == 429  # the address is spent
