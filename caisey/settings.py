@@ -51,7 +51,7 @@ if env_bool("CAISEY_PRODUCTION", False) and (DEBUG or DEVELOPMENT):
 
 # HTTPS only (production): secure cookies, http redirected to https, HSTS. The demo and the tests
 # run over plain http on localhost. Behind a TLS proxy, the scheme comes from its
-# X-Forwarded-Proto, trusted from CAISEY_TRUSTED_PROXIES only (caisey/asgi.py).
+# X-Forwarded-Proto, trusted from CAISEY_TRUSTED_PROXIES only (caisey/proxies.py).
 HTTPS = env_bool("CAISEY_HTTPS", not DEVELOPMENT)
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS

@@ -9,6 +9,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from caisey_agent import enroll as enroll_module
 from caisey_agent import transport
@@ -125,11 +127,7 @@ def test_an_untrusted_certificate_is_refused_and_a_ca_bundle_trusts_it(state, tl
 
 
 def test_the_servers_key_is_pinned_at_enrollment(state, tls_server):
-    from cryptography import x509
-
     cert = x509.load_pem_x509_certificate(tls_server.pki.cert_pem.read_bytes())
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     expected = transport.public_key_pin(cert.public_bytes(Encoding.DER))
     identity = enroll(
         state=state, server=tls_server.url, token="cet_x", ca_bundle=str(tls_server.pki.ca_pem), pin_key=True
