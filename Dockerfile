@@ -32,5 +32,5 @@ RUN pip install --no-deps ./agent -e .
 
 USER caisey
 EXPOSE 8000
-# Daphne's options: see caisey/daphne.py (why each one).
-CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "--ping-interval", "90", "--websocket_connect_timeout", "30", "caisey.asgi:application"]
+# Daphne with its access log redacted, and its options: see caisey/daphne.py (why each one).
+CMD ["python", "-m", "caisey.daphne", "-b", "0.0.0.0", "-p", "8000", "--ping-interval", "90", "--websocket_connect_timeout", "30", "caisey.asgi:application"]

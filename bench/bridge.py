@@ -131,6 +131,8 @@ class Stack:
         if env["CAISEY_DEBUG"].lower() in ("0", "false", "no", "off"):
             env.setdefault("CAISEY_SECRET_KEY", secrets.token_urlsafe(48))
         env.setdefault("CAISEY_LOG_LEVEL", "WARNING")
+        # The simulated agents talk plain http and ws to 127.0.0.1: no redirect to https.
+        env.setdefault("CAISEY_HTTPS", "false")
         # Thousands of agents connect from one address within the benchmark's first minute.
         env.setdefault("CAISEY_RATE_CONNECTS", "1000000")
         env.setdefault("CAISEY_RATE_AUTH_FAILURES", "1000000")

@@ -1,4 +1,4 @@
-"""The bridge's own plugs: its ``mode`` outbox rows, and endpoints' revocation hook.
+"""The bridge's own plugs: its ``mode`` outbox rows, and endpoints' revocation and re-enrollment hooks.
 
 Registered through the same registries the domain apps use (bridge/registry.py,
 endpoints/hooks.py), imported by ``BridgeConfig.ready``.
@@ -6,16 +6,25 @@ endpoints/hooks.py), imported by ``BridgeConfig.ready``.
 
 from __future__ import annotations
 
+from django.db import transaction
+
 from bridge import notify
 from bridge.registry import on_delivered
 from endpoints import services as endpoint_services
-from endpoints.hooks import on_endpoint_revoked
+from endpoints.hooks import on_endpoint_reenrolled, on_endpoint_revoked
 
 
 @on_endpoint_revoked
 def close_revoked_agent(endpoint_id) -> None:
     """Its live connection, wherever it is, closes (the agent is refused from now on anyway)."""
     notify.agent_revoked_now(endpoint_id=endpoint_id)
+
+
+@on_endpoint_reenrolled
+def close_replaced_agent(endpoint_id) -> None:
+    """The socket of the identity a re-enrollment replaced closes once the new credential is committed;
+    its agent is refused after (its credential no longer matches)."""
+    transaction.on_commit(lambda: notify.agent_replaced_now(endpoint_id=endpoint_id))
 
 
 @on_delivered("mode")

@@ -159,6 +159,12 @@ def ring_agent_now(*, endpoint_id, reason: str) -> None:
     _send(agent_group(endpoint_id), {"type": "agent.doorbell", "reason": reason})
 
 
+def agent_replaced_now(*, endpoint_id) -> None:
+    """Close the connection serving an endpoint's old identity (rung after a re-enrollment's commit):
+    no connection has this empty id, so whichever is there goes (protocol.CLOSE_REPLACED)."""
+    _send(agent_group(endpoint_id), {"type": "agent.replaced", "connection_id": ""})
+
+
 def agent_revoked_now(*, endpoint_id) -> None:
     """Close the connection serving a revoked agent, wherever it is (rung after the revocation's commit)."""
     _send(agent_group(endpoint_id), {"type": "agent.revoked"})

@@ -1,7 +1,15 @@
 """How Caisey runs Daphne, wherever it is started: bin/demo, the tests' stacks and the benchmark
-use `daphne_argv`; the Dockerfile and docker-compose.yml repeat the same options."""
+use `daphne_argv`; the Dockerfile and docker-compose.yml repeat the same options.
+
+`python -m caisey.daphne` is Daphne's own command line with one change: its access log redacts
+share, approval and enrollment tokens from the paths it writes (caisey/redact.py)."""
 
 from __future__ import annotations
+
+from daphne.cli import CommandLineInterface
+from daphne.server import Server
+
+from caisey.redact import redact_tokens
 
 DAPHNE_OPTIONS = [
     # Agents' heartbeats (60 s lazy) keep their sockets busy: Daphne need not ping them too.
@@ -11,6 +19,8 @@ DAPHNE_OPTIONS = [
     # default (5 s) would refuse them and start their backoff over. Waiting is cheaper.
     "--websocket_connect_timeout",
     "30",
+    # No --proxy-headers: Daphne would believe X-Forwarded-For from anyone. The trusted proxies'
+    # headers are read by caisey/proxies.py instead.
 ]
 
 
@@ -18,7 +28,7 @@ def daphne_argv(python: str, *, host: str, port: int, extra: list[str] | None = 
     return [
         python,
         "-m",
-        "daphne",
+        "caisey.daphne",
         "-b",
         host,
         "-p",
@@ -27,3 +37,18 @@ def daphne_argv(python: str, *, host: str, port: int, extra: list[str] | None = 
         *(extra or []),
         "caisey.asgi:application",
     ]
+
+
+class RedactingServer(Server):
+    def log_action(self, protocol, action, details):
+        if isinstance(details.get("path"), str):
+            details = {**details, "path": redact_tokens(details["path"])}
+        super().log_action(protocol, action, details)
+
+
+class CaiseyDaphne(CommandLineInterface):
+    server_class = RedactingServer
+
+
+if __name__ == "__main__":
+    CaiseyDaphne.entrypoint()

@@ -32,6 +32,8 @@ RENAMED: dict[str, str] = {
     "CAISEY_SESSION_ABANDON_AFTER": "CAISEY_SESSION_ABANDON_AFTER_S",
     "CAISEY_DB_CONN_MAX_AGE": "CAISEY_DB_CONN_MAX_AGE_S",
     "CAISEY_GROUP_EXPIRY": "CAISEY_GROUP_EXPIRY_S",
+    # Now also redirects http to https and sends HSTS: one switch for "served over HTTPS".
+    "CAISEY_SECURE_COOKIES": "CAISEY_HTTPS",
 }
 
 

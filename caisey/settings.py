@@ -2,11 +2,13 @@
 
 Embedded default (nothing set): SQLite in WAL mode and the embedded Redis, both
 inside CAISEY_DATA_DIR. Production: CAISEY_DATABASE_URL, CAISEY_REDIS_URL,
-CAISEY_SECRET_KEY, CAISEY_ALLOWED_HOSTS and CAISEY_DEBUG=false.
+CAISEY_SECRET_KEY and CAISEY_ALLOWED_HOSTS. The demo and the tests set CAISEY_DEVELOPMENT=true:
+DEBUG on, a built-in secret key, plain http.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,28 +16,55 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from caisey import embedded_redis
+from caisey import datadir, embedded_redis
 from caisey.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("CAISEY_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+datadir.make_private(DATA_DIR)  # owner-only, and so is every file created in it
 
 INSECURE_DEFAULT_SECRET_KEY = "caisey-insecure-development-key-do-not-use-in-production"
-DEBUG = env_bool("CAISEY_DEBUG", True)
-SECRET_KEY = env_str("CAISEY_SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY)
+# Development mode: `manage.py demo` and the tests (pyproject's pytest env) turn it on. It is what
+# allows DEBUG by default, the built-in secret key and plain http; anything else is production.
+DEVELOPMENT = env_bool("CAISEY_DEVELOPMENT", False)
+DEBUG = env_bool("CAISEY_DEBUG", DEVELOPMENT)
+SECRET_KEY = env_str("CAISEY_SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY if DEVELOPMENT else "")
 ALLOWED_HOSTS = env_list("CAISEY_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CAISEY_CSRF_TRUSTED_ORIGINS", [])
+# Addresses or networks (10.0.0.0/8) of the TLS proxies in front: only their X-Forwarded-For and
+# X-Forwarded-Proto are believed (caisey/proxies.py). Empty: the peer is the client.
+TRUSTED_PROXIES = env_list("CAISEY_TRUSTED_PROXIES", [])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"CAISEY_TRUSTED_PROXIES: {_proxy!r} is not an IP address or network") from None
 
-if not DEBUG:
-    if SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY or len(SECRET_KEY) < 32:
-        raise ImproperlyConfigured(
-            "CAISEY_DEBUG is off but CAISEY_SECRET_KEY is unset, the default, or shorter than 32 characters"
-        )
-    SESSION_COOKIE_SECURE = env_bool("CAISEY_SECURE_COOKIES", True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-elif env_bool("CAISEY_PRODUCTION", False):
-    raise ImproperlyConfigured("CAISEY_PRODUCTION is set: refusing to start with CAISEY_DEBUG on")
+if not DEVELOPMENT and (SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY or len(SECRET_KEY) < 32):
+    raise ImproperlyConfigured(
+        "CAISEY_SECRET_KEY is unset, the default, or shorter than 32 characters: set it to a long random "
+        "string (python3 -c 'import secrets; print(secrets.token_urlsafe(50))'); "
+        "for a local trial, CAISEY_DEVELOPMENT=true uses a built-in key"
+    )
+if env_bool("CAISEY_PRODUCTION", False) and (DEBUG or DEVELOPMENT):
+    raise ImproperlyConfigured("CAISEY_PRODUCTION is set: refusing to start with CAISEY_DEBUG or CAISEY_DEVELOPMENT on")
+
+# HTTPS only (production): secure cookies, http redirected to https, HSTS. The demo and the tests
+# run over plain http on localhost. Behind a TLS proxy, the scheme comes from its
+# X-Forwarded-Proto, trusted from CAISEY_TRUSTED_PROXIES only (caisey/proxies.py).
+HTTPS = env_bool("CAISEY_HTTPS", not DEVELOPMENT)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+# Health checks and scrapers talk to the server directly, over http, from inside.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("CAISEY_HSTS_S", 365 * 24 * 3600) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("CAISEY_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("CAISEY_HSTS_PRELOAD", True)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 
 INSTALLED_APPS = [
     "daphne",
@@ -53,10 +82,12 @@ INSTALLED_APPS = [
     "bridge",
     "sessions_app",
     "caisey",
+    "csp",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -66,6 +97,18 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "caisey.console.AppErrorMiddleware",
 ]
+
+# Content-Security-Policy (django-csp): every script and style is a static file of this site;
+# no inline script, style or event handler in the templates (tests/caisey/test_security.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "caisey.urls"
 ASGI_APPLICATION = "caisey.asgi.application"
@@ -237,9 +280,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # No bearer token in a log line (caisey/redact.py); Daphne's access log: caisey/daphne.py.
+    "filters": {"redact_tokens": {"()": "caisey.redact.RedactTokens"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_tokens"]}},
     "root": {"handlers": ["console"], "level": env_str("CAISEY_LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own DEBUG-only console handler would print records unfiltered: they go to ours.
+        "django": {"handlers": []},
+        "django.channels.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
 }
 
 # --- Caisey behaviour -----------------------------------------------------------
@@ -260,6 +310,10 @@ CAISEY: dict[str, Any] = {
     # Heartbeats reconcile prompts when the runtime's list changed, else at most this often.
     "PROMPT_RECONCILE_EVERY_S": env_float("CAISEY_PROMPT_RECONCILE_EVERY_S", 120.0),
     "MAX_FRAME_BYTES": env_int("CAISEY_MAX_FRAME_BYTES", 256 * 1024),
+    # Frames one agent socket may send: sustained rate and burst (bridge/framerate.py); past them
+    # the socket is closed with 4429.
+    "AGENT_FRAMES_PER_S": env_float("CAISEY_AGENT_FRAMES_PER_S", 50.0),
+    "AGENT_FRAME_BURST": env_int("CAISEY_AGENT_FRAME_BURST", 500),
     "ENROLLMENT_TOKEN_DAYS": env_int("CAISEY_ENROLLMENT_TOKEN_DAYS", 7),
     # Rate limits: (attempts, window seconds).
     "RATE_ENROLL_PER_IP": (env_int("CAISEY_RATE_ENROLL", 30), 60),
@@ -319,13 +373,22 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# Embedded default: approval emails land as files in the data folder (the demo prints where).
-EMAIL_BACKEND = env_str("CAISEY_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+# Production sends e-mail by SMTP (CAISEY_EMAIL_HOST and the rest); in development (the demo, the
+# tests) approval e-mails land as files in the data folder (the demo prints where).
+EMAIL_BACKEND = env_str(
+    "CAISEY_EMAIL_BACKEND",
+    "django.core.mail.backends.filebased.EmailBackend"
+    if DEVELOPMENT
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
 EMAIL_FILE_PATH = str(DATA_DIR / "outbox-mail")
 EMAIL_HOST = env_str("CAISEY_EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("CAISEY_EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("CAISEY_EMAIL_USER", "")
 EMAIL_HOST_PASSWORD = env_str("CAISEY_EMAIL_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("CAISEY_EMAIL_TLS", False)
+EMAIL_USE_SSL = env_bool("CAISEY_EMAIL_SSL", False)
+# A mail server that does not answer must not hold a worker for ever (Django's default: no timeout).
+EMAIL_TIMEOUT = env_int("CAISEY_EMAIL_TIMEOUT_S", 30)
 DEFAULT_FROM_EMAIL = env_str("CAISEY_EMAIL_FROM", "caisey@localhost")
 CAISEY_PUBLIC_URL = env_str("CAISEY_PUBLIC_URL", "")

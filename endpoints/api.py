@@ -32,13 +32,29 @@ def client_ip(request) -> str:
     return request.META.get("REMOTE_ADDR", "unknown")
 
 
+# As for public links (sessions_app/views/public.py): each attempt counts against its address and
+# the token's first characters, so one client guessing tokens from an address others share (an
+# office NAT during a rollout) exhausts only its own guesses; the address as a whole gets ten times
+# the budget. The address is the client's, also behind a trusted proxy (caisey/proxies.py).
+ENROLL_RATE_PREFIX_CHARS = len("cet_") + 4
+ENROLL_ADDRESS_FACTOR = 10
+
+
+def enroll_allowed(ip: str, token: object) -> bool:
+    limit, window = settings.CAISEY["RATE_ENROLL_PER_IP"]
+    prefix = token[:ENROLL_RATE_PREFIX_CHARS] if isinstance(token, str) else ""
+    per_token = ratelimit.hit("enroll", f"{ip}|{prefix}", limit=limit, window=window)
+    per_address = ratelimit.hit("enroll:address", ip, limit=limit * ENROLL_ADDRESS_FACTOR, window=window)
+    return per_token and per_address
+
+
 class EnrollView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     def post(self, request):
-        limit, window = settings.CAISEY["RATE_ENROLL_PER_IP"]
-        if not ratelimit.hit("enroll", client_ip(request), limit=limit, window=window):
+        token = request.data.get("token") if isinstance(request.data, dict) else None
+        if not enroll_allowed(client_ip(request), token):
             return Response(
                 {"error": "rate_limited", "detail": "too many enrollment attempts; wait a minute"}, status=429
             )

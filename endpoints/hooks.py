@@ -28,3 +28,20 @@ def on_endpoint_revoked(func: RevokedHook) -> RevokedHook:
 
 def endpoint_revoked_hooks() -> list[RevokedHook]:
     return list(_revoked)
+
+
+ReenrolledHook = Callable[[uuid.UUID], None]
+_reenrolled: list[ReenrolledHook] = []
+
+
+def on_endpoint_reenrolled(func: ReenrolledHook) -> ReenrolledHook:
+    """Register ``func(endpoint_id)``, called INSIDE the transaction that re-enrolled the endpoint
+    (``--replace``: a new credential): a record it writes commits or rolls back with the change;
+    what must wait for the commit (closing the old socket) uses ``transaction.on_commit``."""
+    if func not in _reenrolled:
+        _reenrolled.append(func)
+    return func
+
+
+def endpoint_reenrolled_hooks() -> list[ReenrolledHook]:
+    return list(_reenrolled)

@@ -27,7 +27,7 @@ from caisey.actors import Actor
 from caisey.errors import Forbidden, Rejected
 from caisey.state_machine import transition
 from endpoints.access import acting_for, require_member
-from endpoints.hooks import endpoint_revoked_hooks
+from endpoints.hooks import endpoint_reenrolled_hooks, endpoint_revoked_hooks
 from endpoints.models import (
     ENDPOINT_TRANSITIONS,
     AgentMode,
@@ -211,14 +211,25 @@ def _enroll(*, token: EnrollmentToken, machine_id: str, hostname: str, replace: 
             )
         if existing.status == EndpointStatus.REVOKED:
             raise EnrollmentError("endpoint_revoked", "this machine's endpoint was revoked by the MSP", 403)
+        # Replacing an identity is the endpoint's own group's business: a token of another group
+        # (another approval policy) must not move it there. The token use claimed above rolls back.
+        if existing.client_group_id != token.client_group_id:
+            raise EnrollmentError(
+                "wrong_client_group",
+                "this machine is enrolled in another client group: re-enroll it with a token of that group",
+                403,
+            )
         Endpoint.objects.filter(pk=existing.pk).update(
             credential_hash=secrets.digest(credential),
             credential_rotated_at=now,
             hostname=hostname,
-            client_group=token.client_group,
             enrolled_with=token,
         )
         existing.refresh_from_db()
+        # In this transaction: the open sessions' transcripts record it (sessions_app); after the
+        # commit, the socket of the old identity is closed (bridge).
+        for hook in endpoint_reenrolled_hooks():
+            hook(existing.pk)
         return Enrollment(endpoint=existing, credential=credential, replaced=True)
     try:
         with transaction.atomic():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from bridge.registry import console_topic, handles, on_delivered, on_failed, on_prompt_report
+from endpoints.hooks import on_endpoint_reenrolled
 from sessions_app.models import SupportSession
 from sessions_app.services import actions as services
 from sessions_app.services import approvals as prompts
+from sessions_app.services import endpoint_events
 
 
 @handles("action.output")
@@ -51,3 +53,8 @@ def on_prompt_failed(message) -> None:
 @console_topic("session")
 def session_in_tenant(tenant_id, session_id: str) -> bool:
     return SupportSession.objects.filter(pk=session_id).exists()
+
+
+@on_endpoint_reenrolled
+def on_reenrolled(endpoint_id) -> None:
+    endpoint_events.sessions_record_reenrollment(endpoint_id=endpoint_id)

@@ -56,6 +56,8 @@ class TranscriptKind(StrEnum):
     PROMPT_RECORDED_APPROVAL_USED = "prompt.recorded_approval_used"
     # the bridge
     BRIDGE_CONNECTIVITY = "bridge.connectivity"
+    # the endpoint
+    ENDPOINT_REENROLLED = "endpoint.reenrolled"
     # incidents, sharing and review (written by their own services)
     SESSION_ADDED_TO_INCIDENT = "session.added_to_incident"
     SESSION_REMOVED_FROM_INCIDENT = "session.removed_from_incident"

@@ -34,6 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_enroll.add_argument("--token", required=True)
     p_enroll.add_argument("--replace", action="store_true", help="replace this machine's existing identity")
     p_enroll.add_argument("--hostname", default="", help="name to enroll under (default: this host's name)")
+    p_enroll.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow http:// to a server on another machine (token, credential and commands unencrypted)",
+    )
+    p_enroll.add_argument("--ca-bundle", default="", help="PEM file of the CAs to trust for the server's certificate")
+    p_enroll.add_argument(
+        "--pin-key",
+        nargs="?",
+        const="record",
+        default="",
+        metavar="sha256/BASE64",
+        help="pin the server's public key: the one given, or (without a value) the one it shows now",
+    )
 
     p_run = sub.add_parser("run", parents=[common], help="run the agent service in the foreground")
     p_run.add_argument("--backoff-cap", type=float, default=60.0, help="longest wait between reconnects (s)")
@@ -75,12 +89,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "enroll":
             try:
                 identity = enroll(
-                    state=state, server=args.server, token=args.token, replace=args.replace, hostname=args.hostname
+                    state=state,
+                    server=args.server,
+                    token=args.token,
+                    replace=args.replace,
+                    hostname=args.hostname,
+                    insecure=args.insecure,
+                    ca_bundle=str(Path(args.ca_bundle).resolve()) if args.ca_bundle else "",
+                    pin_key=bool(args.pin_key),
+                    key_pin="" if args.pin_key in ("", "record") else args.pin_key,
                 )
             except EnrollError as exc:
                 print(f"caisey-agent: {exc}", file=sys.stderr)
                 return 2
             print(f"enrolled as endpoint {identity.endpoint_id} in {identity.client_group} ({identity.tenant})")
+            if identity.key_pin:
+                print(f"server key pinned: {identity.key_pin}")
             return 0
         if args.command == "status":
             print(state.to_json())

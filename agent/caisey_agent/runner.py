@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -18,11 +19,33 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from caisey_agent import __version__, actions, machine, prompt_handlers
+from caisey_agent import __version__, actions, machine, prompt_handlers, transport
 from caisey_agent import protocol as p
 from caisey_agent.state import AgentState, Identity
 
 log = logging.getLogger("caisey_agent")
+
+# The server names the heartbeat cadence; the agent keeps it within these bounds whatever it is
+# told: 0 would spin the loop and flood the server, hours would leave it looking offline. The
+# server's own defaults are 10 s (active) and 60 s (lazy).
+MIN_HEARTBEAT_S = 1.0
+MAX_HEARTBEAT_S = 3600.0
+DEFAULT_HEARTBEAT_S = 60.0
+
+
+def sane_interval(asked: float) -> float:
+    """The heartbeat interval to use when the server asks for ``asked`` seconds."""
+    interval = DEFAULT_HEARTBEAT_S if math.isnan(asked) else min(max(asked, MIN_HEARTBEAT_S), MAX_HEARTBEAT_S)
+    if interval != asked:
+        log.warning(
+            "the server asked for a heartbeat every %ss; using %ss (allowed: %s..%s s)",
+            asked,
+            interval,
+            MIN_HEARTBEAT_S,
+            MAX_HEARTBEAT_S,
+        )
+    return interval
+
 
 # Above the lazy heartbeat (60 s): the heartbeat's ack already proves the path, and Daphne
 # (run with --ping-interval 90) then never needs to ping a healthy agent either.
@@ -78,7 +101,7 @@ class Agent:
         self.backoff_cap = backoff_cap
         self.handlers: dict[str, Handler] = handlers or {}
         self.mode = "lazy"
-        self.interval = 60.0
+        self.interval = DEFAULT_HEARTBEAT_S
         self.ws: ClientConnection | None = None
         self.prompt_store = None
         self.stopping = asyncio.Event()
@@ -90,13 +113,24 @@ class Agent:
     async def run_forever(self) -> None:
         attempt = 0
         url = bridge_url(self.identity.server)
+        try:
+            transport.check_server(url, insecure=self.identity.insecure)
+        except transport.TransportError as exc:
+            raise AgentStopped(f"{exc} (enroll again with --replace)") from None
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
                 await self._session(url)
             except AgentStopped:
                 raise
-            except (TimeoutError, OSError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                InvalidHandshake,
+                InvalidURI,
+                ConnectionClosed,
+                transport.TransportError,
+            ) as exc:
                 log.warning("connection to %s lost: %s", url, _describe(exc))
             if self.stopping.is_set():
                 break
@@ -116,13 +150,17 @@ class Agent:
             asyncio.ensure_future(self.ws.close())
 
     async def _session(self, url: str) -> None:
+        tls = urlsplit(url).scheme == "wss"
         async with connect(
             url,
             open_timeout=OPEN_TIMEOUT,
             max_size=p.MAX_FRAME_BYTES * 4,
             ping_interval=KEEPALIVE_PING,
             ping_timeout=30,
+            ssl=transport.ssl_context(self.identity.ca_bundle) if tls else None,
         ) as ws:
+            if tls and self.identity.key_pin:  # before the hello: it carries the credential
+                transport.check_pin(ws.transport.get_extra_info("ssl_object"), self.identity.key_pin)
             self.ws = ws
             try:
                 await self._handshake(ws)
@@ -163,7 +201,7 @@ class Agent:
             env = p.decode(await asyncio.wait_for(ws.recv(), timeout=HELLO_WAIT), accept=p.SERVER_TO_AGENT)
             if env.type == p.Welcome.TYPE:
                 self.mode = env.body.mode
-                self.interval = env.body.heartbeat_interval
+                self.interval = sane_interval(env.body.heartbeat_interval)
                 log.info(
                     "connected as %s, mode %s, heartbeat every %ss", self.identity.endpoint_id, self.mode, self.interval
                 )
@@ -245,7 +283,7 @@ class Agent:
     async def _dispatch(self, env: p.Envelope) -> None:
         if env.type == p.ModeSet.TYPE:
             self.mode = env.body.mode
-            self.interval = env.body.heartbeat_interval
+            self.interval = sane_interval(env.body.heartbeat_interval)
             log.info("mode set to %s, heartbeat every %ss", self.mode, self.interval)
             # The server expects the new cadence from now: a session just opened must not see the
             # endpoint offline while the old, longer sleep runs out.

@@ -48,6 +48,10 @@ class Identity:
     client_group: str = ""
     # Set when enrolled with --hostname: the name reported instead of the OS hostname.
     hostname: str = ""
+    # How to reach the server (caisey_agent/transport.py), as given at enrollment.
+    insecure: bool = False  # --insecure: plain http(s) allowed to another machine
+    ca_bundle: str = ""  # --ca-bundle: PEM file of the CAs to trust instead of the system's
+    key_pin: str = ""  # --pin-key: sha256/<base64> of the server's public key
 
 
 class AgentState:
@@ -105,6 +109,9 @@ class AgentState:
             tenant=values.get("tenant", ""),
             client_group=values.get("client_group", ""),
             hostname=values.get("hostname", ""),
+            insecure=str(values.get("insecure", "")) in ("1", "True"),
+            ca_bundle=values.get("ca_bundle", ""),
+            key_pin=values.get("key_pin", ""),
         )
 
     def save_identity(self, identity: Identity) -> None:
@@ -256,6 +263,8 @@ class AgentState:
             "server": ident.server if ident else None,
             "tenant": ident.tenant if ident else None,
             "client_group": ident.client_group if ident else None,
+            "key_pin": ident.key_pin if ident else None,
+            "insecure": ident.insecure if ident else None,
             "unacknowledged_frames": self.outbox_depth(),
         }
 

@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from bridge import gc_pacing, last_seen, metrics, notify, outbox, services
+from bridge import framerate, gc_pacing, last_seen, metrics, notify, outbox, services
 from bridge.groups import agent_group
 from caisey_agent import protocol as p
 from endpoints.models import AgentMode
@@ -41,6 +41,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.group_joined_at = 0.0
         self.last_reports: list = []
         self.reconciled_at = 0.0
+        self.frames = framerate.TokenBucket(
+            rate_per_s=settings.CAISEY["AGENT_FRAMES_PER_S"], burst=settings.CAISEY["AGENT_FRAME_BURST"]
+        )
+        self.over_rate = False
         gc_pacing.ensure_started()
         notify.attach_to_running_loop()
         await self.accept()
@@ -67,6 +71,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
     # --- frames from the agent ------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.over_rate:
+            return  # closing: what else arrives meanwhile is dropped
+        if not self.frames.take():
+            await self.close_over_rate()
+            return
         raw = text_data if text_data is not None else bytes_data
         try:
             env = p.decode(raw, accept=p.AGENT_TO_SERVER, max_bytes=settings.CAISEY["MAX_FRAME_BYTES"])
@@ -89,6 +98,19 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(outbox.outbox_ack)(endpoint_id=self.endpoint.pk, message_id=env.body.ref)
         else:
             await self.on_domain_frame(env)
+
+    async def close_over_rate(self) -> None:
+        self.over_rate = True
+        metrics.frames_over_rate.inc()
+        endpoint = self.endpoint.pk if self.endpoint is not None else f"unauthenticated from {self.remote_ip}"
+        log.warning("agent socket of %s sent frames faster than allowed: closing it", endpoint)
+        detail = (
+            f"more than {settings.CAISEY['AGENT_FRAMES_PER_S']:g} frames/s "
+            f"(burst {settings.CAISEY['AGENT_FRAME_BURST']}): connection closed"
+        )
+        await self.send_error("rate_limited", detail)
+        # Daphne 4 sends the code without the reason text; the error frame above carries it.
+        await self.close(code=p.CLOSE_RATE_LIMITED, reason="frame rate limit exceeded")
 
     async def on_hello(self, env: p.Envelope) -> None:
         hello: p.Hello = env.body

@@ -16,6 +16,7 @@ async def test_mode_set_active_beats_at_once_then_at_the_new_cadence(tmp_path, m
     state = AgentState(tmp_path / "state")
     state.save_identity(Identity(server="http://127.0.0.1:1", endpoint_id="e", credential="c", machine_id="m"))
     agent = Agent(state)
+    monkeypatch.setattr("caisey_agent.runner.MIN_HEARTBEAT_S", 0.1)  # a fast cadence for the test
     agent.interval = 60.0  # lazy: the first beat would be a minute away
     beats: list[float] = []
     monkeypatch.setattr(agent, "prompt_reports", lambda: [])
@@ -36,3 +37,26 @@ async def test_mode_set_active_beats_at_once_then_at_the_new_cadence(tmp_path, m
         assert 2 <= len(beats) <= 4  # then every 0.2 s
     finally:
         task.cancel()
+
+
+@pytest.mark.parametrize(
+    ("asked", "used"),
+    [
+        (0.0, 1.0),
+        (-5.0, 1.0),
+        (0.01, 1.0),
+        (10.0, 10.0),
+        (60.0, 60.0),
+        (1e9, 3600.0),
+        (float("inf"), 3600.0),
+        (float("nan"), 60.0),
+    ],
+)
+@pytest.mark.asyncio
+async def test_the_agent_clamps_the_heartbeat_interval_the_server_asks_for(tmp_path, asked, used):
+    """Was: any interval from the server was taken, 0 included (a heartbeat loop without a pause)."""
+    state = AgentState(tmp_path / "state")
+    state.save_identity(Identity(server="http://127.0.0.1:1", endpoint_id="e", credential="c", machine_id="m"))
+    agent = Agent(state)
+    await agent._dispatch(p.envelope(p.ModeSet(mode="active", heartbeat_interval=asked)))
+    assert agent.interval == used

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import stat
-import urllib.request
 
 import pytest
 
 from caisey_agent import cli
+from caisey_agent import enroll as enroll_module
 from caisey_agent.enroll import EnrollError, enroll
 from caisey_agent.runner import backoff_delay
 from caisey_agent.state import AgentState, Identity
@@ -185,10 +184,10 @@ def test_backoff_grows_until_the_cap():
 
 @pytest.fixture
 def no_network(monkeypatch):
-    def urlopen(*args, **kwargs):
+    def post_json(*args, **kwargs):
         raise AssertionError("enroll must not contact the server here")
 
-    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(enroll_module, "post_json", post_json)
 
 
 def test_enroll_refuses_a_second_enrollment_without_replace(state, no_network):
@@ -215,35 +214,28 @@ def test_cli_enroll_refuses_a_second_enrollment_without_replace(state_dir, state
         reopened.close()
 
 
-class FakeResponse(io.BytesIO):
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def test_enroll_with_replace_asks_the_server_and_keeps_the_machine_id(state, monkeypatch):
     state.save_identity(identity(machine_id=state.machine_id()))
     sent = []
 
-    def urlopen(request, timeout):
-        sent.append((request.full_url, json.loads(request.data)))
+    def post_json(server, path, body, *, ca_bundle, key_pin):
+        sent.append((server + path, body))
         answer = {
             "endpoint_id": identity().endpoint_id,
             "credential": "rotated",
             "tenant": "Acme MSP",
             "client_group": "Contoso",
         }
-        return FakeResponse(json.dumps(answer).encode())
+        return 200, json.dumps(answer).encode(), "sha256/seen"
 
-    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(enroll_module, "post_json", post_json)
     result = enroll(state=state, server="https://caisey.example.com/", token="cet_new", replace=True, hostname="pc01")
     ((url, body),) = sent
     assert url == "https://caisey.example.com/api/agent/v1/enroll"
     assert body == {"token": "cet_new", "machine_id": state.machine_id(), "hostname": "pc01", "replace": True}
     assert result.credential == "rotated" and state.identity().credential == "rotated"
     assert state.identity().machine_id == identity(machine_id=state.machine_id()).machine_id
+    assert state.identity().key_pin == ""  # not asked to pin
 
 
 def test_enroll_against_an_unreachable_server_keeps_the_old_identity(state):

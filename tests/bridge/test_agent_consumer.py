@@ -202,3 +202,22 @@ async def test_a_refused_hello_leaves_no_group_membership_behind(enrolled):
     assert (await real.hello(enrolled.endpoint.pk, enrolled.credential)).type == "welcome"
     assert (await real.recv()).type == "ack"
     await real.close()
+
+
+async def test_re_enrolling_the_machine_closes_the_old_identitys_socket(enrolled):
+    """Was: the socket of the replaced identity stayed connected (and would have received commands)."""
+    agent = FakeAgent()
+    await agent.connect()
+    assert (await agent.hello(enrolled.endpoint.pk, enrolled.credential)).type == "welcome"
+    assert (await agent.recv()).type == "ack"
+
+    def re_enroll():
+        _, secret = factories.token(enrolled.endpoint.client_group)
+        return services.endpoint_enroll(
+            token_secret=secret, machine_id=enrolled.endpoint.machine_id, hostname="reinstalled", replace=True
+        )
+
+    assert (await database_sync_to_async(re_enroll)()).replaced is True
+    error = await agent.recv(timeout=10)
+    assert error.type == "error" and error.body.code == "replaced"
+    assert await agent.expect_close(timeout=10) == p.CLOSE_REPLACED

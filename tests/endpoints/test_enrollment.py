@@ -7,10 +7,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from caisey import secrets
+from caisey import secrets, tenancy
 from caisey.actors import Party
 from endpoints import services
 from endpoints.models import Endpoint, EnrollmentToken
+from sessions_app.models import TranscriptEntry
+from sessions_app.services import sessions as session_services
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -178,8 +180,7 @@ def test_same_machine_again_is_refused_without_replace(client, group):
 def test_same_machine_with_replace_rotates_the_credential_and_keeps_the_endpoint(client, group):
     _, first_secret = factories.token(group)
     first = enroll(client, first_secret, hostname="old-name").json()
-    other_group = factories.client_group(group.tenant, name="Fabrikam")
-    _, secret = factories.token(other_group)
+    _, secret = factories.token(group)
 
     response = enroll(client, secret, hostname="new-name", replace=True)
     assert response.status_code == 200
@@ -187,7 +188,7 @@ def test_same_machine_with_replace_rotates_the_credential_and_keeps_the_endpoint
     assert second["replaced"] is True
     assert second["endpoint_id"] == first["endpoint_id"]
     assert second["credential"] != first["credential"]
-    assert second["client_group"] == "Fabrikam"
+    assert second["client_group"] == "Contoso"
 
     assert endpoint_count() == 1
     endpoint = Endpoint.all_tenants.get()
@@ -198,6 +199,44 @@ def test_same_machine_with_replace_rotates_the_credential_and_keeps_the_endpoint
         services.endpoint_authenticate(endpoint_id=second["endpoint_id"], credential=second["credential"]).pk
         == endpoint.pk
     )
+
+
+def test_replace_with_a_token_of_another_client_group_is_refused_and_changes_nothing(client, group):
+    """Was: any enrollment token of the tenant plus the machine id moved the endpoint to the
+    token's client group (another approval policy) and took over its identity."""
+    _, first_secret = factories.token(group)
+    first = enroll(client, first_secret, hostname="old-name").json()
+    other_token, other_secret = factories.token(factories.client_group(group.tenant, name="Fabrikam"))
+
+    response = enroll(client, other_secret, hostname="new-name", replace=True)
+    assert response.status_code == 403
+    assert response.json()["error"] == "wrong_client_group" and "client group" in response.json()["detail"]
+    endpoint = Endpoint.all_tenants.get(pk=first["endpoint_id"])
+    assert endpoint.client_group_id == group.pk and endpoint.hostname == "old-name"
+    assert endpoint.credential_rotated_at is None and token_uses(other_token) == 0
+    assert services.endpoint_authenticate(endpoint_id=first["endpoint_id"], credential=first["credential"]).pk == (
+        endpoint.pk
+    )
+
+
+def test_replace_is_recorded_in_the_endpoints_open_sessions(client, group):
+    _, first_secret = factories.token(group)
+    first = enroll(client, first_secret, hostname="old-name").json()
+    endpoint = Endpoint.all_tenants.get(pk=first["endpoint_id"])
+    with tenancy.bind(group.tenant_id):
+        open_session = factories.support_session(endpoint)
+        closed = factories.support_session(endpoint, reason="older ticket")
+        session_services.session_close(actor=closed.opened_by, session=closed)
+    _, secret = services.enrollment_token_issue(
+        actor=Party.SYSTEM, client_group=group, expires_in=timedelta(hours=1), note="reinstall after disk swap"
+    )
+
+    assert enroll(client, secret, hostname="new-name", replace=True).status_code == 200
+    entries = TranscriptEntry.all_tenants.filter(kind="endpoint.reenrolled")
+    assert [e.session_id for e in entries] == [open_session.pk]
+    assert entries[0].actor == "agent"
+    assert entries[0].data["hostname"] == "new-name"
+    assert entries[0].data["enrollment_token"] == "reinstall after disk swap"
 
 
 def test_replace_of_a_revoked_endpoint_is_refused(client, group):
@@ -225,17 +264,31 @@ def test_same_machine_id_in_another_tenant_is_a_separate_endpoint(client, group)
     assert Endpoint.all_tenants.get(pk=b.json()["endpoint_id"]).tenant_id == other.tenant_id
 
 
-def test_enrollment_attempts_are_rate_limited_per_ip(client, group, settings):
+def test_enrollment_attempts_are_rate_limited_per_address_and_token_prefix(client, group, settings):
     settings.CAISEY = {**settings.CAISEY, "RATE_ENROLL_PER_IP": (3, 60)}
     token, secret = factories.token(group, max_uses=10)
     statuses = [
-        enroll(client, "cet_wrong", machine_id=f"machine-000{i}-aaaa", REMOTE_ADDR="203.0.113.7").status_code
+        enroll(client, secret[:8] + "wrong", machine_id=f"machine-000{i}-aaaa", REMOTE_ADDR="203.0.113.7").status_code
         for i in range(3)
     ]
     assert statuses == [401, 401, 401]
-    limited = enroll(client, secret, REMOTE_ADDR="203.0.113.7")
+    limited = enroll(client, secret, REMOTE_ADDR="203.0.113.7")  # the same address and token prefix
     assert limited.status_code == 429
     assert limited.json()["error"] == "rate_limited"
     assert endpoint_count() == 0 and token_uses(token) == 0
     # Another address is counted on its own.
     assert enroll(client, secret, REMOTE_ADDR="198.51.100.9").status_code == 201
+
+
+def test_guessing_enrollment_tokens_does_not_lock_out_a_real_token_from_the_same_address(client, group, settings):
+    """One client guessing tokens behind a shared address exhausts only its own guesses' prefixes;
+    the address as a whole has ten times the budget."""
+    settings.CAISEY = {**settings.CAISEY, "RATE_ENROLL_PER_IP": (3, 60)}
+    _, secret = factories.token(group)
+    guesses = [
+        enroll(client, f"cet_{i:04d}guess", machine_id=f"machine-{i:04d}-bbbb", REMOTE_ADDR="203.0.113.7").status_code
+        for i in range(29)
+    ]
+    assert set(guesses) == {401}
+    assert enroll(client, secret, REMOTE_ADDR="203.0.113.7").status_code == 201  # the 30th attempt of the address
+    assert enroll(client, "cet_9999guess", REMOTE_ADDR="203.0.113.7").status_code == 429  # the address is spent
