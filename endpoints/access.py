@@ -19,6 +19,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from allauth.mfa.models import Authenticator
+from django.conf import settings
+
 from caisey import tenancy
 from caisey.actors import Actor, Party
 from caisey.errors import Forbidden
@@ -90,3 +93,19 @@ def acting_for(actor: Actor, tenant_id) -> Iterator[Membership | None]:
     membership = None if isinstance(actor, Party) else require_operator(actor, tenant_id)
     with tenancy.bind(tenant_id):
         yield membership
+
+
+def second_factor_missing(*, user, membership: Membership | None) -> bool:
+    """True when ``user`` must enrol a second factor before reaching the console: their tenant
+    requires one (``Tenant.mfa_required``), or they are the server's operator (a superuser
+    without a membership, unless CAISEY_OPERATOR_MFA_REQUIRED is off), and they have neither
+    an authenticator app nor a passkey. Recovery codes alone do not count."""
+    if membership is not None:
+        required = membership.tenant.mfa_required
+    else:
+        required = user.is_superuser and settings.CAISEY["OPERATOR_MFA_REQUIRED"]
+    if not required:
+        return False
+    return not Authenticator.objects.filter(
+        user_id=user.pk, type__in=[Authenticator.Type.TOTP, Authenticator.Type.WEBAUTHN]
+    ).exists()

@@ -17,6 +17,10 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    mfa_required = models.BooleanField(
+        default=True,
+        help_text="Members must enrol a second factor (authenticator app or passkey) before reaching the console.",
+    )
 
     objects = TenantScopedManager(tenant_field="pk")
     all_tenants = models.Manager()

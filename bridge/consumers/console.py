@@ -12,7 +12,7 @@ from bridge import notify
 from bridge.groups import console_tenant_group, console_topic_group
 from bridge.registry import console_topic, topic_check
 from caisey import tenancy
-from endpoints.access import membership_resolve
+from endpoints.access import membership_resolve, second_factor_missing
 from endpoints.models import Endpoint
 
 OBJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -23,9 +23,12 @@ CLOSE_FORBIDDEN = 4403
 @database_sync_to_async
 def _tenant_of(user):
     """The user's tenant through the one resolution (endpoints.access). A superuser without a
-    membership gets no socket: console pages are for a tenant's members only."""
+    membership gets no socket: console pages are for a tenant's members only; nor does a member
+    who has yet to enrol the second factor their tenant requires (endpoints.identity)."""
     access = membership_resolve(user=user)
-    return access.tenant_id if access is not None else None
+    if access is None or second_factor_missing(user=user, membership=access.membership):
+        return None
+    return access.tenant_id
 
 
 @console_topic("endpoint")

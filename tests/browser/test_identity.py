@@ -1,0 +1,173 @@
+"""The second factor in a real Chromium against the real stack: a technician of a tenant that
+requires one enrols an authenticator app (codes computed with pyotp) or a passkey (Chromium's
+virtual authenticator, through the DevTools protocol) before reaching the console, then logs
+in with it.
+
+WebAuthn needs a secure context: these pages are opened at http://localhost (not 127.0.0.1),
+which browsers and python-fido2 treat as one."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pyotp
+import pytest
+
+from tests.browser import support
+from tests.browser.support import LAPTOP, TIMEOUT_MS
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+PASSWORD = "e2e-password-1"
+
+
+@pytest.fixture(scope="module")
+def strict(stack):
+    """A tenant that requires a second factor (with one endpoint-less client group), and its URL
+    at localhost."""
+    stack.seed(tenant="strict", group="hq", mfa_required=True)
+    stack.localhost_url = f"http://localhost:{stack.port}"
+    return stack
+
+
+@pytest.fixture
+def local_page(browser, strict, request):
+    support.expect().set_options(timeout=TIMEOUT_MS)
+    ctx = browser.new_context(viewport=LAPTOP, base_url=strict.localhost_url, locale="en-GB")
+    ctx.set_default_timeout(TIMEOUT_MS)
+    yield ctx.new_page()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is None or rep.failed:
+        support.SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for i, p in enumerate(ctx.pages):
+            p.screenshot(path=str(support.SCREENSHOTS / f"{request.node.name}-FAILED-{i}.png"), full_page=True)
+        support.keep_logs(strict, request.node.name)
+    ctx.close()
+
+
+def new_member(stack, username: str) -> None:
+    stack.django(
+        "from endpoints import services; from endpoints.models import Role, Tenant;"
+        f"services.membership_create(tenant=Tenant.all_tenants.get(slug='strict'), username='{username}',"
+        f" password='{PASSWORD}', role=Role.TECHNICIAN)"
+    )
+
+
+def password_step(page, username: str) -> None:
+    page.goto("/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in", exact=True).click()
+
+
+def confirm_password(page) -> None:
+    support.expect()(page.get_by_role("heading", name="Confirm Access")).to_be_visible()
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Confirm").click()
+
+
+def log_out(page) -> None:
+    page.get_by_role("button", name="Log out").click()
+    support.expect()(page).to_have_url(re.compile(r"/login/"))
+
+
+def fresh_code(secret: str, used: set[str]) -> str:
+    """A current code not used before (allauth refuses a code twice): wait for the next period."""
+    totp = pyotp.TOTP(secret)
+    deadline = time.monotonic() + 65
+    while (code := totp.now()) in used:
+        assert time.monotonic() < deadline, "no new TOTP code within two periods"
+        time.sleep(1)
+    used.add(code)
+    return code
+
+
+def test_totp_enrolment_before_the_console_then_login_with_a_code(strict, local_page, shots):
+    expect, page = support.expect(), local_page
+    new_member(strict, "strict-totp")
+    password_step(page, "strict-totp")
+    # Signed in with the password, but the tenant requires a second factor: enrol first.
+    expect(page).to_have_url(re.compile(r"/accounts/2fa/\?next="))
+    expect(page.get_by_role("alert")).to_contain_text("requires a second factor")
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/accounts/2fa/"))  # still no console
+    shots(page, "enrol-required")
+
+    page.goto("/accounts/2fa/totp/activate/")
+    confirm_password(page)  # allauth asks for the password again before adding a factor
+    secret = page.locator("#authenticator_secret").input_value()
+    assert re.fullmatch(r"[A-Z2-7]{16,}", secret), secret
+    used: set[str] = set()
+    page.get_by_label("Authenticator code").fill(fresh_code(secret, used))
+    page.get_by_role("button", name="Activate").click()
+    expect(page).to_have_url(re.compile(r"/accounts/2fa/recovery-codes/"))
+    shots(page, "recovery-codes")
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Endpoints", level=1)).to_be_visible()
+
+    log_out(page)
+    password_step(page, "strict-totp")
+    expect(page).to_have_url(re.compile(r"/accounts/2fa/authenticate/"))
+    page.goto("/")  # the password alone signs nobody in: the console sends them back to the code
+    expect(page).to_have_url(re.compile(r"/accounts/2fa/authenticate/"))
+    page.get_by_label("Code").fill("000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
+    page.get_by_role("button", name="Sign In").click()
+    expect(page.get_by_text("Incorrect code")).to_be_visible()
+    page.get_by_label("Code").fill(fresh_code(secret, used))
+    page.get_by_role("button", name="Sign In").click()
+    expect(page.get_by_role("heading", name="Endpoints", level=1)).to_be_visible()
+
+
+def add_virtual_authenticator(page) -> tuple:
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    result = cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    return cdp, result["authenticatorId"]
+
+
+def test_passkey_registered_and_used_through_the_virtual_authenticator(strict, local_page, shots):
+    expect, page = support.expect(), local_page
+    new_member(strict, "strict-key")
+    cdp, authenticator = add_virtual_authenticator(page)
+    password_step(page, "strict-key")
+    expect(page).to_have_url(re.compile(r"/accounts/2fa/\?next="))
+
+    page.goto("/accounts/2fa/webauthn/add/")
+    confirm_password(page)
+    page.get_by_label("Name").fill("laptop key")
+    page.get_by_label("Passwordless").check()
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/accounts/2fa/recovery-codes/"))
+    credentials = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
+    assert len(credentials) == 1 and credentials[0]["isResidentCredential"]
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Endpoints", level=1)).to_be_visible()
+    shots(page, "after-passkey")
+
+    # As a second factor after the password.
+    log_out(page)
+    password_step(page, "strict-key")
+    expect(page).to_have_url(re.compile(r"/accounts/2fa/authenticate/"))
+    page.get_by_role("button", name="Use a security key").click()
+    expect(page.get_by_role("heading", name="Endpoints", level=1)).to_be_visible()
+    sign_count = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"][0]["signCount"]
+    assert sign_count >= 1
+
+    # And alone, as a passkey login (no username, no password).
+    log_out(page)
+    page.get_by_role("button", name="Log in with a passkey").click()
+    expect(page.get_by_role("heading", name="Endpoints", level=1)).to_be_visible()
+    expect(page.locator("header .who").get_by_text("strict-key", exact=True)).to_be_visible()
