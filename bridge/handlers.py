@@ -9,13 +9,19 @@ from __future__ import annotations
 from bridge import notify
 from bridge.registry import on_delivered
 from endpoints import services as endpoint_services
-from endpoints.hooks import on_endpoint_revoked
+from endpoints.hooks import on_endpoint_revoked, on_sign_in_changed
 
 
 @on_endpoint_revoked
 def close_revoked_agent(endpoint_id) -> None:
     """Its live connection, wherever it is, closes (the agent is refused from now on anyway)."""
     notify.agent_revoked_now(endpoint_id=endpoint_id)
+
+
+@on_sign_in_changed
+def recheck_console_sockets(user_id) -> None:
+    """The person's console sockets re-check their sessions (bridge/consumers/console.py)."""
+    notify.console_sign_in_changed_now(user_id=user_id)
 
 
 @on_delivered("mode")

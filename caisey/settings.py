@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "endpoints.identity.SessionLifetimeMiddleware",
     "endpoints.middleware.TenantMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "endpoints.identity.SecondFactorMiddleware",
@@ -330,7 +331,15 @@ CAISEY: dict[str, Any] = {
     "SESSION_ABANDON_AFTER_S": env_float("CAISEY_SESSION_ABANDON_AFTER_S", 12 * 3600.0),
     # The server's operator (a superuser without a tenant) must enrol a second factor too.
     "OPERATOR_MFA_REQUIRED": env_bool("CAISEY_OPERATOR_MFA_REQUIRED", True),
+    # A console sign-in ends after this long without a request, and this long after the login.
+    "SESSION_IDLE_S": env_float("CAISEY_SESSION_IDLE_S", 30 * 60.0),
+    "SESSION_ABSOLUTE_S": env_float("CAISEY_SESSION_ABSOLUTE_S", 12 * 3600.0),
+    # A console socket re-checks its session this often (and at once when its person logs out,
+    # is deactivated or changes their password).
+    "CONSOLE_RECHECK_S": env_float("CAISEY_CONSOLE_RECHECK_S", 60.0),
 }
+# The cookie lives no longer than the absolute lifetime (Django's default is 14 days).
+SESSION_COOKIE_AGE = int(CAISEY["SESSION_ABSOLUTE_S"])
 RATELIMIT_NAMESPACE = "rl"
 
 CELERY_BEAT_SCHEDULE = {

@@ -17,6 +17,7 @@ urlpatterns = [
     path("login/", account_views.login, name="login"),
     path("logout/", account_views.logout, name="logout"),
     path("accounts/", include("allauth.urls")),
+    path("members/", include("endpoints.urls")),
     path("admin/", admin.site.urls),
     path("api/agent/v1/enroll", EnrollView.as_view(), name="agent-enroll"),
     path("api/v1/", include("sessions_app.api_urls")),
