@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "allauth",
     "allauth.account",
     "allauth.mfa",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
     "endpoints",
     "bridge",
     "sessions_app",
@@ -221,6 +223,9 @@ ACCOUNT_RATE_LIMITS = {
         f"{env_int('CAISEY_LOGIN_FAILURES', 5)}/{env_int('CAISEY_LOGIN_LOCKOUT_S', 300)}s/key"
     ),
 }
+# Single sign-on per tenant (endpoints.models.TenantSSO): members are created on first sign-in.
+SOCIALACCOUNT_ADAPTER = "endpoints.identity.SocialAccountAdapter"
+SOCIALACCOUNT_STORE_TOKENS = False
 MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
 MFA_PASSKEY_LOGIN_ENABLED = True
 MFA_TOTP_ISSUER = "Caisey"

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from bridge.prometheus import metrics_view
 from caisey import health
+from endpoints import members_views
 from endpoints.api import EnrollView
 from sessions_app.views import approval, share
 
@@ -16,6 +17,7 @@ urlpatterns = [
     # allauth's login and logout (rate limits, lockout, second factor); its other pages under accounts/.
     path("login/", account_views.login, name="login"),
     path("logout/", account_views.logout, name="logout"),
+    path("login/sso/", members_views.sso_start, name="sso_start"),
     path("accounts/", include("allauth.urls")),
     path("members/", include("endpoints.urls")),
     path("admin/", admin.site.urls),

@@ -59,7 +59,7 @@ class TenantOwnedAdmin(admin.ModelAdmin):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "created_at"]
+    list_display = ["name", "slug", "mfa_required", "created_at"]
     search_fields = ["name", "slug"]
 
     def has_module_permission(self, request):

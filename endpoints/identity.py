@@ -22,6 +22,8 @@ from urllib.parse import urlencode
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.signals import password_changed, password_reset, password_set
+from allauth.core.exceptions import ImmediateHttpResponse
+from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model, logout
@@ -33,8 +35,10 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.crypto import constant_time_compare
 
+from caisey import tenancy
 from endpoints.access import second_factor_missing
-from endpoints.people import sign_in_changed
+from endpoints.models import Membership, TenantSSO
+from endpoints.people import membership_join_by_sso, sign_in_changed, sso_role_for
 
 # Paths a signed-in person without a required second factor may still reach: allauth's own
 # pages (where they enrol), logging out, static files, and what is not a person's console
@@ -54,6 +58,55 @@ ENROLMENT_EXEMPT_PREFIXES = (
 class AccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request) -> bool:
         return False  # people are created by operators or invited by their tenant's admins
+
+
+def _sso_of(sociallogin) -> TenantSSO | None:
+    # Which tenant's provider vouched for the person: found across tenants by name.
+    with tenancy.system():
+        return (
+            TenantSSO.all_tenants.select_related("tenant").filter(app__provider_id=sociallogin.account.provider).first()
+        )
+
+
+def _claims(sociallogin) -> dict:
+    data = sociallogin.account.extra_data or {}
+    return data.get("userinfo") or data.get("id_token") or {}
+
+
+def _refuse(why: str):
+    return ImmediateHttpResponse(redirect(f"{reverse('login')}?{urlencode({'sso': why})}"))
+
+
+class SocialAccountAdapter(DefaultSocialAccountAdapter):
+    """Single sign-on per tenant: only the tenant's own provider signs its people in; a first
+    sign-in creates the membership when the person's groups or verified e-mail domain qualify
+    (``endpoints.people.sso_role_for``); anyone else is sent back to the login page."""
+
+    def pre_social_login(self, request, sociallogin) -> None:
+        sso = _sso_of(sociallogin)
+        if sso is None:
+            raise _refuse("unknown")
+        if sociallogin.is_existing:
+            with tenancy.system():
+                membership = Membership.all_tenants.filter(user=sociallogin.user).first()
+            if membership is None or membership.tenant_id != sso.tenant_id:
+                raise _refuse("refused")
+            return
+        if sso_role_for(sso, _claims(sociallogin)) is None:
+            raise _refuse("refused")
+
+    def is_open_for_signup(self, request, sociallogin) -> bool:
+        return True  # only people pre_social_login let through reach this
+
+    def save_user(self, request, sociallogin, form=None):
+        with transaction.atomic():
+            user = super().save_user(request, sociallogin, form)
+            sso = _sso_of(sociallogin)
+            role = sso_role_for(sso, _claims(sociallogin)) if sso is not None else None
+            if sso is None or role is None:  # checked in pre_social_login; the claims did not change
+                raise _refuse("refused")
+            membership_join_by_sso(sso=sso, user=user, role=role)
+        return user
 
 
 class SecondFactorMiddleware:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from caisey import tenancy
 from caisey.console import get_or_404, member_required
 from endpoints import people
-from endpoints.models import Membership, Role
+from endpoints.models import Membership, Role, TenantSSO
 
 
 def _admin_only(request) -> None:
@@ -52,3 +55,17 @@ def member_set_active(request, membership_id: int, active: bool):
         people.membership_deactivate(actor=request.user, membership=membership)
         messages.success(request, f"{membership.user.username} is deactivated and signed out everywhere.")
     return redirect("members:list")
+
+
+@require_POST
+def sso_start(request):
+    """The login page's "sign in with your organisation" form: on to the tenant's provider.
+    A 307 keeps the POST (and its CSRF token) for allauth's login view, which starts the flow."""
+    slug = request.POST.get("organisation", "").strip().lower()
+    with tenancy.system():  # before sign-in no tenant is bound: find it by its name
+        sso = TenantSSO.all_tenants.select_related("app").filter(tenant__slug=slug).first()
+    if sso is None:
+        messages.error(request, "That organisation has no single sign-on here.")
+        return redirect("login")
+    url = reverse("openid_connect_login", kwargs={"provider_id": sso.app.provider_id})
+    return HttpResponseRedirect(url, status=307)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from allauth.account.forms import default_token_generator
 from allauth.account.utils import user_pk_to_url_str
+from allauth.socialaccount.models import SocialApp
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
@@ -20,11 +21,11 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from caisey import tenancy
-from caisey.actors import Actor
+from caisey.actors import Actor, Party
 from caisey.errors import Conflict, Forbidden, Rejected
 from endpoints.access import require_member
 from endpoints.hooks import sign_in_changed_hooks
-from endpoints.models import Membership, Role, Tenant
+from endpoints.models import Membership, Role, Tenant, TenantSSO
 from endpoints.services import _grant_admin_permissions
 
 User = get_user_model()
@@ -114,3 +115,79 @@ def sign_in_changed(*, user_id: int) -> None:
     """Tell the layers above that ``user_id``'s sign-in changed (their sockets re-check)."""
     for hook in sign_in_changed_hooks():
         hook(user_id)
+
+
+# --- single sign-on ----------------------------------------------------------------------------------
+
+ROLE_RANK = {Role.VIEWER: 0, Role.TECHNICIAN: 1, Role.ADMIN: 2}
+
+
+def tenant_sso_configure(
+    *,
+    actor: Actor,
+    tenant: Tenant,
+    issuer: str,
+    client_id: str,
+    secret: str,
+    allowed_domains: str = "",
+    group_claim: str = "groups",
+    role_mapping: dict[str, str] | None = None,
+    default_role: str = "",
+) -> TenantSSO:
+    """Set up (or replace) ``tenant``'s OpenID Connect sign-in. Operators and the tenant's admins."""
+    if not isinstance(actor, Party):
+        require_tenant_admin(actor, tenant.pk)
+    role_mapping = role_mapping or {}
+    for role in [*role_mapping.values(), *([default_role] if default_role else [])]:
+        if role not in Role.values:
+            raise Rejected(f"unknown role {role!r}: one of {', '.join(Role.values)}")
+    if not issuer.startswith(("https://", "http://localhost", "http://127.0.0.1")):
+        raise Rejected("the issuer must be an https:// URL")
+    if not allowed_domains.strip() and not role_mapping:
+        raise Rejected("say who may sign in: allowed e-mail domains, a group-to-role mapping, or both")
+    with transaction.atomic(), tenancy.bind(tenant.pk):
+        existing = TenantSSO.objects.select_related("app").filter(tenant=tenant).first()
+        app = existing.app if existing else SocialApp(provider="openid_connect")
+        app.provider_id = f"tenant-{tenant.slug}"
+        app.name = f"{tenant.name} sign-in"
+        app.client_id = client_id
+        app.secret = secret
+        app.settings = {"server_url": issuer.rstrip("/"), "oauth_pkce_enabled": True, "scope": SSO_SCOPE}
+        app.save()
+        sso = existing or TenantSSO(tenant=tenant, app=app)
+        sso.allowed_domains = " ".join(d.lower().lstrip("@") for d in allowed_domains.split())
+        sso.group_claim = group_claim
+        sso.role_mapping = role_mapping
+        sso.default_role = default_role
+        sso.save()
+    return sso
+
+
+SSO_SCOPE = ["openid", "profile", "email", "groups"]
+
+
+def sso_role_for(sso: TenantSSO, claims: dict) -> str | None:
+    """The role a person signing in with ``claims`` gets in ``sso``'s tenant, or None (refused).
+    Their groups pick the highest mapped role; otherwise an allowed e-mail domain (verified by
+    the provider) gets the default role."""
+    groups = claims.get(sso.group_claim) or []
+    if isinstance(groups, str):
+        groups = [groups]
+    mapped = [sso.role_mapping[g] for g in groups if g in sso.role_mapping]
+    if mapped:
+        return max(mapped, key=lambda r: ROLE_RANK[Role(r)])
+    email = str(claims.get("email") or "").lower()
+    domain = email.rpartition("@")[2]
+    verified = claims.get("email_verified") in (True, "true", "True")
+    if domain and verified and domain in sso.allowed_domains.split() and sso.default_role:
+        return sso.default_role
+    return None
+
+
+def membership_join_by_sso(*, sso: TenantSSO, user, role: str) -> Membership:
+    """Just-in-time membership of a person the tenant's provider vouched for (first sign-in)."""
+    with tenancy.bind(sso.tenant_id):
+        if role == Role.ADMIN:
+            User.objects.filter(pk=user.pk).update(is_staff=True)
+            _grant_admin_permissions(user)
+        return Membership.objects.create(user=user, tenant_id=sso.tenant_id, role=role)

@@ -145,6 +145,7 @@ EXEMPT_ROUTES: dict[str, str] = {
     # Signing in and out shows no tenant data.
     "login": "login page",
     "logout": "logout",
+    "sso_start": "single sign-on start (sends to a tenant's provider; tests/endpoints/test_sso.py)",
     # Liveness for load balancers: answers {"status": "ok"} and nothing else.
     "healthz": "health check",
     # Authenticated by the enrollment token, not the session; cross-tenant tokens and

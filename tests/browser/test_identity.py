@@ -171,3 +171,94 @@ def test_passkey_registered_and_used_through_the_virtual_authenticator(strict, l
     page.get_by_role("button", name="Log in with a passkey").click()
     expect(page.get_by_role("heading", name="Endpoints", level=1)).to_be_visible()
     expect(page.locator("header .who").get_by_text("strict-key", exact=True)).to_be_visible()
+
+
+# --- single sign-on: OpenID Connect against a real provider ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def identity_provider(strict):
+    """panva's oidc-provider on loopback, with a client for tenant "ssoco" and two people: Jane
+    (group helpdesk, mapped to technician) and Mallory (another company's domain, no group)."""
+    from tests.oidc import provider
+
+    strict.seed(tenant="ssoco", group="branch", mfa_required=False)
+    callback = f"{strict.localhost_url}/accounts/oidc/tenant-ssoco/login/callback/"
+    accounts = {
+        "jane": {"email": "jane@ssoco.test", "email_verified": True, "groups": ["helpdesk"], "name": "Jane Doe"},
+        "mallory": {"email": "mallory@elsewhere.test", "email_verified": True, "groups": [], "name": "Mallory"},
+    }
+    try:
+        with provider.running(
+            client_id="caisey-ssoco", client_secret="test-client-secret", redirect_uris=[callback], accounts=accounts
+        ) as issuer:
+            strict.django(
+                "from caisey.actors import Party; from endpoints import people; from endpoints.models import Tenant;"
+                "people.tenant_sso_configure(actor=Party.OPERATOR, tenant=Tenant.all_tenants.get(slug='ssoco'),"
+                f" issuer='{issuer}', client_id='caisey-ssoco', secret='test-client-secret',"
+                " allowed_domains='ssoco.test', role_mapping={'helpdesk': 'technician', 'it-leads': 'admin'})"
+            )
+            yield issuer
+    except provider.Unavailable as exc:
+        if support.browser_required():
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(str(exc))
+
+
+def sso_sign_in(page, login: str) -> None:
+    page.goto("/login/")
+    page.get_by_label("Organisation").fill("ssoco")
+    page.get_by_role("button", name="Sign in with your organisation").click()
+    # The provider's own pages (oidc-provider's development login and consent forms).
+    page.locator("input[name=login]").fill(login)
+    page.locator("input[name=password]").fill("any-password")
+    page.locator("button[type=submit]").click()
+    page.get_by_role("button", name="Continue").click()
+
+
+def membership_of(stack, email: str):
+    return stack.json(
+        "import json; from endpoints.models import Membership;"
+        f"m = Membership.all_tenants.filter(user__email='{email}').select_related('tenant').first();"
+        "print(json.dumps(m and {'tenant': m.tenant.slug, 'role': m.role}))"
+    )
+
+
+def test_oidc_sign_in_creates_the_membership_just_in_time(strict, identity_provider, local_page, shots):
+    expect, page = support.expect(), local_page
+    assert membership_of(strict, "jane@ssoco.test") is None
+    sso_sign_in(page, "jane")
+    expect(page.get_by_role("heading", name="Endpoints", level=1)).to_be_visible()
+    expect(page.locator("header .who")).to_contain_text("ssoco MSP")
+    assert membership_of(strict, "jane@ssoco.test") == {"tenant": "ssoco", "role": "technician"}
+    shots(page, "sso-signed-in")
+
+    # Signing in again reuses the account and membership.
+    log_out(page)
+    page.goto("/login/")
+    page.get_by_label("Organisation").fill("ssoco")
+    page.get_by_role("button", name="Sign in with your organisation").click()
+    consent = page.get_by_role("button", name="Continue")
+    if page.locator("input[name=login]").count():  # the provider's own session may have ended
+        sso_sign_in(page, "jane")
+    elif consent.count():
+        consent.click()
+    expect(page.get_by_role("heading", name="Endpoints", level=1)).to_be_visible()
+    count = strict.json(
+        "import json; from endpoints.models import Membership;"
+        "print(Membership.all_tenants.filter(user__email='jane@ssoco.test').count())"
+    )
+    assert count == 1
+
+
+def test_oidc_refuses_someone_the_tenant_does_not_allow(strict, identity_provider, browser):
+    expect = support.expect()
+    ctx = browser.new_context(viewport=LAPTOP, base_url=strict.localhost_url, locale="en-GB")
+    try:
+        page = ctx.new_page()
+        sso_sign_in(page, "mallory")
+        expect(page).to_have_url(re.compile(r"/login/\?sso=refused"))
+        expect(page.get_by_role("alert")).to_contain_text("does not give you access")
+        assert membership_of(strict, "mallory@elsewhere.test") is None
+    finally:
+        ctx.close()
