@@ -36,7 +36,8 @@ from django.urls import reverse
 from django.utils.crypto import constant_time_compare
 
 from caisey import tenancy
-from endpoints.access import second_factor_missing
+from caisey.console import back_url
+from endpoints.access import LOGIN_AT, StepUpRequired, second_factor_missing
 from endpoints.models import Membership, TenantSSO
 from endpoints.people import membership_join_by_sso, sign_in_changed, sso_role_for
 
@@ -136,10 +137,17 @@ class SecondFactorMiddleware:
         )
         return redirect(f"{reverse('mfa_index')}?{urlencode({'next': request.get_full_path()})}")
 
+    def process_exception(self, request, exc):
+        """A risky action without a recent check (``endpoints.access.step_up_require``): confirm
+        it is you (allauth's re-authentication), then back to the page the form came from."""
+        if not isinstance(exc, StepUpRequired):
+            return None
+        messages.info(request, "Confirm it is you to continue: this action needs a recent check.")
+        return redirect(f"{reverse(exc.url_name)}?{urlencode({'next': back_url(request)})}")
+
 
 # --- session lifetime ------------------------------------------------------------------------------
 
-LOGIN_AT = "caisey_login_at"
 SEEN_AT = "caisey_seen_at"
 # The last-seen time is written at most this often (seconds): a write per request would cost a
 # session save on every page and poll; the idle timeout is exact to within this.

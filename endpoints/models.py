@@ -21,6 +21,11 @@ class Tenant(models.Model):
         default=True,
         help_text="Members must enrol a second factor (authenticator app or passkey) before reaching the console.",
     )
+    step_up_window_s = models.PositiveIntegerField(
+        default=15 * 60,
+        help_text="Risky actions (shell commands, service restarts, bulk runs, share links, policy changes) need a "
+        "second-factor check within this many seconds.",
+    )
 
     objects = TenantScopedManager(tenant_field="pk")
     all_tenants = models.Manager()

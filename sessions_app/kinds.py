@@ -55,6 +55,8 @@ class TranscriptKind(StrEnum):
     SHARE_LINK_REVOKED = "share.link_revoked"
     REVIEW_REDACTION = "review.redaction"
     REVIEW_NOTE = "review.note"
+    # identity: a recent second-factor check let a risky action through (endpoints.access)
+    IDENTITY_STEP_UP = "identity.step_up"
 
     @property
     def family(self) -> str:
