@@ -203,8 +203,9 @@ LOGOUT_REDIRECT_URL = "login"
 # Chosen over django-otp + django-two-factor-auth: allauth.mfa does TOTP, WebAuthn passkeys and
 # recovery codes in one maintained package, its account app brings login rate limits and
 # lockout (per client address and per account), and its socialaccount app does OpenID Connect
-# and SAML per tenant; django-two-factor-auth has no passkey login, leaves throttling to
-# django-axes and SSO to a third package (docs/identity.md).
+# and SAML per tenant; django-two-factor-auth has WebAuthn only as a second factor (passkey login
+# needs django-otp-webauthn), leaves throttling to django-axes and SSO to a third package
+# (docs/identity.md).
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",

@@ -262,3 +262,61 @@ def test_oidc_refuses_someone_the_tenant_does_not_allow(strict, identity_provide
         assert membership_of(strict, "mallory@elsewhere.test") is None
     finally:
         ctx.close()
+
+
+# --- step-up before a shell command --------------------------------------------------------------
+
+
+def queue_shell(page, command: str) -> None:
+    """The endpoint is offline (its agent never runs): the session page queues the command."""
+    page.get_by_label("Diagnostic or command", exact=True).select_option("shell")
+    page.locator("fieldset.params[data-kind=shell]").get_by_label("Command (required)").fill(command)
+    page.get_by_role("button", name="Queue", exact=True).click()
+
+
+def test_step_up_prompt_before_a_shell_command(strict, local_page, shots):
+    """A technician signed in with an authenticator app; past the tenant's window (20 s here) a
+    shell command first asks for a code, then runs, and the transcript records the check."""
+    expect, page = support.expect(), local_page
+    strict.django(
+        "from endpoints.models import Tenant; Tenant.all_tenants.filter(slug='strict').update(step_up_window_s=20)"
+    )
+    new_member(strict, "strict-stepup")
+    secret = strict.django(
+        "from django.contrib.auth import get_user_model;"
+        " from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret;"
+        " s = generate_totp_secret(); TOTP.activate(get_user_model().objects.get(username='strict-stepup'), s); print(s)"
+    ).strip()
+    strict.enroll_agent(strict.port, strict.token("strict", "hq"), name="stepup-pc")  # enrolled, not running
+    endpoint_id = strict.json(
+        "import json; from endpoints.models import Endpoint;"
+        " print(json.dumps(str(Endpoint.all_tenants.get(hostname='stepup-pc').pk)))"
+    )
+    used: set[str] = set()
+    password_step(page, "strict-stepup")
+    page.get_by_label("Code").fill(fresh_code(secret, used))
+    page.get_by_role("button", name="Sign In").click()
+    signed_in_at = time.monotonic()
+    expect(page.get_by_role("heading", name="Endpoints", level=1)).to_be_visible()
+    session_id = support.open_session(page, endpoint_id, "INC-42 printer queue stuck")
+    queue_shell(page, "hostname")  # within the window: queued at once
+    expect(support.action_card(page, "shell")).to_have_count(1)
+
+    time.sleep(max(0.0, 21 - (time.monotonic() - signed_in_at)))
+    queue_shell(page, "whoami")
+    expect(page).to_have_url(re.compile(r"/accounts/2fa/reauthenticate/"))
+    expect(page.get_by_role("alert")).to_contain_text("Confirm it is you")
+    shots(page, "step-up")
+    page.get_by_label("Code").fill(fresh_code(secret, used))
+    page.get_by_role("button", name="Confirm").click()
+    expect(page).to_have_url(re.compile(rf"/sessions/{session_id}/$"))
+    queue_shell(page, "whoami")
+    expect(support.action_card(page, "shell")).to_have_count(2)
+
+    checks = strict.json(
+        "import json; from sessions_app.models import TranscriptEntry;"
+        f" print(json.dumps([e.data for e in TranscriptEntry.all_tenants.filter(session_id='{session_id}',"
+        " kind='identity.step_up').order_by('index')]))"
+    )
+    assert [(c["method"], c["for"]) for c in checks] == [("mfa", "shell"), ("mfa", "shell")]
+    assert checks[1]["at"] - checks[0]["at"] >= 20  # the second is the re-authentication
