@@ -12,7 +12,8 @@ from django.views.decorators.http import require_POST
 
 from caisey import tenancy
 from caisey.console import get_or_404, member_required
-from endpoints import people
+from caisey.errors import Rejected
+from endpoints import access, people
 from endpoints.models import Membership, Role, TenantSSO
 
 
@@ -54,6 +55,25 @@ def member_set_active(request, membership_id: int, active: bool):
     else:
         people.membership_deactivate(actor=request.user, membership=membership)
         messages.success(request, f"{membership.user.username} is deactivated and signed out everywhere.")
+    return redirect("members:list")
+
+
+@require_POST
+@member_required
+def security_update(request):
+    _admin_only(request)
+    access.step_up_require(request)  # loosening the tenant's rules is itself a risky change
+    try:
+        minutes = int(request.POST.get("step_up_minutes", ""))
+    except ValueError:
+        raise Rejected("the step-up window is a number of minutes") from None
+    people.tenant_security_update(
+        actor=request.user,
+        tenant=request.tenant,
+        mfa_required=request.POST.get("mfa_required") == "on",
+        step_up_window_s=minutes * 60,
+    )
+    messages.success(request, "Security settings saved.")
     return redirect("members:list")
 
 

@@ -191,3 +191,15 @@ def membership_join_by_sso(*, sso: TenantSSO, user, role: str) -> Membership:
             User.objects.filter(pk=user.pk).update(is_staff=True)
             _grant_admin_permissions(user)
         return Membership.objects.create(user=user, tenant_id=sso.tenant_id, role=role)
+
+
+def tenant_security_update(*, actor: Actor, tenant: Tenant, mfa_required: bool, step_up_window_s: int) -> Tenant:
+    """A tenant admin's security settings: whether members need a second factor, and how recent
+    a check risky actions need (1 minute to 12 hours)."""
+    require_tenant_admin(actor, tenant.pk)
+    if not 60 <= step_up_window_s <= 12 * 3600:
+        raise Rejected("the step-up window is between 1 minute and 12 hours")
+    with tenancy.bind(tenant.pk):
+        Tenant.objects.filter(pk=tenant.pk).update(mfa_required=mfa_required, step_up_window_s=step_up_window_s)
+    tenant.refresh_from_db()
+    return tenant

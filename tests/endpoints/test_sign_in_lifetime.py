@@ -284,3 +284,32 @@ def test_an_invitation_to_a_taken_address_changes_nothing(team):
     assert "already has an account" in response.content.decode()
     assert Membership.all_tenants.filter(user__username="dup@client.test").count() == 1
     assert len(mail.outbox) == 1
+
+
+def test_changing_the_security_settings_needs_a_recent_second_factor(team):
+    # force_login made no second-factor check: the change asks for one first.
+    response = team["client"].post(
+        "/members/security", {"step_up_minutes": "5"}, HTTP_REFERER="http://testserver/members/"
+    )
+    assert response["Location"].startswith("/accounts/2fa/reauthenticate/")
+    team["tenant"].refresh_from_db()
+    assert team["tenant"].mfa_required and team["tenant"].step_up_window_s == 900
+
+
+def test_security_settings_are_checked_and_saved(team, settings):
+    import pyotp
+    from allauth.mfa.utils import decrypt
+
+    secret = decrypt(team["admin"].authenticator_set.get().data["secret"])
+    client = Client()
+    client.post("/login/", {"login": team["admin"].username, "password": factories.PASSWORD})
+    client.post("/accounts/2fa/authenticate/", {"code": pyotp.TOTP(secret).now()})
+    response = client.post("/members/security", {"step_up_minutes": "0"}, follow=True)
+    assert "between 1 minute and 12 hours" in response.content.decode()
+    response = client.post("/members/security", {"step_up_minutes": "5"})  # the checkbox left out: off
+    assert response.status_code == 302 and response["Location"] == "/members/"
+    team["tenant"].refresh_from_db()
+    assert not team["tenant"].mfa_required and team["tenant"].step_up_window_s == 300
+    tech = factories.member(team["tenant"]).user
+    with pytest.raises(Forbidden), tenancy.system():
+        people.tenant_security_update(actor=tech, tenant=team["tenant"], mfa_required=False, step_up_window_s=600)

@@ -338,7 +338,7 @@ class Command(BaseCommand):
             f"  Technician   tech / {password}\n"
             f"  Admin        admin / {password}   (Django admin: {url}/admin/)\n"
             f"  Second factor optional in the demo tenant (new tenants require one); enrol one at "
-            f"{url}/accounts/2fa/\n"
+            f"{url.replace('127.0.0.1', 'localhost')}/accounts/2fa/ (passkeys need localhost or https)\n"
             f"  Local agent  enrolled in {dict(CLIENT_GROUPS)[AGENT_GROUP]}; state in {data_dir / 'demo-agent'}\n"
             f"  Logs         {log_dir}/ (daphne.log, celery.log, agent.log)\n"
             f"  Data         {data_dir}\n\n"
