@@ -112,3 +112,23 @@ def test_the_sso_form_sends_to_the_tenants_provider_keeping_the_post():
     assert response["Location"] == f"/accounts/oidc/tenant-{tenant.slug}/login/"
     unknown = client.post("/login/sso/", {"organisation": "nobody"})
     assert unknown.status_code == 302 and unknown["Location"] == "/login/"
+
+
+def test_the_configure_sso_command_keeps_the_secret_off_the_command_line(monkeypatch):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    tenant = factories.tenant()
+    args = ["configure_sso", "--tenant", tenant.slug, "--issuer", "https://idp.example", "--client-id", "cid"]
+    with pytest.raises(CommandError, match="CAISEY_SSO_CLIENT_SECRET"):
+        call_command(*args, "--allowed-domains", "msp.example", "--default-role", "viewer")
+    monkeypatch.setenv("CAISEY_SSO_CLIENT_SECRET", "from-env")
+    with pytest.raises(CommandError, match="say who may sign in"):
+        call_command(*args)
+    out = StringIO()
+    call_command(*args, "--role-mapping", '{"helpdesk": "technician"}', stdout=out)
+    assert f"/accounts/oidc/tenant-{tenant.slug}/login/callback/" in out.getvalue()
+    assert SocialApp.objects.get(provider_id=f"tenant-{tenant.slug}").secret == "from-env"
+    assert TenantSSO.all_tenants.get(tenant=tenant).role_mapping == {"helpdesk": "technician"}
