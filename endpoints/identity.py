@@ -152,6 +152,9 @@ SEEN_AT = "caisey_seen_at"
 # The last-seen time is written at most this often (seconds): a write per request would cost a
 # session save on every page and poll; the idle timeout is exact to within this.
 SEEN_WRITE_EVERY_S = 30.0
+# A page's own refreshes on a doorbell (caisey/static/console/session.js) are not the person's
+# activity: they do not hold the idle timeout off.
+LIVE_REFRESH_HEADER = "X-Caisey-Live"
 
 
 def session_expired(data, *, now: float | None = None) -> str | None:
@@ -207,7 +210,10 @@ class SessionLifetimeMiddleware:
                 if request.method == "GET" and not request.path.startswith("/api/"):
                     query = urlencode({"next": request.get_full_path(), "expired": reason})
                     return redirect(f"{reverse('login')}?{query}")
-            elif now - request.session[SEEN_AT] >= SEEN_WRITE_EVERY_S:
+            elif (
+                now - request.session[SEEN_AT] >= SEEN_WRITE_EVERY_S
+                and request.headers.get(LIVE_REFRESH_HEADER) != "1"
+            ):
                 request.session[SEEN_AT] = now
         return self.get_response(request)
 

@@ -69,6 +69,16 @@ def test_30_minutes_without_a_request_signs_out():
 
 
 @pytest.mark.django_db
+def test_a_pages_live_refreshes_do_not_hold_the_idle_timeout_off():
+    client = signed_in(factories.member(factories.tenant()).user)
+    age_session(client, seen_ago=29 * 60)
+    assert client.get("/", HTTP_X_CAISEY_LIVE="1").status_code == 200  # still signed in
+    assert time.time() - client.session[SEEN_AT] > 28 * 60  # but not counted as activity
+    age_session(client, seen_ago=31 * 60)
+    assert client.get("/", HTTP_X_CAISEY_LIVE="1").status_code == 302
+
+
+@pytest.mark.django_db
 def test_12_hours_after_the_login_signs_out_however_active():
     client = signed_in(factories.member(factories.tenant()).user)
     age_session(client, login_ago=12 * 3600 + 10, seen_ago=1)
