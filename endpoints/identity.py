@@ -211,8 +211,7 @@ class SessionLifetimeMiddleware:
                     query = urlencode({"next": request.get_full_path(), "expired": reason})
                     return redirect(f"{reverse('login')}?{query}")
             elif (
-                now - request.session[SEEN_AT] >= SEEN_WRITE_EVERY_S
-                and request.headers.get(LIVE_REFRESH_HEADER) != "1"
+                now - request.session[SEEN_AT] >= SEEN_WRITE_EVERY_S and request.headers.get(LIVE_REFRESH_HEADER) != "1"
             ):
                 request.session[SEEN_AT] = now
         return self.get_response(request)
