@@ -16,3 +16,8 @@ def console_endpoint_group(endpoint_id) -> str:
 def console_topic_group(topic: str, object_id) -> str:
     """A console page's subscription to one object (an endpoint, a session, ...)."""
     return f"console.{topic}.{object_id}"
+
+
+def console_user_group(user_id) -> str:
+    """Every console socket of one person (rung when their sign-in changes)."""
+    return f"console.user.{user_id}"

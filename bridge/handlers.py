@@ -11,7 +11,7 @@ from django.db import transaction
 from bridge import notify
 from bridge.registry import on_delivered
 from endpoints import services as endpoint_services
-from endpoints.hooks import on_endpoint_reenrolled, on_endpoint_revoked
+from endpoints.hooks import on_endpoint_reenrolled, on_endpoint_revoked, on_sign_in_changed
 
 
 @on_endpoint_revoked
@@ -25,6 +25,12 @@ def close_replaced_agent(endpoint_id) -> None:
     """The socket of the identity a re-enrollment replaced closes once the new credential is committed;
     its agent is refused after (its credential no longer matches)."""
     transaction.on_commit(lambda: notify.agent_replaced_now(endpoint_id=endpoint_id))
+
+
+@on_sign_in_changed
+def recheck_console_sockets(user_id) -> None:
+    """The person's console sockets re-check their sessions (bridge/consumers/console.py)."""
+    notify.console_sign_in_changed_now(user_id=user_id)
 
 
 @on_delivered("mode")

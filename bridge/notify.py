@@ -13,7 +13,13 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from bridge.groups import agent_group, console_endpoint_group, console_tenant_group, console_topic_group
+from bridge.groups import (
+    agent_group,
+    console_endpoint_group,
+    console_tenant_group,
+    console_topic_group,
+    console_user_group,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +174,9 @@ def agent_replaced_now(*, endpoint_id) -> None:
 def agent_revoked_now(*, endpoint_id) -> None:
     """Close the connection serving a revoked agent, wherever it is (rung after the revocation's commit)."""
     _send(agent_group(endpoint_id), {"type": "agent.revoked"})
+
+
+def console_sign_in_changed_now(*, user_id) -> None:
+    """A person logged out, was deactivated or changed their password: each of their console
+    sockets re-checks its own session and closes if it is no longer good (rung after the commit)."""
+    _send(console_user_group(user_id), {"type": "console.recheck"})

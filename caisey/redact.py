@@ -2,7 +2,8 @@
 tokens are cut to their kind and first four characters wherever a log line carries them (Daphne's
 access log, Django's "Not Found: /share/..." warnings, anything else). Four characters are what
 the rate limits key on (sessions_app/views/public.py): enough to tell guesses apart, useless to
-open a link (a token has 43)."""
+open a link (a token has 43). The key of a password-reset or invitation link
+(``/accounts/password/reset/key/<uid>-<key>/``, allauth) is cut whole: it signs a person in."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ _TOKEN = re.compile(
 )
 
 
+_RESET_KEY = re.compile(r"(/password/reset/key/)[^/\s?\"]+")
+
+
 def redact_tokens(text: str) -> str:
-    return _TOKEN.sub(r"\1…", text)
+    return _RESET_KEY.sub(r"\1…", _TOKEN.sub(r"\1…", text))
 
 
 class RedactTokens(logging.Filter):

@@ -78,6 +78,11 @@ INSTALLED_APPS = [
     "knox",
     "drf_spectacular",
     "channels",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
     "endpoints",
     "bridge",
     "sessions_app",
@@ -92,8 +97,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "endpoints.identity.SessionLifetimeMiddleware",
     "endpoints.middleware.TenantMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "endpoints.identity.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "caisey.console.AppErrorMiddleware",
 ]
@@ -103,6 +111,8 @@ MIDDLEWARE = [
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
+        # The authenticator-app enrolment page shows its QR code as a data: image (allauth.mfa).
+        "img-src": ["'self'", "data:"],
         "base-uri": ["'self'"],
         "form-action": ["'self'"],
         "frame-ancestors": ["'none'"],
@@ -226,12 +236,46 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # --- auth, i18n, static --------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console:endpoint_list"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- identity: django-allauth (login, second factor, lockout) -----------------
+# Chosen over django-otp + django-two-factor-auth: allauth.mfa does TOTP, WebAuthn passkeys and
+# recovery codes in one maintained package, its account app brings login rate limits and
+# lockout (per client address and per account), and its socialaccount app does OpenID Connect
+# and SAML per tenant; django-two-factor-auth has WebAuthn only as a second factor (passkey login
+# needs django-otp-webauthn), leaves throttling to django-axes and SSO to a third package
+# (docs/identity.md).
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_ADAPTER = "endpoints.identity.AccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "password1*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_SESSION_REMEMBER = True
+ACCOUNT_LOGOUT_REDIRECT_URL = "login"
+# Wrong passwords: at most CAISEY_LOGIN_FAILURES per account per CAISEY_LOGIN_LOCKOUT_S (then
+# even the right password is refused until the window passes) and 10 a minute per client address.
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": (
+        f"{env_int('CAISEY_LOGIN_FAILURES_PER_IP', 10)}/m/ip,"
+        f"{env_int('CAISEY_LOGIN_FAILURES', 5)}/{env_int('CAISEY_LOGIN_LOCKOUT_S', 300)}s/key"
+    ),
+}
+# Single sign-on per tenant (endpoints.models.TenantSSO): members are created on first sign-in.
+SOCIALACCOUNT_ADAPTER = "endpoints.identity.SocialAccountAdapter"
+SOCIALACCOUNT_STORE_TOKENS = False
+MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
+MFA_PASSKEY_LOGIN_ENABLED = True
+MFA_TOTP_ISSUER = "Caisey"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("CAISEY_TIME_ZONE", "UTC")
@@ -348,7 +392,17 @@ CAISEY: dict[str, Any] = {
     "ACTION_OUTPUT_LIMIT_BYTES": env_int("CAISEY_ACTION_OUTPUT_LIMIT_BYTES", 1024 * 1024),
     "ACTION_DEADLINE_GRACE_S": env_float("CAISEY_ACTION_DEADLINE_GRACE_S", 30.0),
     "SESSION_ABANDON_AFTER_S": env_float("CAISEY_SESSION_ABANDON_AFTER_S", 12 * 3600.0),
+    # The server's operator (a superuser without a tenant) must enrol a second factor too.
+    "OPERATOR_MFA_REQUIRED": env_bool("CAISEY_OPERATOR_MFA_REQUIRED", True),
+    # A console sign-in ends after this long without a request, and this long after the login.
+    "SESSION_IDLE_S": env_float("CAISEY_SESSION_IDLE_S", 30 * 60.0),
+    "SESSION_ABSOLUTE_S": env_float("CAISEY_SESSION_ABSOLUTE_S", 12 * 3600.0),
+    # A console socket re-checks its session this often (and at once when its person logs out,
+    # is deactivated or changes their password).
+    "CONSOLE_RECHECK_S": env_float("CAISEY_CONSOLE_RECHECK_S", 60.0),
 }
+# The cookie lives no longer than the absolute lifetime (Django's default is 14 days).
+SESSION_COOKIE_AGE = int(CAISEY["SESSION_ABSOLUTE_S"])
 RATELIMIT_NAMESPACE = "rl"
 
 CELERY_BEAT_SCHEDULE = {

@@ -1,16 +1,25 @@
+from allauth.account import views as account_views
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from bridge.prometheus import metrics_view
 from caisey import health
+from endpoints import members_views
 from endpoints.api import EnrollView
 from sessions_app.views import approval, share
 
+# The Django admin has no login form of its own: it sends people to the one login above.
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
+
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(template_name="console/login.html"), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # allauth's login and logout (rate limits, lockout, second factor); its other pages under accounts/.
+    path("login/", account_views.login, name="login"),
+    path("logout/", account_views.logout, name="logout"),
+    path("login/sso/", members_views.sso_start, name="sso_start"),
+    path("accounts/", include("allauth.urls")),
+    path("members/", include("endpoints.urls")),
     path("admin/", admin.site.urls),
     path("api/agent/v1/enroll", EnrollView.as_view(), name="agent-enroll"),
     path("api/v1/", include("sessions_app.api_urls")),

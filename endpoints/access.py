@@ -15,9 +15,14 @@ access, because every console view and API view requires a membership.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from allauth.account.authentication import get_authentication_records
+from allauth.mfa.models import Authenticator
+from django.conf import settings
 
 from caisey import tenancy
 from caisey.actors import Actor, Party
@@ -90,3 +95,71 @@ def acting_for(actor: Actor, tenant_id) -> Iterator[Membership | None]:
     membership = None if isinstance(actor, Party) else require_operator(actor, tenant_id)
     with tenancy.bind(tenant_id):
         yield membership
+
+
+def second_factor_missing(*, user, membership: Membership | None) -> bool:
+    """True when ``user`` must enrol a second factor before reaching the console: their tenant
+    requires one (``Tenant.mfa_required``), or they are the server's operator (a superuser
+    without a membership, unless CAISEY_OPERATOR_MFA_REQUIRED is off), and they have neither
+    an authenticator app nor a passkey. Recovery codes alone do not count."""
+    if membership is not None:
+        required = membership.tenant.mfa_required
+    else:
+        required = user.is_superuser and settings.CAISEY["OPERATOR_MFA_REQUIRED"]
+    if not required:
+        return False
+    return not Authenticator.objects.filter(
+        user_id=user.pk, type__in=[Authenticator.Type.TOTP, Authenticator.Type.WEBAUTHN]
+    ).exists()
+
+
+# --- step-up: a recent second-factor check before risky actions ---------------------------------
+
+# When this session signed in (a Unix time; written by endpoints.identity on every login).
+LOGIN_AT = "caisey_login_at"
+
+
+@dataclass(frozen=True)
+class StepUp:
+    """The check that let a risky action through: how the person proved it was them, and when."""
+
+    method: str  # "mfa" (authenticator app, passkey, recovery code), "password" or "sign-in"
+    at: float  # a Unix time
+
+    def as_record(self) -> dict:
+        return {"method": self.method, "at": round(self.at, 3)}
+
+
+class StepUpRequired(Exception):
+    """The person must confirm it is them (``url``: allauth's re-authentication page) before
+    this action. Not an AppError: views let it through to ``endpoints.identity``'s middleware,
+    which sends the browser there and back to the page the form came from."""
+
+    def __init__(self, url_name: str) -> None:
+        super().__init__("confirm it is you to continue")
+        self.url_name = url_name
+
+
+def step_up_require(request) -> StepUp:
+    """The one step-up check of the access layer, for views about to do something risky:
+    shell commands, service restarts, bulk runs, share links, approval policy changes.
+
+    Someone with a second factor needs a check of it (at sign-in, or re-authenticating) within
+    their tenant's ``step_up_window_s``; someone without one (their tenant does not require it)
+    needs a recent sign-in or password confirmation. Returns that check, for the transcript; raises
+    ``StepUpRequired`` otherwise."""
+    membership = getattr(request, "membership", None)
+    if membership is None:
+        raise Forbidden("only members of a tenant can do this")
+    has_factor = Authenticator.objects.filter(
+        user_id=request.user.pk, type__in=[Authenticator.Type.TOTP, Authenticator.Type.WEBAUTHN]
+    ).exists()
+    methods = {"mfa"} if has_factor else {"mfa", "password"}
+    records = [r for r in get_authentication_records(request, request.user) if r.get("method") in methods and "at" in r]
+    if not has_factor and request.session.get(LOGIN_AT) is not None:
+        records.append({"method": "sign-in", "at": request.session[LOGIN_AT]})  # any way of signing in
+    if records:
+        latest = max(records, key=lambda r: r["at"])
+        if time.time() - latest["at"] <= membership.tenant.step_up_window_s:
+            return StepUp(method=latest["method"], at=latest["at"])
+    raise StepUpRequired("mfa_reauthenticate" if has_factor else "account_reauthenticate")

@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from caisey.actors import Actor, Party
-from endpoints import services
+from endpoints import access, services
 from endpoints.models import ApprovalPolicy, ClientGroup, Endpoint, EnrollmentToken, Membership, Tenant
 
 
@@ -59,7 +59,7 @@ class TenantOwnedAdmin(admin.ModelAdmin):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "created_at"]
+    list_display = ["name", "slug", "mfa_required", "created_at"]
     search_fields = ["name", "slug"]
 
     def has_module_permission(self, request):
@@ -170,3 +170,14 @@ class EndpointAdmin(TenantOwnedAdmin):
 class ApprovalPolicyAdmin(TenantOwnedAdmin):
     list_display = ["__str__", "client_group", "endpoint", "requires", "response_deadline_s", "allow_escalation"]
     list_filter = ["requires"]
+
+    def save_model(self, request, obj, form, change):
+        # Loosening or tightening who must approve what is a risky change: a recent check first.
+        if getattr(request, "membership", None) is not None:
+            access.step_up_require(request)
+        super().save_model(request, obj, form, change)
+
+    def delete_model(self, request, obj):
+        if getattr(request, "membership", None) is not None:
+            access.step_up_require(request)
+        super().delete_model(request, obj)

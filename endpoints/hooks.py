@@ -45,3 +45,20 @@ def on_endpoint_reenrolled(func: ReenrolledHook) -> ReenrolledHook:
 
 def endpoint_reenrolled_hooks() -> list[ReenrolledHook]:
     return list(_reenrolled)
+
+
+# A person's sign-in changed (logged out, deactivated, password changed or reset): their open
+# console sockets re-check their session and close if it is no longer good (the bridge's hook).
+SignInChangedHook = Callable[[int], None]
+_sign_in_changed: list[SignInChangedHook] = []
+
+
+def on_sign_in_changed(func: SignInChangedHook) -> SignInChangedHook:
+    """Register ``func(user_id)``, called after the commit that changed the person's sign-in."""
+    if func not in _sign_in_changed:
+        _sign_in_changed.append(func)
+    return func
+
+
+def sign_in_changed_hooks() -> list[SignInChangedHook]:
+    return list(_sign_in_changed)

@@ -20,6 +20,15 @@ class Tenant(models.Model):
     # A share link only from a record a technician marked reviewed (review.completed); a tenant
     # admin may turn this off (endpoints/services.py tenant_share_review_set).
     share_requires_review = models.BooleanField(default=True)
+    mfa_required = models.BooleanField(
+        default=True,
+        help_text="Members must enrol a second factor (authenticator app or passkey) before reaching the console.",
+    )
+    step_up_window_s = models.PositiveIntegerField(
+        default=15 * 60,
+        help_text="Risky actions (shell commands, service restarts, bulk runs, share links, policy changes) need a "
+        "second-factor check within this many seconds.",
+    )
 
     objects = TenantScopedManager(tenant_field="pk")
     all_tenants = models.Manager()
@@ -237,3 +246,39 @@ class ApprovalPolicy(models.Model):
 
     def gates(self, category: str) -> bool:
         return category in GATED_CATEGORIES[self.requires]
+
+
+class TenantSSO(models.Model):
+    """A tenant's OpenID Connect sign-in (Microsoft Entra ID, Google Workspace, Okta, ...).
+
+    The provider's issuer, client id and secret live in django-allauth's ``SocialApp``
+    (``app``; provider ``openid_connect``, provider id ``tenant-<slug>``); Caisey's rules live
+    here: who may come in (an e-mail domain, or a group in ``group_claim``) and with which role.
+    People who qualify get their membership the first time they sign in (endpoints.identity)."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="sso")
+    app = models.OneToOneField("socialaccount.SocialApp", on_delete=models.CASCADE, related_name="tenant_sso")
+    allowed_domains = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Space-separated e-mail domains whose people may sign in, e.g. 'msp.example'.",
+    )
+    group_claim = models.CharField(
+        max_length=100, default="groups", help_text="The claim that lists the person's groups."
+    )
+    role_mapping = models.JSONField(
+        default=dict, blank=True, help_text='Group -> role, e.g. {"caisey-admins": "admin", "helpdesk": "technician"}.'
+    )
+    default_role = models.CharField(
+        max_length=20,
+        choices=Role.choices,
+        blank=True,
+        help_text="Role of someone from an allowed domain whose groups map to none (blank: they are refused).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    def __str__(self) -> str:
+        return f"OpenID Connect for {self.tenant}"

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -48,12 +49,20 @@ User = get_user_model()
 
 
 @transaction.atomic
+@transaction.atomic
 def tenant_create(
-    *, name: str, slug: str = "", admin_username: str, admin_email: str = "", admin_password: str
+    *,
+    name: str,
+    slug: str = "",
+    admin_username: str,
+    admin_email: str = "",
+    admin_password: str,
+    mfa_required: bool = True,
 ) -> Tenant:
-    """A new tenant with its first admin (operators: the create_tenant command, the demo)."""
+    """A new tenant with its first admin (operators: the create_tenant command, the demo).
+    New tenants require a second factor unless the operator says otherwise."""
     with tenancy.system():  # creating a tenant is system work: no tenant exists to bind yet
-        tenant = Tenant.objects.create(name=name, slug=slug or slugify(name))
+        tenant = Tenant.objects.create(name=name, slug=slug or slugify(name), mfa_required=mfa_required)
         membership_create(
             tenant=tenant, username=admin_username, email=admin_email, password=admin_password, role=Role.ADMIN
         )
@@ -64,13 +73,23 @@ def tenant_create(
 def membership_create(
     *, tenant: Tenant, username: str, password: str, email: str = "", role: str = Role.TECHNICIAN
 ) -> Membership:
-    """A new person in ``tenant`` (operators' work; tenant admins use the Django admin)."""
+    """A new person in ``tenant`` (operators' work; tenant admins use the Django admin).
+    The password must pass the configured validators (AUTH_PASSWORD_VALIDATORS)."""
+    password_check(password=password, user=User(username=username, email=email))
     # Tenant admins manage their own tenant in the Django admin, so they are staff.
     user = User.objects.create_user(username=username, email=email, password=password, is_staff=role == Role.ADMIN)
     if role == Role.ADMIN:
         _grant_admin_permissions(user)
     with tenancy.bind(tenant.pk):
         return Membership.objects.create(user=user, tenant=tenant, role=role)
+
+
+def password_check(*, password: str, user) -> None:
+    """Django's password validators; their messages in one ``Rejected``."""
+    try:
+        password_validation.validate_password(password, user=user)
+    except DjangoValidationError as exc:
+        raise Rejected("password not accepted: " + " ".join(exc.messages)) from None
 
 
 def _grant_admin_permissions(user) -> None:

@@ -66,6 +66,8 @@ class TranscriptKind(StrEnum):
     REVIEW_REDACTION = "review.redaction"
     REVIEW_NOTE = "review.note"
     REVIEW_COMPLETED = "review.completed"
+    # identity: a recent second-factor check let a risky action through (endpoints.access)
+    IDENTITY_STEP_UP = "identity.step_up"
 
     @property
     def family(self) -> str:

@@ -36,6 +36,8 @@ def redis_server():
 def _isolated_rate_limits(settings):
     # Rate-limit counters live in the shared Redis; give each test its own.
     settings.RATELIMIT_NAMESPACE = f"rl-test-{uuid.uuid4().hex}"
+    # allauth's login limits and used TOTP codes live in the default cache: one prefix per test.
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}}
     # Hashing passwords for real costs about half a second per user; tests make many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # The GC pacer of the agent socket (bridge/gc_pacing.py) has its own test.

@@ -21,7 +21,8 @@ PASSWORD = "correct-horse-battery"
 
 
 @tenancy.system()
-def tenant(name: str | None = None) -> Tenant:
+def tenant(name: str | None = None, *, mfa_required: bool = False) -> Tenant:
+    """A tenant; tests say whether it requires a second factor (new tenants do by default)."""
     n = next(_seq)
     name = name or f"MSP {n}"
     return services.tenant_create(
@@ -29,7 +30,17 @@ def tenant(name: str | None = None) -> Tenant:
         slug=f"msp-{n}-{secrets.new_secret()[:6].lower()}",
         admin_username=f"admin{n}-{secrets.new_secret()[:6]}",
         admin_password=PASSWORD,
+        mfa_required=mfa_required,
     )
+
+
+def totp(user) -> str:
+    """An authenticator app enrolled for ``user`` through allauth; its secret (for pyotp)."""
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+    secret = generate_totp_secret()
+    TOTP.activate(user, secret)
+    return secret
 
 
 @tenancy.system()

@@ -147,6 +147,7 @@ EXEMPT_ROUTES: dict[str, str] = {
     # Signing in and out shows no tenant data.
     "login": "login page",
     "logout": "logout",
+    "sso_start": "single sign-on start (sends to a tenant's provider; tests/endpoints/test_sso.py)",
     # Liveness for load balancers: answers {"status": "ok"} and nothing else.
     "healthz": "health check",
     # Authenticated by the enrollment token, not the session; cross-tenant tokens and
@@ -167,6 +168,9 @@ EXEMPT_ROUTES: dict[str, str] = {
     "redoc": "API docs",
 }
 EXEMPT_ROUTE_PREFIXES = ("static/",)  # static files, when served by Django in development
+# django-allauth's pages (login stages, second factor, passkeys, recovery codes, re-authentication):
+# each shows or changes only the signed-in person's own account; tests/endpoints/test_identity.py.
+ACCOUNT_ROUTE_PREFIX = "accounts/"
 
 # URL parameter name -> the object of a tenant the parameter points at. A new route with a new
 # parameter name adds an entry here (and a factory in tests/factories.py if it needs one).
@@ -265,6 +269,8 @@ class Route:
                 return EXEMPT_ROUTES[key]
         if self.route.startswith(EXEMPT_ROUTE_PREFIXES):
             return "static files"
+        if self.route.startswith(ACCOUNT_ROUTE_PREFIX):
+            return "the signed-in person's own account (allauth)"
         return None
 
     def unknown_parameters(self) -> str | None:

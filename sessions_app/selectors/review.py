@@ -303,7 +303,10 @@ def last_index(*, session: SupportSession) -> int:
 REVIEWED = TranscriptKind.REVIEW_COMPLETED
 #: Entries written after a review that do not make it stale: review itself (notes, redactions,
 #: another review) and bookkeeping of sharing and incidents, which adds nothing the client reads
-#: as the session's work. Anything else (a command, a result, a technician's note) needs a new review.
+#: as the session's work; the step-up check that let the sharing through (written in the same
+#: transaction as the link); follow-up reminders; and the bridge's connectivity periods, which the
+#: bridge writes on its own while a session stays open and which carry no content of the endpoint.
+#: Anything else (a command, a result, a technician's note) needs a new review.
 REVIEW_NEUTRAL_KINDS = frozenset(
     {
         TranscriptKind.REVIEW_NOTE,
@@ -313,6 +316,10 @@ REVIEW_NEUTRAL_KINDS = frozenset(
         TranscriptKind.SHARE_LINK_REVOKED,
         TranscriptKind.SESSION_ADDED_TO_INCIDENT,
         TranscriptKind.SESSION_REMOVED_FROM_INCIDENT,
+        TranscriptKind.IDENTITY_STEP_UP,
+        TranscriptKind.SESSION_FOLLOW_UP_DUE,
+        TranscriptKind.SESSION_FOLLOW_UP_OPENED,
+        TranscriptKind.BRIDGE_CONNECTIVITY,
     }
 )
 

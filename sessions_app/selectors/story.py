@@ -64,6 +64,7 @@ KIND_SENTENCES: dict[str, str | None] = {
     K.PROMPT_ESCALATED: "The request for permission was passed to your designated approver",
     K.BRIDGE_CONNECTIVITY: "The connection to the computer changed",
     K.ENDPOINT_REENROLLED: "The computer's agent was enrolled again",
+    K.IDENTITY_STEP_UP: None,
     K.SESSION_ADDED_TO_INCIDENT: "{who} added the session to the incident",
     K.SESSION_REMOVED_FROM_INCIDENT: "{who} removed the session from the incident",
     K.SHARE_LINK_CREATED: "{who} shared the record",

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from caisey.console import get_or_404, member_required, operator_required
 from caisey_agent.protocol import ACTION_KINDS
+from endpoints import access
 from sessions_app.forms.bulk import BulkRunForm
 from sessions_app.selectors import bulk as selectors
 from sessions_app.services import bulk
@@ -25,6 +26,7 @@ def bulk_start(request):
         form = BulkRunForm(request.POST)
         data = form.valid_data()
         endpoints = selectors.bulk_run_endpoints(endpoint_ids=form.endpoint_ids(), client_group=data["group"])
+        access.step_up_require(request)  # a bulk run reaches many endpoints at once
         run = bulk.bulk_run_start(
             actor=request.user,
             endpoints=endpoints,

@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from caisey.console import get_or_404, member_required, operator_required
+from endpoints import access
 from endpoints.models import ClientGroup
 from sessions_app.exports.json import record_json
 from sessions_app.forms.incidents import IncidentCreateForm, IncidentStatusForm, IncidentSummaryForm
@@ -23,7 +24,7 @@ from sessions_app.selectors import incidents as selectors
 from sessions_app.selectors.sessions import session_get
 from sessions_app.selectors.sharing import current_record, share_gate, share_links_for
 from sessions_app.selectors.story import record_story
-from sessions_app.services import incidents, sharing
+from sessions_app.services import incidents, step_up
 from sessions_app.views.share import json_download, refused, render_link_created
 
 
@@ -143,8 +144,12 @@ def incident_share(request, incident_id):
     incident = get_or_404(selectors.incident_get, incident_id=incident_id)
     with refused(request, "Not shared"):
         data = ShareLinkForm(request.POST).cleaned()
-        link, token = sharing.share_link_create(
-            actor=request.user, incident=incident, expires_in=data["expires_days"], label=data["label"]
+        link, token = step_up.share_link_create_stepped_up(
+            actor=request.user,
+            step_up=access.step_up_require(request),
+            incident=incident,
+            expires_in=data["expires_days"],
+            label=data["label"],
         )
         return render_link_created(request, link=link, token=token, back=_back(incident).url, subject=incident.title)
     return _back(incident)

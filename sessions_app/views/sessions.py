@@ -20,6 +20,7 @@ from bridge import health
 from caisey.console import get_or_404, member_required, operator_required
 from caisey.errors import AppError, Rejected
 from caisey_agent.protocol import ACTION_KINDS, CATEGORIES
+from endpoints import access
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import Presence
 from sessions_app.forms.sessions import (
@@ -37,7 +38,7 @@ from sessions_app.selectors import approvals as approval_selectors
 from sessions_app.selectors import followups as followup_selectors
 from sessions_app.selectors import patterns as pattern_selectors
 from sessions_app.selectors import sessions as selectors
-from sessions_app.services import actions, followups, sessions
+from sessions_app.services import actions, followups, sessions, step_up
 
 
 def _back(session_id) -> HttpResponse:
@@ -111,13 +112,15 @@ def action_run(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
     with refused(request, "Not queued"):
         form = ActionRunForm(request.POST)
-        actions.action_request(
+        kind = form.valid_data()["kind"]
+        step_up.action_request_stepped_up(
             actor=request.user,
             session=session,
-            kind=form.valid_data()["kind"],
+            kind=kind,
             params=form.params(),
             expires_in=form.expires_in(),
             wake=form.wake_choice(),
+            step_up=access.step_up_require(request) if kind in step_up.STEP_UP_KINDS else None,
         )
     return _back(session.pk)
 

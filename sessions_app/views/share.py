@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from caisey.console import get_or_404, member_required, operator_required
 from caisey.errors import AppError
+from endpoints import access
 from sessions_app.exports.json import record_json
 from sessions_app.exports.pdf import record_pdf
 from sessions_app.forms.review import NoteForm, RedactForm
@@ -32,7 +33,7 @@ from sessions_app.selectors import review as review_selectors
 from sessions_app.selectors import sharing as sharing_selectors
 from sessions_app.selectors.sessions import session_get
 from sessions_app.selectors.story import record_story
-from sessions_app.services import review, sharing
+from sessions_app.services import review, sharing, step_up
 from sessions_app.views import public
 
 INVALID = "share/invalid.html"
@@ -158,8 +159,12 @@ def session_share(request, session_id):
     session = get_or_404(session_get, session_id=session_id)
     with refused(request, "Not shared"):
         data = ShareLinkForm(request.POST).cleaned()
-        link, token = sharing.share_link_create(
-            actor=request.user, session=session, expires_in=data["expires_days"], label=data["label"]
+        link, token = step_up.share_link_create_stepped_up(
+            actor=request.user,
+            step_up=access.step_up_require(request),
+            session=session,
+            expires_in=data["expires_days"],
+            label=data["label"],
         )
         return render_link_created(
             request,

@@ -136,3 +136,12 @@ def test_production_sends_email_by_smtp(tmp_path):
     assert production.stdout.split() == ["django.core.mail.backends.smtp.EmailBackend", "smtp.example.com", "587", "30"]
     development = run_python(show, tmp_path, **DEV)
     assert development.stdout.split()[0] == "django.core.mail.backends.filebased.EmailBackend"
+
+
+def test_a_password_reset_or_invitation_key_is_cut_whole():
+    line = (
+        '127.0.0.1:5 - - [04/Dec/2026:15:00:00] "GET /accounts/password/reset/key/1b-cx2k7f-9a8b7c6d5e4f/ HTTP/1.1" 200'
+    )
+    redacted = redact_tokens(line)
+    assert "cx2k7f" not in redacted and "9a8b7c6d5e4f" not in redacted
+    assert "/accounts/password/reset/key/…/" in redacted

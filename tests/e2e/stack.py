@@ -277,12 +277,15 @@ class Stack:
 
     # --- tenants and agents -------------------------------------------------------
 
-    def seed(self, *, tenant: str = "acme", group: str = "erp", password: str = "e2e-password-1") -> dict:
-        """A tenant with an admin and a technician, and one client group (through the services)."""
+    def seed(
+        self, *, tenant: str = "acme", group: str = "erp", password: str = "e2e-password-1", mfa_required: bool = False
+    ) -> dict:
+        """A tenant with an admin and a technician, and one client group (through the services).
+        Its members need no second factor unless the test asks (tests/browser/test_identity.py)."""
         self.django(
             "from caisey.actors import Party; from endpoints import services; from endpoints.models import Role;"
             f"t = services.tenant_create(name='{tenant} MSP', slug='{tenant}', admin_username='{tenant}-admin',"
-            f" admin_password='{password}');"
+            f" admin_password='{password}', mfa_required={mfa_required});"
             f"services.client_group_create(actor=Party.OPERATOR, tenant=t, name='{group} client', slug='{group}');"
             f"services.membership_create(tenant=t, username='{tenant}-tech', password='{password}',"
             " role=Role.TECHNICIAN)"
@@ -375,13 +378,11 @@ class Console:
         self.base = f"http://127.0.0.1:{port}"
         page = self.get("/login/")
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-        data = urllib.parse.urlencode(
-            {"username": username, "password": password, "csrfmiddlewaretoken": csrf}
-        ).encode()
+        data = urllib.parse.urlencode({"login": username, "password": password, "csrfmiddlewaretoken": csrf}).encode()
         request = urllib.request.Request(f"{self.base}/login/", data=data, headers={"Referer": f"{self.base}/login/"})
-        body = self.opener.open(request, timeout=10).read().decode()
-        if "didn't match" in body:
-            raise AssertionError("console login failed")
+        response = self.opener.open(request, timeout=10)
+        if urllib.parse.urlparse(response.url).path == "/login/":  # a successful login redirects away
+            raise AssertionError("console login failed: " + response.read().decode()[-2000:])
 
     def get(self, path: str) -> str:
         return self.opener.open(f"{self.base}{path}", timeout=10).read().decode()

@@ -91,7 +91,7 @@ def test_pages_require_login(client, world, path_of):
 def test_login_page_logs_a_member_in(client, world):
     membership = factories.member(world["a"])
     assert client.get("/login/").status_code == 200
-    response = client.post("/login/", {"username": membership.user.username, "password": factories.PASSWORD})
+    response = client.post("/login/", {"login": membership.user.username, "password": factories.PASSWORD})
     assert response.status_code == 302 and response["Location"] == "/"
     assert "contoso-dc01" in client.get("/").content.decode()
 
@@ -344,7 +344,9 @@ def test_tenant_admin_can_revoke_their_endpoint_in_admin(tenant_admin, world):
 
 
 def test_superuser_sees_every_tenant(client, world):
-    client.force_login(get_user_model().objects.create_superuser(username="root", password=factories.PASSWORD))
+    root = get_user_model().objects.create_superuser(username="root", password=factories.PASSWORD)
+    factories.totp(root)  # the server's operator has a second factor (CAISEY_OPERATOR_MFA_REQUIRED)
+    client.force_login(root)
     html = client.get("/admin/endpoints/endpoint/").content.decode()
     assert "contoso-dc01" in html and "initech-secret-dc" in html
     html = client.get("/admin/endpoints/clientgroup/").content.decode()

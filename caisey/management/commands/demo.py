@@ -29,6 +29,7 @@ from caisey import embedded_redis, tenancy
 from caisey.actors import Party
 from caisey.daphne import daphne_argv
 from caisey.env import env_str
+from caisey.errors import Rejected
 from caisey.worker import celery_worker_argv
 from endpoints import services
 from endpoints.models import ClientGroup, Endpoint, EndpointStatus, Membership, Role, Tenant
@@ -230,8 +231,14 @@ class Command(BaseCommand):
         tenant = Tenant.objects.filter(slug=TENANT_SLUG).first()
         try:
             if tenant is None:
+                # The demo tenant does not require a second factor: a newcomer logs in with the
+                # printed password in seconds. The banner says so; new tenants require one.
                 tenant = services.tenant_create(
-                    name=TENANT_NAME, slug=TENANT_SLUG, admin_username="admin", admin_password=password
+                    name=TENANT_NAME,
+                    slug=TENANT_SLUG,
+                    admin_username="admin",
+                    admin_password=password,
+                    mfa_required=False,
                 )
             for username, role in (("admin", Role.ADMIN), ("tech", Role.TECHNICIAN)):
                 user = User.objects.filter(username=username).first()
@@ -241,12 +248,13 @@ class Command(BaseCommand):
                 if not Membership.objects.filter(user=user, tenant=tenant).exists():
                     raise CommandError(f"user {username!r} exists outside the demo tenant")
                 # Set on every run, so that the password the banner shows is the one that works.
+                services.password_check(password=password, user=user)
                 user.set_password(password)
                 user.save(update_fields=["password"])
             for slug, name in CLIENT_GROUPS:
                 if not ClientGroup.objects.filter(tenant=tenant, slug=slug).exists():
                     services.client_group_create(actor=Party.OPERATOR, tenant=tenant, name=name, slug=slug)
-        except (IntegrityError, CommandError) as exc:
+        except (IntegrityError, CommandError, Rejected) as exc:
             raise CommandError(
                 f"cannot set up the demo tenant in this database ({exc}); "
                 "point CAISEY_DATA_DIR (or CAISEY_DATABASE_URL) at a fresh one"
@@ -315,6 +323,8 @@ class Command(BaseCommand):
             f"  Console      {url}/\n"
             f"  Technician   tech / {password}\n"
             f"  Admin        admin / {password}   (Django admin: {url}/admin/)\n"
+            f"  Second factor optional in the demo tenant (new tenants require one); enrol one at "
+            f"{url.replace('127.0.0.1', 'localhost')}/accounts/2fa/ (passkeys need localhost or https)\n"
             f"  Local agent  enrolled in {dict(CLIENT_GROUPS)[AGENT_GROUP]}; state in {data_dir / 'demo-agent'}\n"
             f"  Logs         {log_dir}/ (daphne.log, celery.log, agent.log)\n"
             f"  Data         {data_dir}\n\n"

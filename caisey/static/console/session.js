@@ -12,9 +12,11 @@
   // Fetches for one card may answer out of order (dispatched, running, succeeded in quick
   // succession): only the newest request for a card may replace it.
   var requested = {};
+  // X-Caisey-Live: a refresh the page made on its own, not the person's activity (the idle
+  // timeout of endpoints/identity.py ignores it).
   function refresh(id) {
     var n = requested[id] = (requested[id] || 0) + 1;
-    fetch(location.pathname + "actions/" + id + "/", {credentials: "same-origin"})
+    fetch(location.pathname + "actions/" + id + "/", {credentials: "same-origin", headers: {"X-Caisey-Live": "1"}})
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         if (!html || n !== requested[id]) return;
@@ -67,7 +69,7 @@
   // compare with a fresh render and refresh the cards that differ.
   document.addEventListener("caisey:message", function (e) {
     if (!e.detail || e.detail.subscribed !== "session") return;
-    fetch(location.pathname, {credentials: "same-origin"})
+    fetch(location.pathname, {credentials: "same-origin", headers: {"X-Caisey-Live": "1"}})
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         if (!html) return;

@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
 from caisey import secrets
+from caisey.errors import Rejected
 from endpoints import services
 
 
@@ -14,6 +15,11 @@ class Command(BaseCommand):
         parser.add_argument("--admin-username", required=True)
         parser.add_argument("--admin-email", default="")
         parser.add_argument("--admin-password", default="", help="Generated and printed when omitted.")
+        parser.add_argument(
+            "--mfa-optional",
+            action="store_true",
+            help="Do not require a second factor of the tenant's members (required by default).",
+        )
 
     def handle(self, *args, **opts):
         password = opts["admin_password"] or secrets.new_secret()[:20]
@@ -24,9 +30,15 @@ class Command(BaseCommand):
                 admin_username=opts["admin_username"],
                 admin_email=opts["admin_email"],
                 admin_password=password,
+                mfa_required=not opts["mfa_optional"],
             )
         except IntegrityError as exc:
             raise CommandError(f"tenant or user already exists: {exc}") from None
-        self.stdout.write(f"tenant {tenant.slug} ({tenant.pk}) created; admin {opts['admin_username']}")
+        except Rejected as exc:
+            raise CommandError(str(exc)) from None
+        second_factor = "required" if tenant.mfa_required else "optional"
+        self.stdout.write(
+            f"tenant {tenant.slug} ({tenant.pk}) created; admin {opts['admin_username']}; second factor {second_factor}"
+        )
         if not opts["admin_password"]:
             self.stdout.write(f"admin password: {password}")

@@ -1,0 +1,91 @@
+"""The console's members page: a tenant's admins invite people by e-mail and deactivate or
+reactivate them (the services in endpoints/people.py do the work and the checks)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from caisey import tenancy
+from caisey.console import get_or_404, member_required
+from caisey.errors import Rejected
+from endpoints import access, people
+from endpoints.models import Membership, Role, TenantSSO
+
+
+def _admin_only(request) -> None:
+    if request.membership.role != Role.ADMIN:
+        raise PermissionDenied("only the tenant's admins manage its members")
+
+
+@member_required
+def member_list(request):
+    _admin_only(request)
+    members = Membership.objects.select_related("user").order_by("user__username")
+    return render(request, "console/members.html", {"members": members, "roles": Role.choices})
+
+
+@require_POST
+@member_required
+def member_invite(request):
+    _admin_only(request)
+    membership = people.membership_invite(
+        actor=request.user,
+        tenant=request.tenant,
+        email=request.POST.get("email", ""),
+        role=request.POST.get("role", Role.TECHNICIAN),
+        site_url=request.build_absolute_uri("/"),
+    )
+    messages.success(request, f"Invitation sent to {membership.user.email}.")
+    return redirect("members:list")
+
+
+@require_POST
+@member_required
+def member_set_active(request, membership_id: int, active: bool):
+    _admin_only(request)
+    membership = get_or_404(Membership.objects.select_related("user").get, pk=membership_id)
+    if active:
+        people.membership_reactivate(actor=request.user, membership=membership)
+        messages.success(request, f"{membership.user.username} can sign in again.")
+    else:
+        people.membership_deactivate(actor=request.user, membership=membership)
+        messages.success(request, f"{membership.user.username} is deactivated and signed out everywhere.")
+    return redirect("members:list")
+
+
+@require_POST
+@member_required
+def security_update(request):
+    _admin_only(request)
+    access.step_up_require(request)  # loosening the tenant's rules is itself a risky change
+    try:
+        minutes = int(request.POST.get("step_up_minutes", ""))
+    except ValueError:
+        raise Rejected("the step-up window is a number of minutes") from None
+    people.tenant_security_update(
+        actor=request.user,
+        tenant=request.tenant,
+        mfa_required=request.POST.get("mfa_required") == "on",
+        step_up_window_s=minutes * 60,
+    )
+    messages.success(request, "Security settings saved.")
+    return redirect("members:list")
+
+
+@require_POST
+def sso_start(request):
+    """The login page's "sign in with your organisation" form: on to the tenant's provider.
+    A 307 keeps the POST (and its CSRF token) for allauth's login view, which starts the flow."""
+    slug = request.POST.get("organisation", "").strip().lower()
+    with tenancy.system():  # before sign-in no tenant is bound: find it by its name
+        sso = TenantSSO.objects.select_related("app").filter(tenant__slug=slug).first()
+    if sso is None:
+        messages.error(request, "That organisation has no single sign-on here.")
+        return redirect("login")
+    url = reverse("openid_connect_login", kwargs={"provider_id": sso.app.provider_id})
+    return HttpResponseRedirect(url, status=307)

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from endpoints import members_views
+
+app_name = "members"
+
+urlpatterns = [
+    path("", members_views.member_list, name="list"),
+    path("invite", members_views.member_invite, name="invite"),
+    path("security", members_views.security_update, name="security"),
+    path("<int:membership_id>/deactivate", members_views.member_set_active, {"active": False}, name="deactivate"),
+    path("<int:membership_id>/reactivate", members_views.member_set_active, {"active": True}, name="reactivate"),
+]
