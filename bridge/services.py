@@ -31,7 +31,6 @@ from caisey_agent.protocol import (
 )
 from endpoints import services as endpoint_services
 from endpoints.models import AgentMode, Endpoint
-from endpoints.presence import presence_of
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +40,26 @@ def heartbeat_interval_for(mode: AgentMode | str) -> float:
     return cfg["HEARTBEAT_ACTIVE_S"] if mode == AgentMode.ACTIVE else cfg["HEARTBEAT_LAZY_S"]
 
 
-def presence_payload(endpoint: Endpoint) -> dict:
-    return {
-        "id": str(endpoint.pk),
-        "hostname": endpoint.hostname,
-        "presence": presence_of(endpoint).value,
-        "last_seen": endpoint.last_seen_at.isoformat() if endpoint.last_seen_at else None,
-        "agent_version": endpoint.agent_version,
-    }
-
-
-def presence_announce(*, endpoint: Endpoint) -> None:
+def presence_announce(
+    *, endpoint: Endpoint, connectivity: health.Connectivity | None = None, recorded: bool = False
+) -> None:
+    """Record the endpoint's connectivity (state, reason, since; unless the caller ``recorded`` it)
+    and tell console pages after commit. Without ``connectivity``, it is judged from the row (the
+    sweep's last degraded judgement kept: a connect or a mode change never overwrites it)."""
+    connectivity = connectivity or health.connectivity_of(endpoint, None)
+    if not recorded:
+        endpoint_services.endpoint_presence_record(
+            endpoint=endpoint,
+            presence=connectivity.state,
+            reason=connectivity.reason,
+            since=connectivity.since,
+            expected=False,
+        )
     notify.console_event(
         tenant_id=endpoint.tenant_id,
         endpoint_id=endpoint.pk,
         event="endpoint.presence",
-        payload=presence_payload(endpoint),
+        payload=connectivity.as_payload(endpoint),
     )
 
 
@@ -185,7 +188,7 @@ def endpoint_set_mode(*, endpoint: Endpoint, mode: AgentMode | str, reason: str)
             ref_type="mode",
             ref_id=reason[:64],
         )
-        presence_announce(endpoint=endpoint)
+        presence_announce(endpoint=Endpoint.objects.get(pk=endpoint.pk))  # waking, until the agent applies it
     return True
 
 

@@ -21,7 +21,13 @@ from sessions_app.services.transcript import transcript_append
 
 # Lazy and active are both a working path (the endpoint merely sleeps between heartbeats):
 # going from one to the other is not a change of period worth a record entry.
-_PERIOD = {Presence.ACTIVE: "up", Presence.LAZY: "up", Presence.DEGRADED: "degraded", Presence.OFFLINE: "offline"}
+_PERIOD = {
+    Presence.ACTIVE: "up",
+    Presence.LAZY: "up",
+    Presence.WAKING: "up",
+    Presence.DEGRADED: "degraded",
+    Presence.OFFLINE: "offline",
+}
 
 
 def session_connectivity_sweep() -> int:
