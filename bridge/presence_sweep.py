@@ -48,9 +48,12 @@ def _candidates(now: datetime) -> set:
         Endpoint.objects.filter(
             Q(presence_announced__in=[Presence.DEGRADED, Presence.WAKING])
             | (~Q(presence_announced=Presence.OFFLINE) & Q(last_seen_at__lt=now - offline_after(shortest)))
+            # Announced offline, yet beating again on the same socket: a frozen agent (SIGSTOP, a
+            # laptop's lid) that resumed before the server closed its connection. No connect says so.
+            | Q(presence_announced=Presence.OFFLINE, last_seen_at__gte=now - offline_after(shortest))
         ).values_list("pk", flat=True)
     )
-    # An endpoint announced offline comes back only through a connect, which announces itself.
+    # Otherwise an endpoint announced offline comes back only through a connect, which announces itself.
     reachable = ~Q(endpoint__presence_announced=Presence.OFFLINE)
     ids.update(
         OutboxMessage.objects.filter(reachable & (Q(status=OutboxStatus.QUEUED) | Q(acked_at__gte=window_start)))

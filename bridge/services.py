@@ -150,6 +150,12 @@ def agent_disconnected(*, endpoint_id, connection_id: str, close_code: int | Non
             presence_announce(endpoint=Endpoint.objects.get(pk=endpoint_id))
 
 
+def agent_context_record(*, endpoint: Endpoint, machine: dict) -> None:
+    """A connected agent's machine context, sent again with a heartbeat (in the endpoint's tenant)."""
+    with tenancy.bind(endpoint.tenant_id):
+        endpoint_services.endpoint_context_record(endpoint_id=endpoint.pk, machine=machine)
+
+
 class UnsupportedMessage(Rejected):
     """An agent frame of a type no app registered a handler for."""
 

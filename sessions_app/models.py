@@ -165,6 +165,9 @@ class Action(models.Model):
     output_truncated = models.BooleanField(default=False)
     conditions_at_dispatch = models.JSONField(null=True, blank=True)
     conditions_at_completion = models.JSONField(null=True, blank=True)
+    # A result the agent reported after the action had ended (given up while its endpoint was
+    # unreachable, or cancelled): kept and shown, never reviving the state.
+    late_result = models.JSONField(null=True, blank=True)
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -36,3 +37,31 @@ async def test_mode_set_active_beats_at_once_then_at_the_new_cadence(tmp_path, m
         assert 2 <= len(beats) <= 4  # then every 0.2 s
     finally:
         task.cancel()
+
+
+@pytest.mark.asyncio
+async def test_heartbeats_carry_the_machine_context_again_every_context_every_seconds(tmp_path, monkeypatch):
+    """The server keeps the last known state of the machine, not the one it had at connect."""
+    state = AgentState(tmp_path / "state")
+    state.save_identity(Identity(server="http://127.0.0.1:1", endpoint_id="e", credential="c", machine_id="m"))
+    agent = Agent(state)
+    agent.interval = 0.1
+    agent.context_every = 0.35
+    agent.context_sent_at = time.monotonic()  # the hello carried one just now
+    monkeypatch.setattr(agent, "prompt_reports", lambda: [])
+    monkeypatch.setattr("caisey_agent.machine.context", lambda hostname="": {"hostname": "pc01", "uptime_seconds": 7})
+    beats: list[dict] = []
+
+    async def send(body, *, id=None) -> None:
+        if isinstance(body, p.Heartbeat):
+            beats.append(body.machine)
+
+    monkeypatch.setattr(agent, "send", send)
+    task = asyncio.create_task(agent._heartbeats())
+    try:
+        await asyncio.sleep(1.0)
+    finally:
+        task.cancel()
+    with_context = [b for b in beats if b]
+    assert len(beats) >= 6 and 1 <= len(with_context) <= 3, beats  # now and then, not every beat
+    assert with_context[0] == {"hostname": "pc01", "uptime_seconds": 7}

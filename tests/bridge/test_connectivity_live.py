@@ -210,3 +210,14 @@ def test_heartbeats_that_stop_are_announced_offline_with_the_time_last_seen(endp
     assert payload["presence"] == "offline"
     assert payload["reason"].startswith("no heartbeat since")
     assert payload["since"] == last.isoformat()
+
+
+def test_a_frozen_agent_that_resumes_on_its_socket_is_announced_back(endpoint, announced):
+    """SIGSTOP, then SIGCONT before the server closed the socket: heartbeats resume with no connect."""
+    connect(endpoint)
+    Endpoint.all_tenants.filter(pk=endpoint.pk).update(last_seen_at=timezone.now() - timedelta(minutes=1))
+    assert presence_sweep.run() == 1 and announced[-1]["presence"] == "offline"
+    Endpoint.all_tenants.filter(pk=endpoint.pk).update(last_seen_at=timezone.now())  # it beats again
+    assert presence_sweep.run() == 1
+    assert announced[-1]["presence"] == "active" and fresh(endpoint).presence_announced == "active"
+    assert presence_sweep.run() == 0
