@@ -149,7 +149,8 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
         if h.recent_p95_ms is not None and h.recent_p95_ms > cfg["DEGRADED_P95_LATENCY_MS"]:
             h.degraded_reasons.append(f"delivery latency p95 {h.recent_p95_ms:.0f} ms (last {window_min:.0f} min)")
         if h.recent_reconnects >= cfg["DEGRADED_RECONNECTS"]:
-            h.degraded_reasons.append(f"{h.recent_reconnects} reconnects in the last {window_min:.0f} min")
+            plural = "s" if h.recent_reconnects != 1 else ""
+            h.degraded_reasons.append(f"{h.recent_reconnects} reconnect{plural} in the last {window_min:.0f} min")
     return result
 
 
@@ -188,7 +189,7 @@ def _offline_reason(endpoint: Endpoint) -> tuple[str, datetime | None]:
         return "never connected", None
     if endpoint.disconnected_at and endpoint.disconnected_at >= endpoint.last_seen_at:
         return "the agent's connection closed", endpoint.disconnected_at
-    return f"no heartbeat since {timezone.localtime(endpoint.last_seen_at):%H:%M:%S}", endpoint.last_seen_at
+    return "heartbeats stopped without a disconnect", endpoint.last_seen_at
 
 
 def connectivity_of(endpoint: Endpoint, health: EndpointHealth | None, now: datetime | None = None) -> Connectivity:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from bridge import health
@@ -39,9 +39,9 @@ def run() -> int:
 
 
 def _candidates(now: datetime) -> set:
-    """Endpoints whose connectivity may differ from what was announced: heartbeats overdue, or a
-    path whose degraded judgement may change (announced degraded or waking, messages waiting,
-    deliveries or connects within the degraded window)."""
+    """Endpoints whose connectivity may differ from what was announced: heartbeats overdue or
+    resumed, announced degraded or waking (they may recover), or a path that may have crossed a
+    degraded threshold (a message waiting, a slow delivery, connects within the window)."""
     shortest = min(settings.CAISEY["HEARTBEAT_ACTIVE_S"], settings.CAISEY["HEARTBEAT_LAZY_S"])
     window_start = now - timedelta(seconds=settings.CAISEY["DEGRADED_WINDOW_S"])
     ids = set(
@@ -53,17 +53,29 @@ def _candidates(now: datetime) -> set:
             | Q(presence_announced=Presence.OFFLINE, last_seen_at__gte=now - offline_after(shortest))
         ).values_list("pk", flat=True)
     )
-    # Otherwise an endpoint announced offline comes back only through a connect, which announces itself.
+    # Otherwise an endpoint announced offline comes back only through a connect, which announces
+    # itself. Of the others, only those that may cross a degraded threshold now are judged: a
+    # message waiting longer than allowed, a delivery slower than the p95 limit or enough connects
+    # in the window (a restart storm's single reconnect each is not read every sweep).
+    cfg = settings.CAISEY
     reachable = ~Q(endpoint__presence_announced=Presence.OFFLINE)
     ids.update(
-        OutboxMessage.objects.filter(reachable & (Q(status=OutboxStatus.QUEUED) | Q(acked_at__gte=window_start)))
+        OutboxMessage.objects.filter(
+            reachable
+            & (
+                Q(status=OutboxStatus.QUEUED, created_at__lt=now - timedelta(seconds=cfg["DEGRADED_OLDEST_UNACKED_S"]))
+                | Q(acked_at__gte=window_start, latency_ms__gt=cfg["DEGRADED_P95_LATENCY_MS"])
+            )
+        )
         .values_list("endpoint_id", flat=True)
         .distinct()
     )
     ids.update(
         AgentConnection.objects.filter(reachable & Q(opened_at__gte=window_start))
+        .values("endpoint_id")
+        .annotate(n=Count("id"))
+        .filter(n__gte=cfg["DEGRADED_RECONNECTS"])
         .values_list("endpoint_id", flat=True)
-        .distinct()
     )
     return ids
 
