@@ -8,8 +8,11 @@
   var page = document.querySelector("[data-live=endpoint][data-endpoint], [data-live=session][data-endpoint]");
   if (!page) return;
   var endpointId = page.dataset.endpoint;
-  var badge = page.querySelector("[data-field=presence]");
-  var shown = {state: badge ? badge.textContent.trim() : "", reason: badge ? badge.title : ""};
+  function shownIn(doc) {
+    var badge = doc.querySelector("#connectivity-now [data-field=presence]");
+    return {state: badge ? badge.textContent.trim() : "", reason: badge ? badge.title : ""};
+  }
+  var shown = shownIn(document);
   var LIVE = ["queued", "dispatched", "running"];
   var latest = 0;
 
@@ -31,11 +34,19 @@
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         if (!html || n !== latest) return;  // a newer re-read is on its way
-        swapRegions(new DOMParser().parseFromString(html, "text/html"));
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        swapRegions(fresh);
+        shown = shownIn(fresh);
+        page.dataset.connectivity = shown.state;
         document.dispatchEvent(new CustomEvent("caisey:connectivity-shown", {detail: shown}));
       });
   }
 
+  // Doorbells rung between rendering this page and subscribing are not replayed (a session page
+  // rendered "waking" just before the agent applied the wake would stay so): re-read once subscribed.
+  document.addEventListener("caisey:message", function (e) {
+    if (e.detail && e.detail.subscribed === "endpoint") reread();
+  });
   document.addEventListener("caisey:endpoint.presence", function (e) {
     var p = e.detail.payload;
     if (!p || p.id !== endpointId) return;
