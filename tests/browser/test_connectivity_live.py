@@ -80,14 +80,11 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
     expect = support.expect()
     agent = start_agent(stack, "lap01", "field")
     log_in(page, stack)
-    session_id = open_session(
-        page,
-        stack.json(
-            "import json; from endpoints.models import Endpoint;"
-            "print(json.dumps(str(Endpoint.all_tenants.get(hostname='lap01').pk)))"
-        ),
-        "INC-7 laptop drops off",
+    endpoint_id = stack.json(
+        "import json; from endpoints.models import Endpoint;"
+        "print(json.dumps(str(Endpoint.all_tenants.get(hostname='lap01').pk)))"
     )
+    session_id = open_session(page, endpoint_id, "INC-7 laptop drops off")
     badge = page.locator("h1 [data-field=presence]")
     expect(badge).to_have_text(re.compile(r"^\s*active\s*$"))  # woken by the session, live
     expect(page.locator("#readonly-banner")).to_have_count(0)
@@ -99,6 +96,12 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
     expect(row.locator("[data-field=presence]")).to_have_text(UP)
     expect(listing.locator("body")).to_have_attribute("data-live", "connected")
     mark_page(listing)
+    # And the endpoint's own page, in a third.
+    detail = context.new_page()
+    detail.goto(f"/endpoints/{endpoint_id}/")
+    expect(detail.locator("h1 [data-field=presence]")).to_have_text(UP)
+    expect(detail.locator("body")).to_have_attribute("data-live", "connected")
+    mark_page(detail)
 
     expect(page.locator("body")).to_have_attribute("data-live", "connected")
     mark_page(page)
@@ -128,6 +131,7 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
         expect(page.get_by_role("heading", name=re.compile(r"^Last known machine state"))).to_be_visible()
         expect(row.locator("[data-field=presence]")).to_have_text("offline")
         expect(row.locator("[data-field=connectivity_reason]")).to_contain_text("heartbeats stopped")
+        expect(detail.locator("#connectivity-banner")).to_contain_text("This endpoint is offline")
         shots(page, "frozen")
 
         # It does not come back in time: the shell kind's deadline (330 s) is brought forward in the
@@ -150,6 +154,7 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
     expect(page.get_by_role("heading", name="Run a diagnostic or command")).to_be_visible()
     expect(page.get_by_role("button", name="Run", exact=True)).to_be_visible()
     expect(row.locator("[data-field=presence]")).to_have_text(UP)
+    expect(detail.locator("#connectivity-banner")).not_to_contain_text("offline")
     # The command finishes on the endpoint: its result is shown, the action stays given up.
     late = card.locator("[data-field=late_result]")
     expect(late).to_contain_text("Result arrived after the action was given up", timeout=90_000)
@@ -188,6 +193,9 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
     expect(page.get_by_role("button", name="Run", exact=True)).to_be_visible()
     expect(row.locator("[data-field=presence]")).to_have_text("degraded")
     expect(row.locator("[data-field=connectivity_reason]")).to_contain_text(re.compile(r"reconnects? in the last"))
+    expect(detail.locator("h1 [data-field=presence]")).to_have_text("degraded")
+    expect(detail.locator("#connectivity-banner")).to_contain_text("Degraded:")
     shots(page, "degraded")
     assert_not_reloaded(page)
     assert_not_reloaded(listing)
+    assert_not_reloaded(detail)
