@@ -595,7 +595,8 @@ def _result_receive(endpoint: Endpoint, body: p.ActionResult) -> None:
 
 def _late_result_record(action: Action, body: p.ActionResult) -> None:
     """Keep the first result that arrived after the action ended, for its card (the state stays)."""
-    after = "given up" if action.status in (ActionStatus.TIMED_OUT, ActionStatus.EXPIRED) else action.status
+    given_up = action.status in (ActionStatus.TIMED_OUT, ActionStatus.EXPIRED)
+    after = "given up" if given_up else action.get_status_display().lower()
     late = {
         "status": body.status,
         "exit_code": body.exit_code,
@@ -627,9 +628,13 @@ def action_deadline_sweep() -> int:
             if connectivity.state == Presence.OFFLINE:
                 since = connectivity.since
                 at = f" since {timezone.localtime(since):%H:%M:%S}" if since else ""
-                why = f"given up: the endpoint was unreachable{at} ({connectivity.reason}) and no result came by the deadline"
+                why = (
+                    f"given up: the endpoint was unreachable{at} ({connectivity.reason}) "
+                    "and no result came by the deadline"
+                )
                 updates["error"] = (
-                    f"Given up: endpoint unreachable{at}; no result by the deadline. A result it reports later is recorded here, not applied."
+                    f"Given up: endpoint unreachable{at}; no result by the deadline. "
+                    "A result it reports later is recorded here, not applied."
                 )
             with transaction.atomic(), tenancy.bind(action.tenant_id):
                 if _move(action, ActionStatus.TIMED_OUT, by=by, finished_at=now, **updates):

@@ -190,6 +190,7 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
     expect(badge).to_have_text("degraded")
     expect(page.locator("h1 [data-field=connectivity_reason]")).to_contain_text(re.compile(r"reconnects? in the last"))
     expect(page.locator("#connectivity-banner")).to_contain_text("Degraded:")
+    expect(page.locator("#readonly-banner")).to_have_count(0)
     expect(page.get_by_role("button", name="Run", exact=True)).to_be_visible()
     expect(row.locator("[data-field=presence]")).to_have_text("degraded")
     expect(row.locator("[data-field=connectivity_reason]")).to_contain_text(re.compile(r"reconnects? in the last"))
