@@ -176,6 +176,8 @@ class Connectivity:
             "presence": self.state.value,  # the name older pages and clients read
             "reason": self.reason,
             "since": self.since.isoformat() if self.since else None,
+            # As the server renders it (its time zone), so a live update reads like the page around it.
+            "since_text": f"{timezone.localtime(self.since):%H:%M:%S}" if self.since else "",
             "last_seen": last_seen.isoformat() if last_seen else None,
             "context_updated_at": endpoint.context_updated_at.isoformat() if endpoint.context_updated_at else None,
             "agent_version": endpoint.agent_version,

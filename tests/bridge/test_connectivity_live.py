@@ -210,6 +210,7 @@ def test_heartbeats_that_stop_are_announced_offline_with_the_time_last_seen(endp
     assert payload["presence"] == "offline"
     assert payload["reason"] == "heartbeats stopped without a disconnect"
     assert payload["since"] == last.isoformat()
+    assert payload["since_text"] == f"{timezone.localtime(last):%H:%M:%S}"  # as the pages render it
 
 
 def test_a_frozen_agent_that_resumes_on_its_socket_is_announced_back(endpoint, announced):

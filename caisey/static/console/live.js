@@ -26,7 +26,7 @@
         since.parentElement.hidden = !p.since;
         if (p.since) {
           since.setAttribute("datetime", p.since);
-          since.textContent = new Date(p.since).toLocaleTimeString();
+          since.textContent = p.since_text || new Date(p.since).toLocaleTimeString();
         }
       }
       var seen = el.querySelector('[data-field=last_seen]');
