@@ -86,7 +86,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         elif env.type == p.Heartbeat.TYPE:
             await self.on_heartbeat(env)
         elif env.type == p.Ack.TYPE:
-            await database_sync_to_async(outbox.outbox_ack)(endpoint_id=self.endpoint.pk, message_id=env.body.ref)
+            await database_sync_to_async(services.agent_ack_receive)(
+                endpoint_id=self.endpoint.pk, message_id=env.body.ref
+            )
         else:
             await self.on_domain_frame(env)
 

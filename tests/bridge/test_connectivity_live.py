@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from bridge import health, notify, outbox, presence_sweep
 from bridge.models import OutboxMessage, OutboxStatus
-from bridge.services import agent_connection_record, endpoint_set_mode
+from bridge.services import agent_ack_receive, agent_connection_record, endpoint_set_mode
 from caisey import tenancy
 from caisey_agent import protocol as p
 from endpoints.models import AgentMode, Endpoint
@@ -222,3 +222,29 @@ def test_a_frozen_agent_that_resumes_on_its_socket_is_announced_back(endpoint, a
     assert presence_sweep.run() == 1
     assert announced[-1]["presence"] == "active" and fresh(endpoint).presence_announced == "active"
     assert presence_sweep.run() == 0
+
+
+def test_a_slow_acknowledgement_is_judged_and_announced_degraded_when_it_arrives(endpoint, announced):
+    connect(endpoint, ago=timedelta(minutes=5))
+    (slow,) = queue(endpoint, 1, created_ago=timedelta(seconds=9))
+    outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=False)
+    OutboxMessage.all_tenants.filter(pk=slow.pk).update(last_attempt_at=timezone.now() - timedelta(seconds=8))
+    announced.clear()
+    agent_ack_receive(endpoint_id=endpoint.pk, message_id=slow.pk)  # as the agent socket applies an ack
+    assert [a["presence"] for a in announced] == ["degraded"]
+    assert announced[0]["reason"].startswith("delivery latency p95")
+    (fast,) = queue(endpoint, 1, created_ago=timedelta(0))
+    outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=False)
+    agent_ack_receive(endpoint_id=endpoint.pk, message_id=fast.pk)
+    assert len(announced) == 1  # a fast one is not judged on its own: nothing more to say
+
+
+def test_one_connect_too_many_is_announced_degraded_at_the_connect(endpoint, announced, settings):
+    settings.CAISEY = {**settings.CAISEY, "DEGRADED_RECONNECTS": 2}
+    connect(endpoint)
+    connect(endpoint)  # one reconnect: below the threshold
+    assert [a["presence"] for a in announced] == ["active", "active"]
+    connect(endpoint)  # two reconnects in the window
+    assert announced[-1]["presence"] == "degraded"
+    assert announced[-1]["reason"] == "2 reconnects in the last 10 min"
+    assert fresh(endpoint).presence_announced == "degraded"
