@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from datetime import datetime
 
 import pytest
@@ -65,6 +66,11 @@ def stack(redis_server, browser):
         yield s
     finally:
         s.cleanup()
+
+
+def seen(what: str, since: float) -> None:
+    """A figure for the record (run with -s to read them); timings are never asserted."""
+    print(f"measured: {what}: {time.monotonic() - since:.1f} s")
 
 
 def endpoint_times(stack, hostname: str) -> dict:
@@ -117,10 +123,12 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
 
     # Freeze the agent: no clean disconnect, its heartbeats just stop.
     agent.proc.send_signal(signal.SIGSTOP)
+    frozen = time.monotonic()
     try:
         expect(badge).to_have_text("offline")
         banner = page.locator("#readonly-banner")
         expect(banner).to_be_visible()
+        seen("SIGSTOP -> read-only banner", frozen)
         expect(banner).to_contain_text("Read-only: lap01 is offline since")
         expect(banner).to_contain_text("heartbeats stopped")
         expect(page.get_by_role("heading", name="Queue an action for when it returns")).to_be_visible()
@@ -141,16 +149,20 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
             "Action.all_tenants.filter(kind='shell', endpoint__hostname='lap01', status='running')"
             ".update(deadline_at=timezone.now() - timedelta(seconds=1))"
         )
+        brought_forward = time.monotonic()
         expect(card.locator("[data-field=status]")).to_have_text("Timed out")
+        seen("deadline passed -> card given up", brought_forward)
         expect(card).to_contain_text("Given up: endpoint unreachable since")
         expect(card.locator("[data-field=unreachable]")).to_have_count(0)
         assert_not_reloaded(page)
     finally:
         agent.proc.send_signal(signal.SIGCONT)
+        resumed = time.monotonic()
 
     # It resumes: the page comes back by itself.
     expect(badge).to_have_text(UP)
     expect(page.locator("#readonly-banner")).to_have_count(0)
+    seen("SIGCONT -> banner gone", resumed)
     expect(page.get_by_role("heading", name="Run a diagnostic or command")).to_be_visible()
     expect(page.get_by_role("button", name="Run", exact=True)).to_be_visible()
     expect(row.locator("[data-field=presence]")).to_have_text(UP)
@@ -174,7 +186,10 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
 
     # Killed: the page shows the last known state with the time it was reported.
     agent.kill()
+    killed = time.monotonic()
     expect(badge).to_have_text("offline")
+    expect(page.locator("#readonly-banner")).to_be_visible()
+    seen("SIGKILL -> read-only banner", killed)
     expect(page.locator("#readonly-banner")).to_contain_text("the agent's connection closed")
     last = endpoint_times(stack, "lap01")
     reported = datetime.fromisoformat(last["context_updated_at"])
@@ -187,7 +202,9 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
 
     # Back again: one reconnect in the window is degraded here, and that is pushed live too.
     agent.start()
+    started = time.monotonic()
     expect(badge).to_have_text("degraded")
+    seen("restart -> degraded badge", started)
     expect(page.locator("h1 [data-field=connectivity_reason]")).to_contain_text(re.compile(r"reconnects? in the last"))
     expect(page.locator("#connectivity-banner")).to_contain_text("Degraded:")
     expect(page.locator("#readonly-banner")).to_have_count(0)
