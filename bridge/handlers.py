@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from bridge import notify
+from bridge import notify, services
 from bridge.registry import on_delivered
 from endpoints import services as endpoint_services
 from endpoints.hooks import on_endpoint_reenrolled, on_endpoint_revoked, on_sign_in_changed
+from endpoints.models import Endpoint
 
 
 @on_endpoint_revoked
@@ -39,3 +40,5 @@ def mode_applied(message) -> None:
     endpoint_services.endpoint_interval_record(
         endpoint_id=message.endpoint_id, interval=message.body["heartbeat_interval"]
     )
+    # Waking ends here (or a rest begins): consoles hear it now, not at the next sweep.
+    services.presence_announce(endpoint=Endpoint.objects.get(pk=message.endpoint_id))

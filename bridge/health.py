@@ -1,10 +1,12 @@
 """Bridge health: where the path to an endpoint is thinning.
 
-Per endpoint: queue depth (unacked messages), delivery latency (created ->
-acked) p50/p95 over the last hour, reconnects in the last hour, last error.
-Connectivity adds ``degraded`` to the heartbeat-derived presence when a
-connected endpoint lags or keeps reconnecting. Everything is read from the
-database, so every server process tells the same story.
+Per endpoint: queue depth (unacked messages), delivery latency (the send on the
+connection that delivered it -> its ack) p50/p95 over the last hour, reconnects in the
+last hour, last error. Connectivity adds ``degraded`` to the heartbeat-derived presence
+when a connected endpoint lags or keeps reconnecting, judged on the path as it is now:
+time a message spent waiting while the endpoint was away is not delivery latency, and a
+message created before the current connection counts as waiting only from its start.
+Everything is read from the database, so every server process tells the same story.
 
 Reads go through the scoped managers: a page or service sees its own tenant's figures;
 ``overall`` (and /metrics) run under ``tenancy.system()``, named by their caller.
@@ -23,7 +25,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from bridge.models import AgentConnection, OutboxMessage, OutboxStatus
-from endpoints.models import Endpoint, Presence
+from endpoints.models import AgentMode, Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
 
 HOUR = timedelta(hours=1)
@@ -41,6 +43,7 @@ def percentile(values: list[float], q: float) -> float | None:
 class EndpointHealth:
     queue_depth: int = 0
     failed_to_deliver: int = 0
+    failed_1h: int = 0
     oldest_unacked_s: float | None = None
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
@@ -59,6 +62,7 @@ class EndpointHealth:
         return {
             "queue_depth": self.queue_depth,
             "failed_to_deliver": self.failed_to_deliver,
+            "failed_1h": self.failed_1h,
             "oldest_unacked_s": self.oldest_unacked_s,
             "latency_p50_ms": self.latency_p50_ms,
             "latency_p95_ms": self.latency_p95_ms,
@@ -78,15 +82,27 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
         return result
     since = now - HOUR
     rows = OutboxMessage.objects.filter(endpoint_id__in=ids)
+    # A message waits on the path only from the start of the current connection: before it, the
+    # endpoint was away (offline, which connectivity says first), not slow.
+    connected = dict(Endpoint.objects.filter(pk__in=ids).values_list("pk", "connected_at"))
     for row in (
         rows.filter(status=OutboxStatus.QUEUED).values("endpoint_id").annotate(n=Count("id"), oldest=Min("created_at"))
     ):
         h = result[row["endpoint_id"]]
         h.queue_depth = row["n"]
         # Not below 0: a message held for a check-in (outbox_enqueue not_before) is queued from then.
-        h.oldest_unacked_s = max(0.0, (now - row["oldest"]).total_seconds())
-    for row in rows.filter(status=OutboxStatus.FAILED_TO_DELIVER).values("endpoint_id").annotate(n=Count("id")):
+        start = max(filter(None, (row["oldest"], connected.get(row["endpoint_id"]))))
+        h.oldest_unacked_s = max(0.0, (now - start).total_seconds())
+    failed = rows.filter(status=OutboxStatus.FAILED_TO_DELIVER)
+    for row in failed.values("endpoint_id").annotate(
+        n=Count("id"),
+        # When it failed is not stored: its last attempt (or, never attempted, its creation) stands in.
+        recent=Count(
+            "id", filter=Q(last_attempt_at__gte=since) | Q(last_attempt_at__isnull=True, created_at__gte=since)
+        ),
+    ):
         result[row["endpoint_id"]].failed_to_deliver = row["n"]
+        result[row["endpoint_id"]].failed_1h = row["recent"]
     cfg = settings.CAISEY
     window_start = now - timedelta(seconds=cfg["DEGRADED_WINDOW_S"])
     latencies: dict = defaultdict(list)
@@ -134,15 +150,76 @@ def health_for(endpoint_ids: Iterable, now: datetime | None = None) -> dict:
         if h.recent_p95_ms is not None and h.recent_p95_ms > cfg["DEGRADED_P95_LATENCY_MS"]:
             h.degraded_reasons.append(f"delivery latency p95 {h.recent_p95_ms:.0f} ms (last {window_min:.0f} min)")
         if h.recent_reconnects >= cfg["DEGRADED_RECONNECTS"]:
-            h.degraded_reasons.append(f"{h.recent_reconnects} reconnects in the last {window_min:.0f} min")
+            plural = "s" if h.recent_reconnects != 1 else ""
+            h.degraded_reasons.append(f"{h.recent_reconnects} reconnect{plural} in the last {window_min:.0f} min")
     return result
 
 
 def connectivity(endpoint: Endpoint, health: EndpointHealth, now: datetime | None = None) -> Presence:
+    return connectivity_of(endpoint, health, now).state
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    """An endpoint's connectivity as every console page shows it: the state, why, and since when.
+    ``as_payload`` is the one shape pages render and live updates carry (``endpoint.presence``)."""
+
+    state: Presence
+    reason: str
+    since: datetime | None
+
+    def as_payload(self, endpoint: Endpoint) -> dict:
+        last_seen = endpoint.last_seen_at
+        return {
+            "id": str(endpoint.pk),
+            "hostname": endpoint.hostname,
+            "state": self.state.value,
+            "presence": self.state.value,  # the name older pages and clients read
+            "reason": self.reason,
+            "since": self.since.isoformat() if self.since else None,
+            # As the server renders it (its time zone), so a live update reads like the page around it.
+            "since_text": f"{timezone.localtime(self.since):%H:%M:%S}" if self.since else "",
+            "last_seen": last_seen.isoformat() if last_seen else None,
+            "context_updated_at": endpoint.context_updated_at.isoformat() if endpoint.context_updated_at else None,
+            "agent_version": endpoint.agent_version,
+        }
+
+
+def _offline_reason(endpoint: Endpoint) -> tuple[str, datetime | None]:
+    if endpoint.status == EndpointStatus.REVOKED:
+        return "revoked", endpoint.disconnected_at or endpoint.last_seen_at
+    if endpoint.last_seen_at is None:
+        return "never connected", None
+    if endpoint.disconnected_at and endpoint.disconnected_at >= endpoint.last_seen_at:
+        return "the agent's connection closed", endpoint.disconnected_at
+    return "heartbeats stopped without a disconnect", endpoint.last_seen_at
+
+
+def connectivity_of(endpoint: Endpoint, health: EndpointHealth | None, now: datetime | None = None) -> Connectivity:
+    """Offline (heartbeats stopped or the socket closed), else degraded (the path lags or keeps
+    dropping), else waking (asked to wake, the agent has not switched cadence yet), else its mode.
+
+    ``health`` None: the degraded judgement is the one last announced (the presence sweep judges
+    it every few seconds), so an announcement rung by a connect or a mode change costs no health
+    queries and never overwrites a degraded the sweep found."""
+    now = now or timezone.now()
     presence = presence_of(endpoint, now)
-    if presence != Presence.OFFLINE and health.degraded:
-        return Presence.DEGRADED
-    return presence
+    if presence == Presence.OFFLINE:
+        reason, since = _offline_reason(endpoint)
+        return Connectivity(Presence.OFFLINE, reason, since)
+    if health is not None:
+        degraded, reason = health.degraded, "; ".join(health.degraded_reasons)
+    else:
+        degraded, reason = endpoint.presence_announced == Presence.DEGRADED, endpoint.presence_reason
+    if degraded:
+        state = Presence.DEGRADED
+    elif endpoint.mode == AgentMode.ACTIVE and endpoint.heartbeat_interval > settings.CAISEY["HEARTBEAT_ACTIVE_S"]:
+        state, reason = Presence.WAKING, "asked to wake; waiting for the agent to switch to active heartbeats"
+    else:
+        state = presence
+        reason = f"connected, heartbeat every {endpoint.heartbeat_interval:g} s"
+    since = endpoint.presence_since if endpoint.presence_announced == state and endpoint.presence_since else now
+    return Connectivity(state, reason, since)
 
 
 def latency_series(endpoint_id, *, now: datetime | None = None, buckets: int = 12) -> list[dict]:

@@ -10,7 +10,9 @@ an error (``TenantMismatch``) for one bound to another tenant.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -31,7 +33,6 @@ from caisey_agent.protocol import (
 )
 from endpoints import services as endpoint_services
 from endpoints.models import AgentMode, Endpoint
-from endpoints.presence import presence_of
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +42,60 @@ def heartbeat_interval_for(mode: AgentMode | str) -> float:
     return cfg["HEARTBEAT_ACTIVE_S"] if mode == AgentMode.ACTIVE else cfg["HEARTBEAT_LAZY_S"]
 
 
-def presence_payload(endpoint: Endpoint) -> dict:
-    return {
-        "id": str(endpoint.pk),
-        "hostname": endpoint.hostname,
-        "presence": presence_of(endpoint).value,
-        "last_seen": endpoint.last_seen_at.isoformat() if endpoint.last_seen_at else None,
-        "agent_version": endpoint.agent_version,
-    }
-
-
-def presence_announce(*, endpoint: Endpoint) -> None:
+def presence_announce(
+    *, endpoint: Endpoint, connectivity: health.Connectivity | None = None, recorded: bool = False
+) -> None:
+    """Record the endpoint's connectivity (state, reason, since; unless the caller ``recorded`` it)
+    and tell console pages after commit. Without ``connectivity``, it is judged from the row (the
+    sweep's last degraded judgement kept: a connect or a mode change never overwrites it)."""
+    connectivity = connectivity or health.connectivity_of(endpoint, None)
+    if not recorded:
+        endpoint_services.endpoint_presence_record(
+            endpoint=endpoint,
+            presence=connectivity.state,
+            reason=connectivity.reason,
+            since=connectivity.since,
+            expected=False,
+        )
     notify.console_event(
         tenant_id=endpoint.tenant_id,
         endpoint_id=endpoint.pk,
         event="endpoint.presence",
-        payload=presence_payload(endpoint),
+        payload=connectivity.as_payload(endpoint),
     )
+
+
+# Degraded reasons carry figures that move every sweep ("waiting 31s", "waiting 36s"): a reason
+# counts as changed when its wording does, so a degraded endpoint is not re-announced every sweep.
+_FIGURES = re.compile(r"\d[\d,.]*")
+
+
+def connectivity_unchanged(endpoint: Endpoint, now: health.Connectivity) -> bool:
+    """Whether ``now`` is what consoles were last told of ``endpoint`` (state, and reason in words)."""
+    announced = _FIGURES.sub("#", endpoint.presence_reason)
+    return endpoint.presence_announced == now.state and announced == _FIGURES.sub("#", now.reason[:300])
+
+
+def connectivity_judge(*, endpoint_id) -> bool:
+    """Judge one endpoint's connectivity with its health figures now, and announce it if it changed
+    (an event that may have made the path degraded: a slow acknowledgement, one connect too many).
+    In the endpoint's tenant. True when announced."""
+    with tenancy.system():  # an agent frame of sorts: the endpoint is found by the id its socket authenticated
+        endpoint = Endpoint.objects.get(pk=endpoint_id)
+    with tenancy.bind(endpoint.tenant_id), transaction.atomic():
+        current = health.connectivity_of(endpoint, health.health_for([endpoint.pk])[endpoint.pk])
+        if connectivity_unchanged(endpoint, current):
+            return False
+        presence_announce(endpoint=endpoint, connectivity=current)
+        return True
+
+
+def agent_ack_receive(*, endpoint_id, message_id: str) -> None:
+    """An agent acknowledged a message (bridge.outbox.outbox_ack). One slower than the degraded
+    latency limit may have made the path degraded: that is judged now, not at the next sweep."""
+    message = outbox.outbox_ack(endpoint_id=endpoint_id, message_id=message_id)
+    if message is not None and (message.latency_ms or 0) > settings.CAISEY["DEGRADED_P95_LATENCY_MS"]:
+        connectivity_judge(endpoint_id=endpoint_id)
 
 
 @dataclass
@@ -130,7 +168,14 @@ def agent_connection_record(*, endpoint: Endpoint, hello: Hello, connection_id: 
         interval=interval,
     )
     AgentConnection.objects.create(endpoint=endpoint, connection_id=connection_id, remote_ip=remote_ip)
-    presence_announce(endpoint=endpoint)
+    # One connect too many in the window makes the path degraded: judged with the figures now (a
+    # restart storm's single reconnect each costs one indexed count, not the health queries).
+    window_start = timezone.now() - timedelta(seconds=settings.CAISEY["DEGRADED_WINDOW_S"])
+    connects = AgentConnection.objects.filter(endpoint=endpoint, opened_at__gte=window_start).count()
+    figures = (
+        health.health_for([endpoint.pk])[endpoint.pk] if connects >= settings.CAISEY["DEGRADED_RECONNECTS"] else None
+    )
+    presence_announce(endpoint=endpoint, connectivity=health.connectivity_of(endpoint, figures))
     return Handshake(endpoint=endpoint, mode=endpoint.mode, interval=interval)
 
 
@@ -145,6 +190,12 @@ def agent_disconnected(*, endpoint_id, connection_id: str, close_code: int | Non
         )
         if endpoint_services.endpoint_record_disconnect(endpoint_id=endpoint_id, connection_id=connection_id):
             presence_announce(endpoint=Endpoint.objects.get(pk=endpoint_id))
+
+
+def agent_context_record(*, endpoint: Endpoint, machine: dict) -> None:
+    """A connected agent's machine context, sent again with a heartbeat (in the endpoint's tenant)."""
+    with tenancy.bind(endpoint.tenant_id):
+        endpoint_services.endpoint_context_record(endpoint_id=endpoint.pk, machine=machine)
 
 
 class UnsupportedMessage(Rejected):
@@ -185,7 +236,7 @@ def endpoint_set_mode(*, endpoint: Endpoint, mode: AgentMode | str, reason: str)
             ref_type="mode",
             ref_id=reason[:64],
         )
-        presence_announce(endpoint=endpoint)
+        presence_announce(endpoint=Endpoint.objects.get(pk=endpoint.pk))  # waking, until the agent applies it
     return True
 
 

@@ -353,6 +353,9 @@ CAISEY: dict[str, Any] = {
     "GC_FREEZE_EVERY_S": env_float("CAISEY_GC_FREEZE_EVERY_S", 300.0),
     # Heartbeats reconcile prompts when the runtime's list changed, else at most this often.
     "PROMPT_RECONCILE_EVERY_S": env_float("CAISEY_PROMPT_RECONCILE_EVERY_S", 120.0),
+    # How often agents send their machine context again with a heartbeat (one write each): the
+    # last known state of a machine that drops off is at most this old.
+    "CONTEXT_REFRESH_S": env_float("CAISEY_CONTEXT_REFRESH_S", 300.0),
     "MAX_FRAME_BYTES": env_int("CAISEY_MAX_FRAME_BYTES", 256 * 1024),
     # Frames one agent socket may send: sustained rate and burst (bridge/framerate.py); past them
     # the socket is closed with 4429.

@@ -131,6 +131,8 @@ class Presence(models.TextChoices):
     LAZY = "lazy", "Lazy"
     DEGRADED = "degraded", "Degraded"
     OFFLINE = "offline", "Offline"
+    # Asked to switch to active heartbeats; the agent has not applied the new cadence yet.
+    WAKING = "waking", "Waking"
 
 
 class AgentMode(models.TextChoices):
@@ -168,6 +170,9 @@ class Endpoint(models.Model):
     disconnected_at = models.DateTimeField(null=True, blank=True)
     # What consoles were last told, so the sweep announces each change once.
     presence_announced = models.CharField(max_length=10, choices=Presence.choices, default=Presence.OFFLINE)
+    # Why, and since when, as last announced (bridge.health.Connectivity): one story for every page.
+    presence_reason = models.CharField(max_length=300, blank=True)
+    presence_since = models.DateTimeField(null=True, blank=True)
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()

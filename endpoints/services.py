@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model, password_validation
@@ -327,7 +327,6 @@ def endpoint_record_connect(
         context_updated_at=now,
         hostname=hostname,
         heartbeat_interval=interval,
-        presence_announced=endpoint.mode,
     )
     endpoint.refresh_from_db()
     return endpoint
@@ -356,15 +355,25 @@ def endpoint_interval_record(*, endpoint_id, interval: float) -> None:
     Endpoint.objects.filter(pk=endpoint_id).update(heartbeat_interval=interval)
 
 
-def endpoint_presence_record(*, endpoint: Endpoint, presence: Presence) -> bool:
-    """Record the presence consoles are told about, once per change: False when another process
-    recorded a change first (the row no longer holds what ``endpoint`` says was announced)."""
-    updated = Endpoint.objects.filter(pk=endpoint.pk, presence_announced=endpoint.presence_announced).update(
-        presence_announced=presence
-    )
+def endpoint_presence_record(
+    *, endpoint: Endpoint, presence: Presence, reason: str = "", since: datetime | None = None, expected: bool = True
+) -> bool:
+    """Record the connectivity consoles are told about (state, why, since when). With ``expected``
+    (the sweep), once per change: False when another process recorded a change first (the row no
+    longer holds what ``endpoint`` says was announced). Without, the caller's fresh event wins."""
+    rows = Endpoint.objects.filter(pk=endpoint.pk)
+    if expected:
+        rows = rows.filter(presence_announced=endpoint.presence_announced, presence_reason=endpoint.presence_reason)
+    updated = rows.update(presence_announced=presence, presence_reason=reason[:300], presence_since=since)
     if updated:
-        endpoint.presence_announced = presence
+        endpoint.presence_announced, endpoint.presence_reason, endpoint.presence_since = presence, reason[:300], since
     return bool(updated)
+
+
+def endpoint_context_record(*, endpoint_id, machine: dict[str, Any]) -> None:
+    """The machine context an agent reported while connected (its heartbeats carry it now and
+    then): the last known state of the machine, kept for when it drops off."""
+    Endpoint.objects.filter(pk=endpoint_id).update(machine_context=machine, context_updated_at=timezone.now())
 
 
 def endpoint_touch_many(*, seen: dict[Any, Any]) -> None:

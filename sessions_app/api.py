@@ -75,9 +75,14 @@ class ClientGroupRef(serializers.Serializer):
 
 class HealthOut(serializers.Serializer):
     queue_depth = serializers.IntegerField(help_text="messages waiting for the agent's acknowledgement")
-    failed_to_deliver = serializers.IntegerField()
-    oldest_unacked_s = serializers.FloatField(allow_null=True)
-    latency_p50_ms = serializers.FloatField(allow_null=True, help_text="delivery latency over the last hour")
+    failed_to_deliver = serializers.IntegerField(help_text="messages that could not be delivered, ever")
+    failed_1h = serializers.IntegerField(help_text="messages that could not be delivered in the last hour")
+    oldest_unacked_s = serializers.FloatField(
+        allow_null=True, help_text="how long the oldest waits, counted from the current connection"
+    )
+    latency_p50_ms = serializers.FloatField(
+        allow_null=True, help_text="delivery latency over the last hour: from the send that delivered it to its ack"
+    )
     latency_p95_ms = serializers.FloatField(allow_null=True)
     delivered_1h = serializers.IntegerField()
     reconnects_1h = serializers.IntegerField()
@@ -99,8 +104,11 @@ class EndpointOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=EndpointStatus.choices)
     presence = serializers.ChoiceField(
         choices=Presence.choices,
-        help_text="connectivity now: active, lazy, degraded (connected but lagging) or offline",
+        help_text="connectivity now: active, lazy, degraded (connected but lagging), waking (asked to wake, "
+        "the agent has not switched cadence yet) or offline",
     )
+    presence_reason = serializers.CharField(help_text="why, as the console shows it")
+    presence_since = serializers.DateTimeField(allow_null=True, help_text="since when (offline: last reachable)")
     last_seen_at = serializers.DateTimeField(allow_null=True)
     connected_at = serializers.DateTimeField(allow_null=True)
     disconnected_at = serializers.DateTimeField(allow_null=True)

@@ -179,6 +179,9 @@ class Action(models.Model):
     # The expired request this one runs again, with the approval recorded for it (a decision made
     # on the endpoint before the deadline that reached the server after it).
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    # A result the agent reported after the action had ended (given up while its endpoint was
+    # unreachable, or cancelled): kept and shown, never reviving the state.
+    late_result = models.JSONField(null=True, blank=True)
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()

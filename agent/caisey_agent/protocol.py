@@ -69,6 +69,9 @@ class Heartbeat:
     mode: str = "lazy"
     metrics: dict[str, Any] = field(default_factory=dict)
     prompts: list[PromptReport] = field(default_factory=list)
+    # The machine context again (as in hello), now and then (Welcome.context_every): the server keeps
+    # the last known state of the machine, not the one it had when it connected. Empty: not this beat.
+    machine: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +114,8 @@ class Welcome:
     mode: str
     heartbeat_interval: float
     server_time: float
+    # How often heartbeats should carry the machine context (seconds; 0: the agent's default).
+    context_every: float = 0.0
 
 
 @dataclass

@@ -54,6 +54,8 @@ KEEPALIVE_PING = 120
 OPEN_TIMEOUT = 30
 # How long to wait for the server's welcome (its own deadline for a hello is 30 s).
 HELLO_WAIT = 60
+# How often a heartbeat carries the machine context when the server does not say (Welcome.context_every).
+CONTEXT_EVERY = 300.0
 
 FATAL_CLOSE_CODES = {
     p.CLOSE_REVOKED: "this endpoint was revoked by the MSP",
@@ -107,6 +109,8 @@ class Agent:
         self.stopping = asyncio.Event()
         self.beat_now = asyncio.Event()  # a new cadence starts with a beat, not after the old sleep
         self.connected = asyncio.Event()
+        self.context_every = CONTEXT_EVERY
+        self.context_sent_at = 0.0  # monotonic: the hello's context counts
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -196,12 +200,14 @@ class Agent:
             mode=self.mode,
             prompts=self.prompt_reports(),
         )
+        self.context_sent_at = time.monotonic()
         await ws.send(p.encode(p.envelope(hello)))
         while True:
             env = p.decode(await asyncio.wait_for(ws.recv(), timeout=HELLO_WAIT), accept=p.SERVER_TO_AGENT)
             if env.type == p.Welcome.TYPE:
                 self.mode = env.body.mode
                 self.interval = sane_interval(env.body.heartbeat_interval)
+                self.context_every = env.body.context_every or CONTEXT_EVERY
                 log.info(
                     "connected as %s, mode %s, heartbeat every %ss", self.identity.endpoint_id, self.mode, self.interval
                 )
@@ -250,8 +256,18 @@ class Agent:
                 pass
             self.beat_now.clear()
             metrics = machine.metrics() if self.mode == "active" else {}
+            context: dict = {}
+            if time.monotonic() - self.context_sent_at >= self.context_every:
+                context = await asyncio.to_thread(machine.context, self.identity.hostname)
+                self.context_sent_at = time.monotonic()
             await self.send(
-                p.Heartbeat(interval=self.interval, mode=self.mode, metrics=metrics, prompts=self.prompt_reports())
+                p.Heartbeat(
+                    interval=self.interval,
+                    mode=self.mode,
+                    metrics=metrics,
+                    prompts=self.prompt_reports(),
+                    machine=context,
+                )
             )
 
     def prompt_reports(self) -> list[p.PromptReport]:

@@ -95,7 +95,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         elif env.type == p.Heartbeat.TYPE:
             await self.on_heartbeat(env)
         elif env.type == p.Ack.TYPE:
-            await database_sync_to_async(outbox.outbox_ack)(endpoint_id=self.endpoint.pk, message_id=env.body.ref)
+            await database_sync_to_async(services.agent_ack_receive)(
+                endpoint_id=self.endpoint.pk, message_id=env.body.ref
+            )
         else:
             await self.on_domain_frame(env)
 
@@ -144,6 +146,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 mode=handshake.mode,
                 heartbeat_interval=handshake.interval,
                 server_time=time.time(),
+                context_every=settings.CAISEY["CONTEXT_REFRESH_S"],
             )
         )
         await self.send_frame(p.Ack(ref=env.id))
@@ -158,8 +161,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         expiry = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("group_expiry")
         if expiry and time.monotonic() - self.group_joined_at > expiry / 2:
             await self.join_group()
-        await self.send_frame(p.Ack(ref=env.id))
         beat: p.Heartbeat = env.body
+        if beat.machine:  # now and then (Welcome.context_every): recorded before the ack, one write
+            await database_sync_to_async(services.agent_context_record)(endpoint=self.endpoint, machine=beat.machine)
+        await self.send_frame(p.Ack(ref=env.id))
         # Reconciling is a transaction: done when the runtime's list changed, and now and then as
         # a safety net, not on every beat of every active endpoint (a bulk run wakes thousands).
         changed = beat.prompts != self.last_reports

@@ -58,12 +58,15 @@ def endpoint_overview(endpoints: Iterable[Endpoint]) -> list[dict[str, Any]]:
     """Endpoints with their connectivity now and bridge health figures (the API's endpoint shape)."""
     endpoints = list(endpoints)
     figures = health.health_for([e.pk for e in endpoints])
+    connectivity = {e.pk: health.connectivity_of(e, figures[e.pk]) for e in endpoints}
     return [
         {
             **endpoint_ref(e),
             "tags": e.tag_list,
             "status": e.status,
-            "presence": health.connectivity(e, figures[e.pk]).value,
+            "presence": connectivity[e.pk].state.value,
+            "presence_reason": connectivity[e.pk].reason,
+            "presence_since": connectivity[e.pk].since,
             "last_seen_at": e.last_seen_at,
             "connected_at": e.connected_at,
             "disconnected_at": e.disconnected_at,

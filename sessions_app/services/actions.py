@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from bridge import notify, outbox
+from bridge import health, notify, outbox
 from bridge.models import OutboxMessage, OutboxStatus
 from bridge.services import bridge_conditions, endpoint_set_mode
 from caisey import tenancy
@@ -667,7 +667,8 @@ def _result_receive(endpoint: Endpoint, body: p.ActionResult) -> None:
     conditions = bridge_conditions(endpoint=endpoint)
     data = {"status": body.status, "exit_code": body.exit_code, "error": body.error, "result": body.result}
     if action.is_final:
-        # Console wins for cancellation: a late result is recorded, the status stays.
+        # Console wins for cancellation, the deadline for an action given up: a late result is
+        # recorded (transcript and card), the status stays.
         transcript_append(
             session=action.session,
             kind=K.ACTION_RESULT_IGNORED,
@@ -675,6 +676,7 @@ def _result_receive(endpoint: Endpoint, body: p.ActionResult) -> None:
             action=action,
             data={**data, "why": f"the action was already {action.status}"},
         )
+        _late_result_record(action, body)
         return
     error = body.error
     if body.status == "refused":
@@ -705,8 +707,26 @@ def _result_receive(endpoint: Endpoint, body: p.ActionResult) -> None:
     _action_ended(action)
 
 
+def _late_result_record(action: Action, body: p.ActionResult) -> None:
+    """Keep the first result that arrived after the action ended, for its card (the state stays)."""
+    given_up = action.status in (ActionStatus.TIMED_OUT, ActionStatus.EXPIRED)
+    after = "given up" if given_up else action.get_status_display().lower()
+    late = {
+        "status": body.status,
+        "exit_code": body.exit_code,
+        "error": body.error[:2000],
+        "text": str((body.result or {}).get("text", ""))[:20_000],
+        "at": timezone.now().isoformat(),
+        "after": after,
+    }
+    if Action.objects.filter(pk=action.pk, late_result__isnull=True).update(late_result=late):
+        _action_event(action, "action.status", {"late_result": body.status})
+
+
 def action_deadline_sweep() -> int:
-    """Actions that should have finished long ago on an endpoint that is online: timed out."""
+    """Actions in flight past their deadline end timed out: on an online endpoint that never
+    answered, and on one that stayed unreachable (given up, saying since when; a result the agent
+    reports later is recorded on the card and in the transcript without reviving the state)."""
     now = timezone.now()
     count = 0
     by = actor_label(Party.SYSTEM)
@@ -717,16 +737,27 @@ def action_deadline_sweep() -> int:
             ).select_related("endpoint", "session")
         )
         for action in overdue:
-            if presence_of(action.endpoint, now) == Presence.OFFLINE:
-                continue  # its result may be waiting on the endpoint: replayed when it returns
+            why, updates, since = "no result by the deadline while the endpoint was online", {}, None
+            connectivity = health.connectivity_of(action.endpoint, None, now)
+            if connectivity.state == Presence.OFFLINE:
+                since = connectivity.since
+                at = f" since {timezone.localtime(since):%H:%M:%S}" if since else ""
+                why = (
+                    f"given up: the endpoint was unreachable{at} ({connectivity.reason}) "
+                    "and no result came by the deadline"
+                )
+                updates["error"] = (
+                    f"Given up: endpoint unreachable{at}; no result by the deadline. "
+                    "A result it reports later is recorded here, not applied."
+                )
             with transaction.atomic(), tenancy.bind(action.tenant_id):
-                if _move(action, ActionStatus.TIMED_OUT, by=by, finished_at=now):
+                if _move(action, ActionStatus.TIMED_OUT, by=by, finished_at=now, **updates):
                     transcript_append(
                         session=action.session,
                         kind=K.ACTION_TIMED_OUT,
                         actor=by,
                         action=action,
-                        data={"why": "no result by the deadline while the endpoint was online"},
+                        data={"why": why, "unreachable_since": since.isoformat() if since else None},
                     )
                     _action_event(action, "action.status")
                     _action_ended(action)

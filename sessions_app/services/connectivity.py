@@ -21,7 +21,13 @@ from sessions_app.services.transcript import transcript_append
 
 # Lazy and active are both a working path (the endpoint merely sleeps between heartbeats):
 # going from one to the other is not a change of period worth a record entry.
-_PERIOD = {Presence.ACTIVE: "up", Presence.LAZY: "up", Presence.DEGRADED: "degraded", Presence.OFFLINE: "offline"}
+_PERIOD = {
+    Presence.ACTIVE: "up",
+    Presence.LAZY: "up",
+    Presence.WAKING: "up",
+    Presence.DEGRADED: "degraded",
+    Presence.OFFLINE: "offline",
+}
 
 
 def session_connectivity_sweep() -> int:
@@ -48,6 +54,7 @@ def session_connectivity_sweep() -> int:
                 ).update(connectivity=current):
                     continue
                 last_seen = session.endpoint.last_seen_at
+                context_at = session.endpoint.context_updated_at
                 transcript_append(
                     session=session,
                     kind=K.BRIDGE_CONNECTIVITY,
@@ -60,6 +67,8 @@ def session_connectivity_sweep() -> int:
                         "latency_p95_ms": h.latency_p95_ms,
                         "reconnects_1h": h.reconnects_1h,
                         "last_seen": last_seen.isoformat() if last_seen else None,
+                        # The machine's last known state is the one reported then (kept on the endpoint).
+                        "context_updated_at": context_at.isoformat() if context_at else None,
                     },
                 )
                 appended += 1

@@ -20,10 +20,12 @@ def endpoint_list(request):
     group = request.GET.get("group", "").strip()
     endpoints = list(endpoint_selectors.endpoint_list(query=query, client_group=group)[:500])
     figures = health.health_for([e.pk for e in endpoints])
-    rows = [
-        {"endpoint": e, "presence": health.connectivity(e, figures[e.pk]).value, "health": figures[e.pk]}
-        for e in endpoints
-    ]
+    rows = []
+    for e in endpoints:
+        connectivity = health.connectivity_of(e, figures[e.pk])
+        rows.append(
+            {"endpoint": e, "presence": connectivity.state.value, "connectivity": connectivity, "health": figures[e.pk]}
+        )
     return render(
         request,
         "console/endpoint_list.html",
@@ -57,12 +59,14 @@ def latency_chart(series: list[dict]) -> dict:
 def endpoint_detail(request, endpoint_id):
     endpoint = get_or_404(endpoint_selectors.endpoint_get, endpoint_id=endpoint_id)
     figures = health.health_for([endpoint.pk])[endpoint.pk]
+    connectivity = health.connectivity_of(endpoint, figures)
     return render(
         request,
         "console/endpoint_detail.html",
         {
             "endpoint": endpoint,
-            "presence": health.connectivity(endpoint, figures).value,
+            "presence": connectivity.state.value,
+            "connectivity": connectivity,
             "health": figures,
             "chart": latency_chart(health.latency_series(endpoint.pk)),
             "context": endpoint.machine_context,

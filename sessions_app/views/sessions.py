@@ -77,15 +77,18 @@ def session_detail(request, session_id):
     session = get_or_404(selectors.session_get, session_id=session_id)
     endpoint = session.endpoint
     figures = health.health_for([endpoint.pk])[endpoint.pk]
-    connectivity = health.connectivity(endpoint, figures)
+    connectivity = health.connectivity_of(endpoint, figures)
     return render(
         request,
         "console/session_detail.html",
         {
             "session": session,
             "endpoint": endpoint,
-            "presence": connectivity.value,
-            "offline": connectivity == Presence.OFFLINE,
+            "presence": connectivity.state.value,
+            "connectivity": connectivity,
+            "offline": connectivity.state == Presence.OFFLINE,
+            "unreachable": _unreachable(connectivity),
+            "context": endpoint.machine_context,
             "health": figures,
             "actions": list(action_selectors.session_actions(session=session)),
             "live_statuses": [s.value for s in ACTION_LIVE],
@@ -162,14 +165,21 @@ def action_wake(request, session_id, action_id):
     return _back(session_id)
 
 
+def _unreachable(connectivity: health.Connectivity) -> health.Connectivity | None:
+    """The endpoint's connectivity while it is offline (an action in flight says since when), else None."""
+    return connectivity if connectivity.state == Presence.OFFLINE else None
+
+
 @member_required
 def action_fragment(request, session_id, action_id):
     """One action's card, re-rendered when the console socket says its status changed."""
     action = get_or_404(action_selectors.action_get, action_id=action_id, session_id=session_id)
+    connectivity = health.connectivity_of(action.endpoint, None)
     return render(
         request,
         "console/_action.html",
         {
+            "unreachable": _unreachable(connectivity),
             "action": action,
             "live_statuses": [s.value for s in ACTION_LIVE],
             "can_operate": request.membership.can_operate,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -60,3 +61,31 @@ async def test_the_agent_clamps_the_heartbeat_interval_the_server_asks_for(tmp_p
     agent = Agent(state)
     await agent._dispatch(p.envelope(p.ModeSet(mode="active", heartbeat_interval=asked)))
     assert agent.interval == used
+
+
+@pytest.mark.asyncio
+async def test_heartbeats_carry_the_machine_context_again_every_context_every_seconds(tmp_path, monkeypatch):
+    """The server keeps the last known state of the machine, not the one it had at connect."""
+    state = AgentState(tmp_path / "state")
+    state.save_identity(Identity(server="http://127.0.0.1:1", endpoint_id="e", credential="c", machine_id="m"))
+    agent = Agent(state)
+    agent.interval = 0.1
+    agent.context_every = 0.35
+    agent.context_sent_at = time.monotonic()  # the hello carried one just now
+    monkeypatch.setattr(agent, "prompt_reports", lambda: [])
+    monkeypatch.setattr("caisey_agent.machine.context", lambda hostname="": {"hostname": "pc01", "uptime_seconds": 7})
+    beats: list[dict] = []
+
+    async def send(body, *, id=None) -> None:
+        if isinstance(body, p.Heartbeat):
+            beats.append(body.machine)
+
+    monkeypatch.setattr(agent, "send", send)
+    task = asyncio.create_task(agent._heartbeats())
+    try:
+        await asyncio.sleep(1.0)
+    finally:
+        task.cancel()
+    with_context = [b for b in beats if b]
+    assert len(beats) >= 6 and 1 <= len(with_context) <= 3, beats  # now and then, not every beat
+    assert with_context[0] == {"hostname": "pc01", "uptime_seconds": 7}

@@ -179,6 +179,8 @@ def test_a_recently_seen_endpoint_is_not_offline(world):
     Endpoint.all_tenants.filter(pk=world.web.pk).update(last_seen_at=timezone.now(), mode=AgentMode.LAZY)
     body = world.api.get(f"{V1}/endpoints/{world.web.pk}/").json()
     assert body["presence"] == "lazy" and body["last_seen_at"]
+    # The same connectivity the console shows: why, and since when.
+    assert body["presence_reason"].startswith("connected, heartbeat every") and "presence_since" in body
 
 
 def test_endpoint_detail(world):

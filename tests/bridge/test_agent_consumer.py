@@ -221,3 +221,21 @@ async def test_re_enrolling_the_machine_closes_the_old_identitys_socket(enrolled
     error = await agent.recv(timeout=10)
     assert error.type == "error" and error.body.code == "replaced"
     assert await agent.expect_close(timeout=10) == p.CLOSE_REPLACED
+
+
+async def test_a_heartbeat_that_carries_the_machine_context_keeps_it_as_the_last_known_state(enrolled, settings):
+    settings.CAISEY = {**settings.CAISEY, "CONTEXT_REFRESH_S": 42.0}
+    agent = FakeAgent()
+    await agent.connect()
+    reply = await agent.hello(enrolled.endpoint.pk, enrolled.credential, machine={"hostname": "app01", "users": []})
+    assert reply.body.context_every == 42.0  # the agent is told how often to send it again
+    await agent.recv()
+    at_connect = (await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)).context_updated_at
+    await agent.send(p.Heartbeat(interval=60))  # most beats carry none: nothing is written
+    await agent.recv()
+    assert (await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)).context_updated_at == at_connect
+    await agent.send(p.Heartbeat(interval=60, machine={"hostname": "app01", "users": ["alice"]}))
+    await agent.recv()
+    ep = await database_sync_to_async(_endpoint)(enrolled.endpoint.pk)
+    assert ep.machine_context["users"] == ["alice"] and ep.context_updated_at > at_connect
+    await agent.close()

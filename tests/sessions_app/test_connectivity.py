@@ -38,6 +38,7 @@ def test_degraded_offline_and_back_are_each_recorded_once_in_every_open_session(
     other = sessions.session_open(actor=factories.technician(tenant), endpoint=endpoint, reason="second pair of eyes")
     closed = sessions.session_open(actor=tech, endpoint=endpoint, reason="done already")
     sessions.session_close(actor=tech, session=closed)
+    Endpoint.all_tenants.filter(pk=endpoint.pk).update(heartbeat_interval=10)  # the agent applied the wake
     assert session_connectivity_sweep() == 0  # working path: nothing to say
 
     # The agent stops acknowledging: its oldest message waits past the threshold.
@@ -57,7 +58,7 @@ def test_degraded_offline_and_back_are_each_recorded_once_in_every_open_session(
     for s in (session, other):
         recorded = periods(s)
         assert [to for _, to in recorded] == ["degraded", "offline", "active"]
-        assert recorded[0][0] in ("lazy", "active")  # as the opening entry stated it
+        assert recorded[0][0] in ("lazy", "active", "waking")  # as the opening entry stated it
         assert [frm for frm, _ in recorded[1:]] == ["degraded", "offline"]
         assert transcript_verify(session_id=s.pk)[0]  # appended to the hash chain like any entry
     assert periods(closed) == []

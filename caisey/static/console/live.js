@@ -9,12 +9,25 @@
   var everConnected = false;
 
   function applyPresence(p) {
+    // One payload shape for connectivity (bridge.health.Connectivity): state, reason, since.
+    var state = p.state || p.presence;
     var scope = document.querySelectorAll('[data-endpoint="' + p.id + '"]');
     scope.forEach(function (el) {
       var presence = el.querySelector('[data-field=presence]');
       if (presence) {
-        presence.textContent = p.presence;
-        presence.className = "presence presence-" + p.presence;
+        presence.textContent = state;
+        presence.className = "presence presence-" + state;
+        presence.title = p.reason || "";
+      }
+      var reason = el.querySelector('[data-field=connectivity_reason]');
+      if (reason) reason.textContent = p.reason || "";
+      var since = el.querySelector('[data-field=connectivity_since]');
+      if (since) {
+        since.parentElement.hidden = !p.since;
+        if (p.since) {
+          since.setAttribute("datetime", p.since);
+          since.textContent = p.since_text || new Date(p.since).toLocaleTimeString();
+        }
       }
       var seen = el.querySelector('[data-field=last_seen]');
       if (seen && p.last_seen) {

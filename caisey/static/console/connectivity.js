@@ -1,0 +1,59 @@
+// Connectivity on the endpoint and session pages, live: live.js puts the endpoint.presence payload
+// (state, reason, since) on the badge; when the state or its reason changes, this re-reads the page
+// and swaps what depends on it: the parts marked data-connectivity-region (the read-only or
+// degraded banner, the run form's heading and button, the machine's last known state) and the cards
+// of actions in flight ("endpoint unreachable since ..."). Forms keep what was typed in them.
+(function () {
+  "use strict";
+  var page = document.querySelector("[data-live=endpoint][data-endpoint], [data-live=session][data-endpoint]");
+  if (!page) return;
+  var endpointId = page.dataset.endpoint;
+  function shownIn(doc) {
+    var badge = doc.querySelector("#connectivity-now [data-field=presence]");
+    return {state: badge ? badge.textContent.trim() : "", reason: badge ? badge.title : ""};
+  }
+  var shown = shownIn(document);
+  var LIVE = ["queued", "dispatched", "running"];
+  var latest = 0;
+
+  function swapRegions(fresh) {
+    document.querySelectorAll("[data-connectivity-region][id]").forEach(function (old) {
+      var now = fresh.getElementById(old.id);
+      if (now && now.outerHTML !== old.outerHTML) old.replaceWith(document.importNode(now, true));
+    });
+    fresh.querySelectorAll("#actions [data-action]").forEach(function (card) {
+      var old = document.getElementById(card.id);
+      if (!old || (LIVE.indexOf(old.dataset.status) < 0 && LIVE.indexOf(card.dataset.status) < 0)) return;
+      if (old.outerHTML !== card.outerHTML) old.replaceWith(document.importNode(card, true));
+    });
+  }
+
+  function reread() {
+    var n = latest += 1;
+    fetch(location.pathname, {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html || n !== latest) return;  // a newer re-read is on its way
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        swapRegions(fresh);
+        shown = shownIn(fresh);
+        page.dataset.connectivity = shown.state;
+        document.dispatchEvent(new CustomEvent("caisey:connectivity-shown", {detail: shown}));
+      });
+  }
+
+  // Doorbells rung between rendering this page and subscribing are not replayed (a session page
+  // rendered "waking" just before the agent applied the wake would stay so): re-read once subscribed.
+  document.addEventListener("caisey:message", function (e) {
+    if (e.detail && e.detail.subscribed === "endpoint") reread();
+  });
+  document.addEventListener("caisey:endpoint.presence", function (e) {
+    var p = e.detail.payload;
+    if (!p || p.id !== endpointId) return;
+    var state = p.state || p.presence;
+    if (state === shown.state && (p.reason || "") === shown.reason) return;
+    shown = {state: state, reason: p.reason || ""};
+    page.dataset.connectivity = state;
+    reread();
+  });
+})();
