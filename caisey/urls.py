@@ -1,5 +1,6 @@
 from allauth.account import views as account_views
 from allauth.account.decorators import secure_admin_login
+from csp.decorators import csp_replace
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
@@ -15,7 +16,11 @@ admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-a
 
 urlpatterns = [
     # allauth's login and logout (rate limits, lockout, second factor); its other pages under accounts/.
-    path("login/", account_views.login, name="login"),
+    # The login page's "sign in with your organisation" form ends at the tenant's identity provider
+    # (a POST to login/sso/, redirected to its issuer), and Chromium applies form-action to every
+    # redirect of a submission; which issuer is not known when the page is drawn, so this one page
+    # goes without form-action (it keeps default-src 'self' and no inline script).
+    path("login/", csp_replace({"form-action": None})(account_views.login), name="login"),
     path("logout/", account_views.logout, name="logout"),
     path("login/sso/", members_views.sso_start, name="sso_start"),
     path("accounts/", include("allauth.urls")),

@@ -26,6 +26,14 @@ def test_pages_send_a_strict_content_security_policy(client, path):
     assert "frame-ancestors 'none'" in policy
 
 
+@pytest.mark.django_db
+def test_only_the_login_page_lets_a_form_leave_for_another_origin(client):
+    """Its single sign-on form is redirected to the tenant's identity provider (seen in Chromium:
+    with form-action 'self' the redirect to the provider was blocked and the sign-in went nowhere)."""
+    assert "form-action" not in client.get("/login/").headers["Content-Security-Policy"]
+    assert "form-action 'self'" in client.get("/share/caisey_share_unknown/").headers["Content-Security-Policy"]
+
+
 def test_templates_have_no_inline_script_style_or_event_handler():
     """`default-src 'self'` blocks them: scripts and styles live in caisey/static/."""
     assert templates(), "no templates found"
