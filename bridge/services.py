@@ -194,8 +194,7 @@ def endpoint_set_mode_many(*, endpoints: list[Endpoint], mode: AgentMode | str, 
     the caller's transaction and a fixed number of statements: one set-based update, rows locked in
     primary-key order (``endpoint_mode_change_many``), the ``mode.set`` rows written together and
     their doorbells rung as one batch. Presence is not announced one endpoint at a time: the caller
-    tells consoles once, and the presence sweep announces each endpoint's new presence. Returns the
-    endpoints that changed."""
+    tells consoles once, with the endpoints returned (those that changed)."""
     mode = AgentMode(mode)
     changed = set(endpoint_services.endpoint_mode_change_many(endpoint_ids=[e.pk for e in endpoints], mode=mode))
     woken = [e for e in endpoints if e.pk in changed]

@@ -55,7 +55,8 @@ def bulk_run_start(
     in a number of statements that does not grow with the endpoints (bulk inserts, one set-based
     mode update): before, 1,000 endpoints took 14.9 s to commit (issue 12). Endpoints whose approval
     policy gates the action get their prompt one by one (``_await_approval``), as a single request
-    does. Consoles get one ``bulk.progress`` event for the run, not one per endpoint."""
+    does. Consoles get one ``bulk.progress`` event for the run (its progress and the endpoints it
+    woke), not an ``action.queued`` and an ``endpoint.presence`` event per endpoint."""
     if not endpoints:
         raise SessionError("choose at least one endpoint")
     if len(endpoints) > MAX_BULK_ENDPOINTS:
@@ -159,8 +160,11 @@ def bulk_run_start(
             (gated if policy.gates(spec.category) else sendable).append((action, policy))
         SupportSession.objects.bulk_create(sessions)
         # The wake first, as session_open does before action_request: its mode.set queues ahead.
+        woken = []
         if wake == WakeChoice.NOW:
-            endpoint_set_mode_many(endpoints=list(fresh.values()), mode=AgentMode.ACTIVE, reason="session opened")
+            woken = endpoint_set_mode_many(
+                endpoints=list(fresh.values()), mode=AgentMode.ACTIVE, reason="session opened"
+            )
         sent = outbox.outbox_enqueue_many(
             messages=[
                 action_run_message(action, endpoint=action.endpoint, offline=offline[action.endpoint_id])
@@ -177,6 +181,7 @@ def bulk_run_start(
         notify.console_event(
             tenant_id=tenant_id,
             event="bulk.progress",
-            payload={"bulk_run_id": str(run.pk), **bulk_run_progress(run=run)},
+            # The endpoints it woke (now active), in place of a presence event for each.
+            payload={"bulk_run_id": str(run.pk), **bulk_run_progress(run=run), "woken": [str(e.pk) for e in woken]},
         )
         return run

@@ -123,7 +123,9 @@ def test_one_batch_of_doorbells_one_per_endpoint_and_one_console_event_per_run(r
     assert sorted(g for g in groups if g.startswith("agent.")) == sorted(f"agent.{e.pk}" for e in endpoints)
     events = [message for group, message in rung[0] if group.startswith("console.")]
     assert [e["event"] for e in events] == ["bulk.progress"]
-    assert events[0]["payload"]["bulk_run_id"] == str(run.pk) and events[0]["payload"]["total"] == 4
+    payload = events[0]["payload"]
+    assert payload["bulk_run_id"] == str(run.pk) and payload["total"] == 4
+    assert sorted(payload["woken"]) == sorted(str(e.pk) for e in endpoints)
 
 
 @pytest.mark.skipif(
