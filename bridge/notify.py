@@ -100,6 +100,7 @@ class _Doorbells:
     def __init__(self, savepoints: tuple) -> None:
         self.savepoints = savepoints  # connection.savepoint_ids when it was opened
         self.items: list[tuple[str, dict[str, Any]]] = []
+        self.once: set[tuple[str, str]] = set()  # agent doorbells already in this batch
         self.rung = False
 
     def __call__(self) -> None:
@@ -116,10 +117,12 @@ class _Doorbells:
 _open = threading.local()
 
 
-def _after_commit(group: str, message: dict[str, Any]) -> None:
+def _after_commit(group: str, message: dict[str, Any], *, once: bool = False) -> None:
     """Ring after the transaction commits; never for one that rolls back. Doorbells rung in one
     transaction join one batch, unless a savepoint starts or ends in between (then a new batch
-    follows, to keep the order they were rung in and to drop only a rolled-back savepoint's own)."""
+    follows, to keep the order they were rung in and to drop only a rolled-back savepoint's own).
+    ``once``: a message the batch already holds for the group is not added again (an agent's
+    doorbell says "look at the database": two rung after one commit are one)."""
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         _send(group, message)
@@ -132,6 +135,11 @@ def _after_commit(group: str, message: dict[str, Any]) -> None:
         batch = _Doorbells(savepoints)
         last[connection.alias] = weakref.ref(batch)
         transaction.on_commit(batch, using=connection.alias)
+    if once:
+        key = (group, repr(sorted(message.items())))
+        if key in batch.once:
+            return
+        batch.once.add(key)
     batch.items.append((group, message))
 
 
@@ -158,7 +166,7 @@ def console_event(
 
 def agent_doorbell(*, endpoint_id, reason: str) -> None:
     """Wake the connection serving an agent, wherever it is, to look at the database."""
-    _after_commit(agent_group(endpoint_id), {"type": "agent.doorbell", "reason": reason})
+    _after_commit(agent_group(endpoint_id), {"type": "agent.doorbell", "reason": reason}, once=True)
 
 
 def ring_agent_now(*, endpoint_id, reason: str) -> None:

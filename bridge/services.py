@@ -240,6 +240,24 @@ def endpoint_set_mode(*, endpoint: Endpoint, mode: AgentMode | str, reason: str)
     return True
 
 
+def endpoint_set_mode_many(*, endpoints: list[Endpoint], mode: AgentMode | str, reason: str) -> list[Endpoint]:
+    """``endpoint_set_mode`` for many endpoints of the bound tenant (a bulk run wakes hundreds), in
+    the caller's transaction and a fixed number of statements: one set-based update, rows locked in
+    primary-key order (``endpoint_mode_change_many``), the ``mode.set`` rows written together and
+    their doorbells rung as one batch. Presence is not announced one endpoint at a time: the caller
+    tells consoles once, with the endpoints returned (those that changed)."""
+    mode = AgentMode(mode)
+    changed = set(endpoint_services.endpoint_mode_change_many(endpoint_ids=[e.pk for e in endpoints], mode=mode))
+    woken = [e for e in endpoints if e.pk in changed]
+    body = ModeSet(mode=mode.value, heartbeat_interval=heartbeat_interval_for(mode))
+    for endpoint in woken:
+        endpoint.mode = mode
+    outbox.outbox_enqueue_many(
+        messages=[{"endpoint": e, "body": body, "ref_type": "mode", "ref_id": reason[:64]} for e in woken]
+    )
+    return woken
+
+
 def bridge_conditions(*, endpoint: Endpoint) -> dict:
     """The bridge conditions an action runs under, recorded with it (read fresh, not from the caller's copy)."""
     with tenancy.bind(endpoint.tenant_id):

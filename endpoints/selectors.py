@@ -42,3 +42,20 @@ def approval_policy_for(*, endpoint: Endpoint):
             or ApprovalPolicy.objects.filter(client_group_id=endpoint.client_group_id).first()
         )
     return policy or ApprovalPolicy(tenant_id=endpoint.tenant_id, **DEFAULT_POLICY)
+
+
+def approval_policies_for(*, endpoints: list[Endpoint]) -> dict:
+    """``approval_policy_for`` of many endpoints of the bound tenant in one query: {endpoint pk: policy}."""
+    policies = list(
+        ApprovalPolicy.objects.filter(
+            Q(endpoint_id__in=[e.pk for e in endpoints]) | Q(client_group_id__in={e.client_group_id for e in endpoints})
+        )
+    )
+    by_endpoint = {p.endpoint_id: p for p in policies if p.endpoint_id}
+    by_group = {p.client_group_id: p for p in policies if p.client_group_id}
+    return {
+        e.pk: by_endpoint.get(e.pk)
+        or by_group.get(e.client_group_id)
+        or ApprovalPolicy(tenant_id=e.tenant_id, **DEFAULT_POLICY)
+        for e in endpoints
+    }

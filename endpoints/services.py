@@ -350,6 +350,23 @@ def endpoint_mode_change(*, endpoint: Endpoint, mode: AgentMode) -> bool:
     return bool(changed)
 
 
+def endpoint_mode_change_many(*, endpoint_ids: list[Any], mode: AgentMode) -> list[Any]:
+    """``endpoint_mode_change`` for many endpoints of the bound tenant in two statements; returns
+    the ids that changed, in primary-key order. The rows are locked in that order before the
+    update (one SELECT ... FOR NO KEY UPDATE ORDER BY id), as ``endpoint_touch_many`` writes them:
+    the bulk path and the last-seen flush meet the rows in one order and cannot deadlock."""
+    changing = list(
+        Endpoint.objects.select_for_update(no_key=True)
+        .filter(pk__in=endpoint_ids)
+        .exclude(mode=mode)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if changing:
+        Endpoint.objects.filter(pk__in=changing).update(mode=mode)
+    return changing
+
+
 def endpoint_interval_record(*, endpoint_id, interval: float) -> None:
     """The agent applied a new cadence (its mode.set was acknowledged): presence expects it now."""
     Endpoint.objects.filter(pk=endpoint_id).update(heartbeat_interval=interval)

@@ -172,11 +172,23 @@ def _dispatch(action: Action, *, conditions: dict[str, Any] | None = None) -> No
     until the action's expiry.
     """
     endpoint = Endpoint.objects.get(pk=action.endpoint_id)
-    waits_for_return = presence_of(endpoint) == Presence.OFFLINE
-    wait = action.wake == WakeChoice.WAIT
     message = outbox.outbox_enqueue(
-        endpoint=endpoint,
-        body=p.ActionRun(
+        **action_run_message(action, endpoint=endpoint, offline=presence_of(endpoint) == Presence.OFFLINE)
+    )
+    Action.objects.filter(pk=action.pk).update(
+        outbox_id=message.pk, conditions_at_dispatch=conditions or bridge_conditions(endpoint=endpoint)
+    )
+    action.outbox_id = message.pk
+    if action.wake != WakeChoice.WAIT:
+        endpoint_set_mode(endpoint=endpoint, mode=AgentMode.ACTIVE, reason="action queued")
+
+
+def action_run_message(action: Action, *, endpoint: Endpoint, offline: bool) -> dict[str, Any]:
+    """The outbox message (``outbox_enqueue``'s arguments) that sends the action to its endpoint."""
+    wait = action.wake == WakeChoice.WAIT
+    return {
+        "endpoint": endpoint,
+        "body": p.ActionRun(
             action_id=str(action.pk),
             kind=action.kind,
             category=action.category,
@@ -185,20 +197,14 @@ def _dispatch(action: Action, *, conditions: dict[str, Any] | None = None) -> No
             output_limit=action.output_limit,
             requested_by=action.requested_by.get_username(),
         ),
-        ref_type="action",
-        ref_id=str(action.pk),
-        expires_at=action.expires_at,
+        "ref_type": "action",
+        "ref_id": str(action.pk),
+        "expires_at": action.expires_at,
         # Waiting for the next check-in may take a lazy interval or more: it keeps the budget of
         # an action that waits for an away endpoint (until the action's expiry).
-        max_attempts=100_000 if waits_for_return or wait else None,
-        not_before=next_check_in(endpoint) if wait else None,
-    )
-    Action.objects.filter(pk=action.pk).update(
-        outbox_id=message.pk, conditions_at_dispatch=conditions or bridge_conditions(endpoint=endpoint)
-    )
-    action.outbox_id = message.pk
-    if not wait:
-        endpoint_set_mode(endpoint=endpoint, mode=AgentMode.ACTIVE, reason="action queued")
+        "max_attempts": 100_000 if offline or wait else None,
+        "not_before": next_check_in(endpoint) if wait else None,
+    }
 
 
 def next_check_in(endpoint: Endpoint) -> datetime:

@@ -78,6 +78,43 @@ def transcript_append(
     return entry
 
 
+def transcript_begin(*, session: SupportSession, entries: list[dict[str, Any]]) -> list[TranscriptEntry]:
+    """The first entries of a session not written yet (a bulk run opens hundreds at once), chained in
+    memory: its chain starts at GENESIS, so no earlier entry exists to read or lock. Sets the
+    session's ``transcript_length`` and ``transcript_head`` (saved with it); the caller writes the
+    session, then the entries with ``transcript_insert_many``, in the transaction of the change.
+    Each of ``entries`` holds ``transcript_append``'s keyword arguments but ``session``."""
+    if not session._state.adding:
+        raise RuntimeError("transcript_begin is for a session not saved yet; append with transcript_append")
+    prev, built = GENESIS, []
+    for index, item in enumerate(entries):
+        entry = TranscriptEntry(
+            tenant_id=session.tenant_id,
+            session_id=session.pk,
+            index=index,
+            kind=str(item["kind"]),
+            actor=str(item["actor"]),
+            at=item.get("at") or timezone.now(),
+            action=item.get("action"),
+            data=json.loads(json.dumps(item.get("data") or {}, default=str)),
+            prev_hash=prev,
+        )
+        entry.hash = prev = entry_hash(prev, entry)
+        built.append(entry)
+    session.transcript_length, session.transcript_head = len(built), (prev if built else "")
+    return built
+
+
+def transcript_insert_many(entries: list[TranscriptEntry]) -> None:
+    """Write entries built by ``transcript_begin`` (after their sessions) in one statement batch;
+    each must be its bound tenant's, as ``transcript_append`` binds it."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("transcript entries must be written inside the transaction of the change they record")
+    for entry in entries:
+        tenancy.check_write(TranscriptEntry, entry.tenant_id)
+    TranscriptEntry.objects.bulk_create(entries)
+
+
 def transcript_verify(*, session_id: Any) -> tuple[bool, TranscriptEntry | None, str]:
     """Walk the chain; returns (ok, first bad entry, why). Reads only, by session id, from any
     scope (the operator's command, exports, tests): hence the unscoped manager."""

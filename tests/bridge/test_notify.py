@@ -120,3 +120,11 @@ async def test_in_a_server_process_doorbells_from_its_sync_thread_are_handed_to_
     finally:
         await layer.group_discard("agent.loop-test", channel)
         notify._server.task.cancel()
+
+
+def test_an_agents_doorbell_rung_twice_in_one_batch_rings_once(rung):
+    with transaction.atomic():
+        notify.agent_doorbell(endpoint_id="e1", reason="queued")
+        notify.agent_doorbell(endpoint_id="e2", reason="queued")
+        notify.agent_doorbell(endpoint_id="e1", reason="queued")
+    assert [group for group, _ in rung[0]] == ["agent.e1", "agent.e2"]
