@@ -329,3 +329,5 @@ EMAIL_HOST_PASSWORD = env_str("CAISEY_EMAIL_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("CAISEY_EMAIL_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("CAISEY_EMAIL_FROM", "caisey@localhost")
 CAISEY_PUBLIC_URL = env_str("CAISEY_PUBLIC_URL", "")
+# The Windows agent MSI (packaging/windows/build-msi's output) offered at /downloads/caisey-agent.msi.
+CAISEY_WINDOWS_MSI_PATH = env_str("CAISEY_WINDOWS_MSI_PATH", "")
