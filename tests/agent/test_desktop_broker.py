@@ -239,3 +239,14 @@ async def test_a_prompt_answered_meanwhile_is_not_shown_to_a_helper_that_connect
     await until(lambda: len(alice.received) == 1)
     assert alice.kinds() == [("prompt", "b")]
     await agent.desktop_broker.close()
+
+
+def test_the_windows_platform_has_desktop_sessions_only_as_the_service(monkeypatch):
+    from caisey_agent.platforms.windows import WindowsPlatform
+
+    monkeypatch.setattr(desktop, "running_as_service", lambda: True)
+    assert isinstance(WindowsPlatform().desktop_sessions(), desktop.WindowsDesktopSessions)
+    monkeypatch.setattr(desktop, "running_as_service", lambda: False)  # `caisey-agent run` in a console
+    assert WindowsPlatform().desktop_sessions() is None
+    monkeypatch.undo()
+    assert desktop.running_as_service() is False  # without pywin32 (here): never a broker

@@ -115,3 +115,60 @@ def test_the_built_msi_has_the_rows_windows_installer_runs(wxs, stage, tmp_path)
         < order.index("RemoveState")
         < order.index("InstallFinalize")
     )
+
+
+WINE, WINESERVER = shutil.which("wine"), shutil.which("wineserver")
+
+
+def test_remove_state_under_wines_msiexec(tmp_path):
+    """The property end to end under Wine's msiexec (a fresh prefix; an MSI without the service,
+    whose ServiceInstall needs the real embeddable CPython: bin/test-windows covers that one).
+    Uninstall keeps the state folder; an upgrade given REMOVE_STATE=1 keeps it (the older version's
+    removal is not the uninstall it means); an uninstall with REMOVE_STATE=1 deletes it."""
+    if not (WINE and WINESERVER and WIXL):
+        pytest.skip("needs wine and wixl (apt-get install wine wine64 wixl; bin/test-windows installs them)")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "caisey-agent.cmd").write_text("@echo off\r\n")
+    msis = {}
+    for version in ("1.0.0", "1.0.1"):
+        wxs, msis[version] = tmp_path / f"{version}.wxs", tmp_path / f"caisey-agent-{version}.msi"
+        make_wxs.main(stage, version, wxs)
+        subprocess.run(
+            [WIXL, "-a", "x64", "-o", str(msis[version]), str(wxs)], cwd=stage, check=True, capture_output=True
+        )
+    prefix = tmp_path / "prefix"
+    env = {**os.environ, "WINEPREFIX": str(prefix), "WINEARCH": "win64", "WINEDEBUG": "-all", "DISPLAY": ""}
+    state = prefix / "drive_c" / "ProgramData" / "Caisey"
+    program = prefix / "drive_c" / "Program Files" / "Caisey"
+
+    def wine(*args: str) -> None:
+        # Output piped, never redirected to a file (Wine's Windows programs fail on that).
+        done = subprocess.run([WINE, *args], env=env, capture_output=True, timeout=300)
+        subprocess.run([WINESERVER, "-w"], env=env, timeout=300)
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+
+    def leave_state() -> None:
+        (state / "logs").mkdir(parents=True, exist_ok=True)
+        (state / "agent.sqlite3").write_bytes(b"identity")
+        (state / "logs" / "agent.log").write_text("log")
+
+    try:
+        subprocess.run([WINE, "wineboot", "-i"], env=env, capture_output=True, timeout=300)
+        subprocess.run([WINESERVER, "-w"], env=env, timeout=300)
+        wine("msiexec", "/i", str(msis["1.0.0"]), "/qn")
+        assert (program / "caisey-agent.cmd").exists() and state.is_dir()
+        leave_state()
+        wine("msiexec", "/x", str(msis["1.0.0"]), "/qn")
+        assert not program.exists()
+        assert (state / "agent.sqlite3").read_bytes() == b"identity"  # kept unless asked
+
+        wine("msiexec", "/i", str(msis["1.0.0"]), "/qn")
+        wine("msiexec", "/i", str(msis["1.0.1"]), "/qn", "REMOVE_STATE=1")  # an upgrade
+        assert (state / "agent.sqlite3").read_bytes() == b"identity"
+        assert (state / "logs" / "agent.log").exists()
+
+        wine("msiexec", "/x", str(msis["1.0.1"]), "/qn", "REMOVE_STATE=1")
+        assert not state.exists() and not program.exists()
+    finally:
+        subprocess.run([WINESERVER, "-k"], env=env, capture_output=True, timeout=60)
