@@ -449,3 +449,5 @@ EMAIL_USE_SSL = env_bool("CAISEY_EMAIL_SSL", False)
 EMAIL_TIMEOUT = env_int("CAISEY_EMAIL_TIMEOUT_S", 30)
 DEFAULT_FROM_EMAIL = env_str("CAISEY_EMAIL_FROM", "caisey@localhost")
 CAISEY_PUBLIC_URL = env_str("CAISEY_PUBLIC_URL", "")
+# The Windows agent MSI (packaging/windows/build-msi's output) offered at /downloads/caisey-agent.msi.
+CAISEY_WINDOWS_MSI_PATH = env_str("CAISEY_WINDOWS_MSI_PATH", "")

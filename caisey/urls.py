@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView
 from bridge.prometheus import metrics_view
 from caisey import health
 from endpoints import members_views
+from endpoints.agent_install import windows_msi
 from endpoints.api import EnrollView
 from sessions_app.views import approval, share
 
@@ -27,6 +28,7 @@ urlpatterns = [
     path("members/", include("endpoints.urls")),
     path("admin/", admin.site.urls),
     path("api/agent/v1/enroll", EnrollView.as_view(), name="agent-enroll"),
+    path("downloads/caisey-agent.msi", windows_msi, name="windows-msi"),
     path("api/v1/", include("sessions_app.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("healthz", health.healthz, name="healthz"),

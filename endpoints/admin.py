@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from caisey.actors import Actor, Party
-from endpoints import access, services
+from endpoints import access, agent_install, services
 from endpoints.models import ApprovalPolicy, ClientGroup, Endpoint, EnrollmentToken, Membership, Tenant
 
 
@@ -128,6 +128,15 @@ class EnrollmentTokenAdmin(TenantOwnedAdmin):
         obj.pk = token.pk
         obj.refresh_from_db()
         messages.warning(request, f"Enrollment token (shown once, copy it now): {secret}")
+        # The install lines carry the secret too: shown with it, once, the same way.
+        server = agent_install.server_url(request)
+        messages.info(request, f"Linux: {agent_install.linux_command(server=server, secret=secret)}")
+        slug = obj.client_group.slug
+        messages.info(
+            request,
+            f"Windows: {agent_install.windows_command(server=server, secret=secret, client_group_slug=slug)}",
+        )
+        messages.info(request, agent_install.msi_where(request))
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):

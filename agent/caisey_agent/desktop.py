@@ -20,7 +20,9 @@ A decision is applied through the same :class:`~caisey_agent.prompts.PromptStore
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -208,7 +210,9 @@ def create_pipe(session_id: int, user_sid):
 
     return win32pipe.CreateNamedPipe(
         f"{PIPE_PREFIX}{session_id}",
-        win32pipe.PIPE_ACCESS_DUPLEX | 0x00080000,  # FILE_FLAG_FIRST_PIPE_INSTANCE: no squatting
+        # FILE_FLAG_FIRST_PIPE_INSTANCE: no squatting; FILE_FLAG_OVERLAPPED: the service reads a
+        # helper's decisions while it writes prompts (synchronous I/O on one handle is serialised).
+        win32pipe.PIPE_ACCESS_DUPLEX | 0x00080000 | 0x40000000,
         win32pipe.PIPE_TYPE_BYTE | win32pipe.PIPE_READMODE_BYTE | win32pipe.PIPE_WAIT | 0x00000008,  # REJECT_REMOTE
         1,
         MAX_MESSAGE,
@@ -245,6 +249,131 @@ def launch_helper(session_id: int, python_exe: str) -> int:
     )
     win32security.RevertToSelf()
     return pid
+
+
+class PipeStream:
+    """The service's end of a helper's pipe (an overlapped handle) as asyncio's stream methods:
+    ``readline`` for :class:`HelperLink`'s reads, ``write``/``drain``/``close`` for its writes. Each
+    blocking wait runs in a worker thread; reads and writes have their own OVERLAPPED."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.buffer = b""
+        self.pending = b""
+
+    def _wait(self, start) -> bytes:
+        import pywintypes
+        import win32event
+        import win32file
+
+        overlapped = pywintypes.OVERLAPPED()
+        overlapped.hEvent = win32event.CreateEvent(None, True, False, None)
+        try:
+            buf = start(overlapped)
+            n = win32file.GetOverlappedResult(self.handle, overlapped, True)
+        except pywintypes.error as exc:
+            if exc.winerror in (109, 232, 233):  # broken pipe, being closed, no process on the other end
+                return b""
+            raise OSError(exc.winerror, exc.strerror) from None
+        finally:
+            overlapped.hEvent.Close()
+        return bytes(buf[:n]) if buf is not None else b""
+
+    def _read(self) -> bytes:
+        import win32file
+
+        return self._wait(lambda ov: win32file.ReadFile(self.handle, win32file.AllocateReadBuffer(MAX_MESSAGE), ov)[1])
+
+    def _write(self, data: bytes) -> None:
+        import win32file
+
+        def start(ov):
+            win32file.WriteFile(self.handle, data, ov)
+
+        self._wait(start)
+
+    async def readline(self) -> bytes:
+        while b"\n" not in self.buffer:
+            chunk = await asyncio.to_thread(self._read)
+            if not chunk:
+                line, self.buffer = self.buffer, b""
+                return line
+            self.buffer += chunk
+            if len(self.buffer) > MAX_MESSAGE:
+                raise ChannelError("message too long")
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line + b"\n"
+
+    def write(self, data: bytes) -> None:
+        self.pending += data
+
+    async def drain(self) -> None:
+        data, self.pending = self.pending, b""
+        if data:
+            await asyncio.to_thread(self._write, data)
+
+    def close(self) -> None:
+        import win32file
+
+        try:
+            win32file.CloseHandle(self.handle)
+        except Exception:  # noqa: BLE001 - closed already
+            pass
+
+
+def wait_for_helper(handle, timeout: float) -> None:
+    """ConnectNamedPipe on the overlapped handle, for at most ``timeout`` seconds."""
+    import pywintypes
+    import win32event
+    import win32file
+    import win32pipe
+
+    overlapped = pywintypes.OVERLAPPED()
+    overlapped.hEvent = win32event.CreateEvent(None, True, False, None)
+    try:
+        if win32pipe.ConnectNamedPipe(handle, overlapped) == 535:  # ERROR_PIPE_CONNECTED: it was quicker
+            return
+        if win32event.WaitForSingleObject(overlapped.hEvent, int(timeout * 1000)) != win32event.WAIT_OBJECT_0:
+            win32file.CancelIo(handle)
+            raise TimeoutError(f"the desktop helper did not connect within {timeout:.0f} s")
+        win32file.GetOverlappedResult(handle, overlapped, False)
+    finally:
+        overlapped.hEvent.Close()
+
+
+class WindowsDesktopSessions:
+    """:class:`caisey_agent.desktop_broker.DesktopSessions` on Windows: WTS, the pipe, the helper."""
+
+    def active_sessions(self) -> list[dict]:
+        return [s for s in logged_in_sessions() if s["state"] == "active"]
+
+    async def open_channel(self, session_id: int, *, timeout: float):
+        import sys
+
+        import win32file
+        import win32security
+
+        token = session_user_token(session_id)
+        user_sid = win32security.GetTokenInformation(token, win32security.TokenUser)[0]
+        handle = create_pipe(session_id, user_sid)
+        try:
+            launch_helper(session_id, sys.executable)
+            await asyncio.to_thread(wait_for_helper, handle, timeout)
+        except BaseException:
+            win32file.CloseHandle(handle)
+            raise
+        stream = PipeStream(handle)
+        return stream, stream
+
+
+def running_as_service() -> bool:
+    """Session 0 is the services' session: there, prompts go to the users' sessions through helpers."""
+    try:
+        import win32ts
+
+        return win32ts.ProcessIdToSessionId(os.getpid()) == 0
+    except Exception:  # noqa: BLE001 - without pywin32 or WTS (Wine): no desktop helpers
+        return False
 
 
 def show_dialog(msg: dict) -> bool | None:

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import time
 
-from caisey_agent import dialog
+from caisey_agent import dialog, platforms
 from caisey_agent import protocol as p
+from caisey_agent.desktop_broker import DesktopBroker
 from caisey_agent.prompts import PromptRefused, PromptStore
 
 log = logging.getLogger("caisey_agent.prompts")
@@ -28,6 +29,20 @@ async def handle_prompt_show(agent, env: p.Envelope) -> None:
     log.info("approval requested: %s (answer with `caisey-agent prompts approve %s`)", held.title, held.prompt_id[:8])
     if dialog.available():
         asyncio.get_running_loop().create_task(_ask_in_dialog(agent, held))
+        return
+    broker = broker_of(agent)
+    if broker is not None:
+        broker.start_show(held)  # the Windows service: helpers in the users' sessions
+
+
+def broker_of(agent) -> DesktopBroker | None:
+    """The desktop broker where the platform reaches users' sessions (the Windows service), else None."""
+    if not hasattr(agent, "desktop_broker"):
+        sessions = platforms.current().desktop_sessions()
+        agent.desktop_broker = (
+            DesktopBroker(store_of(agent), sessions, on_decided=lambda: send_unsent(agent)) if sessions else None
+        )
+    return agent.desktop_broker
 
 
 async def _ask_in_dialog(agent, held) -> None:
@@ -45,6 +60,9 @@ async def _ask_in_dialog(agent, held) -> None:
 
 async def handle_prompt_withdraw(agent, env: p.Envelope) -> None:
     store_of(agent).withdraw(env.body.prompt_id)
+    broker = getattr(agent, "desktop_broker", None)
+    if broker is not None:
+        await broker.withdraw(env.body.prompt_id)
     log.info("prompt %s withdrawn by the server (%s)", env.body.prompt_id[:8], env.body.reason)
 
 

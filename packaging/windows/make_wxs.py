@@ -18,7 +18,7 @@ import hashlib
 import sys
 import uuid
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 # Fixed for the product's whole life: MSI upgrades find the installed product by it.
 UPGRADE_CODE = "6C1B0E64-5C2B-4E8A-9A73-3B9E1D2C7A41"
@@ -30,6 +30,10 @@ PROPERTIES = (
     ("CA_BUNDLE", "CaBundle"),
     ("SERVER_PIN", "ServerPin"),
 )
+
+# [CommonAppDataFolder] ends with a backslash: the folder's path is written without one.
+REMOVE_STATE_COMMAND = '/d /c rmdir /s /q "[CommonAppDataFolder]Caisey"'
+REMOVE_STATE_CONDITION = 'REMOVE~="ALL" AND REMOVE_STATE="1" AND NOT UPGRADINGPRODUCTCODE'
 
 
 def ident(prefix: str, rel: str) -> str:
@@ -80,6 +84,29 @@ def main(stage: Path, version: str, out: Path) -> None:
     # Windows Installer logs property values (msiexec /l*v) unless they are listed as hidden.
     props = '    <Property Id="MsiHiddenProperties" Value="ENROLL_TOKEN"/>'
 
+    # REMOVE_STATE=1 on the uninstall's command line (msiexec /x ... /qn REMOVE_STATE=1) also deletes
+    # the state folder (identity, credential, queue, policy, logs), which an uninstall otherwise keeps.
+    # wixl builds an exe custom action from a File or a property holding the program's path (not
+    # from a Directory): CaiseyCmd is set to cmd.exe's path first. RemoveState is deferred, runs as
+    # LocalSystem after the service is stopped and the program files are gone, and never during a
+    # major upgrade's removal of the older version (UPGRADINGPRODUCTCODE is set there), which must
+    # keep the identity. Return="ignore": a leftover folder must not roll the whole uninstall back.
+    # Explicit sequence numbers: wixl places After/Before-only actions by hash-table order (seen:
+    # an After="CostFinalize" action put after InstallFinalize). 1001: right after CostFinalize
+    # (1000); 3650: between RemoveFolders (3600) and CreateFolders (3700). The same hash order
+    # moved MajorUpgrade's RemoveExistingProducts from 1401 to 6601 (after InstallFinalize) once
+    # these actions existed: it is pinned where it was, right after InstallValidate (1400).
+    remove_state = (
+        '    <CustomAction Id="SetCaiseyCmd" Property="CaiseyCmd" Value="[System64Folder]cmd.exe" Impersonate="yes"/>\n'
+        '    <CustomAction Id="RemoveState" Property="CaiseyCmd" Execute="deferred" Impersonate="no" '
+        f'Return="ignore" ExeCommand={quoteattr(REMOVE_STATE_COMMAND)}/>\n'
+        "    <InstallExecuteSequence>\n"
+        '      <RemoveExistingProducts Sequence="1401"/>\n'
+        '      <Custom Action="SetCaiseyCmd" Sequence="1001"/>\n'
+        f'      <Custom Action="RemoveState" Sequence="3650">{escape(REMOVE_STATE_CONDITION)}</Custom>\n'
+        "    </InstallExecuteSequence>"
+    )
+
     keypath = ' KeyPath="yes"'
     regs = "\n".join(
         f'          <RegistryValue Root="HKLM" Key="SOFTWARE\\Caisey\\Agent" Name="{name}" Type="string" '
@@ -96,6 +123,7 @@ def main(stage: Path, version: str, out: Path) -> None:
     <Media Id="1" Cabinet="agent.cab" EmbedCab="yes"/>
     <MajorUpgrade DowngradeErrorMessage="A newer Caisey Agent is already installed."/>
 {props}
+{remove_state}
     <Directory Id="TARGETDIR" Name="SourceDir">
       <Directory Id="ProgramFiles64Folder">
         <Directory Id="INSTALLDIR" Name="Caisey">

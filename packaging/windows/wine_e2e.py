@@ -263,9 +263,9 @@ def main() -> int:
         token = manage(
             "shell",
             "-c",
-            "from datetime import timedelta; from endpoints import services; from endpoints.models import ClientGroup;"
-            "g = ClientGroup.all_tenants.get(slug='acme');"
-            "print(services.enrollment_token_issue(actor='test-windows', client_group=g,"
+            "from datetime import timedelta; from caisey.actors import Party; from endpoints import services;"
+            " from endpoints.models import ClientGroup; g = ClientGroup.all_tenants.get(slug='acme');"
+            "print(services.enrollment_token_issue(actor=Party.OPERATOR, client_group=g,"
             " expires_in=timedelta(minutes=30), note='bin/test-windows')[1])",
         ).splitlines()[-1]
         say(f"  server {url}; enrollment token issued for Acme Manufacturing")

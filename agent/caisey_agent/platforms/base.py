@@ -34,3 +34,9 @@ class Platform:
     def install_stop_handlers(self, loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> Callable[[], None]:
         """Call ``stop`` (on the loop) on the platform's console/termination requests; returns an undo."""
         raise NotImplementedError
+
+    def desktop_sessions(self):
+        """The users' sessions a service reaches with desktop prompt helpers
+        (:class:`caisey_agent.desktop_broker.DesktopSessions`), or None where prompts are shown
+        otherwise (a dialog on the agent's own display, or ``caisey-agent prompts``)."""
+        return None

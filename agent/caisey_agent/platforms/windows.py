@@ -105,6 +105,14 @@ class WindowsPlatform(Platform):
         _description, data = win32crypt.CryptUnprotectData(blob, None, None, None, CRYPTPROTECT_UI_FORBIDDEN)
         return data
 
+    # --- desktop prompts ------------------------------------------------------------------------
+
+    def desktop_sessions(self):
+        """As the service (session 0): the logged-in users' sessions, reached through helpers."""
+        from caisey_agent import desktop
+
+        return desktop.WindowsDesktopSessions() if desktop.running_as_service() else None
+
     # --- stopping -------------------------------------------------------------------------------
 
     def install_stop_handlers(self, loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> Callable[[], None]:
