@@ -288,7 +288,7 @@ STATICFILES_DIRS = [BASE_DIR / "caisey" / "static"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "endpoints.api_tokens.ScopedTokenAuthentication",  # knox's, noting each token's last use
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -303,6 +303,8 @@ REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
     "AUTO_REFRESH": False,
 }
+# Named so Caisey's ApiToken (scope, tenant, last use) can point at knox's token model (it is swappable).
+KNOX_TOKEN_MODEL = "knox.AuthToken"
 SPECTACULAR_SETTINGS = {
     "TITLE": "Caisey API",
     "VERSION": "1.0.0",

@@ -6,11 +6,21 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.utils import timezone
 
 from caisey.actors import Actor, Party
 from endpoints import access, services
-from endpoints.models import ApprovalPolicy, ClientGroup, Endpoint, EnrollmentToken, Membership, Tenant
+from endpoints.models import (
+    ApprovalPolicy,
+    ClientGroup,
+    Endpoint,
+    EnrollmentToken,
+    Membership,
+    SecurityEventKind,
+    Tenant,
+)
+from endpoints.security_log import request_address, security_event_record
 
 
 def admin_actor(request) -> Actor:
@@ -175,9 +185,31 @@ class ApprovalPolicyAdmin(TenantOwnedAdmin):
         # Loosening or tightening who must approve what is a risky change: a recent check first.
         if getattr(request, "membership", None) is not None:
             access.step_up_require(request)
-        super().save_model(request, obj, form, change)
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            _policy_event(request, obj, "changed" if change else "added", form.changed_data)
 
     def delete_model(self, request, obj):
         if getattr(request, "membership", None) is not None:
             access.step_up_require(request)
-        super().delete_model(request, obj)
+        with transaction.atomic():
+            _policy_event(request, obj, "deleted", [])
+            super().delete_model(request, obj)
+
+
+def _policy_event(request, policy: ApprovalPolicy, what: str, fields: list[str]) -> None:
+    """An approval policy change in the tenant's security log (the admin is its write path)."""
+    security_event_record(
+        tenant_id=policy.tenant_id,
+        kind=SecurityEventKind.POLICY_CHANGED,
+        actor=admin_actor(request),
+        address=request_address(request),
+        target=f"approval policy of {policy.client_group or policy.endpoint}",
+        detail={
+            "what": what,
+            "fields": fields,
+            "requires": policy.requires,
+            "allow_without_user": policy.allow_without_user,
+            "allow_escalation": policy.allow_escalation,
+        },
+    )

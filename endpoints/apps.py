@@ -7,3 +7,4 @@ class EndpointsConfig(AppConfig):
 
     def ready(self) -> None:
         from endpoints import identity  # noqa: F401  (its signal receivers: session times, socket re-checks)
+        from endpoints import security_log  # noqa: F401  (its signal receivers: the security log)

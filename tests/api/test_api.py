@@ -31,7 +31,7 @@ V1 = "/api/v1"
 
 def client_for(user) -> APIClient:
     client = APIClient()
-    _, token = AuthToken.objects.create(user=user)
+    _, token = factories.api_token(user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return client
 

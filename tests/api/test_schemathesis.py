@@ -19,7 +19,6 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
-from knox.models import AuthToken
 from schemathesis.checks import not_a_server_error
 
 from sessions_app.services import actions as services
@@ -55,7 +54,7 @@ def world(db, settings):
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        yield {"token": AuthToken.objects.create(user=tech)[1], "ids": ids, "client_group": group.slug}
+        yield {"token": factories.api_token(tech)[1], "ids": ids, "client_group": group.slug}
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)
