@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from knox.auth import TokenAuthentication
 from knox.models import AuthToken
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -170,6 +171,12 @@ class ScopedTokenAuthentication(TokenAuthentication):
             last_used_at__gt=now - timedelta(seconds=LAST_USED_EVERY_S)
         ).update(last_used_at=now)
         return user, auth_token
+
+
+class ScopedTokenScheme(KnoxTokenScheme):
+    """The OpenAPI schema describes Caisey's token authentication as knox's (it is knox's)."""
+
+    target_class = "endpoints.api_tokens.ScopedTokenAuthentication"
 
 
 class TokenScopeAllows(BasePermission):

@@ -1,0 +1,205 @@
+"""The tenant security log (issue 11 item 5): each kind recorded by its real trigger, with the
+client's address; tenant admins read and filter it; nobody sees another tenant's events, and a
+failed sign-in with an unknown name is the operators' (no tenant)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pyotp
+import pytest
+from allauth.mfa.models import Authenticator
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from caisey.actors import Party
+from endpoints import people
+from endpoints.models import Membership, Role, SecurityEvent, SecurityEventKind, TenantSSO
+from endpoints.security_log import security_event_record
+from tests import factories
+from tests.endpoints.test_enrollment import enroll
+from tests.endpoints.test_step_up import age_checks
+
+pytestmark = pytest.mark.django_db
+
+ADDRESS = "203.0.113.20"
+
+
+def login(client: Client, username: str, password: str = factories.PASSWORD, address: str = ADDRESS):
+    return client.post("/login/", {"login": username, "password": password}, REMOTE_ADDR=address)
+
+
+def events(kind: str, **filters) -> list[SecurityEvent]:
+    return list(SecurityEvent.all_tenants.filter(kind=kind, **filters))
+
+
+class World:
+    def __init__(self) -> None:
+        self.tenant = factories.tenant(mfa_required=False)
+        self.admin = Membership.all_tenants.get(tenant=self.tenant, role=Role.ADMIN).user
+        self.tech = factories.technician(self.tenant)
+        self.console = Client()
+        login(self.console, self.admin.username)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+# --- each kind, by its real trigger ------------------------------------------------------------------
+
+
+def test_a_sign_in_is_recorded_with_the_clients_address(world):
+    [event] = events("login", person=world.admin)
+    assert event.tenant_id == world.tenant.pk and event.actor == world.admin and event.address == ADDRESS
+
+
+def test_failed_sign_ins_and_the_lockout_they_reach(world):
+    for _ in range(5):
+        login(Client(), world.tech.username, "wrong-password", address="198.51.100.7")
+    failures = events("login_failed", person=world.tech)
+    assert len(failures) == 5 and {e.address for e in failures} == {"198.51.100.7"}
+    assert {e.actor_label for e in failures} == {"anonymous"} and failures[0].tenant_id == world.tenant.pk
+    [lockout] = events("lockout", person=world.tech)
+    assert lockout.detail == {"failures": 5, "window_s": 300}
+    login(Client(), world.tech.username, "wrong-password")  # refused by allauth before any check: no more rows
+    assert len(events("lockout", person=world.tech)) == 1
+
+
+def test_a_failed_sign_in_with_an_unknown_name_has_no_tenant_and_no_admin_sees_it(world):
+    login(Client(), "nobody-here", "wrong-password")
+    [event] = events("login_failed", tenant__isnull=True)
+    assert event.target == "unknown user 'nobody-here'" and event.address == ADDRESS
+    page = world.console.get(reverse("members:security_log") + "?kind=login_failed").content.decode()
+    assert "nobody-here" not in page
+
+
+def test_second_factor_changes_are_recorded(world):
+    client = Client()
+    secret = factories.totp(world.tech)
+    login(client, world.tech.username)
+    client.post("/accounts/2fa/authenticate/", {"code": pyotp.TOTP(secret).now()}, REMOTE_ADDR=ADDRESS)
+    client.post("/accounts/2fa/recovery-codes/generate/", REMOTE_ADDR=ADDRESS)
+    assert Authenticator.objects.filter(user=world.tech, type="recovery_codes").exists()
+    client.post("/accounts/2fa/totp/deactivate/", REMOTE_ADDR=ADDRESS)
+    assert not Authenticator.objects.filter(user=world.tech, type="totp").exists()
+    kinds = [e.kind for e in SecurityEvent.all_tenants.filter(person=world.tech).order_by("at", "pk")]
+    assert "factor_removed" in kinds
+    assert "factor_added" in kinds or "factor_reset" in kinds  # recovery codes: added the first time
+    [removed] = events("factor_removed", person=world.tech)
+    assert removed.detail == {"type": "totp"} and removed.address == ADDRESS and removed.actor == world.tech
+
+
+def test_a_wrong_second_factor_code_is_a_failed_sign_in(world):
+    client = Client()
+    factories.totp(world.tech)
+    login(client, world.tech.username)
+    client.post("/accounts/2fa/authenticate/", {"code": "000000"}, REMOTE_ADDR=ADDRESS)
+    [failed] = events("login_failed", person=world.tech)
+    assert failed.detail["step"] == "second factor"
+
+
+def test_a_first_sso_sign_in_links_the_account(world):
+    sso = people.tenant_sso_configure(
+        actor=world.admin,
+        tenant=world.tenant,
+        issuer="https://login.example",
+        client_id="id",
+        secret="s",
+        allowed_domains="msp.example",
+        default_role="technician",
+    )
+    newcomer = factories.member(factories.tenant()).user  # any user row; the join is what is recorded
+    Membership.all_tenants.filter(user=newcomer).delete()
+    people.membership_join_by_sso(sso=TenantSSO.all_tenants.get(pk=sso.pk), user=newcomer, role="technician")
+    [event] = events("sso_linked", person=newcomer)
+    assert event.tenant_id == world.tenant.pk and event.target == f"tenant-{world.tenant.slug}"
+
+
+def test_member_invite_deactivate_and_reactivate_are_recorded(world):
+    world.console.post(reverse("members:invite"), {"email": "new@msp.example", "role": "viewer"}, REMOTE_ADDR=ADDRESS)
+    [invited] = events("member_invited")
+    assert invited.target == "new@msp.example" and invited.detail == {"role": "viewer"} and invited.actor == world.admin
+    membership = Membership.all_tenants.get(user=world.tech)
+    world.console.post(reverse("members:deactivate", args=[membership.pk]))
+    world.console.post(reverse("members:reactivate", args=[membership.pk]))
+    assert len(events("member_deactivated", person=world.tech)) == 1
+    assert len(events("member_reactivated", person=world.tech)) == 1
+
+
+def test_security_settings_and_approval_policy_changes_are_recorded(world):
+    world.console.post(reverse("members:security"), {"step_up_minutes": "30"}, REMOTE_ADDR=ADDRESS)
+    [settings_change] = events("policy_changed")
+    assert settings_change.detail["after"] == {"mfa_required": False, "step_up_window_s": 1800}
+    group = factories.client_group(world.tenant)
+    response = world.console.post(
+        "/admin/endpoints/approvalpolicy/add/",
+        {"client_group": str(group.pk), "requires": "none", "response_deadline_s": "300"},
+    )
+    assert response.status_code == 302
+    policy_change = SecurityEvent.all_tenants.filter(kind="policy_changed").latest("at")
+    assert policy_change.detail["what"] == "added" and policy_change.detail["requires"] == "none"
+    assert group.name in policy_change.target
+
+
+def test_a_policy_change_refused_by_the_step_up_records_nothing(world):
+    age_checks(world.console, 3600)
+    world.console.post(reverse("members:security"), {"step_up_minutes": "30"})
+    assert not events("policy_changed")
+
+
+def test_a_re_enrollment_is_recorded_with_the_agents_address(world, client):
+    group = factories.client_group(world.tenant)
+    _, secret = factories.token(group, max_uses=2)
+    enroll(client, secret)
+    assert not events("endpoint_reenrolled")
+    enroll(client, secret, replace=True, REMOTE_ADDR="192.0.2.50")
+    [event] = events("endpoint_reenrolled")
+    assert event.tenant_id == world.tenant.pk and event.actor_label == "agent" and event.address == "192.0.2.50"
+
+
+# --- reading: admins only, filters, pages, tenancy -------------------------------------------------------
+
+
+def test_only_tenant_admins_read_it(world):
+    tech = Client()
+    tech.force_login(world.tech)
+    assert tech.get(reverse("members:security_log")).status_code == 403
+    assert world.console.get(reverse("members:security_log")).status_code == 200
+
+
+def test_filters_by_kind_person_and_dates(world):
+    login(Client(), world.tech.username, "wrong-password")
+    old = security_event_record(tenant_id=world.tenant.pk, kind=SecurityEventKind.LOGIN, actor=world.tech)
+    old.at = timezone.now() - timedelta(days=10)
+    old.save()
+    url = reverse("members:security_log")
+    by_kind = world.console.get(url + "?kind=login_failed").content.decode()
+    assert by_kind.count('data-event="login_failed"') == 1 and 'data-event="login"' not in by_kind
+    by_person = world.console.get(url + f"?person={world.tech.pk}").content.decode()
+    assert by_person.count("<tr data-event=") == 2 and world.admin.username not in by_person.split("<tbody>")[1]
+    day = (timezone.now() - timedelta(days=10)).date().isoformat()
+    by_date = world.console.get(url + f"?since={day}&until={day}").content.decode()
+    assert by_date.count("<tr data-event=") == 1 and 'data-event="login"' in by_date
+    bad = world.console.get(url + "?since=yesterday", follow=True)
+    assert "dates are written YYYY-MM-DD" in bad.content.decode()
+
+
+def test_pages_of_fifty(world):
+    for _ in range(60):
+        security_event_record(tenant_id=world.tenant.pk, kind=SecurityEventKind.LOGOUT, actor=Party.SYSTEM)
+    url = reverse("members:security_log") + "?kind=logout"
+    first = world.console.get(url).content.decode()
+    assert first.count("<tr data-event=") == 50 and "Page 1 of 2" in first and "kind=logout&amp;page=2" in first
+    second = world.console.get(url + "&page=2").content.decode()
+    assert second.count("<tr data-event=") == 10
+
+
+def test_another_tenants_events_are_not_shown(world):
+    other = factories.tenant(mfa_required=False)
+    other_admin = Membership.all_tenants.get(tenant=other, role=Role.ADMIN).user
+    login(Client(), other_admin.username, address="192.0.2.99")
+    page = world.console.get(reverse("members:security_log")).content.decode()
+    assert "192.0.2.99" not in page and other_admin.username not in page
