@@ -68,13 +68,13 @@ def token_issue(request):
 
 @require_POST
 @member_required
-def token_revoke(request, token_id: int):
+def token_revoke(request, api_token_id: int):
     _admin_only(request)
     get_or_404(
         api_token_revoke,
         actor=request.user,
         tenant_id=request.tenant.pk,
-        token_id=token_id,
+        token_id=api_token_id,
         address=request_address(request),
     )
     messages.success(request, "The token is revoked: it no longer works.")

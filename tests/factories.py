@@ -202,11 +202,11 @@ def follow_up(session, *, actor=None, note: str = "check the backup ran", due: b
     return scheduled
 
 
-def api_token(user, *, scope: str | None = None, days: int = 30) -> tuple[ApiToken, str]:
+def api_token(user, *, scope: str | None = None, days: int = 30, name: str = "test") -> tuple[ApiToken, str]:
     """A REST API token of ``user``, issued as the command line does; (row, secret). Its scope:
     ``scope``, else what the person's role allows (operator for technicians and admins)."""
     membership = Membership.all_tenants.get(user=user)
     tenant_id = membership.tenant_id
     scope = scope or ("operator" if membership.can_operate else "read")
-    issued = api_token_issue(actor=Party.OPERATOR, tenant_id=tenant_id, owner=user, name="test", scope=scope, days=days)
+    issued = api_token_issue(actor=Party.OPERATOR, tenant_id=tenant_id, owner=user, name=name, scope=scope, days=days)
     return issued.token, issued.secret
