@@ -139,9 +139,7 @@ def _on_login_failed(sender, credentials, request=None, **kwargs) -> None:
     amount, window = rate
     since = timezone.now() - timedelta(seconds=window)
     with tenancy.bind(tenant_id):
-        failures = SecurityEvent.objects.filter(
-            kind=SecurityEventKind.LOGIN_FAILED, person=user, at__gte=since
-        ).count()
+        failures = SecurityEvent.objects.filter(kind=SecurityEventKind.LOGIN_FAILED, person=user, at__gte=since).count()
         locked = SecurityEvent.objects.filter(kind=SecurityEventKind.LOCKOUT, person=user, at__gte=since).exists()
     if failures >= amount and not locked:
         security_event_record(
@@ -220,4 +218,3 @@ def security_events_list(*, tenant_id: uuid.UUID, filters: SecurityEventFilter, 
         result = Paginator(events, PAGE_SIZE).get_page(page)
         result.object_list = list(result.object_list)  # read while the tenant is bound
         return result
-

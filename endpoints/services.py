@@ -29,7 +29,6 @@ from caisey.errors import Forbidden, Rejected
 from caisey.state_machine import transition
 from endpoints.access import acting_for, require_member
 from endpoints.hooks import endpoint_reenrolled_hooks, endpoint_revoked_hooks
-from endpoints.security_log import security_event_record
 from endpoints.models import (
     ENDPOINT_TRANSITIONS,
     AgentMode,
@@ -43,6 +42,7 @@ from endpoints.models import (
     SecurityEventKind,
     Tenant,
 )
+from endpoints.security_log import security_event_record
 
 User = get_user_model()
 

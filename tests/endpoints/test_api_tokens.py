@@ -65,9 +65,7 @@ def test_a_read_only_token_reads_but_every_write_is_a_clear_403(world):
 
 def test_an_operator_token_writes_within_its_owners_role(world):
     _, secret = factories.api_token(world.tech, scope=TokenScope.OPERATOR)
-    response = api(secret).post(
-        f"{V1}/sessions/", {"endpoint": str(world.endpoint.pk), "reason": "T-1"}, format="json"
-    )
+    response = api(secret).post(f"{V1}/sessions/", {"endpoint": str(world.endpoint.pk), "reason": "T-1"}, format="json")
     assert response.status_code == 201, response.content
 
 
@@ -171,9 +169,13 @@ def test_bad_issuing_input_changes_nothing(world):
         {"name": "x", "owner": "abc", "scope": "read", "days": "1"},
     ):
         world.console.post(reverse("members:token_issue"), data)
-    assert world.console.post(
-        reverse("members:token_issue"), {"name": "x", "owner": str(world.other_admin.pk), "scope": "read", "days": "1"}
-    ).status_code == 404
+    assert (
+        world.console.post(
+            reverse("members:token_issue"),
+            {"name": "x", "owner": str(world.other_admin.pk), "scope": "read", "days": "1"},
+        ).status_code
+        == 404
+    )
     assert not ApiToken.all_tenants.exists()
 
 

@@ -84,9 +84,7 @@ def test_second_factor_changes_are_recorded(world, django_capture_on_commit_call
     client.get("/accounts/2fa/totp/activate/")  # allauth keeps the new secret in the session
     secret = client.session[SECRET_SESSION_KEY]
     with django_capture_on_commit_callbacks(execute=True):  # allauth signals after its commit
-        response = client.post(
-            "/accounts/2fa/totp/activate/", {"code": pyotp.TOTP(secret).now()}, REMOTE_ADDR=ADDRESS
-        )
+        response = client.post("/accounts/2fa/totp/activate/", {"code": pyotp.TOTP(secret).now()}, REMOTE_ADDR=ADDRESS)
     assert response.status_code == 302
     [added] = events("factor_added", person=world.tech, detail__type="totp")
     assert added.detail == {"type": "totp"} and added.address == ADDRESS and added.actor == world.tech
