@@ -310,7 +310,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "DESCRIPTION": (
         "Endpoints, sessions and actions of your tenant. Authenticate with "
-        "`Authorization: Token <key>` (`manage.py issue_api_token --user NAME`)."
+        "`Authorization: Token <key>` (a tenant admin issues tokens on the console's API tokens page, or "
+        "`manage.py issue_api_token --user NAME`). Read-only tokens get 403 for anything but GET."
     ),
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

@@ -17,6 +17,7 @@ from endpoints.models import (
     Endpoint,
     EnrollmentToken,
     Membership,
+    SecurityEvent,
     SecurityEventKind,
     Tenant,
 )
@@ -78,6 +79,33 @@ class TenantAdmin(admin.ModelAdmin):
     has_view_permission = has_add_permission = has_change_permission = has_delete_permission = (
         lambda self, request, obj=None: request.user.is_superuser
     )
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(admin.ModelAdmin):
+    """Every tenant's security log, read-only, for the server's operators: the only place the
+    tenant-less rows (failed sign-ins with names nobody has) are seen. Tenant admins read their
+    own log on the console (members/security-log/)."""
+
+    list_display = ["at", "kind", "tenant", "actor_label", "person", "address", "target"]
+    list_filter = ["kind", ("tenant", admin.EmptyFieldListFilter)]
+    search_fields = ["actor_label", "target", "address"]
+    date_hierarchy = "at"
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Membership)

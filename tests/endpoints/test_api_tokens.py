@@ -4,9 +4,11 @@ schema needs a session or a token."""
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from knox.models import AuthToken
@@ -189,3 +191,22 @@ def test_the_schema_is_refused_anonymously_and_served_with_a_token_or_a_session(
     _, secret = factories.api_token(world.tech, scope=TokenScope.READ)
     assert api(secret).get("/api/schema/?format=json").status_code == 200
     assert world.console.get("/api/schema/?format=json").status_code == 200
+
+
+def test_the_command_line_issues_scoped_tokens(world):
+    def issue(*args) -> str:
+        out = io.StringIO()
+        call_command("issue_api_token", *args, stdout=out)
+        return out.getvalue().strip()
+
+    read_key = issue("--user", world.tech.username, "--scope", "read", "--name", "monitoring")
+    response = api(read_key).post(f"{V1}/sessions/", {"endpoint": str(world.endpoint.pk), "reason": "T"}, format="json")
+    assert response.status_code == 403
+    viewer_key = issue("--user", world.viewer.username)  # operator by default, read for a viewer
+    assert ApiToken.all_tenants.get(token__user=world.viewer).scope == "read"
+    assert api(viewer_key).get(f"{V1}/endpoints/").status_code == 200
+    issued = SecurityEvent.all_tenants.filter(kind="token_issued", actor_label="cli")
+    assert issued.count() == 2
+    issue("--user", world.tech.username, "--rotate")
+    assert api(read_key).get(f"{V1}/endpoints/").status_code == 401
+    assert SecurityEvent.all_tenants.filter(kind="token_revoked", person=world.tech).count() == 1

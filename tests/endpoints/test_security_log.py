@@ -205,3 +205,14 @@ def test_another_tenants_events_are_not_shown(world):
     login(Client(), other_admin.username, address="192.0.2.99")
     page = world.console.get(reverse("members:security_log")).content.decode()
     assert "192.0.2.99" not in page and other_admin.username not in page
+
+
+def test_the_servers_operators_see_tenant_less_failures_in_the_admin(world, settings, django_user_model):
+    settings.CAISEY = {**settings.CAISEY, "OPERATOR_MFA_REQUIRED": False}
+    login(Client(), "nobody-at-all", "wrong-password")
+    operator = django_user_model.objects.create_superuser("op", password=factories.PASSWORD)
+    client = Client()
+    client.force_login(operator)
+    page = client.get("/admin/endpoints/securityevent/").content.decode()
+    assert "unknown user &#x27;nobody-at-all&#x27;" in page
+    assert world.console.get("/admin/endpoints/securityevent/").status_code in (302, 403)  # a tenant admin: no
