@@ -139,7 +139,12 @@ def _on_login_failed(sender, credentials, request=None, **kwargs) -> None:
     amount, window = rate
     since = timezone.now() - timedelta(seconds=window)
     with tenancy.bind(tenant_id):
-        failures = SecurityEvent.objects.filter(kind=SecurityEventKind.LOGIN_FAILED, person=user, at__gte=since).count()
+        # Wrong passwords only: allauth's rate counts no wrong second-factor codes (detail "step").
+        failures = (
+            SecurityEvent.objects.filter(kind=SecurityEventKind.LOGIN_FAILED, person=user, at__gte=since)
+            .exclude(detail__has_key="step")
+            .count()
+        )
         locked = SecurityEvent.objects.filter(kind=SecurityEventKind.LOCKOUT, person=user, at__gte=since).exists()
     if failures >= amount and not locked:
         security_event_record(
