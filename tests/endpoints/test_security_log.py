@@ -10,6 +10,8 @@ import pyotp
 import pytest
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import SECRET_SESSION_KEY
+from allauth.socialaccount.models import SocialAccount, SocialLogin
+from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -57,6 +59,12 @@ def test_a_sign_in_is_recorded_with_the_clients_address(world):
     assert event.tenant_id == world.tenant.pk and event.actor == world.admin and event.address == ADDRESS
 
 
+def test_a_sign_out_is_recorded(world):
+    world.console.post("/logout/", REMOTE_ADDR=ADDRESS)
+    [event] = events("logout", person=world.admin)
+    assert event.address == ADDRESS and event.tenant_id == world.tenant.pk
+
+
 def test_failed_sign_ins_and_the_lockout_they_reach(world):
     for _ in range(5):
         login(Client(), world.tech.username, "wrong-password", address="198.51.100.7")
@@ -88,6 +96,10 @@ def test_second_factor_changes_are_recorded(world, django_capture_on_commit_call
     assert response.status_code == 302
     [added] = events("factor_added", person=world.tech, detail__type="totp")
     assert added.detail == {"type": "totp"} and added.address == ADDRESS and added.actor == world.tech
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/accounts/2fa/recovery-codes/generate/", REMOTE_ADDR=ADDRESS)
+    [reset] = events("factor_reset", person=world.tech)
+    assert reset.detail == {"type": "recovery_codes"}
     with django_capture_on_commit_callbacks(execute=True):
         client.post("/accounts/2fa/totp/deactivate/", REMOTE_ADDR=ADDRESS)
     assert not Authenticator.objects.filter(user=world.tech, type="totp").exists()
@@ -122,6 +134,25 @@ def test_a_first_sso_sign_in_links_the_account(world):
     people.membership_join_by_sso(sso=TenantSSO.all_tenants.get(pk=sso.pk), user=newcomer, role="technician")
     [event] = events("sso_linked", person=newcomer)
     assert event.tenant_id == world.tenant.pk and event.target == f"tenant-{world.tenant.slug}"
+
+
+def test_linking_an_sso_account_later_is_recorded(world, rf):
+    sso = people.tenant_sso_configure(
+        actor=world.admin,
+        tenant=world.tenant,
+        issuer="https://login.example",
+        client_id="i",
+        secret="s",
+        allowed_domains="msp.example",
+        default_role="technician",
+    )
+    request = rf.post("/accounts/3rdparty/", REMOTE_ADDR=ADDRESS)
+    request.user = world.tech
+    request.session = SessionStore()
+    login = SocialLogin(user=world.tech, account=SocialAccount(provider=sso.app.provider_id, uid="sub-7"))
+    login.connect(request, world.tech)  # what allauth's "connect an account" flow calls
+    [event] = events("sso_linked", person=world.tech)
+    assert event.target == sso.app.provider_id and event.address == ADDRESS and event.actor == world.tech
 
 
 def test_member_invite_deactivate_and_reactivate_are_recorded(world):
