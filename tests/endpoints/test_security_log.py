@@ -4,6 +4,8 @@ failed sign-in with an unknown name is the operators' (no tenant)."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
 
 import pyotp
@@ -250,3 +252,15 @@ def test_the_servers_operators_see_tenant_less_failures_in_the_admin(world, sett
     page = client.get("/admin/endpoints/securityevent/").content.decode()
     assert "unknown user &#x27;nobody-at-all&#x27;" in page
     assert world.console.get("/admin/endpoints/securityevent/").status_code in (302, 403)  # a tenant admin: no
+
+
+def test_the_filtered_log_downloads_as_csv(world):
+    login(Client(), world.tech.username, "wrong-password")
+    response = world.console.get(reverse("members:security_log_csv") + "?kind=login_failed")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0] == ["at", "kind", "actor", "person", "address", "target", "detail"]
+    assert [r[1:5] for r in rows[1:]] == [["login_failed", "anonymous", world.tech.username, ADDRESS]]
+    tech = Client()
+    tech.force_login(world.tech)
+    assert tech.get(reverse("members:security_log_csv")).status_code == 403
