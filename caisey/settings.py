@@ -365,6 +365,8 @@ CAISEY: dict[str, Any] = {
     "AGENT_FRAMES_PER_S": env_float("CAISEY_AGENT_FRAMES_PER_S", 50.0),
     "AGENT_FRAME_BURST": env_int("CAISEY_AGENT_FRAME_BURST", 500),
     "ENROLLMENT_TOKEN_DAYS": env_int("CAISEY_ENROLLMENT_TOKEN_DAYS", 7),
+    # Security log events older than this are deleted (endpoints.tasks.security_log_prune).
+    "SECURITY_LOG_DAYS": env_int("CAISEY_SECURITY_LOG_DAYS", 365),
     # Rate limits: (attempts, window seconds).
     "RATE_ENROLL_PER_IP": (env_int("CAISEY_RATE_ENROLL", 30), 60),
     "RATE_AUTH_FAILURES_PER_IP": (env_int("CAISEY_RATE_AUTH_FAILURES", 30), 60),
@@ -431,6 +433,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "sessions_app.tasks.follow_up_reminder_sweep",
         "schedule": env_float("CAISEY_FOLLOW_UP_SWEEP_S", 30.0),
     },
+    "security-log-retention": {"task": "endpoints.tasks.security_log_prune", "schedule": 3600.0},
 }
 
 # Production sends e-mail by SMTP (CAISEY_EMAIL_HOST and the rest); in development (the demo, the

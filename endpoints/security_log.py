@@ -194,6 +194,25 @@ def _on_social_account_added(sender, request, sociallogin, **kwargs) -> None:
     )
 
 
+# --- retention ---------------------------------------------------------------------------------------
+
+# Rows deleted per statement: one prune after a long pause does not hold a long lock.
+PRUNE_BATCH = 5000
+
+
+def security_events_prune(*, now: datetime | None = None) -> int:
+    """Delete the events older than CAISEY_SECURITY_LOG_DAYS; returns how many. A sweep of every
+    tenant's log (and the tenant-less rows) by age alone: ``tenancy.system()``, no row is read."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.CAISEY["SECURITY_LOG_DAYS"])
+    deleted = 0
+    with tenancy.system():
+        while True:
+            ids = list(SecurityEvent.objects.filter(at__lt=cutoff).values_list("pk", flat=True)[:PRUNE_BATCH])
+            if not ids:
+                return deleted
+            deleted += SecurityEvent.objects.filter(pk__in=ids).delete()[0]
+
+
 # --- reading -----------------------------------------------------------------------------------------
 
 PAGE_SIZE = 50

@@ -22,6 +22,7 @@ from caisey.actors import Party
 from endpoints import people
 from endpoints.models import Membership, Role, SecurityEvent, SecurityEventKind, TenantSSO
 from endpoints.security_log import security_event_record
+from endpoints.tasks import security_log_prune
 from tests import factories
 from tests.endpoints.test_enrollment import enroll
 from tests.endpoints.test_step_up import age_checks
@@ -264,3 +265,18 @@ def test_the_filtered_log_downloads_as_csv(world):
     tech = Client()
     tech.force_login(world.tech)
     assert tech.get(reverse("members:security_log_csv")).status_code == 403
+
+
+def test_events_past_the_retention_are_pruned_in_every_tenant(world, settings):
+    settings.CAISEY = {**settings.CAISEY, "SECURITY_LOG_DAYS": 30}
+    other = factories.tenant(mfa_required=False)
+    old = [
+        security_event_record(tenant_id=world.tenant.pk, kind=SecurityEventKind.LOGIN, actor=world.tech),
+        security_event_record(tenant_id=other.pk, kind=SecurityEventKind.LOGIN, actor=Party.SYSTEM),
+        security_event_record(tenant_id=None, kind=SecurityEventKind.LOGIN_FAILED, actor=None, target="x"),
+    ]
+    SecurityEvent.all_tenants.filter(pk__in=[e.pk for e in old]).update(at=timezone.now() - timedelta(days=31))
+    kept = SecurityEvent.all_tenants.count() - 3
+    assert security_log_prune() == 3
+    assert SecurityEvent.all_tenants.count() == kept > 0
+    assert security_log_prune() == 0  # idempotent
