@@ -154,8 +154,9 @@ def api_tokens_list(*, tenant_id: uuid.UUID) -> list[TokenRow]:
 
 
 def token_scope(auth_token: AuthToken) -> str:
-    """The scope of an authenticated knox token: read-only when Caisey has no row for it."""
-    scope = ApiToken.all_tenants.filter(token_id=auth_token.pk).values_list("scope", flat=True).first()
+    """The scope of an authenticated knox token: read-only when Caisey has no row for it. Read in
+    the bound tenant (the token owner's): a row of another tenant would not be found either."""
+    scope = ApiToken.objects.filter(token_id=auth_token.pk).values_list("scope", flat=True).first()
     return scope or TokenScope.READ
 
 
@@ -166,10 +167,12 @@ class ScopedTokenAuthentication(TokenAuthentication):
         user, auth_token = super().authenticate_credentials(token)
         now = timezone.now()
         # A conditional update of the token's own row, found by its hash before any tenant is
-        # bound (DRF authenticates before the view binds one): no read of another tenant's data.
-        ApiToken.all_tenants.filter(token_id=auth_token.pk).exclude(
-            last_used_at__gt=now - timedelta(seconds=LAST_USED_EVERY_S)
-        ).update(last_used_at=now)
+        # bound (DRF authenticates before the view binds one): a named cross-tenant write of
+        # that one row, nothing read.
+        with tenancy.system():
+            ApiToken.objects.filter(token_id=auth_token.pk).exclude(
+                last_used_at__gt=now - timedelta(seconds=LAST_USED_EVERY_S)
+            ).update(last_used_at=now)
         return user, auth_token
 
 
