@@ -288,7 +288,7 @@ STATICFILES_DIRS = [BASE_DIR / "caisey" / "static"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "endpoints.api_tokens.ScopedTokenAuthentication",  # knox's, noting each token's last use
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -303,12 +303,15 @@ REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
     "AUTO_REFRESH": False,
 }
+# Named so Caisey's ApiToken (scope, tenant, last use) can point at knox's token model (it is swappable).
+KNOX_TOKEN_MODEL = "knox.AuthToken"
 SPECTACULAR_SETTINGS = {
     "TITLE": "Caisey API",
     "VERSION": "1.0.0",
     "DESCRIPTION": (
         "Endpoints, sessions and actions of your tenant. Authenticate with "
-        "`Authorization: Token <key>` (`manage.py issue_api_token --user NAME`)."
+        "`Authorization: Token <key>` (a tenant admin issues tokens on the console's API tokens page, or "
+        "`manage.py issue_api_token --user NAME`). Read-only tokens get 403 for anything but GET."
     ),
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
@@ -362,6 +365,8 @@ CAISEY: dict[str, Any] = {
     "AGENT_FRAMES_PER_S": env_float("CAISEY_AGENT_FRAMES_PER_S", 50.0),
     "AGENT_FRAME_BURST": env_int("CAISEY_AGENT_FRAME_BURST", 500),
     "ENROLLMENT_TOKEN_DAYS": env_int("CAISEY_ENROLLMENT_TOKEN_DAYS", 7),
+    # Security log events older than this are deleted (endpoints.tasks.security_log_prune).
+    "SECURITY_LOG_DAYS": env_int("CAISEY_SECURITY_LOG_DAYS", 365),
     # Rate limits: (attempts, window seconds).
     "RATE_ENROLL_PER_IP": (env_int("CAISEY_RATE_ENROLL", 30), 60),
     "RATE_AUTH_FAILURES_PER_IP": (env_int("CAISEY_RATE_AUTH_FAILURES", 30), 60),
@@ -428,6 +433,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "sessions_app.tasks.follow_up_reminder_sweep",
         "schedule": env_float("CAISEY_FOLLOW_UP_SWEEP_S", 30.0),
     },
+    "security-log-retention": {"task": "endpoints.tasks.security_log_prune", "schedule": 3600.0},
 }
 
 # Production sends e-mail by SMTP (CAISEY_EMAIL_HOST and the rest); in development (the demo, the

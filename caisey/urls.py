@@ -4,6 +4,7 @@ from csp.decorators import csp_replace
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
+from rest_framework.permissions import IsAuthenticated
 
 from bridge.prometheus import metrics_view
 from caisey import health
@@ -30,7 +31,8 @@ urlpatterns = [
     path("api/agent/v1/enroll", EnrollView.as_view(), name="agent-enroll"),
     path("downloads/caisey-agent.msi", windows_msi, name="windows-msi"),
     path("api/v1/", include("sessions_app.api_urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # The schema maps the API: for signed-in people and token holders only (issue 11 item 13).
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="api-schema"),
     path("healthz", health.healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("approve/<str:token>/", approval.approval_link, name="approval_link"),

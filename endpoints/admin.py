@@ -6,11 +6,22 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.utils import timezone
 
 from caisey.actors import Actor, Party
 from endpoints import access, agent_install, services
-from endpoints.models import ApprovalPolicy, ClientGroup, Endpoint, EnrollmentToken, Membership, Tenant
+from endpoints.models import (
+    ApprovalPolicy,
+    ClientGroup,
+    Endpoint,
+    EnrollmentToken,
+    Membership,
+    SecurityEvent,
+    SecurityEventKind,
+    Tenant,
+)
+from endpoints.security_log import request_address, security_event_record
 
 
 def admin_actor(request) -> Actor:
@@ -68,6 +79,33 @@ class TenantAdmin(admin.ModelAdmin):
     has_view_permission = has_add_permission = has_change_permission = has_delete_permission = (
         lambda self, request, obj=None: request.user.is_superuser
     )
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(admin.ModelAdmin):
+    """Every tenant's security log, read-only, for the server's operators: the only place the
+    tenant-less rows (failed sign-ins with names nobody has) are seen. Tenant admins read their
+    own log on the console (members/security-log/)."""
+
+    list_display = ["at", "kind", "tenant", "actor_label", "person", "address", "target"]
+    list_filter = ["kind", ("tenant", admin.EmptyFieldListFilter)]
+    search_fields = ["actor_label", "target", "address"]
+    date_hierarchy = "at"
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Membership)
@@ -184,9 +222,31 @@ class ApprovalPolicyAdmin(TenantOwnedAdmin):
         # Loosening or tightening who must approve what is a risky change: a recent check first.
         if getattr(request, "membership", None) is not None:
             access.step_up_require(request)
-        super().save_model(request, obj, form, change)
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            _policy_event(request, obj, "changed" if change else "added", form.changed_data)
 
     def delete_model(self, request, obj):
         if getattr(request, "membership", None) is not None:
             access.step_up_require(request)
-        super().delete_model(request, obj)
+        with transaction.atomic():
+            _policy_event(request, obj, "deleted", [])
+            super().delete_model(request, obj)
+
+
+def _policy_event(request, policy: ApprovalPolicy, what: str, fields: list[str]) -> None:
+    """An approval policy change in the tenant's security log (the admin is its write path)."""
+    security_event_record(
+        tenant_id=policy.tenant_id,
+        kind=SecurityEventKind.POLICY_CHANGED,
+        actor=admin_actor(request),
+        address=request_address(request),
+        target=f"approval policy of {policy.client_group or policy.endpoint}",
+        detail={
+            "what": what,
+            "fields": fields,
+            "requires": policy.requires,
+            "allow_without_user": policy.allow_without_user,
+            "allow_escalation": policy.allow_escalation,
+        },
+    )

@@ -68,6 +68,7 @@ class EnrollView(APIView):
             machine_id=form.validated_data["machine_id"],
             hostname=form.validated_data["hostname"],
             replace=form.validated_data["replace"],
+            address=client_ip(request),
         )
         endpoint = result.endpoint
         body = EnrollResponse(

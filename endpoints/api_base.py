@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 from caisey import tenancy
 from caisey.api import JSONParser
 from endpoints.access import membership_resolve
+from endpoints.api_tokens import TokenScopeAllows
 
 
 class IsOperator(BasePermission):
@@ -48,7 +49,7 @@ class TenantScopedAPIMixin:
     unbound.
     """
 
-    permission_classes = [IsAuthenticated, IsOperator]
+    permission_classes = [IsAuthenticated, IsOperator, TokenScopeAllows]
     renderer_classes = [JSONRenderer]
     parser_classes = [JSONParser]
 

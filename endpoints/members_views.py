@@ -15,6 +15,7 @@ from caisey.console import get_or_404, member_required
 from caisey.errors import Rejected
 from endpoints import access, people
 from endpoints.models import Membership, Role, TenantSSO
+from endpoints.security_log import request_address
 
 
 def _admin_only(request) -> None:
@@ -39,6 +40,7 @@ def member_invite(request):
         email=request.POST.get("email", ""),
         role=request.POST.get("role", Role.TECHNICIAN),
         site_url=request.build_absolute_uri("/"),
+        address=request_address(request),
     )
     messages.success(request, f"Invitation sent to {membership.user.email}.")
     return redirect("members:list")
@@ -50,10 +52,10 @@ def member_set_active(request, membership_id: int, active: bool):
     _admin_only(request)
     membership = get_or_404(Membership.objects.select_related("user").get, pk=membership_id)
     if active:
-        people.membership_reactivate(actor=request.user, membership=membership)
+        people.membership_reactivate(actor=request.user, membership=membership, address=request_address(request))
         messages.success(request, f"{membership.user.username} can sign in again.")
     else:
-        people.membership_deactivate(actor=request.user, membership=membership)
+        people.membership_deactivate(actor=request.user, membership=membership, address=request_address(request))
         messages.success(request, f"{membership.user.username} is deactivated and signed out everywhere.")
     return redirect("members:list")
 
@@ -72,6 +74,7 @@ def security_update(request):
         tenant=request.tenant,
         mfa_required=request.POST.get("mfa_required") == "on",
         step_up_window_s=minutes * 60,
+        address=request_address(request),
     )
     messages.success(request, "Security settings saved.")
     return redirect("members:list")

@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from caisey.tenancy import TenantScopedManager
 
@@ -287,3 +288,80 @@ class TenantSSO(models.Model):
 
     def __str__(self) -> str:
         return f"OpenID Connect for {self.tenant}"
+
+
+class TokenScope(models.TextChoices):
+    READ = "read", "Read-only"
+    OPERATOR = "operator", "Operator"
+
+
+class ApiToken(models.Model):
+    """Caisey's facts about one REST API token (django-rest-knox's ``AuthToken``, which keeps only
+    the hash): its tenant, what it may do, who issued it, when it was last used. A knox token
+    without this row is refused writes (``endpoints.api_tokens.TokenScopeAllows``): fail closed."""
+
+    token = models.OneToOneField("knox.AuthToken", on_delete=models.CASCADE, related_name="caisey")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=100, help_text="What the token is for (a script, an integration).")
+    scope = models.CharField(max_length=20, choices=TokenScope.choices, default=TokenScope.READ)
+    issued_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_scope_display()})"
+
+
+class SecurityEventKind(models.TextChoices):
+    LOGIN = "login", "Signed in"
+    LOGIN_FAILED = "login_failed", "Sign-in failed"
+    LOCKOUT = "lockout", "Locked out"
+    LOGOUT = "logout", "Signed out"
+    FACTOR_ADDED = "factor_added", "Second factor added"
+    FACTOR_REMOVED = "factor_removed", "Second factor removed"
+    FACTOR_RESET = "factor_reset", "Recovery codes regenerated"
+    SSO_LINKED = "sso_linked", "Single sign-on account linked"
+    TOKEN_ISSUED = "token_issued", "API token issued"
+    TOKEN_REVOKED = "token_revoked", "API token revoked"
+    MEMBER_INVITED = "member_invited", "Member invited"
+    MEMBER_DEACTIVATED = "member_deactivated", "Member deactivated"
+    MEMBER_REACTIVATED = "member_reactivated", "Member reactivated"
+    POLICY_CHANGED = "policy_changed", "Policy changed"
+    ENDPOINT_REENROLLED = "endpoint_reenrolled", "Endpoint re-enrolled"
+
+
+class SecurityEvent(models.Model):
+    """One line of a tenant's security log (``endpoints.security_log.security_event_record``).
+
+    ``tenant`` is empty only for a failed sign-in with a username nobody has: it belongs to no
+    tenant, so only the server's operators see it (Django admin). ``actor`` is who did it (empty
+    for the system or an unknown person), ``person`` whom it concerns (the member who signed in,
+    whose token was revoked), ``target`` what it was done to, in words."""
+
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=30, choices=SecurityEventKind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200)
+    person = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    address = models.GenericIPAddressField(null=True, blank=True)
+    target = models.CharField(max_length=300, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["tenant", "-at"], name="security_event_tenant_at")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -25,7 +25,8 @@ from caisey.actors import Actor, Party
 from caisey.errors import Conflict, Forbidden, Rejected
 from endpoints.access import require_member
 from endpoints.hooks import sign_in_changed_hooks
-from endpoints.models import Membership, Role, Tenant, TenantSSO
+from endpoints.models import Membership, Role, SecurityEventKind, Tenant, TenantSSO
+from endpoints.security_log import security_event_record
 from endpoints.services import _grant_admin_permissions
 
 User = get_user_model()
@@ -49,7 +50,13 @@ def invitation_url(user, *, site_url: str = "") -> str:
 
 
 def membership_invite(
-    *, actor: Actor, tenant: Tenant, email: str, role: str = Role.TECHNICIAN, site_url: str = ""
+    *,
+    actor: Actor,
+    tenant: Tenant,
+    email: str,
+    role: str = Role.TECHNICIAN,
+    site_url: str = "",
+    address: str | None = None,
 ) -> Membership:
     """A new member of ``tenant`` known by ``email`` (also their username), who sets a password
     through the e-mailed link (on ``site_url``, else CAISEY_PUBLIC_URL)."""
@@ -68,6 +75,15 @@ def membership_invite(
                 _grant_admin_permissions(user)
             with tenancy.bind(tenant.pk):
                 membership = Membership.objects.create(user=user, tenant=tenant, role=role)
+            security_event_record(
+                tenant_id=tenant.pk,
+                kind=SecurityEventKind.MEMBER_INVITED,
+                actor=actor,
+                person=user,
+                address=address,
+                target=email,
+                detail={"role": role},
+            )
             link = invitation_url(user, site_url=site_url)
             inviter = actor.get_username() if hasattr(actor, "get_username") else "An administrator"
             second_factor = (
@@ -91,24 +107,32 @@ def membership_invite(
     return membership
 
 
-def _set_active(*, actor: Actor, membership: Membership, active: bool) -> None:
+def _set_active(*, actor: Actor, membership: Membership, active: bool, address: str | None) -> None:
     admin = require_tenant_admin(actor, membership.tenant_id)
     if membership.pk == admin.pk:
         raise Rejected("you cannot deactivate yourself")
     with transaction.atomic():
         User.objects.filter(pk=membership.user_id).update(is_active=active)
+        security_event_record(
+            tenant_id=membership.tenant_id,
+            kind=SecurityEventKind.MEMBER_REACTIVATED if active else SecurityEventKind.MEMBER_DEACTIVATED,
+            actor=actor,
+            person=membership.user,
+            address=address,
+            target=membership.user.get_username(),
+        )
         user_id = membership.user_id
         if not active:
             transaction.on_commit(lambda: sign_in_changed(user_id=user_id))
 
 
-def membership_deactivate(*, actor: Actor, membership: Membership) -> None:
+def membership_deactivate(*, actor: Actor, membership: Membership, address: str | None = None) -> None:
     """Sign the member out everywhere and keep them out (their history stays)."""
-    _set_active(actor=actor, membership=membership, active=False)
+    _set_active(actor=actor, membership=membership, active=False, address=address)
 
 
-def membership_reactivate(*, actor: Actor, membership: Membership) -> None:
-    _set_active(actor=actor, membership=membership, active=True)
+def membership_reactivate(*, actor: Actor, membership: Membership, address: str | None = None) -> None:
+    _set_active(actor=actor, membership=membership, active=True, address=address)
 
 
 def sign_in_changed(*, user_id: int) -> None:
@@ -190,16 +214,38 @@ def membership_join_by_sso(*, sso: TenantSSO, user, role: str) -> Membership:
         if role == Role.ADMIN:
             User.objects.filter(pk=user.pk).update(is_staff=True)
             _grant_admin_permissions(user)
-        return Membership.objects.create(user=user, tenant_id=sso.tenant_id, role=role)
+        membership = Membership.objects.create(user=user, tenant_id=sso.tenant_id, role=role)
+        security_event_record(
+            tenant_id=sso.tenant_id,
+            kind=SecurityEventKind.SSO_LINKED,
+            actor=user,
+            person=user,
+            target=sso.app.provider_id,
+            detail={"role": role, "first_sign_in": True},
+        )
+        return membership
 
 
-def tenant_security_update(*, actor: Actor, tenant: Tenant, mfa_required: bool, step_up_window_s: int) -> Tenant:
+def tenant_security_update(
+    *, actor: Actor, tenant: Tenant, mfa_required: bool, step_up_window_s: int, address: str | None = None
+) -> Tenant:
     """A tenant admin's security settings: whether members need a second factor, and how recent
     a check risky actions need (1 minute to 12 hours)."""
     require_tenant_admin(actor, tenant.pk)
     if not 60 <= step_up_window_s <= 12 * 3600:
         raise Rejected("the step-up window is between 1 minute and 12 hours")
-    with tenancy.bind(tenant.pk):
-        Tenant.objects.filter(pk=tenant.pk).update(mfa_required=mfa_required, step_up_window_s=step_up_window_s)
+    before = {"mfa_required": tenant.mfa_required, "step_up_window_s": tenant.step_up_window_s}
+    after = {"mfa_required": mfa_required, "step_up_window_s": step_up_window_s}
+    with transaction.atomic(), tenancy.bind(tenant.pk):
+        Tenant.objects.filter(pk=tenant.pk).update(**after)
+        if before != after:
+            security_event_record(
+                tenant_id=tenant.pk,
+                kind=SecurityEventKind.POLICY_CHANGED,
+                actor=actor,
+                address=address,
+                target="tenant security settings",
+                detail={"before": before, "after": after},
+            )
     tenant.refresh_from_db()
     return tenant

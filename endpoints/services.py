@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from caisey import actors, secrets, tenancy
-from caisey.actors import Actor
+from caisey.actors import Actor, Party
 from caisey.errors import Forbidden, Rejected
 from caisey.state_machine import transition
 from endpoints.access import acting_for, require_member
@@ -39,8 +39,10 @@ from endpoints.models import (
     Membership,
     Presence,
     Role,
+    SecurityEventKind,
     Tenant,
 )
+from endpoints.security_log import security_event_record
 
 User = get_user_model()
 
@@ -188,7 +190,9 @@ class Enrollment:
 
 
 @transaction.atomic
-def endpoint_enroll(*, token_secret: str, machine_id: str, hostname: str, replace: bool = False) -> Enrollment:
+def endpoint_enroll(
+    *, token_secret: str, machine_id: str, hostname: str, replace: bool = False, address: str | None = None
+) -> Enrollment:
     """Exchange an enrollment token for a persistent endpoint identity and credential.
 
     The same machine enrolling again is refused unless ``replace`` is asked for,
@@ -203,10 +207,12 @@ def endpoint_enroll(*, token_secret: str, machine_id: str, hostname: str, replac
     if token is None:
         raise EnrollmentError("invalid_token", "enrollment token is not valid", 401)
     with tenancy.bind(token.tenant_id):
-        return _enroll(token=token, machine_id=machine_id, hostname=hostname, replace=replace)
+        return _enroll(token=token, machine_id=machine_id, hostname=hostname, replace=replace, address=address)
 
 
-def _enroll(*, token: EnrollmentToken, machine_id: str, hostname: str, replace: bool) -> Enrollment:
+def _enroll(
+    *, token: EnrollmentToken, machine_id: str, hostname: str, replace: bool, address: str | None
+) -> Enrollment:
     now = timezone.now()
     if token.revoked_at is not None:
         raise EnrollmentError("token_revoked", "enrollment token was revoked", 401)
@@ -245,6 +251,14 @@ def _enroll(*, token: EnrollmentToken, machine_id: str, hostname: str, replace: 
             enrolled_with=token,
         )
         existing.refresh_from_db()
+        security_event_record(
+            tenant_id=existing.tenant_id,
+            kind=SecurityEventKind.ENDPOINT_REENROLLED,
+            actor=Party.AGENT,
+            address=address,
+            target=f"endpoint {existing.hostname} ({existing.pk})",
+            detail={"machine_id": machine_id, "enrollment_token": token.prefix},
+        )
         # In this transaction: the open sessions' transcripts record it (sessions_app); after the
         # commit, the socket of the old identity is closed (bridge).
         for hook in endpoint_reenrolled_hooks():

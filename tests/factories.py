@@ -10,7 +10,8 @@ from datetime import timedelta
 from caisey import secrets, tenancy
 from caisey.actors import Party
 from endpoints import services
-from endpoints.models import ClientGroup, Endpoint, EnrollmentToken, Membership, Role, Tenant
+from endpoints.api_tokens import api_token_issue
+from endpoints.models import ApiToken, ClientGroup, Endpoint, EnrollmentToken, Membership, Role, Tenant
 
 _seq = itertools.count(1)
 PASSWORD = "correct-horse-battery"
@@ -199,3 +200,13 @@ def follow_up(session, *, actor=None, note: str = "check the backup ran", due: b
         FollowUp.all_tenants.filter(pk=scheduled.pk).update(due_at=timezone.now() - timedelta(minutes=1))
         scheduled.refresh_from_db()
     return scheduled
+
+
+def api_token(user, *, scope: str | None = None, days: int = 30, name: str = "test") -> tuple[ApiToken, str]:
+    """A REST API token of ``user``, issued as the command line does; (row, secret). Its scope:
+    ``scope``, else what the person's role allows (operator for technicians and admins)."""
+    membership = Membership.all_tenants.get(user=user)
+    tenant_id = membership.tenant_id
+    scope = scope or ("operator" if membership.can_operate else "read")
+    issued = api_token_issue(actor=Party.OPERATOR, tenant_id=tenant_id, owner=user, name=name, scope=scope, days=days)
+    return issued.token, issued.secret

@@ -58,6 +58,7 @@ class TenantWorld:
     incident: Any  # sessions_app.models.Incident, with ``session`` in it
     share_link: Any  # sessions_app.models.ShareLink, to ``session``
     follow_up: Any  # sessions_app.models.FollowUp, of ``session``, already due
+    api_token: Any  # endpoints.models.ApiToken of ``member``
 
     @property
     def secret_names(self) -> list[str]:
@@ -76,6 +77,8 @@ class TenantWorld:
             self.prompt.title,
             self.incident.title,
             self.share_link.label,
+            self.api_token.name,
+            self.api_token.token.token_key,
         ]
 
     @property
@@ -121,6 +124,7 @@ def build_world(label: str) -> TenantWorld:
         incident=factories.incident(tenant, actor=member.user, title=f"{label} secret incident", sessions=[session]),
         share_link=factories.share_link(actor=member.user, session=session, label=f"{label} secret share")[0],
         follow_up=factories.follow_up(session, actor=member.user, note=f"{label} secret follow-up", due=True),
+        api_token=factories.api_token(member.user, name=f"{label} secret api token")[0],
     )
 
 
@@ -188,6 +192,7 @@ URL_PARAMETERS: dict[str, Callable[[TenantWorld], Any]] = {
     "incident_id": lambda w: w.incident.pk,
     "link_id": lambda w: w.share_link.pk,  # a share link
     "follow_up_id": lambda w: w.follow_up.pk,  # a follow-up of the session above
+    "api_token_id": lambda w: w.api_token.pk,  # a REST API token of the member
 }
 
 # REST routers name their id parameter "pk"; what it points at follows from the route's name,
@@ -212,6 +217,7 @@ SEARCHES: list[Callable[[TenantWorld], dict[str, str]]] = [
     lambda w: {"group": w.client_group.slug},
     lambda w: {"group": w.client_group.name},
     lambda w: {"endpoint": str(w.endpoint.pk), "client_group": str(w.client_group.pk)},
+    lambda w: {"person": str(w.member.user_id), "kind": "login"},  # the security log's filters
 ]
 
 # Form bodies a page without URL parameters is also POSTed: tenant B's ids in the fields forms use.
@@ -399,6 +405,12 @@ def test_every_url_keeps_tenant_b_out_of_reach_of_tenant_a(client, two_tenants, 
                 )
     assert not problems, "\n".join(problems)
     assert "endpoints/<uuid:endpoint_id>/" in covered and "" in covered
+    assert {
+        "members/tokens/",
+        "members/tokens/<int:api_token_id>/revoke",
+        "members/security-log/",
+        "members/security-log.csv",
+    } <= set(covered)
     assert snapshot(b) == before, "requests of tenant A changed tenant B's data"
 
 

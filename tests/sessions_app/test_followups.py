@@ -10,7 +10,6 @@ from django.core import mail
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
-from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from caisey import tenancy
@@ -147,7 +146,7 @@ def test_another_tenant_cannot_open_or_see_it(world, client):
     assert client.post(reverse("console:follow_up_open", args=[follow_up.pk])).status_code == 404
     assert str(follow_up.pk) not in client.get(reverse("console:follow_up_list") + "?who=all").content.decode()
     api = APIClient()
-    _, token = AuthToken.objects.create(user=stranger)
+    _, token = factories.api_token(stranger)
     api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert api.post(f"/api/v1/follow-ups/{follow_up.pk}/open/").status_code == 404
     assert api.get(f"/api/v1/follow-ups/{follow_up.pk}/").status_code == 404
@@ -178,7 +177,7 @@ def test_api_lists_mine_and_the_tenants_and_opens(world):
     mine = factories.follow_up(world.session, actor=world.tech, due=True)
     theirs = factories.follow_up(world.session, actor=world.colleague)
     api = APIClient()
-    _, token = AuthToken.objects.create(user=world.tech)
+    _, token = factories.api_token(world.tech)
     api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     listed = api.get("/api/v1/follow-ups/").json()["results"]
     assert [r["id"] for r in listed] == [str(mine.pk)] and listed[0]["due"] is True

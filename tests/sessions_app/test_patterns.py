@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from caisey import tenancy
@@ -154,7 +153,7 @@ def test_session_page_and_api_show_the_patterns(client, world):
     assert "median decision 42 s" in page and "9h×1" in page
     assert 'first prompt of a session: missed <span data-field="first-missed">1 of 1</span>' in page
     api = APIClient()
-    _, token = AuthToken.objects.create(user=world.tech)
+    _, token = factories.api_token(world.tech)
     api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     body = api.get(f"/api/v1/endpoints/{world.laptop.pk}/prompt-patterns/").json()
     assert body["endpoint"]["first_prompt"] == {"asked": 1, "missed": 1, "miss_rate": 1.0}

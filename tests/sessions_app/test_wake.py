@@ -10,7 +10,6 @@ import pytest
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
-from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from bridge import health, outbox
@@ -216,7 +215,7 @@ def test_console_form_card_and_wake_button(client, world):
 
 def _api(user) -> APIClient:
     api = APIClient()
-    _, token = AuthToken.objects.create(user=user)
+    _, token = factories.api_token(user)
     api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     return api
 

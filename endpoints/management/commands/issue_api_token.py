@@ -1,12 +1,14 @@
-from datetime import timedelta
-
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from knox.models import AuthToken
 from knox.settings import knox_settings
 
+from caisey import tenancy
+from caisey.actors import Party
 from endpoints.access import membership_resolve
+from endpoints.api_tokens import api_token_issue, api_token_revoke
+from endpoints.models import ApiToken, TokenScope
 
 
 class Command(BaseCommand):
@@ -21,6 +23,13 @@ class Command(BaseCommand):
             "--days", type=int, default=None, help="days until the token expires (default: CAISEY_API_TOKEN_DAYS, 90)"
         )
         parser.add_argument("--rotate", action="store_true", help="revoke the user's other tokens at once")
+        parser.add_argument(
+            "--scope",
+            choices=TokenScope.values,
+            default=TokenScope.OPERATOR,
+            help="read: safe methods only; operator (default): may also change things, within the user's role",
+        )
+        parser.add_argument("--name", default="issued on the command line", help="what the token is for")
 
     def handle(self, *args, **opts):
         User = get_user_model()
@@ -35,9 +44,18 @@ class Command(BaseCommand):
             raise CommandError(f"user {name!r} is not a member of any tenant; API tokens are for tenant members")
         if opts["days"] is not None and not 1 <= opts["days"] <= 3650:
             raise CommandError("--days must be between 1 and 3650")
-        expiry = timedelta(days=opts["days"]) if opts["days"] is not None else knox_settings.TOKEN_TTL
+        days = opts["days"] if opts["days"] is not None else knox_settings.TOKEN_TTL.days
+        tenant_id = access.membership.tenant_id
+        if opts["scope"] == TokenScope.OPERATOR and not access.membership.can_operate:
+            opts["scope"] = TokenScope.READ  # a viewer's token only reads anyway: say so in its scope
         with transaction.atomic():
             if opts["rotate"]:
-                AuthToken.objects.filter(user=user).delete()
-            _, token = AuthToken.objects.create(user=user, expiry=expiry)
-        self.stdout.write(token)
+                with tenancy.bind(tenant_id):
+                    ids = list(ApiToken.objects.filter(token__user=user).values_list("pk", flat=True))
+                for token_id in ids:
+                    api_token_revoke(actor=Party.OPERATOR, tenant_id=tenant_id, token_id=token_id)
+                AuthToken.objects.filter(user=user).delete()  # knox tokens made without a Caisey row
+            issued = api_token_issue(
+                actor=Party.OPERATOR, tenant_id=tenant_id, owner=user, name=opts["name"], scope=opts["scope"], days=days
+            )
+        self.stdout.write(issued.secret)
