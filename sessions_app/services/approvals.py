@@ -34,6 +34,7 @@ from caisey.errors import Conflict
 from caisey_agent import protocol as p
 from endpoints.access import acting_for
 from endpoints.models import Endpoint
+from endpoints.selectors import approval_policy_for
 from sessions_app.kinds import TranscriptKind as K
 from sessions_app.models import (
     PROMPT_ENDED,
@@ -498,6 +499,9 @@ def prompt_escalate(*, actor: Actor, prompt: Prompt, base_url: str) -> ApprovalL
         email = prompt.endpoint.client_group.approver_email
         if not email:
             raise PromptError("the client group has no designated approver; set one in the admin")
+        why = escalation_blocker(prompt, now=timezone.now())
+        if why:
+            raise PromptError(why)
         token = secrets.new_secret("apl_")
         link = ApprovalLink.objects.create(
             tenant_id=prompt.tenant_id, prompt=prompt, token_hash=secrets.digest(token), email=email
@@ -512,14 +516,43 @@ def prompt_escalate(*, actor: Actor, prompt: Prompt, base_url: str) -> ApprovalL
             data={"prompt": str(prompt.pk), "to": email},
         )
         body = (
-            f"{prompt.title}\n\n{prompt.detail}\n\nEndpoint: {prompt.endpoint.hostname}\n"
+            f"{p.visible(prompt.title)}\n\n{p.visible(prompt.detail)}\n\nEndpoint: {prompt.endpoint.hostname}\n"
             f"Answer before {prompt.deadline_at:%Y-%m-%d %H:%M %Z}: {url}\n\n"
             "The link works once and expires with the request."
         )
         transaction.on_commit(
-            lambda: send_mail(f"Approval requested: {prompt.title}", body, settings.DEFAULT_FROM_EMAIL, [email])
+            lambda: send_mail(
+                f"Approval requested: {p.visible(prompt.title)}", body, settings.DEFAULT_FROM_EMAIL, [email]
+            )
         )
         return link
+
+
+def _nobody_logged_in(endpoint: Endpoint) -> bool:
+    """Whether the endpoint's last report says no user is logged in. A report that does not say
+    (an older agent, a presence error) counts as nobody known to be there: the rule fails closed."""
+    return (endpoint.machine_context or {}).get("user_logged_in") is not True
+
+
+def escalation_blocker(prompt: Prompt, *, now: datetime) -> str:
+    """Why the prompt cannot go to the designated approver now, or "". With nobody logged in at the
+    endpoint it may go at once, if the policy allows approval without a user; otherwise the user at
+    the endpoint has the policy's share of the deadline to answer first."""
+    policy = approval_policy_for(endpoint=prompt.endpoint)
+    if _nobody_logged_in(prompt.endpoint):
+        if not policy.allow_without_user:
+            return (
+                "nobody is logged in at the endpoint, and this client's policy does not allow approval without"
+                " a user there"
+            )
+        return ""
+    opens = prompt.created_at + (prompt.deadline_at - prompt.created_at) * policy.escalate_after_percent / 100
+    if now < opens:
+        return (
+            f"the user at the endpoint answers first: escalation opens at {_hms(opens)}"
+            f" ({policy.escalate_after_percent}% of the response deadline)"
+        )
+    return ""
 
 
 def approval_link_find(*, token: str) -> ApprovalLink | None:
@@ -554,6 +587,13 @@ def approval_link_decide(*, token: str, approve: bool, ip: str, user_agent: str)
         claimed = ApprovalLink.objects.filter(pk=link.pk, used_at__isnull=True).update(used_at=timezone.now())
         prompt = prompting.prompt_fresh(link.prompt)
         ok = bool(claimed) and prompt.is_open and prompt.deadline_at > timezone.now()
+        if (
+            ok
+            and _nobody_logged_in(prompt.endpoint)
+            and not approval_policy_for(endpoint=prompt.endpoint).allow_without_user
+        ):
+            # Checked again at the decision: the user may have logged off since the escalation.
+            ok = False
         approval_link_visit(
             link=link, ip=ip, user_agent=user_agent, outcome=("approved" if approve else "denied") if ok else "refused"
         )

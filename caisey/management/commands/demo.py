@@ -31,6 +31,7 @@ from caisey.daphne import daphne_argv
 from caisey.env import env_str
 from caisey.errors import Rejected
 from caisey.worker import celery_worker_argv
+from caisey_agent.policy import write_policy as write_local_policy
 from endpoints import services
 from endpoints.models import ClientGroup, Endpoint, EndpointStatus, Membership, Role, Tenant
 
@@ -178,6 +179,9 @@ class Command(BaseCommand):
 
             state_dir = data_dir / "demo-agent"
             self._enroll_agent(url, tenant, state_dir, env)
+            # An explicit local policy: without one the agent refuses shell commands. The server's
+            # approval policy for the group still asks the user first (shell and built-in commands).
+            write_local_policy(state_dir, {"allow_shell": True})
             stack.start("agent", [py, "-m", "caisey_agent", "run", "--state-dir", str(state_dir)])
             self._banner(url, password, data_dir, log_dir)
             while True:
