@@ -171,3 +171,20 @@ def test_pattern_folders_are_resolved_too(tmp_path):
     policy = pol.parse_policy({"allowed_tail_paths": [str(tmp_path / "alias" / "*.log")]})
     assert policy.tail_path_allowed(str(tmp_path / "alias" / "a.log"))[0] is True
     assert policy.tail_path_allowed(str(real / "a.log"))[0] is True
+
+
+def test_the_cli_allows_shell_keeping_the_other_keys(tmp_path, capsys):
+    """What an installer and `caisey demo` run: `caisey-agent policy --allow-shell`."""
+    from caisey_agent import cli
+
+    state = tmp_path / "state"
+    assert cli.main(["policy", "--state-dir", str(state)]) == 0
+    assert json.loads(capsys.readouterr().out)["allow_shell"] is False
+    state.mkdir(exist_ok=True)
+    write(state, {"forbid_kinds": ["service_restart"]})
+    assert cli.main(["policy", "--allow-shell", "--state-dir", str(state)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["allow_shell"] is True and shown["forbid_kinds"] == ["service_restart"]
+    assert pol.load_policy(state).refusal("shell", "shell") is None
+    assert cli.main(["policy", "--forbid-shell", "--state-dir", str(state)]) == 0
+    assert pol.load_policy(state).refusal("shell", "shell") is not None
