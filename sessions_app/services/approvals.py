@@ -589,10 +589,12 @@ def approval_link_decide(*, token: str, approve: bool, ip: str, user_agent: str)
         ok = bool(claimed) and prompt.is_open and prompt.deadline_at > timezone.now()
         if (
             ok
+            and approve
             and _nobody_logged_in(prompt.endpoint)
             and not approval_policy_for(endpoint=prompt.endpoint).allow_without_user
         ):
-            # Checked again at the decision: the user may have logged off since the escalation.
+            # Checked again at the decision: the user may have logged off since the escalation. An
+            # approval is refused; a denial runs nothing and is taken.
             ok = False
         approval_link_visit(
             link=link, ip=ip, user_agent=user_agent, outcome=("approved" if approve else "denied") if ok else "refused"

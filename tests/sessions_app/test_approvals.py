@@ -399,6 +399,16 @@ def test_approver_decision_refused_when_the_user_logged_off_and_policy_needs_one
     assert list(ApprovalLinkVisit.all_tenants.values_list("outcome", flat=True)) == ["refused"]
 
 
+def test_approver_may_still_deny_with_nobody_logged_in(client):
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    prompts.prompt_escalate(actor=tech, prompt=half_way(prompt_of(action)), base_url="http://testserver")
+    url = re.search(r"http://testserver(/approve/\S+/)", mail.outbox[0].body).group(1)
+    Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(machine_context={"user_logged_in": False})
+    assert client.post(url, {"decision": "deny"}).status_code == 200
+    assert prompt_of(action).state == PromptState.DENIED
+
+
 def test_approver_decision_without_user_is_taken_when_the_policy_allows_it(client):
     enrolled, tech, session = world(user_logged_in=False, allow_without_user=True)
     action = shell(tech, session)
