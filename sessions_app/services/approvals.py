@@ -499,7 +499,7 @@ def prompt_escalate(*, actor: Actor, prompt: Prompt, base_url: str) -> ApprovalL
         email = prompt.endpoint.client_group.approver_email
         if not email:
             raise PromptError("the client group has no designated approver; set one in the admin")
-        why = escalation_blocker(prompt, now=timezone.now())
+        why = approval_selectors.escalation_blocker(prompt, endpoint=prompt.endpoint, now=timezone.now())
         if why:
             raise PromptError(why)
         token = secrets.new_secret("apl_")
@@ -526,33 +526,6 @@ def prompt_escalate(*, actor: Actor, prompt: Prompt, base_url: str) -> ApprovalL
             )
         )
         return link
-
-
-def _nobody_logged_in(endpoint: Endpoint) -> bool:
-    """Whether the endpoint's last report says no user is logged in. A report that does not say
-    (an older agent, a presence error) counts as nobody known to be there: the rule fails closed."""
-    return (endpoint.machine_context or {}).get("user_logged_in") is not True
-
-
-def escalation_blocker(prompt: Prompt, *, now: datetime) -> str:
-    """Why the prompt cannot go to the designated approver now, or "". With nobody logged in at the
-    endpoint it may go at once, if the policy allows approval without a user; otherwise the user at
-    the endpoint has the policy's share of the deadline to answer first."""
-    policy = approval_policy_for(endpoint=prompt.endpoint)
-    if _nobody_logged_in(prompt.endpoint):
-        if not policy.allow_without_user:
-            return (
-                "nobody is logged in at the endpoint, and this client's policy does not allow approval without"
-                " a user there"
-            )
-        return ""
-    opens = prompt.created_at + (prompt.deadline_at - prompt.created_at) * policy.escalate_after_percent / 100
-    if now < opens:
-        return (
-            f"the user at the endpoint answers first: escalation opens at {_hms(opens)}"
-            f" ({policy.escalate_after_percent}% of the response deadline)"
-        )
-    return ""
 
 
 def approval_link_find(*, token: str) -> ApprovalLink | None:
@@ -590,7 +563,7 @@ def approval_link_decide(*, token: str, approve: bool, ip: str, user_agent: str)
         if (
             ok
             and approve
-            and _nobody_logged_in(prompt.endpoint)
+            and approval_selectors.nobody_logged_in(prompt.endpoint)
             and not approval_policy_for(endpoint=prompt.endpoint).allow_without_user
         ):
             # Checked again at the decision: the user may have logged off since the escalation. An

@@ -360,6 +360,18 @@ def test_escalation_waits_for_the_policy_share_of_the_deadline():
     assert len(mail.outbox) == 1
 
 
+def test_the_prompt_card_says_when_escalation_opens(client):
+    enrolled, tech, session = world(deadline_s=600)
+    prompt = prompt_of(shell(tech, session))
+    client.force_login(tech)
+    page = client.get(reverse("console:session_detail", args=[session.pk])).content.decode()
+    assert re.search(r"The user at the endpoint answers first: escalation opens at \d\d:\d\d:\d\d", page)
+    half_way(prompt)
+    page = client.get(reverse("console:session_detail", args=[session.pk])).content.decode()
+    assert "escalation opens at" not in page
+    assert "Escalate to the client" in page
+
+
 def test_escalation_share_is_per_policy():
     enrolled, tech, session = world(escalate_after_percent=0)
     prompts.prompt_escalate(actor=tech, prompt=prompt_of(shell(tech, session)), base_url="http://testserver")
