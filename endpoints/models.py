@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -226,13 +227,21 @@ class ApprovalPolicy(models.Model):
         related_name="approval_policy",
         help_text="Set to override the client group's policy for one endpoint.",
     )
-    requires = models.CharField(max_length=20, choices=ApprovalRequirement.choices, default=ApprovalRequirement.SHELL)
+    requires = models.CharField(
+        max_length=20, choices=ApprovalRequirement.choices, default=ApprovalRequirement.COMMANDS
+    )
     response_deadline_s = models.PositiveIntegerField(default=300)
     allow_escalation = models.BooleanField(
         default=True, help_text="An unanswered prompt may go to the client group's designated approver by email."
     )
     allow_without_user = models.BooleanField(
         default=False, help_text="A prompt may be approved (by the designated approver) when nobody is logged in."
+    )
+    escalate_after_percent = models.PositiveSmallIntegerField(
+        default=50,
+        validators=[MaxValueValidator(100)],
+        help_text="How much of the response deadline (in %) the user at the endpoint has before a prompt may be"
+        " escalated; at once when the endpoint reports nobody logged in (and approval without a user is allowed).",
     )
 
     objects = TenantScopedManager()

@@ -25,16 +25,19 @@ def client_group_list() -> QuerySet[ClientGroup]:
     return ClientGroup.objects.all()
 
 
+# What an endpoint without any policy gets, and what client_group_create writes for a new group:
+# shell and built-in commands need the end user's approval (issue 11 item 10; it was "none").
 DEFAULT_POLICY = {
-    "requires": "none",
+    "requires": "commands",
     "response_deadline_s": 300,
     "allow_escalation": False,
     "allow_without_user": False,
+    "escalate_after_percent": 50,
 }
 
 
 def approval_policy_for(*, endpoint: Endpoint):
-    """The endpoint's own policy, else its client group's, else none required (an unsaved default).
+    """The endpoint's own policy, else its client group's, else DEFAULT_POLICY (an unsaved default).
     Read in the endpoint's tenant (a caller bound to another tenant gets TenantMismatch)."""
     with tenancy.bind(endpoint.tenant_id):
         policy = (

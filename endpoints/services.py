@@ -32,6 +32,7 @@ from endpoints.hooks import endpoint_reenrolled_hooks, endpoint_revoked_hooks
 from endpoints.models import (
     ENDPOINT_TRANSITIONS,
     AgentMode,
+    ApprovalPolicy,
     ClientGroup,
     Endpoint,
     EndpointStatus,
@@ -43,6 +44,7 @@ from endpoints.models import (
     Tenant,
 )
 from endpoints.security_log import security_event_record
+from endpoints.selectors import DEFAULT_POLICY
 
 User = get_user_model()
 
@@ -119,10 +121,13 @@ def tenant_share_review_set(*, actor: Actor, tenant_id: uuid.UUID | str, require
 def client_group_create(
     *, actor: Actor, tenant: Tenant, name: str, slug: str = "", approver_email: str = ""
 ) -> ClientGroup:
+    """A new client group, with its approval policy: shell and built-in commands need approval."""
     with acting_for(actor, tenant.pk):
-        return ClientGroup.objects.create(
+        group = ClientGroup.objects.create(
             tenant=tenant, name=name, slug=slug or slugify(name), approver_email=approver_email
         )
+        ApprovalPolicy.objects.create(tenant=tenant, client_group=group, **DEFAULT_POLICY)
+        return group
 
 
 # --- enrollment tokens -------------------------------------------------------------

@@ -119,16 +119,29 @@ def bulk_run(endpoints: list[Endpoint], *, actor=None, kind: str = "system_summa
 
 
 @tenancy.system()
-def policy(group: ClientGroup, *, requires: str = "shell", deadline_s: int = 300, allow_escalation: bool = True):
+def policy(
+    group: ClientGroup,
+    *,
+    requires: str = "shell",
+    deadline_s: int = 300,
+    allow_escalation: bool = True,
+    allow_without_user: bool = False,
+    escalate_after_percent: int = 50,
+):
+    """Set the group's approval policy (client_group_create wrote the default one)."""
     from endpoints.models import ApprovalPolicy
 
-    return ApprovalPolicy.all_tenants.create(
-        tenant_id=group.tenant_id,
+    return ApprovalPolicy.all_tenants.update_or_create(
         client_group=group,
-        requires=requires,
-        response_deadline_s=deadline_s,
-        allow_escalation=allow_escalation,
-    )
+        defaults=dict(
+            tenant_id=group.tenant_id,
+            requires=requires,
+            response_deadline_s=deadline_s,
+            allow_escalation=allow_escalation,
+            allow_without_user=allow_without_user,
+            escalate_after_percent=escalate_after_percent,
+        ),
+    )[0]
 
 
 def prompt(session, *, actor=None, title: str = "May we restart the print spooler?", allow_escalation: bool = True):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from caisey_agent import __version__, platforms
+from caisey_agent import __version__, platforms, policy
 from caisey_agent.enroll import EnrollError, enroll
 from caisey_agent.main import default_state_dir, run
 from caisey_agent.prompts import PromptRefused, PromptStore, render
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_prompts = sub.add_parser("prompts", parents=[common], help="list, approve or deny approval requests")
     p_prompts.add_argument("verb", nargs="?", choices=["list", "approve", "deny"], default="list")
     p_prompts.add_argument("prompt_id", nargs="?", help="the request's id (its first characters are enough)")
+    p_policy = sub.add_parser(
+        "policy", parents=[common], help="show the local policy, or allow or forbid shell commands"
+    )
+    p_policy.add_argument("--allow-shell", action="store_true", help='write "allow_shell": true into policy.json')
+    p_policy.add_argument("--forbid-shell", action="store_true", help='write "allow_shell": false into policy.json')
     p_service = sub.add_parser("service", parents=[common], help="the Windows service: install, remove, status")
     p_service.add_argument("verb", choices=["install", "remove", "status", "run"])
     p_helper = sub.add_parser("desktop-helper", help="(started by the Windows service in a user's session)")
@@ -109,11 +115,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             print(state.to_json())
             return 0
+        if args.command == "policy":
+            return policy_command(state, allow_shell=args.allow_shell, forbid_shell=args.forbid_shell)
         if args.command == "prompts":
             return prompts_command(state, args.verb, args.prompt_id)
         return run(state, backoff_cap=args.backoff_cap)
     finally:
         state.close()
+
+
+def policy_command(state: AgentState, *, allow_shell: bool, forbid_shell: bool) -> int:
+    """Show the policy in force; with --allow-shell / --forbid-shell, set ``allow_shell`` in policy.json
+    first, keeping its other keys (what an installer or ``caisey demo`` runs)."""
+    if allow_shell and forbid_shell:
+        print("caisey-agent: give --allow-shell or --forbid-shell, not both", file=sys.stderr)
+        return 2
+    if allow_shell or forbid_shell:
+        current = policy.load_policy(state.dir)
+        if current.lockdown:
+            print(f"caisey-agent: not changing a policy that is not in use: {current.problem}", file=sys.stderr)
+            return 1
+        path = policy.policy_path(state.dir)
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        doc["allow_shell"] = allow_shell
+        policy.write_policy(state.dir, doc)
+    print(json.dumps(policy.load_policy(state.dir).describe(), indent=2))
+    return 0
 
 
 def prompts_command(state: AgentState, verb: str, prompt_id: str | None) -> int:

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from caisey_agent import protocol as p
+
 PIPE_PREFIX = r"\\.\pipe\caisey-prompts-"
 MAX_MESSAGE = 64 * 1024
 DIALOG_TITLE = "Caisey approval request from {organisation}"
@@ -85,7 +87,7 @@ def dialog_text(msg: dict) -> tuple[str, str]:
         f"Approve? (Yes approves, No denies; the request expires in {left // 60} min {left % 60} s.)\n"
         f"Only approve if you expect this from {msg['organisation']}."
     )
-    return DIALOG_TITLE.format(organisation=msg["organisation"]), body
+    return p.visible(DIALOG_TITLE.format(organisation=msg["organisation"])), p.visible(body)  # controls shown
 
 
 @dataclass

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 
+from caisey_agent import protocol as p
 from caisey_agent.prompts import HeldPrompt
 
 log = logging.getLogger("caisey_agent.dialog")
@@ -26,11 +27,14 @@ def available() -> bool:
 
 async def ask(prompt: HeldPrompt, timeout: float) -> bool | None:
     """Show the prompt; True approve, False deny, None when closed unanswered or not shown."""
-    text = f"{prompt.title}\n\nAsked by {prompt.requested_by} ({prompt.organisation})\n\nWill run:\n{prompt.detail}"
+    text = p.visible(
+        f"{prompt.title}\n\nAsked by {prompt.requested_by} ({prompt.organisation})\n\nWill run:\n{prompt.detail}"
+    )
     if shutil.which("zenity"):
         argv = [
             "zenity",
             "--question",
+            "--no-markup",  # the text is shown as written: no Pango markup can restyle or hide part of it
             "--title=Caisey approval request",
             f"--text={text}",
             "--ok-label=Approve",

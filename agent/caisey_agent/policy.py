@@ -8,13 +8,17 @@ beyond it. It is read afresh for every action, so an edit takes effect at once.
 Format (every key optional)::
 
     {
-      "forbid_categories": ["shell"],            # of: diagnostic, command, shell
+      "allow_shell": true,                       # shell commands run only when this is true
+      "forbid_categories": ["command"],          # of: diagnostic, command, shell
       "forbid_kinds": ["service_restart"],       # action kinds from the catalogue
       "allowed_tail_paths": ["/var/log/*", "/tmp/caisey-*"]   # fnmatch patterns for file_tail
     }
 
-No file: the defaults (nothing forbidden; ``file_tail`` limited to the system log
-folders). A file that cannot be trusted (writable by group or others, owned by
+No file: the defaults (no shell commands; ``file_tail`` limited to the system log
+folders). Shell commands run only where the endpoint's administrator said so with
+``"allow_shell": true`` (the installer and ``caisey demo`` write it, see
+:func:`write_policy`): a server that asks for a shell command on a machine nobody
+allowed it on gets a refusal that says how to allow it. A file that cannot be trusted (writable by group or others, owned by
 another user than the agent's or root) or cannot be understood (bad JSON, unknown
 keys, unknown categories or kinds, wrong types) is not used: the agent then runs in
 *lockdown* — read-only diagnostics only, no ``file_tail`` at all — and every refusal
@@ -30,7 +34,7 @@ import logging
 import os
 import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from caisey_agent import protocol as p
@@ -39,7 +43,11 @@ log = logging.getLogger("caisey_agent.policy")
 
 FILENAME = "policy.json"
 MAX_POLICY_BYTES = 64 * 1024
-KEYS = ("forbid_categories", "forbid_kinds", "allowed_tail_paths")
+KEYS = ("allow_shell", "forbid_categories", "forbid_kinds", "allowed_tail_paths")
+NO_SHELL = (
+    'shell commands are off on this endpoint: its local policy does not say "allow_shell": true'
+    " (set it in {path} to allow them)"
+)
 
 
 def default_tail_paths() -> tuple[str, ...]:
@@ -64,6 +72,9 @@ class LocalPolicy:
     source: str = "defaults (no policy.json)"
     # Set when policy.json exists but was not used; the agent is then in lockdown.
     problem: str = ""
+    # Where the policy lives (or would): named in the refusal of a shell command.
+    path: str = FILENAME
+    allow_shell: bool = False
 
     @property
     def lockdown(self) -> bool:
@@ -74,6 +85,8 @@ class LocalPolicy:
         suffix = f" (lockdown: {self.problem})" if self.problem else f" ({self.source})"
         if category in self.forbid_categories:
             return f"the endpoint's local policy forbids {category} actions{suffix}"
+        if category == p.CATEGORY_SHELL and not self.allow_shell:
+            return NO_SHELL.format(path=self.path)
         if kind in self.forbid_kinds:
             return f"the endpoint's local policy forbids the action {kind!r}{suffix}"
         return None
@@ -91,6 +104,7 @@ class LocalPolicy:
             "source": self.source,
             "lockdown": self.lockdown,
             "problem": self.problem,
+            "allow_shell": self.allow_shell,
             "forbid_categories": sorted(self.forbid_categories),
             "forbid_kinds": sorted(self.forbid_kinds),
             "allowed_tail_paths": list(self.allowed_tail_paths),
@@ -117,7 +131,7 @@ def load_policy(state_dir: Path | str) -> LocalPolicy:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        return LocalPolicy()
+        return LocalPolicy(path=str(path))
     except OSError as exc:
         return _refuse(f"cannot open {path}: {exc.strerror or exc}", path)
     try:
@@ -134,7 +148,7 @@ def load_policy(state_dir: Path | str) -> LocalPolicy:
     if len(raw) > MAX_POLICY_BYTES:
         return _refuse(f"{path} is larger than {MAX_POLICY_BYTES} bytes", path)
     try:
-        return parse_policy(json.loads(raw.decode("utf-8")), source=str(path))
+        return replace(parse_policy(json.loads(raw.decode("utf-8")), source=str(path)), path=str(path))
     except (ValueError, UnicodeDecodeError) as exc:
         return _refuse(f"{path} is not a valid policy: {exc}", path)
 
@@ -154,6 +168,11 @@ def parse_policy(doc: object, *, source: str = "policy.json") -> LocalPolicy:
     bad = [k for k in kinds if k not in p.ACTION_KINDS]
     if bad:
         raise ValueError(f"forbid_kinds: unknown action kinds {bad}")
+    allow_shell = doc.get("allow_shell", False)
+    if not isinstance(allow_shell, bool):
+        raise ValueError("allow_shell must be true or false")
+    if allow_shell and p.CATEGORY_SHELL in categories:
+        raise ValueError('allow_shell is true but forbid_categories lists "shell"')
     tails = tuple(_string_list(doc, "allowed_tail_paths")) if "allowed_tail_paths" in doc else default_tail_paths()
     for pattern in tails:
         if not os.path.isabs(pattern):
@@ -163,7 +182,23 @@ def parse_policy(doc: object, *, source: str = "policy.json") -> LocalPolicy:
         forbid_kinds=frozenset(kinds),
         allowed_tail_paths=tails,
         source=source,
+        allow_shell=allow_shell,
     )
+
+
+def write_policy(state_dir: Path | str, doc: dict) -> Path:
+    """Write ``policy.json`` (owner-only) after checking that it parses: what an installer or
+    ``caisey demo`` uses to leave an explicit policy behind."""
+    parse_policy(doc)
+    path = policy_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
 
 
 def _string_list(doc: dict, key: str) -> list[str]:

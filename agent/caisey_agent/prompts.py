@@ -157,10 +157,14 @@ class PromptStore:
 
 
 def render(prompt: HeldPrompt) -> str:
+    """The prompt for a terminal; control characters shown, not acted on (an ESC[8m in a command
+    would hide the rest of the line from the person approving it)."""
     left = max(0, int(prompt.deadline - time.time()))
+    v = p.visible
     return (
-        f"[{prompt.prompt_id[:8]}] {prompt.title}\n"
-        f"    asked by {prompt.requested_by} ({prompt.organisation}); answer within {left // 60} min {left % 60} s\n"
-        f"    will run: {prompt.detail}\n"
+        f"[{prompt.prompt_id[:8]}] {v(prompt.title)}\n"
+        f"    asked by {v(prompt.requested_by)} ({v(prompt.organisation)});"
+        f" answer within {left // 60} min {left % 60} s\n"
+        f"    will run: {v(prompt.detail)}\n"
         f"    state: {prompt.state}"
     )

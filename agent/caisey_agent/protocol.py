@@ -8,6 +8,7 @@ with a stable ``code`` the receiver reports in an error frame.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -276,6 +277,7 @@ class ParamSpec:
     minimum: int | None = None
     maximum: int | None = None
     choices: tuple[str, ...] = ()
+    multiline: bool = False  # newlines (and CR) allowed, e.g. a script; tab always is
 
 
 @dataclass(frozen=True)
@@ -481,7 +483,7 @@ ACTION_KINDS: dict[str, ActionKind] = {
             "Run a command line with the system shell: /bin/sh on Linux and macOS, PowerShell on Windows "
             "(or cmd when asked).",
             (
-                _p("command", required=True, max_length=8000),
+                _p("command", required=True, max_length=8000, multiline=True),
                 # "" first: the console's picker shows it as the default choice (the endpoint's own shell).
                 _p("shell", choices=("", *SHELL_CHOICES), help="empty: the endpoint's default shell", max_length=20),
             ),
@@ -515,6 +517,40 @@ def validate_params(kind_name: str, params: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+# C0 (but tab), DEL, C1, and the bidirectional overrides and isolates that reorder what is shown
+# ("Trojan Source"): characters that make the text a person approves differ from what runs.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_ONE_LINE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def control_character(text: str, *, multiline: bool = False) -> int | None:
+    """The index of the first character not allowed in a parameter, or None."""
+    found = (_CONTROL if multiline else _CONTROL_ONE_LINE).search(text)
+    return found.start() if found else None
+
+
+_SHOWN_AS_IS = "\t\n"
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _picture(found: re.Match[str]) -> str:
+    char = found.group()
+    if char in _SHOWN_AS_IS:
+        return char
+    code = ord(char)
+    if code < 0x20:
+        return chr(0x2400 + code)  # the Control Pictures block: ESC is shown as ␛
+    if code == 0x7F:
+        return "\u2421"  # ␡
+    return f"<U+{code:04X}>"
+
+
+def visible(text: str) -> str:
+    """Text with its control characters shown instead of acted on (ESC as ␛, a C1 or bidi control as
+    <U+009B>): wherever a person reads what they approve (terminal, dialog, web page, e-mail)."""
+    return _ANY_CONTROL.sub(_picture, text)
+
+
 def _coerce(spec: ParamSpec, value: Any) -> Any:
     if spec.type == "int":
         try:
@@ -529,6 +565,13 @@ def _coerce(spec: ParamSpec, value: Any) -> Any:
             return value
         return str(value).lower() in ("1", "true", "yes", "on")
     text = str(value)
+    bad = control_character(text, multiline=spec.multiline)
+    if bad is not None:
+        raise ProtocolError(
+            "invalid_params",
+            f"{spec.name} contains the control character U+{ord(text[bad]):04X} at position {bad + 1};"
+            " control characters can hide what will run from the person approving it",
+        )
     if len(text) > spec.max_length:
         raise ProtocolError("invalid_params", f"{spec.name} is longer than {spec.max_length} characters")
     if spec.choices and text not in spec.choices:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from endpoints.models import Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
+from endpoints.selectors import approval_policy_for
 from sessions_app.models import (
     Action,
     ActionStatus,
@@ -147,6 +148,33 @@ def late_rerun_blocker(prompt: Prompt, *, automatic: bool, now: datetime | None 
     return ""
 
 
+def nobody_logged_in(endpoint: Endpoint) -> bool:
+    """Whether the endpoint's last report says no user is logged in. A report that does not say
+    (an older agent, a presence error) counts as nobody known to be there: the rule fails closed."""
+    return (endpoint.machine_context or {}).get("user_logged_in") is not True
+
+
+def escalation_blocker(prompt: Prompt, *, endpoint: Endpoint, now: datetime) -> str:
+    """Why the prompt cannot go to the designated approver now, or "". With nobody logged in at the
+    endpoint it may go at once, if the policy allows approval without a user; otherwise the user at
+    the endpoint has the policy's share of the deadline to answer first."""
+    policy = approval_policy_for(endpoint=endpoint)
+    if nobody_logged_in(endpoint):
+        if not policy.allow_without_user:
+            return (
+                "nobody is logged in at the endpoint, and this client's policy does not allow approval without"
+                " a user there"
+            )
+        return ""
+    opens = prompt.created_at + (prompt.deadline_at - prompt.created_at) * policy.escalate_after_percent / 100
+    if now < opens:
+        return (
+            f"the user at the endpoint answers first: escalation opens at {timezone.localtime(opens):%H:%M:%S}"
+            f" ({policy.escalate_after_percent}% of the response deadline)"
+        )
+    return ""
+
+
 @dataclass
 class PromptCard:
     """One prompt for the session page: the ledger, plus what the endpoint's presence says about it."""
@@ -162,6 +190,8 @@ class PromptCard:
     reruns: list[Action] = field(default_factory=list)
     can_run_now: bool = False
     watch_presence: bool = False
+    # Why the prompt cannot be escalated yet (or at all), for a prompt whose policy allows escalating.
+    escalation_note: str = ""
 
 
 def _last_move_into(prompt: Prompt, state: str) -> PromptTransition | None:
@@ -201,6 +231,8 @@ def prompt_card(prompt: Prompt, *, endpoint: Endpoint, presence: Presence, now: 
                 f"still held on the endpoint, endpoint asleep{since}: a decision made there before the "
                 "deadline is honoured when it wakes."
             )
+    if prompt.is_open and prompt.allow_escalation:
+        card.escalation_note = escalation_blocker(prompt, endpoint=endpoint, now=now)
     if prompt_honoured_late(prompt):
         card.honoured_late = True
         card.reruns = list(Action.objects.filter(rerun_of__in=_gated_ids(prompt)).order_by("created_at"))

@@ -34,6 +34,7 @@ from caisey.errors import Conflict
 from caisey_agent import protocol as p
 from endpoints.access import acting_for
 from endpoints.models import Endpoint
+from endpoints.selectors import approval_policy_for
 from sessions_app.kinds import TranscriptKind as K
 from sessions_app.models import (
     PROMPT_ENDED,
@@ -498,6 +499,9 @@ def prompt_escalate(*, actor: Actor, prompt: Prompt, base_url: str) -> ApprovalL
         email = prompt.endpoint.client_group.approver_email
         if not email:
             raise PromptError("the client group has no designated approver; set one in the admin")
+        why = approval_selectors.escalation_blocker(prompt, endpoint=prompt.endpoint, now=timezone.now())
+        if why:
+            raise PromptError(why)
         token = secrets.new_secret("apl_")
         link = ApprovalLink.objects.create(
             tenant_id=prompt.tenant_id, prompt=prompt, token_hash=secrets.digest(token), email=email
@@ -512,12 +516,14 @@ def prompt_escalate(*, actor: Actor, prompt: Prompt, base_url: str) -> ApprovalL
             data={"prompt": str(prompt.pk), "to": email},
         )
         body = (
-            f"{prompt.title}\n\n{prompt.detail}\n\nEndpoint: {prompt.endpoint.hostname}\n"
+            f"{p.visible(prompt.title)}\n\n{p.visible(prompt.detail)}\n\nEndpoint: {prompt.endpoint.hostname}\n"
             f"Answer before {prompt.deadline_at:%Y-%m-%d %H:%M %Z}: {url}\n\n"
             "The link works once and expires with the request."
         )
         transaction.on_commit(
-            lambda: send_mail(f"Approval requested: {prompt.title}", body, settings.DEFAULT_FROM_EMAIL, [email])
+            lambda: send_mail(
+                f"Approval requested: {p.visible(prompt.title)}", body, settings.DEFAULT_FROM_EMAIL, [email]
+            )
         )
         return link
 
@@ -554,6 +560,15 @@ def approval_link_decide(*, token: str, approve: bool, ip: str, user_agent: str)
         claimed = ApprovalLink.objects.filter(pk=link.pk, used_at__isnull=True).update(used_at=timezone.now())
         prompt = prompting.prompt_fresh(link.prompt)
         ok = bool(claimed) and prompt.is_open and prompt.deadline_at > timezone.now()
+        if (
+            ok
+            and approve
+            and approval_selectors.nobody_logged_in(prompt.endpoint)
+            and not approval_policy_for(endpoint=prompt.endpoint).allow_without_user
+        ):
+            # Checked again at the decision: the user may have logged off since the escalation. An
+            # approval is refused; a denial runs nothing and is taken.
+            ok = False
         approval_link_visit(
             link=link, ip=ip, user_agent=user_agent, outcome=("approved" if approve else "denied") if ok else "refused"
         )

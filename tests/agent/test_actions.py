@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from caisey_agent import actions
+from caisey_agent import policy as pol
 from caisey_agent import protocol as p
 from caisey_agent.handlers import default_handlers
 from caisey_agent.state import AgentState
@@ -47,6 +48,8 @@ class FakeAgent:
 @pytest.fixture
 def agent(tmp_path):
     state = AgentState(tmp_path / "state")
+    # An explicit local policy that allows shell commands, as the installer writes (no file: refused).
+    pol.write_policy(state.dir, {"allow_shell": True})
     yield FakeAgent(state)
     state.close()
 
@@ -363,6 +366,16 @@ async def test_local_policy_refuses_shell(agent, tmp_path):
     assert ok.status == "succeeded"
 
 
+async def test_without_a_local_policy_shell_is_refused_with_how_to_allow_it(agent, tmp_path):
+    (agent.state.dir / "policy.json").unlink()
+    marker = tmp_path / "ran"
+    action_id, result = await run_action(agent, "shell", {"command": f"touch {marker}"})
+    assert result.status == "refused" and not marker.exists()
+    assert '"allow_shell": true' in result.error and str(agent.state.dir / "policy.json") in result.error
+    _, ok = await run_action(agent, "pending_reboot")
+    assert ok.status == "succeeded"  # diagnostics still run
+
+
 async def test_local_policy_forbids_a_kind(agent):
     write_policy(agent, {"forbid_kinds": ["service_restart"]})
     _, result = await run_action(agent, "service_restart", {"service": "cron"})
@@ -628,6 +641,7 @@ async def test_real_agent_runs_an_action_and_the_frames_reach_the_server(tmp_pat
     async with serve(bridge, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         state = AgentState(tmp_path / "real")
+        pol.write_policy(state.dir, {"allow_shell": True})
         state.save_identity(
             Identity(
                 server=f"http://127.0.0.1:{port}", endpoint_id="ep1", credential="c", machine_id=state.machine_id()

@@ -22,8 +22,40 @@ def test_missing_file_means_defaults(tmp_path):
     assert not policy.lockdown
     assert policy.forbid_categories == frozenset() and policy.forbid_kinds == frozenset()
     assert policy.allowed_tail_paths == ("/var/log/*",)
-    assert policy.refusal("shell", "shell") is None
+    # Shell commands need an explicit "allow_shell": true (issue 11 item 10; the default ran them).
+    assert not policy.allow_shell
+    assert '"allow_shell": true' in policy.refusal("shell", "shell")
     assert policy.refusal("service_restart", "command") is None
+
+
+def test_shell_runs_only_when_the_file_allows_it(tmp_path):
+    write(tmp_path, {"forbid_kinds": ["service_restart"]})
+    assert "allow_shell" in pol.load_policy(tmp_path).refusal("shell", "shell")
+    write(tmp_path, {"allow_shell": True})
+    allowed = pol.load_policy(tmp_path)
+    assert allowed.refusal("shell", "shell") is None and allowed.describe()["allow_shell"] is True
+
+
+@pytest.mark.parametrize(
+    "doc, problem",
+    [
+        ({"allow_shell": "yes"}, "allow_shell must be true or false"),
+        ({"allow_shell": True, "forbid_categories": ["shell"]}, "forbid_categories lists"),
+    ],
+)
+def test_contradictory_or_mistyped_allow_shell_means_lockdown(tmp_path, doc, problem):
+    write(tmp_path, doc)
+    policy = pol.load_policy(tmp_path)
+    assert policy.lockdown and problem in policy.problem
+    assert policy.refusal("shell", "shell") is not None
+
+
+def test_write_policy_leaves_an_owner_only_file_the_agent_trusts(tmp_path):
+    path = pol.write_policy(tmp_path / "state", {"allow_shell": True})
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert pol.load_policy(tmp_path / "state").allow_shell
+    with pytest.raises(ValueError, match="unknown keys"):
+        pol.write_policy(tmp_path / "state", {"allow_everything": True})
 
 
 def test_valid_file_is_applied(tmp_path):
@@ -139,3 +171,20 @@ def test_pattern_folders_are_resolved_too(tmp_path):
     policy = pol.parse_policy({"allowed_tail_paths": [str(tmp_path / "alias" / "*.log")]})
     assert policy.tail_path_allowed(str(tmp_path / "alias" / "a.log"))[0] is True
     assert policy.tail_path_allowed(str(real / "a.log"))[0] is True
+
+
+def test_the_cli_allows_shell_keeping_the_other_keys(tmp_path, capsys):
+    """What an installer and `caisey demo` run: `caisey-agent policy --allow-shell`."""
+    from caisey_agent import cli
+
+    state = tmp_path / "state"
+    assert cli.main(["policy", "--state-dir", str(state)]) == 0
+    assert json.loads(capsys.readouterr().out)["allow_shell"] is False
+    state.mkdir(exist_ok=True)
+    write(state, {"forbid_kinds": ["service_restart"]})
+    assert cli.main(["policy", "--allow-shell", "--state-dir", str(state)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["allow_shell"] is True and shown["forbid_kinds"] == ["service_restart"]
+    assert pol.load_policy(state).refusal("shell", "shell") is None
+    assert cli.main(["policy", "--forbid-shell", "--state-dir", str(state)]) == 0
+    assert pol.load_policy(state).refusal("shell", "shell") is not None

@@ -8,6 +8,7 @@ import pytest
 from caisey_agent import actions, platforms
 from caisey_agent import protocol as p
 from caisey_agent.diagnostics import windows
+from caisey_agent.policy import write_policy
 from caisey_agent.state import AgentState
 from tests.agent.test_actions import FakeAgent, run_action
 
@@ -15,6 +16,7 @@ from tests.agent.test_actions import FakeAgent, run_action
 @pytest.fixture
 def agent(tmp_path):
     state = AgentState(tmp_path / "state")
+    write_policy(state.dir, {"allow_shell": True})  # explicit, as the installer writes it
     yield FakeAgent(state)
     state.close()
 

@@ -41,10 +41,14 @@ def prompt_state(action_id: str) -> str:
     )
 
 
-def set_policy(group_slug: str, requires: str, deadline_s: int = 300) -> str:
+def set_policy(
+    group_slug: str, requires: str, deadline_s: int = 300, *, allow_escalation: bool = True, without_user: bool = False
+) -> str:
+    """The group's approval policy (a new group has the default one: commands gated, no escalation)."""
     return (
         "from endpoints.models import ApprovalPolicy, ClientGroup;"
         f"g = ClientGroup.all_tenants.get(slug='{group_slug}');"
         f"ApprovalPolicy.all_tenants.update_or_create(client_group=g, defaults=dict(tenant_id=g.tenant_id,"
-        f" requires='{requires}', response_deadline_s={deadline_s}))"
+        f" requires='{requires}', response_deadline_s={deadline_s}, allow_escalation={allow_escalation},"
+        f" allow_without_user={without_user}))"
     )

@@ -33,6 +33,7 @@ from django.conf import settings
 from caisey import embedded_redis
 from caisey.daphne import daphne_argv
 from caisey.worker import celery_worker_argv
+from caisey_agent.policy import write_policy as write_local_policy
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_BIN = [sys.executable, "-m", "caisey_agent"]
@@ -354,6 +355,8 @@ class Stack:
         )
         if out.returncode != 0:
             raise AssertionError(f"enroll failed: {out.stdout}{out.stderr}")
+        # The explicit local policy an installer writes: without it the agent refuses shell commands.
+        write_local_policy(state_dir, {"allow_shell": True})
         agent = AgentProcess(self, state_dir, self.workdir / f"{name}.log")
         self.agents.append(agent)
         return agent

@@ -79,6 +79,7 @@ def assert_exactly_once(stack, ids, effects_dir, timeout: float = 180) -> None:
 
 def test_kill_daphne_with_200_messages_to_20_agents_in_flight(stack):
     login = stack.seed()
+    stack.django(h.set_policy("erp", "none"))  # drills on delivery: commands run unasked
     agents = enroll_many(stack, 20, "node")
     for agent in agents:
         agent.start()
@@ -109,6 +110,7 @@ FAST_RETRY = {
 @pytest.mark.parametrize("stack", [FAST_RETRY], indirect=True)
 def test_sigkill_celery_worker_mid_retry_loses_and_doubles_nothing(stack):
     login = stack.seed()
+    stack.django(h.set_policy("erp", "none"))  # drills on delivery: commands run unasked
     agents = enroll_many(stack, 3, "away")
     effects_dir = stack.workdir / "effects"
     effects_dir.mkdir()
@@ -127,6 +129,7 @@ def test_sigkill_celery_worker_mid_retry_loses_and_doubles_nothing(stack):
 @pytest.mark.parametrize("stack", [FAST_RETRY], indirect=True)
 def test_agent_away_past_the_budget_fails_visibly_and_a_resend_delivers(stack):
     login = stack.seed()
+    stack.django(h.set_policy("erp", "none"))  # drills on delivery: commands run unasked
     agent = stack.enroll_agent(stack.port, stack.token("acme", "erp"), name="sleepy").start()
     wait_for(lambda: "connected as" in agent.log_text(), timeout=30, what="agent connected")
     session = stack.json(h.open_session(login["username"], agent.endpoint_id))
@@ -175,6 +178,7 @@ def test_slow_flaky_network_makes_the_endpoint_degraded_then_active_again(stack)
     from tests.e2e.proxy import FaultyProxy
 
     login = stack.seed()
+    stack.django(h.set_policy("erp", "none"))  # drills on delivery: commands run unasked
     with FaultyProxy(stack.port) as proxy:
         agent = stack.enroll_agent(proxy.port, stack.token("acme", "erp"), name="branch01").start()
         console = stack.login(stack.port, login["username"], login["password"])
@@ -204,6 +208,7 @@ def test_redis_restart_during_live_traffic_loses_nothing(stack):
     from tests.e2e.console_socket import next_event, open_console_socket
 
     login = stack.seed()
+    stack.django(h.set_policy("erp", "none"))  # drills on delivery: commands run unasked
     agents = enroll_many(stack, 5, "live")
     for agent in agents:
         agent.start()

@@ -18,7 +18,11 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 def setup_world():
     tenant = factories.tenant()
-    enrolled = factories.endpoint(factories.client_group(tenant), hostname="app01")
+    group = factories.client_group(tenant)
+    # These tests are about running actions, not approving them: a policy that asks for nothing
+    # (a new group's default now asks for approval of shell and built-in commands).
+    factories.policy(group, requires="none")
+    enrolled = factories.endpoint(group, hostname="app01")
     tech = factories.technician(tenant)
     return enrolled, tech
 

@@ -34,12 +34,14 @@ from tests.bridge.agent_client import FakeAgent
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def world(requires="shell", deadline_s=300, approver="boss@client.example"):
+def world(requires="shell", deadline_s=300, approver="boss@client.example", user_logged_in=True, **policy):
     tenant = factories.tenant()
     group = factories.client_group(tenant, approver_email=approver)
-    factories.policy(group, requires=requires, deadline_s=deadline_s)
+    factories.policy(group, requires=requires, deadline_s=deadline_s, **policy)
     enrolled = factories.endpoint(group, hostname="fin-laptop")
-    Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(last_seen_at=timezone.now())
+    Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(
+        last_seen_at=timezone.now(), machine_context={"user_logged_in": user_logged_in}
+    )
     tech = factories.technician(tenant)
     session = sessions.session_open(actor=tech, endpoint=enrolled.endpoint, reason="T-9")
     return enrolled, tech, session
@@ -68,6 +70,15 @@ def runtime(enrolled, prompt, state, decided_at=None):
 
     with transaction.atomic():
         prompts.prompt_runtime_update(endpoint=enrolled.endpoint, body=services_body)
+
+
+def half_way(prompt: Prompt, share: float = 0.5) -> Prompt:
+    """Move the prompt's issue time back so that ``share`` of its response deadline has passed."""
+    span = prompt.deadline_at - prompt.created_at
+    now = timezone.now()
+    Prompt.all_tenants.filter(pk=prompt.pk).update(created_at=now - span * share, deadline_at=now + span * (1 - share))
+    prompt.refresh_from_db()
+    return prompt
 
 
 def action_run_queued(action) -> bool:
@@ -278,7 +289,7 @@ async def test_reconciliation_replays_missing_and_withdraws_ended_prompts():
 def test_escalation_link_is_single_use_and_every_visit_is_logged(client):
     enrolled, tech, session = world()
     action = shell(tech, session)
-    prompt = prompt_of(action)
+    prompt = half_way(prompt_of(action))  # the user at the endpoint had half the deadline first
     prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["boss@client.example"]
     url = re.search(r"http://testserver(/approve/\S+/)", mail.outbox[0].body).group(1)
@@ -310,7 +321,7 @@ def test_approver_can_post_the_form_with_csrf_checks_as_a_browser_does():
     from django.test import Client
 
     enrolled, tech, session = world()
-    prompt = prompt_of(shell(tech, session))
+    prompt = half_way(prompt_of(shell(tech, session)))
     prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
     url = re.search(r"http://testserver(/approve/\S+/)", mail.outbox[0].body).group(1)
     browser = Client(enforce_csrf_checks=True)
@@ -332,6 +343,91 @@ def test_escalation_refused_without_approver():
     prompt = prompt_of(shell(tech, session))
     with pytest.raises(prompts.PromptError, match="designated approver"):
         prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
+
+
+def test_escalation_waits_for_the_policy_share_of_the_deadline():
+    """The defect: a technician escalated 2 s after issuing; the user at the endpoint answers first."""
+    enrolled, tech, session = world(deadline_s=600, escalate_after_percent=50)
+    prompt = prompt_of(shell(tech, session))
+    with pytest.raises(prompts.PromptError, match=r"escalation opens at \d\d:\d\d:\d\d \(50% of the response"):
+        prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
+    assert not mail.outbox and prompt_of(prompt.action).escalated_at is None
+    half_way(prompt, 0.4)
+    with pytest.raises(prompts.PromptError, match="answers first"):
+        prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
+    half_way(prompt, 0.5)
+    prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
+    assert len(mail.outbox) == 1
+
+
+def test_the_prompt_card_says_when_escalation_opens(client):
+    enrolled, tech, session = world(deadline_s=600)
+    prompt = prompt_of(shell(tech, session))
+    client.force_login(tech)
+    page = client.get(reverse("console:session_detail", args=[session.pk])).content.decode()
+    assert re.search(r"The user at the endpoint answers first: escalation opens at \d\d:\d\d:\d\d", page)
+    half_way(prompt)
+    page = client.get(reverse("console:session_detail", args=[session.pk])).content.decode()
+    assert "escalation opens at" not in page
+    assert "Escalate to the client" in page
+
+
+def test_escalation_share_is_per_policy():
+    enrolled, tech, session = world(escalate_after_percent=0)
+    prompts.prompt_escalate(actor=tech, prompt=prompt_of(shell(tech, session)), base_url="http://testserver")
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.parametrize("presence", [False, None])
+def test_nobody_logged_in_and_approval_without_user_not_allowed_refuses_escalation(presence):
+    """The defect: allow_without_user=False was never read. No user (or no report of one) at the
+    endpoint: the prompt cannot go to the approver, however late."""
+    enrolled, tech, session = world(user_logged_in=presence, allow_without_user=False)
+    prompt = half_way(prompt_of(shell(tech, session)), 0.9)
+    with pytest.raises(prompts.PromptError, match="nobody is logged in"):
+        prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
+    assert not mail.outbox
+
+
+def test_nobody_logged_in_and_approval_without_user_allowed_escalates_at_once():
+    enrolled, tech, session = world(user_logged_in=False, allow_without_user=True)
+    prompts.prompt_escalate(actor=tech, prompt=prompt_of(shell(tech, session)), base_url="http://testserver")
+    assert len(mail.outbox) == 1
+
+
+def test_approver_decision_refused_when_the_user_logged_off_and_policy_needs_one(client):
+    """allow_without_user is enforced at the decision too: escalated while someone was logged in,
+    the approver's click after they logged off does not run the command."""
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    prompt = half_way(prompt_of(action))
+    prompts.prompt_escalate(actor=tech, prompt=prompt, base_url="http://testserver")
+    url = re.search(r"http://testserver(/approve/\S+/)", mail.outbox[0].body).group(1)
+    Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(machine_context={"user_logged_in": False})
+    done = client.post(url, {"decision": "approve"})
+    assert done.status_code == 410
+    assert prompt_of(action).state != PromptState.APPROVED
+    assert not action_run_queued(action)
+    assert list(ApprovalLinkVisit.all_tenants.values_list("outcome", flat=True)) == ["refused"]
+
+
+def test_approver_may_still_deny_with_nobody_logged_in(client):
+    enrolled, tech, session = world()
+    action = shell(tech, session)
+    prompts.prompt_escalate(actor=tech, prompt=half_way(prompt_of(action)), base_url="http://testserver")
+    url = re.search(r"http://testserver(/approve/\S+/)", mail.outbox[0].body).group(1)
+    Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(machine_context={"user_logged_in": False})
+    assert client.post(url, {"decision": "deny"}).status_code == 200
+    assert prompt_of(action).state == PromptState.DENIED
+
+
+def test_approver_decision_without_user_is_taken_when_the_policy_allows_it(client):
+    enrolled, tech, session = world(user_logged_in=False, allow_without_user=True)
+    action = shell(tech, session)
+    prompts.prompt_escalate(actor=tech, prompt=prompt_of(action), base_url="http://testserver")
+    url = re.search(r"http://testserver(/approve/\S+/)", mail.outbox[0].body).group(1)
+    assert client.post(url, {"decision": "approve"}).status_code == 200
+    assert prompt_of(action).state == PromptState.APPROVED
 
 
 def test_the_prompt_names_the_shell_that_will_run_the_command():

@@ -33,9 +33,12 @@ class World:
     def __init__(self, on_commit) -> None:
         self.tenant = factories.tenant("Acme MSP")
         group = factories.client_group(self.tenant, name="Acme Client", approver_email="boss@client.example")
-        factories.policy(group, requires="shell")
+        # Escalation at once (these tests are about the links, not about when a prompt may escalate).
+        factories.policy(group, requires="shell", escalate_after_percent=0)
         enrolled = factories.endpoint(group, hostname="acme-app01")
-        Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(last_seen_at=timezone.now())
+        Endpoint.all_tenants.filter(pk=enrolled.endpoint.pk).update(
+            last_seen_at=timezone.now(), machine_context={"user_logged_in": True}
+        )
         self.tech = factories.technician(self.tenant)
         with tenancy.bind(self.tenant.pk):
             self.session = session_services.session_open(actor=self.tech, endpoint=enrolled.endpoint, reason="T-1")

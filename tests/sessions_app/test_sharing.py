@@ -56,6 +56,7 @@ class World:
     def __init__(self, label: str = "Acme"):
         self.tenant = factories.tenant(f"{label} MSP")
         self.group = factories.client_group(self.tenant, name=f"{label} Client")
+        factories.policy(self.group, requires="none")  # about sharing records: commands run unasked here
         self.endpoint = factories.endpoint(self.group, hostname=f"{label.lower()}-app01").endpoint
         self.tech = factories.technician(self.tenant)
         self.session = factories.support_session(self.endpoint, opened_by=self.tech, reason="ERP down")

@@ -178,6 +178,9 @@ class Command(BaseCommand):
 
             state_dir = data_dir / "demo-agent"
             self._enroll_agent(url, tenant, state_dir, env)
+            # An explicit local policy: without one the agent refuses shell commands. The server's
+            # approval policy for the group still asks the user first (shell and built-in commands).
+            self._agent_allows_shell(state_dir, env)
             stack.start("agent", [py, "-m", "caisey_agent", "run", "--state-dir", str(state_dir)])
             self._banner(url, password, data_dir, log_dir)
             while True:
@@ -273,6 +276,12 @@ class Command(BaseCommand):
                 pass  # not listening yet
             time.sleep(0.25)
         raise StackFailure("daphne", f"Daphne did not answer {url}/healthz within {HEALTH_TIMEOUT:.0f} s")
+
+    def _agent_allows_shell(self, state_dir: Path, env: dict[str, str]) -> None:
+        argv = [sys.executable, "-m", "caisey_agent", "policy", "--allow-shell", "--state-dir", str(state_dir)]
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise CommandError(f"writing the local agent's policy failed:\n{(result.stderr or result.stdout).strip()}")
 
     def _enroll_agent(self, url: str, tenant: Tenant, state_dir: Path, env: dict[str, str]) -> None:
         """Enroll the local agent unless its identity is good for this server as it runs now."""
