@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from caisey.actors import Party
 from endpoints import people
-from endpoints.models import Membership, Role, SecurityEvent, SecurityEventKind, TenantSSO
+from endpoints.models import ApprovalPolicy, Membership, Role, SecurityEvent, SecurityEventKind, TenantSSO
 from endpoints.security_log import security_event_record
 from endpoints.tasks import security_log_prune
 from tests import factories
@@ -174,9 +174,15 @@ def test_security_settings_and_approval_policy_changes_are_recorded(world):
     [settings_change] = events("policy_changed")
     assert settings_change.detail["after"] == {"mfa_required": False, "step_up_window_s": 1800}
     group = factories.client_group(world.tenant)
+    ApprovalPolicy.all_tenants.filter(client_group=group).delete()  # new groups come with one now
     response = world.console.post(
         "/admin/endpoints/approvalpolicy/add/",
-        {"client_group": str(group.pk), "requires": "none", "response_deadline_s": "300"},
+        {
+            "client_group": str(group.pk),
+            "requires": "none",
+            "response_deadline_s": "300",
+            "escalate_after_percent": "50",
+        },
     )
     assert response.status_code == 302
     policy_change = SecurityEvent.all_tenants.filter(kind="policy_changed").latest("at")
