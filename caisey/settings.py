@@ -29,6 +29,8 @@ INSECURE_DEFAULT_SECRET_KEY = "caisey-insecure-development-key-do-not-use-in-pro
 DEVELOPMENT = env_bool("CAISEY_DEVELOPMENT", False)
 DEBUG = env_bool("CAISEY_DEBUG", DEVELOPMENT)
 SECRET_KEY = env_str("CAISEY_SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY if DEVELOPMENT else "")
+# Earlier keys still accepted after a rotation (Django: signed cookies; Caisey: the transcript chain).
+SECRET_KEY_FALLBACKS = env_list("CAISEY_SECRET_KEY_FALLBACKS", [])
 ALLOWED_HOSTS = env_list("CAISEY_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CAISEY_CSRF_TRUSTED_ORIGINS", [])
 # Addresses or networks (10.0.0.0/8) of the TLS proxies in front: only their X-Forwarded-For and
@@ -378,6 +380,13 @@ CAISEY: dict[str, Any] = {
     # How long a sent message waits for its ack before a retry is due (the backoff comes on top).
     "OUTBOX_ACK_TIMEOUT_S": env_float("CAISEY_OUTBOX_ACK_TIMEOUT_S", 10.0),
     # Retry budget per message kind: attempts, then backoff base and cap (seconds, full jitter).
+    # The transcript chain's HMAC keys (sessions_app/services/transcript.py), kept outside the
+    # database: "id:secret" pairs, comma-separated; the first signs new entries, all of them verify.
+    # Rotate by putting a new pair first and keeping the old ones while records signed with them
+    # exist. Unset: one key derived from SECRET_KEY (and one from each SECRET_KEY_FALLBACKS entry).
+    "TRANSCRIPT_KEYS": env_list("CAISEY_TRANSCRIPT_KEYS", []),
+    # Entries hashed before the chain had keys verify only when this is on (a database from before).
+    "TRANSCRIPT_ACCEPT_UNKEYED": env_bool("CAISEY_TRANSCRIPT_ACCEPT_UNKEYED", False),
     "OUTBOX_RETRY": {
         "default": {
             "max_attempts": env_int("CAISEY_OUTBOX_MAX_ATTEMPTS", 8),

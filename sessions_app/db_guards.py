@@ -4,6 +4,9 @@ The ORM refuses too (models.AppendOnlyQuerySet), but anyone with a database shel
 an UPDATE; this trigger makes that an error as well. Deleting is not refused here (test databases
 are emptied row by row between tests); a removed entry breaks the hash chain, and a removed last
 entry no longer matches the length and head hash kept on its session (transcript_verify).
+
+SQLite alters a table by rebuilding it, which drops its triggers: a migration that changes the
+transcript table must call ``install`` again (0010 does).
 """
 
 from __future__ import annotations

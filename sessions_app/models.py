@@ -234,8 +234,10 @@ class TranscriptEntry(models.Model):
     """One event of a session's durable record. Never updated, never deleted.
 
     ``index`` is monotonic per session; ``hash`` chains each entry to the one
-    before it (sha256 of the previous hash and this entry's canonical content),
-    so an edited or removed row is detected by ``verify_transcripts``.
+    before it: an HMAC-SHA256, under the chain key named by ``key_id``, of the previous hash and
+    this entry's canonical content. The keys live outside the database (settings), so someone who
+    can write the database can neither edit, remove nor rebuild a chain unnoticed by
+    ``verify_transcripts``. An entry with no ``key_id`` was hashed with plain SHA-256 (before keys).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -249,6 +251,7 @@ class TranscriptEntry(models.Model):
     data = models.JSONField(default=dict)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=40, blank=True, default="")
 
     objects = AppendOnlyManager()
     all_tenants = models.Manager.from_queryset(AppendOnlyQuerySet)()

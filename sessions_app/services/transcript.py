@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
@@ -35,8 +39,47 @@ def canonical(entry: TranscriptEntry) -> str:
     )
 
 
-def entry_hash(prev_hash: str, entry: TranscriptEntry) -> str:
-    return hashlib.sha256((prev_hash + canonical(entry)).encode()).hexdigest()
+@dataclass(frozen=True)
+class ChainKeys:
+    signing_id: str
+    keys: dict[str, bytes]
+
+
+def _derived(secret_key: str) -> tuple[str, bytes]:
+    key = hmac.new(secret_key.encode(), b"caisey transcript chain v1", hashlib.sha256).digest()
+    return "sk-" + hashlib.sha256(key).hexdigest()[:12], key
+
+
+def chain_keys() -> ChainKeys:
+    """The chain's keys, from settings (never the database): CAISEY_TRANSCRIPT_KEYS, else derived
+    from SECRET_KEY and its fallbacks. The first key signs; every key verifies by its id."""
+    pairs: list[tuple[str, bytes]] = []
+    for item in settings.CAISEY["TRANSCRIPT_KEYS"]:
+        key_id, sep, secret = item.partition(":")
+        if not sep or not key_id.strip() or len(key_id.strip()) > 40 or len(secret.strip()) < 32:
+            raise ImproperlyConfigured(
+                "CAISEY_TRANSCRIPT_KEYS: each entry is id:secret (an id of at most 40 characters, a secret of "
+                f"at least 32); got {key_id.strip()[:40]!r}"
+            )
+        pairs.append((key_id.strip(), secret.strip().encode()))
+    if not pairs:
+        pairs = [_derived(k) for k in [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]]
+    return ChainKeys(signing_id=pairs[0][0], keys=dict(pairs))
+
+
+def entry_hash(prev_hash: str, entry: TranscriptEntry, *, key: bytes | None = None) -> str:
+    """HMAC-SHA256 under ``key`` of the previous hash and the entry; without a key, the plain
+    SHA-256 that entries written before the chain had keys carry."""
+    message = (prev_hash + canonical(entry)).encode()
+    if key is None:
+        return hashlib.sha256(message).hexdigest()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _sign(entry: TranscriptEntry, keys: ChainKeys) -> str:
+    entry.key_id = keys.signing_id
+    entry.hash = entry_hash(entry.prev_hash, entry, key=keys.keys[keys.signing_id])
+    return entry.hash
 
 
 def transcript_append(
@@ -70,7 +113,7 @@ def transcript_append(
             data=json.loads(json.dumps(data or {}, default=str)),
             prev_hash=last["hash"] if last else GENESIS,
         )
-        entry.hash = entry_hash(entry.prev_hash, entry)
+        _sign(entry, chain_keys())
         entry.save(force_insert=True)
         SupportSession.objects.filter(pk=session.pk).update(
             transcript_length=entry.index + 1, transcript_head=entry.hash
@@ -86,7 +129,7 @@ def transcript_begin(*, session: SupportSession, entries: list[dict[str, Any]]) 
     Each of ``entries`` holds ``transcript_append``'s keyword arguments but ``session``."""
     if not session._state.adding:
         raise RuntimeError("transcript_begin is for a session not saved yet; append with transcript_append")
-    prev, built = GENESIS, []
+    prev, built, keys = GENESIS, [], chain_keys()
     for index, item in enumerate(entries):
         entry = TranscriptEntry(
             tenant_id=session.tenant_id,
@@ -99,7 +142,7 @@ def transcript_begin(*, session: SupportSession, entries: list[dict[str, Any]]) 
             data=json.loads(json.dumps(item.get("data") or {}, default=str)),
             prev_hash=prev,
         )
-        entry.hash = prev = entry_hash(prev, entry)
+        prev = _sign(entry, keys)
         built.append(entry)
     session.transcript_length, session.transcript_head = len(built), (prev if built else "")
     return built
@@ -121,13 +164,37 @@ def transcript_verify(*, session_id: Any) -> tuple[bool, TranscriptEntry | None,
     prev = GENESIS
     expected_index = 0
     last = None
+    keys = chain_keys()
+    accept_unkeyed = settings.CAISEY["TRANSCRIPT_ACCEPT_UNKEYED"]
     # all_tenants: a read-only integrity check by id, called from any scope.
     for entry in TranscriptEntry.all_tenants.filter(session_id=session_id).order_by("index"):
         if entry.index != expected_index:
             return False, entry, f"index {entry.index} where {expected_index} was expected (an entry is missing)"
         if entry.prev_hash != prev:
             return False, entry, "previous-hash link broken (an earlier entry was removed or altered)"
-        if entry_hash(prev, entry) != entry.hash:
+        if not entry.key_id:
+            if not accept_unkeyed:
+                return (
+                    False,
+                    entry,
+                    (
+                        "not signed with a chain key (anyone who can write the database could have rebuilt it); "
+                        "a record from before keys verifies with CAISEY_TRANSCRIPT_ACCEPT_UNKEYED=true"
+                    ),
+                )
+            key = None
+        elif entry.key_id in keys.keys:
+            key = keys.keys[entry.key_id]
+        else:
+            return (
+                False,
+                entry,
+                (
+                    f"signed with chain key {entry.key_id!r}, which this server does not hold "
+                    "(add it to CAISEY_TRANSCRIPT_KEYS after the signing key)"
+                ),
+            )
+        if not hmac.compare_digest(entry_hash(prev, entry, key=key), entry.hash):
             return False, entry, "content does not match its hash (the entry was altered)"
         prev = entry.hash
         expected_index += 1

@@ -2,8 +2,8 @@
 
 Built on the public token-link mechanism (sessions_app/views/public.py): rate limit, token
 resolved by its hash, the link's tenant bound, private headers. Every visit is logged (viewed,
-refused, approved, denied). An unknown token answers 404; an expired or used one the same
-plain page with 410, so the page never tells what became of a link. The decision itself is
+refused, approved, denied). An unknown, expired or used token gets the same plain page with the
+same 404, so the page never tells what became of a link, nor whether a guessed one exists. The decision itself is
 the approvals service's (sessions_app/services/approvals.py).
 """
 
@@ -52,10 +52,10 @@ def approval_link(visit: public.Visit) -> HttpResponse:
             user_agent=visit.visitor.user_agent,
         )
         if not done:
-            return visit.refuse(410)
+            return visit.refuse(404)
         return render(request, "approval/done.html", {"approved": DECISIONS[decision], "prompt": link.prompt})
     usable = approvals.approval_link_usable(link)
     visit.log("viewed" if usable else "refused")
     if not usable:
-        return visit.refuse(410)
+        return visit.refuse(404)
     return render(request, "approval/decide.html", {"prompt": link.prompt, "endpoint": link.prompt.endpoint})

@@ -19,7 +19,7 @@ A public link needs no account: its bearer token is the authorisation. Every pag
 5. Log the visit, through the page's own visit model (``Visit.log``).
 
 Unknown and malformed tokens get the page's plain refusal with 404; each page decides what an
-expired, revoked or used link answers (share: the same 404; approval: 410, logged).
+expired, revoked or used link answers (share and approval: the same 404; approval visits are logged).
 """
 
 from __future__ import annotations

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
 from sessions_app import db_guards
-from sessions_app.models import TranscriptEntry
+from sessions_app.models import SupportSession, TranscriptEntry
 from sessions_app.services import sessions
-from sessions_app.services.transcript import transcript_append
+from sessions_app.services.transcript import GENESIS, chain_keys, entry_hash, transcript_append, transcript_verify
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -93,3 +96,91 @@ def test_verify_detects_that_the_last_entries_were_removed(session):
         cursor.execute(f"DELETE FROM {table} WHERE id = %s", [last._meta.pk.get_db_prep_value(last.pk, connection)])
     with pytest.raises(CommandError, match=r"entry #1 .* is bad: the record ends at entry #1 but held 3 entries"):
         call_command("verify_transcripts")
+
+
+# --- the chain is keyed (issue 11, item 14) ---------------------------------------------------------
+
+ROTATED = "k2:" + "n" * 40
+OLD = "k1:" + "o" * 40
+
+
+def _rebuild_without_the_key(session) -> None:
+    """What someone who owns the database but not the key would do after editing an entry: drop
+    the guard and recompute every hash of the chain (and the session's head) with plain SHA-256."""
+    db_guards.remove(connection)
+    prev, table = GENESIS, TranscriptEntry._meta.db_table
+    for entry in TranscriptEntry.all_tenants.filter(session=session).order_by("index"):
+        if entry.index == 1:
+            entry.data = {"text": "nothing happened"}
+        entry.prev_hash, entry.key_id = prev, ""
+        prev = entry_hash(prev, entry)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET data = %s, prev_hash = %s, hash = %s, key_id = '' WHERE id = %s",
+                [json.dumps(entry.data), entry.prev_hash, prev, entry._meta.pk.get_db_prep_value(entry.pk, connection)],
+            )
+    SupportSession.all_tenants.filter(pk=session.pk).update(transcript_head=prev)
+
+
+def test_every_entry_names_the_chain_key_that_signed_it(session):
+    keys = chain_keys()
+    entries = list(TranscriptEntry.all_tenants.filter(session=session).order_by("index"))
+    assert {e.key_id for e in entries} == {keys.signing_id} and keys.signing_id.startswith("sk-")
+    assert all(e.hash != entry_hash(e.prev_hash, e) for e in entries)  # not the unkeyed SHA-256
+    assert transcript_verify(session_id=session.pk)[0]
+
+
+def test_a_chain_rebuilt_without_the_key_is_refused(session):
+    """Was: the chain was plain SHA-256, so whoever could write the database could rebuild it."""
+    _rebuild_without_the_key(session)
+    with pytest.raises(CommandError, match=r"entry #0 .* is bad: not signed with a chain key"):
+        call_command("verify_transcripts")
+
+
+def test_a_chain_rebuilt_with_another_key_is_refused(session, settings):
+    settings.CAISEY = {**settings.CAISEY, "TRANSCRIPT_KEYS": ["sk-" + "0" * 12 + ":" + "x" * 40]}
+    ok, entry, why = transcript_verify(session_id=session.pk)
+    assert not ok and entry.index == 0 and "which this server does not hold" in why
+
+
+def test_unkeyed_records_from_before_keys_verify_only_when_allowed(session, settings):
+    _rebuild_without_the_key(session)
+    settings.CAISEY = {**settings.CAISEY, "TRANSCRIPT_ACCEPT_UNKEYED": True}
+    assert transcript_verify(session_id=session.pk) == (True, None, "")
+
+
+def test_rotation_signs_with_the_new_key_and_still_verifies_the_old(session, settings):
+    tech = session.opened_by
+    settings.CAISEY = {**settings.CAISEY, "TRANSCRIPT_KEYS": [OLD]}
+    sessions.session_add_note(actor=tech, session=session, text="under k1")
+    settings.CAISEY = {**settings.CAISEY, "TRANSCRIPT_KEYS": [ROTATED, OLD]}
+    sessions.session_add_note(actor=tech, session=session, text="under k2")
+    key_ids = list(
+        TranscriptEntry.all_tenants.filter(session=session).order_by("index").values_list("key_id", flat=True)
+    )
+    assert key_ids[-2:] == ["k1", "k2"]
+    # The key derived from SECRET_KEY signed the first entries: keep it verifying too.
+    settings.CAISEY = {**settings.CAISEY, "TRANSCRIPT_KEYS": [ROTATED, OLD, ":".join(("sk-old", "s" * 40))]}
+    ok, entry, why = transcript_verify(session_id=session.pk)
+    assert not ok and entry.index == 0 and key_ids[0] in why  # the derived key is not in the list
+    settings.CAISEY = {**settings.CAISEY, "TRANSCRIPT_KEYS": []}
+    ok, entry, why = transcript_verify(session_id=session.pk)
+    assert not ok and entry.key_id == "k1"  # without k1 its entries no longer verify, and it says which
+
+
+@pytest.mark.parametrize("value", ["nocolon" + "x" * 40, "k1:short", ":" + "x" * 40])
+def test_malformed_chain_keys_are_refused_with_a_clear_error(settings, value):
+    settings.CAISEY = {**settings.CAISEY, "TRANSCRIPT_KEYS": [value]}
+    with pytest.raises(ImproperlyConfigured, match="CAISEY_TRANSCRIPT_KEYS: each entry is id:secret"):
+        chain_keys()
+
+
+def test_a_rotated_secret_key_keeps_verifying_through_its_fallback(session, settings):
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "r" * 50, [old]
+    sessions.session_add_note(actor=session.opened_by, session=session, text="after the rotation")
+    ids = set(TranscriptEntry.all_tenants.filter(session=session).values_list("key_id", flat=True))
+    assert len(ids) == 2 and transcript_verify(session_id=session.pk)[0]
+    settings.SECRET_KEY_FALLBACKS = []
+    ok, entry, why = transcript_verify(session_id=session.pk)
+    assert not ok and entry.index == 0 and "does not hold" in why
