@@ -39,8 +39,23 @@
         shown = shownIn(fresh);
         page.dataset.connectivity = shown.state;
         document.dispatchEvent(new CustomEvent("caisey:connectivity-shown", {detail: shown}));
+        settleWaking();
       });
   }
+
+  // Waking is a passing state: the agent applies the new cadence within a heartbeat or two. A
+  // doorbell for that can be missed (seen in CI: a session page rendered "waking" 0.9 s before the
+  // agent applied the wake, its socket subscribed after, and it showed "waking" for 30 s), so while
+  // the page shows it, it also looks again every few seconds, for a bounded while.
+  var wakingChecks = 0;
+  var wakingTimer = null;
+  function settleWaking() {
+    if (shown.state !== "waking") { wakingChecks = 0; return; }
+    if (wakingTimer || wakingChecks >= 40) return;
+    wakingChecks += 1;
+    wakingTimer = setTimeout(function () { wakingTimer = null; reread(); }, 3000);
+  }
+  settleWaking();
 
   // Doorbells rung between rendering this page and subscribing are not replayed (a session page
   // rendered "waking" just before the agent applied the wake would stay so): re-read once subscribed.
