@@ -163,3 +163,14 @@ def step_up_require(request) -> StepUp:
         if time.time() - latest["at"] <= membership.tenant.step_up_window_s:
             return StepUp(method=latest["method"], at=latest["at"])
     raise StepUpRequired("mfa_reauthenticate" if has_factor else "account_reauthenticate")
+
+
+def step_up_given(actor: Actor, step_up: StepUp | None, *, doing: str) -> dict | None:
+    """The services of tenant-level risky changes (API tokens, policies, single sign-on) take the
+    check the view made (``step_up_require``) and record it with their security-log event: this
+    returns that record. A person must bring one; the command line (a ``Party``) needs none."""
+    if isinstance(actor, Party):
+        return None
+    if step_up is None:
+        raise Forbidden(f"{doing} needs a recent check that it is you (a second factor or your password)")
+    return step_up.as_record()

@@ -220,22 +220,24 @@ class ApprovalPolicyAdmin(TenantOwnedAdmin):
 
     def save_model(self, request, obj, form, change):
         # Loosening or tightening who must approve what is a risky change: a recent check first.
-        if getattr(request, "membership", None) is not None:
-            access.step_up_require(request)
+        checked = access.step_up_require(request) if getattr(request, "membership", None) is not None else None
         with transaction.atomic():
             super().save_model(request, obj, form, change)
-            _policy_event(request, obj, "changed" if change else "added", form.changed_data)
+            _policy_event(request, obj, "changed" if change else "added", form.changed_data, checked)
 
     def delete_model(self, request, obj):
-        if getattr(request, "membership", None) is not None:
-            access.step_up_require(request)
+        checked = access.step_up_require(request) if getattr(request, "membership", None) is not None else None
         with transaction.atomic():
-            _policy_event(request, obj, "deleted", [])
+            _policy_event(request, obj, "deleted", [], checked)
             super().delete_model(request, obj)
 
 
-def _policy_event(request, policy: ApprovalPolicy, what: str, fields: list[str]) -> None:
-    """An approval policy change in the tenant's security log (the admin is its write path)."""
+def _policy_event(
+    request, policy: ApprovalPolicy, what: str, fields: list[str], step_up: access.StepUp | None
+) -> None:
+    """An approval policy change in the tenant's security log (the admin is its write path), with
+    the step-up check that let a tenant's admin make it (the server's operator, a superuser
+    without a tenant, has none to record)."""
     security_event_record(
         tenant_id=policy.tenant_id,
         kind=SecurityEventKind.POLICY_CHANGED,
@@ -248,5 +250,6 @@ def _policy_event(request, policy: ApprovalPolicy, what: str, fields: list[str])
             "requires": policy.requires,
             "allow_without_user": policy.allow_without_user,
             "allow_escalation": policy.allow_escalation,
+            **({"step_up": step_up.as_record()} if step_up is not None else {}),
         },
     )

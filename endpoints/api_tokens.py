@@ -3,8 +3,9 @@
 
 - ``read`` tokens may only read (GET, HEAD, OPTIONS); ``operator`` tokens may also change things,
   within their owner's role (a viewer's token never writes: ``IsOperator`` still applies).
-- A tenant's admins list, issue and revoke any of the tenant's tokens on the console's API tokens
-  page; a token is shown once, when issued. Issuing and revoking are security events.
+- A tenant's admins list, issue, rotate and revoke any of the tenant's tokens on the console's API
+  tokens page, each after a recent check (``step_up``, recorded in the event); a token is shown
+  once, when issued or rotated. Issuing, rotating and revoking are security events.
 - A knox token without a Caisey row (made some other way) may only read: fail closed.
 """
 
@@ -25,6 +26,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from caisey import tenancy
 from caisey.actors import Actor, Party
 from caisey.errors import Rejected
+from endpoints.access import StepUp, step_up_given
 from endpoints.models import ApiToken, Membership, SecurityEventKind, TokenScope
 from endpoints.people import require_tenant_admin
 from endpoints.security_log import security_event_record
@@ -51,12 +53,14 @@ def api_token_issue(
     name: str,
     scope: str,
     days: int,
+    step_up: StepUp | None,
     address: str | None = None,
 ) -> IssuedToken:
-    """A new token of ``owner`` (a member of ``tenant_id``). People: the tenant's admins only;
-    the command line (``Party.OPERATOR``) for any member."""
+    """A new token of ``owner`` (a member of ``tenant_id``). People: the tenant's admins only,
+    after a recent check (``step_up``); the command line (``Party.OPERATOR``) for any member."""
     if not isinstance(actor, Party):
         require_tenant_admin(actor, tenant_id)
+    checked = step_up_given(actor, step_up, doing="issuing an API token")
     name = name.strip()
     if not name or len(name) > 100:
         raise Rejected("name the token (what it is for), at most 100 characters")
@@ -88,16 +92,19 @@ def api_token_issue(
                 person=membership.user,
                 address=address,
                 target=f"token {knox_token.token_key} ({name})",
-                detail={"scope": scope, "days": days},
+                detail={"scope": scope, "days": days, **({"step_up": checked} if checked else {})},
             )
     return IssuedToken(token=token, secret=secret)
 
 
-def api_token_revoke(*, actor: Actor, tenant_id: uuid.UUID, token_id: int, address: str | None = None) -> None:
+def api_token_revoke(
+    *, actor: Actor, tenant_id: uuid.UUID, token_id: int, step_up: StepUp | None, address: str | None = None
+) -> None:
     """Revoke one of ``tenant_id``'s tokens (at once: the next request with it is a 401).
-    Another tenant's token id is not found."""
+    Another tenant's token id is not found. People: the tenant's admins, after a recent check."""
     if not isinstance(actor, Party):
         require_tenant_admin(actor, tenant_id)
+    checked = step_up_given(actor, step_up, doing="revoking an API token")
     with tenancy.bind(tenant_id), transaction.atomic():
         token = ApiToken.objects.select_related("token", "token__user").select_for_update().get(pk=token_id)
         knox_token = token.token
@@ -108,9 +115,46 @@ def api_token_revoke(*, actor: Actor, tenant_id: uuid.UUID, token_id: int, addre
             person=knox_token.user,
             address=address,
             target=f"token {knox_token.token_key} ({token.name})",
-            detail={"scope": token.scope},
+            detail={"scope": token.scope, **({"step_up": checked} if checked else {})},
         )
         knox_token.delete()  # its ApiToken row goes with it
+
+
+def api_token_rotate(
+    *, actor: Actor, tenant_id: uuid.UUID, token_id: int, step_up: StepUp | None, address: str | None = None
+) -> IssuedToken:
+    """Replace one of ``tenant_id``'s tokens with a new secret, at once: same owner, name and
+    scope, the same lifetime from now; the old secret stops working in the same transaction.
+    People: the tenant's admins (not only the owner), after a recent check. One security event
+    (``token_rotated``) names both tokens. Another tenant's token id is not found."""
+    if not isinstance(actor, Party):
+        require_tenant_admin(actor, tenant_id)
+    checked = step_up_given(actor, step_up, doing="rotating an API token")
+    with tenancy.bind(tenant_id), transaction.atomic():
+        old = ApiToken.objects.select_related("token", "token__user").select_for_update().get(pk=token_id)
+        owner, old_key = old.token.user, old.token.token_key
+        if not owner.is_active:
+            raise Rejected("the token's owner is deactivated: revoke the token instead")
+        lifetime = (old.token.expiry - old.token.created) if old.token.expiry else timedelta(days=MAX_DAYS)
+        knox_token, secret = AuthToken.objects.create(user=owner, expiry=lifetime)
+        token = ApiToken.objects.create(
+            token=knox_token,
+            tenant_id=tenant_id,
+            name=old.name,
+            scope=old.scope,
+            issued_by=None if isinstance(actor, Party) else actor,
+        )
+        security_event_record(
+            tenant_id=tenant_id,
+            kind=SecurityEventKind.TOKEN_ROTATED,
+            actor=actor,
+            person=owner,
+            address=address,
+            target=f"token {knox_token.token_key} ({old.name})",
+            detail={"scope": old.scope, "replaces": old_key, **({"step_up": checked} if checked else {})},
+        )
+        old.token.delete()  # its ApiToken row goes with it
+    return IssuedToken(token=token, secret=secret)
 
 
 @dataclass(frozen=True)

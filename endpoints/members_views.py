@@ -64,7 +64,7 @@ def member_set_active(request, membership_id: int, active: bool):
 @member_required
 def security_update(request):
     _admin_only(request)
-    access.step_up_require(request)  # loosening the tenant's rules is itself a risky change
+    checked = access.step_up_require(request)  # loosening the tenant's rules is itself a risky change
     try:
         minutes = int(request.POST.get("step_up_minutes", ""))
     except ValueError:
@@ -74,10 +74,47 @@ def security_update(request):
         tenant=request.tenant,
         mfa_required=request.POST.get("mfa_required") == "on",
         step_up_window_s=minutes * 60,
+        step_up=checked,
         address=request_address(request),
     )
     messages.success(request, "Security settings saved.")
     return redirect("members:list")
+
+
+@member_required
+def sso_settings(request):
+    """The tenant's OpenID Connect sign-in (tenant admins): the form, and saving it (after a
+    step-up). The client secret is never shown back: left blank, the stored one is kept."""
+    _admin_only(request)
+    sso = TenantSSO.objects.select_related("app").filter(tenant=request.tenant).first()
+    if request.method == "POST":
+        checked = access.step_up_require(request)  # who may sign in, and as whom: a risky change
+        people.tenant_sso_configure(
+            actor=request.user,
+            tenant=request.tenant,
+            issuer=request.POST.get("issuer", ""),
+            client_id=request.POST.get("client_id", ""),
+            secret=request.POST.get("client_secret", ""),
+            allowed_domains=request.POST.get("allowed_domains", ""),
+            group_claim=request.POST.get("group_claim", "") or "groups",
+            role_mapping=people.role_mapping_parse(request.POST.get("role_mapping", "")),
+            default_role=request.POST.get("default_role", ""),
+            accept_idp_mfa=request.POST.get("accept_idp_mfa") == "on",
+            step_up=checked,
+            address=request_address(request),
+        )
+        messages.success(request, "Single sign-on saved.")
+        return redirect("members:sso")
+    provider_id = sso.app.provider_id if sso else f"tenant-{request.tenant.slug}"
+    context = {
+        "sso": sso,
+        "issuer": sso.app.settings.get("server_url", "") if sso else "",
+        "client_id": sso.app.client_id if sso else "",
+        "role_mapping": "\n".join(f"{g} = {r}" for g, r in sso.role_mapping.items()) if sso else "",
+        "roles": Role.choices,
+        "callback": request.build_absolute_uri(f"/accounts/oidc/{provider_id}/login/callback/"),
+    }
+    return render(request, "console/sso.html", context)
 
 
 @require_POST

@@ -290,6 +290,11 @@ class TenantSSO(models.Model):
         blank=True,
         help_text="Role of someone from an allowed domain whose groups map to none (blank: they are refused).",
     )
+    accept_idp_mfa = models.BooleanField(
+        default=False,
+        help_text="A sign-in whose provider asserts multi-factor authentication (the amr claim: mfa, otp, hwk, "
+        "swk, ...) counts as Caisey's second factor for that sign-in (enrolment and step-up).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = TenantScopedManager()
@@ -336,6 +341,9 @@ class SecurityEventKind(models.TextChoices):
     SSO_LINKED = "sso_linked", "Single sign-on account linked"
     TOKEN_ISSUED = "token_issued", "API token issued"
     TOKEN_REVOKED = "token_revoked", "API token revoked"
+    TOKEN_ROTATED = "token_rotated", "API token rotated"
+    SSO_CONFIGURED = "sso_configured", "Single sign-on configured"
+    ROLE_CHANGED = "role_changed", "Role changed"
     MEMBER_INVITED = "member_invited", "Member invited"
     MEMBER_DEACTIVATED = "member_deactivated", "Member deactivated"
     MEMBER_REACTIVATED = "member_reactivated", "Member reactivated"

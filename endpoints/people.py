@@ -23,7 +23,7 @@ from django.urls import reverse
 from caisey import tenancy
 from caisey.actors import Actor, Party
 from caisey.errors import Conflict, Forbidden, Rejected
-from endpoints.access import require_member
+from endpoints.access import StepUp, require_member, step_up_given
 from endpoints.hooks import sign_in_changed_hooks
 from endpoints.models import Membership, Role, SecurityEventKind, Tenant, TenantSSO
 from endpoints.security_log import security_event_record
@@ -157,25 +157,41 @@ def tenant_sso_configure(
     group_claim: str = "groups",
     role_mapping: dict[str, str] | None = None,
     default_role: str = "",
+    accept_idp_mfa: bool = False,
+    step_up: StepUp | None = None,
+    address: str | None = None,
 ) -> TenantSSO:
-    """Set up (or replace) ``tenant``'s OpenID Connect sign-in. Operators and the tenant's admins."""
+    """Set up (or replace) ``tenant``'s OpenID Connect sign-in. Operators (the command line) and
+    the tenant's admins, after a recent check (``step_up``). A blank ``secret`` keeps the stored
+    one (the console never shows it back); a first set-up needs one. Writes an ``sso_configured``
+    security event (the settings, never the secret: only whether it changed)."""
     if not isinstance(actor, Party):
         require_tenant_admin(actor, tenant.pk)
+    checked = step_up_given(actor, step_up, doing="configuring single sign-on")
     role_mapping = role_mapping or {}
+    issuer, client_id, group_claim = issuer.strip(), client_id.strip(), group_claim.strip()
     for role in [*role_mapping.values(), *([default_role] if default_role else [])]:
         if role not in Role.values:
             raise Rejected(f"unknown role {role!r}: one of {', '.join(Role.values)}")
     if not issuer.startswith(("https://", "http://localhost", "http://127.0.0.1")):
         raise Rejected("the issuer must be an https:// URL")
+    if not client_id or len(client_id) > 191:
+        raise Rejected("give the client id the provider issued (at most 191 characters)")
+    if not group_claim or len(group_claim) > 100:
+        raise Rejected("name the claim that lists the person's groups (e.g. groups)")
     if not allowed_domains.strip() and not role_mapping:
         raise Rejected("say who may sign in: allowed e-mail domains, a group-to-role mapping, or both")
     with transaction.atomic(), tenancy.bind(tenant.pk):
         existing = TenantSSO.objects.select_related("app").filter(tenant=tenant).first()
+        if not secret and existing is None:
+            raise Rejected("give the client secret the provider issued")
         app = existing.app if existing else SocialApp(provider="openid_connect")
+        secret_changed = bool(secret) and secret != app.secret
         app.provider_id = f"tenant-{tenant.slug}"
         app.name = f"{tenant.name} sign-in"
         app.client_id = client_id
-        app.secret = secret
+        if secret:
+            app.secret = secret
         app.settings = {"server_url": issuer.rstrip("/"), "oauth_pkce_enabled": True, "scope": SSO_SCOPE}
         app.save()
         sso = existing or TenantSSO(tenant=tenant, app=app)
@@ -183,8 +199,45 @@ def tenant_sso_configure(
         sso.group_claim = group_claim
         sso.role_mapping = role_mapping
         sso.default_role = default_role
+        sso.accept_idp_mfa = accept_idp_mfa
         sso.save()
+        security_event_record(
+            tenant_id=tenant.pk,
+            kind=SecurityEventKind.SSO_CONFIGURED,
+            actor=actor,
+            address=address,
+            target=app.provider_id,
+            detail={
+                "what": "changed" if existing else "added",
+                "issuer": app.settings["server_url"],
+                "client_id": client_id,
+                "secret_changed": secret_changed,
+                "allowed_domains": sso.allowed_domains,
+                "group_claim": group_claim,
+                "role_mapping": role_mapping,
+                "default_role": default_role,
+                "accept_idp_mfa": accept_idp_mfa,
+                **({"step_up": checked} if checked else {}),
+            },
+        )
     return sso
+
+
+def role_mapping_parse(text: str) -> dict[str, str]:
+    """The console's role mapping, a line per group: ``group = role`` (``group: role`` also)."""
+    mapping: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        group, sep, role = line.rpartition("=") if "=" in line else line.rpartition(":")
+        group, role = group.strip(), role.strip().lower()
+        if not sep or not group:
+            raise Rejected(f"role mapping line {number}: write it as 'group = role'")
+        if role not in Role.values:
+            raise Rejected(f"role mapping line {number}: unknown role {role!r}: one of {', '.join(Role.values)}")
+        mapping[group] = role
+    return mapping
 
 
 SSO_SCOPE = ["openid", "profile", "email", "groups"]
@@ -227,11 +280,19 @@ def membership_join_by_sso(*, sso: TenantSSO, user, role: str) -> Membership:
 
 
 def tenant_security_update(
-    *, actor: Actor, tenant: Tenant, mfa_required: bool, step_up_window_s: int, address: str | None = None
+    *,
+    actor: Actor,
+    tenant: Tenant,
+    mfa_required: bool,
+    step_up_window_s: int,
+    step_up: StepUp | None,
+    address: str | None = None,
 ) -> Tenant:
     """A tenant admin's security settings: whether members need a second factor, and how recent
-    a check risky actions need (1 minute to 12 hours)."""
+    a check risky actions need (1 minute to 12 hours). Needs a recent check (``step_up``),
+    recorded in the security-log event."""
     require_tenant_admin(actor, tenant.pk)
+    checked = step_up_given(actor, step_up, doing="changing the tenant's security settings")
     if not 60 <= step_up_window_s <= 12 * 3600:
         raise Rejected("the step-up window is between 1 minute and 12 hours")
     before = {"mfa_required": tenant.mfa_required, "step_up_window_s": tenant.step_up_window_s}
@@ -245,7 +306,7 @@ def tenant_security_update(
                 actor=actor,
                 address=address,
                 target="tenant security settings",
-                detail={"before": before, "after": after},
+                detail={"before": before, "after": after, "step_up": checked},
             )
     tenant.refresh_from_db()
     return tenant

@@ -1,6 +1,9 @@
 """The console's API tokens and security log pages, next to the members page: for the tenant's
-admins only (the services check it again). A new token's secret is shown once, on the page that
-answers the issuing form; it is never stored in the session or shown again."""
+admins only (the services check it again).
+
+A new (or rotated) token's secret is shown once: the form's POST stashes it in the signed-in
+session and redirects (POST-redirect-GET); the next GET of the tokens page pops it and shows it,
+with ``Cache-Control: no-store``. Reloading that page shows it no more and issues nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +19,14 @@ from django.views.decorators.http import require_POST
 from caisey.console import get_or_404, member_required
 from caisey.errors import Rejected
 from endpoints import access
-from endpoints.api_tokens import MAX_DAYS, api_token_issue, api_token_revoke, api_tokens_list
+from endpoints.api_tokens import (
+    MAX_DAYS,
+    IssuedToken,
+    api_token_issue,
+    api_token_revoke,
+    api_token_rotate,
+    api_tokens_list,
+)
 from endpoints.members_views import _admin_only
 from endpoints.models import Membership, SecurityEventKind, TokenScope
 from endpoints.security_log import (
@@ -28,6 +38,14 @@ from endpoints.security_log import (
 )
 
 User = get_user_model()
+
+
+# The session key a just-issued token's secret waits under for the next GET (popped there).
+ISSUED_KEY = "caisey_issued_token"
+
+
+def _show_once(request, issued: IssuedToken) -> None:
+    request.session[ISSUED_KEY] = {"id": issued.token.pk, "name": issued.token.name, "secret": issued.secret}
 
 
 def _tokens_page(request, *, issued=None, status: int = 200):
@@ -45,14 +63,18 @@ def _tokens_page(request, *, issued=None, status: int = 200):
 @member_required
 def token_list(request):
     _admin_only(request)
-    return _tokens_page(request)
+    issued = request.session.pop(ISSUED_KEY, None)  # shown on this answer only
+    response = _tokens_page(request, issued=issued)
+    if issued is not None:
+        response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_POST
 @member_required
 def token_issue(request):
     _admin_only(request)
-    access.step_up_require(request)  # a token is a credential: a recent check first
+    checked = access.step_up_require(request)  # a token is a credential: a recent check first
     try:
         owner_id = int(request.POST.get("owner", ""))
         days = int(request.POST.get("days", ""))
@@ -66,23 +88,43 @@ def token_issue(request):
         name=request.POST.get("name", ""),
         scope=request.POST.get("scope", ""),
         days=days,
+        step_up=checked,
         address=request_address(request),
     )
-    # Rendered, not redirected: the secret exists only in this answer.
-    response = _tokens_page(request, issued=issued)
-    response["Cache-Control"] = "no-store"
-    return response
+    _show_once(request, issued)
+    return redirect("members:tokens")
+
+
+@require_POST
+@member_required
+def token_rotate(request, api_token_id: int):
+    """A new secret for the token (same owner, name, scope and lifetime); the old one stops now."""
+    _admin_only(request)
+    checked = access.step_up_require(request)
+    issued = get_or_404(
+        api_token_rotate,
+        actor=request.user,
+        tenant_id=request.tenant.pk,
+        token_id=api_token_id,
+        step_up=checked,
+        address=request_address(request),
+    )
+    _show_once(request, issued)
+    messages.success(request, "The token is rotated: its old secret no longer works.")
+    return redirect("members:tokens")
 
 
 @require_POST
 @member_required
 def token_revoke(request, api_token_id: int):
     _admin_only(request)
+    checked = access.step_up_require(request)
     get_or_404(
         api_token_revoke,
         actor=request.user,
         tenant_id=request.tenant.pk,
         token_id=api_token_id,
+        step_up=checked,
         address=request_address(request),
     )
     messages.success(request, "The token is revoked: it no longer works.")

@@ -221,5 +221,7 @@ def api_token(user, *, scope: str | None = None, days: int = 30, name: str = "te
     membership = Membership.all_tenants.get(user=user)
     tenant_id = membership.tenant_id
     scope = scope or ("operator" if membership.can_operate else "read")
-    issued = api_token_issue(actor=Party.OPERATOR, tenant_id=tenant_id, owner=user, name=name, scope=scope, days=days)
+    issued = api_token_issue(
+        actor=Party.OPERATOR, tenant_id=tenant_id, owner=user, name=name, scope=scope, days=days, step_up=None
+    )
     return issued.token, issued.secret

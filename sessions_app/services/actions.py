@@ -29,7 +29,7 @@ from caisey import tenancy
 from caisey.actors import Actor, Party, actor_label, actor_person
 from caisey.state_machine import IllegalTransition, transition_if
 from caisey_agent import protocol as p
-from endpoints.access import acting_for
+from endpoints.access import StepUp, acting_for
 from endpoints.models import AgentMode, Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
 from endpoints.selectors import approval_policy_for
@@ -53,6 +53,7 @@ from sessions_app.models import (
 from sessions_app.selectors.approvals import actions_stopped_by_expiry
 from sessions_app.services import prompting
 from sessions_app.services.sessions import SessionError, session_end, session_touch
+from sessions_app.services.step_up import step_up_record
 from sessions_app.services.transcript import transcript_append
 
 
@@ -103,11 +104,14 @@ def action_request(
     hold: bool = False,
     conditions: dict[str, Any] | None = None,
     wake: str = WakeChoice.NOW,
+    step_up: StepUp | None = None,
 ) -> Action:
     """Queue an action on the session's endpoint. It waits in the outbox while the endpoint is away,
     until ``expires_in`` (default from settings). ``hold`` queues it without sending (batches).
     ``wake``: NOW wakes the endpoint and sends at once; WAIT leaves its mode alone and sends at
-    its next check-in (``action_wake`` turns a waiting action into NOW)."""
+    its next check-in (``action_wake`` turns a waiting action into NOW). ``step_up``: the recent
+    check a risky kind needed (``endpoints.access.step_up_require``, done by the view), written to
+    the transcript just before the action's own entry."""
     with acting_for(actor, session.tenant_id):
         if session.status != SessionStatus.OPEN:
             raise SessionError("this session is closed")
@@ -122,6 +126,8 @@ def action_request(
         if endpoint.status != EndpointStatus.ENROLLED:
             raise SessionError("this endpoint was revoked; nothing more can run on it")
         expires_at = timezone.now() + (expires_in or configured_duration("ACTION_QUEUE_EXPIRY_S"))
+        if step_up is not None:
+            step_up_record(actor=actor, session=session, step_up=step_up, what=kind)
         action = Action.objects.create(
             tenant_id=session.tenant_id,
             session=session,
@@ -316,13 +322,22 @@ def action_resend(*, actor: Actor, action: Action) -> None:
 
 
 @transaction.atomic
-def batch_request(*, actor: Actor, session: SupportSession, items: list[tuple[str, dict[str, Any]]]) -> Batch:
-    """Queue several actions to run in order; the next is sent when the previous one ends."""
+def batch_request(
+    *,
+    actor: Actor,
+    session: SupportSession,
+    items: list[tuple[str, dict[str, Any]]],
+    step_up: StepUp | None = None,
+) -> Batch:
+    """Queue several actions to run in order; the next is sent when the previous one ends.
+    ``step_up``: the recent check a batch with a risky kind needed, written once, first."""
     with acting_for(actor, session.tenant_id):
         if not items:
             raise SessionError("a batch needs at least one action")
         if len(items) > MAX_BATCH:
             raise SessionError(f"a batch holds at most {MAX_BATCH} actions")
+        if step_up is not None:
+            step_up_record(actor=actor, session=session, step_up=step_up, what="batch")
         batch = Batch.objects.create(
             tenant_id=session.tenant_id, session=session, created_by=actor_person(actor, doing="queue a batch")
         )

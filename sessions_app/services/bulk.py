@@ -18,7 +18,7 @@ from caisey.actors import Actor, actor_label, actor_person
 from caisey.errors import Forbidden
 from caisey.transactions import retrying_atomic
 from caisey_agent import protocol as p
-from endpoints.access import acting_for
+from endpoints.access import StepUp, acting_for
 from endpoints.models import AgentMode, ApprovalPolicy, Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
 from endpoints.selectors import approval_policies_for
@@ -34,6 +34,7 @@ from sessions_app.models import Action, BulkRun, SupportSession, TranscriptEntry
 from sessions_app.selectors.bulk import bulk_run_progress
 from sessions_app.services.actions import _await_approval, action_params_clean, action_run_message
 from sessions_app.services.sessions import SessionError
+from sessions_app.services.step_up import step_up_entry
 from sessions_app.services.transcript import transcript_begin, transcript_insert_many
 
 
@@ -47,9 +48,12 @@ def bulk_run_start(
     reason: str = "",
     expires_in: timedelta = DEFAULT_BULK_EXPIRY,
     wake: str = WakeChoice.NOW,
+    step_up: StepUp | None = None,
 ) -> BulkRun:
     """One diagnostic across many endpoints: a session per endpoint, offline ones stay queued.
     ``wake``=WAIT leaves every endpoint resting: each runs it at its next lazy check-in.
+    ``step_up``: the recent check the console asked for (``endpoints.access.step_up_require``),
+    written to each session's transcript after its opening and before the action.
 
     What ``session_open`` and ``action_request`` write for one endpoint, written for all at once
     in a number of statements that does not grow with the endpoints (bulk inserts, one set-based
@@ -93,6 +97,7 @@ def bulk_run_start(
         policies = approval_policies_for(endpoints=list(fresh.values()))
         offline = {pk: presence_of(e, now) == Presence.OFFLINE for pk, e in fresh.items()}
         label = actor_label(actor)
+        checked = [step_up_entry(actor=actor, step_up=step_up, what="bulk run")] if step_up is not None else []
         opened_by = actor_person(actor, doing="open a session")
         requested_by = actor_person(actor, doing="request an action")
         sessions: list[SupportSession] = []
@@ -138,6 +143,7 @@ def bulk_run_start(
                             "wake": wake == WakeChoice.NOW,
                         },
                     },
+                    *checked,
                     {
                         "kind": K.ACTION_QUEUED,
                         "actor": label,

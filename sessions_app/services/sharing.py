@@ -17,13 +17,14 @@ from django.utils import timezone
 from caisey import secrets
 from caisey.actors import Actor, actor_label, actor_user
 from caisey.errors import Forbidden
-from endpoints.access import acting_for
+from endpoints.access import StepUp, acting_for
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import Incident, ShareLink, ShareLinkView, SupportSession
 from sessions_app.selectors.incidents import incident_sessions
 from sessions_app.selectors.review import last_index
 from sessions_app.selectors.sharing import share_gate, share_link_sessions
 from sessions_app.services.review import ReviewError
+from sessions_app.services.step_up import step_up_record
 from sessions_app.services.transcript import transcript_append
 
 TOKEN_PREFIX = "shr_"
@@ -45,10 +46,13 @@ def share_link_create(
     incident: Incident | None = None,
     expires_in: timedelta,
     label: str = "",
+    step_up: StepUp | None = None,
 ) -> tuple[ShareLink, str]:
     """A new link to the session's or the incident's record as it is now; returns (link, token).
 
-    The token is shown once, to the caller; it is not stored.
+    The token is shown once, to the caller; it is not stored. ``step_up``: the recent check the
+    console asked for (``endpoints.access.step_up_require``), written to every shared session's
+    transcript (an incident's: each of its sessions) just before the link's own entry.
     """
     if session is not None and incident is None:
         tenant_id = session.tenant_id
@@ -88,6 +92,8 @@ def share_link_create(
             reviewed_upto=upto,
         )
         for s in sessions:
+            if step_up is not None:
+                step_up_record(actor=actor, session=s, step_up=step_up, what="share link")
             transcript_append(
                 session=s,
                 kind=LINK_CREATED,

@@ -26,7 +26,7 @@ def bulk_start(request):
         form = BulkRunForm(request.POST)
         data = form.valid_data()
         endpoints = selectors.bulk_run_endpoints(endpoint_ids=form.endpoint_ids(), client_group=data["group"])
-        access.step_up_require(request)  # a bulk run reaches many endpoints at once
+        checked = access.step_up_require(request)  # a bulk run reaches many endpoints at once
         run = bulk.bulk_run_start(
             actor=request.user,
             endpoints=endpoints,
@@ -34,6 +34,7 @@ def bulk_start(request):
             params=form.params(),
             reason=data["reason"],
             wake=form.wake_choice(),
+            step_up=checked,
         )
     if run is None:
         return redirect("console:endpoint_list")

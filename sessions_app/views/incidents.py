@@ -24,7 +24,7 @@ from sessions_app.selectors import incidents as selectors
 from sessions_app.selectors.sessions import session_get
 from sessions_app.selectors.sharing import current_record, share_gate, share_links_for
 from sessions_app.selectors.story import record_story
-from sessions_app.services import incidents, step_up
+from sessions_app.services import incidents, sharing
 from sessions_app.views.share import json_download, refused, render_link_created
 
 
@@ -144,7 +144,7 @@ def incident_share(request, incident_id):
     incident = get_or_404(selectors.incident_get, incident_id=incident_id)
     with refused(request, "Not shared"):
         data = ShareLinkForm(request.POST).cleaned()
-        link, token = step_up.share_link_create_stepped_up(
+        link, token = sharing.share_link_create(
             actor=request.user,
             step_up=access.step_up_require(request),
             incident=incident,

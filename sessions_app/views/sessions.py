@@ -38,7 +38,8 @@ from sessions_app.selectors import approvals as approval_selectors
 from sessions_app.selectors import followups as followup_selectors
 from sessions_app.selectors import patterns as pattern_selectors
 from sessions_app.selectors import sessions as selectors
-from sessions_app.services import actions, followups, sessions, step_up
+from sessions_app.services import actions, followups, sessions
+from sessions_app.services.step_up import STEP_UP_KINDS
 
 
 def _back(session_id) -> HttpResponse:
@@ -116,14 +117,14 @@ def action_run(request, session_id):
     with refused(request, "Not queued"):
         form = ActionRunForm(request.POST)
         kind = form.valid_data()["kind"]
-        step_up.action_request_stepped_up(
+        actions.action_request(
             actor=request.user,
             session=session,
             kind=kind,
             params=form.params(),
             expires_in=form.expires_in(),
             wake=form.wake_choice(),
-            step_up=access.step_up_require(request) if kind in step_up.STEP_UP_KINDS else None,
+            step_up=access.step_up_require(request) if kind in STEP_UP_KINDS else None,
         )
     return _back(session.pk)
 
@@ -134,7 +135,14 @@ def batch_run(request, session_id):
     """A batch from the queued-steps form: lines of `kind key=value ...`."""
     session = get_or_404(selectors.session_get, session_id=session_id)
     with refused(request, "Batch not queued"):
-        actions.batch_request(actor=request.user, session=session, items=BatchForm(request.POST).items())
+        items = BatchForm(request.POST).items()
+        risky = any(kind in STEP_UP_KINDS for kind, _ in items)
+        actions.batch_request(
+            actor=request.user,
+            session=session,
+            items=items,
+            step_up=access.step_up_require(request) if risky else None,
+        )
     return _back(session.pk)
 
 

@@ -33,7 +33,7 @@ from sessions_app.selectors import review as review_selectors
 from sessions_app.selectors import sharing as sharing_selectors
 from sessions_app.selectors.sessions import session_get
 from sessions_app.selectors.story import record_story
-from sessions_app.services import review, sharing, step_up
+from sessions_app.services import review, sharing
 from sessions_app.views import public
 
 INVALID = "share/invalid.html"
@@ -159,7 +159,7 @@ def session_share(request, session_id):
     session = get_or_404(session_get, session_id=session_id)
     with refused(request, "Not shared"):
         data = ShareLinkForm(request.POST).cleaned()
-        link, token = step_up.share_link_create_stepped_up(
+        link, token = sharing.share_link_create(
             actor=request.user,
             step_up=access.step_up_require(request),
             session=session,

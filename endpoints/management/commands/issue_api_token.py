@@ -53,9 +53,15 @@ class Command(BaseCommand):
                 with tenancy.bind(tenant_id):
                     ids = list(ApiToken.objects.filter(token__user=user).values_list("pk", flat=True))
                 for token_id in ids:
-                    api_token_revoke(actor=Party.OPERATOR, tenant_id=tenant_id, token_id=token_id)
+                    api_token_revoke(actor=Party.OPERATOR, tenant_id=tenant_id, token_id=token_id, step_up=None)
                 AuthToken.objects.filter(user=user).delete()  # knox tokens made without a Caisey row
             issued = api_token_issue(
-                actor=Party.OPERATOR, tenant_id=tenant_id, owner=user, name=opts["name"], scope=opts["scope"], days=days
+                actor=Party.OPERATOR,
+                tenant_id=tenant_id,
+                owner=user,
+                name=opts["name"],
+                scope=opts["scope"],
+                days=days,
+                step_up=None,  # the command line: whoever runs it owns the server
             )
         self.stdout.write(issued.secret)
