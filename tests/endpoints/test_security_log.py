@@ -124,7 +124,7 @@ def test_a_wrong_second_factor_code_is_a_failed_sign_in(world):
 
 def test_a_first_sso_sign_in_links_the_account(world):
     sso = people.tenant_sso_configure(
-        actor=world.admin,
+        actor=Party.OPERATOR,
         tenant=world.tenant,
         issuer="https://login.example",
         client_id="id",
@@ -141,7 +141,7 @@ def test_a_first_sso_sign_in_links_the_account(world):
 
 def test_linking_an_sso_account_later_is_recorded(world, rf):
     sso = people.tenant_sso_configure(
-        actor=world.admin,
+        actor=Party.OPERATOR,
         tenant=world.tenant,
         issuer="https://login.example",
         client_id="i",
@@ -173,6 +173,8 @@ def test_security_settings_and_approval_policy_changes_are_recorded(world):
     world.console.post(reverse("members:security"), {"step_up_minutes": "30"}, REMOTE_ADDR=ADDRESS)
     [settings_change] = events("policy_changed")
     assert settings_change.detail["after"] == {"mfa_required": False, "step_up_window_s": 1800}
+    # The check that let it through is recorded with it (a tenant-level change has no transcript).
+    assert settings_change.detail["step_up"]["method"] in ("sign-in", "password")
     group = factories.client_group(world.tenant)
     ApprovalPolicy.all_tenants.filter(client_group=group).delete()  # new groups come with one now
     response = world.console.post(
@@ -187,6 +189,8 @@ def test_security_settings_and_approval_policy_changes_are_recorded(world):
     assert response.status_code == 302
     policy_change = SecurityEvent.all_tenants.filter(kind="policy_changed").latest("at")
     assert policy_change.detail["what"] == "added" and policy_change.detail["requires"] == "none"
+    assert policy_change.detail["step_up"]["method"] in ("sign-in", "password")
+    assert abs(policy_change.detail["step_up"]["at"] - timezone.now().timestamp()) < 600
     assert group.name in policy_change.target
 
 

@@ -13,10 +13,11 @@ from django.test import Client
 from django.urls import reverse
 
 from caisey import tenancy
-from endpoints.access import LOGIN_AT
+from endpoints.access import LOGIN_AT, StepUp
 from endpoints.models import ApprovalPolicy, Membership, Role, Tenant
 from sessions_app.kinds import TranscriptKind
-from sessions_app.models import Action, BulkRun, ShareLink, TranscriptEntry
+from sessions_app.models import Action, Batch, BulkRun, ShareLink, SupportSession, TranscriptEntry
+from sessions_app.services import actions, step_up
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -188,3 +189,71 @@ def test_an_approval_policy_change_in_the_admin_needs_it():
     assert response.status_code == 302 and response["Location"].startswith("/accounts/2fa/reauthenticate/")
     with tenancy.system():
         assert not ApprovalPolicy.objects.filter(client_group=group, requires="none").exists()
+
+
+# --- one service, the check an argument of it (no *_stepped_up twins) ------------------------------
+
+
+def test_the_check_is_an_argument_of_the_one_service_and_lands_in_the_transcript(world):
+    assert not hasattr(step_up, "action_request_stepped_up") and not hasattr(step_up, "share_link_create_stepped_up")
+    checked = StepUp(method="mfa", at=time.time() - 5)
+    action = actions.action_request(
+        actor=world["tech"], session=world["session"], kind="shell", params={"command": "id"}, step_up=checked
+    )
+    [entry] = step_ups(world["session"])
+    assert entry.data == {"method": "mfa", "at": round(checked.at, 3), "for": "shell"}
+    queued = TranscriptEntry.all_tenants.get(action=action, kind=TranscriptKind.ACTION_QUEUED)
+    assert entry.index == queued.index - 1
+    # Without one (the API, the command line) nothing is recorded: the view is what asks for it.
+    actions.action_request(actor=world["tech"], session=world["session"], kind="shell", params={"command": "id"})
+    assert len(step_ups(world["session"])) == 1
+
+
+def test_a_batch_with_a_shell_command_needs_it_and_records_it_once(world):
+    url = reverse("console:batch_run", args=[world["session"].pk])
+    age_checks(world["client"], 16 * 60)
+    response = world["client"].post(url, {"steps": "system_summary\nshell command=whoami"})
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/2fa/reauthenticate/")
+    assert not Batch.all_tenants.exists() and not Action.all_tenants.filter(session=world["session"]).exists()
+    world["client"].post("/accounts/2fa/reauthenticate/", {"code": fresh_code(world["secret"], world["used"])})
+    world["client"].post(url, {"steps": "system_summary\nshell command=whoami"})
+    assert Batch.all_tenants.count() == 1
+    [entry] = step_ups(world["session"])
+    assert entry.data["for"] == "batch" and entry.data["method"] == "mfa"
+    # A batch of diagnostics alone needs no check and records none.
+    age_checks(world["client"], 16 * 60)
+    world["client"].post(url, {"steps": "system_summary\ndisk_usage"})
+    assert Batch.all_tenants.count() == 2 and len(step_ups(world["session"])) == 1
+
+
+def test_a_bulk_run_records_the_check_in_every_sessions_transcript(world):
+    second = factories.endpoint(world["group"], hostname="pc-two").endpoint
+    response = world["client"].post(
+        reverse("console:bulk_start"),
+        {"kind": "system_summary", "group": world["group"].slug, "reason": "patch tuesday"},
+    )
+    assert response.status_code == 302
+    run = BulkRun.all_tenants.get()
+    sessions = list(SupportSession.all_tenants.filter(actions__bulk_run=run).distinct())
+    assert {s.endpoint_id for s in sessions} == {world["endpoint"].pk, second.pk}
+    for session in sessions:
+        [entry] = step_ups(session)
+        assert entry.data["for"] == "bulk run" and entry.data["method"] == "mfa"
+        kinds = list(TranscriptEntry.all_tenants.filter(session=session).order_by("index").values_list("kind", flat=True))
+        assert kinds[:3] == [TranscriptKind.SESSION_OPENED, TranscriptKind.IDENTITY_STEP_UP, TranscriptKind.ACTION_QUEUED]
+
+
+def test_an_incident_share_link_records_the_check_in_each_of_its_sessions(world):
+    other = factories.support_session(world["endpoint"], opened_by=world["tech"])
+    incident = factories.incident(world["tenant"], actor=world["tech"], sessions=[world["session"], other])
+    factories.mark_reviewed(world["tech"], world["session"], other)
+    url = reverse("console:incident_share", args=[incident.pk])
+    age_checks(world["client"], 16 * 60)
+    assert world["client"].post(url, {"expires_days": "3", "label": "Dana"}).status_code == 302
+    assert not ShareLink.all_tenants.exists() and not step_ups(world["session"])
+    world["client"].post("/accounts/2fa/reauthenticate/", {"code": fresh_code(world["secret"], world["used"])})
+    assert world["client"].post(url, {"expires_days": "3", "label": "Dana"}).status_code == 200
+    assert ShareLink.all_tenants.get().incident_id == incident.pk
+    for s in (world["session"], other):
+        [entry] = step_ups(s)
+        assert entry.data["for"] == "share link" and entry.data["method"] == "mfa"
