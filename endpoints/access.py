@@ -27,7 +27,7 @@ from django.conf import settings
 from caisey import tenancy
 from caisey.actors import Actor, Party
 from caisey.errors import Forbidden
-from endpoints.models import Membership
+from endpoints.models import Membership, TenantSSO
 
 
 @dataclass(frozen=True)
@@ -97,20 +97,70 @@ def acting_for(actor: Actor, tenant_id) -> Iterator[Membership | None]:
         yield membership
 
 
-def second_factor_missing(*, user, membership: Membership | None) -> bool:
+def second_factor_missing(*, user, membership: Membership | None, session=None) -> bool:
     """True when ``user`` must enrol a second factor before reaching the console: their tenant
     requires one (``Tenant.mfa_required``), or they are the server's operator (a superuser
     without a membership, unless CAISEY_OPERATOR_MFA_REQUIRED is off), and they have neither
-    an authenticator app nor a passkey. Recovery codes alone do not count."""
+    an authenticator app nor a passkey. Recovery codes alone do not count. A single sign-on
+    whose provider asserted multi-factor authentication stands in for one, for that sign-in
+    (``session``), when the tenant accepts it (``idp_mfa_at``)."""
     if membership is not None:
         required = membership.tenant.mfa_required
     else:
         required = user.is_superuser and settings.CAISEY["OPERATOR_MFA_REQUIRED"]
     if not required:
         return False
-    return not Authenticator.objects.filter(
+    has_factor = Authenticator.objects.filter(
         user_id=user.pk, type__in=[Authenticator.Type.TOTP, Authenticator.Type.WEBAUTHN]
     ).exists()
+    return not has_factor and idp_mfa_at(session, user=user, membership=membership) is None
+
+
+# --- the identity provider's own multi-factor sign-in (the OpenID Connect ``amr`` claim) -----------
+
+# What the provider said about a single sign-on of this session (endpoints.identity writes it
+# before the sign-in, binds it to the person at the sign-in).
+IDP_SIGN_IN = "caisey_idp_sign_in"
+# amr values (RFC 8176) that say the provider checked more than a password: "mfa" and "mca" say so
+# outright; the others are a possession factor (one-time code, hardware or software key, smart
+# card, text or call to a phone). Entra ID and Okta send "mfa"; Google sends no amr.
+IDP_MFA_AMR = frozenset({"mfa", "mca", "otp", "hwk", "swk", "sc", "sms", "tel"})
+
+
+def amr_is_mfa(amr) -> bool:
+    return bool(IDP_MFA_AMR.intersection(amr or []))
+
+
+# A provider's note is bound to the sign-in it came with: the sign-in must follow within this long.
+IDP_NOTE_FRESH_S = 120.0
+
+
+def idp_note_for_sign_in(session, *, user, now: float) -> dict | None:
+    """The provider's note of this session (written by endpoints.identity just before a single
+    sign-on), if it belongs to the sign-in of ``user`` happening now: fresh, and naming one of
+    their own linked accounts. A password sign-in after an abandoned single sign-on gets None."""
+    from allauth.socialaccount.models import SocialAccount
+
+    note = session.get(IDP_SIGN_IN) if session is not None else None
+    if not note or now - float(note.get("at", 0)) > IDP_NOTE_FRESH_S or note.get("user_id") not in (None, user.pk):
+        return None
+    if not SocialAccount.objects.filter(user=user, provider=note.get("provider"), uid=note.get("uid")).exists():
+        return None
+    return note
+
+
+def idp_mfa_at(session, *, user, membership: Membership | None) -> float | None:
+    """When this session's single sign-on was checked by the provider with more than a password,
+    if the person's tenant accepts that in place of Caisey's second factor
+    (``TenantSSO.accept_idp_mfa``, off by default); else None."""
+    note = session.get(IDP_SIGN_IN) if session is not None else None
+    if not note or membership is None or note.get("user_id") != user.pk or not note.get("mfa"):
+        return None
+    with tenancy.bind(membership.tenant_id):
+        accepted = TenantSSO.objects.filter(
+            tenant_id=membership.tenant_id, app__provider_id=note.get("provider"), accept_idp_mfa=True
+        ).exists()
+    return float(note["at"]) if accepted else None
 
 
 # --- step-up: a recent second-factor check before risky actions ---------------------------------
@@ -123,7 +173,7 @@ LOGIN_AT = "caisey_login_at"
 class StepUp:
     """The check that let a risky action through: how the person proved it was them, and when."""
 
-    method: str  # "mfa" (authenticator app, passkey, recovery code), "password" or "sign-in"
+    method: str  # "mfa" (authenticator app, passkey, recovery code), "idp-mfa", "password" or "sign-in"
     at: float  # a Unix time
 
     def as_record(self) -> dict:
@@ -158,6 +208,10 @@ def step_up_require(request) -> StepUp:
     records = [r for r in get_authentication_records(request, request.user) if r.get("method") in methods and "at" in r]
     if not has_factor and request.session.get(LOGIN_AT) is not None:
         records.append({"method": "sign-in", "at": request.session[LOGIN_AT]})  # any way of signing in
+    idp_at = idp_mfa_at(request.session, user=request.user, membership=membership)
+    if idp_at is not None:  # the provider's multi-factor sign-in, where the tenant accepts it:
+        # this session's sign-in was that one, so it is named for what it was
+        records = [r for r in records if r["method"] != "sign-in"] + [{"method": "idp-mfa", "at": idp_at}]
     if records:
         latest = max(records, key=lambda r: r["at"])
         if time.time() - latest["at"] <= membership.tenant.step_up_window_s:

@@ -37,9 +37,16 @@ from django.utils.crypto import constant_time_compare
 
 from caisey import tenancy
 from caisey.console import back_url
-from endpoints.access import LOGIN_AT, StepUpRequired, second_factor_missing
+from endpoints.access import (
+    IDP_SIGN_IN,
+    LOGIN_AT,
+    StepUpRequired,
+    amr_is_mfa,
+    idp_note_for_sign_in,
+    second_factor_missing,
+)
 from endpoints.models import Membership, TenantSSO
-from endpoints.people import membership_join_by_sso, sign_in_changed, sso_role_for
+from endpoints.people import membership_join_by_sso, membership_sso_reapply, sign_in_changed, sso_role_for
 
 # Paths a signed-in person without a required second factor may still reach: allauth's own
 # pages (where they enrol), logging out, static files, and what is not a person's console
@@ -72,6 +79,18 @@ def _claims(sociallogin) -> dict:
     return data.get("userinfo") or data.get("id_token") or {}
 
 
+def _amr(sociallogin) -> list[str]:
+    """How the provider authenticated the person (the ID token's ``amr`` claim, RFC 8176)."""
+    data = sociallogin.account.extra_data or {}
+    amr = (data.get("id_token") or {}).get("amr") or (data.get("userinfo") or {}).get("amr") or []
+    return [str(a) for a in ([amr] if isinstance(amr, str) else amr)][:20]
+
+
+def _groups(sso: TenantSSO, claims: dict) -> list[str]:
+    groups = claims.get(sso.group_claim) or []
+    return [str(g) for g in ([groups] if isinstance(groups, str) else groups)][:50]
+
+
 def _refuse(why: str):
     return ImmediateHttpResponse(redirect(f"{reverse('login')}?{urlencode({'sso': why})}"))
 
@@ -79,35 +98,41 @@ def _refuse(why: str):
 class SocialAccountAdapter(DefaultSocialAccountAdapter):
     """Single sign-on per tenant: only the tenant's own provider signs its people in; a first
     sign-in creates the membership when the person's groups or verified e-mail domain qualify
-    (``endpoints.people.sso_role_for``); anyone else is sent back to the login page."""
+    (``endpoints.people.sso_role_for``); every later one re-applies the mapping (a new role, or
+    deactivation for someone who no longer qualifies); anyone else is sent back to the login
+    page. What the provider says about how it checked the person (``amr``) is noted in the
+    session for the sign-in (``endpoints.access.IDP_SIGN_IN``) and the security log."""
 
     def pre_social_login(self, request, sociallogin) -> None:
         sso = _sso_of(sociallogin)
         if sso is None:
             raise _refuse("unknown")
+        claims = _claims(sociallogin)
+        role = sso_role_for(sso, claims)
         if sociallogin.is_existing:
             with tenancy.system():
-                membership = Membership.objects.filter(user=sociallogin.user).first()
-            if membership is None or membership.tenant_id != sso.tenant_id:
+                membership = Membership.objects.select_related("user").filter(user=sociallogin.user).first()
+            if membership is None or membership.tenant_id != sso.tenant_id or not membership.user.is_active:
                 raise _refuse("refused")
-            return
-        if sso_role_for(sso, _claims(sociallogin)) is None:
+            outcome = membership_sso_reapply(
+                sso=sso, membership=membership, role=role, claims_note={"groups": _groups(sso, claims)}
+            )
+            if outcome == "deactivated":
+                raise _refuse("refused")
+        elif role is None:
             raise _refuse("refused")
-
-    def is_open_for_signup(self, request, sociallogin) -> bool:
-        return True  # only people pre_social_login let through reach this
-
-    def save_user(self, request, sociallogin, form=None):
-        with transaction.atomic():
-            user = super().save_user(request, sociallogin, form)
-            sso = _sso_of(sociallogin)
-            role = sso_role_for(sso, _claims(sociallogin)) if sso is not None else None
-            if sso is None or role is None:  # checked in pre_social_login; the claims did not change
-                raise _refuse("refused")
-            membership_join_by_sso(sso=sso, user=user, role=role)
-        return user
-
-
+        if request is not None and hasattr(request, "session"):
+            amr = _amr(sociallogin)
+            request.session[IDP_SIGN_IN] = {
+                "provider": sociallogin.account.provider,
+                "uid": sociallogin.account.uid,
+                "amr": amr,
+                "mfa": amr_is_mfa(amr),
+                "at": time.time(),
+                # Known now for a returning person (a re-authentication through the provider
+                # signs nobody in again); a newcomer's is bound at the sign-in (idp_note_bind).
+                "user_id": sociallogin.user.pk if sociallogin.is_existing else None,
+            }
 class SecondFactorMiddleware:
     """After ``TenantMiddleware``: a member of a tenant that requires a second factor, who has
     none yet, enrols before anything else (the API answers 403 instead of a redirect)."""
@@ -121,7 +146,9 @@ class SecondFactorMiddleware:
             user is None
             or not user.is_authenticated
             or request.path.startswith(ENROLMENT_EXEMPT_PREFIXES)
-            or not second_factor_missing(user=user, membership=getattr(request, "membership", None))
+            or not second_factor_missing(
+                user=user, membership=getattr(request, "membership", None), session=getattr(request, "session", None)
+            )
         ):
             return self.get_response(request)
         if request.path.startswith("/api/"):
@@ -173,6 +200,18 @@ def _record_login(sender, request, user, **kwargs) -> None:
         now = time.time()
         request.session[LOGIN_AT] = now
         request.session[SEEN_AT] = now
+        idp_note_bind(request.session, user=user, now=now)
+
+
+def idp_note_bind(session, *, user, now: float) -> dict | None:
+    """At a sign-in: the provider's note of this session now belongs to ``user`` if it came with
+    this sign-in (``idp_note_for_sign_in``); any other note is dropped."""
+    note = idp_note_for_sign_in(session, user=user, now=now)
+    if note is None:
+        session.pop(IDP_SIGN_IN, None)
+        return None
+    session[IDP_SIGN_IN] = {**note, "user_id": user.pk}
+    return session[IDP_SIGN_IN]
 
 
 @receiver(user_logged_out, dispatch_uid="caisey-logout-rings-sockets")

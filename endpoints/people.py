@@ -279,6 +279,54 @@ def membership_join_by_sso(*, sso: TenantSSO, user, role: str) -> Membership:
         return membership
 
 
+def _admin_permissions_revoke(user) -> None:
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.remove(*Permission.objects.filter(content_type__app_label="endpoints"))
+
+
+def membership_sso_reapply(*, sso: TenantSSO, membership: Membership, role: str | None, claims_note: dict) -> str:
+    """Every single sign-on of an existing member re-applies the tenant's mapping to what the
+    provider says now: a new role is set (admin rights granted or withdrawn with it); someone who
+    no longer qualifies (their group removed, their domain no longer allowed) is deactivated and
+    signed out everywhere. Returns "kept", "changed" or "deactivated". Written as the system
+    (the provider decided it), with the security event in the same transaction."""
+    with transaction.atomic(), tenancy.bind(sso.tenant_id):
+        user = membership.user
+        if role is None:
+            User.objects.filter(pk=user.pk).update(is_active=False)
+            security_event_record(
+                tenant_id=sso.tenant_id,
+                kind=SecurityEventKind.MEMBER_DEACTIVATED,
+                actor=Party.SYSTEM,
+                person=user,
+                target=user.get_username(),
+                detail={"by": sso.app.provider_id, "reason": "no longer qualifies at sign-in", **claims_note},
+            )
+            user_id = user.pk
+            transaction.on_commit(lambda: sign_in_changed(user_id=user_id))
+            return "deactivated"
+        if role == membership.role:
+            return "kept"
+        before = membership.role
+        Membership.objects.filter(pk=membership.pk).update(role=role)
+        membership.role = role
+        User.objects.filter(pk=user.pk).update(is_staff=role == Role.ADMIN)
+        if role == Role.ADMIN:
+            _grant_admin_permissions(user)
+        elif before == Role.ADMIN:
+            _admin_permissions_revoke(user)
+        security_event_record(
+            tenant_id=sso.tenant_id,
+            kind=SecurityEventKind.ROLE_CHANGED,
+            actor=Party.SYSTEM,
+            person=user,
+            target=user.get_username(),
+            detail={"by": sso.app.provider_id, "before": before, "after": role, **claims_note},
+        )
+        return "changed"
+
+
 def tenant_security_update(
     *,
     actor: Actor,

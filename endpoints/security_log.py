@@ -95,7 +95,13 @@ def _record_for_person(kind: SecurityEventKind, *, user, actor: Actor | None, re
 
 @receiver(user_logged_in, dispatch_uid="security_log_login")
 def _on_login(sender, request, user, **kwargs) -> None:
-    _record_for_person(SecurityEventKind.LOGIN, user=user, actor=user, request=request)
+    # A single sign-on: which provider, and how it checked the person (amr; whether that is more
+    # than a password). Read before or after endpoints.identity binds the note: the same answer.
+    from endpoints.access import idp_note_for_sign_in
+
+    note = idp_note_for_sign_in(getattr(request, "session", None), user=user, now=timezone.now().timestamp())
+    detail = {"sso": note["provider"], "amr": note["amr"], "idp_mfa": note["mfa"]} if note else None
+    _record_for_person(SecurityEventKind.LOGIN, user=user, actor=user, request=request, detail=detail)
 
 
 @receiver(user_logged_out, dispatch_uid="security_log_logout")

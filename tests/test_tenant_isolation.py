@@ -408,6 +408,8 @@ def test_every_url_keeps_tenant_b_out_of_reach_of_tenant_a(client, two_tenants, 
     assert {
         "members/tokens/",
         "members/tokens/<int:api_token_id>/revoke",
+        "members/tokens/<int:api_token_id>/rotate",
+        "members/sso/",
         "members/security-log/",
         "members/security-log.csv",
     } <= set(covered)

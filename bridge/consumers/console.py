@@ -24,12 +24,12 @@ CLOSE_FORBIDDEN = 4403
 
 
 @database_sync_to_async
-def _tenant_of(user):
+def _tenant_of(user, session=None):
     """The user's tenant through the one resolution (endpoints.access). A superuser without a
     membership gets no socket: console pages are for a tenant's members only; nor does a member
     who has yet to enrol the second factor their tenant requires (endpoints.identity)."""
     access = membership_resolve(user=user)
-    if access is None or second_factor_missing(user=user, membership=access.membership):
+    if access is None or second_factor_missing(user=user, membership=access.membership, session=session):
         return None
     return access.tenant_id
 
@@ -60,7 +60,7 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        tenant_id = await _tenant_of(user)
+        tenant_id = await _tenant_of(user, self.scope.get("session"))
         if tenant_id is None:
             await self.close(code=CLOSE_FORBIDDEN)
             return
