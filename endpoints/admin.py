@@ -232,9 +232,7 @@ class ApprovalPolicyAdmin(TenantOwnedAdmin):
             super().delete_model(request, obj)
 
 
-def _policy_event(
-    request, policy: ApprovalPolicy, what: str, fields: list[str], step_up: access.StepUp | None
-) -> None:
+def _policy_event(request, policy: ApprovalPolicy, what: str, fields: list[str], step_up: access.StepUp | None) -> None:
     """An approval policy change in the tenant's security log (the admin is its write path), with
     the step-up check that let a tenant's admin make it (the server's operator, a superuser
     without a tenant, has none to record)."""

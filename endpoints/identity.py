@@ -133,6 +133,21 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                 # signs nobody in again); a newcomer's is bound at the sign-in (idp_note_bind).
                 "user_id": sociallogin.user.pk if sociallogin.is_existing else None,
             }
+
+    def is_open_for_signup(self, request, sociallogin) -> bool:
+        return True  # only people pre_social_login let through reach this
+
+    def save_user(self, request, sociallogin, form=None):
+        with transaction.atomic():
+            user = super().save_user(request, sociallogin, form)
+            sso = _sso_of(sociallogin)
+            role = sso_role_for(sso, _claims(sociallogin)) if sso is not None else None
+            if sso is None or role is None:  # checked in pre_social_login; the claims did not change
+                raise _refuse("refused")
+            membership_join_by_sso(sso=sso, user=user, role=role)
+        return user
+
+
 class SecondFactorMiddleware:
     """After ``TenantMiddleware``: a member of a tenant that requires a second factor, who has
     none yet, enrols before anything else (the API answers 403 instead of a redirect)."""

@@ -265,7 +265,9 @@ def test_a_returning_persons_role_follows_their_groups_at_every_sign_in(rf):
     assert SecurityEvent.all_tenants.filter(kind="role_changed", person=user).count() == 2
 
 
-def test_a_person_removed_from_the_group_is_deactivated_and_refused(rf, monkeypatch, django_capture_on_commit_callbacks):
+def test_a_person_removed_from_the_group_is_deactivated_and_refused(
+    rf, monkeypatch, django_capture_on_commit_callbacks
+):
     from endpoints.models import SecurityEvent
 
     tenant = factories.tenant()
@@ -289,8 +291,15 @@ def test_a_person_removed_from_the_group_is_deactivated_and_refused(rf, monkeypa
 
 @pytest.mark.parametrize(
     "amr, mfa",
-    [(["pwd", "mfa"], True), (["pwd", "otp"], True), (["hwk"], True), (["swk", "pwd"], True), (["pwd"], False),
-     (None, False), ("mfa", True)],
+    [
+        (["pwd", "mfa"], True),
+        (["pwd", "otp"], True),
+        (["hwk"], True),
+        (["swk", "pwd"], True),
+        (["pwd"], False),
+        (None, False),
+        ("mfa", True),
+    ],
 )
 def test_the_providers_amr_claim_is_noted_for_the_sign_in(rf, amr, mfa):
     from endpoints.access import IDP_SIGN_IN
@@ -354,3 +363,39 @@ def test_a_password_sign_in_after_an_abandoned_sso_inherits_nothing(rf):
     assert IDP_SIGN_IN not in request.session
     membership = Membership.all_tenants.select_related("tenant").get(user=other)
     assert second_factor_missing(user=other, membership=membership, session=request.session)
+
+
+def test_a_first_sign_in_creates_the_membership_and_binds_the_providers_note(rf):
+    from django.contrib.auth import login
+
+    from endpoints.access import IDP_SIGN_IN
+
+    tenant = factories.tenant(mfa_required=True)
+    sso = configure(tenant, accept_idp_mfa=True)
+    account = SocialAccount(
+        provider=sso.app.provider_id,
+        uid="sub-new",
+        extra_data={
+            "userinfo": {
+                "sub": "sub-new",
+                "email": "newcomer@msp.example",
+                "email_verified": True,
+                "groups": ["helpdesk"],
+            },
+            "id_token": {"sub": "sub-new", "amr": ["pwd", "mfa"]},
+        },
+    )
+    from django.contrib.auth import get_user_model
+
+    sociallogin = SocialLogin(account=account, user=get_user_model()(username="newcomer", email="newcomer@msp.example"))
+    sociallogin.lookup()
+    assert not sociallogin.is_existing
+    request = sign_in_request(rf)
+    adapter = SocialAccountAdapter()
+    adapter.pre_social_login(request, sociallogin)
+    assert request.session[IDP_SIGN_IN]["user_id"] is None  # not known before the account exists
+    user = adapter.save_user(request, sociallogin)
+    assert Membership.all_tenants.get(user=user).role == "technician"
+    request.user = user
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    assert request.session[IDP_SIGN_IN]["user_id"] == user.pk and request.session[IDP_SIGN_IN]["mfa"]

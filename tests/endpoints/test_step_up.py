@@ -239,8 +239,14 @@ def test_a_bulk_run_records_the_check_in_every_sessions_transcript(world):
     for session in sessions:
         [entry] = step_ups(session)
         assert entry.data["for"] == "bulk run" and entry.data["method"] == "mfa"
-        kinds = list(TranscriptEntry.all_tenants.filter(session=session).order_by("index").values_list("kind", flat=True))
-        assert kinds[:3] == [TranscriptKind.SESSION_OPENED, TranscriptKind.IDENTITY_STEP_UP, TranscriptKind.ACTION_QUEUED]
+        kinds = list(
+            TranscriptEntry.all_tenants.filter(session=session).order_by("index").values_list("kind", flat=True)
+        )
+        assert kinds[:3] == [
+            TranscriptKind.SESSION_OPENED,
+            TranscriptKind.IDENTITY_STEP_UP,
+            TranscriptKind.ACTION_QUEUED,
+        ]
 
 
 def test_an_incident_share_link_records_the_check_in_each_of_its_sessions(world):
