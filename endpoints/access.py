@@ -219,6 +219,24 @@ def step_up_require(request) -> StepUp:
     raise StepUpRequired("mfa_reauthenticate" if has_factor else "account_reauthenticate")
 
 
+def api_step_up(request, *, risky: bool) -> StepUp | None:
+    """The step-up rule of the REST API, for the same risky things as the console. A request
+    signed by an API token (``request.auth`` set) needs no check here: the token was itself issued
+    under a step-up, carries a scope and is revocable by tenant admins (docs/identity.md). A
+    request riding a browser session is held to the console's rule, or refused: without this, a
+    session past its window could run a shell command through ``/api/v1/`` that the console
+    would refuse."""
+    if not risky or getattr(request, "auth", None) is not None:
+        return None
+    try:
+        return step_up_require(request)
+    except StepUpRequired as exc:
+        raise Forbidden(
+            "this needs a recent check that it is you: confirm it in the console "
+            "(a second factor or your password), or use an API token"
+        ) from exc
+
+
 def step_up_given(actor: Actor, step_up: StepUp | None, *, doing: str) -> dict | None:
     """The services of tenant-level risky changes (API tokens, policies, single sign-on) take the
     check the view made (``step_up_require``) and record it with their security-log event: this

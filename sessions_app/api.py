@@ -24,6 +24,7 @@ from rest_framework.viewsets import GenericViewSet
 
 from caisey.api import Pagination, error_response, parse_uuid
 from caisey_agent.protocol import ACTION_KINDS, CATEGORIES
+from endpoints import access
 from endpoints import selectors as endpoint_selectors
 from endpoints.api_base import TenantScopedAPIMixin, TenantScopedAPIView
 from endpoints.models import Endpoint, EndpointStatus, Presence
@@ -45,6 +46,7 @@ from sessions_app.selectors import patterns as pattern_selectors
 from sessions_app.selectors import sessions as selectors
 from sessions_app.selectors.followups import FOLLOW_UP_STATUS_FILTERS
 from sessions_app.services import actions, bulk, followups, sessions
+from sessions_app.services.step_up import STEP_UP_KINDS
 
 MAX_EXPIRY_S = int(MAX_EXPIRY.total_seconds())
 
@@ -706,13 +708,15 @@ class SessionViewSet(APIViewSet):
         body = ActionIn(data=request.data)
         body.is_valid(raise_exception=True)
         seconds = body.validated_data.get("expires_in_seconds")
+        kind = body.validated_data["kind"]
         created = actions.action_request(
             actor=request.user,
             session=session,
-            kind=body.validated_data["kind"],
+            kind=kind,
             params=body.validated_data["params"],
             expires_in=timedelta(seconds=seconds) if seconds else None,
             wake=body.validated_data["wake"],
+            step_up=access.api_step_up(request, risky=kind in STEP_UP_KINDS),
         )
         detail = action_selectors.action_detail(action_id=created.pk)
         return Response(ActionDetailOut(detail).data, status=status.HTTP_201_CREATED)
@@ -729,7 +733,12 @@ class SessionViewSet(APIViewSet):
         body = BatchIn(data=request.data)
         body.is_valid(raise_exception=True)
         items = [(item["kind"], item["params"]) for item in body.validated_data["actions"]]
-        batch = actions.batch_request(actor=request.user, session=session, items=items)
+        batch = actions.batch_request(
+            actor=request.user,
+            session=session,
+            items=items,
+            step_up=access.api_step_up(request, risky=any(kind in STEP_UP_KINDS for kind, _ in items)),
+        )
         return Response(BatchOut(action_selectors.batch_data(batch=batch)).data, status=status.HTTP_201_CREATED)
 
 
@@ -840,6 +849,7 @@ class BulkRunViewSet(APIViewSet):
             reason=data["reason"],
             expires_in=timedelta(seconds=data["expires_in_seconds"]),
             wake=data["wake"],
+            step_up=access.api_step_up(request, risky=True),  # a bulk run reaches many endpoints at once
         )
         run = bulk_selectors.bulk_run_get(run_id=run.pk)
         detail = bulk_selectors.bulk_run_data(run, rows=True)

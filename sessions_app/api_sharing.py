@@ -17,6 +17,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from caisey.api import parse_uuid
+from endpoints import access
 from sessions_app.api import ERRORS, APIViewSet
 from sessions_app.forms.sharing import DEFAULT_EXPIRY_DAYS
 from sessions_app.models import SupportSession
@@ -89,6 +90,7 @@ class SessionSharingViewSet(APIViewSet):
             session=session,
             expires_in=timedelta(days=body.validated_data["expires_in_days"]),
             label=body.validated_data["label"],
+            step_up=access.api_step_up(request, risky=True),
         )
         data = {"id": link.pk, "url": share_url(request, token), "expires_at": link.expires_at, "label": link.label}
         return Response(ShareLinkOut(data).data, status=status.HTTP_201_CREATED)

@@ -263,3 +263,57 @@ def test_an_incident_share_link_records_the_check_in_each_of_its_sessions(world)
     for s in (world["session"], other):
         [entry] = step_ups(s)
         assert entry.data["for"] == "share link" and entry.data["method"] == "mfa"
+
+
+# --- the REST API: a browser session is held to the console's rule -------------------------------
+
+
+def api_shell(world):
+    return world["client"].post(
+        f"/api/v1/sessions/{world['session'].pk}/actions/",
+        {"kind": "shell", "params": {"command": "whoami"}},
+        content_type="application/json",
+    )
+
+
+def test_a_session_past_its_window_cannot_run_a_shell_command_through_the_api(world):
+    """Was: the API called the services without a check, so a signed-in browser session past its
+    step-up window ran through /api/v1/ the shell command the console refused."""
+    age_checks(world["client"], 16 * 60)
+    response = api_shell(world)
+    assert response.status_code == 403, response.content
+    assert "recent check that it is you" in response.json()["detail"]
+    assert not Action.all_tenants.filter(session=world["session"]).exists() and not step_ups(world["session"])
+    bulk = world["client"].post(
+        "/api/v1/bulk-runs/",
+        {"endpoints": [str(world["endpoint"].pk)], "kind": "disk_usage", "params": {}, "reason": "T-1"},
+        content_type="application/json",
+    )
+    assert bulk.status_code == 403 and not BulkRun.all_tenants.exists()
+    share = world["client"].post(
+        f"/api/v1/sessions/{world['session'].pk}/share-links/", {}, content_type="application/json"
+    )
+    assert share.status_code == 403 and not ShareLink.all_tenants.exists()
+
+
+def test_a_session_within_its_window_runs_it_through_the_api_and_the_transcript_says_so(world):
+    response = api_shell(world)
+    assert response.status_code == 201, response.content
+    [entry] = step_ups(world["session"])
+    assert entry.data["method"] == "mfa" and entry.data["for"] == "shell"
+
+
+def test_an_api_token_needs_no_step_up_of_its_own(world):
+    """A token was issued under a step-up, carries a scope and can be revoked: scripts use it."""
+    from rest_framework.test import APIClient
+
+    _, token = factories.api_token(world["tech"])
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    response = api.post(
+        f"/api/v1/sessions/{world['session'].pk}/actions/",
+        {"kind": "shell", "params": {"command": "whoami"}},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert not step_ups(world["session"])
