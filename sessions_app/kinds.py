@@ -37,6 +37,7 @@ class TranscriptKind(StrEnum):
     ACTION_FAILED_TO_DELIVER = "action.failed_to_deliver"
     ACTION_TIMED_OUT = "action.timed_out"
     BATCH_QUEUED = "batch.queued"
+    RUNBOOK_RUN = "runbook.run"
     # approval prompts: one per prompt state, and the ledger's own remarks
     PROMPT_PENDING = "prompt.pending"
     PROMPT_DELIVERED = "prompt.delivered"

@@ -20,6 +20,8 @@ MIN_BULK_EXPIRY = timedelta(minutes=1)
 #: A note's text; a session's reason, close reason and follow-up note.
 NOTE_MAX_CHARS = 10_000
 REASON_MAX_CHARS = 500
+RUNBOOK_NAME_MAX_CHARS = 200
+RUNBOOK_DESCRIPTION_MAX_CHARS = 2000
 
 
 def configured_duration(name: str) -> timedelta:

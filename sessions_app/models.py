@@ -117,9 +117,65 @@ class Batch(models.Model):
     session = models.ForeignKey(SupportSession, on_delete=models.CASCADE, related_name="batches")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The runbook version this batch ran, when it was a runbook's (also in the transcript).
+    runbook_version = models.ForeignKey(
+        "RunbookVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="batches"
+    )
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()
+
+
+class Runbook(models.Model):
+    """A tenant's named, ordered list of catalogue actions (an outage checklist). What it holds
+    lives in its versions: editing adds a version, and the versions already written never change."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=200)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="runbook_name_unique_in_tenant")]
+
+
+class ImmutableRow(Exception):
+    """A row that is written once (a runbook version) was asked to change."""
+
+
+class RunbookVersion(models.Model):
+    """One version of a runbook: its steps ``[{"kind": ..., "params": {...}}]``, validated against
+    the catalogue when written. Written once: ``save`` refuses an update, ``delete`` refuses."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    runbook = models.ForeignKey(Runbook, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    name = models.CharField(max_length=200, help_text="The runbook's name when this version was written.")
+    description = models.TextField(blank=True)
+    steps = models.JSONField(default=list)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        ordering = ["runbook", "-number"]
+        constraints = [models.UniqueConstraint(fields=["runbook", "number"], name="runbook_version_number_unique")]
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ImmutableRow("a runbook version never changes: edit the runbook to write a new version")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ImmutableRow("a runbook version is kept: runs name it")
 
 
 class BulkRun(models.Model):
@@ -133,6 +189,12 @@ class BulkRun(models.Model):
     reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
+    # A re-run of the endpoints an earlier run failed on, timed out on or never reached.
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    # A runbook's run across endpoints: each endpoint gets the version's steps as a batch.
+    runbook_version = models.ForeignKey(
+        RunbookVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="bulk_runs"
+    )
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from sessions_app.urls_incidents import urlpatterns as incident_urlpatterns
-from sessions_app.views import bulk, endpoints, followups, prompts, sessions
+from sessions_app.views import bulk, endpoints, followups, overview, prompts, runbooks, sessions
 
 app_name = "console"
 
@@ -37,6 +37,15 @@ urlpatterns = [
     ),
     path("bulk/", bulk.bulk_start, name="bulk_start"),
     path("bulk/<uuid:run_id>/", bulk.bulk_detail, name="bulk_detail"),
+    path("bulk/<uuid:run_id>/rerun", bulk.bulk_rerun, name="bulk_rerun"),
+    path("bulk/<uuid:run_id>/export.csv", bulk.bulk_export_csv, name="bulk_export_csv"),
+    path("bulk/<uuid:run_id>/export.json", bulk.bulk_export_json, name="bulk_export_json"),
+    path("overview/", overview.fleet_overview, name="overview"),
+    path("runbooks/", runbooks.runbook_list, name="runbook_list"),
+    path("runbooks/new", runbooks.runbook_create, name="runbook_create"),
+    path("runbooks/<uuid:runbook_id>/", runbooks.runbook_detail, name="runbook_detail"),
+    path("runbooks/<uuid:runbook_id>/edit", runbooks.runbook_edit, name="runbook_edit"),
+    path("runbooks/<uuid:runbook_id>/run", runbooks.runbook_run, name="runbook_run"),
 ]
 
 # Incidents, review and share links (sessions_app/urls_incidents.py).

@@ -118,6 +118,15 @@ def bulk_run(endpoints: list[Endpoint], *, actor=None, kind: str = "system_summa
     return session_bulk.bulk_run_start(actor=actor, endpoints=endpoints, kind=kind, params={}, reason=reason)
 
 
+def runbook(tenant: Tenant, *, actor=None, name: str = "ERP outage", steps: list | None = None):
+    """A runbook of the tenant (its version 1): DNS, then a system summary unless ``steps``."""
+    from sessions_app.services import runbooks
+
+    actor = actor or member(tenant, role=Role.TECHNICIAN).user
+    steps = steps or [{"kind": "dns_resolve", "params": {"name": "erp.acme.local"}}, {"kind": "system_summary"}]
+    return runbooks.runbook_create(actor=actor, tenant_id=tenant.pk, name=name, steps=steps)
+
+
 @tenancy.system()
 def policy(
     group: ClientGroup,

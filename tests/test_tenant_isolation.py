@@ -59,6 +59,7 @@ class TenantWorld:
     share_link: Any  # sessions_app.models.ShareLink, to ``session``
     follow_up: Any  # sessions_app.models.FollowUp, of ``session``, already due
     api_token: Any  # endpoints.models.ApiToken of ``member``
+    runbook_version: Any  # sessions_app.models.RunbookVersion (version 1 of a runbook)
 
     @property
     def secret_names(self) -> list[str]:
@@ -79,6 +80,7 @@ class TenantWorld:
             self.share_link.label,
             self.api_token.name,
             self.api_token.token.token_key,
+            self.runbook_version.name,
         ]
 
     @property
@@ -94,6 +96,7 @@ class TenantWorld:
             str(self.prompt.pk),
             str(self.incident.pk),
             str(self.share_link.pk),
+            str(self.runbook_version.runbook_id),
         ]
 
 
@@ -125,6 +128,7 @@ def build_world(label: str) -> TenantWorld:
         share_link=factories.share_link(actor=member.user, session=session, label=f"{label} secret share")[0],
         follow_up=factories.follow_up(session, actor=member.user, note=f"{label} secret follow-up", due=True),
         api_token=factories.api_token(member.user, name=f"{label} secret api token")[0],
+        runbook_version=factories.runbook(tenant, actor=member.user, name=f"{label} secret runbook"),
     )
 
 
@@ -193,6 +197,7 @@ URL_PARAMETERS: dict[str, Callable[[TenantWorld], Any]] = {
     "link_id": lambda w: w.share_link.pk,  # a share link
     "follow_up_id": lambda w: w.follow_up.pk,  # a follow-up of the session above
     "api_token_id": lambda w: w.api_token.pk,  # a REST API token of the member
+    "runbook_id": lambda w: w.runbook_version.runbook_id,
 }
 
 # REST routers name their id parameter "pk"; what it points at follows from the route's name,
@@ -232,6 +237,8 @@ BODIES: list[Callable[[TenantWorld], dict[str, str]]] = [
         "action": str(w.action.pk),
         "action_id": str(w.action.pk),
         "run_id": str(w.bulk_run.pk),
+        "runbook": str(w.runbook_version.runbook_id),
+        "version": "1",
         "client_group": str(w.client_group.pk),
         "tenant": str(w.tenant.pk),
     },

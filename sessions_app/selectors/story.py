@@ -47,6 +47,7 @@ KIND_SENTENCES: dict[str, str | None] = {
     K.ACTION_FAILED_TO_DELIVER: "The check could not be delivered to the computer",
     K.ACTION_TIMED_OUT: "The check gave no result in time",
     K.BATCH_QUEUED: "{who} queued several checks to run in order",
+    K.RUNBOOK_RUN: "{who} ran a checklist of steps",
     K.PROMPT_PENDING: "The user was asked for permission",
     K.PROMPT_DELIVERED: "The request for permission reached the computer",
     K.PROMPT_ACKNOWLEDGED: "The user saw the request for permission",

@@ -46,11 +46,13 @@ from sessions_app.models import (
     Prompt,
     PromptParty,
     PromptState,
+    RunbookVersion,
     SessionStatus,
     SupportSession,
     WakeChoice,
 )
 from sessions_app.selectors.approvals import actions_stopped_by_expiry
+from sessions_app.selectors.bulk import bulk_run_progress
 from sessions_app.services import prompting
 from sessions_app.services.sessions import SessionError, session_end, session_touch
 from sessions_app.services.step_up import step_up_record
@@ -328,9 +330,13 @@ def batch_request(
     session: SupportSession,
     items: list[tuple[str, dict[str, Any]]],
     step_up: StepUp | None = None,
+    bulk_run: BulkRun | None = None,
+    runbook_version: RunbookVersion | None = None,
 ) -> Batch:
     """Queue several actions to run in order; the next is sent when the previous one ends.
-    ``step_up``: the recent check a batch with a risky kind needed, written once, first."""
+    ``step_up``: the recent check a batch with a risky kind needed, written once, first;
+    ``bulk_run``: the run (a runbook's across endpoints) its actions belong to; ``runbook_version``:
+    the runbook version the steps come from (services/runbooks.py)."""
     with acting_for(actor, session.tenant_id):
         if not items:
             raise SessionError("a batch needs at least one action")
@@ -339,10 +345,22 @@ def batch_request(
         if step_up is not None:
             step_up_record(actor=actor, session=session, step_up=step_up, what="batch")
         batch = Batch.objects.create(
-            tenant_id=session.tenant_id, session=session, created_by=actor_person(actor, doing="queue a batch")
+            tenant_id=session.tenant_id,
+            session=session,
+            created_by=actor_person(actor, doing="queue a batch"),
+            runbook_version=runbook_version,
         )
         actions = [
-            action_request(actor=actor, session=session, kind=kind, params=params, batch=batch, position=i, hold=True)
+            action_request(
+                actor=actor,
+                session=session,
+                kind=kind,
+                params=params,
+                batch=batch,
+                position=i,
+                hold=True,
+                bulk_run=bulk_run,
+            )
             for i, (kind, params) in enumerate(items)
         ]
         transcript_append(
@@ -517,16 +535,35 @@ def _action_ended(action: Action) -> None:
     close of the session a bulk run opened for it."""
     _continue_batch(action)
     _bulk_session_finish(action)
+    bulk_progress_ring(action)
+
+
+def bulk_progress_ring(action: Action) -> None:
+    """An action of a bulk run ended or could not be delivered: the run's pages move their
+    progress bar (one ``bulk.progress`` event for the tenant, after commit)."""
+    if action.bulk_run_id is None:
+        return
+    notify.console_event(
+        tenant_id=action.tenant_id,
+        event="bulk.progress",
+        payload={"bulk_run_id": str(action.bulk_run_id), **bulk_run_progress(run_id=action.bulk_run_id), "woken": []},
+    )
 
 
 def _bulk_session_finish(action: Action) -> None:
-    """A bulk run opens a session per endpoint for its one action; once that action ended the
+    """A bulk run opens a session per endpoint for its action (or a runbook's steps); once they ended the
     session closes and the endpoint rests (thousands of woken agents would otherwise beat every
     10 s until the idle sweep). A session a technician went on working in stays open."""
     if action.bulk_run_id is None:
         return
     session = SupportSession.objects.select_for_update().get(pk=action.session_id)
-    if session.status != SessionStatus.OPEN or Action.objects.filter(session=session).exclude(pk=action.pk).exists():
+    others = Action.objects.filter(session=session).exclude(pk=action.pk)
+    # A runbook's run puts several steps of the run in the session: it closes after the last ends.
+    if (
+        session.status != SessionStatus.OPEN
+        or others.exclude(bulk_run_id=action.bulk_run_id).exists()
+        or others.exclude(status__in=sorted(ACTION_FINAL)).exists()
+    ):
         return
     session_end(session=session, actor=Party.SYSTEM, reason="the bulk run's action on this endpoint ended")
 
@@ -620,6 +657,8 @@ def action_undeliverable(*, message: OutboxMessage) -> None:
             _action_event(action, "action.status", {"attempts": message.attempts, "last_error": message.last_error})
             if expired:
                 _action_ended(action)
+            else:
+                bulk_progress_ring(action)
 
 
 @transaction.atomic

@@ -31,7 +31,8 @@ from sessions_app.limits import (
     REASON_MAX_CHARS,
 )
 from sessions_app.models import Action, BulkRun, SupportSession, TranscriptEntry, WakeChoice
-from sessions_app.selectors.bulk import bulk_run_progress
+from sessions_app.selectors.bulk import bulk_run_outcomes, bulk_run_progress
+from sessions_app.services import runbooks
 from sessions_app.services.actions import _await_approval, action_params_clean, action_run_message
 from sessions_app.services.sessions import SessionError
 from sessions_app.services.step_up import step_up_entry
@@ -49,6 +50,7 @@ def bulk_run_start(
     expires_in: timedelta = DEFAULT_BULK_EXPIRY,
     wake: str = WakeChoice.NOW,
     step_up: StepUp | None = None,
+    rerun_of: BulkRun | None = None,
 ) -> BulkRun:
     """One diagnostic across many endpoints: a session per endpoint, offline ones stay queued.
     ``wake``=WAIT leaves every endpoint resting: each runs it at its next lazy check-in.
@@ -92,6 +94,7 @@ def bulk_run_start(
             params=clean,
             reason=reason[:REASON_MAX_CHARS],
             expires_at=expires_at,
+            rerun_of=rerun_of,
         )
         conditions = bridge_conditions_many(endpoint_ids=list(fresh))
         policies = approval_policies_for(endpoints=list(fresh.values()))
@@ -191,3 +194,36 @@ def bulk_run_start(
             payload={"bulk_run_id": str(run.pk), **bulk_run_progress(run=run), "woken": [str(e.pk) for e in woken]},
         )
         return run
+
+
+def bulk_run_rerun(*, actor: Actor, run: BulkRun, reason: str = "", step_up: StepUp | None = None) -> BulkRun:
+    """Run again, as a new bulk run linked to ``run`` (``rerun_of``), on the endpoints where it
+    failed, timed out or never arrived (``selectors.bulk.RERUN_STATUSES``): the same diagnostic
+    and parameters, or the same runbook version. Endpoints revoked since are left out; nothing to
+    re-run is refused. ``step_up``: the check the console asked for, as for any bulk run."""
+    with acting_for(actor, run.tenant_id):
+        wanted = bulk_run_outcomes(run=run)["rerun_endpoint_ids"]
+        endpoints = list(
+            Endpoint.objects.filter(pk__in=wanted, status=EndpointStatus.ENROLLED)
+            .select_related("client_group")
+            .order_by("pk")
+        )
+        if not endpoints:
+            raise SessionError("nothing to re-run: no endpoint failed, timed out or missed this run")
+        why = reason or f"{run.reason or run.kind} (re-run on its failures)"
+        first = Action.objects.filter(bulk_run=run).order_by("created_at").first()
+        wake = first.wake if first is not None else WakeChoice.NOW
+        if run.runbook_version is not None:
+            return runbooks.runbook_run_bulk(
+                actor=actor, endpoints=endpoints, version=run.runbook_version, reason=why, rerun_of=run, step_up=step_up
+            )
+        return bulk_run_start(
+            actor=actor,
+            endpoints=endpoints,
+            kind=run.kind,
+            params=run.params,
+            reason=why,
+            wake=wake,
+            rerun_of=run,
+            step_up=step_up,
+        )

@@ -167,6 +167,42 @@ def test_a_bulk_run_needs_it(world):
     assert not BulkRun.all_tenants.exists()
 
 
+def test_a_rerun_of_a_bulk_runs_failures_needs_it(world):
+    from sessions_app.models import Action, ActionStatus
+
+    first = factories.bulk_run([world["endpoint"]], actor=world["tech"])
+    Action.all_tenants.filter(bulk_run=first).update(status=ActionStatus.FAILED)
+    age_checks(world["client"], 16 * 60)
+    response = world["client"].post(reverse("console:bulk_rerun", args=[first.pk]))
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/2fa/reauthenticate/")
+    assert BulkRun.all_tenants.count() == 1
+
+
+def test_a_runbook_across_a_client_group_needs_it_and_a_risky_step_on_one_endpoint_too(world):
+    from sessions_app.models import Batch
+
+    safe = factories.runbook(world["tenant"], actor=world["tech"], name="safe")
+    risky = factories.runbook(
+        world["tenant"], actor=world["tech"], name="risky", steps=[{"kind": "shell", "params": {"command": "whoami"}}]
+    )
+    age_checks(world["client"], 16 * 60)
+    client = world["client"]
+    response = client.post(
+        reverse("console:runbook_run", args=[safe.runbook_id]), {"version": "1", "group": world["group"].slug}
+    )
+    assert response["Location"].startswith("/accounts/2fa/reauthenticate/")
+    response = client.post(
+        reverse("console:runbook_run", args=[risky.runbook_id]), {"version": "1", "endpoint": str(world["endpoint"].pk)}
+    )
+    assert response["Location"].startswith("/accounts/2fa/reauthenticate/")
+    assert not BulkRun.all_tenants.exists() and not Batch.all_tenants.exists()
+    # A runbook of diagnostics only runs on one endpoint without it, as a diagnostic does.
+    response = client.post(
+        reverse("console:runbook_run", args=[safe.runbook_id]), {"version": "1", "endpoint": str(world["endpoint"].pk)}
+    )
+    assert response["Location"].startswith("/sessions/") and Batch.all_tenants.count() == 1
+
+
 def test_an_approval_policy_change_in_the_admin_needs_it():
     tenant = factories.tenant(mfa_required=True)
     group = factories.client_group(tenant)
