@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from caisey import tenancy
-from caisey.errors import Conflict, Rejected
+from caisey.errors import Conflict, Forbidden, Rejected
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint
 from sessions_app.forms.runbooks import steps_parse, steps_text
@@ -134,7 +134,7 @@ def test_a_gated_runbook_asks_one_approval_for_all_its_steps(world):
     factories.policy(group, requires="commands")
     steps = [OUTAGE[0], {"kind": "service_restart", "params": {"service": "Spooler"}}]
     version = runbooks.runbook_create(actor=tech, tenant_id=tenant.pk, name="Printing", steps=steps)
-    with pytest.raises(ValueError, match="step-up"):
+    with pytest.raises(Forbidden, match="recent check"):
         runbooks.runbook_run_endpoint(actor=tech, endpoint=endpoints[0], version=version)
     from endpoints.access import StepUp
 
