@@ -90,10 +90,11 @@ def connectivity_judge(*, endpoint_id) -> bool:
         return True
 
 
-def agent_ack_receive(*, endpoint_id, message_id: str) -> None:
+def agent_ack_receive(*, endpoint_id, message_id: str, **found) -> None:
     """An agent acknowledged a message (bridge.outbox.outbox_ack). One slower than the degraded
-    latency limit may have made the path degraded: that is judged now, not at the next sweep."""
-    message = outbox.outbox_ack(endpoint_id=endpoint_id, message_id=message_id)
+    latency limit may have made the path degraded: that is judged now, not at the next sweep.
+    ``found``: the row as a batch read it (``outbox.outbox_ack_targets``), handed on."""
+    message = outbox.outbox_ack(endpoint_id=endpoint_id, message_id=message_id, **found)
     if message is not None and (message.latency_ms or 0) > settings.CAISEY["DEGRADED_P95_LATENCY_MS"]:
         connectivity_judge(endpoint_id=endpoint_id)
 
@@ -117,10 +118,11 @@ class HandshakeRefused(Rejected):
         self.close_code = close_code
 
 
-def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str) -> Handshake:
+def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str, claim: bool = True) -> Handshake:
     """Everything a hello needs, in one trip to the sync thread (a reconnect storm after a
     restart queues thousands of them there): authenticate, rate-limit, record the connection,
-    reconcile the prompts it reports, and claim what waits for it. Raises HandshakeRefused."""
+    reconcile the prompts it reports, and claim what waits for it (unless ``claim`` is off: the
+    group commit claims for a whole batch of hellos at once). Raises HandshakeRefused."""
     try:
         endpoint = endpoint_services.endpoint_authenticate(endpoint_id=hello.endpoint_id, credential=hello.credential)
     except endpoint_services.AgentAuthError as exc:
@@ -149,7 +151,8 @@ def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str) -> Hand
         except Exception:  # reconciliation runs again at the next heartbeat; the connection must not fail
             log.exception("reconciling prompts of %s at hello failed", endpoint.pk)
         # Everything waiting for this agent goes now, oldest first, not at the next sweep.
-        handshake.frames = outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=False)
+        if claim:
+            handshake.frames = outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=False)
     # The socket keeps this for as long as the agent stays connected (thousands of them): its id
     # and tenant only; any other field is loaded when a service reads it (deferred).
     handshake.endpoint = Endpoint.from_db(endpoint._state.db, ["id", "tenant_id"], [endpoint.pk, endpoint.tenant_id])
