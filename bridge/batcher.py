@@ -12,7 +12,8 @@ How it works:
 * One drain task per event loop takes everything submitted, up to ``MAX_BATCH`` units, and
   applies it in one trip to the sync thread (``apply_batch``), in ONE transaction:
 
-  1. the outbox rows the batch's acks name are read in one query (``outbox_ack_targets``);
+  1. the outbox rows the batch's acks name are read in one query (``outbox_ack_targets``), and
+     the bridge conditions its results record, once for all its endpoints (``ConditionsAhead``);
   2. each unit runs in its own savepoint, in the order submitted: one that raises is rolled
      back alone, and only its socket answers with an error (the agent sends it again);
   3. the outbox claims of the batch (doorbells, and the hellos' "everything waiting") are made
@@ -42,7 +43,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.db import transaction
 
-from bridge import outbox, services
+from bridge import metrics, outbox, services
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ def apply_batch(units: list[Unit]) -> list[Any]:
     value, or the exception it raised (then nothing it wrote was kept). Synchronous: runs on the
     sync thread (``GroupCommit``) or in a test or benchmark directly."""
     outcomes: list[Any] = [None] * len(units)
+    # A result records the bridge conditions: read once for every endpoint of the batch that sent a frame.
+    ahead = services.ConditionsAhead([u.kwargs["endpoint"] for u in units if u.kind == "frame"])
+    reset = services.conditions_ahead.set(ahead)
     try:
         with transaction.atomic():
             acked = outbox.outbox_ack_targets(
@@ -128,6 +132,8 @@ def apply_batch(units: list[Unit]) -> list[Any]:
     except Exception as exc:  # the commit (or the ack read) failed: nothing of the batch was kept
         log.exception("a batch of %d agent frames failed as a whole", len(units))
         return [exc] * len(units)
+    finally:
+        services.conditions_ahead.reset(reset)
     return outcomes
 
 
@@ -161,8 +167,6 @@ class GroupCommit:
         self.pending: list[tuple[Unit, asyncio.Future]] = []
         self.wake = asyncio.Event()
         self.task = loop.create_task(self._run(), context=contextvars.Context())  # process-wide: no socket's state
-        self.batches = 0
-        self.units = 0
 
     async def submit(self, unit: Unit) -> Any:
         future = self.loop.create_future()
@@ -188,8 +192,8 @@ class GroupCommit:
                 except Exception as exc:  # the trip to the sync thread itself failed
                     log.exception("applying a batch of agent frames failed")
                     outcomes = [exc] * len(batch)
-                self.batches += 1
-                self.units += len(batch)
+                metrics.batches.inc()
+                metrics.batched_units.inc(len(batch))
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if not future.done():  # its socket went away meanwhile
                         future.set_result(outcome)

@@ -9,6 +9,7 @@ an error (``TenantMismatch``) for one bound to another tenant.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 from dataclasses import dataclass, field
@@ -261,8 +262,39 @@ def endpoint_set_mode_many(*, endpoints: list[Endpoint], mode: AgentMode | str, 
     return woken
 
 
+class ConditionsAhead:
+    """The bridge conditions of the endpoints of one batch of agent frames (``bridge/batcher.py``),
+    read for all of them, per tenant, the first time one is asked for (a fan-out's results arrive
+    together: one set of health queries per batch, not one per result). Read within the batch's
+    transaction, so they are as fresh as the batch; each is handed out once."""
+
+    def __init__(self, endpoints: list[Endpoint]) -> None:
+        self.by_tenant: dict = {}
+        for endpoint in endpoints:
+            self.by_tenant.setdefault(endpoint.tenant_id, set()).add(endpoint.pk)
+        self.read: dict = {}
+
+    def take(self, endpoint: Endpoint) -> dict | None:
+        ids = self.by_tenant.pop(endpoint.tenant_id, None)
+        if ids is not None and endpoint.pk in ids:
+            with tenancy.bind(endpoint.tenant_id):
+                self.read.update(bridge_conditions_many(endpoint_ids=list(ids)))
+        elif ids is not None:
+            self.by_tenant[endpoint.tenant_id] = ids
+        return self.read.pop(endpoint.pk, None)
+
+
+conditions_ahead: contextvars.ContextVar[ConditionsAhead | None] = contextvars.ContextVar(
+    "conditions_ahead", default=None
+)
+
+
 def bridge_conditions(*, endpoint: Endpoint) -> dict:
     """The bridge conditions an action runs under, recorded with it (read fresh, not from the caller's copy)."""
+    ahead = conditions_ahead.get()
+    known = ahead.take(endpoint) if ahead is not None else None
+    if known is not None:
+        return known
     with tenancy.bind(endpoint.tenant_id):
         return bridge_conditions_many(endpoint_ids=[endpoint.pk])[endpoint.pk]
 

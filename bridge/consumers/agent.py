@@ -15,6 +15,7 @@ import uuid
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.consumer import get_handler_name
 from django.conf import settings
 
 from bridge import batcher, framerate, gc_pacing, last_seen, metrics, notify, services
@@ -50,6 +51,16 @@ class AgentConsumer(AsyncWebsocketConsumer):
         notify.attach_to_running_loop()
         await self.accept()
         self.hello_deadline = asyncio.get_running_loop().create_task(self._close_without_hello())
+
+    async def dispatch(self, message) -> None:
+        """Channels' own dispatch first runs ``close_old_connections`` on the sync thread, for every
+        message: a trip to the thread where all database work of the process waits its turn, for
+        every heartbeat and doorbell (7 % of a fan-out's samples). This socket touches the database
+        only through the group commit, whose trips close old connections themselves."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def _close_without_hello(self) -> None:
         await asyncio.sleep(settings.CAISEY["HELLO_TIMEOUT_S"])
