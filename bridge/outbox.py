@@ -251,6 +251,9 @@ def outbox_ack(*, endpoint_id, message_id: str, found: Any = _LOOK_UP) -> Outbox
     message = found
     if message is None or message.status in (OutboxStatus.ACKED, OutboxStatus.CANCELLED):
         return None
+    # Its owner's handler reads ``message.endpoint.tenant_id``: known already, not a row to load
+    # (any other field of it is loaded when read).
+    message.endpoint = Endpoint.from_db(message._state.db, ["id", "tenant_id"], [message.endpoint_id, message.tenant_id])
     now = timezone.now()
     with tenancy.bind(message.tenant_id), transaction.atomic():
         if not transition_if(
