@@ -25,6 +25,7 @@ from bridge import notify
 from bridge.models import OUTBOX_TRANSITIONS, OutboxMessage, OutboxStatus
 from bridge.registry import delivered_handler, failed_handler
 from caisey import tenancy
+from caisey.bulk_insert import insert_rows
 from caisey.actors import Actor, Party, actor_label
 from caisey.state_machine import transition, transition_if
 from caisey_agent import protocol as p
@@ -105,7 +106,7 @@ def outbox_enqueue_many(*, messages: list[dict[str, Any]]) -> list[OutboxMessage
         )
         if not_before is None or not_before <= now:
             ring.append(item["endpoint"].pk)
-    OutboxMessage.objects.bulk_create(rows)
+    insert_rows(OutboxMessage, rows)  # keys set here: one executemany (caisey/bulk_insert.py)
     for endpoint_id in dict.fromkeys(ring):
         notify.agent_doorbell(endpoint_id=endpoint_id, reason="queued")
     return rows

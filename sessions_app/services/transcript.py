@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from caisey import tenancy
+from caisey.bulk_insert import insert_rows
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import Action, SupportSession, TranscriptEntry
 
@@ -161,7 +162,7 @@ def transcript_insert_many(entries: list[TranscriptEntry]) -> None:
         raise RuntimeError("transcript entries must be written inside the transaction of the change they record")
     for entry in entries:
         tenancy.check_write(TranscriptEntry, entry.tenant_id)
-    TranscriptEntry.objects.bulk_create(entries)
+    insert_rows(TranscriptEntry, entries)  # keys set, tenants checked above: one executemany
 
 
 def transcript_verify(*, session_id: Any) -> tuple[bool, TranscriptEntry | None, str]:
