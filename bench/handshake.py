@@ -93,7 +93,9 @@ def main() -> None:
     with connection.execute_wrapper(count):
         cpu0, t0 = time.process_time(), time.perf_counter()
         for endpoint, credential in pairs:
-            services.agent_handshake(hello=hello(endpoint, credential), connection_id=secrets.new_secret(), remote_ip="b")
+            services.agent_handshake(
+                hello=hello(endpoint, credential), connection_id=secrets.new_secret(), remote_ip="b"
+            )
         single_wall, single_cpu, single_queries = time.perf_counter() - t0, time.process_time() - cpu0, len(queries)
         queries.clear()
         profiler = cProfile.Profile() if args.profile else None

@@ -25,8 +25,8 @@ from bridge import notify
 from bridge.models import OUTBOX_TRANSITIONS, OutboxMessage, OutboxStatus
 from bridge.registry import delivered_handler, failed_handler
 from caisey import tenancy
-from caisey.bulk_insert import insert_rows
 from caisey.actors import Actor, Party, actor_label
+from caisey.bulk_insert import insert_rows
 from caisey.state_machine import transition, transition_if
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint, Presence
@@ -254,7 +254,9 @@ def outbox_ack(*, endpoint_id, message_id: str, found: Any = _LOOK_UP) -> Outbox
         return None
     # Its owner's handler reads ``message.endpoint.tenant_id``: known already, not a row to load
     # (any other field of it is loaded when read).
-    message.endpoint = Endpoint.from_db(message._state.db, ["id", "tenant_id"], [message.endpoint_id, message.tenant_id])
+    message.endpoint = Endpoint.from_db(
+        message._state.db, ["id", "tenant_id"], [message.endpoint_id, message.tenant_id]
+    )
     now = timezone.now()
     with tenancy.bind(message.tenant_id), transaction.atomic():
         if not transition_if(

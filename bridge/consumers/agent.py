@@ -13,9 +13,9 @@ import logging
 import time
 import uuid
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.consumer import get_handler_name
 from django.conf import settings
 
 from bridge import batcher, framerate, gc_pacing, last_seen, metrics, notify, services
