@@ -16,9 +16,11 @@ How it works:
      the bridge conditions its results record, once for all its endpoints (``ConditionsAhead``);
   2. each unit runs in its own savepoint, in the order submitted: one that raises is rolled
      back alone, and only its socket answers with an error (the agent sends it again);
-  3. the outbox claims of the batch (doorbells, and the hellos' "everything waiting") are made
+  3. the connectivity of the endpoints whose acks came slowly is judged together
+     (``connectivity_judge_many``: one set of health queries per tenant, not one per ack);
+  4. the outbox claims of the batch (doorbells, and the hellos' "everything waiting") are made
      for every endpoint at once (``outbox_claim_many``: one read, a few conditional updates);
-  4. commit. Doorbells and console events the units rang go out after the commit, handed to
+  5. commit. Doorbells and console events the units rang go out after the commit, handed to
      the event loop together (``bridge.notify``).
 
 * No timer: on a quiet server the first unit starts a batch at once, so a single action's round
@@ -37,6 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +52,7 @@ from bridge import metrics, outbox, services
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # units per transaction: bounds the time a batch holds the write lock
+SLOW_BATCH_S = 1.0  # a batch slower than this is logged (a sign of lock waits or an oversized batch)
 
 
 @dataclass(eq=False)
@@ -116,6 +121,8 @@ def apply_batch(units: list[Unit]) -> list[Any]:
     # A result records the bridge conditions: read once for every endpoint of the batch that sent a frame.
     ahead = services.ConditionsAhead([u.kwargs["endpoint"] for u in units if u.kind == "frame"])
     reset = services.conditions_ahead.set(ahead)
+    judge: set = set()
+    reset_judge = services.judge_later.set(judge)
     try:
         with transaction.atomic():
             acked = outbox.outbox_ack_targets(
@@ -128,17 +135,31 @@ def apply_batch(units: list[Unit]) -> list[Any]:
                 except Exception as exc:
                     unit.claim = None
                     outcomes[i] = exc
+            _judge(judge)
             _claim(units, outcomes)
     except Exception as exc:  # the commit (or the ack read) failed: nothing of the batch was kept
         log.exception("a batch of %d agent frames failed as a whole", len(units))
         return [exc] * len(units)
     finally:
         services.conditions_ahead.reset(reset)
+        services.judge_later.reset(reset_judge)
     return outcomes
 
 
+def _judge(endpoint_ids: set) -> None:
+    """The connectivity of the endpoints whose acknowledgements were slow, judged together; a
+    failure here loses no unit's work (the presence sweep judges them again)."""
+    if not endpoint_ids:
+        return
+    try:
+        with transaction.atomic():
+            services.connectivity_judge_many(endpoint_ids=endpoint_ids)
+    except Exception:
+        log.exception("judging the connectivity of %d endpoints failed; the sweep judges them", len(endpoint_ids))
+
+
 def _claim(units: list[Unit], outcomes: list[Any]) -> None:
-    """Step 3: every claim of the batch in one go; a failure here loses no unit's work (the rows
+    """Step 4: every claim of the batch in one go; a failure here loses no unit's work (the rows
     stay queued: the next doorbell or the outbox sweep sends them)."""
     requests = list(dict.fromkeys(u.claim for u in units if u.claim is not None))
     if not requests:
@@ -183,6 +204,7 @@ class GroupCommit:
             self.wake.clear()
             while self.pending:
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+                started = time.monotonic()
                 try:
                     outcomes = await database_sync_to_async(apply_batch)([unit for unit, _ in batch])
                 except asyncio.CancelledError:
@@ -194,6 +216,10 @@ class GroupCommit:
                     outcomes = [exc] * len(batch)
                 metrics.batches.inc()
                 metrics.batched_units.inc(len(batch))
+                took = time.monotonic() - started
+                if took > SLOW_BATCH_S:
+                    kinds = Counter(unit.kind for unit, _ in batch)
+                    log.warning("a batch of %d agent frames took %.1f s (%s)", len(batch), took, dict(kinds))
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if not future.done():  # its socket went away meanwhile
                         future.set_result(outcome)

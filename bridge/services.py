@@ -81,23 +81,47 @@ def connectivity_judge(*, endpoint_id) -> bool:
     """Judge one endpoint's connectivity with its health figures now, and announce it if it changed
     (an event that may have made the path degraded: a slow acknowledgement, one connect too many).
     In the endpoint's tenant. True when announced."""
-    with tenancy.system():  # an agent frame of sorts: the endpoint is found by the id its socket authenticated
-        endpoint = Endpoint.objects.get(pk=endpoint_id)
-    with tenancy.bind(endpoint.tenant_id), transaction.atomic():
-        current = health.connectivity_of(endpoint, health.health_for([endpoint.pk])[endpoint.pk])
-        if connectivity_unchanged(endpoint, current):
-            return False
-        presence_announce(endpoint=endpoint, connectivity=current)
-        return True
+    return bool(connectivity_judge_many(endpoint_ids=[endpoint_id]))
+
+
+def connectivity_judge_many(*, endpoint_ids) -> int:
+    """``connectivity_judge`` for many endpoints, their health read once per tenant (a batch of
+    slow acknowledgements under load: one set of health queries, not one per ack). Each tenant's
+    in its own scope and transaction. Returns how many were announced."""
+    with tenancy.system():  # agent frames of sorts: the endpoints are found by the ids their sockets authenticated
+        endpoints = list(Endpoint.objects.filter(pk__in=list(endpoint_ids)))
+    by_tenant: dict = {}
+    for endpoint in endpoints:
+        by_tenant.setdefault(endpoint.tenant_id, []).append(endpoint)
+    announced = 0
+    for tenant_id, group in by_tenant.items():
+        with tenancy.bind(tenant_id), transaction.atomic():
+            figures = health.health_for([e.pk for e in group])
+            for endpoint in group:
+                current = health.connectivity_of(endpoint, figures[endpoint.pk])
+                if not connectivity_unchanged(endpoint, current):
+                    presence_announce(endpoint=endpoint, connectivity=current)
+                    announced += 1
+    return announced
+
+
+# Inside a batch of agent frames (bridge/batcher.py): the endpoints whose slow acknowledgement
+# asks for a judgement, judged together once the batch's frames are applied.
+judge_later: contextvars.ContextVar[set | None] = contextvars.ContextVar("judge_later", default=None)
 
 
 def agent_ack_receive(*, endpoint_id, message_id: str, **found) -> None:
     """An agent acknowledged a message (bridge.outbox.outbox_ack). One slower than the degraded
-    latency limit may have made the path degraded: that is judged now, not at the next sweep.
-    ``found``: the row as a batch read it (``outbox.outbox_ack_targets``), handed on."""
+    latency limit may have made the path degraded: that is judged now (in a batch: at its end,
+    with the others), not at the next sweep. ``found``: the row as a batch read it
+    (``outbox.outbox_ack_targets``), handed on."""
     message = outbox.outbox_ack(endpoint_id=endpoint_id, message_id=message_id, **found)
     if message is not None and (message.latency_ms or 0) > settings.CAISEY["DEGRADED_P95_LATENCY_MS"]:
-        connectivity_judge(endpoint_id=endpoint_id)
+        later = judge_later.get()
+        if later is not None:
+            later.add(endpoint_id)
+        else:
+            connectivity_judge(endpoint_id=endpoint_id)
 
 
 @dataclass
