@@ -51,7 +51,7 @@ from bridge import metrics, outbox, services
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 256  # units per transaction: bounds the time a batch holds the write lock
+MAX_BATCH = 100  # units per transaction: bounds the time a batch holds the write lock (and its latency)
 SLOW_BATCH_S = 1.0  # a batch slower than this is logged (a sign of lock waits or an oversized batch)
 
 
