@@ -17,7 +17,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, DateTimeField, F, Q, Value, When, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from bridge import notify
@@ -25,6 +26,7 @@ from bridge.models import OUTBOX_TRANSITIONS, OutboxMessage, OutboxStatus
 from bridge.registry import delivered_handler, failed_handler
 from caisey import tenancy
 from caisey.actors import Actor, Party, actor_label
+from caisey.bulk_insert import insert_rows
 from caisey.state_machine import transition, transition_if
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint, Presence
@@ -104,7 +106,7 @@ def outbox_enqueue_many(*, messages: list[dict[str, Any]]) -> list[OutboxMessage
         )
         if not_before is None or not_before <= now:
             ring.append(item["endpoint"].pk)
-    OutboxMessage.objects.bulk_create(rows)
+    insert_rows(OutboxMessage, rows)  # keys set here: one executemany (caisey/bulk_insert.py)
     for endpoint_id in dict.fromkeys(ring):
         notify.agent_doorbell(endpoint_id=endpoint_id, reason="queued")
     return rows
@@ -144,49 +146,117 @@ def outbox_claim(*, endpoint_id, due_only: bool = True, limit: int = 500) -> lis
     The conditional update makes two processes claiming the same row at once
     send it once (and a double send would be harmless: the agent deduplicates).
     """
+    frames = outbox_claim_many(requests=[(endpoint_id, due_only)], limit=limit)
+    return next(iter(frames.values()), [])  # one endpoint's (however its id was spelled)
+
+
+@transaction.atomic
+def outbox_claim_many(*, requests: list[tuple[Any, bool]], limit: int = 500) -> dict[Any, list[str]]:
+    """``outbox_claim`` for many endpoints at once (the socket process's group commit claims for
+    every socket of a batch): ``requests`` is ``[(endpoint_id, due_only), ...]``; returns the
+    frames per endpoint id, each endpoint's oldest first, at most ``limit`` each.
+
+    One query reads the rows of every endpoint; the claims are conditional updates grouped by
+    attempt count (a row claimed meanwhile by another process is not sent again), so a batch of
+    a thousand doorbells costs a few statements, not a thousand transactions. Pinned to the
+    requested endpoints' ids: named cross-tenant transport (``tenancy.system()``)."""
+    if not requests:
+        return {}
     now = timezone.now()
     with tenancy.system():
-        return _claim(endpoint_id=endpoint_id, due_only=due_only, limit=limit, now=now)
+        return _claim_many(requests=requests, limit=limit, now=now)
 
 
-def _claim(*, endpoint_id, due_only: bool, limit: int, now: datetime) -> list[str]:
+_CLAIM_CHUNK = 200  # rows per conditional update (two parameters each in its CASE: under SQLite's 999)
+
+
+def _claim_many(*, requests: list[tuple[Any, bool]], limit: int, now: datetime) -> dict[Any, list[str]]:
     ack_timeout = timedelta(seconds=settings.CAISEY["OUTBOX_ACK_TIMEOUT_S"])
-    rows = OutboxMessage.objects.filter(endpoint_id=endpoint_id, status=OutboxStatus.QUEUED)
-    if due_only:
-        rows = rows.filter(next_attempt_at__lte=now)
-    frames = []
-    for message in rows.order_by("created_at")[:limit]:
-        if message.expires_at and message.expires_at <= now:
-            continue  # the sweep ends it as failed_to_deliver
-        claimed = OutboxMessage.objects.filter(
-            pk=message.pk, status=OutboxStatus.QUEUED, attempts=message.attempts
-        ).update(
-            attempts=F("attempts") + 1,
-            last_attempt_at=now,
+    every = [endpoint_id for endpoint_id, due_only in requests if not due_only]
+    due = [endpoint_id for endpoint_id, due_only in requests if due_only and endpoint_id not in every]
+    wanted = Q(endpoint_id__in=every) | Q(endpoint_id__in=due, next_attempt_at__lte=now)
+    rows = OutboxMessage.objects.filter(wanted, status=OutboxStatus.QUEUED)
+    if len(requests) == 1:
+        rows = rows.order_by("created_at")[:limit]
+    else:  # at most ``limit`` per endpoint, in the same one query
+        rows = rows.annotate(
+            rank=Window(RowNumber(), partition_by=[F("endpoint_id")], order_by=[F("created_at").asc(), F("id").asc()])
+        ).filter(rank__lte=limit)
+    candidates = [m for m in rows if not (m.expires_at and m.expires_at <= now)]  # expired: the sweep ends them
+    claimed: set[str] = set()
+    by_attempts: dict[int, list[OutboxMessage]] = {}
+    for message in candidates:
+        by_attempts.setdefault(message.attempts, []).append(message)
+    for attempts, messages in by_attempts.items():
+        for start in range(0, len(messages), _CLAIM_CHUNK):
+            chunk = messages[start : start + _CLAIM_CHUNK]
             # The ack has this long before a retry is due (a busy server may take seconds to apply
             # it; retrying sooner only adds duplicates to its queue), then the jittered backoff.
-            next_attempt_at=now + ack_timeout + backoff(message.kind, message.attempts + 1),
-        )
-        if claimed:
-            frames.append(frame_of(message))
+            retry_at = {m.pk: now + ack_timeout + backoff(m.kind, attempts + 1) for m in chunk}
+            next_attempt = (
+                Case(*(When(pk=pk, then=Value(at)) for pk, at in retry_at.items()), output_field=DateTimeField())
+                if len(chunk) > 1
+                else next(iter(retry_at.values()))
+            )
+            pks = list(retry_at)
+            updated = OutboxMessage.objects.filter(pk__in=pks, status=OutboxStatus.QUEUED, attempts=attempts).update(
+                attempts=attempts + 1, last_attempt_at=now, next_attempt_at=next_attempt
+            )
+            if updated == len(pks):
+                claimed.update(pks)
+            elif updated:  # another process took some of them first: ours carry this claim's time
+                claimed.update(
+                    OutboxMessage.objects.filter(pk__in=pks, attempts=attempts + 1, last_attempt_at=now).values_list(
+                        "pk", flat=True
+                    )
+                )
+    frames: dict[Any, list[str]] = {}
+    for message in sorted(candidates, key=lambda m: (m.created_at, m.pk)):
+        if message.pk in claimed:
+            frames.setdefault(message.endpoint_id, []).append(frame_of(message))
     return frames
 
 
-def outbox_ack(*, endpoint_id, message_id: str) -> OutboxMessage | None:
+def outbox_ack_targets(*, acks: list[tuple[Any, str]]) -> dict[tuple[Any, str], OutboxMessage]:
+    """The rows many acks name, in one query (the group commit's acks): ``{(endpoint_id,
+    message_id): row}``, each with its ``tenant_id``; an ack naming another endpoint's row, or
+    none, is absent. Handed to ``outbox_ack(found=...)``."""
+    if not acks:
+        return {}
+    with tenancy.system():  # agent frames: by id and each agent's own endpoint only
+        rows = OutboxMessage.objects.filter(pk__in={message_id for _, message_id in acks}).annotate(
+            tenant_id=F("endpoint__tenant_id")
+        )
+        found = {(row.endpoint_id, row.pk): row for row in rows}
+    return {key: found[key] for key in acks if key in found}
+
+
+_LOOK_UP = object()
+
+
+def outbox_ack(*, endpoint_id, message_id: str, found: Any = _LOOK_UP) -> OutboxMessage | None:
     """The agent acknowledged a message: it is delivered, and its owner is told (the handler
     registered for its ``ref_type`` with ``bridge.registry.on_delivered``), in one transaction.
     Only that agent's own rows can be acked.
 
     An agent frame: the row is found across tenants (by id and the agent's own endpoint, so an
-    agent reaches only its rows) and everything after runs in the row's tenant."""
-    with tenancy.system():
-        message = (
-            OutboxMessage.objects.filter(pk=message_id, endpoint_id=endpoint_id)
-            .annotate(tenant_id=F("endpoint__tenant_id"))
-            .first()
-        )
+    agent reaches only its rows) and everything after runs in the row's tenant. ``found``: the
+    row as ``outbox_ack_targets`` read it for a batch of acks (None: there is no such row)."""
+    if found is _LOOK_UP:
+        with tenancy.system():
+            found = (
+                OutboxMessage.objects.filter(pk=message_id, endpoint_id=endpoint_id)
+                .annotate(tenant_id=F("endpoint__tenant_id"))
+                .first()
+            )
+    message = found
     if message is None or message.status in (OutboxStatus.ACKED, OutboxStatus.CANCELLED):
         return None
+    # Its owner's handler reads ``message.endpoint.tenant_id``: known already, not a row to load
+    # (any other field of it is loaded when read).
+    message.endpoint = Endpoint.from_db(
+        message._state.db, ["id", "tenant_id"], [message.endpoint_id, message.tenant_id]
+    )
     now = timezone.now()
     with tenancy.bind(message.tenant_id), transaction.atomic():
         if not transition_if(

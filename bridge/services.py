@@ -9,6 +9,7 @@ an error (``TenantMismatch``) for one bound to another tenant.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 from dataclasses import dataclass, field
@@ -80,22 +81,47 @@ def connectivity_judge(*, endpoint_id) -> bool:
     """Judge one endpoint's connectivity with its health figures now, and announce it if it changed
     (an event that may have made the path degraded: a slow acknowledgement, one connect too many).
     In the endpoint's tenant. True when announced."""
-    with tenancy.system():  # an agent frame of sorts: the endpoint is found by the id its socket authenticated
-        endpoint = Endpoint.objects.get(pk=endpoint_id)
-    with tenancy.bind(endpoint.tenant_id), transaction.atomic():
-        current = health.connectivity_of(endpoint, health.health_for([endpoint.pk])[endpoint.pk])
-        if connectivity_unchanged(endpoint, current):
-            return False
-        presence_announce(endpoint=endpoint, connectivity=current)
-        return True
+    return bool(connectivity_judge_many(endpoint_ids=[endpoint_id]))
 
 
-def agent_ack_receive(*, endpoint_id, message_id: str) -> None:
+def connectivity_judge_many(*, endpoint_ids) -> int:
+    """``connectivity_judge`` for many endpoints, their health read once per tenant (a batch of
+    slow acknowledgements under load: one set of health queries, not one per ack). Each tenant's
+    in its own scope and transaction. Returns how many were announced."""
+    with tenancy.system():  # agent frames of sorts: the endpoints are found by the ids their sockets authenticated
+        endpoints = list(Endpoint.objects.filter(pk__in=list(endpoint_ids)))
+    by_tenant: dict = {}
+    for endpoint in endpoints:
+        by_tenant.setdefault(endpoint.tenant_id, []).append(endpoint)
+    announced = 0
+    for tenant_id, group in by_tenant.items():
+        with tenancy.bind(tenant_id), transaction.atomic():
+            figures = health.health_for([e.pk for e in group])
+            for endpoint in group:
+                current = health.connectivity_of(endpoint, figures[endpoint.pk])
+                if not connectivity_unchanged(endpoint, current):
+                    presence_announce(endpoint=endpoint, connectivity=current)
+                    announced += 1
+    return announced
+
+
+# Inside a batch of agent frames (bridge/batcher.py): the endpoints whose slow acknowledgement
+# asks for a judgement, judged together once the batch's frames are applied.
+judge_later: contextvars.ContextVar[set | None] = contextvars.ContextVar("judge_later", default=None)
+
+
+def agent_ack_receive(*, endpoint_id, message_id: str, **found) -> None:
     """An agent acknowledged a message (bridge.outbox.outbox_ack). One slower than the degraded
-    latency limit may have made the path degraded: that is judged now, not at the next sweep."""
-    message = outbox.outbox_ack(endpoint_id=endpoint_id, message_id=message_id)
+    latency limit may have made the path degraded: that is judged now (in a batch: at its end,
+    with the others), not at the next sweep. ``found``: the row as a batch read it
+    (``outbox.outbox_ack_targets``), handed on."""
+    message = outbox.outbox_ack(endpoint_id=endpoint_id, message_id=message_id, **found)
     if message is not None and (message.latency_ms or 0) > settings.CAISEY["DEGRADED_P95_LATENCY_MS"]:
-        connectivity_judge(endpoint_id=endpoint_id)
+        later = judge_later.get()
+        if later is not None:
+            later.add(endpoint_id)
+        else:
+            connectivity_judge(endpoint_id=endpoint_id)
 
 
 @dataclass
@@ -117,10 +143,11 @@ class HandshakeRefused(Rejected):
         self.close_code = close_code
 
 
-def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str) -> Handshake:
+def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str, claim: bool = True) -> Handshake:
     """Everything a hello needs, in one trip to the sync thread (a reconnect storm after a
     restart queues thousands of them there): authenticate, rate-limit, record the connection,
-    reconcile the prompts it reports, and claim what waits for it. Raises HandshakeRefused."""
+    reconcile the prompts it reports, and claim what waits for it (unless ``claim`` is off: the
+    group commit claims for a whole batch of hellos at once). Raises HandshakeRefused."""
     try:
         endpoint = endpoint_services.endpoint_authenticate(endpoint_id=hello.endpoint_id, credential=hello.credential)
     except endpoint_services.AgentAuthError as exc:
@@ -149,7 +176,8 @@ def agent_handshake(*, hello: Hello, connection_id: str, remote_ip: str) -> Hand
         except Exception:  # reconciliation runs again at the next heartbeat; the connection must not fail
             log.exception("reconciling prompts of %s at hello failed", endpoint.pk)
         # Everything waiting for this agent goes now, oldest first, not at the next sweep.
-        handshake.frames = outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=False)
+        if claim:
+            handshake.frames = outbox.outbox_claim(endpoint_id=endpoint.pk, due_only=False)
     # The socket keeps this for as long as the agent stays connected (thousands of them): its id
     # and tenant only; any other field is loaded when a service reads it (deferred).
     handshake.endpoint = Endpoint.from_db(endpoint._state.db, ["id", "tenant_id"], [endpoint.pk, endpoint.tenant_id])
@@ -258,15 +286,47 @@ def endpoint_set_mode_many(*, endpoints: list[Endpoint], mode: AgentMode | str, 
     return woken
 
 
+class ConditionsAhead:
+    """The bridge conditions of the endpoints of one batch of agent frames (``bridge/batcher.py``),
+    read for all of them, per tenant, the first time one is asked for (a fan-out's results arrive
+    together: one set of health queries per batch, not one per result). Read within the batch's
+    transaction, so they are as fresh as the batch; each is handed out once."""
+
+    def __init__(self, endpoints: list[Endpoint]) -> None:
+        self.by_tenant: dict = {}
+        for endpoint in endpoints:
+            self.by_tenant.setdefault(endpoint.tenant_id, set()).add(endpoint.pk)
+        self.read: dict = {}
+
+    def take(self, endpoint: Endpoint) -> dict | None:
+        ids = self.by_tenant.pop(endpoint.tenant_id, None)
+        if ids is not None and endpoint.pk in ids:
+            with tenancy.bind(endpoint.tenant_id):
+                self.read.update(bridge_conditions_many(endpoint_ids=list(ids)))
+        elif ids is not None:
+            self.by_tenant[endpoint.tenant_id] = ids
+        return self.read.pop(endpoint.pk, None)
+
+
+conditions_ahead: contextvars.ContextVar[ConditionsAhead | None] = contextvars.ContextVar(
+    "conditions_ahead", default=None
+)
+
+
 def bridge_conditions(*, endpoint: Endpoint) -> dict:
     """The bridge conditions an action runs under, recorded with it (read fresh, not from the caller's copy)."""
+    ahead = conditions_ahead.get()
+    known = ahead.take(endpoint) if ahead is not None else None
+    if known is not None:
+        return known
     with tenancy.bind(endpoint.tenant_id):
         return bridge_conditions_many(endpoint_ids=[endpoint.pk])[endpoint.pk]
 
 
-def bridge_conditions_many(*, endpoint_ids: list) -> dict:
+def bridge_conditions_many(*, endpoint_ids: list, endpoints: list[Endpoint] | None = None) -> dict:
     """bridge_conditions of many endpoints in a fixed number of queries (a bulk run asks for thousands).
-    In the caller's tenant: ids of another tenant are not found."""
+    In the caller's tenant: ids of another tenant are not found. ``endpoints``: those rows, read
+    fresh by the caller in this transaction (a bulk run has them), so they are not read again."""
     figures = health.health_for(endpoint_ids)
     now = timezone.now().isoformat()
 
@@ -280,7 +340,8 @@ def bridge_conditions_many(*, endpoint_ids: list) -> dict:
             "at": now,
         }
 
-    return {e.pk: conditions(e, figures[e.pk]) for e in Endpoint.objects.filter(pk__in=endpoint_ids)}
+    rows = endpoints if endpoints is not None else Endpoint.objects.filter(pk__in=endpoint_ids)
+    return {e.pk: conditions(e, figures[e.pk]) for e in rows if e.pk in figures}
 
 
 def agent_prompts_report(*, endpoint: Endpoint, reports: list) -> None:

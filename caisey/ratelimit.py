@@ -7,6 +7,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import BaseCache, caches
+from django.core.cache.backends.redis import RedisCache
 
 _cache: BaseCache | None = None
 _cache_lock = threading.Lock()
@@ -32,6 +33,14 @@ def hit(scope: str, subject: str, *, limit: int, window: int) -> bool:
     """Count one attempt; False when the subject is over its limit for this window."""
     cache = _shared_cache()
     key = _key(scope, subject, window)
+    client = getattr(getattr(cache, "_cache", None), "get_client", None)
+    if isinstance(cache, RedisCache) and client is not None:
+        # One round trip (every agent hello counts one): create the window's counter, then count.
+        name = cache.make_and_validate_key(key)
+        pipe = client(name, write=True).pipeline(transaction=False)
+        pipe.set(name, 0, ex=window + 1, nx=True)
+        pipe.incr(name)
+        return pipe.execute()[1] <= limit
     cache.add(key, 0, timeout=window + 1)
     try:
         return cache.incr(key) <= limit

@@ -322,7 +322,7 @@ def endpoint_authenticate(*, endpoint_id: str, credential: str) -> Endpoint:
     except (ValueError, TypeError):
         raise AgentAuthError("unauthenticated", "unknown endpoint or wrong credential") from None
     with tenancy.system():  # before the credential is verified no tenant is known: a named lookup
-        endpoint = Endpoint.objects.select_related("tenant", "client_group").filter(pk=pk).first()
+        endpoint = Endpoint.objects.filter(pk=pk).first()  # the hello path reads no related row
     if endpoint is None or not secrets.matches(credential, endpoint.credential_hash):
         raise AgentAuthError("unauthenticated", "unknown endpoint or wrong credential")
     if endpoint.status == EndpointStatus.REVOKED:
@@ -336,18 +336,19 @@ def endpoint_record_connect(
     """Record a new authenticated connection (in the endpoint's tenant, bound by the bridge).
     The mode stays the server's choice (endpoint.mode)."""
     now = timezone.now()
-    hostname = str(machine.get("hostname") or endpoint.hostname)[:255]
-    Endpoint.objects.filter(pk=endpoint.pk).update(
-        connection_id=connection_id,
-        connected_at=now,
-        last_seen_at=now,
-        agent_version=agent_version[:40],
-        machine_context=machine,
-        context_updated_at=now,
-        hostname=hostname,
-        heartbeat_interval=interval,
-    )
-    endpoint.refresh_from_db()
+    values = {
+        "connection_id": connection_id,
+        "connected_at": now,
+        "last_seen_at": now,
+        "agent_version": agent_version[:40],
+        "machine_context": machine,
+        "context_updated_at": now,
+        "hostname": str(machine.get("hostname") or endpoint.hostname)[:255],
+        "heartbeat_interval": interval,
+    }
+    Endpoint.objects.filter(pk=endpoint.pk).update(**values)
+    for name, value in values.items():  # what was written, without reading the row again (a hello is hot)
+        setattr(endpoint, name, value)
     return endpoint
 
 

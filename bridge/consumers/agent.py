@@ -1,7 +1,8 @@
 """The agent's socket: handshake, heartbeats, and routing agent frames to their handlers.
 
-Thin by design: parse, authenticate, call a service, acknowledge. Every frame
-that cannot be accepted gets an error frame and a counter, never a crash and
+Thin by design: parse, authenticate, hand the database work to the process's group commit
+(``bridge/batcher.py``: many sockets' frames per transaction), acknowledge once it committed.
+Every frame that cannot be accepted gets an error frame and a counter, never a crash and
 never a state change.
 """
 
@@ -12,11 +13,12 @@ import logging
 import time
 import uuid
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from bridge import framerate, gc_pacing, last_seen, metrics, notify, outbox, services
+from bridge import batcher, framerate, gc_pacing, last_seen, metrics, notify, services
 from bridge.groups import agent_group
 from caisey_agent import protocol as p
 from endpoints.models import AgentMode
@@ -49,6 +51,16 @@ class AgentConsumer(AsyncWebsocketConsumer):
         notify.attach_to_running_loop()
         await self.accept()
         self.hello_deadline = asyncio.get_running_loop().create_task(self._close_without_hello())
+
+    async def dispatch(self, message) -> None:
+        """Channels' own dispatch first runs ``close_old_connections`` on the sync thread, for every
+        message: a trip to the thread where all database work of the process waits its turn, for
+        every heartbeat and doorbell (7 % of a fan-out's samples). This socket touches the database
+        only through the group commit, whose trips close old connections themselves."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def _close_without_hello(self) -> None:
         await asyncio.sleep(settings.CAISEY["HELLO_TIMEOUT_S"])
@@ -95,9 +107,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         elif env.type == p.Heartbeat.TYPE:
             await self.on_heartbeat(env)
         elif env.type == p.Ack.TYPE:
-            await database_sync_to_async(services.agent_ack_receive)(
-                endpoint_id=self.endpoint.pk, message_id=env.body.ref
-            )
+            try:
+                await batcher.submit(batcher.Unit.ack(endpoint_id=self.endpoint.pk, message_id=env.body.ref))
+            except Exception:  # not applied: the row stays sent, and is sent again after its ack timeout
+                log.exception("applying the ack of %s from %s failed", env.body.ref, self.endpoint.pk)
         else:
             await self.on_domain_frame(env)
 
@@ -128,13 +141,18 @@ class AgentConsumer(AsyncWebsocketConsumer):
             self.group = agent_group(claimed)
             await self.join_group()
         try:
-            handshake = await database_sync_to_async(services.agent_handshake)(
-                hello=hello, connection_id=self.connection_id, remote_ip=self.remote_ip
+            handshake = await batcher.submit(
+                batcher.Unit.hello(hello=hello, connection_id=self.connection_id, remote_ip=self.remote_ip)
             )
         except services.HandshakeRefused as refused:
             metrics.auth_failures.labels(refused.reason).inc()
             await self.send_error(refused.code, refused.detail, ref=env.id)
             await self.close(code=refused.close_code)
+            return
+        except Exception:  # nothing of it was kept: the agent reconnects and says hello again
+            log.exception("the hello of a connection from %s could not be applied", self.remote_ip)
+            await self.send_error("server_error", "the hello could not be applied; connect again later", ref=env.id)
+            await self.close(code=1011)
             return
         self.endpoint = handshake.endpoint
         # An older socket of the same endpoint (half-open after sleep, say) must go.
@@ -163,7 +181,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.join_group()
         beat: p.Heartbeat = env.body
         if beat.machine:  # now and then (Welcome.context_every): recorded before the ack, one write
-            await database_sync_to_async(services.agent_context_record)(endpoint=self.endpoint, machine=beat.machine)
+            await batcher.submit(batcher.Unit.context(endpoint=self.endpoint, machine=beat.machine))
         await self.send_frame(p.Ack(ref=env.id))
         # Reconciling is a transaction: done when the runtime's list changed, and now and then as
         # a safety net, not on every beat of every active endpoint (a bulk run wakes thousands).
@@ -176,14 +194,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def reconcile_prompts(self, reports: list) -> None:
         try:
-            await database_sync_to_async(services.agent_prompts_report)(endpoint=self.endpoint, reports=reports)
+            await batcher.submit(batcher.Unit.prompts(endpoint=self.endpoint, reports=reports))
         except Exception:  # reconciliation retries at the next heartbeat; the socket must live on
             self.reconciled_at = 0.0
             log.exception("reconciling prompts of %s failed", self.endpoint.pk)
 
     async def on_domain_frame(self, env: p.Envelope) -> None:
         try:
-            applied = await database_sync_to_async(services.agent_frame_apply)(endpoint=self.endpoint, envelope=env)
+            applied = await batcher.submit(batcher.Unit.frame(endpoint=self.endpoint, envelope=env))
         except services.UnsupportedMessage as exc:
             await self.reject("unsupported", str(exc), ref=env.id)
             return
@@ -216,7 +234,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def deliver(self) -> None:
         """What is due now (the hello sent everything waiting at once)."""
-        frames = await database_sync_to_async(outbox.outbox_claim)(endpoint_id=self.endpoint.pk, due_only=True)
+        try:
+            frames = await batcher.submit(batcher.Unit.deliver(endpoint_id=self.endpoint.pk))
+        except Exception:  # the rows stay queued: the next doorbell or the outbox sweep sends them
+            log.exception("claiming the outbox of %s failed", self.endpoint.pk)
+            return
         for frame in frames:
             await self.send(text_data=frame)
 

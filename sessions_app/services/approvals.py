@@ -418,11 +418,18 @@ def _runtime_report(endpoint: Endpoint, reports: list[p.PromptReport]) -> dict[s
             prompting.prompt_announce(prompt)
     replayed = 0
     # The server thinks these were delivered, yet the runtime does not hold them: replay.
-    missing = (
-        Prompt.objects.select_related("session", "endpoint", "tenant", "requested_by")
-        .filter(endpoint_id=endpoint.pk, state__in=[S.DELIVERED, S.ACKNOWLEDGED], deadline_at__gt=timezone.now())
+    # Most hellos and beats hold nothing and owe nothing: one narrow query says so (a restart
+    # storm reconciles thousands); the prompts themselves are loaded only when some are missing.
+    missing_ids = list(
+        Prompt.objects.filter(
+            endpoint_id=endpoint.pk, state__in=[S.DELIVERED, S.ACKNOWLEDGED], deadline_at__gt=timezone.now()
+        )
         .exclude(pk__in=held)
+        .values_list("pk", flat=True)
     )
+    if not missing_ids:
+        return {"held": len(held), "replayed": 0}
+    missing = Prompt.objects.select_related("session", "endpoint", "tenant", "requested_by").filter(pk__in=missing_ids)
     for prompt in missing:
         waiting = OutboxMessage.objects.filter(
             endpoint_id=endpoint.pk, ref_type="prompt", ref_id=str(prompt.pk), status=OutboxStatus.QUEUED

@@ -96,7 +96,7 @@ def bulk_run_start(
             expires_at=expires_at,
             rerun_of=rerun_of,
         )
-        conditions = bridge_conditions_many(endpoint_ids=list(fresh))
+        conditions = bridge_conditions_many(endpoint_ids=list(fresh), endpoints=list(fresh.values()))
         policies = approval_policies_for(endpoints=list(fresh.values()))
         offline = {pk: presence_of(e, now) == Presence.OFFLINE for pk, e in fresh.items()}
         label = actor_label(actor)
@@ -167,7 +167,7 @@ def bulk_run_start(
             actions.append(action)
             policy = policies[endpoint.pk]
             (gated if policy.gates(spec.category) else sendable).append((action, policy))
-        SupportSession.objects.bulk_create(sessions)
+        SupportSession.objects.insert_many(sessions)
         # The wake first, as session_open does before action_request: its mode.set queues ahead.
         woken = []
         if wake == WakeChoice.NOW:
@@ -183,7 +183,7 @@ def bulk_run_start(
         for (action, _), message in zip(sendable, sent, strict=True):
             action.outbox_id = message.pk
             action.conditions_at_dispatch = conditions[action.endpoint_id]
-        Action.objects.bulk_create(actions)
+        Action.objects.insert_many(actions)
         transcript_insert_many(entries)
         for action, policy in gated:  # a prompt each: as action_request asks for one endpoint
             _await_approval([action], actor=actor, session=action.session, policy=policy)

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from caisey import tenancy
+from caisey.bulk_insert import insert_rows
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import Action, SupportSession, TranscriptEntry
 
@@ -99,19 +100,25 @@ def transcript_append(
     # The entry is the session's tenant's: bound here (a no-op inside that tenant's scope, a narrowing
     # inside system(); inside another tenant's scope it raises).
     with tenancy.bind(session.tenant_id):
-        # Serialise appends per session (a no-op lock on SQLite, whose writers are serialised anyway).
-        SupportSession.objects.select_for_update().filter(pk=session.pk).values_list("pk", flat=True).first()
-        last = TranscriptEntry.objects.filter(session_id=session.pk).order_by("-index").values("index", "hash").first()
+        # Serialise appends per session (a no-op lock on SQLite, whose writers are serialised anyway),
+        # reading the chain's end from the locked row: the session keeps its length and head (kept
+        # with every entry written, checked by verify_transcripts), so the last entry is not read.
+        length, head = (
+            SupportSession.objects.select_for_update()
+            .filter(pk=session.pk)
+            .values_list("transcript_length", "transcript_head")
+            .get()
+        )
         entry = TranscriptEntry(
             tenant_id=session.tenant_id,
             session_id=session.pk,
-            index=(last["index"] + 1) if last else 0,
+            index=length,
             kind=str(kind),
             actor=str(actor),
             at=at or timezone.now(),
             action=action,
             data=json.loads(json.dumps(data or {}, default=str)),
-            prev_hash=last["hash"] if last else GENESIS,
+            prev_hash=head if length else GENESIS,
         )
         _sign(entry, chain_keys())
         entry.save(force_insert=True)
@@ -155,7 +162,7 @@ def transcript_insert_many(entries: list[TranscriptEntry]) -> None:
         raise RuntimeError("transcript entries must be written inside the transaction of the change they record")
     for entry in entries:
         tenancy.check_write(TranscriptEntry, entry.tenant_id)
-    TranscriptEntry.objects.bulk_create(entries)
+    insert_rows(TranscriptEntry, entries)  # keys set, tenants checked above: one executemany
 
 
 def transcript_verify(*, session_id: Any) -> tuple[bool, TranscriptEntry | None, str]:

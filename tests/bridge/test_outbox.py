@@ -126,3 +126,22 @@ def test_backoff_is_capped_and_jittered(settings):
     delays = [outbox.backoff("x", n).total_seconds() for n in range(1, 12) for _ in range(20)]
     assert max(delays) <= 30 and min(delays) >= 1
     assert len({round(d, 3) for d in delays}) > 50  # jittered, not a fixed schedule
+
+
+def test_a_claim_for_many_endpoints_takes_each_ones_due_rows_once_in_order(db):
+    group = factories.client_group(factories.tenant())
+    first, second, third = (factories.endpoint(group) for _ in range(3))
+    a1, a2 = enqueue(first.endpoint), enqueue(first.endpoint, mode="lazy")
+    b1 = enqueue(second.endpoint)
+    held = enqueue(third.endpoint, not_before=timezone.now() + timedelta(hours=1))
+    frames = outbox.outbox_claim_many(
+        requests=[(first.endpoint.pk, True), (second.endpoint.pk, True), (third.endpoint.pk, True)]
+    )
+    assert set(frames) == {first.endpoint.pk, second.endpoint.pk}  # keyed by the ids asked for
+    assert [p.decode(f, accept=p.SERVER_TO_AGENT).id for f in frames[first.endpoint.pk]] == [a1.pk, a2.pk]
+    assert [p.decode(f, accept=p.SERVER_TO_AGENT).id for f in frames[second.endpoint.pk]] == [b1.pk]
+    assert reload(a1).attempts == reload(b1).attempts == 1 and reload(held).attempts == 0
+    # Claimed rows wait for their ack: nothing is due again; the hello's claim (not due only) takes all.
+    assert outbox.outbox_claim_many(requests=[(first.endpoint.pk, True), (second.endpoint.pk, True)]) == {}
+    again = outbox.outbox_claim_many(requests=[(third.endpoint.pk, False), (second.endpoint.pk, False)])
+    assert set(again) == {third.endpoint.pk, second.endpoint.pk} and reload(held).attempts == 1
