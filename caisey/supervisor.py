@@ -149,6 +149,7 @@ class Supervisor:
     def run(self) -> int:
         """Start every child, watch them until a stop signal or a child that keeps failing, then
         stop them in order. Returns the exit status."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         self.install_signal_handlers()
         try:
             for child in self.children:
@@ -164,6 +165,8 @@ class Supervisor:
             if self.stop_signal is not None:
                 log.info("%s received: stopping", signal.Signals(self.stop_signal).name)
             self.stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if self.failure is not None:
             log.error("stopped: %s", self.failure)
             return EXIT_FAILED
