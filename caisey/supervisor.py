@@ -94,6 +94,7 @@ class Supervisor:
         max_failures: int = 5,
         stop_timeout: float = 20.0,
         on_exit: Callable[[Child, int], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
         poll_interval: float = 0.2,
     ) -> None:
         self.children = children
@@ -106,6 +107,7 @@ class Supervisor:
         self.max_failures = max_failures
         self.stop_timeout = stop_timeout
         self.on_exit = on_exit
+        self.on_stop = on_stop
         self.poll_interval = poll_interval
         self.stop_signal: int | None = None
         self.failure: str | None = None
@@ -164,6 +166,8 @@ class Supervisor:
                 signal.signal(sig, signal.SIG_IGN)
             if self.stop_signal is not None:
                 log.info("%s received: stopping", signal.Signals(self.stop_signal).name)
+            if self.on_stop is not None:
+                self.on_stop()
             self.stop_all()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -134,6 +134,9 @@ class Command(BaseCommand):
                 log_dir=opts["log_dir"],
                 stop_timeout=opts["stop_timeout"],
                 on_exit=lambda child, pid: _mark_dead(metrics, pid),
+                # Our copy of the socket goes first: once the Daphne processes have let go of theirs,
+                # a client is refused at once (and retries) instead of waiting in a backlog no one reads.
+                on_stop=sock.close,
             )
             self.stdout.write(
                 f"Serving on http://{opts['host']}:{opts['port']}/ with {opts['workers']} Daphne "
