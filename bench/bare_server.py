@@ -73,7 +73,12 @@ async def handler(ws) -> None:
                 _done(waiting_results, frame.body.get("action_id"))
             await ws.send(
                 _encode(
-                    {"type": "ack", "id": uuid.uuid4().hex, "ts": time.time(), "body": {"ref": frame.id, "duplicate": False}}
+                    {
+                        "type": "ack",
+                        "id": uuid.uuid4().hex,
+                        "ts": time.time(),
+                        "body": {"ref": frame.id, "duplicate": False},
+                    }
                 ).decode()
             )
     except ConnectionClosed:

@@ -126,7 +126,9 @@ class ProcessTree:
         return total
 
     def cpu_times(self):
-        return argparse.Namespace(user=self._sum(lambda p: p.cpu_times().user), system=self._sum(lambda p: p.cpu_times().system))
+        return argparse.Namespace(
+            user=self._sum(lambda p: p.cpu_times().user), system=self._sum(lambda p: p.cpu_times().system)
+        )
 
     def memory_info(self):
         return argparse.Namespace(rss=self._sum(lambda p: p.memory_info().rss))
@@ -607,7 +609,12 @@ def bench(stack: Stack, args) -> dict:
     )
     if nofile < args.agents + 200:
         log(f"WARNING: RLIMIT_NOFILE {nofile} is below what {args.agents} agents need ({need})")
-    res: dict = {"agents": args.agents, "fanout": min(args.fanout, args.agents), "nofile": nofile, "servers": args.servers}
+    res: dict = {
+        "agents": args.agents,
+        "fanout": min(args.fanout, args.agents),
+        "nofile": nofile,
+        "servers": args.servers,
+    }
 
     stack.start_redis()
     log(
@@ -765,7 +772,9 @@ def report(res: dict, args) -> dict:
         "fanout_ratio": round(fan_ratio, 1) if fan_ratio else None,
         "connect_server_cpu_ms_per_handshake": round(c["connect"]["server_cpu_ms_per_handshake"], 2),
         "bare_connect_server_cpu_ms_per_handshake": round(b["connect"]["server_cpu_ms_per_handshake"], 3),
-        "action_rtt_server_cpu_ms": round(rtt["server_cpu_ms_per_action"], 1) if rtt.get("server_cpu_ms_per_action") else None,
+        "action_rtt_server_cpu_ms": round(rtt["server_cpu_ms_per_action"], 1)
+        if rtt.get("server_cpu_ms_per_action")
+        else None,
         "restart_server_cpu_ms_per_agent": round(restart_cpu_ms, 2) if restart_cpu_ms is not None else None,
         "action_rtt_p50_ms": rtt.get("p50_ms"),
         "action_rtt_p99_ms": rtt.get("p99_ms"),
@@ -922,7 +931,10 @@ def report(res: dict, args) -> dict:
                 f"{fmt(bfan.get('server_cpu_s'), '.2f')} / {fmt(bfan_cpu_ms, '.2f')}",
                 fmt(fan_cpu_ms / bfan_cpu_ms if fan_cpu_ms and bfan_cpu_ms else None, ".0f", "x"),
                 f"< {TARGET_FANOUT_CPU_S:.0f} s",
-                met(fan.get("server_cpu_s") is not None and fan["server_cpu_s"] < TARGET_FANOUT_CPU_S, fan["endpoints"] >= 1000),
+                met(
+                    fan.get("server_cpu_s") is not None and fan["server_cpu_s"] < TARGET_FANOUT_CPU_S,
+                    fan["endpoints"] >= 1000,
+                ),
             ),
             (
                 "  bulk_run_start CPU in the requesting process (s)",
@@ -1032,7 +1044,14 @@ def report(res: dict, args) -> dict:
             met(lost.get("lost_messages") == 0),
         ),
     ]
-    header = ("figure", f"Caisey (serve --workers {res['servers']})", f"bare websockets x{res['servers']}", "ratio", "target", "met")
+    header = (
+        "figure",
+        f"Caisey (serve --workers {res['servers']})",
+        f"bare websockets x{res['servers']}",
+        "ratio",
+        "target",
+        "met",
+    )
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(6)]
     line = "  ".join("-" * w for w in widths)
     print()

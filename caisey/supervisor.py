@@ -241,7 +241,12 @@ class Supervisor:
                     proc.wait(timeout=max(0.0, deadline - time.monotonic()))
                     log.info("stopped %s (pid %d): %s", child.name, proc.pid, describe_exit(proc.returncode))
                 except subprocess.TimeoutExpired:
-                    log.warning("%s (pid %d) still running %.0f s after SIGTERM: killing it", child.name, proc.pid, self.stop_timeout)
+                    log.warning(
+                        "%s (pid %d) still running %.0f s after SIGTERM: killing it",
+                        child.name,
+                        proc.pid,
+                        self.stop_timeout,
+                    )
             for child in group:
                 if child.proc is None:
                     continue

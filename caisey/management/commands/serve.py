@@ -22,8 +22,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from caisey import embedded_redis
-from caisey.env import env_int
 from caisey.daphne import daphne_argv
+from caisey.env import env_int
 from caisey.supervisor import Child, Supervisor, listen_socket
 from caisey.worker import celery_beat_argv, celery_worker_argv
 
@@ -87,9 +87,7 @@ class Command(BaseCommand):
             default=20.0,
             help="seconds each stage gets after SIGTERM before SIGKILL (default 20)",
         )
-        parser.add_argument(
-            "--daphne-arg", action="append", default=[], help="extra Daphne argument (repeatable)"
-        )
+        parser.add_argument("--daphne-arg", action="append", default=[], help="extra Daphne argument (repeatable)")
 
     def handle(self, *args, **opts):
         if opts["workers"] is None:
@@ -124,7 +122,9 @@ class Command(BaseCommand):
             schedule = data_dir / "celerybeat-schedule"
             if not opts["no_celery"]:
                 concurrency = opts["celery_concurrency"]
-                children.append(Child("celery-worker", celery_worker_argv(py, schedule=None, concurrency=concurrency), STAGE_WORKER))
+                children.append(
+                    Child("celery-worker", celery_worker_argv(py, schedule=None, concurrency=concurrency), STAGE_WORKER)
+                )
                 if not opts["no_beat"]:
                     children.append(Child("celery-beat", celery_beat_argv(py, schedule=schedule), STAGE_BEAT))
             supervisor = Supervisor(
