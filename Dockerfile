@@ -1,5 +1,5 @@
-# The Caisey server image: Daphne, the Celery worker and beat all run from it
-# (see docker-compose.yml). Configuration comes only from CAISEY_* variables.
+# The Caisey server image: `manage.py serve` runs Daphne, the Celery worker and
+# beat from it (see docker-compose.yml). Configuration comes only from CAISEY_* variables.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -32,5 +32,6 @@ RUN pip install --no-deps ./agent -e .
 
 USER caisey
 EXPOSE 8000
-# Daphne with its access log redacted, and its options: see caisey/daphne.py (why each one).
-CMD ["python", "-m", "caisey.daphne", "-b", "0.0.0.0", "-p", "8000", "--ping-interval", "90", "--websocket_connect_timeout", "30", "caisey.asgi:application"]
+# One Daphne process per core on port 8000, the Celery worker and beat, supervised
+# (caisey/management/commands/serve.py); Daphne's options: caisey/daphne.py.
+CMD ["python", "manage.py", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -102,6 +102,8 @@ class Worker:
         if self.mode == "caisey":
             return p.decode(raw, accept=p.SERVER_TO_AGENT, max_bytes=p.MAX_FRAME_BYTES * 4)
         data = msgspec.json.decode(raw)
+        if data["type"] != p.Ack.TYPE:  # the bare server's fan-out: a real action.run, answered as in Caisey
+            return p.decode(raw, accept=p.SERVER_TO_AGENT, max_bytes=p.MAX_FRAME_BYTES * 4)
         return p.Envelope(type=data["type"], id=data["id"], ts=data["ts"], body=p.Ack(ref=data["body"].get("ref", "")))
 
     async def send(self, agent: Agent, body, *, id: str | None = None) -> str:

@@ -1,13 +1,16 @@
 """/metrics: bridge health in Prometheus text format, read from the database at scrape time
-(so any server process answers for all of them), plus this process's own counters."""
+(so any server process answers for all of them), plus the bridge's counters: under `manage.py
+serve` (PROMETHEUS_MULTIPROC_DIR set) those of every process, summed, whichever process answers;
+else this process's own."""
 
 from __future__ import annotations
 
 import hmac
+import os
 
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseForbidden
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
 from bridge import health
@@ -75,5 +78,13 @@ def metrics_view(request):
         return HttpResponseForbidden("metrics need a superuser session or the CAISEY_METRICS_TOKEN bearer token\n")
     registry = CollectorRegistry()
     registry.register(BridgeHealthCollector())
-    body = generate_latest(registry) + generate_latest(REGISTRY)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several server processes behind one socket: a scrape reaches one of them at random, and
+        # its own counters alone would jump between scrapes. Every process writes its counters to
+        # that folder; they are read and summed here.
+        counters = CollectorRegistry()
+        multiprocess.MultiProcessCollector(counters)
+    else:
+        counters = REGISTRY
+    body = generate_latest(registry) + generate_latest(counters)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -1,5 +1,5 @@
-"""How Caisey runs Daphne, wherever it is started: bin/demo, the tests' stacks and the benchmark
-use `daphne_argv`; the Dockerfile and docker-compose.yml repeat the same options.
+"""How Caisey runs Daphne, wherever it is started: `manage.py serve` (bin/demo, docker-compose.yml,
+the systemd unit, the benchmark) and the tests' stacks use `daphne_argv`.
 
 `python -m caisey.daphne` is Daphne's own command line with one change: its access log redacts
 share, approval and enrollment tokens from the paths it writes (caisey/redact.py)."""
@@ -24,19 +24,20 @@ DAPHNE_OPTIONS = [
 ]
 
 
-def daphne_argv(python: str, *, host: str, port: int, extra: list[str] | None = None) -> list[str]:
-    return [
-        python,
-        "-m",
-        "caisey.daphne",
-        "-b",
-        host,
-        "-p",
-        str(port),
-        *DAPHNE_OPTIONS,
-        *(extra or []),
-        "caisey.asgi:application",
-    ]
+def daphne_argv(
+    python: str,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    fd: int | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
+    """Listening on ``host``:``port``, or on the inherited listening socket ``fd`` (`manage.py
+    serve` runs several Daphne processes on one socket: caisey/supervisor.py)."""
+    if (fd is None) == (host is None or port is None):
+        raise ValueError("give either host and port, or fd")
+    bind = ["--fd", str(fd)] if fd is not None else ["-b", str(host), "-p", str(port)]
+    return [python, "-m", "caisey.daphne", *bind, *DAPHNE_OPTIONS, *(extra or []), "caisey.asgi:application"]
 
 
 class RedactingServer(Server):

@@ -424,10 +424,16 @@ def endpoint_touch_many(*, seen: dict[Any, Any]) -> None:
     seen_field = Endpoint._meta.get_field("last_seen_at")
     # In primary-key order: psycopg may send the batch as one implicit transaction, and every
     # writer that locks several endpoint rows (a bulk run) takes them in this order too.
-    rows = [
-        (seen_field.get_db_prep_value(ts, connection), pk_field.get_db_prep_value(pk, connection))
-        for pk, ts in sorted(seen.items(), key=lambda item: item[0])
-    ]
+    rows = []
+    for pk, ts in sorted(seen.items(), key=lambda item: item[0]):
+        at = seen_field.get_db_prep_value(ts, connection)
+        rows.append((at, pk_field.get_db_prep_value(pk, connection), at))
     table = connection.ops.quote_name(Endpoint._meta.db_table)
+    # Never backwards: with several server processes, one's flush may land after the endpoint
+    # reconnected to another (which wrote a newer time) and after its old socket's disconnect;
+    # written backwards, last-seen would fall before that disconnect and the endpoint read offline.
     with connection.cursor() as cursor:
-        cursor.executemany(f"UPDATE {table} SET last_seen_at = %s WHERE id = %s", rows)
+        cursor.executemany(
+            f"UPDATE {table} SET last_seen_at = %s WHERE id = %s AND (last_seen_at IS NULL OR last_seen_at < %s)",
+            rows,
+        )

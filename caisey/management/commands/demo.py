@@ -1,8 +1,9 @@
 """`manage.py demo`: the whole stack on this machine, in the foreground.
 
 Embedded Redis (unless CAISEY_REDIS_URL is set), migrations, a demo tenant with
-known logins, Daphne, a Celery worker with beat, and a local agent enrolled into
-the demo tenant. Ctrl-C stops everything this command started.
+known logins, the server as production runs it (`manage.py serve`: Daphne processes
+sharing one socket, the Celery worker and beat, supervised), and a local agent
+enrolled into the demo tenant. Ctrl-C stops everything this command started.
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ from django.db import IntegrityError, transaction
 
 from caisey import embedded_redis, tenancy
 from caisey.actors import Party
-from caisey.daphne import daphne_argv
 from caisey.env import env_str
 from caisey.errors import Rejected
-from caisey.worker import celery_worker_argv
 from endpoints import services
 from endpoints.models import ClientGroup, Endpoint, EndpointStatus, Membership, Role, Tenant
 
@@ -38,7 +37,8 @@ TENANT_SLUG, TENANT_NAME = "demo", "Demo MSP"
 CLIENT_GROUPS = [("acme", "Acme Manufacturing"), ("brightside", "Brightside Dental")]
 AGENT_GROUP = "acme"
 DEFAULT_PASSWORD = "caisey-demo"
-STOP_GRACE = 10.0  # seconds a child gets after SIGTERM before SIGKILL
+SERVE_STOP_TIMEOUT = 8.0  # seconds each stage of `serve` (Daphne, beat, worker) gets after SIGTERM
+STOP_GRACE = 3 * SERVE_STOP_TIMEOUT + 6.0  # seconds a child gets after SIGTERM before SIGKILL
 HEALTH_TIMEOUT = 60.0
 
 
@@ -51,9 +51,9 @@ class StackFailure(Exception):
 
 
 class Stack:
-    """The child processes. Each gets its own process group, so that stopping
-    one also stops what it forked (Celery's pool and beat), and so that the
-    terminal's Ctrl-C reaches only us: we stop the children, in order."""
+    """The child processes: `serve` and the agent. Each gets its own process group, so
+    that the terminal's Ctrl-C reaches only us: we stop the children, in order (`serve`
+    stops its own children, in their order)."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = env
@@ -89,7 +89,7 @@ class Stack:
             return ""
 
     def stop(self) -> None:
-        procs = list(reversed(self.children.values()))  # the agent first, Daphne last
+        procs = list(reversed(self.children.values()))  # the agent first, the server last
         for proc in procs:
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
@@ -135,12 +135,16 @@ def free_port(start: int) -> int:
 
 class Command(BaseCommand):
     help = (
-        "Run Caisey on this machine: embedded Redis, migrations, a demo tenant, Daphne, "
-        "a Celery worker with beat and a local agent. Ctrl-C stops it all."
+        "Run Caisey on this machine: embedded Redis, migrations, a demo tenant, the server "
+        "(`manage.py serve`: Daphne processes, the Celery worker and beat) and a local agent. "
+        "Ctrl-C stops it all."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000, help="first port to try (default 8000)")
+        parser.add_argument(
+            "--workers", type=int, default=None, help="Daphne processes (default: one per core, as `serve`)"
+        )
 
     def handle(self, *args, **opts):
         data_dir: Path = settings.DATA_DIR
@@ -171,9 +175,12 @@ class Command(BaseCommand):
             port = free_port(opts["port"])
             url = f"http://127.0.0.1:{port}"
             py = sys.executable
-            stack.start("daphne", daphne_argv(py, host="127.0.0.1", port=port))
-            stack.start("celery", celery_worker_argv(py, schedule=data_dir / "celerybeat-schedule", concurrency=2))
-            self.stdout.write(f"Starting Daphne on {url} and the Celery worker ...")
+            serve = [py, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-dir", str(log_dir)]
+            serve += ["--stop-timeout", str(SERVE_STOP_TIMEOUT)]
+            if opts["workers"] is not None:
+                serve += ["--workers", str(opts["workers"])]
+            stack.start("server", serve)
+            self.stdout.write(f"Starting the server on {url} (Daphne processes, the Celery worker and beat) ...")
             self._wait_healthy(stack, url)
 
             state_dir = data_dir / "demo-agent"
@@ -275,7 +282,7 @@ class Command(BaseCommand):
             except (OSError, ValueError):
                 pass  # not listening yet
             time.sleep(0.25)
-        raise StackFailure("daphne", f"Daphne did not answer {url}/healthz within {HEALTH_TIMEOUT:.0f} s")
+        raise StackFailure("server", f"the server did not answer {url}/healthz within {HEALTH_TIMEOUT:.0f} s")
 
     def _agent_allows_shell(self, state_dir: Path, env: dict[str, str]) -> None:
         argv = [sys.executable, "-m", "caisey_agent", "policy", "--allow-shell", "--state-dir", str(state_dir)]
@@ -335,7 +342,7 @@ class Command(BaseCommand):
             f"  Second factor optional in the demo tenant (new tenants require one); enrol one at "
             f"{url.replace('127.0.0.1', 'localhost')}/accounts/2fa/ (passkeys need localhost or https)\n"
             f"  Local agent  enrolled in {dict(CLIENT_GROUPS)[AGENT_GROUP]}; state in {data_dir / 'demo-agent'}\n"
-            f"  Logs         {log_dir}/ (daphne.log, celery.log, agent.log)\n"
+            f"  Logs         {log_dir}/ (server.log, daphne-N.log, celery-worker.log, celery-beat.log, agent.log)\n"
             f"  Data         {data_dir}\n\n"
             f"  Ctrl-C to stop.\n"
             f"{rule}",
