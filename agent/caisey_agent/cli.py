@@ -71,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_service = sub.add_parser("service", parents=[common], help="the Windows service: install, remove, status")
     p_service.add_argument("verb", choices=["install", "remove", "status", "run"])
-    p_helper = sub.add_parser("desktop-helper", help="(started by the Windows service in a user's session)")
-    p_helper.add_argument("--session", type=int, required=True)
+    p_helper = sub.add_parser(
+        "desktop-helper", help="(Windows: started at logon, or by the service, in a user's session)"
+    )
+    p_helper.add_argument("--session", type=int, help="the session's id (default: this process's session)")
     return parser
 
 

@@ -222,14 +222,18 @@ def apply_installer_choice(state_dir: Path | str, value: str) -> str:
     neither changes anything.
     """
     if value not in INSTALLER_CHOICES:
-        raise ValueError(f'ALLOW_SHELL must be 0 or 1 (or not given), not {value!r}')
+        raise ValueError(f"ALLOW_SHELL must be 0 or 1 (or not given), not {value!r}")
     choice = INSTALLER_CHOICES[value]
     path = policy_path(state_dir)
     current = load_policy(state_dir)
     exists = os.path.lexists(path)
     if choice is None:
         if exists:
-            state = f"not in use: {current.problem}" if current.lockdown else f"allow_shell {str(current.allow_shell).lower()}"
+            state = (
+                f"not in use: {current.problem}"
+                if current.lockdown
+                else f"allow_shell {str(current.allow_shell).lower()}"
+            )
             return f"ALLOW_SHELL not given: kept {path} as it is ({state})"
         write_policy(state_dir, {"allow_shell": False})
         return f'ALLOW_SHELL not given: wrote {path} with "allow_shell": false (no shell commands)'

@@ -44,6 +44,11 @@ WRITE_POLICY_COMMAND = (
     '-B -m caisey_agent policy --state-dir "[CommonAppDataFolder]Caisey" "--msi-allow-shell=[ALLOW_SHELL]"'
 )
 WRITE_POLICY_CONDITION = 'NOT REMOVE~="ALL"'
+# The approval prompt helper, started at every user's logon (caisey_agent/desktop.py, helper_main): it
+# waits for the service's channel in its session and shows the prompts as native dialogs.
+RUN_KEY = r"SOFTWARE\Microsoft\Windows\CurrentVersion\Run"
+RUN_VALUE_NAME = "CaiseyPrompts"
+RUN_VALUE = '"[INSTALLDIR]python\\pythonw.exe" -B -m caisey_agent desktop-helper'
 ALLOW_SHELL_CONDITION = 'Installed OR NOT ALLOW_SHELL OR ALLOW_SHELL="0" OR ALLOW_SHELL="1"'
 ALLOW_SHELL_MESSAGE = "ALLOW_SHELL must be 0 (no shell commands) or 1 (allow them), or not given."
 
@@ -135,6 +140,15 @@ def main(stage: Path, version: str, out: Path) -> None:
             f'      <Custom Action="WritePolicy" Sequence="5850">{escape(WRITE_POLICY_CONDITION)}</Custom>\n'
             "    </InstallExecuteSequence>",
         )
+    # The prompt helper at logon: HKLM Run (every user), removed with the program on uninstall.
+    logon = ""
+    if (stage / PYTHON_FILE).exists():
+        logon = (
+            f'      <Component Id="PromptHelperAtLogon" Guid="{guid("prompt-helper-run-key")}" Win64="yes">\n'
+            f'        <RegistryValue Root="HKLM" Key={quoteattr(RUN_KEY)} Name="{RUN_VALUE_NAME}" Type="string" '
+            f'Value={quoteattr(RUN_VALUE)} KeyPath="yes"/>\n'
+            "      </Component>\n"
+        )
     # A bad ALLOW_SHELL stops the install before anything changes (LaunchCondition).
     launch = f"    <Condition Message={quoteattr(ALLOW_SHELL_MESSAGE)}>{escape(ALLOW_SHELL_CONDITION)}</Condition>"
 
@@ -172,11 +186,11 @@ def main(stage: Path, version: str, out: Path) -> None:
       <Component Id="InstallSettings" Guid="{guid("install-settings")}" Win64="yes">
 {regs}
       </Component>
-    </Directory>
+{logon}    </Directory>
     <Feature Id="Agent" Title="Caisey Agent" Level="1">
       <ComponentRef Id="StateFolder"/>
       <ComponentRef Id="InstallSettings"/>
-{refs}
+{'      <ComponentRef Id="PromptHelperAtLogon"/>' + chr(10) if logon else ""}{refs}
     </Feature>
   </Product>
 </Wix>

@@ -156,6 +156,29 @@ def test_the_built_msi_writes_an_explicit_local_policy(wxs, stage, tmp_path):
     assert "ALLOW_SHELL" not in dict(msi_table(msi, "Property"))  # no default: an upgrade keeps the file
 
 
+def test_the_built_msi_starts_the_prompt_helper_at_every_logon(wxs, stage, tmp_path):
+    """HKLM Run, 64-bit view: every user's logon starts `pythonw.exe -m caisey_agent desktop-helper`,
+    the same command the service uses (without --session); removed with the program."""
+    from caisey_agent import desktop
+
+    if not (WIXL and MSIINFO):
+        if os.environ.get("CI"):
+            pytest.fail("wixl/msiinfo are not installed (apt-get install wixl msitools); CI installs them")
+        pytest.skip("wixl/msiinfo are not installed (apt-get install wixl msitools)")
+    msi = tmp_path / "caisey-agent.msi"
+    subprocess.run([WIXL, "-a", "x64", "-o", str(msi), str(wxs)], cwd=stage, check=True, capture_output=True)
+    rows = [r for r in msi_table(msi, "Registry") if r[3] == "CaiseyPrompts"]
+    assert len(rows) == 1
+    _, root, key, _, value, component = rows[0]
+    assert (root, key) == ("2", r"SOFTWARE\Microsoft\Windows\CurrentVersion\Run")  # 2: HKLM, every user
+    assert value == '"[INSTALLDIR]python\\pythonw.exe" -B -m caisey_agent desktop-helper'
+    installed = value.replace("[INSTALLDIR]", "C:\\Program Files\\Caisey\\")
+    assert installed == desktop.helper_command(r"C:\Program Files\Caisey\python\python.exe")
+    attributes = {r[0]: int(r[3]) for r in msi_table(msi, "Component")}
+    assert attributes[component] & 256  # msidbComponentAttributes64bit: the 64-bit registry view
+    assert component in {r[1] for r in msi_table(msi, "FeatureComponents")}
+
+
 def test_no_policy_action_without_python(tmp_path):
     stage = tmp_path / "stage"
     stage.mkdir()

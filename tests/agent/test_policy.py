@@ -207,7 +207,7 @@ def test_installer_allow_shell_sets_it_keeping_the_administrators_other_keys(tmp
     state = tmp_path / "state"
     state.mkdir()
     write(state, {"forbid_kinds": ["service_restart"], "allowed_tail_paths": ["/var/log/*"]})
-    assert "allow_shell\": true" in pol.apply_installer_choice(state, "1")
+    assert 'allow_shell": true' in pol.apply_installer_choice(state, "1")
     assert json.loads((state / "policy.json").read_text()) == {
         "forbid_kinds": ["service_restart"],
         "allowed_tail_paths": ["/var/log/*"],
