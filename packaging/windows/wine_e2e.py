@@ -29,6 +29,7 @@ MSI = BUILD / "caisey-agent.msi"
 INSTALL_DIR = PREFIX / "drive_c" / "Program Files" / "Caisey"
 STATE_DIR = PREFIX / "drive_c" / "ProgramData" / "Caisey"
 PYEXE = r"C:\Program Files\Caisey\python\python.exe"
+RUN_KEY = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Run"
 
 # What Wine cannot answer (no real PowerShell, event log, WMI, Defender, BitLocker, AD tools):
 # run anyway, expected to fail plainly, and covered by the fixture tests instead.
@@ -57,6 +58,8 @@ result = {
     "uninstalled": False,
     "state_kept": False,
     "policy_written": False,
+    "desktop_channel_ok": False,
+    "logon_helper_registered": False,
     "seconds": 0,
 }
 # bin/test-windows' start (the build included), else this script's
@@ -360,6 +363,9 @@ def main() -> int:
         if msiexec.stdout.strip() or msiexec.stderr.strip():
             say("  " + (msiexec.stdout + msiexec.stderr).strip()[-300:].replace("\n", "\n  "))
         result["msi_installed"] = (INSTALL_DIR / "caisey-agent.cmd").exists()
+        run_key = wine("reg", "query", RUN_KEY, "/v", "CaiseyPrompts", timeout=60)
+        result["logon_helper_registered"] = "desktop-helper" in run_key.stdout
+        say(f"  prompt helper at logon (HKLM Run): {' '.join(run_key.stdout.split()[-6:]) or 'NOT registered'}")
         policy_file = STATE_DIR / "policy.json"
         written = json.loads(policy_file.read_text()) if policy_file.exists() else None
         result["policy_written"] = written == {"allow_shell": True}
@@ -463,7 +469,7 @@ def main() -> int:
                 m = re.search(r"^\[([0-9a-f]{8})\] .*\n.*\n\s+will run: (.*)$", listed.stdout, re.M)
                 if m:
                     done = agent_cli("prompts", "approve", m.group(1), timeout=60)
-                    approvals.append(f"{m.group(2)!r}: {(done.stdout or done.stderr).strip()[:80]}")
+                    approvals.append(f"{m.group(2).strip()!r}: {(done.stdout or done.stderr).strip()[:80]}")
                     return
                 time.sleep(2)
             approvals.append("no prompt listed by `caisey-agent prompts list` within 90 s")
@@ -484,6 +490,23 @@ def main() -> int:
             f"{'shell (default)':<18} {ps['status']:<10} {ps.get('error', '')[:110]} (Wine's PowerShell is a stub: failing is right)"
         )
 
+        # The desktop prompt channel's Windows calls (named pipe with its SDDL, overlapped I/O, the
+        # client's session, the helper's end) with the installed Python: wine_pipe_check.py.
+        shutil.copy(ROOT / "packaging" / "windows" / "wine_pipe_check.py", PREFIX / "drive_c" / "pipe_check.py")
+        checked = wine(PYEXE, r"C:\pipe_check.py", timeout=180)
+        try:
+            pipe = json.loads(checked.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            pipe = {"error": (checked.stderr or checked.stdout)[-300:]}
+        result["desktop_channel_ok"] = pipe.get("decision") == {"prompt_id_ok": True, "approve": True} and bool(
+            re.fullmatch(r"O:SYD:P\(A;;GA;;;SY\)\(A;;GA;;;S-1-5-21-[-0-9]+\)", pipe.get("sddl", ""))
+        )
+        say(
+            f"{'desktop channel':<18} {'ok' if result['desktop_channel_ok'] else 'FAILED':<10} "
+            f"pipe {pipe.get('sddl') or pipe.get('error')}; helper said hello as {pipe.get('hello_user')!r},"
+            f" answered {pipe.get('decision')}"
+        )
+
         say("")
         for proc in keepers:  # our own python.exe keepers hold the program files open
             proc.kill()
@@ -501,9 +524,12 @@ def main() -> int:
         left = sorted(str(p.relative_to(INSTALL_DIR)) for p in INSTALL_DIR.rglob("*")) if INSTALL_DIR.exists() else []
         svc_after = wine("reg", "query", r"HKLM\System\CurrentControlSet\Services\CaiseyAgent", timeout=60)
         service_gone = svc_after.returncode != 0
-        result["uninstalled"] = not left and service_gone
+        run_key_gone = "desktop-helper" not in wine("reg", "query", RUN_KEY, timeout=60).stdout
+        result["uninstalled"] = not left and service_gone and run_key_gone
         result["state_kept"] = (STATE_DIR / "agent.sqlite3").exists()
-        say(f"  program files left: {left[:5] or 'none'}; service removed: {service_gone}")
+        say(
+            f"  program files left: {left[:5] or 'none'}; service removed: {service_gone}; Run key removed: {run_key_gone}"
+        )
         say(f"  state kept in ProgramData\\Caisey: {result['state_kept']}")
         return finish()
     except Exception as exc:  # noqa: BLE001 - the report must still say what ran
@@ -535,6 +561,8 @@ def finish(error: str = "") -> int:
         and result["uninstalled"]
         and result["state_kept"]
         and result["policy_written"]
+        and result["desktop_channel_ok"]
+        and result["logon_helper_registered"]
         and not error
     )
     result["ok"] = bool(ok)
