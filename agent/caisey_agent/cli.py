@@ -63,10 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_policy.add_argument("--allow-shell", action="store_true", help='write "allow_shell": true into policy.json')
     p_policy.add_argument("--forbid-shell", action="store_true", help='write "allow_shell": false into policy.json')
+    p_policy.add_argument(
+        "--msi-allow-shell",
+        metavar="0|1|",
+        help="(run by the Windows installer with its ALLOW_SHELL property) 1 or 0 sets allow_shell;"
+        ' empty keeps an existing policy.json and otherwise writes "allow_shell": false',
+    )
     p_service = sub.add_parser("service", parents=[common], help="the Windows service: install, remove, status")
     p_service.add_argument("verb", choices=["install", "remove", "status", "run"])
-    p_helper = sub.add_parser("desktop-helper", help="(started by the Windows service in a user's session)")
-    p_helper.add_argument("--session", type=int, required=True)
+    p_helper = sub.add_parser(
+        "desktop-helper", help="(Windows: started at logon, or by the service, in a user's session)"
+    )
+    p_helper.add_argument("--session", type=int, help="the session's id (default: this process's session)")
     return parser
 
 
@@ -90,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         from caisey_agent import winservice
 
         return winservice.main(args.verb)
+    if args.command == "policy" and args.msi_allow_shell is not None:
+        return installer_policy_command(_state_dir_arg(args), args.msi_allow_shell, args)
     state = AgentState(_state_dir_arg(args))
     try:
         if args.command == "enroll":
@@ -141,6 +151,31 @@ def policy_command(state: AgentState, *, allow_shell: bool, forbid_shell: bool) 
         policy.write_policy(state.dir, doc)
     print(json.dumps(policy.load_policy(state.dir).describe(), indent=2))
     return 0
+
+
+def installer_policy_command(state_dir: Path, value: str, args) -> int:
+    """What the MSI runs before it starts the service: leave the explicit local policy asked for
+    (policy.apply_installer_choice). Secures the state folder first (the installer runs before the
+    service ever did). A non-zero exit makes Windows Installer roll the install back."""
+    if args.allow_shell or args.forbid_shell:
+        _say("caisey-agent: --msi-allow-shell goes without --allow-shell/--forbid-shell", error=True)
+        return 2
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        platforms.current().secure_dir(state_dir)
+        _say(policy.apply_installer_choice(state_dir, value))
+    except (ValueError, policy.PolicyNotInUse) as exc:
+        _say(f"caisey-agent: {exc}", error=True)
+        return 2
+    return 0
+
+
+def _say(line: str, *, error: bool = False) -> None:
+    """Print, where there is somewhere to print: an installer's custom action may run without a console
+    (sys.stdout is None there)."""
+    stream = sys.stderr if error else sys.stdout
+    if stream is not None:
+        print(line, file=stream, flush=True)
 
 
 def prompts_command(state: AgentState, verb: str, prompt_id: str | None) -> int:

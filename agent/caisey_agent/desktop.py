@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,13 @@ from typing import Any
 from caisey_agent import protocol as p
 
 PIPE_PREFIX = r"\\.\pipe\caisey-prompts-"
+# A user's SID: a local or domain account (S-1-5-21-...) or an Entra ID one (S-1-12-1-...); never a
+# group or a well-known alias.
+SID_PATTERN = re.compile(r"S-1-(5-21|12-1)(-\d+){3,}")
+# One helper per session (Local\ is the session's namespace): the logon helper and one the service
+# starts must not both wait for the session's single pipe instance.
+HELPER_MUTEX = "Local\\CaiseyPromptHelper"
+RECONNECT_DELAY = 3.0
 MAX_MESSAGE = 64 * 1024
 DIALOG_TITLE = "Caisey approval request from {organisation}"
 HELPER_ARGS = ["-m", "caisey_agent", "desktop-helper"]
@@ -184,20 +192,24 @@ def presence() -> dict:
     }
 
 
+def pipe_sddl(user_sid: str) -> str:
+    """The pipe's security descriptor (SDDL): owned by SYSTEM; a protected DACL (nothing inherited)
+    granting full access to SYSTEM and to the session's user and to nobody else: not Administrators,
+    not other users, not the Everyone/Interactive groups. Anonymous and network clients are also
+    refused by the pipe itself (PIPE_REJECT_REMOTE_CLIENTS)."""
+    if not SID_PATTERN.fullmatch(user_sid):
+        raise ValueError(f"not a user SID: {user_sid!r}")
+    return f"O:SYG:SYD:P(A;;GA;;;SY)(A;;GA;;;{user_sid})"
+
+
 def pipe_security_descriptor(user_sid):
-    """SYSTEM and the session's user, full access; nobody else (not even other administrators' sessions)."""
-    import ntsecuritycon
+    """SECURITY_ATTRIBUTES for :func:`create_pipe`, from :func:`pipe_sddl`."""
     import win32security
 
-    system = win32security.CreateWellKnownSid(win32security.WinLocalSystemSid, None)
-    dacl = win32security.ACL()
-    for sid in (system, user_sid):
-        dacl.AddAccessAllowedAce(win32security.ACL_REVISION, ntsecuritycon.GENERIC_ALL, sid)
-    sd = win32security.SECURITY_DESCRIPTOR()
-    sd.SetSecurityDescriptorDacl(True, dacl, False)
-    sd.SetSecurityDescriptorOwner(system, False)
     sa = win32security.SECURITY_ATTRIBUTES()
-    sa.SECURITY_DESCRIPTOR = sd
+    sa.SECURITY_DESCRIPTOR = win32security.ConvertStringSecurityDescriptorToSecurityDescriptor(
+        pipe_sddl(win32security.ConvertSidToStringSid(user_sid)), win32security.SDDL_REVISION_1
+    )
     return sa
 
 
@@ -224,23 +236,28 @@ def create_pipe(session_id: int, user_sid):
     )
 
 
+def helper_command(python_exe: str, session_id: int | None = None) -> str:
+    """The helper's command line: windowless ``pythonw.exe`` next to the service's ``python.exe``. The
+    MSI's Run key holds the same without ``--session`` (the helper finds its own session)."""
+    low = python_exe.lower()
+    pythonw = python_exe[: -len("python.exe")] + "pythonw.exe" if low.endswith("\\python.exe") else python_exe
+    return f'"{pythonw}" -B ' + " ".join(HELPER_ARGS) + (f" --session {session_id}" if session_id is not None else "")
+
+
 def launch_helper(session_id: int, python_exe: str) -> int:
     """Start the helper in the user's session with the user's own token (the service runs as SYSTEM)."""
     import win32con
     import win32process
     import win32profile
-    import win32security
 
     token = session_user_token(session_id)
     env = win32profile.CreateEnvironmentBlock(token, False)
     startup = win32process.STARTUPINFO()
     startup.lpDesktop = r"winsta0\default"
-    pythonw = python_exe[: -len("python.exe")] + "pythonw.exe" if python_exe.endswith("python.exe") else python_exe
-    cmdline = f'"{pythonw}" ' + " ".join(HELPER_ARGS) + f" --session {session_id}"
     _proc, _thread, pid, _tid = win32process.CreateProcessAsUser(
         token,
         None,
-        cmdline,
+        helper_command(python_exe, session_id),
         None,
         None,
         False,
@@ -249,7 +266,6 @@ def launch_helper(session_id: int, python_exe: str) -> int:
         None,
         startup,
     )
-    win32security.RevertToSelf()
     return pid
 
 
@@ -274,7 +290,7 @@ class PipeStream:
             buf = start(overlapped)
             n = win32file.GetOverlappedResult(self.handle, overlapped, True)
         except pywintypes.error as exc:
-            if exc.winerror in (109, 232, 233):  # broken pipe, being closed, no process on the other end
+            if exc.winerror in (109, 232, 233, 6, 995):  # broken, closing, no process, closed, aborted
                 return b""
             raise OSError(exc.winerror, exc.strerror) from None
         finally:
@@ -323,24 +339,64 @@ class PipeStream:
             pass
 
 
-def wait_for_helper(handle, timeout: float) -> None:
-    """ConnectNamedPipe on the overlapped handle, for at most ``timeout`` seconds."""
-    import pywintypes
-    import win32event
-    import win32file
-    import win32pipe
+class WindowsChannel:
+    """One session's pipe, created by the service and waiting for the session's helper
+    (:class:`caisey_agent.desktop_broker.Channel`)."""
 
-    overlapped = pywintypes.OVERLAPPED()
-    overlapped.hEvent = win32event.CreateEvent(None, True, False, None)
-    try:
-        if win32pipe.ConnectNamedPipe(handle, overlapped) == 535:  # ERROR_PIPE_CONNECTED: it was quicker
-            return
-        if win32event.WaitForSingleObject(overlapped.hEvent, int(timeout * 1000)) != win32event.WAIT_OBJECT_0:
-            win32file.CancelIo(handle)
-            raise TimeoutError(f"the desktop helper did not connect within {timeout:.0f} s")
-        win32file.GetOverlappedResult(handle, overlapped, False)
-    finally:
-        overlapped.hEvent.Close()
+    def __init__(self, session_id: int) -> None:
+        import win32security
+
+        self.session_id = session_id
+        token = session_user_token(session_id)
+        user_sid = win32security.GetTokenInformation(token, win32security.TokenUser)[0]
+        self.handle = create_pipe(session_id, user_sid)
+        self.closed = False
+
+    def _wait_for_client(self) -> None:
+        """ConnectNamedPipe (overlapped), waited for in 1 s slices so that close() ends the wait."""
+        import pywintypes
+        import win32event
+        import win32file
+        import win32pipe
+
+        overlapped = pywintypes.OVERLAPPED()
+        overlapped.hEvent = win32event.CreateEvent(None, True, False, None)
+        try:
+            if win32pipe.ConnectNamedPipe(self.handle, overlapped) == 535:  # ERROR_PIPE_CONNECTED
+                return
+            while win32event.WaitForSingleObject(overlapped.hEvent, 1000) != win32event.WAIT_OBJECT_0:
+                if self.closed:
+                    win32file.CancelIo(self.handle)
+                    raise ChannelError("closed")
+            win32file.GetOverlappedResult(self.handle, overlapped, False)
+        finally:
+            overlapped.hEvent.Close()
+
+    def _check_client(self) -> None:
+        """The pipe's DACL admits only SYSTEM and the session's user; the client process must also be in
+        this session (the same user logged on twice has two sessions and two helpers)."""
+        import win32pipe
+        import win32ts
+
+        pid = win32pipe.GetNamedPipeClientProcessId(self.handle)
+        session = win32ts.ProcessIdToSessionId(pid)
+        if session != self.session_id:
+            raise ChannelError(f"the client (pid {pid}) runs in session {session}, not {self.session_id}")
+
+    async def accept(self):
+        await asyncio.to_thread(self._wait_for_client)
+        await asyncio.to_thread(self._check_client)
+        stream = PipeStream(self.handle)
+        return stream, stream
+
+    def close(self) -> None:
+        import win32file
+
+        self.closed = True
+        try:
+            win32file.CloseHandle(self.handle)
+        except Exception:  # noqa: BLE001 - closed already
+            pass
 
 
 class WindowsDesktopSessions:
@@ -349,23 +405,19 @@ class WindowsDesktopSessions:
     def active_sessions(self) -> list[dict]:
         return [s for s in logged_in_sessions() if s["state"] == "active"]
 
-    async def open_channel(self, session_id: int, *, timeout: float):
+    def listen(self, session_id: int) -> WindowsChannel:
+        try:
+            return WindowsChannel(session_id)
+        except Exception as exc:  # pywintypes.error: the session's token (logging off), the pipe
+            raise OSError(str(exc)) from None
+
+    def launch_helper(self, session_id: int) -> None:
         import sys
 
-        import win32file
-        import win32security
-
-        token = session_user_token(session_id)
-        user_sid = win32security.GetTokenInformation(token, win32security.TokenUser)[0]
-        handle = create_pipe(session_id, user_sid)
         try:
             launch_helper(session_id, sys.executable)
-            await asyncio.to_thread(wait_for_helper, handle, timeout)
-        except BaseException:
-            win32file.CloseHandle(handle)
-            raise
-        stream = PipeStream(handle)
-        return stream, stream
+        except Exception as exc:  # pywintypes.error
+            raise OSError(str(exc)) from None
 
 
 def running_as_service() -> bool:
@@ -390,33 +442,117 @@ def show_dialog(msg: dict) -> bool | None:
     return {6: True, 7: False}.get(answer)  # IDYES, IDNO
 
 
-def helper_main(session_id: int) -> int:
-    """The per-user helper: connect to this session's pipe, show prompts, answer."""
-    import getpass
+# --- the helper (in the user's session) --------------------------------------------------------------
 
-    import win32file
 
-    handle = win32file.CreateFile(
-        f"{PIPE_PREFIX}{session_id}",
-        win32file.GENERIC_READ | win32file.GENERIC_WRITE,
-        0,
-        None,
-        win32file.OPEN_EXISTING,
-        0,
-        None,
-    )
-    win32file.WriteFile(handle, encode_message("hello", user=getpass.getuser()))
+def serve_service(read, write, *, user: str, ask) -> None:
+    """One connection to the service: say hello as ``user``, then show each prompt with ``ask`` (the
+    dialog: True, False, or None when closed) and send the answer. ``read()`` returns the next bytes
+    (b"" at the end), ``write(data)`` sends. Returns when the service closes the channel; raises
+    ChannelError on a message it does not understand. Platform-free: tested over a socket pair."""
+    write(encode_message("hello", user=user))
     buffer = b""
     while True:
-        _, chunk = win32file.ReadFile(handle, MAX_MESSAGE)
+        chunk = read()
         if not chunk:
-            return 0
+            return
         buffer += chunk
+        if len(buffer) > MAX_MESSAGE and b"\n" not in buffer:
+            raise ChannelError("message too long")
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             msg = decode_message(line)
             if msg["type"] != "prompt":
-                continue
-            answer = show_dialog(msg)
+                continue  # a withdraw: a dialog still open is answered late and refused by the service
+            answer = ask(msg)
             if answer is not None:
-                win32file.WriteFile(handle, encode_message("decision", prompt_id=msg["prompt_id"], approve=answer))
+                write(encode_message("decision", prompt_id=msg["prompt_id"], approve=answer))
+
+
+def run_helper(connect, *, user: str, ask, sleep=time.sleep, log=lambda line: None, stop=lambda: False) -> None:
+    """The helper's life: connect to its session's channel (``connect()`` returns (read, write, close),
+    or raises OSError while the service has no channel there: not installed yet, not started, between
+    two helpers), serve it, and connect again when the service goes away (restarted, upgraded), until
+    ``stop()``. Started at logon by the Run key, so it waits for the service rather than exiting."""
+    while not stop():
+        try:
+            read, write, close = connect()
+        except OSError as exc:
+            log(f"no channel yet: {exc}")
+            sleep(RECONNECT_DELAY)
+            continue
+        try:
+            serve_service(read, write, user=user, ask=ask)
+            log("the service closed the channel")
+        except (OSError, ChannelError) as exc:
+            log(f"channel lost: {exc}")
+        finally:
+            close()
+        sleep(RECONNECT_DELAY)
+
+
+def _pipe_connect(session_id: int):
+    import pywintypes
+    import win32file
+    import win32pipe
+
+    name = f"{PIPE_PREFIX}{session_id}"
+    try:
+        handle = win32file.CreateFile(
+            name, win32file.GENERIC_READ | win32file.GENERIC_WRITE, 0, None, win32file.OPEN_EXISTING, 0, None
+        )
+    except pywintypes.error as exc:
+        if exc.winerror == 231:  # ERROR_PIPE_BUSY: another client is connecting; wait a little
+            try:
+                win32pipe.WaitNamedPipe(name, 2000)
+            except pywintypes.error:
+                pass
+        raise OSError(exc.winerror, exc.strerror) from None
+
+    def read() -> bytes:
+        try:
+            return win32file.ReadFile(handle, MAX_MESSAGE)[1]
+        except pywintypes.error as exc:
+            if exc.winerror in (109, 232, 233):
+                return b""
+            raise OSError(exc.winerror, exc.strerror) from None
+
+    def write(data: bytes) -> None:
+        try:
+            win32file.WriteFile(handle, data)
+        except pywintypes.error as exc:
+            raise OSError(exc.winerror, exc.strerror) from None
+
+    return read, write, lambda: win32file.CloseHandle(handle)
+
+
+def helper_main(session_id: int | None = None) -> int:
+    """The per-user helper (``caisey-agent desktop-helper``): started at logon by the MSI's Run key, or
+    by the service in the user's session. One per session (a named mutex); logs to
+    ``%LOCALAPPDATA%\\Caisey\\desktop-helper.log``."""
+    import getpass
+
+    import win32api
+    import win32event
+    import winerror
+
+    if session_id is None:
+        import win32ts
+
+        session_id = win32ts.ProcessIdToSessionId(os.getpid())
+    mutex = win32event.CreateMutex(None, False, HELPER_MUTEX)
+    if win32api.GetLastError() == winerror.ERROR_ALREADY_EXISTS:
+        return 0  # this session has its helper already
+    folder = os.path.join(os.environ.get("LOCALAPPDATA") or os.path.expanduser("~"), "Caisey")
+    os.makedirs(folder, exist_ok=True)
+
+    def log(line: str) -> None:
+        with open(os.path.join(folder, "desktop-helper.log"), "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} session {session_id}: {line}\n")
+
+    log("started")
+    try:
+        run_helper(lambda: _pipe_connect(session_id), user=getpass.getuser(), ask=show_dialog, log=log)
+    finally:
+        mutex.Close()
+    return 0

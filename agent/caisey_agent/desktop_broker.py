@@ -1,22 +1,32 @@
-"""The service's side of desktop prompts: when a prompt arrives, reach every active user session.
+"""The service's side of desktop prompts: a channel waiting in every active user session.
 
-For each active session that has no helper connected yet, the session's channel is opened through
-the platform (:meth:`caisey_agent.platforms.base.Platform.desktop_sessions`; on Windows: the named
-pipe limited to SYSTEM and that user, then the helper started in the session with the user's token,
-see :mod:`caisey_agent.desktop`). The helper must say hello as the session's user; then it is shown
-every open prompt, and every later one. The first decision that arrives for a prompt shown to that
-helper is applied through the prompt store (recorded as ``desktop:<user>``) and sent to the server;
-the other helpers are told to withdraw it. A helper that goes away (the user logged off) is dropped
-and reached again at the next prompt. Whatever fails here leaves the prompt waiting where
+For each active session the service keeps the session's channel open and waiting for a helper
+(:meth:`caisey_agent.platforms.base.Platform.desktop_sessions`; on Windows: the named pipe limited to
+SYSTEM and that session's user, see :mod:`caisey_agent.desktop`). The helper reaches it two ways:
+
+- **at logon**: the MSI registers the helper under ``HKLM\\...\\CurrentVersion\\Run``, so every user's
+  logon starts one; it connects as soon as the service's channel for its session is there (it retries
+  until it is), so a prompt that arrived before the user logged on is shown at logon;
+- **when a prompt arrives** and a session has no helper connected (the user closed it, or logged on
+  before the agent was installed), the service starts one in the session with the user's token and
+  waits for it a moment.
+
+The helper must say hello as the session's user; then it is shown every open prompt, and every
+later one. The first decision that arrives for a prompt shown to that helper is applied through the
+prompt store (recorded as ``desktop:<user>``) and sent to the server; the other helpers are told to
+withdraw it. A helper that goes away is listened for again (a restarted helper reconnects). Sessions
+are looked at every few seconds. Whatever fails here leaves the prompt waiting where
 ``caisey-agent prompts`` answers it.
 
-Known limit: a user who logs on after a prompt arrived is reached at the next prompt, not at logon.
+The service is always the channel's server (it creates the pipe, the helper connects): a pipe
+created by the user's process would let that process impersonate the SYSTEM client connecting to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +36,20 @@ from caisey_agent.prompts import OPEN, HeldPrompt, PromptRefused, PromptStore
 
 log = logging.getLogger("caisey_agent.desktop")
 CONNECT_TIMEOUT = 30.0
+WATCH_INTERVAL = 5.0
+RETRY_DELAY = 5.0
+UNREACHABLE_RETRY = 60.0  # a session whose channel could not be created is tried again after this
+
+
+class Channel(Protocol):
+    """One session's channel, created by the service, waiting for that session's helper."""
+
+    async def accept(self) -> tuple[Any, Any]:
+        """Wait (cancellable) until a helper connects: (reader, writer) with asyncio's stream methods
+        (readline; write, drain, close)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class DesktopSessions(Protocol):
@@ -35,9 +59,12 @@ class DesktopSessions(Protocol):
         """[{session_id, user, domain}] of the sessions with a user at the desktop."""
         ...
 
-    async def open_channel(self, session_id: int, *, timeout: float) -> tuple[Any, Any]:
-        """Create the session's channel, start the helper in the session, wait for it to connect:
-        (reader, writer) with asyncio's stream methods (readline; write, drain, close)."""
+    def listen(self, session_id: int) -> Channel:
+        """Create the session's channel (only SYSTEM and the session's user may open it)."""
+        ...
+
+    def launch_helper(self, session_id: int) -> None:
+        """Start a helper in the session, as its user."""
         ...
 
 
@@ -47,7 +74,6 @@ class Link:
     helper: desktop.HelperLink
     writer: Any
     shown: set[str] = field(default_factory=set)
-    task: asyncio.Task | None = None
 
 
 class DesktopBroker:
@@ -58,14 +84,31 @@ class DesktopBroker:
         *,
         on_decided: Callable[[], Awaitable[None]],
         connect_timeout: float = CONNECT_TIMEOUT,
+        watch_interval: float = WATCH_INTERVAL,
+        retry_delay: float = RETRY_DELAY,
     ) -> None:
         self.store = store
         self.sessions = sessions
         self.on_decided = on_decided
         self.connect_timeout = connect_timeout
+        self.watch_interval = watch_interval
+        self.retry_delay = retry_delay
         self.links: dict[int, Link] = {}
+        self.listeners: dict[int, asyncio.Task] = {}
+        self.launched_at: dict[int, float] = {}  # a helper started by the service, not connected yet
+        self.refused_at: dict[int, float] = {}  # a helper that connected and was refused
+        self.unreachable: dict[int, tuple[float, str]] = {}  # no channel: when, why
+        self._changed = asyncio.Event()  # a helper connected
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
+        self._watcher: asyncio.Task | None = None
+
+    # --- what the runtime calls --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Keep a channel waiting in every active session, from now on (idempotent)."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     def start_show(self, held: HeldPrompt) -> None:
         """From the prompt handler: show in the background (the receive loop must not wait on a helper)."""
@@ -74,16 +117,15 @@ class DesktopBroker:
         task.add_done_callback(self._tasks.discard)
 
     async def show(self, held: HeldPrompt) -> int:
-        """Show ``held`` to every active session's helper; returns to how many it was shown."""
+        """Show ``held`` to every active session's helper, starting one where none is connected;
+        returns to how many helpers it was shown."""
         async with self._lock:
-            await self._connect_sessions()
+            self._refresh()
+            await self._launch_missing()
             shown = 0
             for link in list(self.links.values()):
                 if await self._send(link, held):
                     shown += 1
-        if shown:
-            self.store.acknowledge(held.prompt_id)
-            await self._report()  # the acknowledgement: a user has been shown it
         return shown
 
     async def withdraw(self, prompt_id: str, *, except_session: int | None = None) -> None:
@@ -96,44 +138,107 @@ class DesktopBroker:
                     log.info("session %s: withdraw not delivered: %s", link.session_id, exc)
 
     async def close(self) -> None:
+        tasks = [t for t in (self._watcher, *self.listeners.values(), *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for link in list(self.links.values()):
             self._drop(link)
-        for task in list(self._tasks):
-            task.cancel()
 
-    # --- inside ------------------------------------------------------------------------------
+    # --- sessions and their channels -----------------------------------------------------------
 
-    async def _connect_sessions(self) -> None:
+    async def _watch(self) -> None:
+        while True:
+            self._refresh()
+            await asyncio.sleep(self.watch_interval)
+
+    def _refresh(self) -> None:
+        """A listener for every active session; none for sessions that ended."""
         try:
-            sessions = self.sessions.active_sessions()
+            sessions = {s["session_id"]: s["user"] for s in self.sessions.active_sessions()}
         except Exception as exc:  # noqa: BLE001 - no session list: the CLI path stays
             log.warning("cannot list the user sessions: %s", exc)
             return
-        for session in sessions:
-            sid = session["session_id"]
-            if sid in self.links:
-                continue
-            link = await self._connect(sid, session["user"])
-            if link is None:
-                continue
-            self.links[sid] = link
-            for held in self.store.open_prompts():
-                await self._send(link, held)
-            link.task = asyncio.get_running_loop().create_task(self._serve(link))
+        for sid, task in list(self.listeners.items()):
+            if sid not in sessions or task.done():
+                task.cancel()
+                del self.listeners[sid]
+        for sid, user in sessions.items():
+            failed_at = self.unreachable.get(sid, (float("-inf"), ""))[0]
+            if sid not in self.listeners and time.monotonic() - failed_at >= UNREACHABLE_RETRY:
+                self.listeners[sid] = asyncio.get_running_loop().create_task(self._listen(sid, user))
 
-    async def _connect(self, session_id: int, user: str) -> Link | None:
-        writer = None
-        try:
-            reader, writer = await self.sessions.open_channel(session_id, timeout=self.connect_timeout)
-            helper = desktop.HelperLink(reader, writer, expected_user=user)
-            await asyncio.wait_for(helper.handshake(), self.connect_timeout)
-        except (TimeoutError, desktop.ChannelError, OSError, ConnectionError) as exc:
-            log.warning("session %s (%s): no desktop helper: %s", session_id, user, exc)
-            if writer is not None:
-                writer.close()
-            return None
-        log.info("session %s: desktop helper connected for %s", session_id, helper.user)
-        return Link(session_id=session_id, helper=helper, writer=writer)
+    async def _listen(self, session_id: int, user: str) -> None:
+        """The session's channel, over and over: wait for a helper, serve it until it goes away."""
+        while True:
+            try:
+                channel = self.sessions.listen(session_id)
+            except OSError as exc:  # e.g. the session's token is not there (logging off), no WTS (Wine)
+                if self.unreachable.get(session_id, (0.0, ""))[1] != str(exc):
+                    log.warning("session %s (%s): no channel: %s", session_id, user, exc)
+                self.unreachable[session_id] = (time.monotonic(), str(exc))
+                return  # tried again after UNREACHABLE_RETRY
+            self.unreachable.pop(session_id, None)
+            writer = None
+            try:
+                reader, writer = await channel.accept()
+                helper = desktop.HelperLink(reader, writer, expected_user=user)
+                await asyncio.wait_for(helper.handshake(), self.connect_timeout)
+            except (TimeoutError, desktop.ChannelError, OSError, ConnectionError) as exc:
+                log.warning("session %s (%s): helper refused: %s", session_id, user, exc)
+                (writer or channel).close()
+                self.refused_at[session_id] = time.monotonic()
+                self._changed.set()
+                await asyncio.sleep(self.retry_delay)
+                continue
+            except BaseException:
+                (writer or channel).close()
+                raise
+            log.info("session %s: desktop helper connected for %s", session_id, helper.user)
+            link = Link(session_id=session_id, helper=helper, writer=writer)
+            self.links[session_id] = link
+            self.launched_at.pop(session_id, None)
+            self._changed.set()
+            for held in self.store.open_prompts():  # what arrived before this helper did
+                await self._send(link, held)
+            await self._serve(link)
+
+    async def _launch_missing(self) -> None:
+        """Start a helper in each session that has none connected (not again while one started less
+        than the timeout ago may still be coming), then wait up to the timeout for them."""
+        await asyncio.sleep(0)  # listeners just created make their channel first (or fail to)
+        started = time.monotonic()
+        waiting: list[tuple[int, float]] = []
+        for sid in [s for s, task in self.listeners.items() if s not in self.links and not task.done()]:
+            launched = self.launched_at.get(sid)
+            if launched is None or started - launched >= self.connect_timeout:
+                try:
+                    self.sessions.launch_helper(sid)
+                except (OSError, RuntimeError) as exc:  # e.g. WTSQueryUserToken off SYSTEM
+                    log.warning("session %s: cannot start the desktop helper: %s", sid, exc)
+                    continue
+                self.launched_at[sid] = launched = started
+            waiting.append((sid, launched))
+        deadline = started + self.connect_timeout
+        while True:
+            pending = [
+                sid
+                for sid, launched in waiting
+                if sid not in self.links
+                and sid in self.listeners
+                and not self.listeners[sid].done()
+                and self.refused_at.get(sid, float("-inf")) < launched
+            ]
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                return
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+            except TimeoutError:
+                pass
+
+    # --- helpers ---------------------------------------------------------------------------------
 
     def _still_open(self, prompt_id: str) -> bool:
         """Decided meanwhile (by another session's helper, the CLI) or withdrawn: not shown any more."""
@@ -155,6 +260,9 @@ class DesktopBroker:
             self._drop(link)
             return False
         link.shown.add(held.prompt_id)
+        if self.store.find(held.prompt_id).state == "delivered":
+            self.store.acknowledge(held.prompt_id)
+            await self._report()  # the acknowledgement: a user has been shown it
         return True
 
     async def _serve(self, link: Link) -> None:
@@ -174,7 +282,7 @@ class DesktopBroker:
         except (desktop.ChannelError, OSError, ConnectionError) as exc:
             log.warning("session %s: helper dropped: %s", link.session_id, exc)
         finally:
-            self._drop(link, from_task=True)
+            self._drop(link)
 
     async def _report(self) -> None:
         try:
@@ -182,9 +290,7 @@ class DesktopBroker:
         except Exception:  # noqa: BLE001 - the store keeps it: the prompt watcher sends it later
             log.exception("sending the prompt update failed; it is sent later")
 
-    def _drop(self, link: Link, *, from_task: bool = False) -> None:
+    def _drop(self, link: Link) -> None:
         if self.links.get(link.session_id) is link:
             del self.links[link.session_id]
         link.writer.close()
-        if link.task is not None and not from_task:
-            link.task.cancel()

@@ -201,6 +201,50 @@ def write_policy(state_dir: Path | str, doc: dict) -> Path:
     return path
 
 
+class PolicyNotInUse(Exception):
+    """policy.json exists but cannot be used (lockdown): it is not changed behind its author's back."""
+
+
+# The Windows installer's ALLOW_SHELL property (packaging/windows/make_wxs.py): "1" allows shell
+# commands, "0" forbids them, unset ("") leaves an existing policy.json as it is and writes
+# ``"allow_shell": false`` where there is none. Nothing else is accepted.
+INSTALLER_CHOICES: dict[str, bool | None] = {"1": True, "0": False, "": None}
+
+
+def apply_installer_choice(state_dir: Path | str, value: str) -> str:
+    """Leave the explicit local policy an installer was asked for; returns what it did (a sentence).
+
+    The MSI runs this (``caisey-agent policy --msi-allow-shell=[ALLOW_SHELL]``) as LocalSystem on
+    every install, upgrade and repair, before the service starts, so a freshly installed agent
+    never runs without an explicit policy. An upgrade or repair that does not give ALLOW_SHELL keeps
+    what the administrator has (the file's other keys are always kept). Raises ValueError for a
+    value other than "0", "1" or "" and PolicyNotInUse when asked to change a file in lockdown;
+    neither changes anything.
+    """
+    if value not in INSTALLER_CHOICES:
+        raise ValueError(f"ALLOW_SHELL must be 0 or 1 (or not given), not {value!r}")
+    choice = INSTALLER_CHOICES[value]
+    path = policy_path(state_dir)
+    current = load_policy(state_dir)
+    exists = os.path.lexists(path)
+    if choice is None:
+        if exists:
+            state = (
+                f"not in use: {current.problem}"
+                if current.lockdown
+                else f"allow_shell {str(current.allow_shell).lower()}"
+            )
+            return f"ALLOW_SHELL not given: kept {path} as it is ({state})"
+        write_policy(state_dir, {"allow_shell": False})
+        return f'ALLOW_SHELL not given: wrote {path} with "allow_shell": false (no shell commands)'
+    if current.lockdown:
+        raise PolicyNotInUse(f"not changing {path}, which is not in use: {current.problem}")
+    doc = json.loads(Path(path).read_text(encoding="utf-8")) if exists else {}
+    doc["allow_shell"] = choice
+    write_policy(state_dir, doc)
+    return f'ALLOW_SHELL={value}: wrote {path} with "allow_shell": {str(choice).lower()}'
+
+
 def _string_list(doc: dict, key: str) -> list[str]:
     value = doc.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

@@ -75,6 +75,9 @@ async def send_unsent(agent) -> None:
 
 
 async def watch(agent) -> None:
+    broker = broker_of(agent)
+    if broker is not None:
+        broker.start()  # the Windows service: a channel waiting in each user session (logon helpers)
     while True:
         try:
             await send_unsent(agent)

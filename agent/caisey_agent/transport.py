@@ -20,9 +20,6 @@ import ipaddress
 import ssl
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 PIN_PREFIX = "sha256/"
 
 
@@ -64,6 +61,11 @@ def ssl_context(ca_bundle: str = "") -> ssl.SSLContext:
 
 def public_key_pin(der_certificate: bytes) -> str:
     """``sha256/<base64>`` of the certificate's SubjectPublicKeyInfo."""
+    # cryptography is imported here, only when a key is pinned: its Rust extension does not load under
+    # Wine 8 (bin/test-windows), and importing it with this module stopped every agent command there.
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     spki = (
         x509.load_der_x509_certificate(der_certificate)
         .public_key()

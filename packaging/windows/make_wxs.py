@@ -35,6 +35,23 @@ PROPERTIES = (
 REMOVE_STATE_COMMAND = '/d /c rmdir /s /q "[CommonAppDataFolder]Caisey"'
 REMOVE_STATE_CONDITION = 'REMOVE~="ALL" AND REMOVE_STATE="1" AND NOT UPGRADINGPRODUCTCODE'
 
+# ALLOW_SHELL=1 / ALLOW_SHELL=0: the local policy's "allow_shell" (caisey_agent/policy.py,
+# apply_installer_choice). Not given: an existing policy.json is kept, and where there is none
+# "allow_shell": false is written (no shell commands: the safe default). The installer always leaves
+# an explicit policy, so an MSI-installed agent does not need `caisey-agent policy` run by hand.
+PYTHON_FILE = "python/python.exe"
+WRITE_POLICY_COMMAND = (
+    '-B -m caisey_agent policy --state-dir "[CommonAppDataFolder]Caisey" "--msi-allow-shell=[ALLOW_SHELL]"'
+)
+WRITE_POLICY_CONDITION = 'NOT REMOVE~="ALL"'
+# The approval prompt helper, started at every user's logon (caisey_agent/desktop.py, helper_main): it
+# waits for the service's channel in its session and shows the prompts as native dialogs.
+RUN_KEY = r"SOFTWARE\Microsoft\Windows\CurrentVersion\Run"
+RUN_VALUE_NAME = "CaiseyPrompts"
+RUN_VALUE = '"[INSTALLDIR]python\\pythonw.exe" -B -m caisey_agent desktop-helper'
+ALLOW_SHELL_CONDITION = 'Installed OR NOT ALLOW_SHELL OR ALLOW_SHELL="0" OR ALLOW_SHELL="1"'
+ALLOW_SHELL_MESSAGE = "ALLOW_SHELL must be 0 (no shell commands) or 1 (allow them), or not given."
+
 
 def ident(prefix: str, rel: str) -> str:
     return prefix + hashlib.sha1(rel.encode()).hexdigest()[:20]
@@ -107,6 +124,34 @@ def main(stage: Path, version: str, out: Path) -> None:
         "    </InstallExecuteSequence>"
     )
 
+    # The explicit local policy (ALLOW_SHELL): python.exe from the just installed files, deferred, as
+    # LocalSystem, after InstallServices (5800) and before StartServices (5900), so the service's
+    # first start finds it. Return check: a refused value or a policy.json in lockdown fails the
+    # install (rolled back) rather than leaving a policy nobody asked for. Not on uninstall. Only when
+    # the stage has python.exe (the Wine test of REMOVE_STATE builds an MSI without it).
+    write_policy = ""
+    if (stage / PYTHON_FILE).exists():
+        write_policy = (
+            f'    <CustomAction Id="WritePolicy" FileKey={quoteattr(ident("f", PYTHON_FILE))} Execute="deferred" '
+            f'Impersonate="no" Return="check" ExeCommand={quoteattr(WRITE_POLICY_COMMAND)}/>\n'
+        )
+        remove_state = remove_state.replace(
+            "    </InstallExecuteSequence>",
+            f'      <Custom Action="WritePolicy" Sequence="5850">{escape(WRITE_POLICY_CONDITION)}</Custom>\n'
+            "    </InstallExecuteSequence>",
+        )
+    # The prompt helper at logon: HKLM Run (every user), removed with the program on uninstall.
+    logon = ""
+    if (stage / PYTHON_FILE).exists():
+        logon = (
+            f'      <Component Id="PromptHelperAtLogon" Guid="{guid("prompt-helper-run-key")}" Win64="yes">\n'
+            f'        <RegistryValue Root="HKLM" Key={quoteattr(RUN_KEY)} Name="{RUN_VALUE_NAME}" Type="string" '
+            f'Value={quoteattr(RUN_VALUE)} KeyPath="yes"/>\n'
+            "      </Component>\n"
+        )
+    # A bad ALLOW_SHELL stops the install before anything changes (LaunchCondition).
+    launch = f"    <Condition Message={quoteattr(ALLOW_SHELL_MESSAGE)}>{escape(ALLOW_SHELL_CONDITION)}</Condition>"
+
     keypath = ' KeyPath="yes"'
     regs = "\n".join(
         f'          <RegistryValue Root="HKLM" Key="SOFTWARE\\Caisey\\Agent" Name="{name}" Type="string" '
@@ -123,7 +168,8 @@ def main(stage: Path, version: str, out: Path) -> None:
     <Media Id="1" Cabinet="agent.cab" EmbedCab="yes"/>
     <MajorUpgrade DowngradeErrorMessage="A newer Caisey Agent is already installed."/>
 {props}
-{remove_state}
+{launch}
+{write_policy}{remove_state}
     <Directory Id="TARGETDIR" Name="SourceDir">
       <Directory Id="ProgramFiles64Folder">
         <Directory Id="INSTALLDIR" Name="Caisey">
@@ -140,11 +186,11 @@ def main(stage: Path, version: str, out: Path) -> None:
       <Component Id="InstallSettings" Guid="{guid("install-settings")}" Win64="yes">
 {regs}
       </Component>
-    </Directory>
+{logon}    </Directory>
     <Feature Id="Agent" Title="Caisey Agent" Level="1">
       <ComponentRef Id="StateFolder"/>
       <ComponentRef Id="InstallSettings"/>
-{refs}
+{'      <ComponentRef Id="PromptHelperAtLogon"/>' + chr(10) if logon else ""}{refs}
     </Feature>
   </Product>
 </Wix>

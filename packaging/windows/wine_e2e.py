@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import selectors
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ MSI = BUILD / "caisey-agent.msi"
 INSTALL_DIR = PREFIX / "drive_c" / "Program Files" / "Caisey"
 STATE_DIR = PREFIX / "drive_c" / "ProgramData" / "Caisey"
 PYEXE = r"C:\Program Files\Caisey\python\python.exe"
+RUN_KEY = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Run"
 
 # What Wine cannot answer (no real PowerShell, event log, WMI, Defender, BitLocker, AD tools):
 # run anyway, expected to fail plainly, and covered by the fixture tests instead.
@@ -38,6 +40,7 @@ NOT_EMULATED = {
     "defender_status": "PowerShell, Get-MpComputerStatus",
     "bitlocker_status": "PowerShell, Get-BitLockerVolume",
     "dc_health": "dcdiag, repadmin (no domain controller)",
+    "top_processes": "the process list (psutil's NtQuerySystemInformation class and tasklist are stubs)",
 }
 
 report: list[str] = []
@@ -54,7 +57,13 @@ result = {
     "install_path": "",
     "uninstalled": False,
     "state_kept": False,
+    "policy_written": False,
+    "desktop_channel_ok": False,
+    "logon_helper_registered": False,
+    "seconds": 0,
 }
+# bin/test-windows' start (the build included), else this script's
+STARTED = float(os.environ.get("CAISEY_TEST_WINDOWS_STARTED") or time.time())
 
 
 def say(line: str = "") -> None:
@@ -81,17 +90,52 @@ def windows_process_keeper() -> subprocess.Popen:
 
 
 def wine(*argv: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
-    # Output of Windows programs must be piped under Wine (redirecting to a file fails).
-    done = subprocess.run(
+    """Run a Windows program and return when *it* exits, with what it printed.
+
+    Output of Windows programs must be piped under Wine (redirecting to a file fails). But waiting
+    for the pipes' end (subprocess.run) hung: a Wine process the program starts (the prefix's
+    services.exe, explorer.exe, rpcss.exe when it is the session's first process, or a service)
+    inherits the pipes and keeps them open for as long as it lives, which with a process kept alive
+    is the whole test. So the pipes are read while the program runs and drained for a moment after
+    it exited, and a program still running at the timeout is killed (its pipes closed here)."""
+    proc = subprocess.Popen(
         ["wine", *argv],
         env=wine_env(),
         cwd=PREFIX / "drive_c",
         stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=timeout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
+    chunks: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}  # type: ignore[union-attr]
+    selector = selectors.DefaultSelector()
+    for stream in (proc.stdout, proc.stderr):
+        selector.register(stream, selectors.EVENT_READ)  # type: ignore[arg-type]
+    deadline = time.monotonic() + timeout
+    exited_at = None
+    try:
+        while selector.get_map():
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > 2:
+                break  # exited; what is still open belongs to a process it started
+            if now > deadline:
+                proc.kill()
+                proc.wait(10)
+                raise subprocess.TimeoutExpired(["wine", *argv], timeout)
+            for key, _ in selector.select(0.2):
+                data = os.read(key.fd, 65536)
+                if data:
+                    chunks[key.fd].append(data)
+                else:
+                    selector.unregister(key.fileobj)
+        returncode = proc.wait(max(1.0, deadline - time.monotonic()))
+    finally:
+        selector.close()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    out, err = (b"".join(chunks[f]).decode("utf-8", "replace") for f in chunks)
+    done = subprocess.CompletedProcess(["wine", *argv], returncode, out, err)
     if check and done.returncode != 0:
         raise RuntimeError(f"wine {' '.join(argv)}: exit {done.returncode}: {done.stderr[-500:]}")
     return done
@@ -102,7 +146,9 @@ def agent_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def manage(*args: str, timeout: float = 120) -> str:
-    env = {**os.environ, "CAISEY_DATA_DIR": str(SERVER_DATA)}
+    # The test server is `manage.py demo` (development mode: its built-in secret key); commands run
+    # against its data must say so too, or settings refuse to load.
+    env = {**os.environ, "CAISEY_DATA_DIR": str(SERVER_DATA), "CAISEY_DEVELOPMENT": "true"}
     done = subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -128,13 +174,17 @@ class Api:
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:500]!r}") from None
 
-    def run(self, session: str, kind: str, params: dict, timeout: float = 180) -> dict:
+    def run(self, session: str, kind: str, params: dict, timeout: float = 180, approve=None) -> dict:
+        """Run an action and wait for its end; ``approve`` is called once if it waits for approval."""
         action = self.call("POST", f"/api/v1/sessions/{session}/actions/", {"kind": kind, "params": params})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             action = self.call("GET", f"/api/v1/actions/{action['id']}/")
             if action["status"] in ("succeeded", "failed", "timed_out", "cancelled", "refused", "expired"):
                 return action
+            if action["status"] == "awaiting_approval" and approve is not None:
+                approve()
+                approve = None
             time.sleep(1)
         return {**action, "status": "no answer", "error": f"no result within {timeout:.0f} s"}
 
@@ -224,7 +274,7 @@ def fresh_prefix() -> subprocess.Popen:
         timeout=60,
         check=False,
     )
-    return subprocess.Popen(
+    keeper = subprocess.Popen(
         ["wine", "cmd.exe"],
         env=wine_env(),
         cwd=PREFIX / "drive_c",
@@ -233,6 +283,21 @@ def fresh_prefix() -> subprocess.Popen:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    # The session's first processes start services.exe, explorer.exe, rpcss.exe..., which inherit their
+    # Unix stdout: let them be these two, whose output goes nowhere, never a call whose output is read
+    # (wine() waits for the process, not the pipe, in any case). A process waits for the session's
+    # start (wineboot), so once this one is done the prefix is up.
+    subprocess.run(
+        ["wine", "cmd.exe", "/c", "exit"],
+        env=wine_env(),
+        cwd=PREFIX / "drive_c",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+    return keeper
 
 
 def service_state() -> dict:
@@ -274,7 +339,7 @@ def main() -> int:
         keeper = fresh_prefix()
         shutil.copy(MSI, PREFIX / "drive_c" / "caisey-agent.msi")
         t0 = time.monotonic()
-        wine(
+        msiexec = wine(
             "msiexec",
             "/i",
             r"C:\caisey-agent.msi",
@@ -282,16 +347,29 @@ def main() -> int:
             f"SERVER_URL={url}",
             f"ENROLL_TOKEN={token}",
             "CLIENT_GROUP=acme",
+            "ALLOW_SHELL=1",
             "/l*v",
             r"C:\install.log",
             timeout=300,
         )
-        # Wine's msiexec returns before the install is done (the MSI server goes on): wait for the files.
-        deadline = time.monotonic() + 90
+        # In case msiexec returns before the install is done: wait a little for the files.
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (INSTALL_DIR / "caisey-agent.cmd").exists():
             time.sleep(2)
-        say(f"  msiexec /i ... /qn SERVER_URL=... ENROLL_TOKEN=...: {time.monotonic() - t0:.0f} s")
+        say(
+            f"  msiexec /i ... /qn SERVER_URL=... ENROLL_TOKEN=... ALLOW_SHELL=1: exit {msiexec.returncode},"
+            f" {time.monotonic() - t0:.0f} s"
+        )
+        if msiexec.stdout.strip() or msiexec.stderr.strip():
+            say("  " + (msiexec.stdout + msiexec.stderr).strip()[-300:].replace("\n", "\n  "))
         result["msi_installed"] = (INSTALL_DIR / "caisey-agent.cmd").exists()
+        run_key = wine("reg", "query", RUN_KEY, "/v", "CaiseyPrompts", timeout=60)
+        result["logon_helper_registered"] = "desktop-helper" in run_key.stdout
+        say(f"  prompt helper at logon (HKLM Run): {' '.join(run_key.stdout.split()[-6:]) or 'NOT registered'}")
+        policy_file = STATE_DIR / "policy.json"
+        written = json.loads(policy_file.read_text()) if policy_file.exists() else None
+        result["policy_written"] = written == {"allow_shell": True}
+        say(f"  policy.json left by the installer (ALLOW_SHELL=1): {json.dumps(written)}")
         if result["msi_installed"]:
             result["install_path"] = "msiexec"
         else:
@@ -355,7 +433,6 @@ def main() -> int:
             ("disk_usage", {}),
             ("network_config", {}),
             ("listening_ports", {}),
-            ("top_processes", {"sort": "memory", "limit": 5}),
             ("pending_reboot", {}),
             ("dns_resolve", {"name": "localhost"}),
             ("tcp_connect", {"host": "127.0.0.1", "port": port}),
@@ -364,7 +441,7 @@ def main() -> int:
             ("service_status", {}),
             ("registry_read", {"path": r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion", "value": "ProductName"}),
             ("registry_read", {"path": r"HKLM\SOFTWARE\Caisey\Agent"}),
-            *[(kind, {}) for kind in NOT_EMULATED],
+            *[(kind, {"limit": 5} if kind == "top_processes" else {}) for kind in NOT_EMULATED],
         ]
         say("")
         say(f"{'diagnostic':<18} {'status':<10} detail")
@@ -380,7 +457,26 @@ def main() -> int:
             result["diagnostics_ok"] += ok
             say(f"{kind:<18} {action['status']:<10} {detail[:110]}")
 
-        shell = api.run(session, "shell", {"command": "ver", "shell": "cmd"})
+        # The demo's client group asks the endpoint's user before a shell command runs (the default
+        # approval policy). Nobody is at a Wine desktop: an administrator on the endpoint answers with
+        # `caisey-agent prompts`, which is also the Windows path for that.
+        approvals: list[str] = []
+
+        def approve_on_the_endpoint() -> None:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                listed = agent_cli("prompts", "list", timeout=60)
+                m = re.search(r"^\[([0-9a-f]{8})\] .*\n.*\n\s+will run: (.*)$", listed.stdout, re.M)
+                if m:
+                    done = agent_cli("prompts", "approve", m.group(1), timeout=60)
+                    approvals.append(f"{m.group(2).strip()!r}: {(done.stdout or done.stderr).strip()[:80]}")
+                    return
+                time.sleep(2)
+            approvals.append("no prompt listed by `caisey-agent prompts list` within 90 s")
+
+        shell = api.run(session, "shell", {"command": "ver", "shell": "cmd"}, approve=approve_on_the_endpoint)
+        for line in approvals:
+            say(f"  approved on the endpoint with `caisey-agent prompts approve`: {line}")
         data = (shell.get("result") or {}).get("data") or {}
         result["shell_ok"] = (
             shell["status"] == "succeeded" and data.get("shell") == "cmd" and data.get("stdout_bytes", 0) > 0
@@ -388,9 +484,27 @@ def main() -> int:
         say(
             f"{'shell (cmd) ver':<18} {shell['status']:<10} shell={data.get('shell')} stdout {data.get('stdout_bytes')} bytes"
         )
-        ps = api.run(session, "shell", {"command": "Get-Date"})
+        approvals.clear()
+        ps = api.run(session, "shell", {"command": "Get-Date"}, approve=approve_on_the_endpoint)
         say(
             f"{'shell (default)':<18} {ps['status']:<10} {ps.get('error', '')[:110]} (Wine's PowerShell is a stub: failing is right)"
+        )
+
+        # The desktop prompt channel's Windows calls (named pipe with its SDDL, overlapped I/O, the
+        # client's session, the helper's end) with the installed Python: wine_pipe_check.py.
+        shutil.copy(ROOT / "packaging" / "windows" / "wine_pipe_check.py", PREFIX / "drive_c" / "pipe_check.py")
+        checked = wine(PYEXE, r"C:\pipe_check.py", timeout=180)
+        try:
+            pipe = json.loads(checked.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            pipe = {"error": (checked.stderr or checked.stdout)[-300:]}
+        result["desktop_channel_ok"] = pipe.get("decision") == {"prompt_id_ok": True, "approve": True} and bool(
+            re.fullmatch(r"O:SYD:P\(A;;GA;;;SY\)\(A;;GA;;;S-1-5-21-[-0-9]+\)", pipe.get("sddl", ""))
+        )
+        say(
+            f"{'desktop channel':<18} {'ok' if result['desktop_channel_ok'] else 'FAILED':<10} "
+            f"pipe {pipe.get('sddl') or pipe.get('error')}; helper said hello as {pipe.get('hello_user')!r},"
+            f" answered {pipe.get('decision')}"
         )
 
         say("")
@@ -410,9 +524,12 @@ def main() -> int:
         left = sorted(str(p.relative_to(INSTALL_DIR)) for p in INSTALL_DIR.rglob("*")) if INSTALL_DIR.exists() else []
         svc_after = wine("reg", "query", r"HKLM\System\CurrentControlSet\Services\CaiseyAgent", timeout=60)
         service_gone = svc_after.returncode != 0
-        result["uninstalled"] = not left and service_gone
+        run_key_gone = "desktop-helper" not in wine("reg", "query", RUN_KEY, timeout=60).stdout
+        result["uninstalled"] = not left and service_gone and run_key_gone
         result["state_kept"] = (STATE_DIR / "agent.sqlite3").exists()
-        say(f"  program files left: {left[:5] or 'none'}; service removed: {service_gone}")
+        say(
+            f"  program files left: {left[:5] or 'none'}; service removed: {service_gone}; Run key removed: {run_key_gone}"
+        )
         say(f"  state kept in ProgramData\\Caisey: {result['state_kept']}")
         return finish()
     except Exception as exc:  # noqa: BLE001 - the report must still say what ran
@@ -443,9 +560,14 @@ def finish(error: str = "") -> int:
         and result["diagnostics_ok"] >= 8
         and result["uninstalled"]
         and result["state_kept"]
+        and result["policy_written"]
+        and result["desktop_channel_ok"]
+        and result["logon_helper_registered"]
         and not error
     )
     result["ok"] = bool(ok)
+    result["seconds"] = round(time.time() - STARTED)
+    say(f"bin/test-windows: {result['seconds']} s")
     if error:
         result["error"] = error[:300]
     (BUILD / "test-windows-report.txt").write_text("\n".join(report) + "\n" + json.dumps(result) + "\n")

@@ -27,6 +27,7 @@ class FakeHelper:
         self.got_prompt = asyncio.Event()
         self.received: list[dict] = []
         self.writer = None
+        self.ended = False
 
     async def run(self, reader, writer) -> None:
         self.writer = writer
@@ -42,30 +43,68 @@ class FakeHelper:
                     await self.after.wait()  # answer once another helper shows the prompt too
                 writer.write(desktop.encode_message("decision", prompt_id=msg["prompt_id"], approve=self.answer))
                 await writer.drain()
+        self.ended = True
 
     def kinds(self) -> list[tuple[str, str]]:
         return [(m["type"], m["prompt_id"][:1]) for m in self.received]
 
 
+class FakeChannel:
+    """A session's channel (the named pipe's stand-in): connections arrive through a queue."""
+
+    def __init__(self) -> None:
+        self.connections: asyncio.Queue = asyncio.Queue()
+        self.used = self.closed = False
+
+    async def accept(self):
+        conn = await self.connections.get()
+        self.used = True
+        return conn
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeSessions:
+    """The platform's sessions: ``listen`` makes a channel, ``launch_helper`` (the service starting a
+    helper) and ``logon`` (the Run key starting one) run a FakeHelper that connects to the session's
+    waiting channel, waiting for one to be there as the real helper retries."""
+
     def __init__(self, sessions: dict[int, tuple[str, FakeHelper]]) -> None:
         self.sessions = sessions
         self.launched: list[int] = []
+        self.listened: list[int] = []
         self.fail: set[int] = set()
         self.tasks: list[asyncio.Task] = []
+        self.channels: dict[int, FakeChannel] = {}
 
     def active_sessions(self) -> list[dict]:
         return [{"session_id": sid, "user": user, "domain": "CORP"} for sid, (user, _) in self.sessions.items()]
 
-    async def open_channel(self, session_id: int, *, timeout: float):
-        self.launched.append(session_id)
+    def listen(self, session_id: int) -> FakeChannel:
+        self.listened.append(session_id)
         if session_id in self.fail:
             raise OSError(1314, "A required privilege is not held by the client")  # WTSQueryUserToken off SYSTEM
+        self.channels[session_id] = channel = FakeChannel()
+        return channel
+
+    def launch_helper(self, session_id: int) -> None:
+        self.launched.append(session_id)
+        if session_id in self.fail:
+            raise OSError(1314, "A required privilege is not held by the client")
+        self.logon(session_id)
+
+    def logon(self, session_id: int, helper: FakeHelper | None = None) -> None:
+        helper = helper or self.sessions[session_id][1]
+        self.tasks.append(asyncio.get_running_loop().create_task(self._connect(session_id, helper)))
+
+    async def _connect(self, session_id: int, helper: FakeHelper) -> None:
+        while (ch := self.channels.get(session_id)) is None or ch.used or ch.closed:
+            await asyncio.sleep(0.01)
         service_sock, helper_sock = socket.socketpair()
-        helper = self.sessions[session_id][1]
         h_reader, h_writer = await asyncio.open_connection(sock=helper_sock)
         self.tasks.append(asyncio.get_running_loop().create_task(helper.run(h_reader, h_writer)))
-        return await asyncio.open_connection(sock=service_sock)
+        await ch.connections.put(await asyncio.open_connection(sock=service_sock))
 
 
 class FakeAgent:
@@ -205,7 +244,11 @@ async def test_a_session_that_cannot_be_reached_does_not_stop_the_others(agent):
     await prompt_handlers.handle_prompt_show(agent, show("b2" + "0" * 30))
     await until(lambda: state_of(agent, "b2") == "approved")
     assert PromptStore(agent.state.db).find("b2").decided_by == "desktop:bob"
-    assert sorted(sessions.launched) == [2, 3]
+    assert sorted(sessions.listened) == [2, 3] and sessions.launched == [3]
+    # Not tried again at every look at the sessions (it would fill the log every 5 s).
+    await prompt_handlers.handle_prompt_show(agent, show("c2" + "0" * 30))
+    await until(lambda: state_of(agent, "c2") == "approved")
+    assert sorted(sessions.listened) == [2, 3]
     await agent.desktop_broker.close()
 
 
@@ -250,3 +293,82 @@ def test_the_windows_platform_has_desktop_sessions_only_as_the_service(monkeypat
     assert WindowsPlatform().desktop_sessions() is None
     monkeypatch.undo()
     assert desktop.running_as_service() is False  # without pywin32 (here): never a broker
+
+
+# --- helpers started at logon (the MSI's Run key) ------------------------------------------------
+
+
+def quick(agent) -> DesktopBroker:
+    broker = prompt_handlers.broker_of(agent)
+    broker.watch_interval = 0.02
+    broker.start()
+    return broker
+
+
+async def test_a_user_who_logs_on_after_the_prompt_arrived_is_shown_it_at_logon(agent):
+    sessions = FakeSessions({})
+    platforms.set_override(ServicePlatform(sessions))
+    broker = quick(agent)
+    await prompt_handlers.handle_prompt_show(agent, show("a7" + "0" * 30))
+    await asyncio.sleep(0.1)
+    assert state_of(agent, "a7") == "delivered"  # nobody is logged on: waiting
+
+    alice = FakeHelper("alice", answer=True)
+    sessions.sessions[2] = ("alice", alice)  # alice logs on; the Run key starts her helper
+    sessions.logon(2)
+    await until(lambda: state_of(agent, "a7") == "approved")
+    assert sessions.launched == []  # the service did not have to start one
+    assert PromptStore(agent.state.db).find("a7").decided_by == "desktop:alice"
+    await until(lambda: [u.state for u in agent.sent] == ["acknowledged", "approved"])
+    await broker.close()
+
+
+async def test_a_helper_connected_at_logon_gets_the_prompt_without_a_launch(agent):
+    alice = FakeHelper("alice", answer=False)
+    sessions = FakeSessions({2: ("alice", alice)})
+    platforms.set_override(ServicePlatform(sessions))
+    broker = quick(agent)
+    sessions.logon(2)
+    await until(lambda: 2 in broker.links)
+    await prompt_handlers.handle_prompt_show(agent, show("b8" + "0" * 30))
+    await until(lambda: state_of(agent, "b8") == "denied")
+    assert sessions.launched == [] and alice.kinds() == [("prompt", "b")]
+    await broker.close()
+
+
+async def test_a_helper_that_left_is_listened_for_again_and_a_session_that_ended_is_dropped(agent):
+    alice = FakeHelper("alice", answer=None)
+    sessions = FakeSessions({2: ("alice", alice)})
+    platforms.set_override(ServicePlatform(sessions))
+    broker = quick(agent)
+    sessions.logon(2)
+    await until(lambda: 2 in broker.links)
+    alice.writer.close()  # the helper exited (or the user ended it)
+    await until(lambda: 2 not in broker.links)
+    again = FakeHelper("alice", answer=True)
+    sessions.logon(2, again)  # started again (next logon, or by hand): a new channel waits for it
+    await until(lambda: 2 in broker.links)
+    await prompt_handlers.handle_prompt_show(agent, show("c9" + "0" * 30))
+    await until(lambda: state_of(agent, "c9") == "approved")
+    assert sessions.launched == [] and sessions.listened == [2, 2]
+
+    sessions.sessions[3] = ("bob", FakeHelper("bob", answer=None))  # bob logs on, no helper (yet)
+    await until(lambda: 3 in sessions.channels)
+    del sessions.sessions[2], sessions.sessions[3]  # both log off
+    await until(lambda: not broker.listeners)
+    await until(lambda: again.ended)  # the service closed its end: the helper read the end of it
+    assert 2 not in broker.links
+    assert sessions.channels[3].closed  # the channel nobody connected to is closed too
+    await broker.close()
+
+
+async def test_the_service_starts_the_agents_broker_when_it_connects(agent, monkeypatch):
+    """prompt_handlers.watch (run on each connection) starts the broker's session watch: channels wait
+    in the sessions before any prompt, for the logon helpers."""
+    sessions = FakeSessions({2: ("alice", FakeHelper("alice", answer=None))})
+    platforms.set_override(ServicePlatform(sessions))
+    monkeypatch.setattr(prompt_handlers, "send_unsent", lambda agent: asyncio.sleep(0))
+    watcher = asyncio.get_running_loop().create_task(prompt_handlers.watch(agent))
+    await until(lambda: sessions.listened == [2])
+    watcher.cancel()
+    await agent.desktop_broker.close()

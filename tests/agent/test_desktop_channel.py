@@ -101,3 +101,105 @@ def test_presence_off_windows_never_breaks_the_hello():
     from caisey_agent import machine
 
     assert machine.context()["user_logged_in"] in (True, False, None)
+
+
+# --- the helper's side (desktop.serve_service / run_helper), over a socket pair --------------------
+
+
+def _sock_io(sock: socket.socket):
+    return (lambda: sock.recv(65536)), sock.sendall
+
+
+def test_the_helper_says_hello_shows_each_prompt_and_answers():
+    service, helper = socket.socketpair()
+    shown: list[dict] = []
+    answers = iter([True, None, False])
+
+    def ask(msg):
+        shown.append(msg)
+        return next(answers)
+
+    prompts = [_show(c * 32) for c in "abc"]
+    for show in prompts:
+        service.sendall(desktop.prompt_message(show))
+        service.sendall(desktop.encode_message("withdraw", prompt_id=show.prompt_id))  # ignored by the loop
+    service.shutdown(socket.SHUT_WR)  # the service closes: the helper's serve returns
+    read, write = _sock_io(helper)
+    desktop.serve_service(read, write, user="alice", ask=ask)
+    helper.close()
+    received = b""
+    while chunk := service.recv(65536):
+        received += chunk
+    msgs = [desktop.decode_message(line) for line in received.splitlines()]
+    assert msgs[0] == {"type": "hello", "user": "alice"}
+    # Yes, (dialog closed: nothing), No
+    assert [(m["prompt_id"][0], m["approve"]) for m in msgs[1:]] == [("a", True), ("c", False)]
+    assert [m["detail"] for m in shown] == ["shell command (cmd): net stop spooler"] * 3
+    assert desktop.dialog_text(shown[0])[0] == "Caisey approval request from Northwind IT"
+
+
+def test_the_helper_refuses_what_it_does_not_understand():
+    service, helper = socket.socketpair()
+    service.sendall(b'{"type":"run","command":"calc.exe"}\n')
+    read, write = _sock_io(helper)
+    with pytest.raises(desktop.ChannelError, match="unknown message"):
+        desktop.serve_service(read, write, user="alice", ask=lambda msg: pytest.fail("asked"))
+    service.close()
+    helper.close()
+
+
+def test_the_logon_helper_waits_for_the_service_and_reconnects_after_it_went_away():
+    """Started at logon (the Run key), possibly before the service has its channel: it retries, and
+    after the service closed the channel (restarted, upgraded) it connects again."""
+    attempts: list[str] = []
+    waits: list[float] = []
+    served: list[str] = []
+    closed: list[int] = []
+    services: list[socket.socket] = []
+
+    def connect():
+        attempts.append("try")
+        if len(attempts) <= 2:
+            raise FileNotFoundError(2, "The system cannot find the file specified")  # no pipe yet
+        service, helper = socket.socketpair()
+        service.sendall(desktop.prompt_message(_show(str(len(attempts)) * 32)))
+        service.shutdown(socket.SHUT_WR)  # the service goes away after one prompt
+        services.append(service)
+        read, write = _sock_io(helper)
+        return read, write, lambda: (closed.append(1), helper.close())
+
+    desktop.run_helper(
+        connect,
+        user="alice",
+        ask=lambda msg: served.append(msg["prompt_id"][0]) or None,
+        sleep=waits.append,
+        stop=lambda: len(attempts) >= 4,
+    )
+    assert attempts == ["try"] * 4 and served == ["3", "4"] and closed == [1, 1]
+    assert waits == [desktop.RECONNECT_DELAY] * 4
+    hello = services[0].recv(65536).splitlines()[0]
+    assert desktop.decode_message(hello) == {"type": "hello", "user": "alice"}
+    for service in services:
+        service.close()
+
+
+def test_the_pipe_admits_system_and_the_sessions_user_only():
+    sid = "S-1-5-21-3623811015-3361044348-30300820-1013"
+    assert desktop.pipe_sddl(sid) == f"O:SYG:SYD:P(A;;GA;;;SY)(A;;GA;;;{sid})"
+    aces = desktop.pipe_sddl(sid).split("D:P", 1)[1]
+    assert aces.count("(") == 2  # two ACEs, protected (P): nothing inherited, no Administrators, no Everyone
+    assert desktop.pipe_sddl("S-1-12-1-1-2-3-4").endswith("(A;;GA;;;S-1-12-1-1-2-3-4)")  # an Entra ID user
+    for bad in ("S-1-1-0", "WD", "BA", "S-1-5-32-544", "S-1-5-18", f"{sid})(A;;GA;;;WD", ""):
+        with pytest.raises(ValueError, match="not a user SID"):
+            desktop.pipe_sddl(bad)
+
+
+def test_the_helpers_command_line():
+    exe = r"C:\Program Files\Caisey\python\python.exe"
+    assert desktop.helper_command(exe) == (
+        r'"C:\Program Files\Caisey\python\pythonw.exe" -B -m caisey_agent desktop-helper'
+    )
+    assert desktop.helper_command(exe, 3).endswith("desktop-helper --session 3")
+    from caisey_agent import cli
+
+    assert cli.build_parser().parse_args(["desktop-helper"]).session is None  # the Run key's form

@@ -117,6 +117,76 @@ def test_the_built_msi_has_the_rows_windows_installer_runs(wxs, stage, tmp_path)
     )
 
 
+def test_the_built_msi_writes_an_explicit_local_policy(wxs, stage, tmp_path):
+    """ALLOW_SHELL (issue 13): the MSI runs `caisey-agent policy --msi-allow-shell=[ALLOW_SHELL]` with
+    the installed python.exe, as LocalSystem, before the service starts; a bad value stops the install
+    before anything changes. The policy code itself: tests/agent/test_policy.py."""
+    if not (WIXL and MSIINFO):
+        if os.environ.get("CI"):
+            pytest.fail("wixl/msiinfo are not installed (apt-get install wixl msitools); CI installs them")
+        pytest.skip("wixl/msiinfo are not installed (apt-get install wixl msitools)")
+    msi = tmp_path / "caisey-agent.msi"
+    built = subprocess.run(
+        [WIXL, "-a", "x64", "-o", str(msi), str(wxs)], cwd=stage, capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stderr
+    actions = {row[0]: row[1:4] for row in msi_table(msi, "CustomAction")}
+    python_file = make_wxs.ident("f", "python/python.exe")
+    # 18 (exe from an installed File) + 0x400 (deferred) + 0x800 (no impersonation: LocalSystem);
+    # no 0x40: its exit status is checked, a failure rolls the install back.
+    assert actions["WritePolicy"] == [str(18 + 0x400 + 0x800), python_file, make_wxs.WRITE_POLICY_COMMAND]
+    assert make_wxs.WRITE_POLICY_COMMAND == (
+        '-B -m caisey_agent policy --state-dir "[CommonAppDataFolder]Caisey" "--msi-allow-shell=[ALLOW_SHELL]"'
+    )
+    files = {row[0]: row[2] for row in msi_table(msi, "File")}
+    assert files[python_file] == "python.exe"
+    rows = {row[0]: (row[1], int(row[2])) for row in msi_table(msi, "InstallExecuteSequence")}
+    assert rows["WritePolicy"][0] == 'NOT REMOVE~="ALL"'  # install, upgrade, repair; not the uninstall
+    order = sorted(rows, key=lambda name: rows[name][1])
+    assert (
+        order.index("CreateFolders")
+        < order.index("InstallFiles")
+        < order.index("InstallServices")
+        < order.index("WritePolicy")
+        < order.index("StartServices")
+        < order.index("InstallFinalize")
+    )
+    launch = dict(msi_table(msi, "LaunchCondition"))
+    assert launch[make_wxs.ALLOW_SHELL_CONDITION] == make_wxs.ALLOW_SHELL_MESSAGE
+    assert "ALLOW_SHELL" not in dict(msi_table(msi, "Property"))  # no default: an upgrade keeps the file
+
+
+def test_the_built_msi_starts_the_prompt_helper_at_every_logon(wxs, stage, tmp_path):
+    """HKLM Run, 64-bit view: every user's logon starts `pythonw.exe -m caisey_agent desktop-helper`,
+    the same command the service uses (without --session); removed with the program."""
+    from caisey_agent import desktop
+
+    if not (WIXL and MSIINFO):
+        if os.environ.get("CI"):
+            pytest.fail("wixl/msiinfo are not installed (apt-get install wixl msitools); CI installs them")
+        pytest.skip("wixl/msiinfo are not installed (apt-get install wixl msitools)")
+    msi = tmp_path / "caisey-agent.msi"
+    subprocess.run([WIXL, "-a", "x64", "-o", str(msi), str(wxs)], cwd=stage, check=True, capture_output=True)
+    rows = [r for r in msi_table(msi, "Registry") if r[3] == "CaiseyPrompts"]
+    assert len(rows) == 1
+    _, root, key, _, value, component = rows[0]
+    assert (root, key) == ("2", r"SOFTWARE\Microsoft\Windows\CurrentVersion\Run")  # 2: HKLM, every user
+    assert value == '"[INSTALLDIR]python\\pythonw.exe" -B -m caisey_agent desktop-helper'
+    installed = value.replace("[INSTALLDIR]", "C:\\Program Files\\Caisey\\")
+    assert installed == desktop.helper_command(r"C:\Program Files\Caisey\python\python.exe")
+    attributes = {r[0]: int(r[3]) for r in msi_table(msi, "Component")}
+    assert attributes[component] & 256  # msidbComponentAttributes64bit: the 64-bit registry view
+    assert component in {r[1] for r in msi_table(msi, "FeatureComponents")}
+
+
+def test_no_policy_action_without_python(tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "caisey-agent.cmd").write_text("@echo off\r\n")
+    make_wxs.main(stage, "1.0.0", tmp_path / "x.wxs")
+    assert "WritePolicy" not in (tmp_path / "x.wxs").read_text()
+
+
 WINE, WINESERVER = shutil.which("wine"), shutil.which("wineserver")
 
 

@@ -188,3 +188,93 @@ def test_the_cli_allows_shell_keeping_the_other_keys(tmp_path, capsys):
     assert pol.load_policy(state).refusal("shell", "shell") is None
     assert cli.main(["policy", "--forbid-shell", "--state-dir", str(state)]) == 0
     assert pol.load_policy(state).refusal("shell", "shell") is not None
+
+
+# --- The Windows installer's ALLOW_SHELL property (packaging/windows/make_wxs.py runs this) --------
+
+
+def test_installer_without_allow_shell_writes_an_explicit_no_shell_policy(tmp_path):
+    state = tmp_path / "state"
+    said = pol.apply_installer_choice(state, "")
+    assert json.loads((state / "policy.json").read_text()) == {"allow_shell": False}
+    assert "no shell commands" in said
+    policy = pol.load_policy(state)
+    assert not policy.lockdown and policy.source == str(state / "policy.json")  # explicit, not the defaults
+    assert policy.refusal("shell", "shell") is not None
+
+
+def test_installer_allow_shell_sets_it_keeping_the_administrators_other_keys(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    write(state, {"forbid_kinds": ["service_restart"], "allowed_tail_paths": ["/var/log/*"]})
+    assert 'allow_shell": true' in pol.apply_installer_choice(state, "1")
+    assert json.loads((state / "policy.json").read_text()) == {
+        "forbid_kinds": ["service_restart"],
+        "allowed_tail_paths": ["/var/log/*"],
+        "allow_shell": True,
+    }
+    assert pol.load_policy(state).refusal("shell", "shell") is None
+    pol.apply_installer_choice(state, "0")
+    assert pol.load_policy(state).refusal("shell", "shell") is not None
+    assert pol.load_policy(state).forbid_kinds == frozenset({"service_restart"})
+
+
+def test_an_upgrade_without_allow_shell_keeps_what_the_administrator_set(tmp_path):
+    state = tmp_path / "state"
+    pol.apply_installer_choice(state, "1")  # first install: ALLOW_SHELL=1
+    before = (state / "policy.json").read_bytes()
+    assert "kept" in pol.apply_installer_choice(state, "")  # the upgrade, no property
+    assert (state / "policy.json").read_bytes() == before and pol.load_policy(state).allow_shell
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "2", " 1", "1 --allow-shell"])
+def test_installer_refuses_any_other_value_and_changes_nothing(tmp_path, value):
+    state = tmp_path / "state"
+    with pytest.raises(ValueError, match="ALLOW_SHELL must be 0 or 1"):
+        pol.apply_installer_choice(state, value)
+    assert not (state / "policy.json").exists()
+
+
+def test_installer_does_not_touch_a_policy_in_lockdown(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    path = write(state, "{not json")
+    with pytest.raises(pol.PolicyNotInUse, match="not a valid policy"):
+        pol.apply_installer_choice(state, "1")
+    assert path.read_text() == "{not json"
+    # Without a choice it is kept (still in lockdown: the agent says why on every refusal).
+    assert "not in use" in pol.apply_installer_choice(state, "")
+    assert path.read_text() == "{not json" and pol.load_policy(state).lockdown
+
+
+def test_the_msi_command_line(tmp_path, capsys, monkeypatch):
+    """`caisey-agent policy --msi-allow-shell=[ALLOW_SHELL]`, as the MSI's WritePolicy action runs it:
+    secures the state folder first, exit 2 (the install rolls back) on a bad value."""
+    from caisey_agent import cli, platforms
+
+    secured = []
+
+    class Recording(platforms.current().__class__):
+        def secure_dir(self, path):
+            secured.append(path)
+            super().secure_dir(path)
+
+    platforms.set_override(Recording())
+    try:
+        state = tmp_path / "ProgramData" / "Caisey"
+        assert cli.main(["policy", "--state-dir", str(state), "--msi-allow-shell="]) == 0
+        assert secured == [state] and not (state / "agent.sqlite3").exists()  # policy only, no database
+        assert '"allow_shell": false' in capsys.readouterr().out
+        assert cli.main(["policy", "--state-dir", str(state), "--msi-allow-shell=1"]) == 0
+        assert pol.load_policy(state).allow_shell
+        assert cli.main(["policy", "--state-dir", str(state), "--msi-allow-shell=on"]) == 2
+        assert "ALLOW_SHELL must be 0 or 1" in capsys.readouterr().err
+        assert pol.load_policy(state).allow_shell
+        assert cli.main(["policy", "--state-dir", str(state), "--msi-allow-shell=0", "--allow-shell"]) == 2
+        assert pol.load_policy(state).allow_shell
+        # No console at all (a custom action's python.exe may have no stdout): still works.
+        monkeypatch.setattr("sys.stdout", None)
+        assert cli.main(["policy", "--state-dir", str(state), "--msi-allow-shell=0"]) == 0
+        assert not pol.load_policy(state).allow_shell
+    finally:
+        platforms.set_override(None)

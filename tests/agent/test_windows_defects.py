@@ -224,3 +224,23 @@ def test_state_dir_from_the_shell_not_the_service_environment(monkeypatch):
     monkeypatch.setattr(win, "common_app_data", lambda: r"C:\ProgramData")
     monkeypatch.setenv("ProgramData", r"C:\users\Public")  # what a Wine service sees
     assert str(win.WindowsPlatform().default_state_dir()).replace("/", "\\") == r"C:\ProgramData\Caisey"
+
+
+def test_the_agent_runs_without_importing_cryptography():
+    """cryptography's Rust extension does not load under Wine 8 (DLL load failed); transport.py importing
+    it at the top stopped every command of the MSI-installed agent there, the installer's policy step
+    included. Only a pinned key (transport.public_key_pin) and http_check of an unverified
+    certificate need it, and import it then."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import caisey_agent.cli, caisey_agent.main, caisey_agent.enroll, caisey_agent.winservice\n"
+        "import caisey_agent.desktop, caisey_agent.desktop_broker\n"
+        "from caisey_agent.handlers import default_handlers\n"
+        "default_handlers()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

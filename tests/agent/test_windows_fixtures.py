@@ -444,3 +444,37 @@ def test_sql_server_check_when_nothing_answers():
         port = s.getsockname()[1]
     out = windiag.sql_server_check(Context(params={"host": "127.0.0.1", "port": port}, policy=LocalPolicy()))
     assert not out.ok and f"no SQL Server answer on 127.0.0.1:{port}" in out.error
+
+
+class ScriptedContext:
+    """A diagnostic context whose tools answer from a script: {argv[1]: (exit code, stdout)}."""
+
+    def __init__(self, answers: dict[str, tuple[int, str]]) -> None:
+        self.answers, self.ran = answers, []
+
+    def remaining(self, cap=None):
+        return cap or 60
+
+    def run(self, argv, *, timeout=None, what="", env=None):
+        from caisey_agent.diagnostics import Completed
+
+        self.ran.append(argv[:3])
+        code, out = self.answers[argv[1]]
+        return Completed(argv=argv, returncode=code, stdout=out, stderr="")
+
+
+def test_no_event_is_an_answer_only_from_an_event_log_that_answers():
+    """Wine's wevtutil prints nothing and exits 0 for every command (seen under bin/test-windows): an
+    empty query result counts as "no event matches" only when `wevtutil gli` describes the channel."""
+    assert wp.parse_log_info(fixture("wevtutil_gli_system.txt"))["numberOfLogRecords"] == 31846
+    real = ScriptedContext({"qe": (0, ""), "gli": (0, fixture("wevtutil_gli_system.txt"))})
+    assert windows.wevtutil_query(real, "System", "*", 5) == []
+    assert real.ran == [["wevtutil", "qe", "System"], ["wevtutil", "gli", "System"]]
+
+    stub = ScriptedContext({"qe": (0, ""), "gli": (0, "")})
+    with pytest.raises(RuntimeError, match="the event log did not answer, which is not an empty result"):
+        windows.wevtutil_query(stub, "System", "*", 5)
+
+    with_events = ScriptedContext({"qe": (0, fixture("wevtutil_system.xml"))})
+    assert len(windows.wevtutil_query(with_events, "System", "*", 5)) == 3
+    assert with_events.ran == [["wevtutil", "qe", "System"]]  # events: no second call

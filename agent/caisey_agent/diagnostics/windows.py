@@ -247,7 +247,17 @@ def wevtutil_query(ctx: Context, channel: str, query: str, limit: int) -> list[d
     )
     if done.returncode != 0:
         raise RuntimeError(f"wevtutil failed (exit code {done.returncode}): {done.stderr.strip()[:500]}")
-    return wp.parse_events(done.stdout)
+    events = wp.parse_events(done.stdout)
+    if not events:
+        # Nothing printed is "no event matches" only from an event log that answers: ask it about the
+        # channel (Wine's wevtutil is a stub that prints nothing and exits 0 for everything).
+        info = ctx.run(["wevtutil", "gli", channel], timeout=ctx.remaining(30), what="wevtutil (the Windows event log)")
+        if wp.parse_log_info(info.stdout).get("numberOfLogRecords") is None:
+            raise RuntimeError(
+                f"wevtutil printed no event and nothing about the channel {channel} (wevtutil gli, exit code"
+                f" {info.returncode}): the event log did not answer, which is not an empty result"
+            )
+    return events
 
 
 def event_log_errors(ctx: Context, minutes: int, limit: int) -> tuple[str, int, list[dict]]:

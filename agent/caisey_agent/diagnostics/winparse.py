@@ -168,6 +168,19 @@ def event_query(
     return "*[System[" + " and ".join(parts) + "]]" if parts else "*"
 
 
+def parse_log_info(text: str) -> dict:
+    """``wevtutil gli <channel>``: "name: value" lines (creationTime, fileSize, numberOfLogRecords...);
+    numbers as ints. Empty when the tool printed nothing of the kind."""
+    info: dict = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z]+", key.strip()):
+            continue
+        value = value.strip()
+        info[key.strip()] = int(value) if value.isdigit() else value
+    return info
+
+
 def parse_events(xml_text: str, *, max_message: int = 2000) -> list[dict]:
     """Events printed by ``wevtutil qe ... /f:RenderedXml`` (one <Event> element after another, no root)."""
     text = xml_text.strip().lstrip("\ufeff")
