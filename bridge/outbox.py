@@ -26,7 +26,6 @@ from bridge.models import OUTBOX_TRANSITIONS, OutboxMessage, OutboxStatus
 from bridge.registry import delivered_handler, failed_handler
 from caisey import tenancy
 from caisey.actors import Actor, Party, actor_label
-from caisey.bulk_insert import insert_rows
 from caisey.state_machine import transition, transition_if
 from caisey_agent import protocol as p
 from endpoints.models import Endpoint, Presence
@@ -106,7 +105,7 @@ def outbox_enqueue_many(*, messages: list[dict[str, Any]]) -> list[OutboxMessage
         )
         if not_before is None or not_before <= now:
             ring.append(item["endpoint"].pk)
-    insert_rows(OutboxMessage, rows)  # keys set here: one executemany (caisey/bulk_insert.py)
+    OutboxMessage.objects.insert_many(rows)  # keys set here: tenants checked, one executemany
     for endpoint_id in dict.fromkeys(ring):
         notify.agent_doorbell(endpoint_id=endpoint_id, reason="queued")
     return rows

@@ -119,23 +119,23 @@ def row_tenant_id(instance: models.Model, tenant_field: str) -> object:
 
 
 class TenantScopedQuerySet(models.QuerySet):
-    def bulk_create(self, objs, *args, **kwargs):
+    def _checked(self, objs) -> list:
+        """``objs`` as a list, each row's tenant checked against the bound scope (``check_write``)."""
         objs = list(objs)
         field = getattr(self.model._default_manager, "tenant_field", "tenant")
         for obj in objs:
             check_write(self.model, row_tenant_id(obj, field))
-        return super().bulk_create(objs, *args, **kwargs)
+        return objs
+
+    def bulk_create(self, objs, *args, **kwargs):
+        return super().bulk_create(self._checked(objs), *args, **kwargs)
 
     def insert_many(self, objs) -> None:
         """``bulk_create`` for rows whose keys are set, on the hot paths (a bulk run writes thousands):
         the same tenant check per row, then ``caisey.bulk_insert.insert_rows``."""
         from caisey.bulk_insert import insert_rows
 
-        objs = list(objs)
-        field = getattr(self.model._default_manager, "tenant_field", "tenant")
-        for obj in objs:
-            check_write(self.model, row_tenant_id(obj, field))
-        insert_rows(self.model, objs, using=self.db)
+        insert_rows(self.model, self._checked(objs), using=self.db)
 
 
 _TenantScopedManagerBase = models.Manager.from_queryset(TenantScopedQuerySet)

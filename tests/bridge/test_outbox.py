@@ -145,3 +145,19 @@ def test_a_claim_for_many_endpoints_takes_each_ones_due_rows_once_in_order(db):
     assert outbox.outbox_claim_many(requests=[(first.endpoint.pk, True), (second.endpoint.pk, True)]) == {}
     again = outbox.outbox_claim_many(requests=[(third.endpoint.pk, False), (second.endpoint.pk, False)])
     assert set(again) == {third.endpoint.pk, second.endpoint.pk} and reload(held).attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_many_refuses_a_row_for_another_tenants_endpoint_and_writes_none():
+    """Was: ``outbox_enqueue_many`` wrote its rows with the raw ``insert_rows``, dropping the
+    per-row tenant check its docstring promises (``bulk_create`` through the scoped manager made it)."""
+    ours = factories.endpoint(factories.client_group(factories.tenant("Ours"))).endpoint
+    theirs = factories.endpoint(factories.client_group(factories.tenant("Theirs"))).endpoint
+    with tenancy.bind(ours.tenant_id), pytest.raises(tenancy.TenantMismatch), transaction.atomic():
+        outbox.outbox_enqueue_many(
+            messages=[
+                {"endpoint": ours, "body": p.ModeSet(mode="active", heartbeat_interval=10.0)},
+                {"endpoint": theirs, "body": p.ModeSet(mode="active", heartbeat_interval=10.0)},
+            ]
+        )
+    assert not OutboxMessage.all_tenants.exists()
