@@ -15,7 +15,6 @@ from django.utils import timezone
 from bridge import notify, outbox
 from bridge.services import bridge_conditions_many, endpoint_set_mode_many
 from caisey.actors import Actor, actor_label, actor_person
-from caisey.errors import Forbidden
 from caisey.transactions import retrying_atomic
 from caisey_agent import protocol as p
 from endpoints.access import StepUp, acting_for
@@ -34,7 +33,7 @@ from sessions_app.models import Action, BulkRun, SupportSession, TranscriptEntry
 from sessions_app.selectors.bulk import bulk_run_outcomes, bulk_run_progress
 from sessions_app.services import runbooks
 from sessions_app.services.actions import _await_approval, action_params_clean, action_run_message
-from sessions_app.services.sessions import SessionError
+from sessions_app.services.sessions import SessionError, session_targets_fresh
 from sessions_app.services.step_up import step_up_entry
 from sessions_app.services.transcript import transcript_begin, transcript_insert_many
 
@@ -73,17 +72,11 @@ def bulk_run_start(
         raise SessionError(f"the expiry must be between a minute and {MAX_EXPIRY.days} days")
     tenant_id = endpoints[0].tenant_id
     with acting_for(actor, tenant_id):
-        if any(e.tenant_id != tenant_id for e in endpoints):
-            raise Forbidden("endpoints of another tenant")
+        fresh = session_targets_fresh(endpoints=endpoints, tenant_id=tenant_id)
         clean = action_params_clean(kind=kind, params=params)
         spec = p.ACTION_KINDS[kind]
-        # Fresh rows (the caller's copies may be stale), in primary-key order: the order every
-        # writer of several endpoint rows takes them in (endpoints/services.py endpoint_touch_many).
-        fresh = {e.pk: e for e in Endpoint.objects.filter(pk__in=[e.pk for e in endpoints])}
-        if len(fresh) != len({e.pk for e in endpoints}):
-            raise SessionError("an endpoint of this run was not found")
-        if any(e.status != EndpointStatus.ENROLLED for e in fresh.values()):
-            raise SessionError("this endpoint was revoked; it cannot be worked on")
+        # Fresh rows, taken in primary-key order: the order every writer of several endpoint rows
+        # takes them in (endpoints/services.py endpoint_touch_many).
         targets = [fresh[e.pk] for e in sorted(endpoints, key=lambda e: e.pk)]
         now = timezone.now()
         expires_at = now + expires_in

@@ -23,7 +23,7 @@ from caisey.actors import Actor, actor_label, actor_person
 from caisey.errors import Conflict, Forbidden
 from caisey_agent import protocol as p
 from endpoints.access import StepUp, acting_for
-from endpoints.models import Endpoint, EndpointStatus
+from endpoints.models import Endpoint
 from sessions_app.kinds import TranscriptKind as K
 from sessions_app.limits import (
     MAX_BATCH,
@@ -40,7 +40,7 @@ from sessions_app.limits import (
 from sessions_app.models import Batch, BulkRun, Runbook, RunbookVersion, SupportSession
 from sessions_app.selectors.bulk import bulk_run_progress
 from sessions_app.services.actions import action_params_clean, batch_request
-from sessions_app.services.sessions import SessionError, session_open
+from sessions_app.services.sessions import SessionError, session_open, session_targets_fresh
 from sessions_app.services.step_up import STEP_UP_KINDS, step_up_record
 from sessions_app.services.transcript import transcript_append
 
@@ -208,13 +208,7 @@ def runbook_run_bulk(
         raise SessionError(f"a bulk run reaches at most {MAX_BULK_ENDPOINTS} endpoints")
     tenant_id = version.tenant_id
     with acting_for(actor, tenant_id):
-        if any(e.tenant_id != tenant_id for e in endpoints):
-            raise Forbidden("endpoints of another tenant")
-        fresh = list(Endpoint.objects.filter(pk__in=[e.pk for e in endpoints]).order_by("pk"))
-        if len(fresh) != len({e.pk for e in endpoints}):
-            raise SessionError("an endpoint of this run was not found")
-        if any(e.status != EndpointStatus.ENROLLED for e in fresh):
-            raise SessionError("this endpoint was revoked; it cannot be worked on")
+        fresh = [e for _, e in sorted(session_targets_fresh(endpoints=endpoints, tenant_id=tenant_id).items())]
         why = (reason or f"runbook: {version.name} (version {version.number})")[:REASON_MAX_CHARS]
         run = BulkRun.objects.create(
             tenant_id=tenant_id,

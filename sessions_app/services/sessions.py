@@ -18,7 +18,7 @@ from bridge import notify
 from bridge.services import bridge_conditions, endpoint_set_mode
 from caisey import tenancy
 from caisey.actors import Actor, Party, actor_label, actor_person
-from caisey.errors import Rejected
+from caisey.errors import Forbidden, Rejected
 from caisey.state_machine import transition_if
 from endpoints.access import acting_for
 from endpoints.models import AgentMode, Endpoint, EndpointStatus, Presence
@@ -33,6 +33,20 @@ from sessions_app.services.transcript import transcript_append
 
 class SessionError(Rejected):
     """A request that cannot be honoured; the message is for the technician."""
+
+
+def session_targets_fresh(*, endpoints: list[Endpoint], tenant_id: Any) -> dict[Any, Endpoint]:
+    """The endpoints a bulk run (a diagnostic's or a runbook's) opens sessions on, checked and read
+    fresh (the caller's copies may be stale), by primary key: all of ``tenant_id``, all found, none
+    revoked. In the tenant's scope (``acting_for``)."""
+    if any(e.tenant_id != tenant_id for e in endpoints):
+        raise Forbidden("endpoints of another tenant")
+    fresh = {e.pk: e for e in Endpoint.objects.filter(pk__in=[e.pk for e in endpoints])}
+    if len(fresh) != len({e.pk for e in endpoints}):
+        raise SessionError("an endpoint of this run was not found")
+    if any(e.status != EndpointStatus.ENROLLED for e in fresh.values()):
+        raise SessionError("this endpoint was revoked; it cannot be worked on")
+    return fresh
 
 
 def session_event(session: SupportSession, event: str, payload: dict[str, Any]) -> None:
