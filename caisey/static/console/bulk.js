@@ -8,7 +8,6 @@
   var runId = page.dataset.bulkRun;
   var status = document.getElementById("live-status");
   var timer = null;
-  var latest = 0;
   function openGroups() {
     var open = {};
     document.querySelectorAll("[data-outcome] details[open]").forEach(function (d) {
@@ -16,29 +15,25 @@
     });
     return open;
   }
+  var fetchPage = window.caiseyRereader(function (fresh) {
+    ["bulk-progress", "bulk-outcomes"].forEach(function (id) {
+      var now = fresh.getElementById(id);
+      var old = document.getElementById(id);
+      if (!now || !old || now.outerHTML === old.outerHTML) return;
+      var open = openGroups();
+      var node = document.importNode(now, true);
+      node.querySelectorAll("[data-outcome]").forEach(function (s) {
+        var d = s.querySelector("details");
+        if (d && open[s.dataset.outcome]) d.open = true;
+      });
+      old.replaceWith(node);
+    });
+    var summary = document.querySelector("[data-field=outcome-summary]");
+    if (summary && summary.textContent.trim()) status.textContent = "Results: " + summary.textContent.trim();
+  });
   function reread() {
     timer = null;
-    var n = latest += 1;
-    fetch(location.pathname, {credentials: "same-origin"})
-      .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) {
-        if (!html || n !== latest) return;
-        var fresh = new DOMParser().parseFromString(html, "text/html");
-        ["bulk-progress", "bulk-outcomes"].forEach(function (id) {
-          var now = fresh.getElementById(id);
-          var old = document.getElementById(id);
-          if (!now || !old || now.outerHTML === old.outerHTML) return;
-          var open = openGroups();
-          var node = document.importNode(now, true);
-          node.querySelectorAll("[data-outcome]").forEach(function (s) {
-            var d = s.querySelector("details");
-            if (d && open[s.dataset.outcome]) d.open = true;
-          });
-          old.replaceWith(node);
-        });
-        var summary = document.querySelector("[data-field=outcome-summary]");
-        if (summary && summary.textContent.trim()) status.textContent = "Results: " + summary.textContent.trim();
-      });
+    fetchPage();
   }
   document.addEventListener("caisey:bulk.progress", function (e) {
     var p = e.detail.payload || {};

@@ -14,7 +14,6 @@
   }
   var shown = shownIn(document);
   var LIVE = ["queued", "dispatched", "running"];
-  var latest = 0;
 
   function swapRegions(fresh) {
     document.querySelectorAll("[data-connectivity-region][id]").forEach(function (old) {
@@ -28,20 +27,13 @@
     });
   }
 
-  function reread() {
-    var n = latest += 1;
-    fetch(location.pathname, {credentials: "same-origin"})
-      .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) {
-        if (!html || n !== latest) return;  // a newer re-read is on its way
-        var fresh = new DOMParser().parseFromString(html, "text/html");
-        swapRegions(fresh);
-        shown = shownIn(fresh);
-        page.dataset.connectivity = shown.state;
-        document.dispatchEvent(new CustomEvent("caisey:connectivity-shown", {detail: shown}));
-        settleWaking();
-      });
-  }
+  var reread = window.caiseyRereader(function (fresh) {
+    swapRegions(fresh);
+    shown = shownIn(fresh);
+    page.dataset.connectivity = shown.state;
+    document.dispatchEvent(new CustomEvent("caisey:connectivity-shown", {detail: shown}));
+    settleWaking();
+  });
 
   // Waking is a passing state: the agent applies the new cadence within a heartbeat or two. A
   // doorbell for that can be missed (seen in CI: a session page rendered "waking" 0.9 s before the

@@ -1,3 +1,20 @@
+// Re-reading this page (connectivity.js, overview.js, bulk.js): caiseyRereader(onFresh) returns a
+// function that fetches the page again and hands the parsed document to onFresh; an answer
+// overtaken by a newer re-read is dropped.
+window.caiseyRereader = function (onFresh) {
+  "use strict";
+  var latest = 0;
+  return function () {
+    var n = latest += 1;
+    fetch(location.pathname, {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html || n !== latest) return;  // a newer re-read is on its way
+        onFresh(new DOMParser().parseFromString(html, "text/html"));
+      });
+  };
+};
+
 // Live doorbells from /ws/console/. The page is rendered from the database; the socket only
 // tells it what changed. Reconnects with backoff; after a reconnect it reloads to catch up,
 // because doorbells missed while disconnected are not replayed (the layer is at-most-once).

@@ -9,28 +9,23 @@
   if (!page) return;
   var status = document.getElementById("live-status");
   var timer = null;
-  var latest = 0;
   function summary(doc) {
     var el = doc.querySelector("[data-field=overview-summary]");
     return el ? el.textContent.replace(/\s+/g, " ").trim() : "";
   }
+  var fetchPage = window.caiseyRereader(function (fresh) {
+    var now = fresh.getElementById("overview-now");
+    var old = document.getElementById("overview-now");
+    if (!now || !old) return;
+    var before = summary(document);
+    if (now.outerHTML !== old.outerHTML) old.replaceWith(document.importNode(now, true));
+    var after = summary(document);
+    if (after !== before) status.textContent = "Fleet updated: " + after;
+    document.dispatchEvent(new CustomEvent("caisey:overview-shown"));
+  });
   function reread() {
     timer = null;
-    var n = latest += 1;
-    fetch(location.pathname, {credentials: "same-origin"})
-      .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) {
-        if (!html || n !== latest) return;
-        var fresh = new DOMParser().parseFromString(html, "text/html");
-        var now = fresh.getElementById("overview-now");
-        var old = document.getElementById("overview-now");
-        if (!now || !old) return;
-        var before = summary(document);
-        if (now.outerHTML !== old.outerHTML) old.replaceWith(document.importNode(now, true));
-        var after = summary(document);
-        if (after !== before) status.textContent = "Fleet updated: " + after;
-        document.dispatchEvent(new CustomEvent("caisey:overview-shown"));
-      });
+    fetchPage();
   }
   function soon() { if (!timer) timer = setTimeout(reread, 2000); }
   document.addEventListener("caisey:endpoint.presence", soon);
