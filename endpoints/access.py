@@ -237,12 +237,18 @@ def api_step_up(request, *, risky: bool) -> StepUp | None:
         ) from exc
 
 
-def step_up_given(actor: Actor, step_up: StepUp | None, *, doing: str) -> dict | None:
+def step_up_detail(step_up: StepUp | None) -> dict:
+    """What a security-log event's detail says of a check: ``{"step_up": record}``, or nothing."""
+    return {"step_up": step_up.as_record()} if step_up is not None else {}
+
+
+def step_up_given(actor: Actor, step_up: StepUp | None, *, doing: str) -> dict:
     """The services of tenant-level risky changes (API tokens, policies, single sign-on) take the
     check the view made (``step_up_require``) and record it with their security-log event: this
-    returns that record. A person must bring one; the command line (a ``Party``) needs none."""
+    returns that part of the event's detail (``step_up_detail``). A person must bring one; the
+    command line (a ``Party``) needs none, and its events say nothing of one."""
     if isinstance(actor, Party):
-        return None
+        return {}
     if step_up is None:
         raise Forbidden(f"{doing} needs a recent check that it is you (a second factor or your password)")
-    return step_up.as_record()
+    return step_up_detail(step_up)

@@ -248,6 +248,6 @@ def _policy_event(request, policy: ApprovalPolicy, what: str, fields: list[str],
             "requires": policy.requires,
             "allow_without_user": policy.allow_without_user,
             "allow_escalation": policy.allow_escalation,
-            **({"step_up": step_up.as_record()} if step_up is not None else {}),
+            **access.step_up_detail(step_up),
         },
     )

@@ -92,7 +92,7 @@ def api_token_issue(
                 person=membership.user,
                 address=address,
                 target=f"token {knox_token.token_key} ({name})",
-                detail={"scope": scope, "days": days, **({"step_up": checked} if checked else {})},
+                detail={"scope": scope, "days": days, **checked},
             )
     return IssuedToken(token=token, secret=secret)
 
@@ -115,7 +115,7 @@ def api_token_revoke(
             person=knox_token.user,
             address=address,
             target=f"token {knox_token.token_key} ({token.name})",
-            detail={"scope": token.scope, **({"step_up": checked} if checked else {})},
+            detail={"scope": token.scope, **checked},
         )
         knox_token.delete()  # its ApiToken row goes with it
 
@@ -151,7 +151,7 @@ def api_token_rotate(
             person=owner,
             address=address,
             target=f"token {knox_token.token_key} ({old.name})",
-            detail={"scope": old.scope, "replaces": old_key, **({"step_up": checked} if checked else {})},
+            detail={"scope": old.scope, "replaces": old_key, **checked},
         )
         old.token.delete()  # its ApiToken row goes with it
     return IssuedToken(token=token, secret=secret)

@@ -217,7 +217,7 @@ def tenant_sso_configure(
                 "role_mapping": role_mapping,
                 "default_role": default_role,
                 "accept_idp_mfa": accept_idp_mfa,
-                **({"step_up": checked} if checked else {}),
+                **checked,
             },
         )
     return sso
@@ -354,7 +354,7 @@ def tenant_security_update(
                 actor=actor,
                 address=address,
                 target="tenant security settings",
-                detail={"before": before, "after": after, "step_up": checked},
+                detail={"before": before, "after": after, **checked},
             )
     tenant.refresh_from_db()
     return tenant
