@@ -237,26 +237,29 @@ def bulk_run_export_rows(*, run: BulkRun) -> list[dict[str, Any]]:
     rows = bulk_run_rows(run=run)
     outcomes = bulk_run_outcomes(run=run, rows=rows)
     group_of = {e["endpoint_id"]: g for g in outcomes["groups"] for e in g["endpoints"]}
-    return [
-        {
-            "endpoint_id": str(row.endpoint_id),
-            "hostname": row.endpoint.hostname,
-            "client_group": row.endpoint.client_group.name if row.endpoint.client_group_id else "",
-            "session_id": str(row.session_id),
-            "action_id": str(row.pk),
-            "step": row.batch_position + 1,
-            "kind": row.kind,
-            "status": row.status,
-            "exit_code": row.exit_code,
-            "error": row.error,
-            "outcome_group": group_of[row.endpoint_id]["key"],
-            "output_sha256_16": output_digest(action_output(row)) if row.is_final else "",
-            "started_at": row.started_at.isoformat() if row.started_at else None,
-            "finished_at": row.finished_at.isoformat() if row.finished_at else None,
-            "output": action_output(row),
-        }
-        for row in rows
-    ]
+    exported = []
+    for row in rows:
+        output = action_output(row)  # read once: the digest and the cell
+        exported.append(
+            {
+                "endpoint_id": str(row.endpoint_id),
+                "hostname": row.endpoint.hostname,
+                "client_group": row.endpoint.client_group.name if row.endpoint.client_group_id else "",
+                "session_id": str(row.session_id),
+                "action_id": str(row.pk),
+                "step": row.batch_position + 1,
+                "kind": row.kind,
+                "status": row.status,
+                "exit_code": row.exit_code,
+                "error": row.error,
+                "outcome_group": group_of[row.endpoint_id]["key"],
+                "output_sha256_16": output_digest(output) if row.is_final else "",
+                "started_at": row.started_at.isoformat() if row.started_at else None,
+                "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+                "output": output,
+            }
+        )
+    return exported
 
 
 def bulk_run_progress(*, run: BulkRun | None = None, run_id: Any = None) -> dict[str, int]:
