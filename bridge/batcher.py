@@ -15,7 +15,10 @@ How it works:
   1. the outbox rows the batch's acks name are read in one query (``outbox_ack_targets``), and
      the bridge conditions its results record, once for all its endpoints (``ConditionsAhead``);
   2. each unit runs in its own savepoint, in the order submitted: one that raises is rolled
-     back alone, and only its socket answers with an error (the agent sends it again);
+     back alone, and only its socket answers with an error (the agent sends it again). One that
+     PostgreSQL aborted to break a deadlock (or a serialization conflict) is nobody's error: it
+     goes into the next batch instead (``RETRIES`` times), after this one committed and released
+     what the other transaction waited for;
   3. the connectivity of the endpoints whose acks came slowly is judged together
      (``connectivity_judge_many``: one set of health queries per tenant, not one per ack);
   4. the outbox claims of the batch (doorbells, and the hellos' "everything waiting") are made
@@ -48,9 +51,11 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 
 from bridge import metrics, outbox, services
+from caisey.transactions import is_retryable
 
 log = logging.getLogger(__name__)
 
+RETRIES = 3  # a unit aborted by a deadlock goes into the next batch at most this many times
 MAX_BATCH = 100  # units per transaction: bounds the time a batch holds the write lock (and its latency)
 SLOW_BATCH_S = 1.0  # a batch slower than this is logged (a sign of lock waits or an oversized batch)
 
@@ -64,6 +69,7 @@ class Unit:
     kind: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     claim: tuple[Any, bool] | None = None
+    retries: int = 0
 
     @classmethod
     def hello(cls, *, hello, connection_id: str, remote_ip: str) -> Unit:
@@ -220,9 +226,18 @@ class GroupCommit:
                 if took > SLOW_BATCH_S:
                     kinds = Counter(unit.kind for unit, _ in batch)
                     log.warning("a batch of %d agent frames took %.1f s (%s)", len(batch), took, dict(kinds))
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if not future.done():  # its socket went away meanwhile
-                        future.set_result(outcome)
+                again = []
+                for (unit, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():  # its socket went away meanwhile
+                        continue
+                    if isinstance(outcome, Exception) and is_retryable(outcome) and unit.retries < RETRIES:
+                        unit.retries += 1
+                        again.append((unit, future))
+                        continue
+                    future.set_result(outcome)
+                if again:  # ahead of what arrived meanwhile: an endpoint's frames keep their order
+                    log.warning("%d agent frames met a deadlock; applying them again", len(again))
+                    self.pending[:0] = again
 
 
 _committers: dict[asyncio.AbstractEventLoop, GroupCommit] = {}

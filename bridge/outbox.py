@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from bridge import notify
 from bridge.models import OUTBOX_TRANSITIONS, OutboxMessage, OutboxStatus
-from bridge.registry import delivered_handler, failed_handler
+from bridge.registry import delivered_handler, failed_handler, owner_lock_for
 from caisey import tenancy
 from caisey.actors import Actor, Party, actor_label
 from caisey.state_machine import transition, transition_if
@@ -258,6 +258,7 @@ def outbox_ack(*, endpoint_id, message_id: str, found: Any = _LOOK_UP) -> Outbox
     )
     now = timezone.now()
     with tenancy.bind(message.tenant_id), transaction.atomic():
+        _lock_owner(message)
         if not transition_if(
             message,
             to=OutboxStatus.ACKED,
@@ -278,10 +279,18 @@ def outbox_ack(*, endpoint_id, message_id: str, found: Any = _LOOK_UP) -> Outbox
     return message
 
 
+def _lock_owner(message: OutboxMessage) -> None:
+    """The owner's rows are locked before the outbox row (``bridge.registry.owner_lock``)."""
+    lock = owner_lock_for(message.ref_type)
+    if lock is not None:
+        lock(message)
+
+
 def _fail(message: OutboxMessage, *, reason: str) -> bool:
     """Give up on a message and tell its owner (``bridge.registry.on_failed``), in one
     transaction, in the row's tenant."""
     with tenancy.bind(message.endpoint.tenant_id), transaction.atomic():
+        _lock_owner(message)
         if not transition_if(
             message,
             to=OutboxStatus.FAILED_TO_DELIVER,

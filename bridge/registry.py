@@ -7,7 +7,8 @@ bridge registers its own for ``mode`` rows in ``bridge/handlers.py``).
 
 - ``@handles(message_type)``: an agent frame, ``(endpoint, envelope) -> None``.
 - ``@on_delivered(ref_type)`` / ``@on_failed(ref_type)``: an outbox row whose ``ref_type``
-  is that was acknowledged by its agent / given up on, ``(message) -> None``.
+  is that was acknowledged by its agent / given up on, ``(message) -> None``; ``@owner_lock(ref_type)``:
+  what its owner locks first, before the row changes (the owner's lock order).
 - ``@on_prompt_report``: the prompts a runtime reports holding, ``(endpoint, reports) -> None``.
 - ``@console_topic(topic)``: what a console page may subscribe to.
 
@@ -46,6 +47,7 @@ def handler_for(message_type: str) -> Handler | None:
 OutboxHandler = Callable[[Any], None]
 _delivered: dict[str, OutboxHandler] = {}
 _failed: dict[str, OutboxHandler] = {}
+_owner_locks: dict[str, OutboxHandler] = {}
 
 
 def _register_outbox(table: dict[str, OutboxHandler], what: str, ref_type: str):
@@ -66,6 +68,17 @@ def on_delivered(ref_type: str) -> Callable[[OutboxHandler], OutboxHandler]:
 def on_failed(ref_type: str) -> Callable[[OutboxHandler], OutboxHandler]:
     """Register what happens when an outbox row of ``ref_type`` is given up on (failed_to_deliver)."""
     return _register_outbox(_failed, "failed", ref_type)
+
+
+def owner_lock(ref_type: str) -> Callable[[OutboxHandler], OutboxHandler]:
+    """Register what to lock before an outbox row of ``ref_type`` is acknowledged or given up on:
+    the owner's lock order puts its own rows first (sessions_app locks the session of a prompt
+    or action before anything of it; taking the outbox row first deadlocked on PostgreSQL)."""
+    return _register_outbox(_owner_locks, "owner lock", ref_type)
+
+
+def owner_lock_for(ref_type: str) -> OutboxHandler | None:
+    return _owner_locks.get(ref_type)
 
 
 def delivered_handler(ref_type: str) -> OutboxHandler | None:

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from caisey.errors import AppError, http_status
+from caisey.errors import app_error, http_status
 
 # --- parsing -------------------------------------------------------------------------------
 
@@ -100,8 +100,9 @@ def _malformed_id(exc: DjangoValidationError) -> bool:
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """One JSON error shape for every API failure. Unknown exceptions stay 500s."""
-    if isinstance(exc, AppError):
-        return error_response(http_status(exc), exc.code, str(exc) or exc.kind)
+    known = app_error(exc)
+    if known is not None:
+        return error_response(http_status(known), known.code, str(known) or known.kind)
     if isinstance(exc, (ObjectDoesNotExist, Http404)):
         return error_response(status.HTTP_404_NOT_FOUND, "not_found", "not found")
     if isinstance(exc, DjangoValidationError):

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from caisey.errors import AppError, http_status
+from caisey.errors import app_error, http_status
 
 
 def member_required(view):
@@ -83,7 +83,8 @@ class AppErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exc):
-        if not isinstance(exc, AppError) or request.path.startswith("/api/"):
+        exc = app_error(exc)
+        if exc is None or request.path.startswith("/api/"):
             return None
         if request.method == "POST":
             messages.error(request, str(exc))

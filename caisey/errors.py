@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from caisey.transactions import is_retryable
+
 ErrorKind = Literal["rejected", "conflict"]
 
 
@@ -59,6 +61,17 @@ class Conflict(AppError):
     kind = "conflict"
     code = "conflict"
     status = 409
+
+
+def app_error(exc: BaseException) -> AppError | None:
+    """``exc`` in this vocabulary, or None (an unexpected error: a 500). A transaction the database
+    aborted to break a deadlock or a serialization conflict is a Conflict: nothing was written and
+    asking again works (caisey.transactions)."""
+    if isinstance(exc, AppError):
+        return exc
+    if is_retryable(exc):
+        return Conflict("another change crossed this one at the same moment; nothing was written, try again")
+    return None
 
 
 def http_status(exc: AppError) -> int:

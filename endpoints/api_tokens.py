@@ -106,7 +106,7 @@ def api_token_revoke(
         require_tenant_admin(actor, tenant_id)
     checked = step_up_given(actor, step_up, doing="revoking an API token")
     with tenancy.bind(tenant_id), transaction.atomic():
-        token = ApiToken.objects.select_related("token", "token__user").select_for_update().get(pk=token_id)
+        token = ApiToken.objects.select_related("token", "token__user").select_for_update(of=("self",)).get(pk=token_id)
         knox_token = token.token
         security_event_record(
             tenant_id=tenant_id,
@@ -131,7 +131,7 @@ def api_token_rotate(
         require_tenant_admin(actor, tenant_id)
     checked = step_up_given(actor, step_up, doing="rotating an API token")
     with tenancy.bind(tenant_id), transaction.atomic():
-        old = ApiToken.objects.select_related("token", "token__user").select_for_update().get(pk=token_id)
+        old = ApiToken.objects.select_related("token", "token__user").select_for_update(of=("self",)).get(pk=token_id)
         owner, old_key = old.token.user, old.token.token_key
         if not owner.is_active:
             raise Rejected("the token's owner is deactivated: revoke the token instead")

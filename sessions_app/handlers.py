@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bridge.registry import console_topic, handles, on_delivered, on_failed, on_prompt_report
+from bridge.registry import console_topic, handles, on_delivered, on_failed, on_prompt_report, owner_lock
 from endpoints.hooks import on_endpoint_reenrolled
-from sessions_app.models import SupportSession
+from sessions_app.models import Action, Prompt, SupportSession
 from sessions_app.services import actions as services
 from sessions_app.services import approvals as prompts
-from sessions_app.services import endpoint_events
+from sessions_app.services import endpoint_events, locks
 
 
 @handles("action.output")
@@ -28,6 +28,16 @@ def on_prompt_update(endpoint, envelope) -> None:
 @on_prompt_report
 def on_report(endpoint, reports) -> None:
     prompts.prompt_runtime_report(endpoint=endpoint, reports=reports)
+
+
+@owner_lock("action")
+def lock_action_session(message) -> None:
+    locks.session_lock_holding(Action, message.ref_id)
+
+
+@owner_lock("prompt")
+def lock_prompt_session(message) -> None:
+    locks.session_lock_holding(Prompt, message.ref_id)
 
 
 @on_delivered("action")

@@ -28,6 +28,7 @@ from bridge.services import bridge_conditions, endpoint_set_mode
 from caisey import tenancy
 from caisey.actors import Actor, Party, actor_label, actor_person
 from caisey.state_machine import IllegalTransition, transition_if
+from caisey.transactions import retrying_atomic
 from caisey_agent import protocol as p
 from endpoints.access import StepUp, acting_for
 from endpoints.models import AgentMode, Endpoint, EndpointStatus, Presence
@@ -53,19 +54,22 @@ from sessions_app.models import (
 )
 from sessions_app.selectors.approvals import actions_stopped_by_expiry
 from sessions_app.selectors.bulk import bulk_run_progress
-from sessions_app.services import prompting
+from sessions_app.services import locks, prompting
 from sessions_app.services.sessions import SessionError, session_end, session_touch
 from sessions_app.services.step_up import step_up_record
 from sessions_app.services.transcript import transcript_append
 
 
 def _fresh(action: Action) -> Action:
-    """The caller's copy may be stale: transitions start from the row as it is now, locked."""
-    return Action.objects.select_for_update().select_related("session", "endpoint").get(pk=action.pk)
+    """The caller's copy may be stale: transitions start from the row as it is now, locked after
+    its session (sessions_app.services.locks)."""
+    locks.session_lock(session_id=action.session_id, tenant_id=action.tenant_id)
+    return Action.objects.select_for_update(of=("self",)).select_related("session", "endpoint").get(pk=action.pk)
 
 
 def _move(action: Action, to: str, *, by: str, **updates: Any) -> bool:
     """Apply a transition; False (and nothing written) when a concurrent change got there first."""
+    locks.session_lock(session_id=action.session_id, tenant_id=action.tenant_id)  # before the action's row
     return transition_if(action, to=to, table=ACTION_TRANSITIONS, updates={"status_changed_by": by, **updates})
 
 
@@ -92,7 +96,7 @@ def action_params_clean(*, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         raise SessionError(exc.detail) from None
 
 
-@transaction.atomic
+@retrying_atomic()
 def action_request(
     *,
     actor: Actor,
@@ -225,7 +229,7 @@ def next_check_in(endpoint: Endpoint) -> datetime:
     return max(now, endpoint.last_seen_at + timedelta(seconds=endpoint.heartbeat_interval))
 
 
-@transaction.atomic
+@retrying_atomic()
 def action_wake(*, actor: Actor, action: Action) -> None:
     """Wake now, for an action that was waiting for the endpoint's next check-in: the endpoint
     goes active and the action is sent at once (or as soon as it is approved)."""
@@ -254,7 +258,7 @@ def action_wake(*, actor: Actor, action: Action) -> None:
         _action_event(action, "action.status", {"wake": WakeChoice.NOW.value})
 
 
-@transaction.atomic
+@retrying_atomic()
 def action_cancel(*, actor: Actor, action: Action) -> None:
     """Console wins: the action is cancelled now; a running process is told to stop."""
     with acting_for(actor, action.tenant_id):
@@ -303,7 +307,7 @@ def _cancel_covering_prompts(*, actor: Actor, action: Action) -> None:
             prompting.prompt_withdraw(prompt, reason=PromptState.CANCELLED)
 
 
-@transaction.atomic
+@retrying_atomic()
 def action_resend(*, actor: Actor, action: Action) -> None:
     """After failed_to_deliver: the same action.run (same event id) gets a fresh retry budget."""
     with acting_for(actor, action.tenant_id):
@@ -323,7 +327,7 @@ def action_resend(*, actor: Actor, action: Action) -> None:
         _action_event(action, "action.status")
 
 
-@transaction.atomic
+@retrying_atomic()
 def batch_request(
     *,
     actor: Actor,
@@ -611,7 +615,7 @@ def _reported_action(message: OutboxMessage) -> Action | None:
     return Action.objects.select_related("session").filter(pk=message.ref_id).first()
 
 
-@transaction.atomic
+@retrying_atomic()
 def action_delivered(*, message: OutboxMessage) -> None:
     with tenancy.bind(message.endpoint.tenant_id):
         action = _reported_action(message)
@@ -637,7 +641,7 @@ def action_delivered(*, message: OutboxMessage) -> None:
             _action_event(action, "action.status")
 
 
-@transaction.atomic
+@retrying_atomic()
 def action_undeliverable(*, message: OutboxMessage) -> None:
     with tenancy.bind(message.endpoint.tenant_id):
         action = _reported_action(message)
@@ -661,7 +665,7 @@ def action_undeliverable(*, message: OutboxMessage) -> None:
                 bulk_progress_ring(action)
 
 
-@transaction.atomic
+@retrying_atomic()
 def action_output_receive(*, endpoint: Endpoint, body: p.ActionOutput) -> None:
     with tenancy.bind(endpoint.tenant_id):
         _output_receive(endpoint, body)
@@ -713,7 +717,7 @@ _RESULT_STATUS = {
 }
 
 
-@transaction.atomic
+@retrying_atomic()
 def action_result_receive(*, endpoint: Endpoint, body: p.ActionResult) -> None:
     with tenancy.bind(endpoint.tenant_id):
         _result_receive(endpoint, body)

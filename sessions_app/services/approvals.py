@@ -31,6 +31,7 @@ from bridge.models import OutboxMessage, OutboxStatus
 from caisey import secrets, tenancy
 from caisey.actors import Actor, actor_label
 from caisey.errors import Conflict
+from caisey.transactions import retrying_atomic
 from caisey_agent import protocol as p
 from endpoints.access import acting_for
 from endpoints.models import Endpoint
@@ -47,7 +48,7 @@ from sessions_app.models import (
     PromptState,
 )
 from sessions_app.selectors import approvals as approval_selectors
-from sessions_app.services import actions, followups, prompting
+from sessions_app.services import actions, followups, locks, prompting
 from sessions_app.services.prompting import (  # noqa: F401  (part of this module's interface)
     PromptError,
     prompt_issue,
@@ -87,7 +88,7 @@ def _consequences(prompt: Prompt, to: str) -> None:
 # --- the console's transitions (the technician's tenant bound) -------------------------------
 
 
-@transaction.atomic
+@retrying_atomic()
 def prompt_cancel(*, actor: Actor, prompt: Prompt) -> None:
     with acting_for(actor, prompt.tenant_id):
         prompt = prompting.prompt_fresh(prompt)
@@ -97,7 +98,7 @@ def prompt_cancel(*, actor: Actor, prompt: Prompt) -> None:
             raise PromptError(f"the prompt is already {prompt.get_state_display().lower()}")
 
 
-@transaction.atomic
+@retrying_atomic()
 def prompt_reissue(*, actor: Actor, prompt: Prompt) -> Prompt:
     """Cancel-and-reissue: the old prompt is superseded and the same request asked again."""
     with acting_for(actor, prompt.tenant_id):
@@ -127,7 +128,7 @@ def prompt_reissue(*, actor: Actor, prompt: Prompt) -> Prompt:
         return fresh
 
 
-@transaction.atomic
+@retrying_atomic()
 def prompt_resend(*, actor: Actor, prompt: Prompt) -> None:
     """After failed_to_deliver: send the same prompt again now. A show still waiting for the
     endpoint is made due at once; one the outbox gave up on gets a fresh retry budget."""
@@ -151,7 +152,7 @@ def prompt_resend(*, actor: Actor, prompt: Prompt) -> None:
 # --- the bridge's view (the endpoint's tenant bound) ------------------------------------------
 
 
-@transaction.atomic
+@retrying_atomic()
 def prompt_delivered(*, message: OutboxMessage) -> None:
     with tenancy.bind(message.endpoint.tenant_id):
         prompt = Prompt.objects.select_related("session", "endpoint").filter(pk=message.ref_id).first()
@@ -165,7 +166,7 @@ def prompt_delivered(*, message: OutboxMessage) -> None:
             )
 
 
-@transaction.atomic
+@retrying_atomic()
 def prompt_undeliverable(*, message: OutboxMessage) -> None:
     with tenancy.bind(message.endpoint.tenant_id):
         prompt = Prompt.objects.select_related("session", "endpoint").filter(pk=message.ref_id).first()
@@ -362,7 +363,7 @@ def _use_recorded_approval(prompt: Prompt, *, by: str) -> list[Action]:
     return reruns
 
 
-@transaction.atomic
+@retrying_atomic()
 def prompt_run_with_recorded_approval(*, actor: Actor, prompt: Prompt) -> list[Action]:
     """A technician runs the request an approval honoured late could not run by itself, with that
     recorded approval (once; the transcript names who used it)."""
@@ -380,16 +381,17 @@ def prompt_run_with_recorded_approval(*, actor: Actor, prompt: Prompt) -> list[A
 
 def _own_prompt(endpoint: Endpoint, prompt_id: str) -> Prompt | None:
     try:
+        locks.session_lock_holding(Prompt, prompt_id)  # the lock order: its session first
         return (
             Prompt.objects.select_related("session", "endpoint", "tenant")
-            .select_for_update()
+            .select_for_update(of=("self",))
             .get(pk=prompt_id, endpoint_id=endpoint.pk)
         )
     except (Prompt.DoesNotExist, ValueError, ValidationError):  # malformed ids are unknown prompts
         return None
 
 
-@transaction.atomic
+@retrying_atomic()
 def prompt_runtime_update(*, endpoint: Endpoint, body: p.PromptUpdate) -> None:
     with tenancy.bind(endpoint.tenant_id):
         prompt = _own_prompt(endpoint, body.prompt_id)
@@ -397,7 +399,7 @@ def prompt_runtime_update(*, endpoint: Endpoint, body: p.PromptUpdate) -> None:
             _runtime_says(prompt, body.state, _ts(body.decided_at), body.decided_by)
 
 
-@transaction.atomic
+@retrying_atomic()
 def prompt_runtime_report(*, endpoint: Endpoint, reports: list[p.PromptReport]) -> dict[str, int]:
     """Converge on hello and heartbeat: the runtime lists every prompt it holds."""
     with tenancy.bind(endpoint.tenant_id):
@@ -475,11 +477,13 @@ def prompt_deadline_sweep() -> int:
     count = 0
     with tenancy.system():
         overdue = list(
-            Prompt.objects.filter(state__in=PROMPT_OPEN, deadline_at__lte=now).values_list("pk", "tenant_id")
+            Prompt.objects.filter(state__in=PROMPT_OPEN, deadline_at__lte=now).values_list(
+                "pk", "tenant_id", "session_id"
+            )
         )
-        for prompt_id, tenant_id in overdue:
+        for prompt_id, tenant_id, session_id in overdue:
             with transaction.atomic(), tenancy.bind(tenant_id):
-                prompt = prompting.prompt_fresh(Prompt(pk=prompt_id))
+                prompt = prompting.prompt_fresh(Prompt(pk=prompt_id, tenant_id=tenant_id, session_id=session_id))
                 if prompt.is_open and prompt.deadline_at <= now:
                     why: str = {
                         S.PENDING: "expired before the endpoint received it",
@@ -494,7 +498,7 @@ def prompt_deadline_sweep() -> int:
 # --- escalation to the client's designated approver --------------------------------------------
 
 
-@transaction.atomic
+@retrying_atomic()
 def prompt_escalate(*, actor: Actor, prompt: Prompt, base_url: str) -> ApprovalLink:
     """Send a one-time approval link to the client group's designated approver."""
     with acting_for(actor, prompt.tenant_id):
@@ -555,7 +559,7 @@ def approval_link_visit(*, link: ApprovalLink, ip: str, user_agent: str, outcome
     ApprovalLinkVisit.objects.create(link=link, ip=ip[:64], user_agent=user_agent[:500], outcome=outcome)
 
 
-@transaction.atomic
+@retrying_atomic()
 def approval_link_decide(*, token: str, approve: bool, ip: str, user_agent: str) -> bool:
     """The approver's decision through the link; False when the link is unknown, used or stale
     (the page shows the same plain refusal for all three, on purpose)."""

@@ -26,6 +26,7 @@ from bridge import notify
 from caisey import tenancy
 from caisey.actors import Actor, Party, actor_label, actor_person
 from caisey.state_machine import transition_if
+from caisey.transactions import retrying_atomic
 from endpoints.access import acting_for
 from sessions_app.kinds import TranscriptKind as K
 from sessions_app.limits import REASON_MAX_CHARS
@@ -36,6 +37,7 @@ from sessions_app.models import (
     Prompt,
     SupportSession,
 )
+from sessions_app.services import locks
 from sessions_app.services.sessions import SessionError, session_event, session_open
 from sessions_app.services.transcript import transcript_append
 
@@ -84,7 +86,7 @@ def _schedule(
     return follow_up
 
 
-@transaction.atomic
+@retrying_atomic()
 def follow_up_schedule(*, actor: Actor, session: SupportSession, at: datetime, note: str = "") -> FollowUp:
     """A technician schedules a follow-up of this session; it is theirs to be reminded of."""
     with acting_for(actor, session.tenant_id):
@@ -117,12 +119,15 @@ def follow_up_from_approval(*, prompt: Prompt) -> FollowUp:
     )
 
 
-@transaction.atomic
+@retrying_atomic()
 def follow_up_open(*, actor: Actor, follow_up: FollowUp) -> SupportSession:
     """Open the follow-up: a new session on the same endpoint, linked to the earlier one (both
     transcripts say so). Any operator of the tenant may open it, early or late; once only."""
     with acting_for(actor, follow_up.tenant_id):
-        follow_up = FollowUp.objects.select_for_update().select_related("session", "endpoint").get(pk=follow_up.pk)
+        locks.session_lock(session_id=follow_up.session_id, tenant_id=follow_up.tenant_id)
+        follow_up = (
+            FollowUp.objects.select_for_update(of=("self",)).select_related("session", "endpoint").get(pk=follow_up.pk)
+        )
         if follow_up.status != FollowUpStatus.SCHEDULED:
             raise SessionError("this follow-up was already opened")
         earlier = follow_up.session

@@ -16,6 +16,7 @@ from django.utils import timezone
 from caisey.actors import Actor, actor_label, actor_user
 from caisey.errors import Conflict, Forbidden, Rejected
 from caisey.state_machine import IllegalTransition, TransitionRace, transition
+from caisey.transactions import retrying_atomic
 from endpoints.access import acting_for
 from endpoints.models import ClientGroup
 from sessions_app.kinds import TranscriptKind
@@ -54,7 +55,7 @@ def _require_changeable(incident: Incident) -> None:
         raise IncidentError("this incident is closed; its record is final")
 
 
-@transaction.atomic
+@retrying_atomic()
 def incident_create(
     *, actor: Actor, tenant_id: uuid.UUID | str, title: str, client_group: ClientGroup | None = None
 ) -> Incident:
@@ -78,7 +79,7 @@ def incident_create(
         )
 
 
-@transaction.atomic
+@retrying_atomic()
 def incident_add_session(*, actor: Actor, incident: Incident, session: SupportSession) -> IncidentSession:
     """Count a session as part of the incident; the session's record says so."""
     with acting_for(actor, incident.tenant_id):
@@ -111,7 +112,7 @@ def incident_add_session(*, actor: Actor, incident: Incident, session: SupportSe
         return membership
 
 
-@transaction.atomic
+@retrying_atomic()
 def incident_remove_session(*, actor: Actor, incident: Incident, session: SupportSession) -> None:
     with acting_for(actor, incident.tenant_id):
         incident = _locked(incident)
@@ -127,7 +128,7 @@ def incident_remove_session(*, actor: Actor, incident: Incident, session: Suppor
         )
 
 
-@transaction.atomic
+@retrying_atomic()
 def incident_set_status(*, actor: Actor, incident: Incident, status: str) -> Incident:
     """open → resolved → closed (resolved may be reopened); closed is final.
 
@@ -159,7 +160,7 @@ def incident_set_status(*, actor: Actor, incident: Incident, status: str) -> Inc
         return incident
 
 
-@transaction.atomic
+@retrying_atomic()
 def incident_write_summary(*, actor: Actor, incident: Incident, summary: str) -> Incident:
     with acting_for(actor, incident.tenant_id):
         summary = summary.strip()

@@ -36,6 +36,7 @@ from sessions_app.models import (
     SupportSession,
 )
 from sessions_app.selectors.approvals import endpoint_away_since
+from sessions_app.services import locks
 from sessions_app.services.transcript import transcript_append
 
 TITLE_MAX_CHARS = 200
@@ -51,6 +52,7 @@ def prompt_record(prompt: Prompt, to: str, *, party: str, detail: str = "", **up
     arrive from several parties at once, so both are expected here. No consequences: see
     ``approvals.prompt_transition``."""
     current = prompt.state
+    locks.session_lock(session_id=prompt.session_id, tenant_id=prompt.tenant_id)  # before the prompt's row
     try:
         moved = transition_if(
             prompt, to=to, table=PROMPT_TRANSITIONS, field="state", updates={"state_changed_by": party, **updates}
@@ -237,15 +239,20 @@ def prompt_title(*, actor: Actor, session: SupportSession, what: str) -> str:
 
 
 def prompt_fresh(prompt: Prompt) -> Prompt:
-    """The row as it is now, locked (the caller's copy may be stale)."""
-    return Prompt.objects.select_for_update().select_related("session", "endpoint", "tenant").get(pk=prompt.pk)
+    """The row as it is now, locked after its session (the caller's copy may be stale)."""
+    locks.session_lock(session_id=prompt.session_id, tenant_id=prompt.tenant_id)
+    return (
+        Prompt.objects.select_for_update(of=("self",)).select_related("session", "endpoint", "tenant").get(pk=prompt.pk)
+    )
 
 
 def prompts_open_covering(*, action: Action) -> QuerySet[Prompt]:
-    """The open prompts asking about ``action`` (for a batch, the one prompt covering every step), locked."""
+    """The open prompts asking about ``action`` (for a batch, the one prompt covering every step),
+    locked after their session."""
+    locks.session_lock(session_id=action.session_id, tenant_id=action.tenant_id)
     scope = {"batch_id": action.batch_id} if action.batch_id else {"action_id": action.pk}
     return (
-        Prompt.objects.select_for_update()
+        Prompt.objects.select_for_update(of=("self",))
         .select_related("session", "endpoint", "tenant")
         .filter(state__in=PROMPT_OPEN, **scope)
     )

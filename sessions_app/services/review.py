@@ -16,10 +16,10 @@ import hashlib
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
-from django.db import transaction
 
 from caisey.actors import Actor, actor_label, actor_person
 from caisey.errors import Forbidden, Rejected
+from caisey.transactions import retrying_atomic
 from endpoints.access import acting_for
 from sessions_app.models import SupportSession, TranscriptEntry
 from sessions_app.selectors.review import (
@@ -67,7 +67,7 @@ def _check_entry(session: SupportSession, entry: TranscriptEntry) -> None:
         raise ReviewError("a redaction cannot itself be redacted")
 
 
-@transaction.atomic
+@retrying_atomic()
 def entry_redact(
     *,
     actor: Actor,
@@ -114,7 +114,7 @@ def entry_redact(
         return transcript_append(session=session, kind=REDACTION, actor=actor_label(actor), data=data)
 
 
-@transaction.atomic
+@retrying_atomic()
 def session_redact_fragment(*, actor: Actor, session: SupportSession, text_fragment: str) -> list[TranscriptEntry]:
     """Redact ``text_fragment`` wherever it occurs in the session's record (one redaction per entry)."""
     with acting_for(actor, session.tenant_id):
@@ -140,7 +140,7 @@ def session_redact_fragment(*, actor: Actor, session: SupportSession, text_fragm
         return written
 
 
-@transaction.atomic
+@retrying_atomic()
 def review_note_add(
     *,
     actor: Actor,
@@ -168,7 +168,7 @@ def reviewer_name(user: AbstractUser) -> str:
     return user.get_full_name().strip() or user.get_username()
 
 
-@transaction.atomic
+@retrying_atomic()
 def record_review_complete(*, actor: Actor, session: SupportSession) -> TranscriptEntry:
     """The technician has read the record as the client will see it: a ``review.completed`` entry
     names the reviewer and the last entry reviewed. Share links need a current review unless the

@@ -21,6 +21,7 @@ from django.utils import timezone
 from bridge import notify
 from caisey.actors import Actor, actor_label, actor_person
 from caisey.errors import Conflict, Forbidden
+from caisey.transactions import retrying_atomic
 from caisey_agent import protocol as p
 from endpoints.access import StepUp, acting_for
 from endpoints.models import Endpoint
@@ -90,7 +91,7 @@ def _version_write(*, actor: Actor, runbook: Runbook, number: int, description: 
     )
 
 
-@transaction.atomic
+@retrying_atomic()
 def runbook_create(
     *, actor: Actor, tenant_id: Any, name: str, steps: list[dict[str, Any]], description: str = ""
 ) -> RunbookVersion:
@@ -110,7 +111,7 @@ def runbook_create(
         return _version_write(actor=actor, runbook=runbook, number=1, description=description, steps=clean)
 
 
-@transaction.atomic
+@retrying_atomic()
 def runbook_edit(
     *, actor: Actor, runbook: Runbook, name: str, steps: list[dict[str, Any]], description: str = ""
 ) -> RunbookVersion:
@@ -139,7 +140,7 @@ def _run_record(version: RunbookVersion, *, bulk_run: BulkRun | None = None) -> 
     }
 
 
-@transaction.atomic
+@retrying_atomic()
 def runbook_run_session(
     *, actor: Actor, session: SupportSession, version: RunbookVersion, bulk_run: BulkRun | None = None
 ) -> Batch:
@@ -169,7 +170,7 @@ def runbook_needs_step_up(version: RunbookVersion) -> bool:
     return any(step["kind"] in STEP_UP_KINDS for step in version.steps)
 
 
-@transaction.atomic
+@retrying_atomic()
 def runbook_run_endpoint(
     *, actor: Actor, endpoint: Endpoint, version: RunbookVersion, reason: str = "", step_up: StepUp | None = None
 ) -> Batch:
@@ -187,7 +188,7 @@ def runbook_run_endpoint(
     return runbook_run_session(actor=actor, session=session, version=version)
 
 
-@transaction.atomic
+@retrying_atomic()
 def runbook_run_bulk(
     *,
     actor: Actor,

@@ -20,6 +20,7 @@ from caisey import tenancy
 from caisey.actors import Actor, Party, actor_label, actor_person
 from caisey.errors import Forbidden, Rejected
 from caisey.state_machine import transition_if
+from caisey.transactions import retrying_atomic
 from endpoints.access import acting_for
 from endpoints.models import AgentMode, Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
@@ -65,7 +66,7 @@ def session_touch(*, session_id: Any) -> None:
     SupportSession.objects.filter(pk=session_id).update(last_activity_at=timezone.now())
 
 
-@transaction.atomic
+@retrying_atomic()
 def session_open(
     *,
     actor: Actor,
@@ -110,7 +111,7 @@ def session_open(
         return session
 
 
-@transaction.atomic
+@retrying_atomic()
 def session_close(*, actor: Actor, session: SupportSession, reason: str = "") -> None:
     with acting_for(actor, session.tenant_id):
         session = SupportSession.objects.select_for_update().get(pk=session.pk)
@@ -143,7 +144,7 @@ def session_end(*, session: SupportSession, actor: Actor, reason: str, synthetic
     return True
 
 
-@transaction.atomic
+@retrying_atomic()
 def session_add_note(*, actor: Actor, session: SupportSession, text: str) -> None:
     with acting_for(actor, session.tenant_id):
         text = text.strip()
@@ -156,7 +157,7 @@ def session_add_note(*, actor: Actor, session: SupportSession, text: str) -> Non
         session_event(session, "session.note", {"index": entry.index, "text": text, "actor": entry.actor})
 
 
-@transaction.atomic
+@retrying_atomic()
 def follow_up_request(*, actor: Actor, session: SupportSession, at: datetime, note: str = "") -> None:
     """Ask the end user to approve a follow-up session at a later time."""
     with acting_for(actor, session.tenant_id):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db import transaction
 from django.utils import timezone
 
 from caisey import secrets
 from caisey.actors import Actor, actor_label, actor_user
 from caisey.errors import Forbidden
+from caisey.transactions import retrying_atomic
 from endpoints.access import StepUp, acting_for
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import Incident, ShareLink, ShareLinkView, SupportSession
@@ -38,7 +38,7 @@ LINK_CREATED = TranscriptKind.SHARE_LINK_CREATED
 LINK_REVOKED = TranscriptKind.SHARE_LINK_REVOKED
 
 
-@transaction.atomic
+@retrying_atomic()
 def share_link_create(
     *,
     actor: Actor,
@@ -129,7 +129,7 @@ def _require_review(tenant_id: object, sessions: list[SupportSession], *, incide
     )
 
 
-@transaction.atomic
+@retrying_atomic()
 def share_link_revoke(*, actor: Actor, link: ShareLink) -> ShareLink:
     with acting_for(actor, link.tenant_id):
         now, by = timezone.now(), actor_user(actor)

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from bridge import batcher, metrics, outbox, services
 from bridge.models import InboundReceipt, OutboxMessage, OutboxStatus
@@ -122,3 +122,57 @@ async def test_units_submitted_together_share_one_transaction(three):
         )
 
     assert await database_sync_to_async(hostnames)() == ["h0", "h1", "h2"]
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"  # as psycopg's DeadlockDetected carries it
+
+
+def _deadlock() -> OperationalError:
+    error = OperationalError("deadlock detected")
+    error.__cause__ = _Deadlock()
+    return error
+
+
+@pytest.mark.asyncio
+async def test_a_unit_aborted_by_a_deadlock_is_applied_in_the_next_batch_not_answered_with_an_error(three, monkeypatch):
+    a, b, _ = (e.endpoint for e in three)
+    original = services.agent_context_record
+    calls = []
+
+    def deadlocks_once(*, endpoint, machine):
+        calls.append(endpoint.pk)
+        if endpoint.pk == a.pk and calls.count(a.pk) == 1:
+            original(endpoint=endpoint, machine={"hostname": "rolled back"})
+            raise _deadlock()
+        return original(endpoint=endpoint, machine=machine)
+
+    monkeypatch.setattr(services, "agent_context_record", deadlocks_once)
+    before = metrics.batches._value.get()
+    await asyncio.gather(
+        batcher.submit(batcher.Unit.context(endpoint=a, machine={"hostname": "a"})),
+        batcher.submit(batcher.Unit.context(endpoint=b, machine={"hostname": "b"})),
+    )
+    assert calls == [a.pk, b.pk, a.pk]
+    assert metrics.batches._value.get() - before == 2  # the second batch held the unit applied again
+
+    def hostname(pk):
+        return Endpoint.all_tenants.get(pk=pk).machine_context["hostname"]
+
+    assert await database_sync_to_async(hostname)(a.pk) == "a"
+    assert await database_sync_to_async(hostname)(b.pk) == "b"
+
+
+@pytest.mark.asyncio
+async def test_a_unit_that_keeps_meeting_deadlocks_is_answered_with_the_error_after_its_retries(three, monkeypatch):
+    a = three[0].endpoint
+    calls = []
+
+    def always(*, endpoint, machine):
+        calls.append(endpoint.pk)
+        raise _deadlock()
+
+    monkeypatch.setattr(services, "agent_context_record", always)
+    with pytest.raises(OperationalError):
+        await batcher.submit(batcher.Unit.context(endpoint=a, machine={"hostname": "a"}))
+    assert len(calls) == batcher.RETRIES + 1

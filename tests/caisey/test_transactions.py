@@ -75,3 +75,16 @@ def test_inside_another_transaction_there_is_nothing_to_retry():
     with pytest.raises(OperationalError), transaction.atomic():
         work()
     assert calls == [1]
+
+
+def test_an_aborted_transaction_that_reaches_a_view_is_a_conflict_in_the_one_error_mapping():
+    from rest_framework.test import APIRequestFactory
+
+    from caisey.api import exception_handler
+    from caisey.errors import Conflict, app_error
+
+    crossed = app_error(_aborted("40P01"))
+    assert isinstance(crossed, Conflict) and "try again" in str(crossed)
+    assert app_error(_aborted("23505")) is None and app_error(RuntimeError("bug")) is None  # still a 500
+    response = exception_handler(_aborted("40001"), {"request": APIRequestFactory().post("/api/v1/x")})
+    assert response.status_code == 409 and response.data["error"] == "conflict"
