@@ -1076,8 +1076,8 @@ def report(res: dict, args) -> dict:
             "",
         ),
         (
-            "lost messages (outbox unacked + actions not final)",
-            fmt(lost.get("lost_messages"), "d"),
+            "lost: due work no sweep moved (ended visibly; still in flight)",
+            f"{fmt(lost.get('lost_messages'), 'd')} ({lost.get('ended_visibly')}; {lost.get('in_flight')})",
             "",
             "",
             "0",
