@@ -25,8 +25,8 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from bridge.models import AgentConnection, OutboxMessage, OutboxStatus
-from endpoints.models import AgentMode, Endpoint, EndpointStatus, Presence
-from endpoints.presence import presence_of
+from endpoints.models import Endpoint, EndpointStatus, Presence
+from endpoints.presence import presence_of, waking
 
 HOUR = timedelta(hours=1)
 
@@ -192,12 +192,15 @@ def _offline_reason(endpoint: Endpoint) -> tuple[str, datetime | None]:
         return "never connected", None
     if endpoint.disconnected_at and endpoint.disconnected_at >= endpoint.last_seen_at:
         return "the agent's connection closed", endpoint.disconnected_at
+    if waking(endpoint):
+        return "asked to wake, no answer before the deadline of its previous cadence", endpoint.last_seen_at
     return "heartbeats stopped without a disconnect", endpoint.last_seen_at
 
 
 def connectivity_of(endpoint: Endpoint, health: EndpointHealth | None, now: datetime | None = None) -> Connectivity:
     """Offline (heartbeats stopped or the socket closed), else degraded (the path lags or keeps
-    dropping), else waking (asked to wake, the agent has not switched cadence yet), else its mode.
+    dropping), else waking (asked to wake, the agent has not answered at the new cadence yet:
+    ``endpoints.presence``), else its mode.
 
     ``health`` None: the degraded judgement is the one last announced (the presence sweep judges
     it every few seconds), so an announcement rung by a connect or a mode change costs no health
@@ -213,8 +216,15 @@ def connectivity_of(endpoint: Endpoint, health: EndpointHealth | None, now: date
         degraded, reason = endpoint.presence_announced == Presence.DEGRADED, endpoint.presence_reason
     if degraded:
         state = Presence.DEGRADED
-    elif endpoint.mode == AgentMode.ACTIVE and endpoint.heartbeat_interval > settings.CAISEY["HEARTBEAT_ACTIVE_S"]:
-        state, reason = Presence.WAKING, "asked to wake; waiting for the agent to switch to active heartbeats"
+    elif presence == Presence.WAKING:
+        # Judged on the cadence it still beats at (endpoints.presence): offline only once that
+        # cadence's deadline passes unanswered.
+        state = presence
+        reason = (
+            f"asked to wake; waiting for the agent to answer at the active cadence "
+            f"(it beats every {endpoint.heartbeat_interval:g} s until then)"
+        )
+        return Connectivity(state, reason, endpoint.mode_changed_at or now)
     else:
         state = presence
         reason = f"connected, heartbeat every {endpoint.heartbeat_interval:g} s"

@@ -17,6 +17,17 @@ from bridge import health
 from caisey import tenancy
 from endpoints.models import Endpoint, EndpointStatus
 
+# Collectors of the apps above the bridge (the audit stream's lag), registered at start-up
+# (their AppConfig.ready) so the bridge imports none of them; each is instantiated per scrape.
+_extra_collectors: list[type] = []
+
+
+def register_collector(collector: type) -> type:
+    """Add ``collector`` (a class with ``collect()``) to every /metrics answer; registering twice is a no-op."""
+    if collector not in _extra_collectors:
+        _extra_collectors.append(collector)
+    return collector
+
 
 class BridgeHealthCollector:
     def collect(self):
@@ -78,6 +89,8 @@ def metrics_view(request):
         return HttpResponseForbidden("metrics need a superuser session or the CAISEY_METRICS_TOKEN bearer token\n")
     registry = CollectorRegistry()
     registry.register(BridgeHealthCollector())
+    for collector in _extra_collectors:
+        registry.register(collector())
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Several server processes behind one socket: a scrape reaches one of them at random, and
         # its own counters alone would jump between scrapes. Every process writes its counters to

@@ -275,11 +275,12 @@ def endpoint_set_mode_many(*, endpoints: list[Endpoint], mode: AgentMode | str, 
     their doorbells rung as one batch. Presence is not announced one endpoint at a time: the caller
     tells consoles once, with the endpoints returned (those that changed)."""
     mode = AgentMode(mode)
-    changed = set(endpoint_services.endpoint_mode_change_many(endpoint_ids=[e.pk for e in endpoints], mode=mode))
+    at = timezone.now()
+    changed = set(endpoint_services.endpoint_mode_change_many(endpoint_ids=[e.pk for e in endpoints], mode=mode, at=at))
     woken = [e for e in endpoints if e.pk in changed]
     body = ModeSet(mode=mode.value, heartbeat_interval=heartbeat_interval_for(mode))
     for endpoint in woken:
-        endpoint.mode = mode
+        endpoint.mode, endpoint.mode_changed_at = mode, at
     outbox.outbox_enqueue_many(
         messages=[{"endpoint": e, "body": body, "ref_type": "mode", "ref_id": reason[:64]} for e in woken]
     )

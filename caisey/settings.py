@@ -88,6 +88,8 @@ INSTALLED_APPS = [
     "endpoints",
     "bridge",
     "sessions_app",
+    "audit",
+    "integrations",
     "caisey",
     "csp",
 ]
@@ -102,6 +104,7 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "endpoints.identity.SessionLifetimeMiddleware",
     "endpoints.middleware.TenantMiddleware",
+    "endpoints.middleware.TimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "endpoints.identity.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -322,6 +325,8 @@ SPECTACULAR_SETTINGS = {
         "ActionStatusEnum": "sessions_app.models.ActionStatus",
         "SessionStatusEnum": "sessions_app.models.SessionStatus",
         "EndpointStatusEnum": "endpoints.models.EndpointStatus",
+        "IncidentStatusEnum": "sessions_app.models.IncidentStatus",
+        "PromptStateEnum": "sessions_app.models.PromptState",
     },
 }
 
@@ -338,6 +343,10 @@ LOGGING = {
         "django": {"handlers": []},
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # httpx logs every request's URL at INFO; a webhook URL can be a secret (Slack's and Teams'
+        # carry their token in the path), and secrets are never logged.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }
 
@@ -379,6 +388,18 @@ CAISEY: dict[str, Any] = {
     "OUTBOX_SWEEP_S": env_float("CAISEY_OUTBOX_SWEEP_S", 2.0),
     # How long a sent message waits for its ack before a retry is due (the backoff comes on top).
     "OUTBOX_ACK_TIMEOUT_S": env_float("CAISEY_OUTBOX_ACK_TIMEOUT_S", 10.0),
+    # The audit stream (audit/): seconds between sweeps, the bound on one send to a collector
+    # (connect, TLS, write, its answer), records per batch, and what its syslog lines say.
+    "AUDIT_SWEEP_S": env_float("CAISEY_AUDIT_SWEEP_S", 2.0),
+    "AUDIT_SEND_TIMEOUT_S": env_float("CAISEY_AUDIT_SEND_TIMEOUT_S", 10.0),
+    "AUDIT_BATCH": env_int("CAISEY_AUDIT_BATCH", 500),
+    "AUDIT_BATCH_BYTES": env_int("CAISEY_AUDIT_BATCH_BYTES", 4 * 1024 * 1024),
+    "AUDIT_HOSTNAME": env_str("CAISEY_AUDIT_HOSTNAME", ""),
+    "AUDIT_SD_ID": env_str("CAISEY_AUDIT_SD_ID", ""),
+    # Longest syslog message sent; a record's data past it goes as its size and SHA-256 (audit/formats.py).
+    "AUDIT_SYSLOG_MAX_BYTES": env_int("CAISEY_AUDIT_SYSLOG_MAX_BYTES", 8192),
+    # Journal records older than this that every sink of their tenant has sent are deleted.
+    "AUDIT_JOURNAL_DAYS": env_int("CAISEY_AUDIT_JOURNAL_DAYS", 30),
     # Retry budget per message kind: attempts, then backoff base and cap (seconds, full jitter).
     # The transcript chain's HMAC keys (sessions_app/services/transcript.py), kept outside the
     # database: "id:secret" pairs, comma-separated; the first signs new entries, all of them verify.
@@ -417,6 +438,19 @@ CAISEY: dict[str, Any] = {
     # A console socket re-checks its session this often (and at once when its person logs out,
     # is deactivated or changes their password).
     "CONSOLE_RECHECK_S": env_float("CAISEY_CONSOLE_RECHECK_S", 60.0),
+    # Webhooks (integrations/delivery.py): every send is bounded by these, whatever the destination does.
+    "WEBHOOK_CONNECT_TIMEOUT_S": env_float("CAISEY_WEBHOOK_CONNECT_TIMEOUT_S", 5.0),
+    "WEBHOOK_READ_TIMEOUT_S": env_float("CAISEY_WEBHOOK_READ_TIMEOUT_S", 10.0),
+    # The whole exchange (connect, send, answer), however the destination drips it.
+    "WEBHOOK_TOTAL_TIMEOUT_S": env_float("CAISEY_WEBHOOK_TOTAL_TIMEOUT_S", 15.0),
+    "WEBHOOK_MAX_RESPONSE_BYTES": env_int("CAISEY_WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024),
+    # Attempts per delivery, then given up (redeliverable from the console); backoff base and cap.
+    "WEBHOOK_MAX_ATTEMPTS": env_int("CAISEY_WEBHOOK_MAX_ATTEMPTS", 12),
+    "WEBHOOK_BACKOFF_BASE_S": env_float("CAISEY_WEBHOOK_BACKOFF_BASE_S", 10.0),
+    "WEBHOOK_BACKOFF_CAP_S": env_float("CAISEY_WEBHOOK_BACKOFF_CAP_S", 3600.0),
+    # A destination whose every delivery failed for this long is disabled (tenant admins are told).
+    "WEBHOOK_DISABLE_AFTER_S": env_float("CAISEY_WEBHOOK_DISABLE_AFTER_S", 24 * 3600.0),
+    "WEBHOOK_SWEEP_S": env_float("CAISEY_WEBHOOK_SWEEP_S", 5.0),
 }
 # The cookie lives no longer than the absolute lifetime (Django's default is 14 days).
 SESSION_COOKIE_AGE = int(CAISEY["SESSION_ABSOLUTE_S"])
@@ -443,6 +477,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("CAISEY_FOLLOW_UP_SWEEP_S", 30.0),
     },
     "security-log-retention": {"task": "endpoints.tasks.security_log_prune", "schedule": 3600.0},
+    # The audit stream: stamp the journal's commit order, then one delivery task per enabled sink.
+    "audit-stream": {"task": "audit.tasks.audit_stream_sweep", "schedule": CAISEY["AUDIT_SWEEP_S"]},
+    "audit-journal-retention": {"task": "audit.tasks.audit_journal_prune", "schedule": 3600.0},
+    "webhook-deliveries": {"task": "integrations.tasks.webhook_sweep", "schedule": CAISEY["WEBHOOK_SWEEP_S"]},
 }
 
 # Production sends e-mail by SMTP (CAISEY_EMAIL_HOST and the rest); in development (the demo, the

@@ -27,6 +27,8 @@ urlpatterns = [
     path("login/sso/", members_views.sso_start, name="sso_start"),
     path("accounts/", include("allauth.urls")),
     path("members/", include("endpoints.urls")),
+    path("audit/", include("audit.urls")),
+    path("members/webhooks/", include("integrations.urls")),
     path("admin/", admin.site.urls),
     path("api/agent/v1/enroll", EnrollView.as_view(), name="agent-enroll"),
     path("downloads/caisey-agent.msi", windows_msi, name="windows-msi"),

@@ -15,8 +15,13 @@ used by the API's base view and the console socket). Three outcomes:
 
 from __future__ import annotations
 
+import zoneinfo
+
+from django.utils import timezone
+
 from caisey import tenancy
 from endpoints.access import membership_resolve
+from endpoints.people import time_zone_of
 
 
 class TenantMiddleware:
@@ -37,3 +42,23 @@ class TenantMiddleware:
         # The superuser fallback (see the module docstring): cross-tenant, and named so.
         with tenancy.system():
             return self.get_response(request)
+
+
+class TimeZoneMiddleware:
+    """Times on console pages in the signed-in member's zone (``endpoints.people.time_zone_of``:
+    their own choice, else their tenant's, else TIME_ZONE), activated for this request only. After
+    ``TenantMiddleware``, which resolved ``request.membership``. A zone this server no longer knows
+    (the tz database changed since it was chosen) falls back to the default rather than failing."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            timezone.activate(zoneinfo.ZoneInfo(time_zone_of(getattr(request, "membership", None))))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            timezone.deactivate()
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()

@@ -26,11 +26,16 @@ class Tenant(models.Model):
         default=True,
         help_text="Members must enrol a second factor (authenticator app or passkey) before reaching the console.",
     )
+    # Turns a session's or incident's ticket reference into a link to the tenant's PSA: an http(s)
+    # URL containing {ticket} (endpoints/tickets.py); a tenant admin's choice, empty for no link.
+    ticket_url_template = models.CharField(max_length=500, blank=True)
     step_up_window_s = models.PositiveIntegerField(
         default=15 * 60,
         help_text="Risky actions (shell commands, service restarts, bulk runs, share links, policy changes) need a "
         "second-factor check within this many seconds.",
     )
+    # The zone console pages show times in for members who chose none ("": the server's, TIME_ZONE).
+    time_zone = models.CharField(max_length=64, blank=True)
 
     objects = TenantScopedManager(tenant_field="pk")
     all_tenants = models.Manager()
@@ -55,6 +60,8 @@ class Membership(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.TECHNICIAN)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The zone this person reads times in (an IANA name); "": the tenant's (endpoints.people.time_zone_of).
+    time_zone = models.CharField(max_length=64, blank=True)
 
     objects = TenantScopedManager()
     all_tenants = models.Manager()
@@ -167,6 +174,12 @@ class Endpoint(models.Model):
     last_seen_at = models.DateTimeField(null=True, blank=True)
     heartbeat_interval = models.FloatField(default=60.0)
     mode = models.CharField(max_length=10, choices=AgentMode.choices, default=AgentMode.LAZY)
+    # When the server last asked for another mode, and when the agent last answered with the
+    # cadence it beats at (its hello, or its acknowledgement of a mode.set). Between the two the
+    # endpoint is waking, judged on the old cadence's deadline (endpoints.presence): the new one is
+    # counted from the answer, never from a beat at the old cadence.
+    mode_changed_at = models.DateTimeField(null=True, blank=True)
+    cadence_applied_at = models.DateTimeField(null=True, blank=True)
     connection_id = models.CharField(max_length=32, blank=True)
     connected_at = models.DateTimeField(null=True, blank=True)
     disconnected_at = models.DateTimeField(null=True, blank=True)
@@ -349,6 +362,8 @@ class SecurityEventKind(models.TextChoices):
     MEMBER_REACTIVATED = "member_reactivated", "Member reactivated"
     POLICY_CHANGED = "policy_changed", "Policy changed"
     ENDPOINT_REENROLLED = "endpoint_reenrolled", "Endpoint re-enrolled"
+    WEBHOOK_CHANGED = "webhook_changed", "Webhook destination changed"
+    WEBHOOK_DISABLED = "webhook_disabled", "Webhook destination disabled after failing"
 
 
 class SecurityEvent(models.Model):

@@ -11,6 +11,8 @@ an inactive user's session no longer authenticates (ModelBackend), their API tok
 
 from __future__ import annotations
 
+import zoneinfo
+
 from allauth.account.forms import default_token_generator
 from allauth.account.utils import user_pk_to_url_str
 from allauth.socialaccount.models import SocialApp
@@ -358,3 +360,50 @@ def tenant_security_update(
             )
     tenant.refresh_from_db()
     return tenant
+
+
+# --- time zones: the zone a person reads console times in ------------------------------------
+
+
+def time_zone_names() -> list[str]:
+    """The IANA zones this server knows (the system's tz database, else the tzdata package)."""
+    return sorted(zoneinfo.available_timezones())
+
+
+def time_zone_valid(name: str) -> str:
+    """``name`` stripped, if it is a zone this server knows ("" keeps the default); else Rejected."""
+    name = name.strip()
+    if name and name not in zoneinfo.available_timezones():
+        raise Rejected(f"unknown time zone {name[:64]!r}: use a name such as Europe/Paris or America/New_York")
+    return name
+
+
+def time_zone_of(membership: Membership | None) -> str:
+    """The zone a member reads times in: their own choice, else their tenant's, else the server's."""
+    if membership is not None:
+        if membership.time_zone:
+            return membership.time_zone
+        if membership.tenant.time_zone:
+            return membership.tenant.time_zone
+    return settings.TIME_ZONE
+
+
+def membership_time_zone_set(*, actor: Actor, tenant_id, time_zone: str) -> Membership:
+    """A member's own time zone ("": the tenant's), any role. Bad input changes nothing."""
+    membership = require_member(actor, tenant_id)
+    name = time_zone_valid(time_zone)
+    with tenancy.bind(membership.tenant_id):
+        Membership.objects.filter(pk=membership.pk).update(time_zone=name)
+    membership.time_zone = name
+    return membership
+
+
+def tenant_time_zone_set(*, actor: Actor, tenant_id, time_zone: str) -> Tenant:
+    """The tenant's default zone for members who chose none ("": the server's): a tenant admin's choice."""
+    membership = require_member(actor, tenant_id)
+    if membership.role != Role.ADMIN:
+        raise Forbidden("only a tenant admin can change the tenant's time zone")
+    name = time_zone_valid(time_zone)
+    with tenancy.bind(tenant_id):
+        Tenant.objects.filter(pk=tenant_id).update(time_zone=name)
+        return Tenant.objects.get(pk=tenant_id)

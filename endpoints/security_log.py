@@ -25,12 +25,14 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.core.paginator import Page, Paginator
+from django.db import transaction
 from django.db.models import Q
 from django.dispatch import receiver
 from django.utils import timezone
 
 from caisey import tenancy
 from caisey.actors import Actor, Party, actor_label
+from caisey.audit_hooks import AuditEvent, audit_emit
 from endpoints.models import Membership, SecurityEvent, SecurityEventKind
 
 User = get_user_model()
@@ -63,10 +65,38 @@ def security_event_record(
         target=target[:300],
         detail=detail or {},
     )
-    # A tenant-less row is nobody's tenant's: written as the named cross-tenant case.
-    with tenancy.system() if tenant_id is None else tenancy.bind(tenant_id):
+    # A tenant-less row is nobody's tenant's: written as the named cross-tenant case. The audit
+    # journal's row (caisey/audit_hooks.py) commits with the event: one atomic block (a savepoint
+    # inside the caller's transaction; its own transaction for the sign-in signals, which run in
+    # autocommit).
+    with transaction.atomic(), tenancy.system() if tenant_id is None else tenancy.bind(tenant_id):
         event.save()
+        if tenant_id is not None:  # a tenant-less event is no tenant's stream
+            audit_emit([security_audit_event(event)])
     return event
+
+
+# Security events' audit ids are derived from their row ids (uuid5), so the id is stable and
+# recomputable from the security log itself.
+SECURITY_EVENT_NAMESPACE = uuid.UUID("7f0c6c8e-2b1e-4d55-9a57-6a8f0f6d4b21")
+
+
+def security_audit_event(event: SecurityEvent) -> AuditEvent:
+    """The event as the audit stream tells it."""
+    return AuditEvent(
+        tenant_id=uuid.UUID(str(event.tenant_id)),
+        category="security",
+        kind=str(event.kind),
+        at=event.at,
+        actor=event.actor_label,
+        event_id=uuid.uuid5(SECURITY_EVENT_NAMESPACE, f"security-event:{event.pk}"),
+        data={
+            "person": event.person.get_username() if event.person_id and event.person else None,
+            "address": event.address,
+            "target": event.target,
+            "detail": event.detail,
+        },
+    )
 
 
 def request_address(request) -> str | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Q, QuerySet
 
 from caisey import tenancy
-from endpoints.models import ApprovalPolicy, ClientGroup, Endpoint
+from endpoints.models import ApprovalPolicy, ClientGroup, Endpoint, Tenant
+from endpoints.tickets import ticket_url
 
 
 def endpoint_list(*, query: str = "", client_group: str = "") -> QuerySet[Endpoint]:
@@ -62,3 +65,18 @@ def approval_policies_for(*, endpoints: list[Endpoint]) -> dict:
         or ApprovalPolicy(tenant_id=e.tenant_id, **DEFAULT_POLICY)
         for e in endpoints
     }
+
+
+# --- ticket links (endpoints/tickets.py) -----------------------------------------------------
+
+
+def tenant_ticket_template(*, tenant_id: Any) -> str:
+    """The bound tenant's ticket link template ("" when none, or without a tenant)."""
+    if tenant_id is None:
+        return ""
+    return Tenant.objects.filter(pk=tenant_id).values_list("ticket_url_template", flat=True).first() or ""
+
+
+def ticket_link(template: str, ticket: str) -> dict[str, str]:
+    """A ticket reference as pages, exports and the API show it: ``{"ticket", "url"}``."""
+    return {"ticket": ticket, "url": ticket_url(template, ticket)}

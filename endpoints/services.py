@@ -19,7 +19,8 @@ from typing import Any
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -27,7 +28,7 @@ from caisey import actors, secrets, tenancy
 from caisey.actors import Actor, Party
 from caisey.errors import Forbidden, Rejected
 from caisey.state_machine import transition
-from endpoints.access import acting_for, require_member
+from endpoints.access import StepUp, acting_for, require_member, step_up_detail
 from endpoints.hooks import endpoint_reenrolled_hooks, endpoint_revoked_hooks
 from endpoints.models import (
     ENDPOINT_TRANSITIONS,
@@ -45,6 +46,7 @@ from endpoints.models import (
 )
 from endpoints.security_log import security_event_record
 from endpoints.selectors import DEFAULT_POLICY
+from endpoints.tickets import template_clean
 
 User = get_user_model()
 
@@ -118,6 +120,19 @@ def tenant_share_review_set(*, actor: Actor, tenant_id: uuid.UUID | str, require
 
 
 @transaction.atomic
+def tenant_ticket_link_set(*, actor: Actor, tenant_id: uuid.UUID | str, template: str) -> Tenant:
+    """The URL template that turns ticket references into links to the tenant's PSA (empty: no
+    link): a tenant admin's choice; validated by ``endpoints.tickets.template_clean``."""
+    membership = require_member(actor, tenant_id)
+    if membership.role != Role.ADMIN:
+        raise Forbidden("only a tenant admin can change the ticket link")
+    template = template_clean(template)
+    with tenancy.bind(tenant_id):
+        Tenant.objects.filter(pk=tenant_id).update(ticket_url_template=template)
+        return Tenant.objects.get(pk=tenant_id)
+
+
+@transaction.atomic
 def client_group_create(
     *, actor: Actor, tenant: Tenant, name: str, slug: str = "", approver_email: str = ""
 ) -> ClientGroup:
@@ -128,6 +143,99 @@ def client_group_create(
         )
         ApprovalPolicy.objects.create(tenant=tenant, client_group=group, **DEFAULT_POLICY)
         return group
+
+
+def require_admin(actor: Actor, tenant_id: Any, *, doing: str) -> None:
+    """Client groups, approval policies and enrollment tokens are a tenant admin's (the console
+    offers them in the Django admin, which only admins reach); the server's operator too."""
+    if isinstance(actor, Party):
+        return
+    if require_member(actor, tenant_id).role != Role.ADMIN:
+        raise Forbidden(f"only a tenant admin can {doing}")
+
+
+class ClientGroupRejected(Rejected):
+    """A client group that cannot be stored as asked."""
+
+
+@transaction.atomic
+def client_group_add(
+    *, actor: Actor, tenant: Tenant, name: str, slug: str = "", approver_email: str = ""
+) -> ClientGroup:
+    """``client_group_create`` for a tenant admin: a slug already used in the tenant is refused."""
+    require_admin(actor, tenant.pk, doing="add a client group")
+    name = name.strip()
+    slug = slug or slugify(name)
+    if not name or not slug:
+        raise ClientGroupRejected("a client group needs a name (and a slug made of letters, digits and dashes)")
+    with tenancy.bind(tenant.pk):
+        if ClientGroup.objects.filter(slug=slug).exists():
+            raise ClientGroupRejected(f"the slug {slug!r} is already used by another client group")
+    try:
+        with transaction.atomic():
+            return client_group_create(actor=actor, tenant=tenant, name=name, slug=slug, approver_email=approver_email)
+    except IntegrityError:  # a concurrent add took the slug
+        raise ClientGroupRejected(f"the slug {slug!r} is already used by another client group") from None
+
+
+@transaction.atomic
+def client_group_update(
+    *, actor: Actor, group: ClientGroup, name: str | None = None, approver_email: str | None = None
+) -> ClientGroup:
+    """Rename a client group or change its designated approver (the slug stays: install commands
+    and bulk runs name it)."""
+    require_admin(actor, group.tenant_id, doing="change a client group")
+    updates: dict[str, Any] = {}
+    if name is not None:
+        if not name.strip():
+            raise ClientGroupRejected("a client group needs a name")
+        updates["name"] = name.strip()
+    if approver_email is not None:
+        updates["approver_email"] = approver_email
+    with tenancy.bind(group.tenant_id):
+        if updates:
+            ClientGroup.objects.filter(pk=group.pk).update(**updates)
+        return ClientGroup.objects.get(pk=group.pk)
+
+
+POLICY_FIELDS = ("requires", "response_deadline_s", "allow_escalation", "allow_without_user", "escalate_after_percent")
+
+
+@transaction.atomic
+def approval_policy_update(
+    *, actor: Actor, group: ClientGroup, changes: dict[str, Any], step_up: StepUp | None, address: str | None = None
+) -> ApprovalPolicy:
+    """Change a client group's approval policy (created with the defaults if it has none): a
+    tenant admin's risky change, recorded in the tenant's security log with the step-up check the
+    caller made (``step_up``: None for an API token, which was issued under one, and the operator)."""
+    require_admin(actor, group.tenant_id, doing="change an approval policy")
+    unknown = set(changes) - set(POLICY_FIELDS)
+    if unknown:
+        raise Rejected(f"unknown policy fields: {', '.join(sorted(unknown))}")
+    with tenancy.bind(group.tenant_id):
+        policy = ApprovalPolicy.objects.select_for_update().filter(client_group=group).first()
+        if policy is None:
+            policy = ApprovalPolicy.objects.create(tenant_id=group.tenant_id, client_group=group, **DEFAULT_POLICY)
+        changed = [name for name, value in changes.items() if getattr(policy, name) != value]
+        if changed:
+            ApprovalPolicy.objects.filter(pk=policy.pk).update(**{name: changes[name] for name in changed})
+            policy.refresh_from_db()
+            security_event_record(
+                tenant_id=group.tenant_id,
+                kind=SecurityEventKind.POLICY_CHANGED,
+                actor=actor,
+                address=address,
+                target=f"approval policy of {group}",
+                detail={
+                    "what": "changed",
+                    "fields": changed,
+                    "requires": policy.requires,
+                    "allow_without_user": policy.allow_without_user,
+                    "allow_escalation": policy.allow_escalation,
+                    **step_up_detail(step_up),
+                },
+            )
+        return policy
 
 
 # --- enrollment tokens -------------------------------------------------------------
@@ -345,6 +453,7 @@ def endpoint_record_connect(
         "context_updated_at": now,
         "hostname": str(machine.get("hostname") or endpoint.hostname)[:255],
         "heartbeat_interval": interval,
+        "cadence_applied_at": now,  # the welcome carries the mode's cadence: the agent beats at it from now
     }
     Endpoint.objects.filter(pk=endpoint.pk).update(**values)
     for name, value in values.items():  # what was written, without reading the row again (a hello is hot)
@@ -364,13 +473,14 @@ def endpoint_record_disconnect(*, endpoint_id, connection_id: str) -> bool:
 def endpoint_mode_change(*, endpoint: Endpoint, mode: AgentMode) -> bool:
     """Set the mode the server wants the agent in (the bridge tells the agent: bridge.services.
     endpoint_set_mode is the public entry). False when it already was in that mode."""
-    changed = Endpoint.objects.filter(pk=endpoint.pk).exclude(mode=mode).update(mode=mode)
+    now = timezone.now()
+    changed = Endpoint.objects.filter(pk=endpoint.pk).exclude(mode=mode).update(mode=mode, mode_changed_at=now)
     if changed:
-        endpoint.mode = mode
+        endpoint.mode, endpoint.mode_changed_at = mode, now
     return bool(changed)
 
 
-def endpoint_mode_change_many(*, endpoint_ids: list[Any], mode: AgentMode) -> list[Any]:
+def endpoint_mode_change_many(*, endpoint_ids: list[Any], mode: AgentMode, at: datetime | None = None) -> list[Any]:
     """``endpoint_mode_change`` for many endpoints of the bound tenant in two statements; returns
     the ids that changed, in primary-key order. The rows are locked in that order before the
     update (one SELECT ... FOR NO KEY UPDATE ORDER BY id), as ``endpoint_touch_many`` writes them:
@@ -383,13 +493,22 @@ def endpoint_mode_change_many(*, endpoint_ids: list[Any], mode: AgentMode) -> li
         .values_list("pk", flat=True)
     )
     if changing:
-        Endpoint.objects.filter(pk__in=changing).update(mode=mode)
+        Endpoint.objects.filter(pk__in=changing).update(mode=mode, mode_changed_at=at or timezone.now())
     return changing
 
 
 def endpoint_interval_record(*, endpoint_id, interval: float) -> None:
-    """The agent applied a new cadence (its mode.set was acknowledged): presence expects it now."""
-    Endpoint.objects.filter(pk=endpoint_id).update(heartbeat_interval=interval)
+    """The agent applied a new cadence (its mode.set was acknowledged): presence expects it now.
+    The answer is a sign of life written now, not at the coalesced last-seen flush (a second or so
+    later): the new cadence's deadline counts from it. Measured before: a lazy endpoint last seen
+    45 s ago read offline (45 s > 2 active beats + grace) between this answer and the flush, and
+    consoles were told so (issue 15 item 2)."""
+    now = timezone.now()
+    Endpoint.objects.filter(pk=endpoint_id).update(
+        heartbeat_interval=interval,
+        cadence_applied_at=now,
+        last_seen_at=Greatest(Coalesce(F("last_seen_at"), Value(now)), Value(now)),  # never backwards
+    )
 
 
 def endpoint_presence_record(

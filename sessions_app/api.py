@@ -28,6 +28,7 @@ from endpoints import access
 from endpoints import selectors as endpoint_selectors
 from endpoints.api_base import TenantScopedAPIMixin, TenantScopedAPIView
 from endpoints.models import Endpoint, EndpointStatus, Presence
+from endpoints.tickets import TICKET_MAX_LENGTH, TicketRejected, ticket_clean
 from sessions_app.limits import DEFAULT_BULK_EXPIRY, MAX_BATCH, MAX_BULK_ENDPOINTS, MAX_EXPIRY, MIN_BULK_EXPIRY
 from sessions_app.models import (
     Action,
@@ -250,11 +251,38 @@ class ActionDetailOut(ActionOut):
     )
 
 
+class TicketOut(serializers.Serializer):
+    ticket = serializers.CharField(help_text="the PSA ticket reference; empty when none")
+    url = serializers.CharField(
+        help_text="the ticket's link under the tenant's ticket link template; empty when either is unset"
+    )
+
+
+def ticket_in(**kwargs: Any) -> serializers.CharField:
+    """A ticket reference in a request body: the services' rule (endpoints.tickets.ticket_clean)."""
+    return serializers.CharField(
+        max_length=TICKET_MAX_LENGTH,
+        allow_blank=True,
+        trim_whitespace=True,
+        validators=[_ticket_valid],
+        help_text="the PSA ticket reference (printable text, at most 64 characters; empty: none)",
+        **kwargs,
+    )
+
+
+def _ticket_valid(value: str) -> None:
+    try:
+        ticket_clean(value)
+    except TicketRejected as exc:
+        raise serializers.ValidationError(str(exc)) from None
+
+
 class SessionOut(serializers.Serializer):
     id = serializers.UUIDField()
     endpoint = EndpointRef()
     opened_by = serializers.CharField()
     reason = serializers.CharField()
+    ticket = TicketOut()
     status = serializers.ChoiceField(choices=SessionStatus.choices)
     status_changed_by = serializers.CharField()
     opened_at = serializers.DateTimeField()
@@ -374,6 +402,11 @@ class SessionOpenIn(serializers.Serializer):
     wake = serializers.BooleanField(
         required=False, default=True, help_text="false: the endpoint keeps its lazy cadence (default: it is woken)"
     )
+    ticket = ticket_in(required=False, default="")
+
+
+class TicketIn(serializers.Serializer):
+    ticket = ticket_in()
 
 
 class SessionCloseIn(serializers.Serializer):
@@ -636,6 +669,7 @@ class SessionViewSet(APIViewSet):
             endpoint=endpoint,
             reason=body.validated_data["reason"],
             wake=body.validated_data["wake"],
+            ticket=body.validated_data["ticket"],
         )
         detail = selectors.session_detail(session_id=session.pk)
         return Response(SessionDetailOut(detail).data, status=status.HTTP_201_CREATED)
@@ -657,6 +691,20 @@ class SessionViewSet(APIViewSet):
         if session.status != SessionStatus.OPEN:
             return error_response(status.HTTP_400_BAD_REQUEST, "rejected", "this session is already closed")
         sessions.session_close(actor=request.user, session=session, reason=body.validated_data["reason"])
+        return Response(SessionDetailOut(selectors.session_detail(session_id=session.pk)).data)
+
+    @extend_schema(
+        summary="Set, change or clear the session's ticket reference (recorded in the transcript)",
+        parameters=[SESSION_ID],
+        request=TicketIn,
+        responses={200: SessionDetailOut, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def ticket(self, request, pk=None):
+        session = self._session(pk)
+        body = TicketIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        sessions.session_set_ticket(actor=request.user, session=session, ticket=body.validated_data["ticket"])
         return Response(SessionDetailOut(selectors.session_detail(session_id=session.pk)).data)
 
     @extend_schema(

@@ -21,6 +21,7 @@ class TranscriptKind(StrEnum):
     SESSION_FOLLOW_UP_DUE = "session.follow_up_due"
     SESSION_FOLLOW_UP_OPENED = "session.follow_up_opened"
     SESSION_FOLLOW_UP_OF = "session.follow_up_of"
+    SESSION_TICKET_SET = "session.ticket_set"
     NOTE = "note"
     # actions and batches
     ACTION_QUEUED = "action.queued"
@@ -62,6 +63,7 @@ class TranscriptKind(StrEnum):
     # incidents, sharing and review (written by their own services)
     SESSION_ADDED_TO_INCIDENT = "session.added_to_incident"
     SESSION_REMOVED_FROM_INCIDENT = "session.removed_from_incident"
+    INCIDENT_TICKET_SET = "incident.ticket_set"
     SHARE_LINK_CREATED = "share.link_created"
     SHARE_LINK_REVOKED = "share.link_revoked"
     REVIEW_REDACTION = "review.redaction"

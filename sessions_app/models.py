@@ -30,6 +30,9 @@ class SupportSession(models.Model):
     endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="sessions")
     opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     reason = models.CharField(max_length=500, blank=True, help_text="Why: a ticket number, the symptom.")
+    # The PSA ticket the work belongs to (endpoints/tickets.py validates it); set at open, changed
+    # by sessions.session_set_ticket, which records each change in the transcript.
+    ticket = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=10, choices=SessionStatus.choices, default=SessionStatus.OPEN)
     status_changed_by = models.CharField(max_length=200, blank=True)
     opened_at = models.DateTimeField(auto_now_add=True)
@@ -508,6 +511,7 @@ class Incident(models.Model):
         related_name="incidents",
         help_text="The client affected; when set, only its endpoints' sessions can be added.",
     )
+    ticket = models.CharField(max_length=64, blank=True, help_text="The PSA ticket of the outage.")
     status = models.CharField(max_length=10, choices=IncidentStatus.choices, default=IncidentStatus.OPEN)
     status_changed_by = models.CharField(max_length=200, blank=True)
     summary = models.TextField(blank=True, help_text="Written at the end: what happened, what fixed it.")

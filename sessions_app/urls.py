@@ -15,6 +15,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/batch", sessions.batch_run, name="batch_run"),
     path("sessions/<uuid:session_id>/notes", sessions.note_add, name="note_add"),
     path("sessions/<uuid:session_id>/follow-up", sessions.follow_up, name="follow_up"),
+    path("sessions/<uuid:session_id>/ticket", sessions.session_ticket, name="session_ticket"),
     path("sessions/<uuid:session_id>/close", sessions.session_close, name="session_close"),
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/", sessions.action_fragment, name="action_fragment"),
     path("sessions/<uuid:session_id>/actions/<uuid:action_id>/cancel", sessions.action_cancel, name="action_cancel"),

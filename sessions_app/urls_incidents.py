@@ -15,6 +15,7 @@ urlpatterns = [
         name="incident_remove_session",
     ),
     path("incidents/<uuid:incident_id>/status", incidents.incident_status, name="incident_status"),
+    path("incidents/<uuid:incident_id>/ticket", incidents.incident_ticket, name="incident_ticket"),
     path("incidents/<uuid:incident_id>/summary", incidents.incident_summary, name="incident_summary"),
     path("incidents/<uuid:incident_id>/share", incidents.incident_share, name="incident_share"),
     path("incidents/<uuid:incident_id>/preview", incidents.incident_preview, name="incident_preview"),

@@ -234,3 +234,26 @@ def api_token(user, *, scope: str | None = None, days: int = 30, name: str = "te
         actor=Party.OPERATOR, tenant_id=tenant_id, owner=user, name=name, scope=scope, days=days, step_up=None
     )
     return issued.token, issued.secret
+
+
+def audit_sink(tenant: Tenant, *, actor=None, name: str | None = None, **fields):
+    """An audit stream sink of ``tenant``, made by a tenant admin (syslog over plain TCP to 127.0.0.1
+    unless ``fields`` say otherwise)."""
+    from audit.services import SinkInput, audit_sink_create
+
+    actor = actor or member(tenant, role=Role.ADMIN).user
+    data = {"kind": "syslog_tcp", "host": "127.0.0.1", "port": 9, "tls": False, "allow_private": True} | fields
+    return audit_sink_create(
+        actor=actor, tenant_id=tenant.pk, data=SinkInput(name=name or f"sink {next(_seq)}", **data)
+    )
+
+
+def webhook(tenant: Tenant, *, url: str = "https://1.1.1.1/hook", description: str = "", events=("session.opened",)):
+    """A webhook destination of ``tenant`` (created by a new admin of it) and one queued delivery to it."""
+    from integrations import services as integration_services
+
+    admin = member(tenant, role=Role.ADMIN).user
+    issued = integration_services.webhook_create(
+        actor=admin, tenant_id=tenant.pk, url=url, events=list(events), description=description
+    )
+    return issued.endpoint, integration_services.webhook_test_send(actor=admin, endpoint=issued.endpoint)

@@ -60,6 +60,9 @@ class TenantWorld:
     follow_up: Any  # sessions_app.models.FollowUp, of ``session``, already due
     api_token: Any  # endpoints.models.ApiToken of ``member``
     runbook_version: Any  # sessions_app.models.RunbookVersion (version 1 of a runbook)
+    audit_sink: Any  # audit.models.AuditSink (private destinations not allowed: a test send goes nowhere)
+    webhook: Any  # integrations.models.WebhookEndpoint
+    webhook_delivery: Any  # integrations.models.WebhookDelivery, to ``webhook``
 
     @property
     def secret_names(self) -> list[str]:
@@ -81,6 +84,9 @@ class TenantWorld:
             self.api_token.name,
             self.api_token.token.token_key,
             self.runbook_version.name,
+            self.audit_sink.name,
+            self.webhook.description,
+            self.webhook.url,
         ]
 
     @property
@@ -97,6 +103,8 @@ class TenantWorld:
             str(self.incident.pk),
             str(self.share_link.pk),
             str(self.runbook_version.runbook_id),
+            str(self.webhook.pk),
+            str(self.webhook_delivery.event_id),
         ]
 
 
@@ -111,6 +119,9 @@ def build_world(label: str) -> TenantWorld:
     token, _ = factories.token(group, max_uses=5)
     member = factories.member(tenant, role=Role.TECHNICIAN)
     session = factories.support_session(enrolled.endpoint, opened_by=member.user, reason=f"{label} secret ticket")
+    webhook, webhook_delivery = factories.webhook(
+        tenant, url=f"https://1.1.1.1/{label.lower()}-secret-hook", description=f"{label} secret webhook"
+    )
     return TenantWorld(
         tenant=tenant,
         client_group=group,
@@ -129,6 +140,9 @@ def build_world(label: str) -> TenantWorld:
         follow_up=factories.follow_up(session, actor=member.user, note=f"{label} secret follow-up", due=True),
         api_token=factories.api_token(member.user, name=f"{label} secret api token")[0],
         runbook_version=factories.runbook(tenant, actor=member.user, name=f"{label} secret runbook"),
+        audit_sink=factories.audit_sink(tenant, name=f"{label} secret audit sink", allow_private=False),
+        webhook=webhook,
+        webhook_delivery=webhook_delivery,
     )
 
 
@@ -198,6 +212,9 @@ URL_PARAMETERS: dict[str, Callable[[TenantWorld], Any]] = {
     "follow_up_id": lambda w: w.follow_up.pk,  # a follow-up of the session above
     "api_token_id": lambda w: w.api_token.pk,  # a REST API token of the member
     "runbook_id": lambda w: w.runbook_version.runbook_id,
+    "sink_id": lambda w: w.audit_sink.pk,  # an audit stream sink
+    "webhook_id": lambda w: w.webhook.pk,  # a webhook destination (integrations)
+    "delivery_id": lambda w: w.webhook_delivery.pk,  # a delivery to the webhook above
 }
 
 # REST routers name their id parameter "pk"; what it points at follows from the route's name,
@@ -212,6 +229,7 @@ PK_BY_BASENAME: dict[str, Callable[[TenantWorld], Any]] = {
     "share-link": lambda w: w.share_link.pk,
     "follow-up": lambda w: w.follow_up.pk,
     "client-group": lambda w: w.client_group.pk,
+    "enrollment-token": lambda w: w.token.pk,
 }
 
 # Query strings a list page is also asked with: searching for the other tenant by name.
@@ -419,6 +437,14 @@ def test_every_url_keeps_tenant_b_out_of_reach_of_tenant_a(client, two_tenants, 
         "members/sso/",
         "members/security-log/",
         "members/security-log.csv",
+        "audit/",
+        "audit/create",
+        "audit/<int:sink_id>/enable",
+        "audit/<int:sink_id>/disable",
+        "audit/<int:sink_id>/test",
+        "members/webhooks/",
+        "members/webhooks/<uuid:webhook_id>/",
+        "members/webhooks/<uuid:webhook_id>/deliveries/<int:delivery_id>/redeliver",
     } <= set(covered)
     assert snapshot(b) == before, "requests of tenant A changed tenant B's data"
 

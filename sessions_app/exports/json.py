@@ -14,6 +14,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from endpoints.selectors import ticket_link
 from sessions_app.selectors.review import ReviewedEntry
 from sessions_app.selectors.sharing import SharedRecord
 from sessions_app.selectors.story import Story, record_story
@@ -114,8 +115,10 @@ def record_json(record: SharedRecord) -> dict[str, Any]:
         }
         if record.link
         else None,
+        "tickets": record.tickets,
         "incident": {
             "title": incident.title,
+            "ticket": ticket_link(record.ticket_template, incident.ticket) if incident.ticket else None,
             "status": incident.status,
             "summary": incident.summary,
             "created_at": _iso(incident.created_at),
@@ -132,6 +135,7 @@ def record_json(record: SharedRecord) -> dict[str, Any]:
                 "opened_at": _iso(s.opened_at),
                 "closed_at": _iso(s.closed_at),
                 "status": s.status,
+                "ticket": ticket_link(record.ticket_template, s.ticket) if s.ticket else None,
                 "shows_upto": record.upto.get(str(s.pk)),
                 "chain": chains[str(s.pk)],
             }

@@ -75,6 +75,11 @@ def record_pdf(record: SharedRecord) -> bytes:
     ]
     if story_.status:
         facts.insert(1, ("Status", story_.status))
+    if record.tickets:
+        # The link itself, written out: a printed page cannot be clicked.
+        facts.insert(
+            1, ("Ticket", "; ".join(f"{t['ticket']} ({t['url']})" if t["url"] else t["ticket"] for t in record.tickets))
+        )
     if story_.valid_until:
         facts.append(("Link valid until", story_.valid_until))
     facts.append(("Generated", story_.generated))

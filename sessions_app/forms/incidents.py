@@ -11,6 +11,7 @@ from django import forms
 
 from endpoints.models import ClientGroup
 from sessions_app.forms.review import RecordForm
+from sessions_app.forms.sessions import TicketField
 from sessions_app.models import IncidentStatus
 from sessions_app.services.incidents import SUMMARY_MAX_LENGTH, TITLE_MAX_LENGTH
 
@@ -23,6 +24,7 @@ class IncidentCreateForm(RecordForm):
             "max_length": f"the title is limited to {TITLE_MAX_LENGTH} characters",
         },
     )
+    ticket = TicketField()
     client_group: forms.ModelChoiceField[ClientGroup] = forms.ModelChoiceField(
         queryset=None,  # set per form: the scoped manager needs the bound tenant
         required=False,
@@ -33,6 +35,10 @@ class IncidentCreateForm(RecordForm):
         super().__init__(*args, **kwargs)
         # The bound tenant's groups only (scoped manager), read when the form is validated.
         self.fields["client_group"].queryset = ClientGroup.objects.all()  # type: ignore[attr-defined]
+
+
+class IncidentTicketForm(RecordForm):
+    ticket = TicketField()
 
 
 class IncidentStatusForm(RecordForm):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from caisey.errors import Rejected
 from caisey_agent.protocol import ACTION_KINDS
+from endpoints.tickets import TICKET_MAX_LENGTH, TicketRejected, ticket_clean
 from sessions_app.limits import MAX_BATCH, MAX_EXPIRY, NOTE_MAX_CHARS, REASON_MAX_CHARS
 from sessions_app.models import WakeChoice
 
@@ -39,10 +40,33 @@ def action_params_from(post: QueryDict, kind: str) -> dict[str, Any]:
     return {p.name: post.get(f"{kind}__{p.name}", "") for p in spec.params}
 
 
+class TicketField(forms.CharField):
+    """A PSA ticket reference, checked by the services' rule (endpoints.tickets.ticket_clean)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", TICKET_MAX_LENGTH)
+        kwargs.setdefault(
+            "error_messages", {"max_length": f"a ticket reference is limited to {TICKET_MAX_LENGTH} characters"}
+        )
+        super().__init__(**kwargs)
+
+    def clean(self, value: Any) -> str:
+        try:
+            return ticket_clean(super().clean(value))
+        except TicketRejected as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
 class SessionOpenForm(ConsoleForm):
     reason = forms.CharField(max_length=REASON_MAX_CHARS, required=False)
+    ticket = TicketField()
     # Ticked: the endpoint keeps its lazy cadence (work queued to wait for its check-ins).
     no_wake = forms.BooleanField(required=False)
+
+
+class TicketForm(ConsoleForm):
+    ticket = TicketField()
 
 
 class SessionCloseForm(ConsoleForm):

@@ -15,6 +15,7 @@ from endpoints.models import Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
 from endpoints.selectors import approval_policy_for
 from sessions_app.models import (
+    PROMPT_OPEN,
     Action,
     ActionStatus,
     Prompt,
@@ -266,3 +267,53 @@ def session_prompt_card(*, session_id: Any, prompt_id: Any) -> PromptCard:
     endpoint = Endpoint.objects.get(pk=prompt.endpoint_id)
     now = timezone.now()
     return prompt_card(prompt, endpoint=endpoint, presence=presence_of(endpoint, now), now=now)
+
+
+# --- the REST API's prompt shape -------------------------------------------------------------------
+
+
+def prompt_list(*, session_id: Any = None, state: str = "") -> QuerySet[Prompt]:
+    """The tenant's prompts, newest first; of one session, in one state (``open``: any open state)."""
+    qs = Prompt.objects.select_related("endpoint", "requested_by")
+    if session_id is not None:
+        qs = qs.filter(session_id=session_id)
+    if state == "open":
+        qs = qs.filter(state__in=PROMPT_OPEN)
+    elif state:
+        qs = qs.filter(state=state)
+    return qs.order_by("-created_at", "pk")
+
+
+def prompt_data(prompt: Prompt) -> dict[str, Any]:
+    """A prompt as the API shows it: the ledger's state and what can be done with it now."""
+    now = timezone.now()
+    return {
+        "id": prompt.pk,
+        "session": prompt.session_id,
+        "endpoint": {"id": prompt.endpoint_id, "hostname": prompt.endpoint.hostname},
+        "action": prompt.action_id,
+        "batch": prompt.batch_id,
+        "follow_up_at": prompt.follow_up_at,
+        "title": prompt.title,
+        "detail": prompt.detail,
+        "requested_by": prompt.requested_by.get_username(),
+        "state": prompt.state,
+        "state_changed_by": prompt.state_changed_by,
+        "open": prompt.is_open,
+        "created_at": prompt.created_at,
+        "deadline_at": prompt.deadline_at,
+        "delivered_at": prompt.delivered_at,
+        "seen_at": prompt.seen_at,
+        "decided_at": prompt.decided_at,
+        "decided_by": prompt.decided_by,
+        "reported_at": prompt.reported_at,
+        "superseded_by": prompt.superseded_by_id,
+        "allow_escalation": prompt.allow_escalation,
+        "escalated_at": prompt.escalated_at,
+        "escalation_blocked": escalation_blocker(prompt, endpoint=prompt.endpoint, now=now)
+        if prompt.is_open and prompt.allow_escalation
+        else "",
+        "late_decision": prompt.late_decision,
+        "late_not_run": prompt.late_not_run,
+        "approval_used_by": prompt.approval_used_by,
+    }

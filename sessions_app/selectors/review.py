@@ -315,6 +315,8 @@ REVIEW_NEUTRAL_KINDS = frozenset(
         TranscriptKind.SHARE_LINK_CREATED,
         TranscriptKind.SHARE_LINK_REVOKED,
         TranscriptKind.SESSION_ADDED_TO_INCIDENT,
+        TranscriptKind.SESSION_TICKET_SET,
+        TranscriptKind.INCIDENT_TICKET_SET,
         TranscriptKind.SESSION_REMOVED_FROM_INCIDENT,
         TranscriptKind.IDENTITY_STEP_UP,
         TranscriptKind.SESSION_FOLLOW_UP_DUE,

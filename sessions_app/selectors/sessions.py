@@ -14,13 +14,14 @@ from django.db.models import Count, QuerySet
 
 from bridge import health
 from endpoints.models import Endpoint
+from endpoints.selectors import ticket_link
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import SessionStatus, SupportSession, TranscriptEntry
 from sessions_app.selectors.actions import action_data, session_actions_list
 
 
 def session_list(*, status: str = "", endpoint_id: Any = None, opened_by: Any = None) -> QuerySet[SupportSession]:
-    qs = SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by")
+    qs = SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by", "tenant")
     if status:
         qs = qs.filter(status=status)
     if endpoint_id:
@@ -31,7 +32,9 @@ def session_list(*, status: str = "", endpoint_id: Any = None, opened_by: Any = 
 
 
 def session_get(*, session_id: Any) -> SupportSession:
-    return SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by").get(pk=session_id)
+    return SupportSession.objects.select_related("endpoint", "endpoint__client_group", "opened_by", "tenant").get(
+        pk=session_id
+    )
 
 
 def session_transcript(*, session: SupportSession) -> QuerySet[TranscriptEntry]:
@@ -99,6 +102,8 @@ def session_data(session: SupportSession) -> dict[str, Any]:
         "endpoint": endpoint_ref(session.endpoint),
         "opened_by": session.opened_by.username,
         "reason": session.reason,
+        # The tenant comes with the row (session_list, session_get select it): no query per row.
+        "ticket": ticket_link(session.tenant.ticket_url_template, session.ticket),
         "status": session.status,
         "status_changed_by": session.status_changed_by,
         "opened_at": session.opened_at,

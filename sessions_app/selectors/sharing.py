@@ -17,6 +17,7 @@ from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
 from endpoints.models import Tenant
+from endpoints.selectors import tenant_ticket_template, ticket_link
 from sessions_app.models import Incident, ShareLink, ShareLinkView, SupportSession
 from sessions_app.selectors.incidents import TimelineFilters, incident_sessions, merged_timeline
 from sessions_app.selectors.review import ReviewedEntry, ReviewStatus, last_index, review_status
@@ -59,6 +60,19 @@ class SharedRecord:
     incident: Incident | None = None
     link: ShareLink | None = None
     generated_at: datetime = field(default_factory=timezone.now)
+    ticket_template: str = ""  # the tenant's ticket link (endpoints/tickets.py), "" for none
+
+    @property
+    def tickets(self) -> list[dict[str, str]]:
+        """The PSA tickets of the record (the incident's, then each session's, once each), with
+        their links under the tenant's template ("" when it has none)."""
+        refs = [self.incident.ticket] if self.incident is not None else []
+        refs += [s.ticket for s in self.sessions]
+        seen: list[str] = []
+        for ref in refs:
+            if ref and ref not in seen:
+                seen.append(ref)
+        return [ticket_link(self.ticket_template, ref) for ref in seen]
 
     @property
     def endpoints(self) -> list[str]:
@@ -101,7 +115,14 @@ def _record(
         groups = {s.endpoint.client_group.name for s in sessions}
         client = ", ".join(sorted(groups))
     return SharedRecord(
-        title=title, client=client, sessions=sessions, items=timeline.items, upto=upto, incident=incident, link=link
+        title=title,
+        client=client,
+        sessions=sessions,
+        items=timeline.items,
+        upto=upto,
+        incident=incident,
+        link=link,
+        ticket_template=tenant_ticket_template(tenant_id=sessions[0].tenant_id if sessions else None),
     )
 
 

@@ -66,6 +66,8 @@ KIND_SENTENCES: dict[str, str | None] = {
     K.BRIDGE_CONNECTIVITY: "The connection to the computer changed",
     K.ENDPOINT_REENROLLED: "The computer's agent was enrolled again",
     K.IDENTITY_STEP_UP: None,
+    K.SESSION_TICKET_SET: "{who} linked the session to a ticket",
+    K.INCIDENT_TICKET_SET: "{who} linked the incident to a ticket",
     K.SESSION_ADDED_TO_INCIDENT: "{who} added the session to the incident",
     K.SESSION_REMOVED_FROM_INCIDENT: "{who} removed the session from the incident",
     K.SHARE_LINK_CREATED: "{who} shared the record",

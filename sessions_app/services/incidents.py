@@ -19,6 +19,7 @@ from caisey.state_machine import IllegalTransition, TransitionRace, transition
 from caisey.transactions import retrying_atomic
 from endpoints.access import acting_for
 from endpoints.models import ClientGroup
+from endpoints.tickets import ticket_clean
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import (
     INCIDENT_TRANSITIONS,
@@ -57,8 +58,14 @@ def _require_changeable(incident: Incident) -> None:
 
 @retrying_atomic()
 def incident_create(
-    *, actor: Actor, tenant_id: uuid.UUID | str, title: str, client_group: ClientGroup | None = None
+    *,
+    actor: Actor,
+    tenant_id: uuid.UUID | str,
+    title: str,
+    client_group: ClientGroup | None = None,
+    ticket: str = "",
 ) -> Incident:
+    ticket = ticket_clean(ticket)
     with acting_for(actor, tenant_id):
         creator = actor_user(actor)
         if creator is None:
@@ -74,6 +81,7 @@ def incident_create(
             tenant_id=tenant_id,
             title=title,
             client_group=client_group,
+            ticket=ticket,
             created_by=creator,
             status_changed_by=actor_label(actor),
         )
@@ -157,6 +165,33 @@ def incident_set_status(*, actor: Actor, incident: Incident, status: str) -> Inc
             ) from exc
         except TransitionRace as exc:
             raise IncidentConflict("someone else changed the incident's status just now; reload") from exc
+        return incident
+
+
+@retrying_atomic()
+def incident_set_ticket(*, actor: Actor, incident: Incident, ticket: str) -> Incident:
+    """Set, change or clear (empty) the incident's ticket reference. Incidents have no transcript
+    of their own: each of its sessions' transcripts records the change (``incident.ticket_set``),
+    in this transaction (the incident's row is locked first, then each session's, as when a
+    session is added). Setting the same reference again writes nothing. A closed incident's record
+    is final, its ticket too."""
+    ticket = ticket_clean(ticket)
+    with acting_for(actor, incident.tenant_id):
+        incident = _locked(incident)
+        _require_changeable(incident)
+        if incident.ticket == ticket:
+            return incident
+        previous = incident.ticket
+        Incident.objects.filter(pk=incident.pk).update(ticket=ticket)
+        incident.ticket = ticket
+        members = SupportSession.objects.filter(incident_memberships__incident=incident).order_by("pk")
+        for session in members:
+            transcript_append(
+                session=session,
+                kind=TranscriptKind.INCIDENT_TICKET_SET,
+                actor=actor_label(actor),
+                data={"incident": str(incident.pk), "ticket": ticket, "previous": previous},
+            )
         return incident
 
 

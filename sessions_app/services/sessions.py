@@ -25,6 +25,7 @@ from endpoints.access import acting_for
 from endpoints.models import AgentMode, Endpoint, EndpointStatus, Presence
 from endpoints.presence import presence_of
 from endpoints.selectors import approval_policy_for
+from endpoints.tickets import ticket_clean
 from sessions_app.kinds import TranscriptKind as K
 from sessions_app.limits import NOTE_MAX_CHARS, REASON_MAX_CHARS, configured_duration
 from sessions_app.models import SESSION_TRANSITIONS, Action, ActionStatus, SessionStatus, SupportSession
@@ -74,11 +75,14 @@ def session_open(
     reason: str = "",
     conditions: dict[str, Any] | None = None,
     wake: bool = True,
+    ticket: str = "",
 ) -> SupportSession:
-    """Open a session; wakes the endpoint unless ``wake`` is off (work that can wait for its lazy
+    """Open a session (``ticket``: the PSA ticket it belongs to, validated by
+    ``endpoints.tickets.ticket_clean``); wakes the endpoint unless ``wake`` is off (work that can wait for its lazy
     check-ins, e.g. slow diagnostics queued with WakeChoice.WAIT). Offline endpoints open
     read-only (queue, notes, follow-up). ``conditions``: the bridge conditions, when the caller
     read them for many endpoints at once."""
+    ticket = ticket_clean(ticket)
     with acting_for(actor, endpoint.tenant_id):
         endpoint.refresh_from_db()
         if endpoint.status != EndpointStatus.ENROLLED:
@@ -90,6 +94,7 @@ def session_open(
             endpoint=endpoint,
             opened_by=actor_person(actor, doing="open a session"),
             reason=reason[:REASON_MAX_CHARS],
+            ticket=ticket,
             opened_offline=offline,
             connectivity=conditions["connectivity"],
         )
@@ -99,6 +104,7 @@ def session_open(
             actor=actor_label(actor),
             data={
                 "reason": session.reason,
+                **({"ticket": ticket} if ticket else {}),
                 "endpoint": endpoint.hostname,
                 "offline": offline,
                 "bridge": conditions,
@@ -108,6 +114,29 @@ def session_open(
         )
         if wake:
             endpoint_set_mode(endpoint=endpoint, mode=AgentMode.ACTIVE, reason="session opened")
+        return session
+
+
+@retrying_atomic()
+def session_set_ticket(*, actor: Actor, session: SupportSession, ticket: str) -> SupportSession:
+    """Set, change or clear (empty) the session's ticket reference; the transcript records the
+    change (from, to, who). Allowed on closed sessions too: the ticket is often known only later.
+    Setting the same reference again writes nothing."""
+    ticket = ticket_clean(ticket)
+    with acting_for(actor, session.tenant_id):
+        session = SupportSession.objects.select_for_update().get(pk=session.pk)
+        if session.ticket == ticket:
+            return session
+        previous = session.ticket
+        SupportSession.objects.filter(pk=session.pk).update(ticket=ticket)
+        session.ticket = ticket
+        transcript_append(
+            session=session,
+            kind=K.SESSION_TICKET_SET,
+            actor=actor_label(actor),
+            data={"ticket": ticket, "previous": previous},
+        )
+        session_event(session, "session.ticket", {"ticket": ticket})
         return session
 
 

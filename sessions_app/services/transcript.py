@@ -15,7 +15,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from caisey import tenancy
+from caisey.audit_hooks import AuditEvent, audit_emit
 from caisey.bulk_insert import insert_rows
+from sessions_app.hooks import transcript_written_hooks
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import Action, SupportSession, TranscriptEntry
 
@@ -125,7 +127,25 @@ def transcript_append(
         SupportSession.objects.filter(pk=session.pk).update(
             transcript_length=entry.index + 1, transcript_head=entry.hash
         )
+        audit_emit([_audit_event(entry, endpoint_id=session.endpoint_id)])
+        for hook in transcript_written_hooks():
+            hook([entry])
     return entry
+
+
+def _audit_event(entry: TranscriptEntry, *, endpoint_id: Any) -> AuditEvent:
+    """The entry as the audit stream tells it (caisey/audit_hooks.py); its id is the entry's."""
+    return AuditEvent(
+        tenant_id=entry.tenant_id,
+        category="transcript",
+        kind=entry.kind,
+        at=entry.at,
+        actor=entry.actor,
+        event_id=entry.id,
+        session_id=entry.session_id,
+        endpoint_id=endpoint_id,
+        data={"index": entry.index, "action": str(entry.action_id) if entry.action_id else None, **entry.data},
+    )
 
 
 def transcript_begin(*, session: SupportSession, entries: list[dict[str, Any]]) -> list[TranscriptEntry]:
@@ -140,7 +160,7 @@ def transcript_begin(*, session: SupportSession, entries: list[dict[str, Any]]) 
     for index, item in enumerate(entries):
         entry = TranscriptEntry(
             tenant_id=session.tenant_id,
-            session_id=session.pk,
+            session=session,  # cached on the entry: transcript_insert_many reads its endpoint without a query
             index=index,
             kind=str(item["kind"]),
             actor=str(item["actor"]),
@@ -163,6 +183,17 @@ def transcript_insert_many(entries: list[TranscriptEntry]) -> None:
     for entry in entries:
         tenancy.check_write(TranscriptEntry, entry.tenant_id)
     insert_rows(TranscriptEntry, entries)  # keys set, tenants checked above: one executemany
+    cached = TranscriptEntry.session.is_cached
+    unknown = {e.session_id for e in entries if not cached(e)}
+    endpoints = dict(SupportSession.objects.filter(pk__in=unknown).values_list("pk", "endpoint_id")) if unknown else {}
+    audit_emit(
+        [
+            _audit_event(e, endpoint_id=e.session.endpoint_id if cached(e) else endpoints.get(e.session_id))
+            for e in entries
+        ]
+    )
+    for hook in transcript_written_hooks():
+        hook(entries)
 
 
 def transcript_verify(*, session_id: Any) -> tuple[bool, TranscriptEntry | None, str]:

@@ -16,8 +16,14 @@ from django.views.decorators.http import require_POST
 from caisey.console import get_or_404, member_required, operator_required
 from endpoints import access
 from endpoints.models import ClientGroup
+from endpoints.selectors import tenant_ticket_template, ticket_link
 from sessions_app.exports.json import record_json
-from sessions_app.forms.incidents import IncidentCreateForm, IncidentStatusForm, IncidentSummaryForm
+from sessions_app.forms.incidents import (
+    IncidentCreateForm,
+    IncidentStatusForm,
+    IncidentSummaryForm,
+    IncidentTicketForm,
+)
 from sessions_app.forms.sharing import EXPIRY_CHOICES, ShareLinkForm
 from sessions_app.models import Incident, IncidentStatus
 from sessions_app.selectors import incidents as selectors
@@ -60,6 +66,7 @@ def incident_create(request):
             tenant_id=request.membership.tenant_id,
             title=data["title"],
             client_group=data["client_group"],
+            ticket=data["ticket"],
         )
         return _back(incident)
     return redirect("console:incident_list")
@@ -81,6 +88,7 @@ def incident_detail(request, incident_id):
         "console/incident_detail.html",
         {
             "incident": incident,
+            "ticket": ticket_link(tenant_ticket_template(tenant_id=incident.tenant_id), incident.ticket),
             "timeline": timeline,
             "filters": filters,
             "view": view,
@@ -135,6 +143,17 @@ def incident_summary(request, incident_id):
         data = IncidentSummaryForm(request.POST).cleaned()
         incidents.incident_write_summary(actor=request.user, incident=incident, summary=data["summary"])
         messages.success(request, "Summary saved.")
+    return _back(incident)
+
+
+@require_POST
+@operator_required
+def incident_ticket(request, incident_id):
+    incident = get_or_404(selectors.incident_get, incident_id=incident_id)
+    with refused(request, "Ticket not saved"):
+        data = IncidentTicketForm(request.POST).cleaned()
+        incidents.incident_set_ticket(actor=request.user, incident=incident, ticket=data["ticket"])
+        messages.success(request, "Ticket saved." if data["ticket"] else "Ticket removed.")
     return _back(incident)
 
 

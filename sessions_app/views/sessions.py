@@ -30,6 +30,7 @@ from sessions_app.forms.sessions import (
     NoteForm,
     SessionCloseForm,
     SessionOpenForm,
+    TicketForm,
 )
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import ACTION_LIVE, SessionStatus
@@ -66,7 +67,11 @@ def session_open(request, endpoint_id):
         form = SessionOpenForm(request.POST)
         data = form.valid_data()
         session = sessions.session_open(
-            actor=request.user, endpoint=endpoint, reason=data["reason"], wake=not data["no_wake"]
+            actor=request.user,
+            endpoint=endpoint,
+            reason=data["reason"],
+            wake=not data["no_wake"],
+            ticket=data["ticket"],
         )
     if session is None:
         return redirect("console:endpoint_detail", endpoint_id=endpoint.pk)
@@ -84,6 +89,9 @@ def session_detail(request, session_id):
         "console/session_detail.html",
         {
             "session": session,
+            "ticket": endpoint_selectors.ticket_link(
+                endpoint_selectors.tenant_ticket_template(tenant_id=session.tenant_id), session.ticket
+            ),
             "endpoint": endpoint,
             "presence": connectivity.state.value,
             "connectivity": connectivity,
@@ -203,6 +211,17 @@ def note_add(request, session_id):
     with refused(request, "Note not saved"):
         text = NoteForm(request.POST).valid_data()["text"]
         sessions.session_add_note(actor=request.user, session=session, text=text)
+    return _back(session.pk)
+
+
+@require_POST
+@operator_required
+def session_ticket(request, session_id):
+    session = get_or_404(selectors.session_get, session_id=session_id)
+    with refused(request, "Ticket not saved"):
+        ticket = TicketForm(request.POST).valid_data()["ticket"]
+        sessions.session_set_ticket(actor=request.user, session=session, ticket=ticket)
+        messages.success(request, "Ticket saved." if ticket else "Ticket removed.")
     return _back(session.pk)
 
 

@@ -45,7 +45,16 @@ def world(db, settings):
     run = bulk.bulk_run_start(actor=tech, endpoints=[endpoint], kind="disk_usage", params={}, reason="bulk")
     # Ids of real objects, by the collection their path starts with.
     follow_up = factories.follow_up(session, actor=tech, due=True)
+    prompt = factories.prompt(session, actor=tech)
+    incident = factories.incident(tenant, actor=tech, sessions=[session])
+    enrollment_token, _ = factories.token(group)
+    link, _ = factories.share_link(actor=tech, session=session)
     ids = {
+        "share-links": link.pk,
+        "client-groups": group.pk,
+        "enrollment-tokens": enrollment_token.pk,
+        "prompts": prompt.pk,
+        "incidents": incident.pk,
         "endpoints": endpoint.pk,
         "sessions": session.pk,
         "actions": action.pk,
@@ -57,7 +66,12 @@ def world(db, settings):
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        yield {"token": factories.api_token(tech)[1], "ids": ids, "client_group": group.slug}
+        yield {
+            "token": factories.api_token(tech)[1],
+            "ids": ids,
+            "client_group": group.slug,
+            "client_group_id": group.pk,
+        }
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)
@@ -67,9 +81,8 @@ def world(db, settings):
 # fetched before the test database and a token exist): drf-spectacular's generator and JSON
 # renderer, the same code the view runs; it needs no database. Cases run against the
 # in-process application.
-schema = schemathesis.openapi.from_dict(
-    json.loads(OpenApiJsonRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))
-)
+RAW_SCHEMA = json.loads(OpenApiJsonRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))
+schema = schemathesis.openapi.from_dict(RAW_SCHEMA)
 schema.app = WSGIHandler()
 schema.location = "/api/schema/"
 
@@ -92,10 +105,14 @@ def with_real_ids(case, world) -> None:
     if isinstance(body, dict):
         if "endpoint" in body and _is_uuid(body["endpoint"]):
             body["endpoint"] = str(ids["endpoints"])
+        if "session" in body and _is_uuid(body["session"]):
+            body["session"] = str(ids["sessions"])
+        if "client_group" in body and _is_uuid(body["client_group"]):
+            body["client_group"] = str(world["client_group_id"])
         endpoints = body.get("endpoints")
         if isinstance(endpoints, list) and endpoints and all(_is_uuid(e) for e in endpoints):
             body["endpoints"] = [str(ids["endpoints"])]
-        if isinstance(body.get("client_group"), str):
+        elif isinstance(body.get("client_group"), str):
             body["client_group"] = world["client_group"]
 
 
@@ -116,3 +133,12 @@ def test_the_api_never_answers_with_a_server_error(case, world):
             case.validate_response(case.call(headers=headers), checks=[not_a_server_error], headers=headers)
         with_real_ids(case, world)
     case.validate_response(case.call(headers=headers), checks=[not_a_server_error], headers=headers)
+
+
+def test_every_collection_with_ids_points_at_a_real_object(world):
+    """Each operation on an object is run with a real one of the technician's tenant, not only as
+    an unknown id (a 404 before any handler runs): a new collection adds its object to ``world``."""
+    collections = {path.split("/")[3] for path in RAW_SCHEMA["paths"] if "{id}" in path}
+    missing = collections - set(world["ids"])
+    assert not missing, f"add a real object of these collections to the Schemathesis world's ids: {missing}"
+    assert {"prompts", "incidents", "share-links", "client-groups", "enrollment-tokens"} <= collections

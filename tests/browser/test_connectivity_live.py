@@ -195,8 +195,11 @@ def test_offline_mid_session_and_back_live(stack, context, page, shots):
     reported = datetime.fromisoformat(last["context_updated_at"])
     assert (reported - datetime.fromisoformat(last["connected_at"])).total_seconds() > 3
     machine = page.locator("#machine-state")
-    expect(machine.get_by_role("heading")).to_contain_text(f"reported {reported:%H:%M:%S}")
-    expect(page.locator("#readonly-banner")).to_contain_text(f"reported {reported:%H:%M:%S}")
+    # Relative ("reported 4 s ago"), the full time on hover (caisey/templatetags/times.py).
+    full = f"{reported:%Y-%m-%d %H:%M:%S} UTC"
+    expect(machine.get_by_role("heading")).to_contain_text(re.compile(r"reported (just now|\d+ s ago)"))
+    expect(machine.locator("h2 time[data-field=context_updated_at]")).to_have_attribute("title", full)
+    expect(page.locator(f'#readonly-banner time[title="{full}"]')).to_have_count(1)
     shots(page, "killed")
     assert_not_reloaded(page)
 

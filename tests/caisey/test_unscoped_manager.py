@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("caisey", "endpoints", "bridge", "sessions_app")
+APPS = ("caisey", "endpoints", "bridge", "sessions_app", "audit")
 
 # file -> (uses, why the tenant cannot be bound there instead)
 ALLOWED: dict[str, tuple[int, str]] = {
@@ -23,6 +23,10 @@ ALLOWED: dict[str, tuple[int, str]] = {
         "(the verify_transcripts command over every tenant, exports, tests)",
     ),
     "sessions_app/api.py": (
+        1,
+        "OpenAPI schema generation builds views with no request and no tenant; the queryset is empty (.none())",
+    ),
+    "endpoints/api_admin.py": (
         1,
         "OpenAPI schema generation builds views with no request and no tenant; the queryset is empty (.none())",
     ),

@@ -38,7 +38,9 @@ def test_degraded_offline_and_back_are_each_recorded_once_in_every_open_session(
     other = sessions.session_open(actor=factories.technician(tenant), endpoint=endpoint, reason="second pair of eyes")
     closed = sessions.session_open(actor=tech, endpoint=endpoint, reason="done already")
     sessions.session_close(actor=tech, session=closed)
-    Endpoint.all_tenants.filter(pk=endpoint.pk).update(heartbeat_interval=10)  # the agent applied the wake
+    Endpoint.all_tenants.filter(pk=endpoint.pk).update(
+        heartbeat_interval=10, cadence_applied_at=timezone.now()
+    )  # the agent applied the wake
     assert session_connectivity_sweep() == 0  # working path: nothing to say
 
     # The agent stops acknowledging: its oldest message waits past the threshold.

@@ -41,16 +41,10 @@ window.caiseyRereader = function (onFresh) {
       var since = el.querySelector('[data-field=connectivity_since]');
       if (since) {
         since.parentElement.hidden = !p.since;
-        if (p.since) {
-          since.setAttribute("datetime", p.since);
-          since.textContent = p.since_text || new Date(p.since).toLocaleTimeString();
-        }
+        if (p.since) window.caiseyTimes.set(since, p.since);
       }
       var seen = el.querySelector('[data-field=last_seen]');
-      if (seen && p.last_seen) {
-        seen.setAttribute("datetime", p.last_seen);
-        seen.textContent = new Date(p.last_seen).toLocaleString();
-      }
+      if (seen && p.last_seen) window.caiseyTimes.set(seen, p.last_seen);
     });
     if (scope.length === 0 && document.querySelector("[data-live=tenant]")) {
       status.textContent = "A new endpoint appeared: " + p.hostname + ". Reload to see it.";

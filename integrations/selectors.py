@@ -1,0 +1,64 @@
+"""Reads for the webhook pages: plain data, in the bound tenant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Q
+
+from integrations.events import CHAT_EVENT_TYPES, EVENT_TYPES
+from integrations.models import PENDING_STATUSES, DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookFormat
+
+DELIVERIES_PER_PAGE = 50
+
+
+def webhook_list() -> list[dict[str, Any]]:
+    rows = WebhookEndpoint.objects.annotate(
+        pending=Count("deliveries", filter=Q(deliveries__status__in=PENDING_STATUSES)),
+        given_up=Count("deliveries", filter=Q(deliveries__status=DeliveryStatus.GIVEN_UP)),
+    ).order_by("created_at")
+    return [
+        {
+            "id": w.pk,
+            "url": w.url,
+            "description": w.description,
+            "events": w.events,
+            "format": w.get_format_display(),
+            "enabled": w.enabled,
+            "allow_private": w.allow_private,
+            "failing_since": w.failing_since,
+            "disabled_reason": w.disabled_reason,
+            "rotating_until": w.previous_valid_until if w.secret_previous else None,
+            "pending": w.pending,
+            "given_up": w.given_up,
+        }
+        for w in rows
+    ]
+
+
+def webhook_form_choices() -> dict[str, Any]:
+    return {
+        "event_types": list(EVENT_TYPES.items()),
+        "chat_event_types": CHAT_EVENT_TYPES,
+        "formats": WebhookFormat.choices,
+    }
+
+
+def delivery_log(*, endpoint: WebhookEndpoint, page: int | str = 1, status: str = "") -> Page:
+    qs = WebhookDelivery.objects.filter(endpoint=endpoint).only(
+        "pk",
+        "event_id",
+        "event_type",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "latency_ms",
+        "created_at",
+        "delivered_at",
+    )
+    if status in DeliveryStatus.values:
+        qs = qs.filter(status=status)
+    return Paginator(qs.order_by("-created_at", "-id"), DELIVERIES_PER_PAGE).get_page(page)
