@@ -4,14 +4,16 @@ otherwise) and the configured database (SQLite unless CAISEY_DATABASE_URL says o
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from channels.layers import channel_layers
 from django.conf import settings
 from django.db import connections
 
-from caisey import embedded_redis, tenancy
+from caisey import embedded_redis, ratelimit, tenancy
 
 # Persistent connections (the servers' default) would outlive the tests in threads this process
 # ran them in (Channels' sync thread, test threads), and PostgreSQL refuses to drop a test
@@ -33,9 +35,14 @@ def redis_server():
 
 
 @pytest.fixture(autouse=True)
-def _isolated_rate_limits(settings):
+def _isolated_rate_limits(settings, monkeypatch):
     # Rate-limit counters live in the shared Redis; give each test its own.
     settings.RATELIMIT_NAMESPACE = f"rl-test-{uuid.uuid4().hex}"
+    # And one window for the whole test: the limits are fixed windows (caisey/ratelimit.py), and a
+    # test that made 31 enrollments across a minute's boundary found its counter reset (CI,
+    # 2026-12-05: 401 where 429 was due).
+    frozen = time.time()
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: frozen))
     # allauth's login limits and used TOTP codes live in the default cache: one prefix per test.
     settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}}
     # Hashing passwords for real costs about half a second per user; tests make many users.

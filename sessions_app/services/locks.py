@@ -15,6 +15,12 @@ then session) while the bridge's group commit applied prompt reports of the same
 transaction waits at the session instead of deadlocking.
 
 SQLite has no row locks (one writer at a time): every function here is then a no-op.
+
+Not memoised per transaction, although a transition can ask for the same session's lock up to
+three times (the service's fresh read, the move, the transcript append): a second
+``SELECT ... FOR UPDATE`` of a row this transaction holds returns at once, and a memo would be
+wrong across savepoints (the bridge's group commit runs each frame in one; on PostgreSQL rolling
+a savepoint back releases the row locks taken inside it, so a memo would skip a lock that is gone).
 """
 
 from __future__ import annotations
@@ -22,29 +28,27 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
-from django.db.models import Subquery
+from django.db.models import QuerySet, Subquery
 
 from caisey import tenancy
-from sessions_app.models import Action, FollowUp, Prompt, SupportSession
+from sessions_app.models import Action, Prompt, SupportSession
 
 
-def _locks() -> bool:
-    return connection.features.has_select_for_update
+def _lock(sessions: QuerySet[SupportSession]) -> None:
+    """Lock the session rows ``sessions`` selects, and nothing else; a no-op without row locks."""
+    if connection.features.has_select_for_update:
+        list(sessions.select_for_update().values_list("pk", flat=True))
 
 
 def session_lock(*, session_id: Any, tenant_id: Any) -> None:
     """Lock one session's row (a no-op when this transaction holds it already)."""
-    if not _locks():
-        return
     with tenancy.bind(tenant_id):
-        list(SupportSession.objects.select_for_update().filter(pk=session_id).values_list("pk", flat=True))
+        _lock(SupportSession.objects.filter(pk=session_id))
 
 
-def session_lock_holding(model: type[Action] | type[Prompt] | type[FollowUp], pk: Any) -> None:
+def session_lock_holding(model: type[Action] | type[Prompt], pk: Any) -> None:
     """Lock the session of the row ``model`` ``pk`` (one statement), before that row is locked or
     changed: for callers that know only the row's id (an outbox row's owner, an agent's report).
     Runs in the tenant bound by the caller; an id of another tenant locks nothing."""
-    if not _locks():
-        return
     owner = model.objects.filter(pk=pk).values("session_id")[:1]
-    list(SupportSession.objects.select_for_update().filter(pk=Subquery(owner)).values_list("pk", flat=True))
+    _lock(SupportSession.objects.filter(pk=Subquery(owner)))

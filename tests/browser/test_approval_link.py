@@ -63,7 +63,9 @@ def test_escalate_prompt_approver_approves_by_email_link(stack, page, outsider, 
     prompt.get_by_role("button", name="Escalate to the client's approver").click()
     expect(page.locator(".messages")).to_contain_text("Approval link sent to the client's designated approver")
     prompt = page.locator("#prompts .prompt")
-    expect(prompt.locator(".meta")).to_contain_text(re.compile(r"escalated \d\d:\d\d"))
+    # Relative, with the absolute time on hover (issue 15 item 6).
+    expect(prompt.locator(".meta")).to_contain_text(re.compile(r"escalated (just now|\d+ s ago)"))
+    expect(prompt.locator(".meta time").last).to_have_attribute("title", re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"))
     expect(prompt.locator("[data-field=state]")).to_have_class(re.compile(r"\bstatus-delivered\b"))
     expect(page.locator("#transcript")).to_contain_text("prompt.escalated")
     shots(page, "prompt-escalated")
