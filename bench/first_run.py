@@ -8,7 +8,7 @@ UV_CACHE_DIR) and no virtualenv active:
 timed from the command to the banner (which `manage.py demo` prints once the local agent is
 online), with each line of the demo's output time-stamped so the figure splits into phases
 (virtualenv and install; migrations; server start; enrollment and agent; simulated fleet).
-Then Ctrl-C (SIGINT), as a newcomer would stop it. Stdlib only: run it with any Python 3.11+.
+Then it is stopped (SIGTERM, which the demo takes as Ctrl-C). Stdlib only: run it with any Python 3.11+.
 
     python3 bench/first_run.py                      # uv, then pip
     python3 bench/first_run.py --installer uv --keep
@@ -99,7 +99,9 @@ def one_run(installer: str, port: int, keep: bool, extra: list[str], timeout: fl
     total = time.monotonic() - t0 if banner.is_set() else None
     load_after = loadavg()
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
+        # SIGTERM, which the demo takes as Ctrl-C: started in the background, this script (and so
+        # the demo) may have SIGINT ignored.
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
