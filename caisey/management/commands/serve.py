@@ -139,10 +139,11 @@ class Command(BaseCommand):
             schedule = data_dir / "celerybeat-schedule"
             if not opts["no_celery"]:
                 concurrency = opts["celery_concurrency"]
-                # Gated: they start once a Daphne process answers (or after 30 s regardless). Started
-                # together, four processes importing Django on 2 busy cores put the first answer at
-                # 9.7 s instead of 4.2-5.5 s for a Daphne alone (2026-12-05, load 4.5-5); Celery takes
-                # no connections, so nothing waits on it meanwhile but the sweeps.
+                # Gated: they start once a Daphne process answers (or after 30 s regardless), so they
+                # do not compete with the Daphne processes for the CPU while those import Django.
+                # `serve --workers 2` to the first /healthz answer on the 2-core machine, load 3-7,
+                # 13 alternating runs each (2026-12-05): median 8.0 s (4.2-14.9) all started at once,
+                # 6.9 s (3.2-9.8) gated. Celery takes no connections: only the sweeps start later.
                 worker = celery_worker_argv(py, schedule=None, concurrency=concurrency)
                 children.append(Child("celery-worker", worker, STAGE_WORKER, gated=True))
                 if not opts["no_beat"]:
