@@ -32,7 +32,7 @@ from django.contrib.auth import get_user_model
 from caisey import tenancy
 from caisey.actors import Party
 from endpoints import services
-from endpoints.models import ClientGroup, Endpoint, EndpointStatus, Presence, Tenant
+from endpoints.models import AgentMode, ClientGroup, Endpoint, EndpointStatus, Presence, Tenant
 from endpoints.presence import presence_of
 from sessions_app.models import Action, ActionStatus, SessionStatus, SupportSession, WakeChoice
 from sessions_app.services import actions as action_services
@@ -142,7 +142,9 @@ def on_the_wire(*, tenant: Tenant, rows: list[dict]) -> bool:
 def set_the_scene(*, tenant: Tenant, rows: list[dict], technician: str) -> list[str]:
     """What the technician would do, through the normal services: a session on the active one and
     on the slow one (each wakes its endpoint: a mode.set the slow link acknowledges late), and two
-    diagnostics asked of the offline one. Done once: what earlier runs set up is kept."""
+    diagnostics asked of the offline one. What an earlier run set up is kept while it still holds:
+    a session whose endpoint has rested since is closed and a new one opened; diagnostics are
+    queued again once none wait."""
     user = get_user_model().objects.select_related("membership").get(username=technician)
     done = []
     with tenancy.bind(tenant.pk):
@@ -153,6 +155,10 @@ def set_the_scene(*, tenant: Tenant, rows: list[dict], technician: str) -> list[
             session = SupportSession.objects.filter(
                 endpoint=endpoint, status=SessionStatus.OPEN, reason=SESSION_REASON
             ).first()
+            if session is not None and row["shows"] != OFFLINE and endpoint.mode != AgentMode.ACTIVE:
+                # An earlier run's session, idle since: the endpoint rested. A fresh one wakes it.
+                session_services.session_close(actor=user, session=session, reason="the demo started again")
+                session = None
             if session is None:
                 # The offline one is not woken: its work waits for it to come back.
                 wake = row["shows"] != OFFLINE
