@@ -45,7 +45,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from caisey_agent import protocol as p
 from caisey_agent.runner import backoff_delay
 
-AGENT_VERSION = "bench-0"
+AGENT_VERSION = "bench-0"  # bench/sim_fleet.py sets Worker.agent_version
 LAZY_INTERVAL = 60.0
 
 
@@ -65,11 +65,28 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 class Agent:
-    __slots__ = ("back_at", "close_code", "closed", "cred", "eid", "hb_gen", "interval", "mode", "seen", "ws")
+    __slots__ = (
+        "back_at",
+        "close_code",
+        "closed",
+        "cred",
+        "eid",
+        "hb_gen",
+        "interval",
+        "link_delay",
+        "machine",
+        "mode",
+        "seen",
+        "ws",
+    )
 
-    def __init__(self, eid: str, cred: str) -> None:
+    def __init__(self, eid: str, cred: str, *, machine: dict | None = None, link_delay: float = 0.0) -> None:
         self.eid = eid
         self.cred = cred
+        # What hello reports of the machine (bench/sim_fleet.py names its agents; the bench does not).
+        self.machine = machine or {"hostname": f"bench-{eid[:8]}", "os": "linux"}
+        # A slow link (bench/sim_fleet.py): each frame from the server is handled this late.
+        self.link_delay = link_delay
         self.ws = None
         self.interval = LAZY_INTERVAL
         self.mode = "lazy"
@@ -83,6 +100,7 @@ class Agent:
 class Worker:
     def __init__(self) -> None:
         self.mode = "caisey"
+        self.agent_version = AGENT_VERSION
         self.agents: list[Agent] = []
         self.tasks: set[asyncio.Task] = set()
         self.counters: Counter = Counter()
@@ -125,8 +143,8 @@ class Worker:
         hello = p.Hello(
             endpoint_id=agent.eid,
             credential=agent.cred,
-            agent_version=AGENT_VERSION,
-            machine={"hostname": f"bench-{agent.eid[:8]}", "os": "linux"},
+            agent_version=self.agent_version,
+            machine=agent.machine,
             mode="lazy",
         )
         hello_id = await self.send(agent, hello)
@@ -153,6 +171,8 @@ class Worker:
                     self.counters["bad_frames"] += 1
                     print(f"bad frame: {exc}", file=sys.stderr)
                     continue
+                if agent.link_delay:
+                    await asyncio.sleep(agent.link_delay)
                 await self.on_frame(agent, env)
         except ConnectionClosed:
             pass
@@ -253,7 +273,7 @@ class Worker:
                     action_id=action_id,
                     status="succeeded",
                     exit_code=0,
-                    result={"hostname": f"bench-{agent.eid[:8]}", "os": "linux", "uptime_s": 1234},
+                    result={**agent.machine, "uptime_s": 1234},
                     started_at=now,
                     finished_at=time.time(),
                 ),

@@ -37,6 +37,7 @@ class Child:
     argv: list[str]
     stage: int  # stop order: the lowest stage stops first
     pass_fds: tuple[int, ...] = ()
+    gated: bool = False  # started once the supervisor's start gate opens (see Supervisor)
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
     failures: int = 0  # exits in a row, each before it ran healthy_after seconds
@@ -96,7 +97,11 @@ class Supervisor:
         on_exit: Callable[[Child, int], None] | None = None,
         on_stop: Callable[[], None] | None = None,
         poll_interval: float = 0.2,
+        start_gate: Callable[[], bool] | None = None,
+        gate_timeout: float = 30.0,
     ) -> None:
+        """``start_gate``: the ``gated`` children start once it returns True (asked every poll), or
+        after ``gate_timeout`` seconds whatever it says; the others start at once."""
         self.children = children
         self.env = env
         self.cwd = cwd
@@ -109,6 +114,8 @@ class Supervisor:
         self.on_exit = on_exit
         self.on_stop = on_stop
         self.poll_interval = poll_interval
+        self.start_gate = start_gate
+        self.gate_timeout = gate_timeout
         self.stop_signal: int | None = None
         self.failure: str | None = None
 
@@ -154,11 +161,18 @@ class Supervisor:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         self.install_signal_handlers()
         try:
+            waiting = [c for c in self.children if c.gated and self.start_gate is not None]
             for child in self.children:
                 if self.stop_signal is not None:
                     break
-                self.spawn(child)
+                if child not in waiting:
+                    self.spawn(child)
+            gate_deadline = time.monotonic() + self.gate_timeout
             while self.stop_signal is None and self.failure is None:
+                if waiting and (time.monotonic() >= gate_deadline or self.start_gate()):
+                    for child in waiting:
+                        self.spawn(child)
+                    waiting = []
                 self.check()
                 time.sleep(self.poll_interval)
         finally:

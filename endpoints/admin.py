@@ -136,7 +136,7 @@ class ClientGroupAdmin(TenantOwnedAdmin):
 class EnrollmentTokenAdmin(TenantOwnedAdmin):
     list_display = ["prefix", "client_group", "uses", "max_uses", "expires_at", "revoked_at", "note"]
     list_filter = ["client_group"]
-    readonly_fields = ["prefix", "uses", "created_by", "created_at"]
+    readonly_fields = ["prefix", "uses", "simulated", "created_by", "created_at"]
     fields = [
         "client_group",
         "note",
@@ -184,8 +184,8 @@ class EnrollmentTokenAdmin(TenantOwnedAdmin):
 
 @admin.register(Endpoint)
 class EndpointAdmin(TenantOwnedAdmin):
-    list_display = ["hostname", "client_group", "status", "agent_version", "last_seen_at", "enrolled_at"]
-    list_filter = ["status", "client_group"]
+    list_display = ["hostname", "client_group", "status", "simulated", "agent_version", "last_seen_at", "enrolled_at"]
+    list_filter = ["status", "client_group", "simulated"]
     search_fields = ["hostname", "tags", "machine_id"]
     readonly_fields = [
         "machine_id",
@@ -194,6 +194,7 @@ class EndpointAdmin(TenantOwnedAdmin):
         "status_reason",
         "enrolled_at",
         "enrolled_with",
+        "simulated",
         "agent_version",
         "machine_context",
         "last_seen_at",

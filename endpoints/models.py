@@ -107,6 +107,8 @@ class EnrollmentToken(models.Model):
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     prefix = models.CharField(max_length=8, editable=False, help_text="First characters, to tell tokens apart.")
     note = models.CharField(max_length=200, blank=True)
+    # Set by `manage.py demo` for its simulated fleet: the endpoints enrolled with it are marked so.
+    simulated = models.BooleanField(default=False, editable=False)
     expires_at = models.DateTimeField()
     max_uses = models.PositiveIntegerField(default=1)
     uses = models.PositiveIntegerField(default=0, editable=False)
@@ -158,6 +160,9 @@ class Endpoint(models.Model):
     hostname = models.CharField(max_length=255)
     machine_id = models.CharField(max_length=64, help_text="The agent's stable identifier for this machine.")
     tags = models.CharField(max_length=500, blank=True, help_text="Space-separated labels, e.g. 'dc erp'.")
+    # Enrolled with a simulated token (the demo's fleet: bench/sim_fleet.py agents speaking the real
+    # protocol, no machine behind them); the console shows a "simulated" badge.
+    simulated = models.BooleanField(default=False, editable=False)
     credential_hash = models.CharField(max_length=64, editable=False)
     status = models.CharField(max_length=20, choices=EndpointStatus.choices, default=EndpointStatus.ENROLLED)
     status_changed_by = models.CharField(max_length=200, blank=True)

@@ -248,21 +248,33 @@ class EnrollmentTokenInvalid(Rejected):
 
 
 def enrollment_token_issue(
-    *, actor: Actor, client_group: ClientGroup, expires_in: timedelta, max_uses: int = 1, note: str = ""
+    *,
+    actor: Actor,
+    client_group: ClientGroup,
+    expires_in: timedelta,
+    max_uses: int = 1,
+    note: str = "",
+    simulated: bool = False,
 ) -> tuple[EnrollmentToken, str]:
-    """Create a token; returns it with the secret, which is never stored and never shown again."""
+    """Create a token; returns it with the secret, which is never stored and never shown again.
+    ``simulated``: the endpoints enrolled with it are simulated agents (the demo's fleet), so marked."""
     if max_uses < 1:
         raise EnrollmentTokenInvalid("max_uses must be at least 1")
     if expires_in <= timedelta(0):
         raise EnrollmentTokenInvalid("expires_in must be positive")
     with acting_for(actor, client_group.tenant_id):
         return _token_create(
-            actor=actor, client_group=client_group, expires_in=expires_in, max_uses=max_uses, note=note
+            actor=actor,
+            client_group=client_group,
+            expires_in=expires_in,
+            max_uses=max_uses,
+            note=note,
+            simulated=simulated,
         )
 
 
 def _token_create(
-    *, actor: Actor, client_group: ClientGroup, expires_in: timedelta, max_uses: int, note: str
+    *, actor: Actor, client_group: ClientGroup, expires_in: timedelta, max_uses: int, note: str, simulated: bool = False
 ) -> tuple[EnrollmentToken, str]:
     secret = secrets.new_secret("cet_")
     token = EnrollmentToken.objects.create(
@@ -273,6 +285,7 @@ def _token_create(
         expires_at=timezone.now() + expires_in,
         max_uses=max_uses,
         note=note,
+        simulated=simulated,
         created_by=actors.actor_user(actor),
     )
     return token, secret
@@ -386,6 +399,7 @@ def _enroll(
                 machine_id=machine_id,
                 credential_hash=secrets.digest(credential),
                 enrolled_with=token,
+                simulated=token.simulated,
             )
     except IntegrityError:
         raise EnrollmentError("already_enrolled", "this machine is already enrolled", 409) from None

@@ -118,6 +118,9 @@ class EndpointOut(serializers.Serializer):
     mode = serializers.CharField()
     heartbeat_interval = serializers.FloatField()
     agent_version = serializers.CharField()
+    simulated = serializers.BooleanField(
+        help_text="a simulated agent of the demo (`bin/demo`'s fleet): enrolled with a simulated token, no machine behind it"
+    )
     machine_context = serializers.JSONField(help_text="the last machine context the agent reported")
     context_updated_at = serializers.DateTimeField(allow_null=True)
     enrolled_at = serializers.DateTimeField()

@@ -194,7 +194,7 @@ def start_server() -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "CAISEY_DATA_DIR": str(SERVER_DATA), "PYTHONUNBUFFERED": "1"}
     log = open(BUILD / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "demo", "--port", "8340"],
+        [sys.executable, "manage.py", "demo", "--port", "8340", "--no-sim-fleet"],
         cwd=ROOT,
         env=env,
         stdout=log,

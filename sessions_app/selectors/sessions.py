@@ -76,6 +76,7 @@ def endpoint_overview(endpoints: Iterable[Endpoint]) -> list[dict[str, Any]]:
             "mode": e.mode,
             "heartbeat_interval": e.heartbeat_interval,
             "agent_version": e.agent_version,
+            "simulated": e.simulated,
             "machine_context": e.machine_context,
             "context_updated_at": e.context_updated_at,
             "enrolled_at": e.enrolled_at,

@@ -158,6 +158,9 @@ def test_endpoint_list_shows_presence_health_and_context(world):
     assert app["client_group"] == {"id": str(world.group.pk), "name": "Dental Practice", "slug": world.group.slug}
     assert app["tags"] == ["dc", "erp"]
     assert app["machine_context"] == {"os": "Debian 12"}
+    assert app["simulated"] is False
+    Endpoint.all_tenants.filter(pk=world.web.pk).update(simulated=True)  # as the demo's fleet is enrolled
+    assert world.api.get(f"{V1}/endpoints/{world.web.pk}/").json()["simulated"] is True
     assert app["health"]["queue_depth"] == 0 and app["health"]["degraded_reasons"] == []
     assert app["status"] == "enrolled"
 

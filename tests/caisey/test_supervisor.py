@@ -140,3 +140,39 @@ def test_the_listening_socket_refuses_ipv6_and_a_port_in_use(tmp_path):
             listen_socket("127.0.0.1", sock.getsockname()[1])
     finally:
         sock.close()
+
+
+def test_gated_children_start_once_the_gate_opens_and_the_others_at_once(tmp_path):
+    """`serve` gates the Celery worker and beat on a Daphne answering, so that they do not compete
+    with it for the CPU while it starts (caisey/management/commands/serve.py)."""
+    notes = tmp_path / "notes"
+    daphne = child("daphne", 0, notes)
+    worker = Child("worker", child("worker", 2, notes).argv, 2, gated=True)
+    gate = threading.Event()
+    asked = []
+
+    def start_gate() -> bool:
+        asked.append(sorted(n for n, e, _ in events(notes) if e == "start"))
+        return gate.is_set()
+
+    def open_once_asked_with_daphne_up() -> bool:
+        if ["daphne"] in asked:
+            gate.set()
+        return {n for n, e, _ in events(notes) if e == "start"} == {"daphne", "worker"}
+
+    sup = supervisor([daphne, worker], tmp_path, start_gate=start_gate)
+    stop_when(sup, open_once_asked_with_daphne_up)
+    assert sup.run() == EXIT_STOPPED
+    # While the gate was closed the gated child had not started; then it did.
+    assert ["daphne"] in asked
+    starts = [n for n, e, _ in events(notes) if e == "start"]
+    assert starts == ["daphne", "worker"]
+
+
+def test_a_gate_that_never_opens_starts_the_gated_children_after_its_timeout(tmp_path):
+    notes = tmp_path / "notes"
+    worker = Child("worker", child("worker", 2, notes).argv, 2, gated=True)
+    sup = supervisor([worker], tmp_path, start_gate=lambda: False, gate_timeout=0.3)
+    stop_when(sup, lambda: events(notes))
+    assert sup.run() == EXIT_STOPPED
+    assert [n for n, e, _ in events(notes) if e == "start"] == ["worker"]

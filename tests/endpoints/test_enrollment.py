@@ -292,3 +292,19 @@ def test_guessing_enrollment_tokens_does_not_lock_out_a_real_token_from_the_same
     assert set(guesses) == {401}
     assert enroll(client, secret, REMOTE_ADDR="203.0.113.7").status_code == 201  # the 30th attempt of the address
     assert enroll(client, "cet_9999guess", REMOTE_ADDR="203.0.113.7").status_code == 429  # the address is spent
+
+
+def test_a_simulated_token_marks_what_it_enrolls_simulated_and_an_ordinary_one_does_not(client, group):
+    """The demo's fleet (caisey/demo_fleet.py) is marked at enrollment, by its token: the agent's
+    request cannot claim it, and an ordinary token never sets it."""
+    _, simulated = services.enrollment_token_issue(
+        actor=Party.OPERATOR, client_group=group, expires_in=timedelta(minutes=5), simulated=True
+    )
+    _, ordinary = factories.token(group)
+    sim = enroll(client, simulated, machine_id="simulated-pc01", hostname="pc01").json()
+    # An agent saying it is simulated is not heard: the field is not part of the request.
+    body = {"token": ordinary, "machine_id": "machine-real-0001", "hostname": "pc02", "simulated": True}
+    real = client.post(URL, body, content_type="application/json").json()
+
+    assert Endpoint.all_tenants.get(pk=sim["endpoint_id"]).simulated is True
+    assert Endpoint.all_tenants.get(pk=real["endpoint_id"]).simulated is False

@@ -26,12 +26,13 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError, transaction
 
-from caisey import embedded_redis, tenancy
+from caisey import demo_fleet, embedded_redis, tenancy
 from caisey.actors import Party
 from caisey.env import env_str
 from caisey.errors import Rejected
 from endpoints import services
-from endpoints.models import ClientGroup, Endpoint, EndpointStatus, Membership, Role, Tenant
+from endpoints.models import ClientGroup, Endpoint, EndpointStatus, Membership, Presence, Role, Tenant
+from endpoints.presence import presence_of
 
 TENANT_SLUG, TENANT_NAME = "demo", "Demo MSP"
 CLIENT_GROUPS = [("acme", "Acme Manufacturing"), ("brightside", "Brightside Dental")]
@@ -40,6 +41,7 @@ DEFAULT_PASSWORD = "caisey-demo"
 SERVE_STOP_TIMEOUT = 8.0  # seconds each stage of `serve` (Daphne, beat, worker) gets after SIGTERM
 STOP_GRACE = 3 * SERVE_STOP_TIMEOUT + 6.0  # seconds a child gets after SIGTERM before SIGKILL
 HEALTH_TIMEOUT = 60.0
+ONLINE_TIMEOUT = 60.0  # seconds for the local agent, and the simulated fleet, to connect
 
 
 class StackFailure(Exception):
@@ -145,6 +147,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workers", type=int, default=None, help="Daphne processes (default: one per core, as `serve`)"
         )
+        parser.add_argument(
+            "--no-sim-fleet",
+            action="store_true",
+            help="no simulated fleet beside the local agent (by default a few simulated agents, marked so, "
+            "show every connectivity state: lazy, active, degraded through a slow link, offline with queued actions)",
+        )
 
     def handle(self, *args, **opts):
         data_dir: Path = settings.DATA_DIR
@@ -184,12 +192,23 @@ class Command(BaseCommand):
             self._wait_healthy(stack, url)
 
             state_dir = data_dir / "demo-agent"
-            self._enroll_agent(url, tenant, state_dir, env)
+            endpoint_id = self._enroll_agent(url, tenant, state_dir, env)
             # An explicit local policy: without one the agent refuses shell commands. The server's
             # approval policy for the group still asks the user first (shell and built-in commands).
             self._agent_allows_shell(state_dir, env)
             stack.start("agent", [py, "-m", "caisey_agent", "run", "--state-dir", str(state_dir)])
-            self._banner(url, password, data_dir, log_dir)
+            fleet = None if opts["no_sim_fleet"] else self._start_fleet(stack, url, tenant, data_dir)
+            self._wait_online(stack, "agent", "the local agent", lambda: self._online(tenant, endpoint_id))
+            if fleet is not None:
+                self._wait_online(
+                    stack,
+                    "sim-fleet",
+                    "the simulated fleet",
+                    lambda: demo_fleet.on_the_wire(tenant=tenant, rows=fleet),
+                )
+                for done in demo_fleet.set_the_scene(tenant=tenant, rows=fleet, technician="tech"):
+                    self.stdout.write(f"Simulated fleet: {done}")
+            self._banner(url, password, data_dir, log_dir, fleet=fleet)
             while True:
                 stack.check()
                 time.sleep(0.5)
@@ -290,8 +309,9 @@ class Command(BaseCommand):
         if result.returncode != 0:
             raise CommandError(f"writing the local agent's policy failed:\n{(result.stderr or result.stdout).strip()}")
 
-    def _enroll_agent(self, url: str, tenant: Tenant, state_dir: Path, env: dict[str, str]) -> None:
-        """Enroll the local agent unless its identity is good for this server as it runs now."""
+    def _enroll_agent(self, url: str, tenant: Tenant, state_dir: Path, env: dict[str, str]) -> str:
+        """Enroll the local agent unless its identity is good for this server as it runs now;
+        returns its endpoint id."""
         agent = [sys.executable, "-m", "caisey_agent"]
         status = subprocess.run(
             [*agent, "status", "--state-dir", str(state_dir)], env=env, capture_output=True, text=True, timeout=60
@@ -308,7 +328,7 @@ class Command(BaseCommand):
         elif not self._knows_endpoint(tenant, current["endpoint_id"]):
             reason = "Re-enrolling the local agent (this database does not know its endpoint)"
         else:
-            return
+            return current["endpoint_id"]
         with tenancy.bind(tenant.pk):
             group = ClientGroup.objects.get(slug=AGENT_GROUP)
         _, token = services.enrollment_token_issue(
@@ -325,14 +345,66 @@ class Command(BaseCommand):
                 f"(to start over with a new agent identity, delete {state_dir})"
             )
         self.stdout.write(result.stdout.strip())
+        status = subprocess.run(
+            [*agent, "status", "--state-dir", str(state_dir)], env=env, capture_output=True, text=True, timeout=60
+        )
+        if status.returncode != 0:
+            raise CommandError(f"`caisey-agent status` failed after enrolling:\n{status.stderr.strip()}")
+        return json.loads(status.stdout)["endpoint_id"]
+
+    def _start_fleet(self, stack: Stack, url: str, tenant: Tenant, data_dir: Path) -> list[dict]:
+        """The simulated fleet (caisey/demo_fleet.py): enrolled through the enrollment API, run by
+        bench/sim_fleet.py as one more child."""
+        folder = data_dir / "sim-fleet"
+        self.stdout.write(
+            f"Starting the simulated fleet ({len(demo_fleet.FLEET)} agents; --no-sim-fleet to leave it out) ..."
+        )
+        try:
+            rows = demo_fleet.enroll(url=url, tenant=tenant, state_file=folder / "identities.json")
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from None
+        agents = folder / "agents.json"
+        demo_fleet.agents_file(rows, agents)
+        ws_url = url.replace("http://", "ws://", 1) + "/ws/agent/"
+        script = Path(settings.BASE_DIR) / "bench" / "sim_fleet.py"
+        stack.start("sim-fleet", [sys.executable, str(script), "--url", ws_url, "--agents", str(agents)])
+        return rows
+
+    def _wait_online(self, stack: Stack, name: str, what: str, ready) -> None:
+        deadline = time.monotonic() + ONLINE_TIMEOUT
+        while time.monotonic() < deadline:
+            stack.check()
+            if ready():
+                return
+            time.sleep(0.2)
+        raise StackFailure(name, f"{what} did not come online within {ONLINE_TIMEOUT:.0f} s")
+
+    @staticmethod
+    def _online(tenant: Tenant, endpoint_id: str) -> bool:
+        with tenancy.bind(tenant.pk):
+            endpoint = Endpoint.objects.filter(pk=endpoint_id).first()
+        return endpoint is not None and presence_of(endpoint) != Presence.OFFLINE
 
     @staticmethod
     def _knows_endpoint(tenant: Tenant, endpoint_id: str) -> bool:
         with tenancy.bind(tenant.pk):
             return Endpoint.objects.filter(pk=endpoint_id, status=EndpointStatus.ENROLLED).exists()
 
-    def _banner(self, url: str, password: str, data_dir: Path, log_dir: Path) -> None:
+    def _banner(self, url: str, password: str, data_dir: Path, log_dir: Path, *, fleet: list[dict] | None) -> None:
         rule = "-" * 72
+        if fleet is None:
+            simulated = "  Simulated    none (--no-sim-fleet)\n"
+        else:
+            shows: dict[str, list[str]] = {}
+            for row in fleet:
+                shows.setdefault(row["shows"], []).append(row["hostname"])
+            simulated = (
+                f'  Simulated    {len(fleet)} endpoints, badged "simulated" in the console (bench/sim_fleet.py,\n'
+                f"               the real protocol, no machine behind them); --no-sim-fleet leaves them out:\n"
+                + "".join(f"                 {state:<9} {', '.join(names)}\n" for state, names in shows.items())
+                + f"               (degraded: its link answers {demo_fleet.link_delay():g} s late, which the server's\n"
+                f"               health figures show within seconds of the session opened on it)\n"
+            )
         self.stdout.write(
             f"\n{rule}\n"
             f"  Caisey is running.\n\n"
@@ -341,8 +413,10 @@ class Command(BaseCommand):
             f"  Admin        admin / {password}   (Django admin: {url}/admin/)\n"
             f"  Second factor optional in the demo tenant (new tenants require one); enrol one at "
             f"{url.replace('127.0.0.1', 'localhost')}/accounts/2fa/ (passkeys need localhost or https)\n"
-            f"  Local agent  enrolled in {dict(CLIENT_GROUPS)[AGENT_GROUP]}; state in {data_dir / 'demo-agent'}\n"
-            f"  Logs         {log_dir}/ (server.log, daphne-N.log, celery-worker.log, celery-beat.log, agent.log)\n"
+            f"  Local agent  online, in {dict(CLIENT_GROUPS)[AGENT_GROUP]}; state in {data_dir / 'demo-agent'}\n"
+            f"{simulated}"
+            f"  Logs         {log_dir}/ (server.log, daphne-N.log, celery-worker.log, celery-beat.log, agent.log,\n"
+            f"               sim-fleet.log)\n"
             f"  Data         {data_dir}\n\n"
             f"  Ctrl-C to stop.\n"
             f"{rule}",
