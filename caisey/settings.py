@@ -330,6 +330,11 @@ SPECTACULAR_SETTINGS = {
         "EndpointStatusEnum": "endpoints.models.EndpointStatus",
         "IncidentStatusEnum": "sessions_app.models.IncidentStatus",
         "PromptStateEnum": "sessions_app.models.PromptState",
+        # The action kinds kept their name when the audit sinks' kinds came (generated clients use it).
+        "KindEnum": "sessions_app.api.KIND_CHOICES",
+        "AuditSinkKindEnum": "audit.models.SinkKind",
+        "WebhookFormatEnum": "integrations.models.WebhookFormat",
+        "WebhookDeliveryStatusEnum": "integrations.models.DeliveryStatus",
     },
 }
 

@@ -230,6 +230,8 @@ PK_BY_BASENAME: dict[str, Callable[[TenantWorld], Any]] = {
     "follow-up": lambda w: w.follow_up.pk,
     "client-group": lambda w: w.client_group.pk,
     "enrollment-token": lambda w: w.token.pk,
+    "webhook": lambda w: w.webhook.pk,
+    "audit-sink": lambda w: w.audit_sink.pk,
 }
 
 # Query strings a list page is also asked with: searching for the other tenant by name.
@@ -445,6 +447,11 @@ def test_every_url_keeps_tenant_b_out_of_reach_of_tenant_a(client, two_tenants, 
         "members/webhooks/",
         "members/webhooks/<uuid:webhook_id>/",
         "members/webhooks/<uuid:webhook_id>/deliveries/<int:delivery_id>/redeliver",
+        "audit/<int:sink_id>/update",
+        "audit/<int:sink_id>/delete",
+        "api/v1/^webhooks/$",
+        "api/v1/^webhooks/(?P<pk>[^/]+)/deliveries/$",
+        "api/v1/^audit-sinks/(?P<pk>[^/]+)/$",
     } <= set(covered)
     assert snapshot(b) == before, "requests of tenant A changed tenant B's data"
 
