@@ -220,7 +220,7 @@ class WebhookViewSet(AdminViewSet):
     def deliveries(self, request, pk=None):
         endpoint = self._endpoint(pk)
         rows = selectors.delivery_rows(endpoint=endpoint, status=request.query_params.get("status", ""))
-        page = self.paginate_queryset(rows)
+        page = self.paginate_queryset(rows) or []
         return self.get_paginated_response(DeliveryOut([delivery_data(d) for d in page], many=True).data)
 
     @extend_schema(

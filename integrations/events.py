@@ -99,20 +99,16 @@ def _session_refs(tenant_id: Any, session_ids: set) -> dict[Any, dict]:
     """Each session's part of an event: reason, ticket reference and link, and the incidents it
     is in with theirs (docs/integrations.md, tickets: webhooks carry them). Two queries."""
     template = tenant_ticket_template(tenant_id=tenant_id)
-    refs: dict[Any, dict] = {}
+    refs: dict[Any, dict[str, Any]] = {}
     for row in SupportSession.objects.filter(pk__in=session_ids).values(
         "pk", "reason", "ticket", "endpoint_id", "endpoint__hostname"
     ):
         refs[row["pk"]] = {**row, "incidents": []}
-    for row in IncidentSession.objects.filter(session_id__in=session_ids).values(
-        "session_id", "incident_id", "incident__title", "incident__ticket"
-    ):
-        refs[row["session_id"]]["incidents"].append(
-            {
-                "id": str(row["incident_id"]),
-                "title": row["incident__title"],
-                "ticket": _ticket(template, row["incident__ticket"]),
-            }
+    for session_id, incident_id, title, ticket in IncidentSession.objects.filter(
+        session_id__in=session_ids
+    ).values_list("session_id", "incident_id", "incident__title", "incident__ticket"):
+        refs[session_id]["incidents"].append(
+            {"id": str(incident_id), "title": title, "ticket": _ticket(template, ticket)}
         )
     for ref in refs.values():
         ref["ticket"] = _ticket(template, ref["ticket"])
@@ -177,9 +173,7 @@ def events_from_transcript(entries: Sequence[TranscriptEntry]) -> None:
             if not wanted:
                 continue
             sessions = _session_refs(tenant_id, {e.session_id for e, _ in wanted})
-            created += _write(
-                tenant_id, destinations, [(k, _data(e, sessions[e.session_id]), e.at) for e, k in wanted]
-            )
+            created += _write(tenant_id, destinations, [(k, _data(e, sessions[e.session_id]), e.at) for e, k in wanted])
     _enqueue_on_commit(created)
 
 
@@ -219,6 +213,7 @@ def events_from_outside(events: Sequence[OutsideEvent]) -> None:
                 continue
             if (
                 event.type in _ENDPOINT_TYPES
+                and event.endpoint_id is not None
                 and SupportSession.objects.filter(endpoint_id=event.endpoint_id, status=SessionStatus.OPEN).exists()
             ):
                 continue

@@ -74,7 +74,7 @@ class WebhookBulkRunFinishedData(serializers.Serializer):
 
 class WebhookShareLinkRef(serializers.Serializer):
     id = serializers.UUIDField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # the link's label, as a field named so
     session = serializers.UUIDField(allow_null=True)
     incident = serializers.UUIDField(allow_null=True)
     expires_at = serializers.DateTimeField()
@@ -132,7 +132,7 @@ def envelope_serializer(event_type: str) -> type[serializers.Serializer]:
 
 
 SIGNED = (
-    "Signed: `Caisey-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>` (two `v1` "
+    'Signed: `Caisey-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>` (two `v1` '
     "during a secret rotation); also `Caisey-Event` and `Caisey-Event-Id`. Answer 2xx to acknowledge; "
     "anything else is retried with backoff (docs/integrations.md, Webhooks)."
 )

@@ -33,8 +33,8 @@ def _row(w: WebhookEndpoint) -> dict[str, Any]:
         "failing_since": w.failing_since,
         "disabled_reason": w.disabled_reason,
         "rotating_until": w.previous_valid_until if w.secret_previous else None,
-        "pending": w.pending,
-        "given_up": w.given_up,
+        "pending": w.pending,  # type: ignore[attr-defined]  # annotated by _with_counts
+        "given_up": w.given_up,  # type: ignore[attr-defined]
         "created_at": w.created_at,
     }
 

@@ -565,6 +565,8 @@ def bulk_run_finish_check(action: Action) -> None:
     two last actions ending at once exactly one sees none left: the other waits for its commit and
     then counts it (read committed; each transaction moves the actions of one session only, so
     session, action, run is the one lock order)."""
+    if action.bulk_run_id is None:
+        return
     run = BulkRun.objects.select_for_update().filter(pk=action.bulk_run_id).first()
     if run is None:
         return

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from caisey import secrets
 from caisey.actors import Actor, actor_label, actor_user
-from caisey.event_hooks import OutsideEvent, event_emit
 from caisey.errors import Forbidden
+from caisey.event_hooks import OutsideEvent, event_emit
 from caisey.transactions import retrying_atomic
 from endpoints.access import StepUp, acting_for
 from endpoints.selectors import tenant_ticket_template, ticket_link

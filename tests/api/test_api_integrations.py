@@ -55,7 +55,9 @@ def test_an_admin_manages_a_webhook_and_sees_its_secret_once(admin, tenant):
     assert "secret" not in shown and shown["events"] == ["security.event", "session.opened"]
     assert [w["id"] for w in admin.get(f"{V1}/webhooks/").json()["results"]] == [hook_id]
 
-    changed = admin.patch(f"{V1}/webhooks/{hook_id}/", {"events": ["bulk_run.finished"], "enabled": False}, format="json")
+    changed = admin.patch(
+        f"{V1}/webhooks/{hook_id}/", {"events": ["bulk_run.finished"], "enabled": False}, format="json"
+    )
     assert changed.status_code == 200 and changed.json()["events"] == ["bulk_run.finished"]
     assert changed.json()["enabled"] is False and changed.json()["description"] == "PSA"
 
