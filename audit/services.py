@@ -53,7 +53,7 @@ def _checked_ca(ca_pem: str) -> str:
         raise Rejected(f"the CA certificates are longer than {CA_PEM_MAX // 1024} KiB")
     try:
         ssl.create_default_context().load_verify_locations(cadata=ca_pem)
-    except (ssl.SSLError, ValueError):
+    except (ssl.SSLError, ValueError, TypeError):  # TypeError: text that is not ASCII (PEM is)
         raise Rejected("the CA certificates are not PEM certificates") from None
     return ca_pem
 
@@ -138,9 +138,10 @@ def audit_sink_update(
     the retained journal again, delete the sink and add a new one). The last error is cleared: it
     was the old settings'. A security event names the old and the new destination."""
     _require_admin(actor, tenant_id)
-    fields = _checked(data)
     with tenancy.bind(tenant_id):
+        # Found first: another tenant's sink is not found, whatever the input (no telling apart).
         sink = AuditSink.objects.select_for_update().get(pk=sink_id)
+        fields = _checked(data)
         if AuditSink.objects.filter(name=fields["name"]).exclude(pk=sink.pk).exists():
             raise Rejected(f"a sink named {fields['name']!r} exists already")
         before = sink.destination

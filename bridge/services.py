@@ -44,15 +44,7 @@ def heartbeat_interval_for(mode: AgentMode | str) -> float:
     return cfg["HEARTBEAT_ACTIVE_S"] if mode == AgentMode.ACTIVE else cfg["HEARTBEAT_LAZY_S"]
 
 
-# Connectivity periods the outside hears of (webhooks' endpoint.* events): lazy, active and waking
-# are all a working path; going between them is no event. As sessions_app.services.connectivity.
-_PERIOD = {
-    Presence.ACTIVE: "up",
-    Presence.LAZY: "up",
-    Presence.WAKING: "up",
-    Presence.DEGRADED: "degraded",
-    Presence.OFFLINE: "offline",
-}
+# A change of connectivity period (health.PERIOD) is the outside's endpoint.* webhook event.
 _PERIOD_EVENT = {"up": "endpoint.back", "degraded": "endpoint.degraded", "offline": "endpoint.offline"}
 
 
@@ -60,7 +52,7 @@ def _period_event(endpoint: Endpoint, previous: str, connectivity: health.Connec
     """The ``endpoint.*`` webhook event when the period changed, in the caller's transaction
     (``caisey.event_hooks``; the webhooks leave out an endpoint in an open session, whose record
     tells it)."""
-    before, now = _PERIOD.get(Presence(previous)), _PERIOD[connectivity.state]
+    before, now = health.PERIOD.get(Presence(previous)), health.PERIOD[connectivity.state]
     if before is None or before == now:
         return
     event_emit(

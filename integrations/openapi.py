@@ -10,23 +10,19 @@ from drf_spectacular.utils import OpenApiResponse, OpenApiWebhook, extend_schema
 from rest_framework import serializers
 
 from integrations.events import EVENT_TYPES, SECURITY_EVENT, TEST_EVENT, VERSION
-
-
-class WebhookTicketRef(serializers.Serializer):
-    ticket = serializers.CharField(help_text="the PSA ticket reference")
-    url = serializers.CharField(help_text="its link from the tenant's template; empty without a template")
+from sessions_app.api import TicketOut  # the API's {"ticket", "url"}: the same shape in events
 
 
 class WebhookIncidentRef(serializers.Serializer):
     id = serializers.UUIDField()
     title = serializers.CharField()
-    ticket = WebhookTicketRef(allow_null=True)
+    ticket = TicketOut(allow_null=True)
 
 
 class WebhookSessionRef(serializers.Serializer):
     id = serializers.UUIDField()
     reason = serializers.CharField()
-    ticket = WebhookTicketRef(allow_null=True, help_text="the session's ticket and link, or null")
+    ticket = TicketOut(allow_null=True, help_text="the session's ticket and link, or null")
     incidents = WebhookIncidentRef(many=True, help_text="the incidents the session is in, with their tickets")
 
 
@@ -78,7 +74,7 @@ class WebhookShareLinkRef(serializers.Serializer):
     session = serializers.UUIDField(allow_null=True)
     incident = serializers.UUIDField(allow_null=True)
     expires_at = serializers.DateTimeField()
-    ticket = WebhookTicketRef(allow_null=True, help_text="the shared session's or incident's ticket")
+    ticket = TicketOut(allow_null=True, help_text="the shared session's or incident's ticket")
 
 
 class WebhookShareLinkViewedData(serializers.Serializer):

@@ -192,3 +192,14 @@ def test_a_technician_can_neither_edit_nor_delete_a_sink(client):
     assert client.post(f"/audit/{sink.pk}/update", {"name": "x", "kind": "json_https"}).status_code == 403
     assert client.post(f"/audit/{sink.pk}/delete").status_code == 403
     assert AuditSink.all_tenants.filter(pk=sink.pk).exists()
+
+
+def test_ca_text_that_is_not_ascii_is_refused_as_not_pem(admin_client):
+    """PEM is ASCII: other text is refused with the message, not a server error (Schemathesis found it)."""
+    response = admin_client.post(
+        "/audit/create",
+        {"name": "x", "kind": "json_https", "url": "https://siem.example/in", "ca_pem": "-----BEGIN CÉRTIFICATE-----"},
+        follow=True,
+    )
+    assert response.status_code == 200 and "not PEM certificates" in response.content.decode()
+    assert not AuditSink.all_tenants.exists()

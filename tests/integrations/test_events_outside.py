@@ -42,6 +42,16 @@ def _finish(action: Action, status: str = "succeeded") -> None:
     )
 
 
+def connect_and_drop(endpoint) -> None:
+    """The agent connects (offline to up), then its socket closes (up to offline), as the bridge records them."""
+    hello = p.Hello(endpoint_id=str(endpoint.pk), credential="", agent_version="1.0")
+    with tenancy.bind(endpoint.tenant_id):
+        agent_connection_record(
+            endpoint=Endpoint.all_tenants.get(pk=endpoint.pk), hello=hello, connection_id="c1", remote_ip="10.0.0.9"
+        )
+    agent_disconnected(endpoint_id=endpoint.pk, connection_id="c1", close_code=1006)
+
+
 def test_a_bulk_run_finished_is_one_event_written_by_its_last_action(admin, tenant):
     group = factories.client_group(tenant)
     endpoints = [factories.endpoint(group).endpoint for _ in range(3)]
@@ -124,12 +134,7 @@ def test_a_security_event_is_an_event_written_with_it_and_rolled_back_with_it(ad
 def test_an_endpoint_in_no_session_going_offline_and_back_is_an_event(admin, tenant):
     endpoint = factories.endpoint(factories.client_group(tenant)).endpoint
     _hook(admin, tenant, "endpoint.offline", "endpoint.back")
-    hello = p.Hello(endpoint_id=str(endpoint.pk), credential="", agent_version="1.0")
-    with tenancy.bind(tenant.pk):
-        agent_connection_record(
-            endpoint=Endpoint.all_tenants.get(pk=endpoint.pk), hello=hello, connection_id="c1", remote_ip="10.0.0.9"
-        )
-    agent_disconnected(endpoint_id=endpoint.pk, connection_id="c1", close_code=1006)
+    connect_and_drop(endpoint)
     assert [r.event_type for r in _rows()] == ["endpoint.back", "endpoint.offline"]
     offline = _rows()[1].payload["data"]
     assert offline["session"] is None and offline["endpoint"]["id"] == str(endpoint.pk)
@@ -140,10 +145,5 @@ def test_an_endpoint_in_an_open_session_is_told_by_its_session_only(admin, tenan
     endpoint = factories.endpoint(factories.client_group(tenant)).endpoint
     factories.support_session(endpoint)
     _hook(admin, tenant, "endpoint.offline", "endpoint.back")
-    hello = p.Hello(endpoint_id=str(endpoint.pk), credential="", agent_version="1.0")
-    with tenancy.bind(tenant.pk):
-        agent_connection_record(
-            endpoint=Endpoint.all_tenants.get(pk=endpoint.pk), hello=hello, connection_id="c1", remote_ip="10.0.0.9"
-        )
-    agent_disconnected(endpoint_id=endpoint.pk, connection_id="c1", close_code=1006)
+    connect_and_drop(endpoint)
     assert _rows() == []  # the session's connectivity sweep writes its bridge.connectivity entries
