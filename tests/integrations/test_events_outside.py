@@ -5,17 +5,18 @@ session events carry the session's and its incidents' ticket references and link
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
-from django.db import transaction
+from django.db import connection, connections, transaction
 
 from bridge.services import agent_connection_record, agent_disconnected
 from caisey import tenancy
 from caisey.actors import Party
 from caisey_agent import protocol as p
 from endpoints import services as endpoint_services
-from endpoints.models import Endpoint, SecurityEventKind
+from endpoints.models import Endpoint, Role, SecurityEventKind
 from endpoints.security_log import security_event_record
 from integrations import services
 from integrations.models import WebhookDelivery
@@ -147,3 +148,41 @@ def test_an_endpoint_in_an_open_session_is_told_by_its_session_only(admin, tenan
     _hook(admin, tenant, "endpoint.offline", "endpoint.back")
     connect_and_drop(endpoint)
     assert _rows() == []  # the session's connectivity sweep writes its bridge.connectivity entries
+
+
+def _finish_at_once(action: Action, barrier: threading.Barrier, errors: list) -> None:
+    try:
+        barrier.wait(timeout=10)
+        _finish(action)
+    except Exception as exc:  # reported by the caller's assertion
+        errors.append(exc)
+    finally:
+        connection.close()
+
+
+@pytest.mark.skipif(
+    connections["default"].vendor != "postgresql",
+    reason="needs PostgreSQL (concurrent transactions, row locks): runs in the PostgreSQL phase of .ci/run",
+)
+@pytest.mark.django_db(transaction=True)
+def test_the_last_two_actions_of_a_run_ending_at_once_write_the_event_once():
+    """Each of the run's last two actions ends in its own transaction, at the same moment: the run's
+    row lock makes exactly one of them see the run done (without it, both may count the other as
+    still running and neither writes the event, or both write it)."""
+    tenant = factories.tenant("Race MSP")
+    admin = factories.member(tenant, role=Role.ADMIN).user
+    group = factories.client_group(tenant)
+    endpoints = [factories.endpoint(group).endpoint for _ in range(2)]
+    _hook(admin, tenant, "bulk_run.finished")
+    for attempt in range(5):
+        run = factories.bulk_run(endpoints, actor=admin, reason=f"race {attempt}")
+        actions = list(Action.all_tenants.filter(bulk_run=run).select_related("endpoint"))
+        barrier, errors = threading.Barrier(2), []
+        threads = [threading.Thread(target=_finish_at_once, args=(a, barrier, errors)) for a in actions]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert errors == []
+        events = [r for r in _rows("bulk_run.finished") if r.payload["data"]["bulk_run"]["id"] == str(run.pk)]
+        assert len(events) == 1, f"attempt {attempt}: {len(events)} events"
