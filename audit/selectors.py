@@ -30,6 +30,13 @@ class SinkStatus:
     last_error_at: datetime | None
     lag_records: int  # journal records of the tenant not yet accepted by the collector
     lag_seconds: float  # age of the oldest of them (0 when none)
+    # The settings an edit starts from (the console's edit form, the API's answer).
+    host: str = ""
+    port: int | None = None
+    url: str = ""
+    tls: bool = True
+    ca_pem: str = ""
+    created_at: datetime | None = None
 
 
 def _status(sink: AuditSink, now: datetime) -> SinkStatus:
@@ -54,6 +61,12 @@ def _status(sink: AuditSink, now: datetime) -> SinkStatus:
         last_error_at=sink.last_error_at,
         lag_records=behind["n"],
         lag_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+        host=sink.host,
+        port=sink.port,
+        url=sink.url,
+        tls=sink.tls,
+        ca_pem=sink.ca_pem,
+        created_at=sink.created_at,
     )
 
 
@@ -61,6 +74,12 @@ def sinks_status(*, tenant_id: uuid.UUID | str) -> list[SinkStatus]:
     now = timezone.now()
     with tenancy.bind(tenant_id):
         return [_status(sink, now) for sink in AuditSink.objects.order_by("name", "pk")]
+
+
+def sink_status(*, tenant_id: uuid.UUID | str, sink_id: int) -> SinkStatus:
+    """One sink of the tenant (AuditSink.DoesNotExist for another tenant's or none)."""
+    with tenancy.bind(tenant_id):
+        return _status(AuditSink.objects.get(pk=sink_id), timezone.now())
 
 
 def all_sinks_status() -> list[SinkStatus]:

@@ -1,4 +1,5 @@
-"""Writes of the audit stream's sinks: a tenant admin's (creating, enabling, disabling, testing)."""
+"""Writes of the audit stream's sinks: a tenant admin's (creating, editing, enabling, disabling, deleting,
+testing)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _checked_ca(ca_pem: str) -> str:
         raise Rejected(f"the CA certificates are longer than {CA_PEM_MAX // 1024} KiB")
     try:
         ssl.create_default_context().load_verify_locations(cadata=ca_pem)
-    except (ssl.SSLError, ValueError):
+    except (ssl.SSLError, ValueError, TypeError):  # TypeError: text that is not ASCII (PEM is)
         raise Rejected("the CA certificates are not PEM certificates") from None
     return ca_pem
 
@@ -114,7 +115,56 @@ def audit_sink_create(
         return sink
 
 
-def _record_change(sink: AuditSink, *, actor: Actor, address: str | None, change: str) -> None:
+def sink_input_of(sink: AuditSink) -> SinkInput:
+    """A sink's settings as ``audit_sink_update`` takes them (what an edit form or a PATCH starts from)."""
+    return SinkInput(
+        name=sink.name,
+        kind=sink.kind,
+        host=sink.host,
+        port=sink.port,
+        url=sink.url,
+        tls=sink.tls,
+        ca_pem=sink.ca_pem,
+        allow_private=sink.allow_private,
+    )
+
+
+@transaction.atomic
+def audit_sink_update(
+    *, actor: Actor, tenant_id: uuid.UUID | str, sink_id: int, data: SinkInput, address: str | None = None
+) -> AuditSink:
+    """Change a sink's name, kind or destination, checked as on creation. Its cursor stays: the
+    collector at the new destination receives what comes after what the old one accepted (to send
+    the retained journal again, delete the sink and add a new one). The last error is cleared: it
+    was the old settings'. A security event names the old and the new destination."""
+    _require_admin(actor, tenant_id)
+    with tenancy.bind(tenant_id):
+        # Found first: another tenant's sink is not found, whatever the input (no telling apart).
+        sink = AuditSink.objects.select_for_update().get(pk=sink_id)
+        fields = _checked(data)
+        if AuditSink.objects.filter(name=fields["name"]).exclude(pk=sink.pk).exists():
+            raise Rejected(f"a sink named {fields['name']!r} exists already")
+        before = sink.destination
+        AuditSink.objects.filter(pk=sink.pk).update(last_error="", last_error_at=None, **fields)
+        sink.refresh_from_db()
+        _record_change(sink, actor=actor, address=address, change="updated", previous=before)
+        return sink
+
+
+@transaction.atomic
+def audit_sink_delete(*, actor: Actor, tenant_id: uuid.UUID | str, sink_id: int, address: str | None = None) -> None:
+    """Remove a sink: nothing more goes to it (a batch in flight finishes; its cursor update then
+    finds no row). Journal records only it held are deleted at their age (retention)."""
+    _require_admin(actor, tenant_id)
+    with tenancy.bind(tenant_id):
+        sink = AuditSink.objects.select_for_update().get(pk=sink_id)
+        _record_change(sink, actor=actor, address=address, change="deleted")
+        AuditSink.objects.filter(pk=sink.pk).delete()
+
+
+def _record_change(
+    sink: AuditSink, *, actor: Actor, address: str | None, change: str, previous: str | None = None
+) -> None:
     """Where a tenant's audit record goes is a security setting: its changes are security events."""
     security_event_record(
         tenant_id=sink.tenant_id,
@@ -127,6 +177,7 @@ def _record_change(sink: AuditSink, *, actor: Actor, address: str | None, change
             "change": change,
             "destination": sink.destination,
             "allow_private": sink.allow_private,
+            **({"previous_destination": previous} if previous is not None and previous != sink.destination else {}),
         },
     )
 

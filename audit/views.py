@@ -1,5 +1,6 @@
 """The console's audit stream page, for the tenant's admins: the sinks with their lag and last
-error, adding one, enabling and disabling, sending a test record. Thin: parse, call a service."""
+error, adding, editing and deleting one, enabling and disabling, sending a test record. Thin:
+parse, call a service."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from django.views.decorators.http import require_POST
 
 from audit.models import SinkKind
 from audit.selectors import sinks_status
-from audit.services import SinkInput, audit_sink_create, audit_sink_set_enabled, audit_sink_test
+from audit.services import (
+    SinkInput,
+    audit_sink_create,
+    audit_sink_delete,
+    audit_sink_set_enabled,
+    audit_sink_test,
+    audit_sink_update,
+)
 from caisey.console import get_or_404, member_required
 from caisey.errors import Rejected
 from endpoints.models import Role
@@ -32,31 +40,64 @@ def sink_list(request):
     )
 
 
-@require_POST
-@member_required
-def sink_create(request):
-    _admin_only(request)
+def _sink_input(request) -> SinkInput:
+    """The add and edit forms' fields (the same form)."""
     port_text = request.POST.get("port", "").strip()
     try:
         port = int(port_text) if port_text else None
     except ValueError:
         raise Rejected(f"the port {port_text[:20]!r} is not a number") from None
+    return SinkInput(
+        name=request.POST.get("name", ""),
+        kind=request.POST.get("kind", ""),
+        host=request.POST.get("host", ""),
+        port=port,
+        url=request.POST.get("url", ""),
+        tls=request.POST.get("tls") == "on",
+        ca_pem=request.POST.get("ca_pem", ""),
+        allow_private=request.POST.get("allow_private") == "on",
+    )
+
+
+@require_POST
+@member_required
+def sink_create(request):
+    _admin_only(request)
     sink = audit_sink_create(
-        actor=request.user,
-        tenant_id=request.tenant.pk,
-        data=SinkInput(
-            name=request.POST.get("name", ""),
-            kind=request.POST.get("kind", ""),
-            host=request.POST.get("host", ""),
-            port=port,
-            url=request.POST.get("url", ""),
-            tls=request.POST.get("tls") == "on",
-            ca_pem=request.POST.get("ca_pem", ""),
-            allow_private=request.POST.get("allow_private") == "on",
-        ),
-        address=request_address(request),
+        actor=request.user, tenant_id=request.tenant.pk, data=_sink_input(request), address=request_address(request)
     )
     messages.success(request, f"Sink “{sink.name}” added; it starts with the oldest record kept.")
+    return redirect("audit:sinks")
+
+
+@require_POST
+@member_required
+def sink_update(request, sink_id: int):
+    _admin_only(request)
+    sink = get_or_404(
+        audit_sink_update,
+        actor=request.user,
+        tenant_id=request.tenant.pk,
+        sink_id=sink_id,
+        data=_sink_input(request),
+        address=request_address(request),
+    )
+    messages.success(request, f"Sink “{sink.name}” saved; it goes on after the last record its collector accepted.")
+    return redirect("audit:sinks")
+
+
+@require_POST
+@member_required
+def sink_delete(request, sink_id: int):
+    _admin_only(request)
+    get_or_404(
+        audit_sink_delete,
+        actor=request.user,
+        tenant_id=request.tenant.pk,
+        sink_id=sink_id,
+        address=request_address(request),
+    )
+    messages.success(request, "Sink deleted: nothing more goes to it.")
     return redirect("audit:sinks")
 
 

@@ -159,6 +159,18 @@ def connectivity(endpoint: Endpoint, health: EndpointHealth, now: datetime | Non
     return connectivity_of(endpoint, health, now).state
 
 
+# Connectivity periods, what a session's record and the webhooks tell of: lazy, active and waking
+# are all a working path (the endpoint merely sleeps between heartbeats, or is being woken); going
+# from one to another is no change of period.
+PERIOD: dict[Presence, str] = {
+    Presence.ACTIVE: "up",
+    Presence.LAZY: "up",
+    Presence.WAKING: "up",
+    Presence.DEGRADED: "degraded",
+    Presence.OFFLINE: "offline",
+}
+
+
 @dataclass(frozen=True)
 class Connectivity:
     """An endpoint's connectivity as every console page shows it: the state, why, and since when.

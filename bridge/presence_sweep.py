@@ -68,9 +68,10 @@ def _sweep(now: datetime) -> int:
             continue
         with tenancy.bind(endpoint.tenant_id), transaction.atomic():
             # Conditional on what this sweep read: an event recorded meanwhile is newer and stays.
+            previous = endpoint.presence_announced
             if endpoint_presence_record(
                 endpoint=endpoint, presence=current.state, reason=current.reason, since=current.since
             ):
-                presence_announce(endpoint=endpoint, connectivity=current, recorded=True)
+                presence_announce(endpoint=endpoint, connectivity=current, recorded=True, previous=previous)
                 changed += 1
     return changed

@@ -24,6 +24,7 @@ from bridge.models import AgentConnection, InboundReceipt
 from bridge.registry import handler_for, prompt_report_listeners
 from caisey import ratelimit, tenancy
 from caisey.errors import Rejected
+from caisey.event_hooks import OutsideEvent, event_emit
 from caisey_agent.protocol import (
     CLOSE_RATE_LIMITED,
     CLOSE_REVOKED,
@@ -33,7 +34,7 @@ from caisey_agent.protocol import (
     ModeSet,
 )
 from endpoints import services as endpoint_services
-from endpoints.models import AgentMode, Endpoint
+from endpoints.models import AgentMode, Endpoint, Presence
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,51 @@ def heartbeat_interval_for(mode: AgentMode | str) -> float:
     return cfg["HEARTBEAT_ACTIVE_S"] if mode == AgentMode.ACTIVE else cfg["HEARTBEAT_LAZY_S"]
 
 
+# A change of connectivity period (health.PERIOD) is the outside's endpoint.* webhook event.
+_PERIOD_EVENT = {"up": "endpoint.back", "degraded": "endpoint.degraded", "offline": "endpoint.offline"}
+
+
+def _period_event(endpoint: Endpoint, previous: str, connectivity: health.Connectivity) -> None:
+    """The ``endpoint.*`` webhook event when the period changed, in the caller's transaction
+    (``caisey.event_hooks``; the webhooks leave out an endpoint in an open session, whose record
+    tells it)."""
+    before, now = health.PERIOD.get(Presence(previous)), health.PERIOD[connectivity.state]
+    if before is None or before == now:
+        return
+    event_emit(
+        [
+            OutsideEvent(
+                tenant_id=endpoint.tenant_id,
+                type=_PERIOD_EVENT[now],
+                at=connectivity.since or timezone.now(),
+                endpoint_id=endpoint.pk,
+                data={
+                    "session": None,
+                    "endpoint": {"id": str(endpoint.pk), "hostname": endpoint.hostname},
+                    "action": None,
+                    "transcript": None,
+                    "detail": {"from": str(previous), "to": connectivity.state.value, "reason": connectivity.reason},
+                },
+            )
+        ]
+    )
+
+
 def presence_announce(
-    *, endpoint: Endpoint, connectivity: health.Connectivity | None = None, recorded: bool = False
+    *,
+    endpoint: Endpoint,
+    connectivity: health.Connectivity | None = None,
+    recorded: bool = False,
+    previous: str | None = None,
 ) -> None:
     """Record the endpoint's connectivity (state, reason, since; unless the caller ``recorded`` it)
     and tell console pages after commit. Without ``connectivity``, it is judged from the row (the
-    sweep's last degraded judgement kept: a connect or a mode change never overwrites it)."""
+    sweep's last degraded judgement kept: a connect or a mode change never overwrites it). A change
+    of period (up, degraded, offline) from ``previous`` (what was announced before; the row's value
+    unless the caller ``recorded`` it already) is a webhook event. In the caller's transaction."""
+    previous = endpoint.presence_announced if previous is None else previous
     connectivity = connectivity or health.connectivity_of(endpoint, None)
+    _period_event(endpoint, previous, connectivity)
     if not recorded:
         endpoint_services.endpoint_presence_record(
             endpoint=endpoint,
@@ -216,8 +255,10 @@ def agent_disconnected(*, endpoint_id, connection_id: str, close_code: int | Non
         AgentConnection.objects.filter(connection_id=connection_id).update(
             closed_at=timezone.now(), close_code=close_code
         )
+        # What was announced before the disconnect records offline (the webhooks' period change).
+        previous = Endpoint.objects.values_list("presence_announced", flat=True).get(pk=endpoint_id)
         if endpoint_services.endpoint_record_disconnect(endpoint_id=endpoint_id, connection_id=connection_id):
-            presence_announce(endpoint=Endpoint.objects.get(pk=endpoint_id))
+            presence_announce(endpoint=Endpoint.objects.get(pk=endpoint_id), previous=previous)
 
 
 def agent_context_record(*, endpoint: Endpoint, machine: dict) -> None:

@@ -59,6 +59,15 @@ class Pagination(LimitOffsetPagination):
     def get_offset(self, request) -> int:
         return min(super().get_offset(request), self.max_offset)
 
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        """DRF's, in OpenAPI 3.1's words (the document is 3.1, for its webhooks): 3.1 has no
+        ``nullable``; a null ``next``/``previous`` is the type ``["string", "null"]``."""
+        answer = super().get_paginated_response_schema(schema)
+        for prop in answer["properties"].values():
+            if prop.pop("nullable", False):
+                prop["type"] = [prop["type"], "null"]
+        return answer
+
 
 # --- errors --------------------------------------------------------------------------------
 

@@ -320,6 +320,9 @@ SPECTACULAR_SETTINGS = {
     ),
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # 3.1 for its top-level `webhooks`: the events Caisey sends, one schema per type (integrations/openapi.py).
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": "integrations.openapi.WEBHOOKS",  # one import string: the whole list
     "PREPROCESSING_HOOKS": ["caisey.api.schema_only_v1"],
     "ENUM_NAME_OVERRIDES": {
         "ActionStatusEnum": "sessions_app.models.ActionStatus",
@@ -327,6 +330,11 @@ SPECTACULAR_SETTINGS = {
         "EndpointStatusEnum": "endpoints.models.EndpointStatus",
         "IncidentStatusEnum": "sessions_app.models.IncidentStatus",
         "PromptStateEnum": "sessions_app.models.PromptState",
+        # The action kinds kept their name when the audit sinks' kinds came (generated clients use it).
+        "KindEnum": "sessions_app.api.KIND_CHOICES",
+        "AuditSinkKindEnum": "audit.models.SinkKind",
+        "WebhookFormatEnum": "integrations.models.WebhookFormat",
+        "WebhookDeliveryStatusEnum": "integrations.models.DeliveryStatus",
     },
 }
 

@@ -33,6 +33,9 @@ urlpatterns = [
     path("api/agent/v1/enroll", EnrollView.as_view(), name="agent-enroll"),
     path("downloads/caisey-agent.msi", windows_msi, name="windows-msi"),
     path("api/v1/", include("sessions_app.api_urls")),
+    # Apps above sessions_app bring their own routers (sessions_app may not import them).
+    path("api/v1/", include("integrations.api_urls")),
+    path("api/v1/", include("audit.api_urls")),
     # The schema maps the API: for signed-in people and token holders only (issue 11 item 13).
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="api-schema"),
     path("healthz", health.healthz, name="healthz"),

@@ -15,7 +15,7 @@ from integrations.models import WebhookFormat
 _TITLES = {
     "prompt.issued": "Approval waiting",
     "prompt.escalated": "Approval escalated to the client",
-    "endpoint.offline": "Endpoint offline during a session",
+    "endpoint.offline": "Endpoint offline",
     "webhook.test": "Caisey test message",
 }
 
@@ -42,7 +42,8 @@ def summary(payload: dict) -> tuple[str, str, list[tuple[str, str]]]:
     elif kind == "prompt.escalated":
         sentence = f"{host}: a prompt was sent to {detail.get('to', 'the approver')} for a decision."
     elif kind == "endpoint.offline":
-        sentence = f"{host} went offline while a session was open."
+        during = " while a session was open" if data.get("session") else ""
+        sentence = f"{host} went offline{during}."
     elif kind == "webhook.test":
         sentence = "This destination is set up: Caisey can reach it."
     else:

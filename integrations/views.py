@@ -22,6 +22,12 @@ def _admin_only(request) -> None:
         raise PermissionDenied("only the tenant's admins manage webhooks")
 
 
+def _destination(request, webhook_id) -> WebhookEndpoint:
+    """The tenant's destination a page or form is about, for its admins only (404 if none)."""
+    _admin_only(request)
+    return get_or_404(WebhookEndpoint.objects.get, pk=webhook_id)
+
+
 def _show_once(request, issued: services.IssuedSecret) -> None:
     request.session[ISSUED_KEY] = {"id": str(issued.endpoint.pk), "url": issued.endpoint.url, "secret": issued.secret}
 
@@ -62,8 +68,7 @@ def webhook_create(request):
 @require_POST
 @member_required
 def webhook_update(request, webhook_id):
-    _admin_only(request)
-    endpoint = get_or_404(WebhookEndpoint.objects.get, pk=webhook_id)
+    endpoint = _destination(request, webhook_id)
     services.webhook_update(actor=request.user, endpoint=endpoint, **_fields(request))
     messages.success(request, "Destination saved.")
     return redirect("integrations:webhook_detail", webhook_id=endpoint.pk)
@@ -72,8 +77,7 @@ def webhook_update(request, webhook_id):
 @require_POST
 @member_required
 def webhook_rotate(request, webhook_id):
-    _admin_only(request)
-    endpoint = get_or_404(WebhookEndpoint.objects.get, pk=webhook_id)
+    endpoint = _destination(request, webhook_id)
     _show_once(request, services.webhook_rotate_secret(actor=request.user, endpoint=endpoint))
     return redirect("integrations:webhooks")
 
@@ -81,8 +85,7 @@ def webhook_rotate(request, webhook_id):
 @require_POST
 @member_required
 def webhook_set_enabled(request, webhook_id, enabled: bool):
-    _admin_only(request)
-    endpoint = get_or_404(WebhookEndpoint.objects.get, pk=webhook_id)
+    endpoint = _destination(request, webhook_id)
     services.webhook_set_enabled(actor=request.user, endpoint=endpoint, enabled=enabled)
     messages.success(request, "Destination enabled." if enabled else "Destination disabled.")
     return redirect("integrations:webhooks")
@@ -91,8 +94,7 @@ def webhook_set_enabled(request, webhook_id, enabled: bool):
 @require_POST
 @member_required
 def webhook_delete(request, webhook_id):
-    _admin_only(request)
-    endpoint = get_or_404(WebhookEndpoint.objects.get, pk=webhook_id)
+    endpoint = _destination(request, webhook_id)
     services.webhook_delete(actor=request.user, endpoint=endpoint)
     messages.success(request, "Destination deleted.")
     return redirect("integrations:webhooks")
@@ -101,8 +103,7 @@ def webhook_delete(request, webhook_id):
 @require_POST
 @member_required
 def webhook_test(request, webhook_id):
-    _admin_only(request)
-    endpoint = get_or_404(WebhookEndpoint.objects.get, pk=webhook_id)
+    endpoint = _destination(request, webhook_id)
     services.webhook_test_send(actor=request.user, endpoint=endpoint)
     messages.success(request, "Test event queued: see the delivery log.")
     return redirect("integrations:webhook_detail", webhook_id=endpoint.pk)
@@ -110,8 +111,7 @@ def webhook_test(request, webhook_id):
 
 @member_required
 def webhook_detail(request, webhook_id):
-    _admin_only(request)
-    endpoint = get_or_404(WebhookEndpoint.objects.get, pk=webhook_id)
+    endpoint = _destination(request, webhook_id)
     status = request.GET.get("status", "")
     page = selectors.delivery_log(endpoint=endpoint, page=request.GET.get("page", 1), status=status)
     return render(

@@ -10,8 +10,6 @@ tenant's ids are not found; a refused move is the service's 400 (``rejected``) o
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status
@@ -19,7 +17,6 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from caisey.api import parse_uuid
-from endpoints import access
 from endpoints.models import ClientGroup
 from endpoints.selectors import tenant_ticket_template, ticket_link
 from sessions_app.api import (
@@ -34,15 +31,14 @@ from sessions_app.api import (
     _invalid,
     ticket_in,
 )
-from sessions_app.api_sharing import ShareLinkIn, ShareLinkOut
+from sessions_app.api_sharing import ShareLinkIn, ShareLinkOut, share_link_created
 from sessions_app.models import Incident, IncidentStatus, Prompt, PromptState, SupportSession
 from sessions_app.selectors import approvals as prompt_selectors
 from sessions_app.selectors import incidents as incident_selectors
 from sessions_app.selectors import sessions as session_selectors
 from sessions_app.services import approvals as prompts
-from sessions_app.services import incidents, sharing
+from sessions_app.services import incidents
 from sessions_app.services.incidents import TITLE_MAX_LENGTH
-from sessions_app.views.share import share_url
 
 PROMPT_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="prompt id")
 INCIDENT_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="incident id")
@@ -352,18 +348,7 @@ class IncidentViewSet(APIViewSet):
     )
     @action(detail=True, methods=["post"], url_path="share-links")
     def share_links(self, request, pk=None):
-        incident = self._incident(pk)
-        body = ShareLinkIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        link, token = sharing.share_link_create(
-            actor=request.user,
-            incident=incident,
-            expires_in=timedelta(days=body.validated_data["expires_in_days"]),
-            label=body.validated_data["label"],
-            step_up=access.api_step_up(request, risky=True),
-        )
-        data = {"id": link.pk, "url": share_url(request, token), "expires_at": link.expires_at, "label": link.label}
-        return Response(ShareLinkOut(data).data, status=status.HTTP_201_CREATED)
+        return share_link_created(request, incident=self._incident(pk))
 
     @_incident_move("Set, change or clear the incident's ticket reference", TicketIn)
     @action(detail=True, methods=["post"])

@@ -160,18 +160,24 @@ class SessionSharingViewSet(APIViewSet):
     )
     @action(detail=True, methods=["post"], url_path="share-links")
     def share_links(self, request, pk=None):
-        session = selectors.session_get(session_id=parse_uuid(pk))
-        body = ShareLinkIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        link, token = sharing.share_link_create(
-            actor=request.user,
-            session=session,
-            expires_in=timedelta(days=body.validated_data["expires_in_days"]),
-            label=body.validated_data["label"],
-            step_up=access.api_step_up(request, risky=True),
-        )
-        data = {"id": link.pk, "url": share_url(request, token), "expires_at": link.expires_at, "label": link.label}
-        return Response(ShareLinkOut(data).data, status=status.HTTP_201_CREATED)
+        return share_link_created(request, session=selectors.session_get(session_id=parse_uuid(pk)))
+
+
+def share_link_created(request, *, session: SupportSession | None = None, incident=None) -> Response:
+    """A share link to a session's or an incident's record from the request's body (the API's two
+    share-links operations): the console's rules and step-up, its token in this answer only."""
+    body = ShareLinkIn(data=request.data)
+    body.is_valid(raise_exception=True)
+    link, token = sharing.share_link_create(
+        actor=request.user,
+        session=session,
+        incident=incident,
+        expires_in=timedelta(days=body.validated_data["expires_in_days"]),
+        label=body.validated_data["label"],
+        step_up=access.api_step_up(request, risky=True),
+    )
+    data = {"id": link.pk, "url": share_url(request, token), "expires_at": link.expires_at, "label": link.label}
+    return Response(ShareLinkOut(data).data, status=status.HTTP_201_CREATED)
 
 
 class ShareLinkStateOut(serializers.Serializer):

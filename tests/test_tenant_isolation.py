@@ -230,6 +230,10 @@ PK_BY_BASENAME: dict[str, Callable[[TenantWorld], Any]] = {
     "follow-up": lambda w: w.follow_up.pk,
     "client-group": lambda w: w.client_group.pk,
     "enrollment-token": lambda w: w.token.pk,
+    # The console's routes of the same objects come first and confirm these getters: their last
+    # route (delete) is the control request that removes tenant A's own object before the API's.
+    "webhook": URL_PARAMETERS["webhook_id"],
+    "audit-sink": URL_PARAMETERS["sink_id"],
 }
 
 # Query strings a list page is also asked with: searching for the other tenant by name.
@@ -445,6 +449,11 @@ def test_every_url_keeps_tenant_b_out_of_reach_of_tenant_a(client, two_tenants, 
         "members/webhooks/",
         "members/webhooks/<uuid:webhook_id>/",
         "members/webhooks/<uuid:webhook_id>/deliveries/<int:delivery_id>/redeliver",
+        "audit/<int:sink_id>/update",
+        "audit/<int:sink_id>/delete",
+        "api/v1/^webhooks/$",
+        "api/v1/^webhooks/(?P<pk>[^/]+)/deliveries/$",
+        "api/v1/^audit-sinks/(?P<pk>[^/]+)/$",
     } <= set(covered)
     assert snapshot(b) == before, "requests of tenant A changed tenant B's data"
 

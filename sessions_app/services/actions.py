@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from bridge import health, notify, outbox
@@ -27,6 +28,7 @@ from bridge.models import OutboxMessage, OutboxStatus
 from bridge.services import bridge_conditions, endpoint_set_mode
 from caisey import tenancy
 from caisey.actors import Actor, Party, actor_label, actor_person
+from caisey.event_hooks import OutsideEvent, event_emit
 from caisey.state_machine import IllegalTransition, transition_if
 from caisey.transactions import retrying_atomic
 from caisey_agent import protocol as p
@@ -70,7 +72,10 @@ def _fresh(action: Action) -> Action:
 def _move(action: Action, to: str, *, by: str, **updates: Any) -> bool:
     """Apply a transition; False (and nothing written) when a concurrent change got there first."""
     locks.session_lock(session_id=action.session_id, tenant_id=action.tenant_id)  # before the action's row
-    return transition_if(action, to=to, table=ACTION_TRANSITIONS, updates={"status_changed_by": by, **updates})
+    moved = transition_if(action, to=to, table=ACTION_TRANSITIONS, updates={"status_changed_by": by, **updates})
+    if moved and to in ACTION_FINAL and action.bulk_run_id is not None:
+        bulk_run_finish_check(action)
+    return moved
 
 
 def _action_event(action: Action, event: str, extra: dict[str, Any] | None = None) -> None:
@@ -551,6 +556,50 @@ def bulk_progress_ring(action: Action) -> None:
         tenant_id=action.tenant_id,
         event="bulk.progress",
         payload={"bulk_run_id": str(action.bulk_run_id), **bulk_run_progress(run_id=action.bulk_run_id), "woken": []},
+    )
+
+
+def bulk_run_finish_check(action: Action) -> None:
+    """The last action of a bulk run ended (every path to an end goes through ``_move``): the
+    ``bulk_run.finished`` webhook event, in this transaction. The run's row is locked before the
+    count, so of two last actions ending at once exactly one sees none left: the other waits for
+    its commit and then counts it (read committed; each transaction moves the actions of one
+    session only, so session, action, run is the one lock order). Without the lock, two last
+    actions ending together wrote no event at all (tests/integrations/test_events_outside.py, the
+    race test, on PostgreSQL: 0 events at its first attempt; with it, 1 in each of 5)."""
+    if action.bulk_run_id is None:
+        return
+    # FOR NO KEY UPDATE: it serialises the run's last actions with each other but not with a
+    # re-run being created, whose row points at this one (a foreign key takes FOR KEY SHARE).
+    run = BulkRun.objects.select_for_update(no_key=True).filter(pk=action.bulk_run_id).first()
+    if run is None:
+        return
+    progress = bulk_run_progress(run=run)
+    if progress["done"] < progress["total"]:
+        return
+    by_status = dict(
+        Action.objects.filter(bulk_run=run).values_list("status").annotate(n=Count("id")).order_by("status")
+    )
+    event_emit(
+        [
+            OutsideEvent(
+                tenant_id=run.tenant_id,
+                type="bulk_run.finished",
+                at=timezone.now(),
+                data={
+                    "bulk_run": {
+                        "id": str(run.pk),
+                        "kind": run.kind,
+                        "reason": run.reason,
+                        "created_at": run.created_at.isoformat(),
+                        "rerun_of": str(run.rerun_of_id) if run.rerun_of_id else None,
+                        "runbook_version": str(run.runbook_version_id) if run.runbook_version_id else None,
+                    },
+                    "actions": progress["total"],
+                    "by_status": by_status,
+                },
+            )
+        ]
     )
 
 

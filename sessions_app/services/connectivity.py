@@ -19,15 +19,8 @@ from sessions_app.kinds import TranscriptKind as K
 from sessions_app.models import SessionStatus, SupportSession
 from sessions_app.services.transcript import transcript_append
 
-# Lazy and active are both a working path (the endpoint merely sleeps between heartbeats):
-# going from one to the other is not a change of period worth a record entry.
-_PERIOD = {
-    Presence.ACTIVE: "up",
-    Presence.LAZY: "up",
-    Presence.WAKING: "up",
-    Presence.DEGRADED: "degraded",
-    Presence.OFFLINE: "offline",
-}
+# A change of period (bridge.health.PERIOD: lazy, active and waking are all "up") is worth an entry.
+_PERIOD = health.PERIOD
 
 
 def session_connectivity_sweep() -> int:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
 from caisey import secrets
 from caisey.actors import Actor, actor_label, actor_user
 from caisey.errors import Forbidden
+from caisey.event_hooks import OutsideEvent, event_emit
 from caisey.transactions import retrying_atomic
 from endpoints.access import StepUp, acting_for
+from endpoints.selectors import tenant_ticket_template, ticket_link
 from sessions_app.kinds import TranscriptKind
 from sessions_app.models import Incident, ShareLink, ShareLinkView, SupportSession
 from sessions_app.selectors.incidents import incident_sessions
@@ -142,8 +145,36 @@ def share_link_revoke(*, actor: Actor, link: ShareLink) -> ShareLink:
         return link
 
 
+@transaction.atomic
 def share_link_record_view(*, link: ShareLink, ip: str, user_agent: str, format: str = "page") -> ShareLinkView:
-    """Log one view of a link; called by the public page with the link's tenant bound."""
-    return ShareLinkView.objects.create(
+    """Log one view of a link, with its ``share_link.viewed`` webhook event in the same transaction;
+    called by the public page with the link's tenant bound."""
+    view = ShareLinkView.objects.create(
         link=link, ip=(ip or "unknown")[:64], user_agent=(user_agent or "")[:500], format=format[:10]
     )
+    subject = SupportSession.objects if link.session_id else Incident.objects
+    ticket = subject.filter(pk=link.session_id or link.incident_id).values_list("ticket", flat=True).first() or ""
+    template = tenant_ticket_template(tenant_id=link.tenant_id) if ticket else ""
+    event_emit(
+        [
+            OutsideEvent(
+                tenant_id=link.tenant_id,
+                type="share_link.viewed",
+                at=view.at,
+                data={
+                    "share_link": {
+                        "id": str(link.pk),
+                        "label": link.label,
+                        "session": str(link.session_id) if link.session_id else None,
+                        "incident": str(link.incident_id) if link.incident_id else None,
+                        "expires_at": link.expires_at.isoformat(),
+                        "ticket": ticket_link(template, ticket) if ticket else None,
+                    },
+                    "format": view.format,
+                    "address": view.ip,
+                    "user_agent": view.user_agent,
+                },
+            )
+        ]
+    )
+    return view

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 
+from endpoints.models import Role
 from sessions_app.services import actions as services
 from sessions_app.services import bulk, sessions
 from tests import factories
@@ -49,6 +50,11 @@ def world(db, settings):
     incident = factories.incident(tenant, actor=tech, sessions=[session])
     enrollment_token, _ = factories.token(group)
     link, _ = factories.share_link(actor=tech, session=session)
+    admin = factories.member(tenant, role=Role.ADMIN).user
+    webhook, _ = factories.webhook(tenant)
+    # A collector that refuses at once (loopback, allowed explicitly): a test send ends quickly.
+    sink = factories.audit_sink(tenant, actor=admin, host="127.0.0.1", port=9, allow_private=True)
+    settings.CAISEY = {**settings.CAISEY, "AUDIT_SEND_TIMEOUT_S": 2.0}
     ids = {
         "share-links": link.pk,
         "client-groups": group.pk,
@@ -60,6 +66,8 @@ def world(db, settings):
         "actions": action.pk,
         "bulk-runs": run.pk,
         "follow-ups": follow_up.pk,
+        "webhooks": webhook.pk,
+        "audit-sinks": sink.pk,
     }
     # Django's test client does the same: the request signals would otherwise close the
     # test's database connection (and its transaction) between two requests.
@@ -68,6 +76,7 @@ def world(db, settings):
     try:
         yield {
             "token": factories.api_token(tech)[1],
+            "admin_token": factories.api_token(admin)[1],
             "ids": ids,
             "client_group": group.slug,
             "client_group_id": group.pk,
@@ -87,6 +96,16 @@ schema.app = WSGIHandler()
 schema.location = "/api/schema/"
 
 
+# Collections only tenant admins use: their operations run with an admin's token, so the handlers
+# behind the role check see the generated bodies (as a technician's they would all be 403).
+ADMIN_COLLECTIONS = {"webhooks", "audit-sinks"}
+
+
+def _is_id(value) -> bool:
+    """A well-formed id: a UUID, or a positive integer (audit sinks, deliveries)."""
+    return _is_uuid(value) or (isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63)
+
+
 def _is_uuid(value) -> bool:
     try:
         uuid.UUID(str(value))
@@ -99,7 +118,7 @@ def with_real_ids(case, world) -> None:
     """Point the case at real objects wherever it holds a well-formed id (malformed ones stay)."""
     ids = world["ids"]
     params = case.path_parameters or {}
-    if "id" in params and _is_uuid(params["id"]):
+    if "id" in params and _is_id(params["id"]):
         params["id"] = str(ids[case.operation.path.split("/")[3]])
     body = case.body
     if isinstance(body, dict):
@@ -125,7 +144,8 @@ def with_real_ids(case, world) -> None:
     suppress_health_check=list(HealthCheck),
 )
 def test_the_api_never_answers_with_a_server_error(case, world):
-    headers = {"Authorization": f"Token {world['token']}"}
+    admin_only = case.operation.path.split("/")[3] in ADMIN_COLLECTIONS
+    headers = {"Authorization": f"Token {world['admin_token' if admin_only else 'token']}"}
     phase = getattr(getattr(case.meta, "phase", None), "name", "")
     if case.method.upper() == case.operation.method.upper():
         if phase == "fuzzing":
@@ -142,3 +162,4 @@ def test_every_collection_with_ids_points_at_a_real_object(world):
     missing = collections - set(world["ids"])
     assert not missing, f"add a real object of these collections to the Schemathesis world's ids: {missing}"
     assert {"prompts", "incidents", "share-links", "client-groups", "enrollment-tokens"} <= collections
+    assert ADMIN_COLLECTIONS <= collections

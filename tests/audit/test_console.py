@@ -146,3 +146,60 @@ def test_sink_changes_are_security_events(admin_client, receiver):
         events = list(SecurityEvent.objects.filter(kind=SecurityEventKind.POLICY_CHANGED).order_by("pk"))
     assert [e.detail["change"] for e in events] == ["created", "disabled"]
     assert events[0].detail["destination"] == f"tcp://127.0.0.1:{receiver.port}" and events[0].address == "127.0.0.1"
+
+
+def test_an_admin_edits_a_sink_keeping_its_cursor_and_deletes_it(admin_client):
+    tenant = admin_client.tenant
+    sink = factories.audit_sink(tenant, actor=admin_client.admin, name="Old SIEM")
+    AuditSink.all_tenants.filter(pk=sink.pk).update(cursor=41, last_error="refused")
+    page = admin_client.get("/audit/").content.decode()
+    assert f'action="/audit/{sink.pk}/update"' in page and f'id="sink{sink.pk}-name"' in page
+    response = admin_client.post(
+        f"/audit/{sink.pk}/update",
+        {"name": "New SIEM", "kind": "json_https", "url": "https://siem.example/ingest"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    sink.refresh_from_db()
+    assert (sink.name, sink.kind, sink.url, sink.cursor, sink.last_error) == (
+        "New SIEM",
+        "json_https",
+        "https://siem.example/ingest",
+        41,
+        "",
+    )
+    with tenancy.bind(tenant.pk):
+        from endpoints.models import SecurityEvent
+
+        change = SecurityEvent.objects.filter(target__contains="New SIEM").latest("at")
+    assert change.detail["change"] == "updated" and change.detail["destination"] == "https://siem.example/ingest"
+    assert change.detail["previous_destination"].startswith(("tcp://", "tls://"))
+
+    # Bad input changes nothing.
+    admin_client.post(f"/audit/{sink.pk}/update", {"name": "New SIEM", "kind": "json_https", "url": "http://plain"})
+    sink.refresh_from_db()
+    assert sink.url == "https://siem.example/ingest"
+
+    assert admin_client.post(f"/audit/{sink.pk}/delete", follow=True).status_code == 200
+    assert not AuditSink.all_tenants.filter(pk=sink.pk).exists()
+    assert admin_client.post(f"/audit/{sink.pk}/delete").status_code == 404
+
+
+def test_a_technician_can_neither_edit_nor_delete_a_sink(client):
+    tenant = factories.tenant()
+    sink = factories.audit_sink(tenant)
+    client.force_login(factories.member(tenant, role=Role.TECHNICIAN).user)
+    assert client.post(f"/audit/{sink.pk}/update", {"name": "x", "kind": "json_https"}).status_code == 403
+    assert client.post(f"/audit/{sink.pk}/delete").status_code == 403
+    assert AuditSink.all_tenants.filter(pk=sink.pk).exists()
+
+
+def test_ca_text_that_is_not_ascii_is_refused_as_not_pem(admin_client):
+    """PEM is ASCII: other text is refused with the message, not a server error (Schemathesis found it)."""
+    response = admin_client.post(
+        "/audit/create",
+        {"name": "x", "kind": "json_https", "url": "https://siem.example/in", "ca_pem": "-----BEGIN CÉRTIFICATE-----"},
+        follow=True,
+    )
+    assert response.status_code == 200 and "not PEM certificates" in response.content.decode()
+    assert not AuditSink.all_tenants.exists()

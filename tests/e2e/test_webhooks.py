@@ -64,3 +64,36 @@ def test_a_worker_killed_mid_delivery_loses_no_event(stack):
         assert states == ["delivered"] * 6, (states, seen)
     finally:
         receiver.stop()
+
+
+@pytest.mark.parametrize("stack", [FAST], indirect=True)
+def test_a_real_agent_coming_and_going_outside_sessions_is_told_by_signed_events(stack):
+    """endpoint.back when a real agent connects, endpoint.offline when its process is killed (no
+    session open): written with the bridge's presence change, sent by the worker, signed."""
+    receiver = Receiver().start()
+    try:
+        stack.seed()
+        created = stack.json(
+            "import json; from django.contrib.auth import get_user_model; from endpoints.models import Tenant;"
+            " from integrations import services;"
+            "u = get_user_model().objects.get(username='acme-admin'); t = Tenant.all_tenants.get(slug='acme');"
+            f"i = services.webhook_create(actor=u, tenant_id=t.pk, url='{receiver.url}',"
+            " events=['endpoint.back', 'endpoint.offline'], allow_private=True);"
+            "print(json.dumps({'id': str(i.endpoint.pk), 'secret': i.secret}))"
+        )
+        receiver.secret = created["secret"]
+        agent = stack.enroll_agent(stack.port, stack.token("acme", "erp"), name="kiosk").start()
+
+        def types() -> list[str]:
+            return [r.json["type"] for r in receiver.received if r.json]
+
+        wait_for(lambda: "endpoint.back" in types(), timeout=60, what="endpoint.back after the agent connected")
+        agent.kill()
+        wait_for(lambda: "endpoint.offline" in types(), timeout=60, what="endpoint.offline after the agent died")
+        received = [r for r in receiver.received if r.json]
+        assert all(r.signature_ok for r in received), [(r.behaviour, r.signature_ok) for r in received]
+        offline = next(r.json for r in received if r.json["type"] == "endpoint.offline")
+        assert offline["data"]["endpoint"]["id"] == agent.endpoint_id and offline["data"]["session"] is None
+        assert offline["data"]["detail"]["to"] == "offline"
+    finally:
+        receiver.stop()

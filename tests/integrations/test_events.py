@@ -50,7 +50,7 @@ def test_opening_a_session_writes_one_delivery_per_destination_that_wants_it(adm
     payload = row.payload
     assert payload["id"] == str(row.event_id) and payload["version"] == 1 and payload["type"] == "session.opened"
     assert payload["tenant"] == str(tenant.pk)
-    assert payload["data"]["session"] == {"id": str(session.pk), "reason": "ticket 99"}
+    assert payload["data"]["session"] == {"id": str(session.pk), "reason": "ticket 99", "ticket": None, "incidents": []}
     assert payload["data"]["endpoint"]["hostname"] == endpoint.hostname
     assert payload["data"]["transcript"]["kind"] == "session.opened"
 
