@@ -86,9 +86,11 @@ class Finding:
     help_url: str
     targets: list[str]
     summaries: list[str]
+    width: str = ""  # the viewport it was found at (laptop, phone), where the caller says
 
     def describe(self, *, limit: int = 6) -> str:
-        lines = [f"  [{self.impact}] {self.rule}: {self.help} ({self.help_url})"]
+        at = f" at {self.width} width" if self.width else ""
+        lines = [f"  [{self.impact}] {self.rule}{at}: {self.help} ({self.help_url})"]
         for target, summary in list(zip(self.targets, self.summaries, strict=True))[:limit]:
             detail = " ".join(summary.split())[:300]
             lines.append(f"      at {target}" + (f": {detail}" if detail else ""))
@@ -110,14 +112,18 @@ RUN = """async () => {
 }"""
 
 
-def run(page, source: str) -> tuple[str, list[Finding]]:
+def run(page, source: str, *, width: str = "") -> tuple[str, list[Finding]]:
     """Inject axe (once per document) and run every rule axe enables by default (WCAG 2.0-2.2 A
     and AA, and its best practices) on the whole page; axe's version and what failed."""
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(source)
     result = page.evaluate(RUN)
-    return result["version"], [Finding(**v) for v in result["violations"]]
+    return result["version"], [Finding(**v, width=width) for v in result["violations"]]
 
 
 def failing(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.impact in FAILING_IMPACTS]
+
+
+if __name__ == "__main__":  # .ci/run installs it in a phase of its own: python -m tests.browser.axe
+    print(install())
