@@ -413,7 +413,9 @@ def test_every_page_passes_axe_with_no_serious_or_critical_violation(axe_source,
         response = target.goto(url)
         checked = Checked(v.label, url)
         if response is None or response.status >= 500 or "text/html" not in response.headers.get("content-type", ""):
-            unexpected.append(f"{v.label}: {url} answered {response and response.status} {response and response.headers}")
+            unexpected.append(
+                f"{v.label}: {url} answered {response and response.status} {response and response.headers}"
+            )
             return
         check(target, checked, axe_source)
         results.append(checked)
@@ -449,8 +451,10 @@ def test_every_page_passes_axe_with_no_serious_or_critical_violation(axe_source,
         if why == POST_ONLY and answer.status != 405:
             unexpected.append(f"{name} is excluded as POST-only but GET {url} answered {answer.status}")
         if why == DOWNLOAD and (answer.status != 200 or "text/html" in answer.headers.get("content-type", "")):
-            unexpected.append(f"{name} is excluded as a download but GET {url} answered {answer.status} "
-                              f"{answer.headers.get('content-type')}")
+            unexpected.append(
+                f"{name} is excluded as a download but GET {url} answered {answer.status} "
+                f"{answer.headers.get('content-type')}"
+            )
     pdf = outsider.request.get(f"/share/{world['share_token']}/pdf")
     if pdf.headers.get("content-type") != "application/pdf":
         unexpected.append(f"share_pdf answered {pdf.status} {pdf.headers.get('content-type')}")
