@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import pyotp
 import pytest
 
 from tests.browser import axe, support
@@ -184,13 +185,25 @@ EXCLUDED_PREFIXES: dict[str, str] = {
     "static/": "static files",
     # allauth's other routes: sign-up, e-mail confirmation, password reset by e-mail and social
     # sign-in are switched off or unused in Caisey (no self-service accounts; SSO goes through
-    # login/sso/); the second-factor login stage, the authenticator and passkey ceremonies and the
-    # recovery codes appear mid-flow and are driven by tests/browser/test_identity.py.
+    # login/sso/); the rest are steps inside the flows checked above (SECOND_FACTOR): removing or
+    # renaming a passkey, deactivating the authenticator, re-authenticating by passkey or code,
+    # downloading recovery codes (a text file).
     "accounts/": "allauth's other stages (see the comment above EXCLUDED_PREFIXES)",
 }
 
 # Page states reached by submitting a form (no route of their own), checked after the visits.
 STATES = ("share-link-created", "approval-approved")
+
+# allauth's second-factor pages, checked in the order a person meets them (route name, label):
+# after re-authenticating, the authenticator app's set-up; its recovery codes; new codes; adding a
+# passkey; then, signing in again, the login's second step.
+SECOND_FACTOR = (
+    ("mfa_activate_totp", "account-totp-activate"),
+    ("mfa_view_recovery_codes", "account-recovery-codes"),
+    ("mfa_generate_recovery_codes", "account-recovery-codes-new"),
+    ("mfa_add_webauthn", "account-passkey-add"),
+    ("mfa_authenticate", "login-second-factor"),
+)
 
 
 def route_exclusion(route) -> str | None:
@@ -211,7 +224,7 @@ def page_routes():
 def test_every_page_route_is_checked_or_excluded_with_a_reason():
     """A route added tomorrow fails here until it is visited by the accessibility test or
     excluded with its reason; and nothing is both, and no visit names a route that is gone."""
-    visited = {v.route for v in VISITS}
+    visited = {v.route for v in VISITS} | {name for name, _ in SECOND_FACTOR}
     routes = page_routes()
     names = {r.name for r in routes}
     missing = [
@@ -459,6 +472,34 @@ def test_every_page_passes_axe_with_no_serious_or_critical_violation(axe_source,
     if pdf.headers.get("content-type") != "application/pdf":
         unexpected.append(f"share_pdf answered {pdf.status} {pdf.headers.get('content-type')}")
 
+    # The second factor, set up as a person would (the tenant does not require one, so the admin
+    # stays signed in throughout), then the second step of signing in, in the public browser.
+    def checked_here(target, label: str, path: str) -> None:
+        expect(target).to_have_url(re.compile(re.escape(path) + r"(\?|$)"))
+        results.append(Checked(label, target.url))
+        check(target, results[-1], axe_source)
+
+    expect = support.expect()
+    labels = dict(SECOND_FACTOR)
+    page.goto("/accounts/2fa/totp/activate/")
+    expect(page.get_by_role("heading", name="Confirm Access")).to_be_visible()  # re-authentication first
+    page.get_by_label("Password").fill(admin["password"])
+    page.get_by_role("button", name="Confirm").click()
+    checked_here(page, labels["mfa_activate_totp"], "/accounts/2fa/totp/activate/")
+    secret = page.locator("#authenticator_secret").input_value()
+    page.get_by_label("Authenticator code").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Activate").click()
+    checked_here(page, labels["mfa_view_recovery_codes"], "/accounts/2fa/recovery-codes/")
+    page.goto("/accounts/2fa/recovery-codes/generate/")
+    checked_here(page, labels["mfa_generate_recovery_codes"], "/accounts/2fa/recovery-codes/generate/")
+    page.goto("/accounts/2fa/webauthn/add/")
+    checked_here(page, labels["mfa_add_webauthn"], "/accounts/2fa/webauthn/add/")
+    public.goto("/login/")
+    public.get_by_label("Username").fill(admin["username"])
+    public.get_by_label("Password").fill(admin["password"])
+    public.get_by_role("button", name="Log in", exact=True).click()
+    checked_here(public, labels["mfa_authenticate"], "/accounts/2fa/authenticate/")
+
     write_report(results)
     serious = [(c, axe.failing(c.findings)) for c in results]
     lines = []
@@ -469,7 +510,7 @@ def test_every_page_passes_axe_with_no_serious_or_critical_violation(axe_source,
     for c in results:
         lines += [f"{c.label}: {p}" for p in c.problems]
     lines += unexpected
-    assert len(results) == len(VISITS) + len(STATES), [c.label for c in results]
+    assert len(results) == len(VISITS) + len(STATES) + len(SECOND_FACTOR), [c.label for c in results]
     assert not lines, "accessibility problems (axe impact serious or critical, sideways scrolling):\n" + "\n".join(
         lines
     )
