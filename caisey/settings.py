@@ -76,6 +76,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # allauth's passkey list (accounts/2fa/webauthn/) loads {% load humanize %}; without it the page is a 500.
+    "django.contrib.humanize",
     "rest_framework",
     "knox",
     "drf_spectacular",

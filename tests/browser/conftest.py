@@ -7,7 +7,9 @@ in CI), where they fail with the reason.
 
 Screenshots of the main pages, at laptop and tablet widths, go to test-artifacts/screenshots/
 at the repository root, named <test>-<step>-<width>.png; a failing test adds <test>-FAILED.png
-and keeps the stack's logs in test-artifacts/browser-logs/<test>/.
+and keeps the stack's logs in test-artifacts/browser-logs/<test>/. The accessibility test
+(test_accessibility.py, docs/accessibility.md) adds a11y-<page>-<laptop|tablet|phone>.png for
+every page it checks and test-artifacts/accessibility/axe-report.json.
 """
 
 from __future__ import annotations

@@ -193,12 +193,24 @@ def assert_no_horizontal_overflow(page, where: str) -> None:
     widths = page.evaluate(
         "() => ({scroll: document.documentElement.scrollWidth, inner: window.innerWidth,"
         " culprits: Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right"
-        " > window.innerWidth + 1).slice(0, 5).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')"
-        " + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : ''))})"
+        " > window.innerWidth + 1 && e.parentElement.getBoundingClientRect().right <= window.innerWidth + 1"
+        " && !Array.from(function* (a) { while ((a = a.parentElement)) yield a; }(e))"
+        ".some(a => ['auto', 'scroll', 'hidden'].includes(getComputedStyle(a).overflowX)))"
+        ".slice(0, 5).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')"
+        " + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : '')"
+        " + ' (right edge ' + Math.round(e.getBoundingClientRect().right) + ' px)'),"
+        # Text wider than its box (a long word, a <pre>) is in no element's rectangle: its box says so.
+        " spilling: Array.from(document.querySelectorAll('main *')).filter(e => getComputedStyle(e).overflowX"
+        " === 'visible' && e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0"
+        " && e.getBoundingClientRect().left + e.scrollWidth > window.innerWidth + 1).slice(-5)"
+        ".map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')"
+        " + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : '')"
+        " + ': ' + (e.textContent || '').trim().slice(0, 40))})"
     )
     assert widths["scroll"] <= widths["inner"] + 1, (
         f"{page.url}: {where}: the page scrolls sideways ({widths['scroll']} px wide in a {widths['inner']} px "
-        f"window); widest elements: {widths['culprits']}"
+        f"window); outermost elements past the edge (outside any scroll box): {widths['culprits']}; "
+        f"content spilling out of its box: {widths['spilling']}"
     )
 
 
