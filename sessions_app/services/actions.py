@@ -86,7 +86,9 @@ def _wipe_sent_secrets(action: Action) -> None:
     if not action.outbox_id:
         return
     message = OutboxMessage.objects.filter(pk=action.outbox_id).first()
-    params = (message.body or {}).get("params") if message is not None else None
+    if message is None:
+        return
+    params = (message.body or {}).get("params")
     if not isinstance(params, dict):
         return
     names = [n for n in p.secret_names(action.kind) if isinstance(params.get(n), dict)]
