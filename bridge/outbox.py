@@ -24,7 +24,7 @@ from django.utils import timezone
 from bridge import notify
 from bridge.models import OUTBOX_TRANSITIONS, OutboxMessage, OutboxStatus
 from bridge.registry import delivered_handler, failed_handler, owner_lock_for
-from caisey import tenancy
+from caisey import secretbox, tenancy
 from caisey.actors import Actor, Party, actor_label
 from caisey.state_machine import transition, transition_if
 from caisey_agent import protocol as p
@@ -129,8 +129,24 @@ def _build(*, endpoint, body, ref_type, ref_id, expires_at, max_attempts, due) -
     )
 
 
+def _opened(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """An action's secret parameters, kept sealed in the outbox row, opened for the frame only (which
+    travels over the agent's TLS websocket). A wiped one (the mask) stays the mask."""
+    names = p.secret_names(kind)
+    return {
+        name: (
+            secretbox.unseal(value["sealed"], purpose=secretbox.ACTION_SECRETS, what="an action secret")
+            if name in names and isinstance(value, dict) and isinstance(value.get("sealed"), str)
+            else value
+        )
+        for name, value in params.items()
+    }
+
+
 def frame_of(message: OutboxMessage) -> str:
     body = p.from_dict(p.SERVER_TO_AGENT[message.kind], message.body)
+    if isinstance(body, p.ActionRun):
+        body.params = _opened(body.kind, body.params)
     return p.encode(p.Envelope(type=message.kind, id=message.id, ts=message.created_at.timestamp(), body=body))
 
 

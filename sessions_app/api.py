@@ -140,7 +140,7 @@ class EndpointDetailOut(EndpointOut):
 
 class ParamOut(serializers.Serializer):
     name = serializers.CharField()
-    type = serializers.ChoiceField(choices=["str", "int", "bool"])
+    type = serializers.ChoiceField(choices=["str", "int", "bool", "secret"])
     required = serializers.BooleanField()
     default = serializers.JSONField(allow_null=True)
     help = serializers.CharField()

@@ -218,7 +218,10 @@ class Action(models.Model):
     bulk_run = models.ForeignKey(BulkRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="actions")
     kind = models.CharField(max_length=40)
     category = models.CharField(max_length=20)
-    params = models.JSONField(default=dict)
+    params = models.JSONField(default=dict)  # secret parameters as protocol.SECRET_MASK
+    # The secret parameters, sealed (caisey.secretbox, ACTION_SECRETS): {name: sealed}. Wiped ({}) when
+    # the action is final (actions._move); never shown, exported or sent anywhere but in action.run.
+    secrets = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=ActionStatus.choices, default=ActionStatus.QUEUED)
     status_changed_by = models.CharField(max_length=200, blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

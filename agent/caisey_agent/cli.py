@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         "desktop-helper", help="(Windows: started at logon, or by the service, in a user's session)"
     )
     p_helper.add_argument("--session", type=int, help="the session's id (default: this process's session)")
+    p_helper.add_argument(
+        "--close-all",
+        action="store_true",
+        help="(run by the Windows installer before it removes or replaces the program files) end every"
+        " session's helper started from this installation",
+    )
     return parser
 
 
@@ -93,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "desktop-helper":
         from caisey_agent import desktop
 
+        if args.close_all:
+            ended = desktop.close_all_helpers(os.path.dirname(sys.executable))
+            print(f"desktop helpers ended: {len(ended)}")
+            return 0
         return desktop.helper_main(args.session)
     if args.command == "service":
         from caisey_agent import winservice

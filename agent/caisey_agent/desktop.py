@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ SID_PATTERN = re.compile(r"S-1-(5-21|12-1)(-\d+){3,}")
 HELPER_MUTEX = "Local\\CaiseyPromptHelper"
 RECONNECT_DELAY = 3.0
 MAX_MESSAGE = 64 * 1024
+DIALOG_CLOSE_WAIT = 2.0  # a closed dialog's thread ends within a timer tick (250 ms)
 DIALOG_TITLE = "Caisey approval request from {organisation}"
 HELPER_ARGS = ["-m", "caisey_agent", "desktop-helper"]
 
@@ -64,7 +66,7 @@ def decode_message(line: bytes) -> dict:
         msg = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ChannelError(f"not a message: {exc}") from None
-    if not isinstance(msg, dict) or msg.get("type") not in ("hello", "prompt", "decision", "withdraw"):
+    if not isinstance(msg, dict) or msg.get("type") not in ("hello", "prompt", "decision", "withdraw", "exit"):
         raise ChannelError(f"unknown message {msg!r:.100}")
     if msg["type"] == "decision":
         if not isinstance(msg.get("prompt_id"), str) or not isinstance(msg.get("approve"), bool):
@@ -129,6 +131,12 @@ class HelperLink:
 
     async def withdraw(self, prompt_id: str) -> None:
         self.writer.write(encode_message("withdraw", prompt_id=prompt_id))
+        await self.writer.drain()
+
+    async def exit(self, reason: str) -> None:
+        """Tell the helper to exit (the service stops: an upgrade or uninstall must not find the
+        helper's ``pythonw.exe`` running from Program Files)."""
+        self.writer.write(encode_message("exit", reason=reason))
         await self.writer.drain()
 
     async def next_decision(self) -> Decision | None:
@@ -430,50 +438,143 @@ def running_as_service() -> bool:
         return False
 
 
-def show_dialog(msg: dict) -> bool | None:
-    """A native, topmost Yes/No message box with a warning icon. True approve, False deny, None closed."""
+def show_dialog(msg: dict, closed: threading.Event) -> bool | None:
+    """A native, topmost Yes/No message box with a warning icon, in the calling thread (the helper gives
+    each prompt its own). True approve, False deny, None closed: by the user, or by the helper when
+    ``closed`` is set (the prompt was withdrawn, answered in another session, or the service told the
+    helper to exit) or the prompt's deadline passed.
+
+    Closing it: a Yes/No message box has no Cancel, so WM_CLOSE and Esc do nothing to it, and
+    EndDialog belongs to the box's own thread. The box runs a modal message loop on this thread, which
+    ends when it retrieves WM_QUIT (and posts it again for the caller): a thread timer
+    (``SetTimer`` without a window, dispatched by that loop) checks ``closed`` and the deadline every
+    250 ms and calls ``PostQuitMessage``; after the box returns, ``PeekMessage`` removes the re-posted
+    WM_QUIT. This is Raymond Chen's "cheap timed MessageBox" (The Old New Thing, "Modality, part 7").
+    Not seen on Windows yet (docs/windows.md, real-Windows list)."""
     import ctypes
+    from ctypes import wintypes
 
     mb_yesno, mb_iconwarning, mb_topmost, mb_setforeground, mb_defbutton2 = 0x4, 0x30, 0x40000, 0x10000, 0x100
+    wm_quit, pm_remove = 0x0012, 0x0001
+    user32 = ctypes.windll.user32
     title, body = dialog_text(msg)
-    answer = ctypes.windll.user32.MessageBoxW(
-        None, body, title, mb_yesno | mb_iconwarning | mb_topmost | mb_setforeground | mb_defbutton2
-    )
+    deadline = float(msg.get("deadline") or 0)
+    timerproc = ctypes.WINFUNCTYPE(None, wintypes.HWND, wintypes.UINT, ctypes.c_size_t, wintypes.DWORD)
+    quit_posted = []
+
+    def tick(_hwnd, _msg, _id, _time) -> None:
+        if not quit_posted and dialog_should_close(closed, deadline):
+            quit_posted.append(True)
+            user32.PostQuitMessage(0)
+
+    callback = timerproc(tick)  # kept referenced until KillTimer
+    user32.SetTimer.restype = ctypes.c_size_t
+    user32.SetTimer.argtypes = [wintypes.HWND, ctypes.c_size_t, wintypes.UINT, timerproc]
+    timer = user32.SetTimer(None, 0, 250, callback)
+    try:
+        answer = user32.MessageBoxW(
+            None, body, title, mb_yesno | mb_iconwarning | mb_topmost | mb_setforeground | mb_defbutton2
+        )
+    finally:
+        user32.KillTimer(None, timer)
+    quit_msg = wintypes.MSG()
+    if user32.PeekMessageW(ctypes.byref(quit_msg), None, wm_quit, wm_quit, pm_remove) or quit_posted:
+        return None  # closed by the helper: no answer
     return {6: True, 7: False}.get(answer)  # IDYES, IDNO
+
+
+def dialog_should_close(closed: threading.Event, deadline: float, now=time.time) -> bool:
+    """The dialog's timer asks this: withdrawn / answered elsewhere / helper exiting, or expired."""
+    return closed.is_set() or (deadline > 0 and now() >= deadline)
 
 
 # --- the helper (in the user's session) --------------------------------------------------------------
 
 
-def serve_service(read, write, *, user: str, ask) -> None:
-    """One connection to the service: say hello as ``user``, then show each prompt with ``ask`` (the
-    dialog: True, False, or None when closed) and send the answer. ``read()`` returns the next bytes
-    (b"" at the end), ``write(data)`` sends. Returns when the service closes the channel; raises
-    ChannelError on a message it does not understand. Platform-free: tested over a socket pair."""
+class Shown:
+    """The dialogs a helper has open, one thread each, so that the channel is read while they are shown:
+    a withdraw closes the prompt's dialog, an ``exit`` (the service stops) closes them all."""
+
+    def __init__(self, write, ask) -> None:
+        self.write, self.ask = write, ask
+        self.lock = threading.Lock()  # one writer at a time on the channel
+        self.open: dict[str, threading.Event] = {}
+        self.threads: list[threading.Thread] = []
+
+    def show(self, msg: dict) -> None:
+        prompt_id = msg["prompt_id"]
+        if prompt_id in self.open:
+            return  # shown already (the service sends each prompt once per connection)
+        closed = self.open[prompt_id] = threading.Event()
+        thread = threading.Thread(target=self._ask, args=(msg, closed), name=f"prompt-{prompt_id[:8]}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _ask(self, msg: dict, closed: threading.Event) -> None:
+        try:
+            answer = self.ask(msg, closed)
+            if answer is not None and not closed.is_set():
+                with self.lock:
+                    self.write(encode_message("decision", prompt_id=msg["prompt_id"], approve=answer))
+        except OSError:
+            pass  # the channel went away while the dialog was open: the service shows it again
+        finally:
+            self.open.pop(msg["prompt_id"], None)
+
+    def withdraw(self, prompt_id: str) -> None:
+        closed = self.open.get(prompt_id)
+        if closed is not None:
+            closed.set()
+
+    def close_all(self, wait: float = DIALOG_CLOSE_WAIT) -> None:
+        """Close every open dialog and wait (bounded) for their threads."""
+        for closed in list(self.open.values()):
+            closed.set()
+        deadline = time.monotonic() + wait
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def serve_service(read, write, *, user: str, ask) -> bool:
+    """One connection to the service: say hello as ``user``, then show each prompt with ``ask(msg,
+    closed)`` (the dialog, in its own thread: True, False, or None when closed; it must return soon after
+    the event ``closed`` is set) and send the answer. ``read()`` returns the next bytes (b"" at the end),
+    ``write(data)`` sends. A withdraw closes that prompt's dialog (answered in another session, withdrawn
+    by the server); ``exit`` closes them all and returns True: the helper exits. Returns False when the
+    service closes the channel (its dialogs are closed too: the service shows what is still open again
+    when the helper reconnects). Raises ChannelError on a message it does not understand.
+    Platform-free: tested over a socket pair."""
     write(encode_message("hello", user=user))
+    shown = Shown(write, ask)
     buffer = b""
-    while True:
-        chunk = read()
-        if not chunk:
-            return
-        buffer += chunk
-        if len(buffer) > MAX_MESSAGE and b"\n" not in buffer:
-            raise ChannelError("message too long")
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            msg = decode_message(line)
-            if msg["type"] != "prompt":
-                continue  # a withdraw: a dialog still open is answered late and refused by the service
-            answer = ask(msg)
-            if answer is not None:
-                write(encode_message("decision", prompt_id=msg["prompt_id"], approve=answer))
+    try:
+        while True:
+            chunk = read()
+            if not chunk:
+                return False
+            buffer += chunk
+            if len(buffer) > MAX_MESSAGE and b"\n" not in buffer:
+                raise ChannelError("message too long")
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                msg = decode_message(line)
+                if msg["type"] == "prompt":
+                    shown.show(msg)
+                elif msg["type"] == "withdraw" and isinstance(msg.get("prompt_id"), str):
+                    shown.withdraw(msg["prompt_id"])
+                elif msg["type"] == "exit":
+                    return True
+    finally:
+        shown.close_all()
 
 
 def run_helper(connect, *, user: str, ask, sleep=time.sleep, log=lambda line: None, stop=lambda: False) -> None:
     """The helper's life: connect to its session's channel (``connect()`` returns (read, write, close),
     or raises OSError while the service has no channel there: not installed yet, not started, between
-    two helpers), serve it, and connect again when the service goes away (restarted, upgraded), until
-    ``stop()``. Started at logon by the Run key, so it waits for the service rather than exiting."""
+    two helpers), serve it, and connect again when the service goes away (crashed, being restarted by the
+    recovery actions), until ``stop()`` or until the service says ``exit`` (it is stopping: a service stop,
+    an upgrade, an uninstall; the service starts a helper again when a prompt needs one, and the Run key
+    at the next logon). Started at logon by the Run key, so it waits for the service rather than exiting."""
     while not stop():
         try:
             read, write, close = connect()
@@ -482,7 +583,9 @@ def run_helper(connect, *, user: str, ask, sleep=time.sleep, log=lambda line: No
             sleep(RECONNECT_DELAY)
             continue
         try:
-            serve_service(read, write, user=user, ask=ask)
+            if serve_service(read, write, user=user, ask=ask):
+                log("the service is stopping: exiting")
+                return
             log("the service closed the channel")
         except (OSError, ChannelError) as exc:
             log(f"channel lost: {exc}")
@@ -492,6 +595,9 @@ def run_helper(connect, *, user: str, ask, sleep=time.sleep, log=lambda line: No
 
 
 def _pipe_connect(session_id: int):
+    """The helper's end of its session's pipe, opened overlapped: the dialogs' threads write decisions
+    while the reading thread waits in ReadFile, and synchronous I/O on one handle is serialised (a
+    write would wait for the service's next message)."""
     import pywintypes
     import win32file
     import win32pipe
@@ -499,7 +605,13 @@ def _pipe_connect(session_id: int):
     name = f"{PIPE_PREFIX}{session_id}"
     try:
         handle = win32file.CreateFile(
-            name, win32file.GENERIC_READ | win32file.GENERIC_WRITE, 0, None, win32file.OPEN_EXISTING, 0, None
+            name,
+            win32file.GENERIC_READ | win32file.GENERIC_WRITE,
+            0,
+            None,
+            win32file.OPEN_EXISTING,
+            win32file.FILE_FLAG_OVERLAPPED,
+            None,
         )
     except pywintypes.error as exc:
         if exc.winerror == 231:  # ERROR_PIPE_BUSY: another client is connecting; wait a little
@@ -508,22 +620,53 @@ def _pipe_connect(session_id: int):
             except pywintypes.error:
                 pass
         raise OSError(exc.winerror, exc.strerror) from None
+    stream = PipeStream(handle)  # its blocking _read/_write: one OVERLAPPED each, waited for
+    return stream._read, stream._write, stream.close
 
-    def read() -> bytes:
+
+def helper_processes(python_dir: str, processes=None) -> list:
+    """The prompt helpers started from this installation, in any session: processes whose program is
+    in ``python_dir`` (the installed python folder) and whose command line runs ``desktop-helper``.
+    ``processes``: psutil.Process-like objects (default: psutil.process_iter)."""
+    import psutil
+
+    if processes is None:
+        processes = psutil.process_iter()
+    wanted = os.path.normcase(os.path.abspath(python_dir))
+    found = []
+    for proc in processes:
         try:
-            return win32file.ReadFile(handle, MAX_MESSAGE)[1]
-        except pywintypes.error as exc:
-            if exc.winerror in (109, 232, 233):
-                return b""
-            raise OSError(exc.winerror, exc.strerror) from None
+            exe, cmdline = proc.exe(), proc.cmdline()
+        except (psutil.Error, OSError):
+            continue  # gone, or not ours to read
+        if not exe or os.path.normcase(os.path.dirname(os.path.abspath(exe))) != wanted:
+            continue
+        if any(arg == "desktop-helper" for arg in cmdline) and "--close-all" not in cmdline:
+            found.append(proc)
+    return found
 
-    def write(data: bytes) -> None:
+
+def close_all_helpers(python_dir: str, processes=None, wait: float = 5.0) -> list[int]:
+    """The installer's CloseHelpers action (after StopServices, before the files are removed or replaced):
+    end the helpers that the stopping service could not reach over their pipe (a disconnected session's
+    helper, whose channel the service no longer keeps; a helper of a version before the exit message).
+    A helper holds nothing but its dialogs: ending it loses nothing, the prompt stays with the service.
+    Returns the ended processes' ids."""
+    import psutil
+
+    helpers = helper_processes(python_dir, processes)
+    for proc in helpers:
         try:
-            win32file.WriteFile(handle, data)
-        except pywintypes.error as exc:
-            raise OSError(exc.winerror, exc.strerror) from None
-
-    return read, write, lambda: win32file.CloseHandle(handle)
+            proc.terminate()  # TerminateProcess on Windows
+        except psutil.Error:
+            pass
+    _gone, alive = psutil.wait_procs(helpers, timeout=wait)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    return [proc.pid for proc in helpers]
 
 
 def helper_main(session_id: int | None = None) -> int:

@@ -39,6 +39,7 @@ CONNECT_TIMEOUT = 30.0
 WATCH_INTERVAL = 5.0
 RETRY_DELAY = 5.0
 UNREACHABLE_RETRY = 60.0  # a session whose channel could not be created is tried again after this
+EXIT_GRACE = 5.0  # at a service stop: how long the helpers are given to close their end
 
 
 class Channel(Protocol):
@@ -74,6 +75,7 @@ class Link:
     helper: desktop.HelperLink
     writer: Any
     shown: set[str] = field(default_factory=set)
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class DesktopBroker:
@@ -102,13 +104,20 @@ class DesktopBroker:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._watcher: asyncio.Task | None = None
+        self.closing = False
 
     # --- what the runtime calls --------------------------------------------------------------
 
     def start(self) -> None:
-        """Keep a channel waiting in every active session, from now on (idempotent)."""
-        if self._watcher is None or self._watcher.done():
+        """Keep a channel waiting in every active session, from now on (idempotent). At the first start
+        (the service started), prompts still open are shown: the helpers were told to exit when the
+        service last stopped, so one is started where none connects by itself."""
+        first = self._watcher is None
+        if first or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        if first:
+            for held in self.store.open_prompts():
+                self.start_show(held)
 
     def start_show(self, held: HeldPrompt) -> None:
         """From the prompt handler: show in the background (the receive loop must not wait on a helper)."""
@@ -137,7 +146,28 @@ class DesktopBroker:
                 except (OSError, ConnectionError) as exc:
                     log.info("session %s: withdraw not delivered: %s", link.session_id, exc)
 
-    async def close(self) -> None:
+    async def close(self, *, helpers_exit: bool = False, grace: float = EXIT_GRACE) -> None:
+        """Stop serving. ``helpers_exit`` (the service stops): first tell every connected helper to exit
+        and wait up to ``grace`` for them to close their end, so that an upgrade or uninstall finds no
+        ``pythonw.exe`` running from Program Files. Every stop does this, a plain restart too: the
+        service cannot tell why it is stopped, and a helper is started again when a prompt needs one
+        (and at the next logon)."""
+        self.closing = True
+        if helpers_exit:
+            links = list(self.links.values())
+            for link in links:
+                try:
+                    await asyncio.wait_for(link.helper.exit("the service is stopping"), grace)
+                except (TimeoutError, OSError, ConnectionError) as exc:
+                    log.info("session %s: exit not delivered: %s", link.session_id, exc)
+            try:
+                await asyncio.wait_for(asyncio.gather(*(link.gone.wait() for link in links)), grace)
+            except TimeoutError:
+                log.warning(
+                    "desktop helpers still connected after %.0f s: %s",
+                    grace,
+                    [link.session_id for link in links if not link.gone.is_set()],
+                )
         tasks = [t for t in (self._watcher, *self.listeners.values(), *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -202,6 +232,8 @@ class DesktopBroker:
             for held in self.store.open_prompts():  # what arrived before this helper did
                 await self._send(link, held)
             await self._serve(link)
+            if self.closing:
+                return
 
     async def _launch_missing(self) -> None:
         """Start a helper in each session that has none connected (not again while one started less
@@ -294,3 +326,4 @@ class DesktopBroker:
         if self.links.get(link.session_id) is link:
             del self.links[link.session_id]
         link.writer.close()
+        link.gone.set()

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from caisey_agent import platforms
+from caisey_agent import platforms, prompt_handlers
 from caisey_agent.runner import Agent, AgentStopped
 from caisey_agent.state import AgentState
 
@@ -47,6 +47,7 @@ def run(
         finally:
             if undo is not None:
                 undo()
+            await prompt_handlers.close_desktop(agent)  # the service: the users' prompt helpers exit
 
     try:
         asyncio.run(main_loop())

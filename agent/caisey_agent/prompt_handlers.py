@@ -66,6 +66,14 @@ async def handle_prompt_withdraw(agent, env: p.Envelope) -> None:
     log.info("prompt %s withdrawn by the server (%s)", env.body.prompt_id[:8], env.body.reason)
 
 
+async def close_desktop(agent) -> None:
+    """The agent stops: the Windows service tells the users' prompt helpers to exit (see
+    :meth:`DesktopBroker.close`)."""
+    broker = getattr(agent, "desktop_broker", None)
+    if broker is not None:
+        await broker.close(helpers_exit=True)
+
+
 async def send_unsent(agent) -> None:
     """Send what the user did (here, or through the CLI in another process) as durable updates."""
     store = store_of(agent)

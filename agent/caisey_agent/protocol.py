@@ -269,7 +269,7 @@ SHELL_CHOICES = ("sh", "powershell", "cmd")
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
-    type: str  # "str", "int" or "bool"
+    type: str  # "str", "int", "bool" or "secret" (a password: see SECRET_MASK)
     required: bool = False
     default: Any = None
     help: str = ""
@@ -288,10 +288,31 @@ class ActionKind:
     description: str
     params: tuple[ParamSpec, ...] = ()
     default_timeout: float = 60.0
+    together: tuple[tuple[str, ...], ...] = ()  # parameters given all or none (a user and its password)
 
 
 def _p(name: str, type: str = "str", **kw: Any) -> ParamSpec:
     return ParamSpec(name=name, type=type, **kw)
+
+
+# A "secret" parameter (a password for a login test) is entered by the technician and reaches the agent
+# only inside the action.run frame, over the TLS websocket. The server keeps it sealed (encrypted) beside
+# the action until the action is final, then wipes it; everywhere it is shown or stored in clear (the
+# action's params, the transcript, exports, share pages, API answers, logs) it is this mask. The agent
+# never logs it and never puts it in a result.
+SECRET_MASK = "•••"
+
+
+def secret_names(kind_name: str) -> tuple[str, ...]:
+    """The names of the kind's secret parameters."""
+    kind = ACTION_KINDS.get(kind_name)
+    return tuple(spec.name for spec in kind.params if spec.type == "secret") if kind else ()
+
+
+def masked(kind_name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every secret given replaced by :data:`SECRET_MASK` (what is shown and stored)."""
+    names = secret_names(kind_name)
+    return {k: (SECRET_MASK if k in names and v not in (None, "") else v) for k, v in params.items()}
 
 
 ACTION_KINDS: dict[str, ActionKind] = {
@@ -461,13 +482,19 @@ ACTION_KINDS: dict[str, ActionKind] = {
             "ldap_check",
             "LDAP bind and search",
             CATEGORY_DIAGNOSTIC,
-            "Anonymous bind and a read of the RootDSE (naming contexts, DC name, time); optionally checks a base DN.",
+            "A bind (anonymous, or as bind_dn with its password) and a read of the RootDSE (naming contexts, "
+            "DC name, time); optionally checks a base DN.",
             (
                 _p("host", required=True, max_length=255),
                 _p("port", "int", minimum=1, maximum=65535),
                 _p("tls", "bool", default=False),
                 _p("base_dn", max_length=500),
+                _p("bind_dn", help="DN or user@domain to bind as; empty: anonymous", max_length=500),
+                _p("password", "secret", help="bind_dn's password (never shown or kept)", max_length=512),
             ),
+            # A DN with an empty password is an "unauthenticated bind" (RFC 4513 5.1.2) that servers
+            # may accept without checking anything: never sent.
+            together=(("bind_dn", "password"),),
         ),
         ActionKind(
             "dc_health",
@@ -514,6 +541,10 @@ def validate_params(kind_name: str, params: dict[str, Any]) -> dict[str, Any]:
                 clean[spec.name] = spec.default
             continue
         clean[spec.name] = _coerce(spec, value)
+    for names in kind.together:
+        given = [name for name in names if clean.get(name) not in (None, "")]
+        if given and len(given) != len(names):
+            raise ProtocolError("invalid_params", f"{' and '.join(names)} go together: give all or none")
     return clean
 
 
@@ -566,6 +597,8 @@ def _coerce(spec: ParamSpec, value: Any) -> Any:
         return str(value).lower() in ("1", "true", "yes", "on")
     text = str(value)
     bad = control_character(text, multiline=spec.multiline)
+    if bad is not None and spec.type == "secret":
+        raise ProtocolError("invalid_params", f"{spec.name} contains a control character")  # not where: not shown
     if bad is not None:
         raise ProtocolError(
             "invalid_params",

@@ -49,6 +49,12 @@ WRITE_POLICY_CONDITION = 'NOT REMOVE~="ALL"'
 RUN_KEY = r"SOFTWARE\Microsoft\Windows\CurrentVersion\Run"
 RUN_VALUE_NAME = "CaiseyPrompts"
 RUN_VALUE = '"[INSTALLDIR]python\\pythonw.exe" -B -m caisey_agent desktop-helper'
+# Before the program files are removed or replaced (uninstall, repair, and this version's removal by a
+# later major upgrade): the stopping service has told the helpers it reaches to exit; this ends the rest
+# (a disconnected session's helper, one of an older version), so no pythonw.exe from Program Files is
+# running when RemoveFiles/InstallFiles come (a file in use is replaced at the next reboot: 3010).
+CLOSE_HELPERS_COMMAND = "-B -m caisey_agent desktop-helper --close-all"
+CLOSE_HELPERS_CONDITION = "Installed"
 ALLOW_SHELL_CONDITION = 'Installed OR NOT ALLOW_SHELL OR ALLOW_SHELL="0" OR ALLOW_SHELL="1"'
 ALLOW_SHELL_MESSAGE = "ALLOW_SHELL must be 0 (no shell commands) or 1 (allow them), or not given."
 
@@ -129,14 +135,23 @@ def main(stage: Path, version: str, out: Path) -> None:
     # first start finds it. Return check: a refused value or a policy.json in lockdown fails the
     # install (rolled back) rather than leaving a policy nobody asked for. Not on uninstall. Only when
     # the stage has python.exe (the Wine test of REMOVE_STATE builds an MSI without it).
+    #
+    # CloseHelpers: python.exe of the installed files (still there: before RemoveFiles 3500), deferred,
+    # as LocalSystem (it ends other users' processes), after StopServices (1900), only when the product
+    # is installed already (not on a first install: no files, no helpers). Return="ignore": a helper
+    # that cannot be ended costs a reboot (3010), not a rolled-back uninstall.
     write_policy = ""
     if (stage / PYTHON_FILE).exists():
+        python_key = quoteattr(ident("f", PYTHON_FILE))
         write_policy = (
-            f'    <CustomAction Id="WritePolicy" FileKey={quoteattr(ident("f", PYTHON_FILE))} Execute="deferred" '
+            f'    <CustomAction Id="WritePolicy" FileKey={python_key} Execute="deferred" '
             f'Impersonate="no" Return="check" ExeCommand={quoteattr(WRITE_POLICY_COMMAND)}/>\n'
+            f'    <CustomAction Id="CloseHelpers" FileKey={python_key} Execute="deferred" '
+            f'Impersonate="no" Return="ignore" ExeCommand={quoteattr(CLOSE_HELPERS_COMMAND)}/>\n'
         )
         remove_state = remove_state.replace(
             "    </InstallExecuteSequence>",
+            f'      <Custom Action="CloseHelpers" Sequence="1950">{escape(CLOSE_HELPERS_CONDITION)}</Custom>\n'
             f'      <Custom Action="WritePolicy" Sequence="5850">{escape(WRITE_POLICY_CONDITION)}</Custom>\n'
             "    </InstallExecuteSequence>",
         )

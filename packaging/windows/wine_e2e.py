@@ -498,13 +498,16 @@ def main() -> int:
             pipe = json.loads(checked.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             pipe = {"error": (checked.stderr or checked.stdout)[-300:]}
-        result["desktop_channel_ok"] = pipe.get("decision") == {"prompt_id_ok": True, "approve": True} and bool(
-            re.fullmatch(r"O:SYD:P\(A;;GA;;;SY\)\(A;;GA;;;S-1-5-21-[-0-9]+\)", pipe.get("sddl", ""))
+        result["desktop_channel_ok"] = (
+            pipe.get("decision") == {"prompt_id_ok": True, "approve": True}
+            and bool(re.fullmatch(r"O:SYD:P\(A;;GA;;;SY\)\(A;;GA;;;S-1-5-21-[-0-9]+\)", pipe.get("sddl", "")))
+            and pipe.get("helper_exited_on_request") is True
+            and pipe.get("helper_exit") == 0
         )
         say(
             f"{'desktop channel':<18} {'ok' if result['desktop_channel_ok'] else 'FAILED':<10} "
             f"pipe {pipe.get('sddl') or pipe.get('error')}; helper said hello as {pipe.get('hello_user')!r},"
-            f" answered {pipe.get('decision')}"
+            f" answered {pipe.get('decision')}; exited when told: {pipe.get('helper_exited_on_request')}"
         )
 
         say("")

@@ -2,7 +2,8 @@
 python.exe: the service's end (caisey_agent.desktop.WindowsDesktopSessions.listen: the session's user
 token, the pipe created with its SDDL, an overlapped ConnectNamedPipe, the client's session checked,
 overlapped reads and writes) and the helper's end (desktop._pipe_connect and serve_service) in another
-process, answering a prompt. The dialog is replaced by an automatic "yes" (no desktop under the test).
+process, answering a prompt, then told to exit by the service with a second prompt's dialog open (the
+dialog is closed, the helper process ends). The dialog is replaced by an automatic "yes" (no desktop under the test).
 Prints one JSON object.
 
 What this cannot show: that another user is refused (a Wine prefix has one user), the dialog, and a
@@ -22,9 +23,16 @@ from caisey_agent import desktop
 HELPER = """
 import sys
 from caisey_agent import desktop
+
+def ask(msg, closed):
+    if msg["prompt_id"].startswith("a"):
+        return True
+    print("dialog closed by the exit:", closed.wait(20), flush=True)  # the second prompt: left open
+    return None
+
 read, write, close = desktop._pipe_connect(int(sys.argv[1]))
 try:
-    desktop.serve_service(read, write, user="pipe-check", ask=lambda msg: True)
+    print("told to exit:", desktop.serve_service(read, write, user="pipe-check", ask=ask), flush=True)
 finally:
     close()
 """
@@ -65,12 +73,19 @@ async def main() -> dict:
         await link.show(prompt)
         decision = await asyncio.wait_for(link.next_decision(), 30)
         out["decision"] = {"prompt_id_ok": decision.prompt_id == prompt.prompt_id, "approve": decision.approve}
-        writer.close()  # the service goes away: the helper's serve_service returns
+        # The service stops: a dialog still open is closed and the helper exits (files in use).
+        await link.show(SimpleNamespace(**{**vars(prompt), "prompt_id": "b" * 32}))
+        await link.exit("the service is stopping")
+        out["helper_gone"] = (await asyncio.wait_for(reader.readline(), 30)) == b""
+        writer.close()
         out["helper_exit"] = helper.wait(30)
     finally:
         if helper.poll() is None:
             helper.kill()
         out["helper_output"] = helper.stdout.read().decode("utf-8", "replace")[-400:]
+        out["helper_exited_on_request"] = (
+            "told to exit: True" in out["helper_output"] and "dialog closed by the exit: True" in out["helper_output"]
+        )
     return out
 
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 from bridge import health, notify, outbox
 from bridge.models import OutboxMessage, OutboxStatus
 from bridge.services import bridge_conditions, endpoint_set_mode
-from caisey import tenancy
+from caisey import secretbox, tenancy
 from caisey.actors import Actor, Party, actor_label, actor_person
 from caisey.event_hooks import OutsideEvent, event_emit
 from caisey.state_machine import IllegalTransition, transition_if
@@ -70,12 +70,45 @@ def _fresh(action: Action) -> Action:
 
 
 def _move(action: Action, to: str, *, by: str, **updates: Any) -> bool:
-    """Apply a transition; False (and nothing written) when a concurrent change got there first."""
+    """Apply a transition; False (and nothing written) when a concurrent change got there first. A
+    final state wipes the action's secret parameters (its sealed ``secrets``, and the sealed copy in its
+    action.run outbox row): nothing can send them any more."""
     locks.session_lock(session_id=action.session_id, tenant_id=action.tenant_id)  # before the action's row
+    final = to in ACTION_FINAL and bool(p.secret_names(action.kind))
+    if final:
+        updates["secrets"] = {}
     moved = transition_if(action, to=to, table=ACTION_TRANSITIONS, updates={"status_changed_by": by, **updates})
+    if moved and final:
+        _wipe_sent_secrets(action)
     if moved and to in ACTION_FINAL and action.bulk_run_id is not None:
         bulk_run_finish_check(action)
     return moved
+
+
+def _wipe_sent_secrets(action: Action) -> None:
+    """The action.run outbox row keeps the sealed secrets until the action is final: then the mask."""
+    if not action.outbox_id:
+        return
+    message = OutboxMessage.objects.filter(pk=action.outbox_id).first()
+    if message is None:
+        return
+    params = (message.body or {}).get("params")
+    if not isinstance(params, dict):
+        return
+    names = [n for n in p.secret_names(action.kind) if isinstance(params.get(n), dict)]
+    if names:
+        message.body = {**message.body, "params": {**params, **{n: p.SECRET_MASK for n in names}}}
+        message.save(update_fields=["body"])
+
+
+def action_secrets_seal(*, kind: str, clean: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the parameters as stored and shown, secrets masked; the secrets sealed)."""
+    sealed = {
+        name: secretbox.seal(clean[name], purpose=secretbox.ACTION_SECRETS)
+        for name in p.secret_names(kind)
+        if clean.get(name) not in (None, "")
+    }
+    return p.masked(kind, clean), sealed
 
 
 def _action_event(action: Action, event: str, extra: dict[str, Any] | None = None) -> None:
@@ -93,12 +126,20 @@ def _action_event(action: Action, event: str, extra: dict[str, Any] | None = Non
     )
 
 
-def action_params_clean(*, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters checked against the catalogue (console, API and bulk runs alike)."""
+def action_params_clean(*, kind: str, params: dict[str, Any], secrets_allowed: bool = False) -> dict[str, Any]:
+    """The parameters checked against the catalogue (console, API and bulk runs alike). A secret
+    parameter (a password) is taken only for one action on one endpoint (``secrets_allowed``): not
+    into a runbook or a bulk run, which keep their parameters to run them again."""
     try:
-        return p.validate_params(kind, params)
+        clean = p.validate_params(kind, params)
     except p.ProtocolError as exc:
         raise SessionError(exc.detail) from None
+    given = [name for name in p.secret_names(kind) if clean.get(name) not in (None, "")]
+    if given and not secrets_allowed:
+        raise SessionError(
+            f"{', '.join(given)} is a secret: give it in a single action on one endpoint, not in a runbook or bulk run"
+        )
+    return clean
 
 
 @retrying_atomic()
@@ -128,7 +169,9 @@ def action_request(
             raise SessionError("this session is closed")
         if wake not in WakeChoice.values:
             raise SessionError(f"wake must be one of: {', '.join(WakeChoice.values)}")
-        clean = action_params_clean(kind=kind, params=params)
+        clean, sealed = action_secrets_seal(
+            kind=kind, clean=action_params_clean(kind=kind, params=params, secrets_allowed=bulk_run is None)
+        )
         if expires_in is not None and not timedelta(0) < expires_in <= MAX_EXPIRY:
             raise SessionError(f"the expiry must be between a second and {MAX_EXPIRY.days} days")
         spec = p.ACTION_KINDS[kind]
@@ -149,6 +192,7 @@ def action_request(
             kind=kind,
             category=spec.category,
             params=clean,
+            secrets=sealed,
             requested_by=actor_person(actor, doing="request an action"),
             timeout_s=spec.default_timeout,
             output_limit=cfg["ACTION_OUTPUT_LIMIT_BYTES"],
@@ -209,7 +253,8 @@ def action_run_message(action: Action, *, endpoint: Endpoint, offline: bool) -> 
             action_id=str(action.pk),
             kind=action.kind,
             category=action.category,
-            params=action.params,
+            # secrets as {"sealed": ...}: opened by the bridge as it writes the frame (bridge.outbox.frame_of)
+            params={**action.params, **{name: {"sealed": value} for name, value in action.secrets.items()}},
             timeout=action.timeout_s,
             output_limit=action.output_limit,
             requested_by=action.requested_by.get_username(),
@@ -494,6 +539,8 @@ def actions_rerun_approved(*, prompt: Prompt, by: str) -> list[Action]:
     now = timezone.now()
     reruns = []
     for old in stopped:
+        if any(old.params.get(name) == p.SECRET_MASK for name in p.secret_names(old.kind)):
+            continue  # its password was wiped when it expired: the technician asks again
         expires_at = now + (old.expires_at - old.created_at) if old.expires_at else None
         action = Action.objects.create(
             tenant_id=old.tenant_id,

@@ -22,8 +22,10 @@ class FakeHelper:
     """A helper in one session: says hello as ``claims``, records what it is sent, answers prompts
     with ``answer`` (True/False, or None: leaves them unanswered)."""
 
-    def __init__(self, claims: str, answer: bool | None, after: asyncio.Event | None = None) -> None:
-        self.claims, self.answer, self.after = claims, answer, after
+    def __init__(
+        self, claims: str, answer: bool | None, after: asyncio.Event | None = None, obeys_exit: bool = True
+    ) -> None:
+        self.claims, self.answer, self.after, self.obeys_exit = claims, answer, after, obeys_exit
         self.got_prompt = asyncio.Event()
         self.received: list[dict] = []
         self.writer = None
@@ -38,6 +40,9 @@ class FakeHelper:
             self.received.append(msg)
             if msg["type"] == "prompt":
                 self.got_prompt.set()
+            if msg["type"] == "exit" and self.obeys_exit:
+                writer.close()  # the real helper: serve_service returns True, run_helper returns
+                break
             if msg["type"] == "prompt" and self.answer is not None:
                 if self.after is not None:
                     await self.after.wait()  # answer once another helper shows the prompt too
@@ -46,7 +51,7 @@ class FakeHelper:
         self.ended = True
 
     def kinds(self) -> list[tuple[str, str]]:
-        return [(m["type"], m["prompt_id"][:1]) for m in self.received]
+        return [(m["type"], m.get("prompt_id", "")[:1]) for m in self.received]
 
 
 class FakeChannel:
@@ -372,3 +377,56 @@ async def test_the_service_starts_the_agents_broker_when_it_connects(agent, monk
     await until(lambda: sessions.listened == [2])
     watcher.cancel()
     await agent.desktop_broker.close()
+
+
+# --- the service stops (restart, upgrade, uninstall): the helpers exit -------------------------------
+
+
+async def test_a_service_stop_tells_every_helper_to_exit_and_waits_for_them(agent):
+    """Files in use: an upgrade or uninstall stops the service before it removes Program Files; the
+    helpers running pythonw.exe from there must be gone by then."""
+    alice, bob = FakeHelper("alice", answer=None), FakeHelper("bob", answer=None)
+    sessions = FakeSessions({2: ("alice", alice), 3: ("bob", bob)})
+    platforms.set_override(ServicePlatform(sessions))
+    broker = quick(agent)
+    sessions.logon(2)
+    sessions.logon(3)
+    await until(lambda: set(broker.links) == {2, 3})
+    await prompt_handlers.handle_prompt_show(agent, show("e1" + "0" * 30))
+    await until(lambda: alice.kinds() == [("prompt", "e")] and bob.kinds() == [("prompt", "e")])
+
+    await prompt_handlers.close_desktop(agent)  # what main.run does when the agent stops
+    assert alice.ended and bob.ended  # they left before close returned
+    assert alice.kinds()[-1] == ("exit", "") and bob.kinds()[-1] == ("exit", "")
+    assert alice.received[-1]["reason"] == "the service is stopping"
+    assert broker.links == {} and sessions.listened == [2, 3]  # no channel made again after the exit
+    assert state_of(agent, "e1") == "acknowledged"  # the prompt stays, for the next helper or the CLI
+
+
+async def test_a_helper_that_does_not_leave_is_not_waited_for_past_the_grace(agent):
+    stubborn = FakeHelper("alice", answer=None, obeys_exit=False)  # e.g. an older helper
+    sessions = FakeSessions({2: ("alice", stubborn)})
+    platforms.set_override(ServicePlatform(sessions))
+    broker = quick(agent)
+    sessions.logon(2)
+    await until(lambda: 2 in broker.links)
+    await broker.close(helpers_exit=True, grace=0.2)
+    assert stubborn.kinds() == [("exit", "")]
+    await until(lambda: stubborn.ended)  # the service closed its end anyway; the MSI ends such a helper
+    assert broker.links == {}
+
+
+async def test_prompts_open_when_the_service_starts_are_shown_again(agent):
+    """The helpers were told to exit at the last stop: at the start, a prompt still open gets a helper
+    started where none connects by itself."""
+    prompt_handlers.store_of(agent).store(show("f2" + "0" * 30).body)
+    alice = FakeHelper("alice", answer=True)
+    sessions = FakeSessions({2: ("alice", alice)})
+    platforms.set_override(ServicePlatform(sessions))
+    broker = quick(agent)
+    await until(lambda: state_of(agent, "f2") == "approved")
+    assert sessions.launched == [2] and alice.kinds() == [("prompt", "f")]
+    broker.start()  # every reconnection calls start(): not shown again
+    await asyncio.sleep(0.05)
+    assert sessions.launched == [2]
+    await broker.close()

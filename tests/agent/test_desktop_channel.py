@@ -4,7 +4,11 @@ socket pair (the named pipe's stand-in on Linux), and how a decision is applied.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -110,32 +114,128 @@ def _sock_io(sock: socket.socket):
     return (lambda: sock.recv(65536)), sock.sendall
 
 
+def _messages(sock: socket.socket, count: int) -> list[dict]:
+    """The next ``count`` messages the helper sent (blocking reads on the service's end)."""
+    received = b""
+    while received.count(b"\n") < count:
+        chunk = sock.recv(65536)
+        assert chunk, "the helper closed the channel early"
+        received += chunk
+    return [desktop.decode_message(line) for line in received.splitlines()]
+
+
+def _serve_in_thread(helper: socket.socket, ask) -> tuple[threading.Thread, list]:
+    result: list = []
+    read, write = _sock_io(helper)
+    thread = threading.Thread(target=lambda: result.append(desktop.serve_service(read, write, user="alice", ask=ask)))
+    thread.start()
+    return thread, result
+
+
 def test_the_helper_says_hello_shows_each_prompt_and_answers():
     service, helper = socket.socketpair()
     shown: list[dict] = []
-    answers = iter([True, None, False])
+    answers = {"a": True, "b": None, "c": False}  # Yes, dialog closed by the user, No
 
-    def ask(msg):
+    def ask(msg, closed):
         shown.append(msg)
-        return next(answers)
+        return answers[msg["prompt_id"][0]]
 
-    prompts = [_show(c * 32) for c in "abc"]
-    for show in prompts:
+    thread, result = _serve_in_thread(helper, ask)
+    for show in [_show(c * 32) for c in "abc"]:
         service.sendall(desktop.prompt_message(show))
-        service.sendall(desktop.encode_message("withdraw", prompt_id=show.prompt_id))  # ignored by the loop
-    service.shutdown(socket.SHUT_WR)  # the service closes: the helper's serve returns
-    read, write = _sock_io(helper)
-    desktop.serve_service(read, write, user="alice", ask=ask)
-    helper.close()
-    received = b""
-    while chunk := service.recv(65536):
-        received += chunk
-    msgs = [desktop.decode_message(line) for line in received.splitlines()]
+    msgs = _messages(service, 3)
+    service.shutdown(socket.SHUT_WR)  # the service closes: the helper's serve returns False
+    thread.join(10)
+    assert result == [False]
     assert msgs[0] == {"type": "hello", "user": "alice"}
-    # Yes, (dialog closed: nothing), No
-    assert [(m["prompt_id"][0], m["approve"]) for m in msgs[1:]] == [("a", True), ("c", False)]
+    # each dialog in its own thread: the answers arrive in any order
+    assert sorted((m["prompt_id"][0], m["approve"]) for m in msgs[1:]) == [("a", True), ("c", False)]
     assert [m["detail"] for m in shown] == ["shell command (cmd): net stop spooler"] * 3
     assert desktop.dialog_text(shown[0])[0] == "Caisey approval request from Northwind IT"
+    service.close()
+    helper.close()
+
+
+def test_a_withdraw_closes_the_prompts_dialog_while_the_others_stay():
+    """Withdrawn by the server or answered in another session: the helper closes the dialog it shows
+    (the Windows dialog: desktop.show_dialog's timer sees the event) and sends no answer for it."""
+    service, helper = socket.socketpair()
+    asked = {c: threading.Event() for c in "ab"}
+    closed_seen: dict[str, bool] = {}
+
+    def ask(msg, closed):
+        key = msg["prompt_id"][0]
+        asked[key].set()
+        if key == "a":  # the user does not answer: the dialog stays until the helper closes it
+            closed_seen[key] = closed.wait(10)
+            return True  # a click racing the close is not sent either
+        return False
+
+    thread, result = _serve_in_thread(helper, ask)
+    service.sendall(desktop.prompt_message(_show("a" * 32)))
+    assert asked["a"].wait(10)
+    service.sendall(desktop.encode_message("withdraw", prompt_id="a" * 32))
+    service.sendall(desktop.prompt_message(_show("b" * 32)))
+    msgs = _messages(service, 2)
+    assert asked["b"].is_set() and msgs[1] == {"type": "decision", "prompt_id": "b" * 32, "approve": False}
+    service.sendall(desktop.encode_message("exit", reason="the service is stopping"))
+    thread.join(10)
+    assert result == [True] and closed_seen == {"a": True}
+    helper.close()  # what the helper's run_helper does after the exit
+    assert service.recv(65536) == b""  # nothing was sent for the withdrawn prompt
+    service.close()
+
+
+def test_the_helper_exits_when_the_service_says_so_closing_its_dialogs():
+    """The service stops (upgrade, uninstall, restart): `exit` ends the helper (no reconnecting), so no
+    pythonw.exe from Program Files is left running; its open dialog is closed first."""
+    connects: list[int] = []
+    closed_at_exit: list[bool] = []
+    service, helper = socket.socketpair()
+
+    def connect():
+        connects.append(1)
+        read, write = _sock_io(helper)
+        return read, write, helper.close
+
+    def ask(msg, closed):
+        closed_at_exit.append(closed.wait(10))
+        return None
+
+    service.sendall(desktop.prompt_message(_show("d" * 32)))
+    service.sendall(desktop.encode_message("exit", reason="the service is stopping"))
+    desktop.run_helper(connect, user="alice", ask=ask, sleep=lambda s: pytest.fail("reconnect attempted"))
+    assert connects == [1] and closed_at_exit == [True]
+    service.close()
+
+
+def test_the_dialogs_timer_closes_it_when_asked_or_expired():
+    closed = threading.Event()
+    assert not desktop.dialog_should_close(closed, deadline=0)  # no deadline given
+    assert not desktop.dialog_should_close(closed, deadline=200.0, now=lambda: 100.0)
+    assert desktop.dialog_should_close(closed, deadline=200.0, now=lambda: 200.0)  # expired
+    closed.set()
+    assert desktop.dialog_should_close(closed, deadline=200.0, now=lambda: 100.0)
+
+
+def test_the_installer_ends_the_helpers_of_this_installation_only():
+    """`desktop-helper --close-all` (the MSI's CloseHelpers): real processes here, psutil's view of them."""
+    import psutil
+
+    sleeper = "import time; time.sleep(60)"
+    helper = subprocess.Popen([sys.executable, "-c", sleeper, "desktop-helper"])
+    other = subprocess.Popen([sys.executable, "-c", sleeper, "run"])  # e.g. the service's python.exe
+    try:
+        python_dir = os.path.dirname(psutil.Process(helper.pid).exe())
+        assert [p.pid for p in desktop.helper_processes(python_dir)] == [helper.pid]
+        assert desktop.helper_processes("/nonexistent/python") == []  # another installation's helpers
+        assert desktop.close_all_helpers(python_dir) == [helper.pid]
+        assert helper.wait(10) is not None and other.poll() is None
+    finally:
+        for proc in (helper, other):
+            proc.kill()
+            proc.wait()
 
 
 def test_the_helper_refuses_what_it_does_not_understand():
@@ -143,7 +243,7 @@ def test_the_helper_refuses_what_it_does_not_understand():
     service.sendall(b'{"type":"run","command":"calc.exe"}\n')
     read, write = _sock_io(helper)
     with pytest.raises(desktop.ChannelError, match="unknown message"):
-        desktop.serve_service(read, write, user="alice", ask=lambda msg: pytest.fail("asked"))
+        desktop.serve_service(read, write, user="alice", ask=lambda msg, closed: pytest.fail("asked"))
     service.close()
     helper.close()
 
@@ -171,7 +271,7 @@ def test_the_logon_helper_waits_for_the_service_and_reconnects_after_it_went_awa
     desktop.run_helper(
         connect,
         user="alice",
-        ask=lambda msg: served.append(msg["prompt_id"][0]) or None,
+        ask=lambda msg, closed: served.append(msg["prompt_id"][0]) or None,
         sleep=waits.append,
         stop=lambda: len(attempts) >= 4,
     )

@@ -9,6 +9,7 @@ so what the agent sends on the wire is checked independently of ldap3.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import socket
@@ -27,6 +28,10 @@ from caisey_agent.policy import LocalPolicy
 
 SLAPD = shutil.which("slapd") or ("/usr/sbin/slapd" if os.path.exists("/usr/sbin/slapd") else None)
 SLAPADD = shutil.which("slapadd") or ("/usr/sbin/slapadd" if os.path.exists("/usr/sbin/slapadd") else None)
+
+
+BIND_DN = "cn=admin,dc=corp,dc=example"
+BIND_PASSWORD = "s3cret-Bind-pw"
 
 
 def run(params):
@@ -86,6 +91,7 @@ def slapd(tmp_path_factory):
         "database mdb\n"
         'suffix "dc=corp,dc=example"\n'
         'rootdn "cn=admin,dc=corp,dc=example"\n'
+        f"rootpw {BIND_PASSWORD}\n"
         f"directory {tmp / 'db'}\n"
         "access to * by * read\n"
     )
@@ -153,6 +159,33 @@ def test_real_slapd_ldaps_is_verified(slapd, monkeypatch):
     # Trusted, but the name asked for is not the certificate's: refused.
     out = run({**params, "host": "127.0.0.1"})
     assert not out.ok, out.data
+
+
+def test_real_slapd_authenticated_bind_over_ldaps(slapd, monkeypatch):
+    """bind_dn + password (a "secret" parameter): a simple bind over LDAPS; the password is in neither
+    the result's data nor its text."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(slapd["ca"]))
+    params = {"host": "localhost", "port": slapd["tls_port"], "tls": True, "bind_dn": BIND_DN}
+    out = run({**params, "password": BIND_PASSWORD, "base_dn": "ou=Servers,dc=corp,dc=example"})
+    assert out.ok, out.error
+    assert out.data["bind"] == {**out.data["bind"], "code": 0, "result": "success", "anonymous": False, "as": BIND_DN}
+    assert f"bind as {BIND_DN}: success" in out.text
+    assert BIND_PASSWORD not in out.text and BIND_PASSWORD not in json.dumps(out.data)
+
+    out = run({**params, "password": "not-" + BIND_PASSWORD})
+    assert not out.ok
+    assert out.data["bind"]["code"] == 49 and out.data["bind"]["result"] == "invalidCredentials"
+    assert out.error.startswith(f"bind as {BIND_DN} refused: invalidCredentials")
+    assert BIND_PASSWORD not in out.text + out.error + json.dumps(out.data)
+
+
+def test_a_password_is_never_sent_in_clear_or_without_its_dn():
+    port = free_port()  # nothing listens: the refusals come before any connection
+    out = run({"host": "127.0.0.1", "port": port, "bind_dn": BIND_DN, "password": BIND_PASSWORD})
+    assert not out.ok and out.error == "a password is sent only over LDAPS: set tls (port 636)"
+    out = run({"host": "127.0.0.1", "port": port, "tls": True, "bind_dn": BIND_DN})
+    assert not out.ok and out.error == "bind_dn and password go together"  # never an unauthenticated bind
+    assert BIND_PASSWORD not in json.dumps(out.data)
 
 
 # --- a fake server with its own BER ---------------------------------------------------------------

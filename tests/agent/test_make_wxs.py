@@ -156,6 +156,39 @@ def test_the_built_msi_writes_an_explicit_local_policy(wxs, stage, tmp_path):
     assert "ALLOW_SHELL" not in dict(msi_table(msi, "Property"))  # no default: an upgrade keeps the file
 
 
+def test_the_built_msi_ends_the_prompt_helpers_before_it_removes_the_files(wxs, stage, tmp_path):
+    """Files in use (issue 13): on uninstall, repair, and this version's removal by a later upgrade,
+    `caisey-agent desktop-helper --close-all` runs as LocalSystem after the service stopped (which told
+    the helpers it reaches to exit) and before the files go. The process matching:
+    tests/agent/test_desktop_channel.py."""
+    if not (WIXL and MSIINFO):
+        if os.environ.get("CI"):
+            pytest.fail("wixl/msiinfo are not installed (apt-get install wixl msitools); CI installs them")
+        pytest.skip("wixl/msiinfo are not installed (apt-get install wixl msitools)")
+    msi = tmp_path / "caisey-agent.msi"
+    built = subprocess.run(
+        [WIXL, "-a", "x64", "-o", str(msi), str(wxs)], cwd=stage, capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stderr
+    actions = {row[0]: row[1:4] for row in msi_table(msi, "CustomAction")}
+    # 18 (exe from an installed File) + 0x40 (exit status ignored) + 0x400 (deferred) + 0x800 (LocalSystem)
+    assert actions["CloseHelpers"] == [
+        str(18 + 0x40 + 0x400 + 0x800),
+        make_wxs.ident("f", "python/python.exe"),
+        "-B -m caisey_agent desktop-helper --close-all",
+    ]
+    rows = {row[0]: (row[1], int(row[2])) for row in msi_table(msi, "InstallExecuteSequence")}
+    assert rows["CloseHelpers"][0] == "Installed"  # not on a first install
+    order = sorted(rows, key=lambda name: rows[name][1])
+    assert (
+        order.index("InstallInitialize")
+        < order.index("StopServices")
+        < order.index("CloseHelpers")
+        < order.index("RemoveFiles")
+        < order.index("InstallFiles")
+    )
+
+
 def test_the_built_msi_starts_the_prompt_helper_at_every_logon(wxs, stage, tmp_path):
     """HKLM Run, 64-bit view: every user's logon starts `pythonw.exe -m caisey_agent desktop-helper`,
     the same command the service uses (without --session); removed with the program."""

@@ -1,7 +1,9 @@
 """ldap_check: an LDAP bind and a search, spoken with ldap3 (a pure-Python RFC 4511 client).
 
-Binds anonymously (no credentials travel as action parameters, which the server stores),
-then reads the RootDSE (base "" scope base): naming contexts, the DC's DNS name, its time,
+Binds anonymously, or with ``bind_dn`` and ``password`` (a simple bind; the password is a "secret"
+parameter: the server keeps it sealed and wipes it when the action is final, and it never appears in
+the result or the agent's log). A password is sent only over LDAPS (``tls``): refused otherwise, before
+anything is sent. Then reads the RootDSE (base "" scope base): naming contexts, the DC's DNS name, its time,
 whether it is synchronised, functional levels. With ``base_dn``, also checks that this entry
 exists and is readable (scope base, (objectClass=*)). Works on every platform.
 
@@ -74,8 +76,15 @@ def ldap_check(ctx: Context) -> Outcome:
     tls = bool(ctx.params.get("tls"))
     port = int(ctx.params.get("port") or (636 if tls else 389))
     base_dn = ctx.params.get("base_dn") or ""
+    bind_dn, password = ctx.params.get("bind_dn") or "", ctx.params.get("password") or ""
     timeout = ctx.remaining(15)
     data: dict = {"host": host, "port": port, "tls": tls}
+    if bool(bind_dn) != bool(password):
+        data["error"] = "bind_dn and password go together"  # an empty password binds unauthenticated
+        return Outcome(data=data, text=data["error"], ok=False, error=data["error"])
+    if password and not tls:
+        data["error"] = "a password is sent only over LDAPS: set tls (port 636)"
+        return Outcome(data=data, text=data["error"], ok=False, error=data["error"])
     server = ldap3.Server(
         host,
         port=port,
@@ -85,7 +94,8 @@ def ldap_check(ctx: Context) -> Outcome:
         get_info=ldap3.NONE,
         connect_timeout=timeout,
     )
-    conn = ldap3.Connection(server, receive_timeout=timeout, read_only=True, raise_exceptions=False)
+    credentials = {"user": bind_dn, "password": password, "authentication": ldap3.SIMPLE} if bind_dn else {}
+    conn = ldap3.Connection(server, receive_timeout=timeout, read_only=True, raise_exceptions=False, **credentials)
     start = time.perf_counter()
     try:
         conn.open()
@@ -99,7 +109,12 @@ def ldap_check(ctx: Context) -> Outcome:
     try:
         t = time.perf_counter()
         conn.bind()
-        data["bind"] = {**result_of(conn), "anonymous": True, "ms": round((time.perf_counter() - t) * 1000, 2)}
+        data["bind"] = {
+            **result_of(conn),
+            "anonymous": not bind_dn,
+            **({"as": bind_dn} if bind_dn else {}),
+            "ms": round((time.perf_counter() - t) * 1000, 2),
+        }
         t = time.perf_counter()
         result, entries = search(conn, "", ROOTDSE_ATTRS)
         data["rootdse"] = entries[0][1] if entries else {}
@@ -122,8 +137,10 @@ def ldap_check(ctx: Context) -> Outcome:
 def ldap_outcome(data: dict) -> Outcome:
     root = data.get("rootdse", {})
     problems = []
-    if data["bind"]["code"] != 0:
-        problems.append(f"anonymous bind refused: {data['bind']['result']} {data['bind']['message']}".strip())
+    bind = data["bind"]
+    who = "anonymous bind" if bind["anonymous"] else f"bind as {bind['as']}"
+    if bind["code"] != 0:
+        problems.append(f"{who} refused: {bind['result']} {bind['message']}".strip())
     if not root:
         problems.append("the RootDSE could not be read")
     base = data.get("base_dn")
@@ -136,7 +153,7 @@ def ldap_outcome(data: dict) -> Outcome:
                 "Server",
                 f"{data['host']}:{data['port']}{' (LDAPS)' if data['tls'] else ''}, connected in {data['connect_ms']} ms",
             ),
-            ("Bind", f"anonymous: {data['bind']['result']} in {data['bind']['ms']} ms"),
+            ("Bind", f"{who}: {bind['result']} in {bind['ms']} ms"),
             ("DNS host name", first("dnsHostName")),
             ("Default naming context", first("defaultNamingContext")),
             ("Server time", first("currentTime")),
