@@ -152,6 +152,8 @@ EXCLUDED: dict[str, str] = {
     "audit:sink_enable": POST_ONLY,
     "audit:sink_disable": POST_ONLY,
     "audit:sink_test": POST_ONLY,
+    "audit:sink_update": POST_ONLY,
+    "audit:sink_delete": POST_ONLY,
     "integrations:webhook_create": POST_ONLY,
     "integrations:webhook_update": POST_ONLY,
     "integrations:webhook_rotate": POST_ONLY,
