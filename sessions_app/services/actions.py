@@ -621,8 +621,9 @@ def bulk_run_finish_check(action: Action) -> None:
     run = BulkRun.objects.select_for_update(no_key=True).filter(pk=action.bulk_run_id).first()
     if run is None:
         return
-    progress = bulk_run_progress(run=run)
-    if progress["done"] < progress["total"]:
+    # Any action not ended yet: this runs at every end of a run's action, so it stops at the first
+    # such row instead of counting the whole run (a count per end made a fan-out to N quadratic).
+    if Action.objects.filter(bulk_run=run).exclude(status__in=ACTION_FINAL).exists():
         return
     by_status = dict(
         Action.objects.filter(bulk_run=run).values_list("status").annotate(n=Count("id")).order_by("status")
@@ -642,7 +643,7 @@ def bulk_run_finish_check(action: Action) -> None:
                         "rerun_of": str(run.rerun_of_id) if run.rerun_of_id else None,
                         "runbook_version": str(run.runbook_version_id) if run.runbook_version_id else None,
                     },
-                    "actions": progress["total"],
+                    "actions": sum(by_status.values()),
                     "by_status": by_status,
                 },
             )
