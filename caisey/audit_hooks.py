@@ -10,10 +10,11 @@ no listener registered (the audit app not installed) an emit does nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from caisey.hooks import Hook
 
 
 @dataclass(frozen=True)
@@ -31,20 +32,7 @@ class AuditEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-AuditListener = Callable[[Sequence[AuditEvent]], None]
-_listeners: list[AuditListener] = []
-
-
-def on_audit_events(listener: AuditListener) -> AuditListener:
-    """Register ``listener`` (once; registering it again is a no-op). Usable as a decorator."""
-    if listener not in _listeners:
-        _listeners.append(listener)
-    return listener
-
-
-def audit_emit(events: Sequence[AuditEvent]) -> None:
-    """Hand ``events`` to every listener; call it inside the transaction that wrote them."""
-    if not events:
-        return
-    for listener in _listeners:
-        listener(events)
+_hook: Hook[AuditEvent] = Hook()
+# Listeners register at start-up; writers emit inside the transaction of the change.
+on_audit_events = _hook.register
+audit_emit = _hook.emit

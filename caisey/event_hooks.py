@@ -10,10 +10,11 @@ Django signal; the kernel imports no app, so every layer may call it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from caisey.hooks import Hook
 
 
 @dataclass(frozen=True)
@@ -28,20 +29,7 @@ class OutsideEvent:
     endpoint_id: uuid.UUID | None = None
 
 
-EventListener = Callable[[Sequence[OutsideEvent]], None]
-_listeners: list[EventListener] = []
-
-
-def on_events(listener: EventListener) -> EventListener:
-    """Register ``listener`` (once; registering it again is a no-op)."""
-    if listener not in _listeners:
-        _listeners.append(listener)
-    return listener
-
-
-def event_emit(events: Sequence[OutsideEvent]) -> None:
-    """Hand ``events`` to every listener; call it inside the transaction of the change."""
-    if not events:
-        return
-    for listener in _listeners:
-        listener(events)
+_hook: Hook[OutsideEvent] = Hook()
+# Listeners register at start-up; writers emit inside the transaction of the change.
+on_events = _hook.register
+event_emit = _hook.emit
