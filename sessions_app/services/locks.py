@@ -41,7 +41,7 @@ def _lock(sessions: QuerySet[SupportSession]) -> None:
 
 
 def session_lock(*, session_id: Any, tenant_id: Any) -> None:
-    """Lock one session's row (a no-op when this transaction holds it already)."""
+    """Lock one session's row (returns at once when this transaction holds it already)."""
     with tenancy.bind(tenant_id):
         _lock(SupportSession.objects.filter(pk=session_id))
 
