@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +29,7 @@ def read_frames(data: bytes) -> list[bytes]:
 
 class SyslogReceiver:
     """Accepts connections, reads each to its end, keeps the frames; ``mode`` "ok", "hang" (reads
-    nothing and never closes) or "reset" (closes at once, reading nothing)."""
+    nothing and never closes) or "reset" (resets the connection at once, reading nothing)."""
 
     def __init__(self, *, tls_folder: Path | None = None, port: int = 0) -> None:
         self.frames: list[bytes] = []
@@ -54,6 +55,11 @@ class SyslogReceiver:
     def _handle(self, conn: socket.socket) -> None:
         self.connections += 1
         if self.mode == "reset":
+            # A linger of 0 makes close() send RST. A plain close() sends FIN when our frames have
+            # not arrived yet, and FIN is what a collector that read everything sends too: the
+            # sender then counts the batch as read (TCP syslog has no acknowledgement; CI on
+            # 2026-12-05 saw "Test record sent" here once). A reset is what this mode is for.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()
             return
         if self.mode == "hang":
