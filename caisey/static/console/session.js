@@ -14,12 +14,17 @@
   var requested = {};
   // X-Caisey-Live: a refresh the page made on its own, not the person's activity (the idle
   // timeout of endpoints/identity.py ignores it).
-  function refresh(id) {
+  // A fetch that fails (the server busy or restarting, the network thin) is tried again a few
+  // times while it is still the newest for its card: a missed update would leave a card wrong.
+  function refresh(id, tries) {
     var n = requested[id] = (requested[id] || 0) + 1;
+    tries = tries || 0;
+    function again() { if (n === requested[id] && tries < 4) setTimeout(function () { refresh(id, tries + 1); }, 1000 * (tries + 1)); }
     fetch(location.pathname + "actions/" + id + "/", {credentials: "same-origin", headers: {"X-Caisey-Live": "1"}})
-      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (r) { return r.ok ? r.text() : null; }, function () { return null; })
       .then(function (html) {
-        if (!html || n !== requested[id]) return;
+        if (!html) { again(); return; }
+        if (n !== requested[id]) return;
         var holder = document.createElement("div");
         holder.innerHTML = html.trim();
         var fresh = holder.firstElementChild;
@@ -67,8 +72,7 @@
   // Doorbells rung between rendering this page and subscribing to the session are not
   // replayed (an action that finished in that gap would stay "Queued"). Once subscribed,
   // compare with a fresh render and refresh the cards that differ.
-  document.addEventListener("caisey:message", function (e) {
-    if (!e.detail || e.detail.subscribed !== "session") return;
+  function resync() {
     fetch(location.pathname, {credentials: "same-origin", headers: {"X-Caisey-Live": "1"}})
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
@@ -84,8 +88,22 @@
           var old = card(c.dataset.action);
           if (!old || old.dataset.status !== c.dataset.status) refresh(c.dataset.action);
         });
-      });
+      }, function () {});
+  }
+  document.addEventListener("caisey:message", function (e) {
+    if (e.detail && e.detail.subscribed === "session") resync();
   });
+  // A doorbell is not the record and can be lost (a layer restart, a full channel): while an
+  // action on this page is still live, compare with the server now and then as well, so a
+  // card never stays "Running" after its action ended.
+  var LIVE = ["queued", "dispatched", "running", "awaiting_approval"];
+  setInterval(function () {
+    if (document.hidden || document.body.dataset.live !== "connected") return;
+    var live = Array.prototype.some.call(document.querySelectorAll("#actions [data-action]"), function (c) {
+      return LIVE.indexOf(c.dataset.status) >= 0;
+    });
+    if (live) resync();
+  }, 10000);
   ["caisey:action.status", "caisey:action.queued"].forEach(function (name) {
     document.addEventListener(name, function (e) { refresh(e.detail.payload.action_id); });
   });
