@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import ssl
+import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
